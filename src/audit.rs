@@ -1,0 +1,158 @@
+//! The audit log: one JSON object per line, appended to `--audit-log FILE`.
+//!
+//! Records are written with serde_json in a single `write` on an `O_APPEND` file, so a
+//! line is never interleaved with another writer's and never filtered by `RUST_LOG`.
+//! Each record is also emitted as a `tracing` event (target `audit`) for diagnostics.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::plan::{Access, Plan};
+use crate::supervisor::{Ending, Outcome};
+
+pub struct Audit {
+    file: Option<File>,
+    pub session: String,
+}
+
+impl Audit {
+    /// Open the log (created mode 0600), or a no-op audit when `path` is None.
+    pub fn open(path: Option<&Path>) -> std::io::Result<Audit> {
+        let file = match path {
+            Some(p) => Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(p)?,
+            ),
+            None => None,
+        };
+        Ok(Audit {
+            file,
+            session: new_session_id(),
+        })
+    }
+
+    pub fn record(&mut self, event: &str, mut fields: Value) {
+        if let Value::Object(m) = &mut fields {
+            m.insert("ts".into(), Value::String(rfc3339_now()));
+            m.insert("event".into(), Value::String(event.into()));
+            m.insert("session".into(), Value::String(self.session.clone()));
+        }
+        tracing::debug!(target: "audit", "{fields}");
+        if let Some(f) = &mut self.file {
+            let mut line = fields.to_string();
+            line.push('\n');
+            if let Err(e) = f.write_all(line.as_bytes()) {
+                tracing::warn!("writing the audit log: {e}");
+            }
+        }
+    }
+
+    pub fn session_start(&mut self, plan: &Plan) {
+        let list = |a: Access| -> Vec<String> {
+            plan.paths
+                .iter()
+                .filter(|r| r.access == a && r.symlink.is_none())
+                .map(|r| r.path.display().to_string())
+                .collect()
+        };
+        let fields = json!({
+            "profile": plan.profile,
+            "plan_sha256": plan.digest(),
+            "command": plan.process.argv,
+            "workspace": plan.workspace,
+            "boundary": {
+                "read": list(Access::Read),
+                "write": list(Access::Write),
+                "tmpfs": list(Access::Tmpfs),
+                "protect": list(Access::Protect),
+                "hide": list(Access::Hide),
+                "network": plan.net.mode.as_str(),
+                "env": plan.process.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+                "timeout_s": plan.limits.timeout.map(|t| t.as_secs_f64()),
+            },
+            "uid": plan.process.uid,
+            "gid": plan.process.gid,
+        });
+        self.record("session_start", fields);
+    }
+
+    pub fn session_end(&mut self, out: &Outcome) {
+        let (exit, signal, not_started) = match &out.ending {
+            Ending::Exited(c) => (Some(*c), None, None),
+            Ending::Signaled(s) => (None, Some(*s), None),
+            Ending::NotStarted { code, message } => (Some(*code), None, Some(message.clone())),
+            Ending::Lost => (None, None, None),
+        };
+        let fields = json!({
+            "exit_code": out.exit_code(),
+            "command_exit": exit,
+            "signal": signal,
+            "not_started": not_started,
+            "timed_out": out.timed_out,
+            "duration_ms": out.duration.as_millis() as u64,
+        });
+        self.record("session_end", fields);
+    }
+}
+
+fn new_session_id() -> String {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom fills the buffer we own.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b = ((t as u64) ^ (std::process::id() as u64).rotate_left(32)).to_ne_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// UTC time as RFC 3339 with milliseconds.
+pub fn rfc3339_now() -> String {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z.rem_euclid(146097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamp_shape() {
+        let t = super::rfc3339_now();
+        assert_eq!(t.len(), 24, "{t}");
+        assert!(t.starts_with("20"), "{t}");
+        assert!(t.ends_with('Z'));
+    }
+}

@@ -1,0 +1,133 @@
+//! The cell's PID 1: builds the cell, forks the worker, then reaps and forwards signals.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::signal::{SigSet, Signal};
+use nix::unistd::{ForkResult, Pid};
+
+use super::{report, rootfs, worker, Spec, FORWARDED};
+use crate::plan::NetMode;
+
+/// The signals init keeps blocked and waits for: the forwarded ones and SIGCHLD.
+pub fn blocked_in_init() -> SigSet {
+    let mut s = super::forwarded_set();
+    s.add(Signal::SIGCHLD);
+    s
+}
+
+fn exit(code: i32) -> ! {
+    // SAFETY: _exit ends the process without running atexit handlers or destructors,
+    // which belong to the launcher this process was cloned from.
+    unsafe { libc::_exit(code) }
+}
+
+/// Entry point of the cloned child. Never returns.
+pub fn main(spec: &Spec, sync: OwnedFd, err: OwnedFd, status: OwnedFd) -> ! {
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        // Die with the supervisor: a killed taskcell leaves nothing running.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        // Nothing in the cell may ptrace init (it holds capabilities in the cell's user
+        // namespace until the worker is started).
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+    let mut go = [0u8; 1];
+    let mut f = std::fs::File::from(sync);
+    if !matches!(f.read(&mut go), Ok(1)) {
+        // The supervisor died before releasing us.
+        exit(125);
+    }
+    drop(f);
+
+    if let Err(msg) = setup(spec) {
+        report(err.as_raw_fd(), 125, &msg);
+        exit(125);
+    }
+
+    // SAFETY: this process is single-threaded (a clone of the single-threaded launcher).
+    let worker = match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Child) => {
+            drop(status);
+            worker::main(spec, err)
+        }
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => {
+            report(err.as_raw_fd(), 125, &format!("forking the worker: {e}"));
+            exit(125);
+        }
+    };
+    drop(err);
+    if let Err(e) = drop_privileges(status.as_raw_fd()) {
+        // Init keeps running to report the worker's status; without the drop it would be
+        // a privileged process inside the cell, so end the cell instead.
+        let _ = nix::sys::signal::kill(worker, Signal::SIGKILL);
+        eprintln!("taskcell: cell init could not drop its privileges: {e}");
+        exit(125);
+    }
+    wait_loop(worker, status)
+}
+
+fn setup(spec: &Spec) -> Result<(), String> {
+    rootfs::execute(&spec.mounts).map_err(|e| e.to_string())?;
+    nix::unistd::sethostname(&spec.process.hostname)
+        .map_err(|e| format!("setting the hostname {:?}: {e}", spec.process.hostname))?;
+    if spec.net == NetMode::Loopback {
+        super::net::loopback_up().map_err(|e| format!("bringing up lo: {e}"))?;
+    }
+    Ok(())
+}
+
+/// After the worker started, init needs no privilege: drop every capability, set
+/// no_new_privs and close every fd but the status pipe.
+fn drop_privileges(keep: i32) -> Result<(), String> {
+    super::worker::drop_all_caps()?;
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: closing fd ranges this process owns and does not use again.
+    unsafe {
+        if keep > 3 {
+            libc::syscall(libc::SYS_close_range, 3u32, (keep - 1) as u32, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0u32);
+    }
+    Ok(())
+}
+
+fn wait_loop(worker: Pid, status: OwnedFd) -> ! {
+    let set = blocked_in_init();
+    loop {
+        let sig = match set.wait() {
+            Ok(s) => s,
+            Err(_) => continue,
+        };
+        if sig != Signal::SIGCHLD {
+            if FORWARDED.contains(&sig) {
+                let _ = nix::sys::signal::kill(worker, sig);
+            }
+            continue;
+        }
+        loop {
+            let mut st: libc::c_int = 0;
+            // SAFETY: waitpid writes the status into our local.
+            let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+            if pid <= 0 {
+                break;
+            }
+            if pid == worker.as_raw() {
+                let bytes = st.to_ne_bytes();
+                let _ = nix::unistd::write(&status, &bytes);
+                // Exiting ends the PID namespace: the kernel kills whatever the command
+                // left behind (daemons included).
+                let code = if libc::WIFEXITED(st) {
+                    libc::WEXITSTATUS(st)
+                } else {
+                    128 + libc::WTERMSIG(st)
+                };
+                exit(code);
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The cell: a process tree in its own namespaces, built from a Plan.
+//!
+//! [`spawn`] clones the cell's init with every namespace in one `clone`, writes the
+//! identity uid/gid map from outside, and releases it. Init (PID 1 of the cell) builds
+//! the root filesystem ([`rootfs`]), sets the hostname, brings `lo` up if asked, forks
+//! the worker ([`worker`]), drops its own privileges and then only reaps and forwards
+//! signals ([`init`]). The worker drops everything and `execve`s the command.
+//!
+//! Failures inside the cell before `execve` are reported to the supervisor over a
+//! close-on-exec pipe as `CODE\tMESSAGE` (125 setup, 126 not executable, 127 not found);
+//! init reports the worker's raw wait status over a second pipe.
+
+pub mod init;
+pub mod net;
+pub mod rootfs;
+pub mod userns;
+pub mod worker;
+
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::signal::{SigSet, Signal};
+use nix::unistd::Pid;
+
+use crate::plan::{NetMode, ProcessPlan, Rlimit};
+
+/// Signals the supervisor forwards to the cell (and init to the worker).
+pub const FORWARDED: &[Signal] = &[
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+pub fn forwarded_set() -> SigSet {
+    let mut s = SigSet::empty();
+    for sig in FORWARDED {
+        s.add(*sig);
+    }
+    s
+}
+
+/// The parts of a Plan the cell enforces. Built by the supervisor from the Plan.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub mounts: Vec<rootfs::MountOp>,
+    pub net: NetMode,
+    pub process: ProcessPlan,
+    pub rlimits: Vec<Rlimit>,
+}
+
+/// A cell that has been started.
+#[derive(Debug)]
+pub struct Cell {
+    /// The cell's init, in the launcher's PID namespace.
+    pub init: Pid,
+    /// A pidfd for init (poll it to learn when the cell ended).
+    pub pidfd: OwnedFd,
+    /// Read end of the pipe on which init writes the worker's wait status.
+    pub status: OwnedFd,
+}
+
+/// A failure reported by the cell before the command ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetupFailure {
+    /// 125 (taskcell), 126 (not executable) or 127 (not found).
+    pub code: i32,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot create the cell's namespaces: {0}")]
+    Clone(String),
+    #[error("cannot set up the cell's user namespace: {0}")]
+    Userns(String),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)
+}
+
+/// Clone the cell. Must be called while the process is single-threaded: the child goes on
+/// running this program's code without `exec` until the worker `execve`s.
+///
+/// Returns the running cell and, when the cell failed before `execve`, what it said.
+pub fn spawn(spec: &Spec) -> Result<(Cell, Option<SetupFailure>), SpawnError> {
+    let (sync_r, sync_w) = pipe_cloexec()?;
+    let (err_r, err_w) = pipe_cloexec()?;
+    let (st_r, st_w) = pipe_cloexec()?;
+
+    let mut flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWCGROUP;
+    if spec.net != NetMode::Host {
+        flags |= libc::CLONE_NEWNET;
+    }
+    // Block the forwarded signals before the clone so that none is lost between the clone
+    // and init's wait loop; the supervisor reads them from a signalfd.
+    let mut old = SigSet::empty();
+    nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_BLOCK,
+        Some(&init::blocked_in_init()),
+        Some(&mut old),
+    )
+    .map_err(io::Error::from)?;
+
+    // SAFETY: a raw clone without CLONE_VM behaves like fork(): the child gets a copy of
+    // the address space and continues here with a return value of 0. The caller
+    // guarantees the process is single-threaded, so no lock is held by another thread.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if ret < 0 {
+        let e = io::Error::last_os_error();
+        let _ = nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&old),
+            None,
+        );
+        return Err(SpawnError::Clone(userns::explain_clone_error(&e)));
+    }
+    if ret == 0 {
+        // The cell's init. Never returns.
+        drop(sync_w);
+        drop(err_r);
+        drop(st_r);
+        init::main(spec, sync_r, err_w, st_w);
+    }
+    let pid = Pid::from_raw(ret as i32);
+    drop(sync_r);
+    drop(err_w);
+    drop(st_w);
+
+    let kill_child = || {
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+    };
+    if let Err(e) = userns::write_maps(pid, spec.process.uid, spec.process.gid) {
+        kill_child();
+        return Err(SpawnError::Userns(e));
+    }
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let pfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if pfd < 0 {
+        let e = io::Error::last_os_error();
+        kill_child();
+        return Err(SpawnError::Io(io::Error::new(
+            e.kind(),
+            format!("pidfd_open for the cell's init: {e} (taskcell needs Linux 5.3 or later)"),
+        )));
+    }
+    // SAFETY: pfd is a fresh fd we own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pfd as RawFd) };
+    // Release the child.
+    if let Err(e) = nix::unistd::write(&sync_w, b"g") {
+        kill_child();
+        return Err(SpawnError::Io(io::Error::from(e)));
+    }
+    drop(sync_w);
+
+    // Wait until the worker has exec'd (EOF) or reported a failure.
+    let mut msg = Vec::new();
+    let mut f = std::fs::File::from(err_r);
+    let _ = f.read_to_end(&mut msg);
+    let failure = parse_failure(&msg);
+    Ok((
+        Cell {
+            init: pid,
+            pidfd,
+            status: st_r,
+        },
+        failure,
+    ))
+}
+
+fn parse_failure(msg: &[u8]) -> Option<SetupFailure> {
+    if msg.is_empty() {
+        return None;
+    }
+    let s = String::from_utf8_lossy(msg);
+    let (code, message) = s.split_once('\t').unwrap_or(("125", &s));
+    Some(SetupFailure {
+        code: code.parse().unwrap_or(125),
+        message: message.trim_end().to_string(),
+    })
+}
+
+/// Write a failure report to the supervisor (from inside the cell).
+pub(crate) fn report(fd: RawFd, code: i32, message: &str) {
+    let line = format!("{code}\t{message}");
+    // SAFETY: writing a buffer we own to an fd we hold; the result is best effort.
+    unsafe {
+        libc::write(fd, line.as_ptr().cast(), line.len());
+    }
+}
+
+/// Read the worker's raw wait status that init sends before it exits.
+pub fn read_status(cell: &Cell) -> Option<i32> {
+    let mut buf = [0u8; 4];
+    let n = nix::unistd::read(cell.status.as_raw_fd(), &mut buf).ok()?;
+    (n == 4).then(|| i32::from_ne_bytes(buf))
+}

@@ -1,0 +1,200 @@
+//! The worker: the process that becomes the command. Drops every privilege, then execs.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::sys::signal::{SigSet, SigmaskHow};
+
+use super::{report, Spec};
+
+fn fail(err: &OwnedFd, code: i32, msg: &str) -> ! {
+    report(err.as_raw_fd(), code, msg);
+    // SAFETY: _exit without the launcher's atexit handlers.
+    unsafe { libc::_exit(code) }
+}
+
+/// Drop every capability: bounding, ambient, inheritable, effective, permitted.
+pub fn drop_all_caps() -> Result<(), String> {
+    use caps::CapSet;
+    for cap in caps::all() {
+        // Dropping from the bounding set needs CAP_SETPCAP, which we still have here.
+        if let Err(e) = caps::drop(None, CapSet::Bounding, cap) {
+            return Err(format!("dropping {cap} from the bounding set: {e}"));
+        }
+    }
+    caps::clear(None, CapSet::Ambient).map_err(|e| format!("clearing ambient caps: {e}"))?;
+    caps::clear(None, CapSet::Inheritable)
+        .map_err(|e| format!("clearing inheritable caps: {e}"))?;
+    caps::clear(None, CapSet::Effective).map_err(|e| format!("clearing effective caps: {e}"))?;
+    caps::clear(None, CapSet::Permitted).map_err(|e| format!("clearing permitted caps: {e}"))?;
+    Ok(())
+}
+
+fn resource(name: &str) -> Option<nix::sys::resource::Resource> {
+    use nix::sys::resource::Resource as R;
+    Some(match name {
+        "as" => R::RLIMIT_AS,
+        "core" => R::RLIMIT_CORE,
+        "cpu" => R::RLIMIT_CPU,
+        "data" => R::RLIMIT_DATA,
+        "fsize" => R::RLIMIT_FSIZE,
+        "memlock" => R::RLIMIT_MEMLOCK,
+        "nofile" => R::RLIMIT_NOFILE,
+        "nproc" => R::RLIMIT_NPROC,
+        "stack" => R::RLIMIT_STACK,
+        _ => return None,
+    })
+}
+
+/// Entry point of the worker (forked by init). Never returns.
+pub fn main(spec: &Spec, err: OwnedFd) -> ! {
+    // Signals: nothing blocked, SIGPIPE back to default (Rust's runtime ignores it).
+    let _ =
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    // SAFETY: resetting a disposition to the default has no handler to race with.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    // A new session: no controlling terminal, so TIOCSTI on the caller's terminal fails.
+    if let Err(e) = nix::unistd::setsid() {
+        fail(&err, 125, &format!("setsid: {e}"));
+    }
+    for r in &spec.rlimits {
+        let Some(res) = resource(r.name) else {
+            fail(&err, 125, &format!("unknown rlimit {}", r.name));
+        };
+        if let Err(e) = nix::sys::resource::setrlimit(res, r.soft, r.hard) {
+            fail(
+                &err,
+                125,
+                &format!(
+                    "setting rlimit {} to {}: {e} (lower the value in the profile)",
+                    r.name, r.soft
+                ),
+            );
+        }
+    }
+    if let Err(e) = nix::unistd::chdir(&spec.process.cwd) {
+        fail(
+            &err,
+            125,
+            &format!(
+                "working directory {} is not available inside the cell: {e}",
+                spec.process.cwd.display()
+            ),
+        );
+    }
+    // Every inherited fd but 0/1/2 is closed at execve (the error pipe stays usable until
+    // then).
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on our own fds.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
+    if let Err(e) = drop_all_caps() {
+        fail(&err, 125, &e);
+    }
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        fail(
+            &err,
+            125,
+            &format!("no_new_privs: {}", std::io::Error::last_os_error()),
+        );
+    }
+    exec(spec, &err)
+}
+
+fn cstr(s: &[u8]) -> CString {
+    // Arguments and environment come from argv and the plan; an interior NUL cannot be
+    // passed to execve, so it is cut there (argv from the OS cannot contain one).
+    let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
+    CString::new(&s[..end]).unwrap_or_default()
+}
+
+fn exec(spec: &Spec, err: &OwnedFd) -> ! {
+    let argv: Vec<CString> = spec
+        .process
+        .argv
+        .iter()
+        .map(|a| cstr(a.as_bytes()))
+        .collect();
+    let envp: Vec<CString> = spec
+        .process
+        .env
+        .iter()
+        .map(|(k, v)| cstr(format!("{k}={v}").as_bytes()))
+        .collect();
+    let Some(cmd) = spec.process.argv.first() else {
+        fail(err, 125, "no command given");
+    };
+    let candidates: Vec<CString> = if cmd.contains('/') {
+        vec![cstr(cmd.as_bytes())]
+    } else {
+        let path = spec
+            .process
+            .env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("/usr/local/bin:/usr/bin:/bin");
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| cstr(Path::new(d).join(cmd).as_os_str().as_bytes()))
+            .collect()
+    };
+    let mut saw_eacces = None;
+    let mut last = nix::errno::Errno::ENOENT;
+    for c in &candidates {
+        let e = match nix::unistd::execve(c, &argv, &envp) {
+            Err(e) => e,
+            Ok(never) => match never {},
+        };
+        last = e;
+        match e {
+            nix::errno::Errno::EACCES | nix::errno::Errno::ENOEXEC | nix::errno::Errno::EISDIR => {
+                saw_eacces.get_or_insert((c.clone(), e));
+            }
+            _ => {}
+        }
+    }
+    if let Some((c, e)) = saw_eacces {
+        fail(
+            err,
+            126,
+            &format!(
+                "{}: cannot execute inside the cell: {}",
+                c.to_string_lossy(),
+                e.desc()
+            ),
+        );
+    }
+    let where_ = if cmd.contains('/') {
+        String::new()
+    } else {
+        let path = spec
+            .process
+            .env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        format!(" (searched PATH={path} inside the cell)")
+    };
+    if last == nix::errno::Errno::ENOENT || last == nix::errno::Errno::ENOTDIR {
+        fail(
+            err,
+            127,
+            &format!(
+                "{cmd}: command not found{where_}; is its directory in the profile's `read` paths?"
+            ),
+        );
+    }
+    fail(err, 126, &format!("{cmd}: cannot execute: {}", last.desc()))
+}

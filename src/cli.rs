@@ -1,0 +1,123 @@
+//! Command line: argv → [`Cli`]. No logic beyond parsing.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::plan::NetMode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "taskcell",
+    version,
+    about = "Run a command in a sandbox (a cell) with exactly the files, network and secrets its profile declares",
+    after_help = "Examples:\n  taskcell run -p build -- make test\n  taskcell explain -p agent\n  taskcell doctor"
+)]
+pub struct Cli {
+    /// More diagnostics on stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command in a cell.
+    #[command(
+        after_help = "Examples:\n  taskcell run -p build -- npm ci\n  taskcell run -p review -w ~/src/pr-123 -- sh\n  taskcell run --net loopback --timeout 10m -- cargo test\n\nExit status: the command's own; 128+N when it was killed by signal N; 125 when taskcell failed before the command ran; 126 not executable; 127 not found."
+    )]
+    Run(RunArgs),
+    /// Validate profile files; print every error with its line.
+    #[command(after_help = "Example:\n  taskcell check profiles/*.toml")]
+    Check {
+        /// Profile files (or names).
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
+    /// Show what a cell would see: every path with its mode, network, environment, limits.
+    #[command(
+        after_help = "Examples:\n  taskcell explain -p agent\n  taskcell explain -p build --write /var/cache/ccache --json"
+    )]
+    Explain {
+        #[command(flatten)]
+        cell: CellArgs,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List built-in and user profiles.
+    #[command(after_help = "Example:\n  taskcell profiles")]
+    Profiles,
+    /// Check what this machine can enforce.
+    #[command(
+        after_help = "Example:\n  taskcell doctor\n\nExit status 0 when `run` can enforce every layer."
+    )]
+    Doctor {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Internal: the cell's init re-executed (not for users).
+    #[command(hide = true, name = "__init")]
+    Init,
+}
+
+/// What defines a cell: the profile and the overrides (shared by `run` and `explain`).
+#[derive(Debug, Args, Clone)]
+pub struct CellArgs {
+    /// Profile: a built-in name, a user profile name, or a path to a .toml file.
+    #[arg(short, long, default_value = "build")]
+    pub profile: String,
+    /// Workspace directory (default: the current directory).
+    #[arg(short, long)]
+    pub workspace: Option<PathBuf>,
+    /// Add a read-only path (repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub read: Vec<PathBuf>,
+    /// Add a read-write path (repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub write: Vec<PathBuf>,
+    /// Network mode: none, loopback or host.
+    #[arg(long, value_name = "MODE", value_parser = parse_net)]
+    pub net: Option<NetMode>,
+    /// Pass an environment variable (`K`) or set one (`K=V`) (repeatable).
+    #[arg(short, long, value_name = "K[=V]")]
+    pub env: Vec<String>,
+    /// Wall-clock limit, e.g. 30s, 10m, 1h (SIGTERM, then SIGKILL after the grace period).
+    #[arg(long, value_name = "DURATION", value_parser = parse_dur)]
+    pub timeout: Option<Duration>,
+    /// Run even when a layer cannot be enforced; say what is missing.
+    #[arg(long, conflicts_with = "strict")]
+    pub best_effort: bool,
+    /// Refuse to run when any layer cannot be enforced (the default).
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub cell: CellArgs,
+    /// Print the plan and exit without running anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Append JSON audit lines to this file.
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+fn parse_net(s: &str) -> Result<NetMode, String> {
+    NetMode::parse(s).ok_or_else(|| format!("unknown network mode {s:?} (none, loopback, host)"))
+}
+
+fn parse_dur(s: &str) -> Result<Duration, String> {
+    crate::profile::parse_duration(s)
+}

@@ -1,0 +1,315 @@
+//! `taskcell doctor`: what this machine lets taskcell enforce, and how to fix what is
+//! missing. Every check is a real probe (a forked child tries the operation), not a guess
+//! from version numbers.
+
+use std::io::Read;
+
+use serde::Serialize;
+
+use crate::cell::userns;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    /// Whether `run` needs this to enforce the built-in profiles.
+    pub required: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    pub fn can_enforce_everything(&self) -> bool {
+        self.checks.iter().all(|c| c.ok || !c.required)
+    }
+}
+
+/// Run `f` in a forked child and return its exit code and what it wrote to the pipe.
+fn probe(f: impl FnOnce() -> Result<String, String>) -> Result<String, String> {
+    let (r, w) = match nix::unistd::pipe() {
+        Ok(p) => p,
+        Err(e) => return Err(format!("pipe: {e}")),
+    };
+    // SAFETY: doctor runs single-threaded; the child only runs `f` and exits.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(r);
+            let (code, msg) = match f() {
+                Ok(m) => (0, m),
+                Err(m) => (1, m),
+            };
+            let _ = nix::unistd::write(&w, msg.as_bytes());
+            // SAFETY: leave the forked child without running the parent's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            drop(w);
+            let mut s = String::new();
+            let _ = std::fs::File::from(r).read_to_string(&mut s);
+            match nix::sys::wait::waitpid(child, None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(s),
+                Ok(_) => Err(s),
+                Err(e) => Err(format!("waitpid: {e}")),
+            }
+        }
+        Err(e) => Err(format!("fork: {e}")),
+    }
+}
+
+fn errno_str() -> String {
+    std::io::Error::last_os_error().to_string()
+}
+
+/// Landlock ABI version, or the reason there is none.
+pub fn landlock_abi() -> Result<i64, String> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: the version query takes a NULL attr and size 0 and returns an integer.
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if v < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ENOSYS) => {
+                "not built into this kernel (needs Linux 5.13+ with CONFIG_SECURITY_LANDLOCK)"
+                    .into()
+            }
+            Some(libc::EOPNOTSUPP) => {
+                "built in but not enabled (add `landlock` to the lsm= kernel parameter)".into()
+            }
+            _ => e.to_string(),
+        });
+    }
+    Ok(v)
+}
+
+pub fn run() -> Report {
+    let mut checks = Vec::new();
+    let restriction = userns::userns_restriction();
+
+    let userns = probe(|| {
+        // SAFETY: unshare in the forked probe child only.
+        if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
+            return Err(errno_str());
+        }
+        Ok("ok".into())
+    });
+    checks.push(Check {
+        name: "user namespaces",
+        ok: userns.is_ok(),
+        required: true,
+        detail: match (&userns, &restriction) {
+            (Ok(_), _) => "unprivileged user namespaces can be created".into(),
+            (Err(e), Some(why)) => format!("cannot create one ({e}): {why}"),
+            (Err(e), None) => format!("cannot create one ({e}); inside a container, its seccomp or AppArmor policy may forbid it"),
+        },
+    });
+
+    let uid = nix::unistd::getuid().as_raw();
+    let gid = nix::unistd::getgid().as_raw();
+    let all_ns = probe(move || {
+        let flags = libc::CLONE_NEWUSER
+            | libc::CLONE_NEWNS
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWNET
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWUTS
+            | libc::CLONE_NEWCGROUP;
+        // SAFETY: unshare in the forked probe child only.
+        if unsafe { libc::unshare(flags) } != 0 {
+            return Err(format!(
+                "unshare(user|mnt|pid|net|ipc|uts|cgroup): {}",
+                errno_str()
+            ));
+        }
+        let _ = std::fs::write("/proc/self/setgroups", "deny");
+        std::fs::write("/proc/self/uid_map", format!("{uid} {uid} 1"))
+            .map_err(|e| format!("uid_map: {e}"))?;
+        std::fs::write("/proc/self/gid_map", format!("{gid} {gid} 1"))
+            .map_err(|e| format!("gid_map: {e}"))?;
+        use nix::mount::{mount, MsFlags};
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(|e| format!("making / private: {e}"))?;
+        mount(
+            Some("tmpfs"),
+            "/tmp",
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("size=64k"),
+        )
+        .map_err(|e| format!("mounting a tmpfs: {e}"))?;
+        let noswap = mount(
+            Some("tmpfs"),
+            "/tmp",
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("size=64k,noswap"),
+        )
+        .is_ok();
+        Ok(if noswap { "noswap" } else { "swap" }.into())
+    });
+    checks.push(Check {
+        name: "namespaces (mount, pid, net, ipc, uts, cgroup)",
+        ok: all_ns.is_ok(),
+        required: true,
+        detail: match &all_ns {
+            Ok(_) => "all can be created inside a user namespace, and tmpfs can be mounted".into(),
+            Err(e) => format!("failed: {e}"),
+        },
+    });
+    checks.push(Check {
+        name: "tmpfs noswap",
+        ok: all_ns.as_deref() == Ok("noswap"),
+        required: false,
+        detail: if all_ns.as_deref() == Ok("noswap") {
+            "secrets' tmpfs can be kept out of swap".into()
+        } else {
+            "tmpfs `noswap` is not available (Linux 6.4+); a secret file could reach swap under memory pressure".into()
+        },
+    });
+
+    match landlock_abi() {
+        Ok(v) => checks.push(Check {
+            name: "landlock",
+            ok: true,
+            required: false,
+            detail: format!(
+                "ABI {v}{}",
+                if v >= 4 {
+                    " (filesystem and TCP rules)"
+                } else {
+                    " (filesystem rules only; TCP rules need ABI 4, Linux 6.7)"
+                }
+            ),
+        }),
+        Err(e) => checks.push(Check {
+            name: "landlock",
+            ok: false,
+            required: false,
+            detail: e,
+        }),
+    }
+
+    // SAFETY: PR_GET_SECCOMP takes no pointers.
+    let seccomp_mode = unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) };
+    let actions = userns::sysctl("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
+    checks.push(Check {
+        name: "seccomp",
+        ok: seccomp_mode >= 0 && actions.contains("errno"),
+        required: false,
+        detail: if seccomp_mode >= 0 {
+            format!(
+                "filters available (actions: {actions}){}",
+                if actions.contains("user_notif") {
+                    "; user notification supported"
+                } else {
+                    ""
+                }
+            )
+        } else {
+            format!("not available: {}", errno_str())
+        },
+    });
+
+    // SAFETY: memfd_secret(0) returns a new fd or -1; the fd is closed right away.
+    let ms = unsafe { libc::syscall(libc::SYS_memfd_secret, 0u32) };
+    let ms_err = errno_str();
+    if ms >= 0 {
+        // SAFETY: closing the fd we just got.
+        unsafe { libc::close(ms as i32) };
+    }
+    checks.push(Check {
+        name: "memfd_secret",
+        ok: ms >= 0,
+        required: false,
+        detail: if ms >= 0 {
+            "available (secret pages removed from the kernel's direct map)".into()
+        } else {
+            format!("not available ({ms_err}; boot with secretmem.enable=1 on Linux 5.14+)")
+        },
+    });
+
+    let cg = cgroup_v2_writable();
+    checks.push(Check {
+        name: "cgroup v2",
+        ok: cg.is_ok(),
+        required: false,
+        detail: match cg {
+            Ok(s) | Err(s) => s,
+        },
+    });
+
+    Report { checks }
+}
+
+/// Whether this process can create a child cgroup in its own cgroup v2 directory.
+fn cgroup_v2_writable() -> Result<String, String> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mnt = mounts
+        .lines()
+        .find(|l| {
+            l.split(" - ")
+                .nth(1)
+                .is_some_and(|r| r.starts_with("cgroup2 "))
+        })
+        .and_then(|l| l.split(' ').nth(4))
+        .map(str::to_string);
+    let Some(mnt) = mnt else {
+        return Err("no cgroup2 filesystem is mounted".into());
+    };
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let rel = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or("/")
+        .to_string();
+    let dir = format!("{mnt}{rel}");
+    let c = std::ffi::CString::new(dir.clone()).unwrap_or_default();
+    // SAFETY: access() reads a NUL-terminated path.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0 {
+        Ok(format!("{dir} is writable (a cell can get its own cgroup)"))
+    } else {
+        Err(format!(
+            "{dir} is not writable by this user (no delegated cgroup; rlimits stand in)"
+        ))
+    }
+}
+
+pub fn text(r: &Report) -> String {
+    let mut s = String::new();
+    for c in &r.checks {
+        s.push_str(&format!(
+            "{} {:<46} {}\n",
+            if c.ok {
+                "ok  "
+            } else if c.required {
+                "FAIL"
+            } else {
+                "warn"
+            },
+            c.name,
+            c.detail
+        ));
+    }
+    s.push_str(if r.can_enforce_everything() {
+        "\n`taskcell run` can enforce every layer it needs on this machine.\n"
+    } else {
+        "\n`taskcell run` cannot start cells here until the FAIL lines are fixed.\n"
+    });
+    s
+}

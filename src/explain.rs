@@ -1,0 +1,119 @@
+//! `taskcell explain`: what a cell will see, in words or JSON.
+
+use std::fmt::Write;
+
+use serde_json::json;
+
+use crate::cell::rootfs;
+use crate::plan::{Access, NetMode, Plan};
+
+/// Warnings about weak spots of a plan, shown by explain and `run`.
+pub fn warnings(plan: &Plan) -> Vec<String> {
+    let mut w = Vec::new();
+    if plan.net.mode == NetMode::Host {
+        w.push("network mode `host` is UNSAFE: the cell shares the host's network (every host, port and local service is reachable)".to_string());
+    }
+    if plan
+        .paths
+        .iter()
+        .any(|r| r.access == Access::Write && r.path == std::path::Path::new("/"))
+    {
+        w.push("the whole filesystem is writable".into());
+    }
+    w
+}
+
+pub fn text(plan: &Plan) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "profile:   {} — {}", plan.profile, plan.description);
+    let _ = writeln!(s, "sources:   {}", plan.sources.join(" <- "));
+    let _ = writeln!(s, "workspace: {}", plan.workspace.display());
+    let _ = writeln!(s, "cwd:       {}", plan.process.cwd.display());
+    let _ = writeln!(
+        s,
+        "\nfilesystem (everything else does not exist in the cell):"
+    );
+    let _ = writeln!(s, "  {:<8} /proc (the cell's own processes only)", "proc");
+    let _ = writeln!(
+        s,
+        "  {:<8} /dev (null zero full random urandom tty ptmx pts shm)",
+        "dev"
+    );
+    let _ = writeln!(s, "  {:<8} /tmp (empty, private)", "tmpfs");
+    for r in &plan.paths {
+        let what = match (&r.symlink, r.access) {
+            (Some(t), _) => format!("{} -> {}", r.path.display(), t.display()),
+            (None, Access::Tmpfs) => format!("{} (empty, private)", r.path.display()),
+            (None, Access::Hide) => format!("{} (hidden: empty)", r.path.display()),
+            (None, _) => r.path.display().to_string(),
+        };
+        let mode = if r.symlink.is_some() {
+            "symlink"
+        } else {
+            r.access.as_str()
+        };
+        let _ = writeln!(s, "  {mode:<8} {what}");
+    }
+    let _ = writeln!(
+        s,
+        "\nnetwork:   {}",
+        match plan.net.mode {
+            NetMode::None => "none (own network namespace, no interface up)",
+            NetMode::Loopback => "loopback (own network namespace, lo only)",
+            NetMode::Host => "host (UNSAFE: the host's network)",
+        }
+    );
+    let _ = writeln!(s, "hostname:  {}", plan.process.hostname);
+    let _ = writeln!(
+        s,
+        "ids:       uid {} gid {} (mapped 1:1; no capabilities, no_new_privs)",
+        plan.process.uid, plan.process.gid
+    );
+    let _ = writeln!(s, "\nenvironment (nothing else is passed):");
+    for (k, v) in &plan.process.env {
+        let _ = writeln!(s, "  {k}={v}");
+    }
+    let _ = writeln!(s, "\nlimits:");
+    match plan.limits.timeout {
+        Some(t) => {
+            let _ = writeln!(
+                s,
+                "  timeout  {}s (then SIGTERM; SIGKILL after {}s)",
+                t.as_secs_f64(),
+                plan.limits.grace.as_secs_f64()
+            );
+        }
+        None => {
+            let _ = writeln!(s, "  timeout  none");
+        }
+    }
+    for r in &plan.limits.rlimits {
+        let _ = writeln!(s, "  {:<8} {}", r.name, r.soft);
+    }
+    let _ = writeln!(
+        s,
+        "\nenforcement: {}",
+        if plan.strict {
+            "strict (refuse to run when a layer is missing)"
+        } else {
+            "best effort (run with what the kernel has; say what is missing)"
+        }
+    );
+    for w in warnings(plan) {
+        let _ = writeln!(s, "\nWARNING: {w}");
+    }
+    let _ = writeln!(s, "\nmount sequence:");
+    for op in rootfs::mount_ops(&plan.paths) {
+        let _ = writeln!(s, "  {}", rootfs::describe(&op));
+    }
+    s
+}
+
+pub fn json(plan: &Plan) -> serde_json::Value {
+    json!({
+        "plan": plan,
+        "plan_sha256": plan.digest(),
+        "mounts": rootfs::mount_ops(&plan.paths).iter().map(rootfs::describe).collect::<Vec<_>>(),
+        "warnings": warnings(plan),
+    })
+}

@@ -1,0 +1,14 @@
+//! taskcell: run a command in a Linux sandbox (a cell) with exactly the files, network
+//! and secrets its profile declares. See ARCHITECTURE.md for the map of modules.
+
+pub mod audit;
+pub mod cell;
+pub mod cli;
+pub mod doctor;
+pub mod explain;
+pub mod plan;
+pub mod profile;
+pub mod supervisor;
+
+/// Exit code when taskcell fails before the command runs.
+pub const EXIT_SETUP: i32 = 125;

@@ -1,0 +1,183 @@
+//! taskcell's binary: parse, run, map errors to exit codes.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use taskcell::cli::{CellArgs, Cli, Command};
+use taskcell::plan::{self, Context, Overrides};
+use taskcell::profile::Loader;
+use taskcell::{audit, doctor, explain, supervisor, EXIT_SETUP};
+
+fn main() -> ExitCode {
+    ensure_std_fds();
+    let cli = Cli::parse();
+    init_tracing(cli.verbose, cli.quiet);
+    let code = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Explain { cell, json } => match load_plan(&cell, &[]) {
+            Ok(p) => {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&explain::json(&p)).unwrap_or_default()
+                    );
+                } else {
+                    print!("{}", explain::text(&p));
+                }
+                0
+            }
+            Err(e) => fail(&e),
+        },
+        Command::Check { files } => check(&files),
+        Command::Profiles => {
+            for p in Loader::from_env().list() {
+                println!("{:<10} {:<12} {}", p.name, p.source, p.description);
+            }
+            0
+        }
+        Command::Doctor { json } => {
+            let r = doctor::run();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else {
+                print!("{}", doctor::text(&r));
+            }
+            if r.can_enforce_everything() {
+                0
+            } else {
+                1
+            }
+        }
+        Command::Init => fail("`__init` is internal"),
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+fn fail(msg: &str) -> i32 {
+    eprintln!("taskcell: {msg}");
+    EXIT_SETUP
+}
+
+/// Make sure fds 0, 1 and 2 are open, so that no pipe or file we open lands on them.
+fn ensure_std_fds() {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only queries; open of /dev/null returns the lowest free fd.
+        unsafe {
+            if libc::fcntl(fd, libc::F_GETFD) == -1 {
+                libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            }
+        }
+    }
+}
+
+fn init_tracing(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if quiet {
+        "error"
+    } else {
+        match verbose {
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+fn load_plan(cell: &CellArgs, argv: &[String]) -> Result<plan::Plan, String> {
+    let profile = Loader::from_env()
+        .load(&cell.profile)
+        .map_err(|e| e.to_string())?;
+    let ov = Overrides {
+        workspace: cell.workspace.clone(),
+        read: cell.read.clone(),
+        write: cell.write.clone(),
+        net: cell.net,
+        env: cell.env.clone(),
+        timeout: cell.timeout,
+        strict: if cell.best_effort {
+            Some(false)
+        } else if cell.strict {
+            Some(true)
+        } else {
+            None
+        },
+    };
+    let ctx = Context::from_process().map_err(|e| e.to_string())?;
+    plan::resolve(&profile, &ov, &ctx, argv).map_err(|e| e.to_string())
+}
+
+fn check(files: &[String]) -> i32 {
+    let loader = Loader::from_env();
+    let mut bad = 0;
+    for f in files {
+        match loader.load(f) {
+            Ok(p) => println!("{f}: ok ({})", p.sources.join(" <- ")),
+            Err(e) => {
+                eprintln!("{e}");
+                bad += 1;
+            }
+        }
+    }
+    if bad == 0 {
+        0
+    } else {
+        1
+    }
+}
+
+fn run(args: taskcell::cli::RunArgs) -> i32 {
+    let plan = match load_plan(&args.cell, &args.command) {
+        Ok(p) => p,
+        Err(e) => return fail(&e),
+    };
+    if args.dry_run {
+        print!("{}", explain::text(&plan));
+        return 0;
+    }
+    for w in explain::warnings(&plan) {
+        eprintln!("taskcell: warning: {w}");
+    }
+    let mut audit =
+        match audit::Audit::open(args.audit_log.as_deref()) {
+            Ok(a) => a,
+            Err(e) => {
+                return fail(&format!(
+                "cannot open the audit log {}: {e} (check the directory exists and is writable)",
+                args.audit_log.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
+            ))
+            }
+        };
+    audit.session_start(&plan);
+    let outcome = match supervisor::run(&plan) {
+        Ok(o) => o,
+        Err(e) => {
+            audit.record(
+                "session_error",
+                serde_json::json!({ "error": e.to_string() }),
+            );
+            return fail(&e.to_string());
+        }
+    };
+    audit.session_end(&outcome);
+    if let supervisor::Ending::NotStarted { message, .. } = &outcome.ending {
+        eprintln!("taskcell: {message}");
+    }
+    if outcome.timed_out {
+        eprintln!(
+            "taskcell: the command hit the timeout ({}s) and was stopped",
+            plan.limits
+                .timeout
+                .map(|t| t.as_secs_f64())
+                .unwrap_or_default()
+        );
+    }
+    outcome.exit_code()
+}

@@ -1,0 +1,644 @@
+//! The Plan: everything a cell will be, resolved and checked, as plain data.
+//!
+//! `resolve` turns a merged [`Profile`](crate::profile::Profile), the command-line overrides
+//! and the launcher's environment into a [`Plan`]. It reads the filesystem (to check that
+//! paths exist and to find symlinks) but changes nothing. The mechanism modules (`cell/`,
+//! `net/`, `secrets/`) each take their part of the Plan and enforce exactly that; `explain`
+//! prints it and the tests assert on it.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::profile::{Origin, PathEntry, Profile};
+
+/// How a path is made visible inside the cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Bound read-only (`MS_RDONLY`, plus nosuid,nodev).
+    Read,
+    /// Bound read-write (nosuid,nodev).
+    Write,
+    /// A fresh, empty tmpfs private to the cell.
+    Tmpfs,
+    /// Bound read-only again on top of a `write` parent (e.g. `.git/hooks`).
+    Protect,
+    /// Replaced by an empty read-only file or directory (e.g. `/etc/shadow`).
+    Hide,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+            Access::Tmpfs => "tmpfs",
+            Access::Protect => "protect",
+            Access::Hide => "hide",
+        }
+    }
+}
+
+/// One path of the cell's filesystem, absolute and checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PathRule {
+    /// Where the path appears inside the cell (the same place as outside).
+    pub path: PathBuf,
+    pub access: Access,
+    /// For a host path that is a symlink: the link's target (as written), which is
+    /// recreated inside the cell instead of a bind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub symlink: Option<PathBuf>,
+    /// Whether the host path is a directory (bind targets are created to match).
+    pub is_dir: bool,
+    /// Declared `optional = true` (kept for `explain`).
+    pub optional: bool,
+}
+
+/// The network a cell gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetMode {
+    /// Own network namespace, `lo` down: no network at all.
+    None,
+    /// Own network namespace, `lo` up: the cell can talk to itself only.
+    Loopback,
+    /// No network namespace: the host's network. Unsafe; `explain` says so.
+    Host,
+}
+
+impl NetMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetMode::None => "none",
+            NetMode::Loopback => "loopback",
+            NetMode::Host => "host",
+        }
+    }
+    pub fn parse(s: &str) -> Option<NetMode> {
+        match s {
+            "none" => Some(NetMode::None),
+            "loopback" => Some(NetMode::Loopback),
+            "host" => Some(NetMode::Host),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetPlan {
+    pub mode: NetMode,
+}
+
+/// One resource limit applied with `setrlimit` in the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Rlimit {
+    /// The limit's name as in the profile (`nofile`, `nproc`, ...).
+    pub name: &'static str,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Wall-clock limit; SIGTERM when it fires, SIGKILL after `grace`.
+    #[serde(with = "opt_duration_secs")]
+    pub timeout: Option<Duration>,
+    #[serde(with = "duration_secs")]
+    pub grace: Duration,
+    pub rlimits: Vec<Rlimit>,
+}
+
+/// The process the worker becomes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessPlan {
+    pub argv: Vec<String>,
+    /// The complete environment of the command, sorted by name.
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the cell.
+    pub cwd: PathBuf,
+    pub hostname: String,
+    /// uid and gid the caller has outside; mapped 1:1 inside.
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Everything a cell will be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub profile: String,
+    pub description: String,
+    /// The files the profile was read from, parent first.
+    pub sources: Vec<String>,
+    pub workspace: PathBuf,
+    pub home: PathBuf,
+    /// Paths, sorted so that a parent comes before anything below it.
+    pub paths: Vec<PathRule>,
+    pub net: NetPlan,
+    pub limits: Limits,
+    pub process: ProcessPlan,
+    /// Refuse to run when a layer cannot be enforced (default); otherwise run with what exists.
+    pub strict: bool,
+}
+
+impl Plan {
+    /// sha256 of the plan's canonical JSON form, recorded in the audit log.
+    pub fn digest(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        let mut h = Sha256::new();
+        h.update(&json);
+        let out = h.finalize();
+        out.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Command-line overrides layered on the profile.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub workspace: Option<PathBuf>,
+    pub read: Vec<PathBuf>,
+    pub write: Vec<PathBuf>,
+    pub net: Option<NetMode>,
+    /// `K=V` sets, `K` passes the launcher's value.
+    pub env: Vec<String>,
+    pub timeout: Option<Duration>,
+    pub strict: Option<bool>,
+}
+
+/// What `resolve` reads from the launcher's environment. Separate so tests can give their own.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub cwd: PathBuf,
+    pub home: PathBuf,
+    pub tmp: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub env: BTreeMap<String, String>,
+}
+
+impl Context {
+    /// The real launcher's context.
+    pub fn from_process() -> Result<Context, PlanError> {
+        let cwd = std::env::current_dir().map_err(|e| PlanError::Other {
+            msg: format!("cannot read the current directory: {e} (cd into an existing directory)"),
+        })?;
+        let env: BTreeMap<String, String> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        let uid = nix::unistd::getuid().as_raw();
+        let gid = nix::unistd::getgid().as_raw();
+        let home = env
+            .get("HOME")
+            .filter(|h| h.starts_with('/'))
+            .map(PathBuf::from)
+            .or_else(|| {
+                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                    .ok()
+                    .flatten()
+                    .map(|u| u.dir)
+            })
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let tmp = env
+            .get("TMPDIR")
+            .filter(|t| t.starts_with('/'))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
+        Ok(Context {
+            cwd,
+            home,
+            tmp,
+            uid,
+            gid,
+            env,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{origin}: `{key}` path {path} does not exist (mark it optional = true or create it)")]
+    Missing {
+        origin: Origin,
+        key: &'static str,
+        path: String,
+    },
+    #[error("{origin}: `{key}` path {path:?} is not absolute after expanding variables (start it with / or a variable such as {{workspace}})")]
+    Relative {
+        origin: Origin,
+        key: &'static str,
+        path: String,
+    },
+    #[error("{origin}: {msg}")]
+    Variable { origin: Origin, msg: String },
+    #[error("{msg}")]
+    Other { msg: String },
+}
+
+/// Paths every cell gets whatever the profile says; the profile cannot remove them.
+const FIXED: &[&str] = &["/proc", "/dev", "/tmp"];
+
+/// Resolve a merged profile, the overrides and the context into a Plan.
+pub fn resolve(
+    profile: &Profile,
+    ov: &Overrides,
+    ctx: &Context,
+    argv: &[String],
+) -> Result<Plan, PlanError> {
+    let cli = Origin::cli();
+    let workspace_raw = match &ov.workspace {
+        Some(w) => w.clone(),
+        None => ctx.cwd.clone(),
+    };
+    let workspace_abs = if workspace_raw.is_absolute() {
+        workspace_raw.clone()
+    } else {
+        ctx.cwd.join(&workspace_raw)
+    };
+    let workspace = std::fs::canonicalize(&workspace_abs).map_err(|e| PlanError::Other {
+        msg: format!(
+            "workspace {} cannot be used: {e} (create it, or pass an existing directory with -w)",
+            workspace_abs.display()
+        ),
+    })?;
+    if !workspace.is_dir() {
+        return Err(PlanError::Other {
+            msg: format!(
+                "workspace {} is not a directory (pass a directory with -w)",
+                workspace.display()
+            ),
+        });
+    }
+    let vars = Vars {
+        workspace: &workspace,
+        home: &ctx.home,
+        cwd: &ctx.cwd,
+        tmp: &ctx.tmp,
+        env: &ctx.env,
+    };
+
+    // Collect (path, access, optional, origin) from the profile and overrides.
+    let mut raw: Vec<(PathBuf, Access, bool, Origin, &'static str)> = Vec::new();
+    let fs = &profile.filesystem;
+    // For one path declared twice, the later kind here wins: tmpfs < read < write <
+    // protect < hide, and the command line's --read/--write win over the profile.
+    for (list, access, key) in [
+        (&fs.tmpfs, Access::Tmpfs, "tmpfs"),
+        (&fs.read, Access::Read, "read"),
+        (&fs.write, Access::Write, "write"),
+        (&fs.protect, Access::Protect, "protect"),
+        (&fs.hide, Access::Hide, "hide"),
+    ] {
+        for e in list {
+            let p = expand_path(e, key, &vars)?;
+            raw.push((p, access, e.optional, e.origin.clone(), key));
+        }
+    }
+    for p in &ov.read {
+        raw.push((
+            abs_from(&ctx.cwd, p),
+            Access::Read,
+            false,
+            cli.clone(),
+            "--read",
+        ));
+    }
+    for p in &ov.write {
+        raw.push((
+            abs_from(&ctx.cwd, p),
+            Access::Write,
+            false,
+            cli.clone(),
+            "--write",
+        ));
+    }
+
+    let mut paths: Vec<PathRule> = Vec::new();
+    for (path, access, optional, origin, key) in raw {
+        let path = normalize(&path);
+        if FIXED.iter().any(|f| Path::new(f) == path) && access != Access::Tmpfs {
+            // /proc, /dev and /tmp are always the cell's own.
+            continue;
+        }
+        if access == Access::Tmpfs {
+            push_rule(
+                &mut paths,
+                PathRule {
+                    path,
+                    access,
+                    symlink: None,
+                    is_dir: true,
+                    optional,
+                },
+            );
+            continue;
+        }
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(_) if optional => continue,
+            Err(_) => {
+                return Err(PlanError::Missing {
+                    origin,
+                    key,
+                    path: path.display().to_string(),
+                })
+            }
+        };
+        if meta.file_type().is_symlink() {
+            // Recreate the link inside; bind what it points to (with the same access).
+            let target = std::fs::read_link(&path).map_err(|e| PlanError::Other {
+                msg: format!("{origin}: cannot read symlink {}: {e}", path.display()),
+            })?;
+            let real = match std::fs::canonicalize(&path) {
+                Ok(r) => r,
+                Err(_) if optional => continue,
+                Err(_) => {
+                    return Err(PlanError::Missing {
+                        origin,
+                        key,
+                        path: format!("{} (a dangling symlink)", path.display()),
+                    })
+                }
+            };
+            let is_dir = real.is_dir();
+            push_rule(
+                &mut paths,
+                PathRule {
+                    path: path.clone(),
+                    access,
+                    symlink: Some(target),
+                    is_dir,
+                    optional,
+                },
+            );
+            if real != path {
+                push_rule(
+                    &mut paths,
+                    PathRule {
+                        path: real,
+                        access,
+                        symlink: None,
+                        is_dir,
+                        optional,
+                    },
+                );
+            }
+            continue;
+        }
+        // A symlink in a parent directory: bind at the real location, which is what the
+        // kernel resolves to anyway; the parent link must be declared to be usable.
+        let real = std::fs::canonicalize(&path).unwrap_or(path.clone());
+        push_rule(
+            &mut paths,
+            PathRule {
+                path: real,
+                access,
+                symlink: None,
+                is_dir: meta.is_dir(),
+                optional,
+            },
+        );
+    }
+    // The workspace is always there: read-write unless the profile made it read-only.
+    if !paths.iter().any(|r| r.path == workspace) {
+        push_rule(
+            &mut paths,
+            PathRule {
+                path: workspace.clone(),
+                access: Access::Read,
+                symlink: None,
+                is_dir: true,
+                optional: false,
+            },
+        );
+    }
+    sort_rules(&mut paths);
+
+    // Environment.
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    let pass_match = |name: &str, pat: &str| match pat.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == pat,
+    };
+    for (k, v) in &ctx.env {
+        if profile.env.pass.iter().any(|p| pass_match(k, &p.value)) {
+            env.insert(k.clone(), v.clone());
+        }
+    }
+    for (k, v) in &profile.env.set {
+        let val = expand_str(&v.value, &vars).map_err(|msg| PlanError::Variable {
+            origin: v.origin.clone(),
+            msg: format!("`env.set.{k}`: {msg}"),
+        })?;
+        env.insert(k.clone(), val);
+    }
+    for kv in &ov.env {
+        match kv.split_once('=') {
+            Some((k, v)) => {
+                env.insert(k.to_string(), v.to_string());
+            }
+            None => {
+                if let Some(v) = ctx.env.get(kv) {
+                    env.insert(kv.clone(), v.clone());
+                }
+            }
+        }
+    }
+    env.entry("HOME".into())
+        .or_insert_with(|| ctx.home.display().to_string());
+    env.entry("PATH".into())
+        .or_insert_with(|| "/usr/local/bin:/usr/bin:/bin".into());
+
+    let mut rlimits: Vec<Rlimit> = Vec::new();
+    for (name, val) in &profile.limits.rlimits {
+        let Some(stat) = RLIMIT_NAMES.iter().find(|n| *n == name) else {
+            return Err(PlanError::Other {
+                msg: format!(
+                    "{}: unknown rlimit `{name}` (known: {})",
+                    val.origin,
+                    RLIMIT_NAMES.join(", ")
+                ),
+            });
+        };
+        rlimits.push(Rlimit {
+            name: stat,
+            soft: val.value,
+            hard: val.value,
+        });
+    }
+
+    let net = NetPlan {
+        mode: ov.net.unwrap_or(profile.network.mode),
+    };
+    let cwd = if ctx.cwd.starts_with(&workspace) {
+        ctx.cwd.clone()
+    } else {
+        workspace.clone()
+    };
+
+    Ok(Plan {
+        profile: profile.name.clone(),
+        description: profile.description.clone(),
+        sources: profile.sources.clone(),
+        workspace,
+        home: ctx.home.clone(),
+        paths,
+        net,
+        limits: Limits {
+            timeout: ov.timeout.or(profile.limits.timeout),
+            grace: profile.limits.grace.unwrap_or(Duration::from_secs(5)),
+            rlimits,
+        },
+        process: ProcessPlan {
+            argv: argv.to_vec(),
+            env: env.into_iter().collect(),
+            cwd,
+            hostname: profile.hostname.clone(),
+            uid: ctx.uid,
+            gid: ctx.gid,
+        },
+        strict: ov.strict.unwrap_or(profile.strict),
+    })
+}
+
+/// rlimits a profile may set (`[limits.rlimits]`).
+pub const RLIMIT_NAMES: &[&str] = &[
+    "as", "core", "cpu", "data", "fsize", "memlock", "nofile", "nproc", "stack",
+];
+
+fn push_rule(paths: &mut Vec<PathRule>, rule: PathRule) {
+    // The last declaration of a path wins (CLI overrides come last).
+    paths.retain(|r| r.path != rule.path);
+    paths.push(rule);
+}
+
+/// Parents before children; among equal depth, by path (stable output for explain/tests).
+/// A bind below a bind of the same access adds nothing and is dropped.
+fn sort_rules(paths: &mut Vec<PathRule>) {
+    paths.sort_by(|a, b| {
+        let da = a.path.components().count();
+        let db = b.path.components().count();
+        da.cmp(&db).then_with(|| a.path.cmp(&b.path))
+    });
+    let mut kept: Vec<PathRule> = Vec::with_capacity(paths.len());
+    for r in paths.drain(..) {
+        let parent = kept
+            .iter()
+            .filter(|k| k.symlink.is_none() && r.path.starts_with(&k.path))
+            .max_by_key(|k| k.path.components().count());
+        let redundant = r.symlink.is_none()
+            && matches!(r.access, Access::Read | Access::Write)
+            && parent.is_some_and(|p| p.access == r.access);
+        if !redundant {
+            kept.push(r);
+        }
+    }
+    *paths = kept;
+}
+
+fn abs_from(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Lexically normalise: drop `.`, resolve `..` against the path itself.
+pub fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+struct Vars<'a> {
+    workspace: &'a Path,
+    home: &'a Path,
+    cwd: &'a Path,
+    tmp: &'a Path,
+    env: &'a BTreeMap<String, String>,
+}
+
+fn expand_path(e: &PathEntry, key: &'static str, vars: &Vars) -> Result<PathBuf, PlanError> {
+    let s = expand_str(&e.path, vars).map_err(|msg| PlanError::Variable {
+        origin: e.origin.clone(),
+        msg: format!("`{key}` path {:?}: {msg}", e.path),
+    })?;
+    if !s.starts_with('/') {
+        return Err(PlanError::Relative {
+            origin: e.origin.clone(),
+            key,
+            path: s,
+        });
+    }
+    Ok(PathBuf::from(s))
+}
+
+/// Expand `{workspace}`, `{home}`, `{cwd}`, `{tmp}` and `{env:NAME}`.
+fn expand_str(s: &str, vars: &Vars) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('}') else {
+            return Err("unclosed `{` (variables look like {workspace})".into());
+        };
+        let name = &after[..end];
+        let val = match name {
+            "workspace" => vars.workspace.display().to_string(),
+            "home" => vars.home.display().to_string(),
+            "cwd" => vars.cwd.display().to_string(),
+            "tmp" => vars.tmp.display().to_string(),
+            _ => match name.strip_prefix("env:") {
+                Some(var) => match vars.env.get(var) {
+                    Some(v) => v.clone(),
+                    None => {
+                        return Err(format!(
+                            "environment variable {var} is not set (set it, or mark the entry optional = true)"
+                        ))
+                    }
+                },
+                None => {
+                    return Err(format!(
+                    "unknown variable {{{name}}} (known: {{workspace}}, {{home}}, {{cwd}}, {{tmp}}, {{env:NAME}})"
+                ))
+                }
+            },
+        };
+        out.push_str(&val);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+mod duration_secs {
+    use serde::Serializer;
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+mod opt_duration_secs {
+    use serde::Serializer;
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+}

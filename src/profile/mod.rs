@@ -1,0 +1,340 @@
+//! Profiles: TOML files that declare what a cell may touch.
+//!
+//! Parsing is strict (`deny_unknown_fields`); every error names the file, the line and the
+//! key. `extends = "NAME"` merges a parent first: lists are appended, scalars and tables
+//! override. The result is a [`Profile`], pure data with the origin of every entry, which
+//! `plan::resolve` turns into a Plan.
+
+mod builtin;
+mod raw;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::plan::NetMode;
+pub use builtin::BUILTIN;
+
+/// Where a value came from: a profile file and line, or the command line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Origin {
+    pub file: String,
+    pub line: usize,
+}
+
+impl Origin {
+    pub fn cli() -> Origin {
+        Origin {
+            file: String::new(),
+            line: 0,
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.file.is_empty() {
+            write!(f, "command line")
+        } else if self.line == 0 {
+            write!(f, "profile {}", self.file)
+        } else {
+            write!(f, "profile {} line {}", self.file, self.line)
+        }
+    }
+}
+
+/// A value with the place it was declared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Val<T> {
+    pub value: T,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PathEntry {
+    /// As written, variables not yet expanded.
+    pub path: String,
+    pub optional: bool,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Filesystem {
+    pub read: Vec<PathEntry>,
+    pub write: Vec<PathEntry>,
+    pub tmpfs: Vec<PathEntry>,
+    pub protect: Vec<PathEntry>,
+    pub hide: Vec<PathEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Network {
+    pub mode: NetMode,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Env {
+    /// Names (or `PREFIX*`) passed from the launcher's environment.
+    pub pass: Vec<Val<String>>,
+    /// Variables set to a value (variables such as `{home}` are expanded).
+    pub set: BTreeMap<String, Val<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    pub timeout: Option<Duration>,
+    pub grace: Option<Duration>,
+    pub rlimits: BTreeMap<String, Val<u64>>,
+}
+
+/// A profile with its `extends` chain merged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Profile {
+    pub name: String,
+    pub description: String,
+    /// Files merged into this profile, the root parent first.
+    pub sources: Vec<String>,
+    pub hostname: String,
+    pub strict: bool,
+    pub filesystem: Filesystem,
+    pub network: Network,
+    pub env: Env,
+    pub limits: Limits,
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Profile {
+            name: String::new(),
+            description: String::new(),
+            sources: Vec::new(),
+            hostname: "taskcell".into(),
+            strict: true,
+            filesystem: Filesystem::default(),
+            network: Network {
+                mode: NetMode::None,
+            },
+            env: Env::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("profile {name:?} not found (built-in: {builtin}; user profiles live in {userdir}/NAME.toml; or pass a path ending in .toml)")]
+    NotFound {
+        name: String,
+        builtin: String,
+        userdir: String,
+    },
+    #[error("profile {file}: cannot read: {err} (check the path and its permissions)")]
+    Read { file: String, err: std::io::Error },
+    #[error("{origin}: {msg}")]
+    Invalid { origin: Origin, msg: String },
+    #[error("profile {file}: `extends` makes a cycle: {chain} (remove one of the `extends`)")]
+    Cycle { file: String, chain: String },
+}
+
+/// Where profiles are looked up.
+#[derive(Debug, Clone)]
+pub struct Loader {
+    /// `$XDG_CONFIG_HOME/taskcell/profiles` (or `~/.config/...`).
+    pub user_dir: Option<PathBuf>,
+}
+
+impl Loader {
+    pub fn from_env() -> Loader {
+        let dir = std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .filter(|p| p.is_absolute())
+                    .map(|h| h.join(".config"))
+            })
+            .map(|c| c.join("taskcell").join("profiles"));
+        Loader { user_dir: dir }
+    }
+
+    fn user_dir_display(&self) -> String {
+        self.user_dir
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "$XDG_CONFIG_HOME/taskcell/profiles".into())
+    }
+
+    /// Find a profile's source text: a path (contains `/` or ends in `.toml`), a user
+    /// profile, or a built-in one (user profiles shadow built-in ones of the same name).
+    pub fn find(&self, name: &str) -> Result<(String, String), ProfileError> {
+        if name.contains('/') || name.ends_with(".toml") {
+            let text = std::fs::read_to_string(name).map_err(|err| ProfileError::Read {
+                file: name.to_string(),
+                err,
+            })?;
+            return Ok((name.to_string(), text));
+        }
+        if let Some(dir) = &self.user_dir {
+            let p = dir.join(format!("{name}.toml"));
+            if p.exists() {
+                let file = p.display().to_string();
+                let text = std::fs::read_to_string(&p).map_err(|err| ProfileError::Read {
+                    file: file.clone(),
+                    err,
+                })?;
+                return Ok((file, text));
+            }
+        }
+        if let Some((_, text)) = BUILTIN.iter().find(|(n, _)| *n == name) {
+            return Ok((format!("{name}.toml (built-in)"), (*text).to_string()));
+        }
+        Err(ProfileError::NotFound {
+            name: name.to_string(),
+            builtin: BUILTIN
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", "),
+            userdir: self.user_dir_display(),
+        })
+    }
+
+    /// Load a profile by name or path and merge its `extends` chain.
+    pub fn load(&self, name: &str) -> Result<Profile, ProfileError> {
+        let mut chain: Vec<(String, raw::RawProfile, String)> = Vec::new();
+        let mut next = Some(name.to_string());
+        let mut seen: Vec<String> = Vec::new();
+        while let Some(n) = next.take() {
+            let (file, text) = self.find(&n)?;
+            if seen.contains(&file) {
+                seen.push(file.clone());
+                return Err(ProfileError::Cycle {
+                    file: seen[0].clone(),
+                    chain: seen.join(" -> "),
+                });
+            }
+            seen.push(file.clone());
+            let raw = raw::parse(&file, &text)?;
+            next = raw.extends.clone().map(|s| s.into_inner());
+            chain.push((file, raw, text));
+        }
+        let mut profile = Profile {
+            name: display_name(name),
+            ..Profile::default()
+        };
+        for (file, raw, text) in chain.iter().rev() {
+            raw::merge_into(&mut profile, file, text, raw)?;
+        }
+        Ok(profile)
+    }
+
+    /// All profiles: built-in ones and the user's, with their descriptions.
+    pub fn list(&self) -> Vec<ProfileSummary> {
+        let mut out = Vec::new();
+        for (name, text) in BUILTIN {
+            let description = raw::parse(name, text)
+                .ok()
+                .and_then(|r| r.description.map(|d| d.into_inner()))
+                .unwrap_or_default();
+            out.push(ProfileSummary {
+                name: name.to_string(),
+                source: "built-in".into(),
+                description,
+            });
+        }
+        if let Some(dir) = &self.user_dir {
+            if let Ok(rd) = std::fs::read_dir(dir) {
+                let mut files: Vec<PathBuf> = rd
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+                    .collect();
+                files.sort();
+                for p in files {
+                    let name = display_name(&p.display().to_string());
+                    let description = std::fs::read_to_string(&p)
+                        .ok()
+                        .and_then(|t| raw::parse(&name, &t).ok())
+                        .and_then(|r| r.description.map(|d| d.into_inner()))
+                        .unwrap_or_else(|| "(does not parse: run `taskcell check`)".into());
+                    out.retain(|s: &ProfileSummary| s.name != name);
+                    out.push(ProfileSummary {
+                        name,
+                        source: p.display().to_string(),
+                        description,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Validate a profile file: parse it and merge its chain.
+    pub fn check(&self, path: &Path) -> Result<Profile, ProfileError> {
+        self.load(&path.display().to_string())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileSummary {
+    pub name: String,
+    pub source: String,
+    pub description: String,
+}
+
+fn display_name(name: &str) -> String {
+    Path::new(name)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| name.to_string())
+}
+
+/// Parse durations the way people write them: `90`, `90s`, `10m`, `1h30m`, `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration (write e.g. 30s, 10m, 1h)".into());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_end == 0 {
+            return Err(format!("bad duration {s:?} (write e.g. 30s, 10m, 1h30m)"));
+        }
+        let n: f64 = rest[..num_end]
+            .parse()
+            .map_err(|_| format!("bad number in duration {s:?}"))?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_end];
+        rest = &rest[unit_end..];
+        let secs = match unit {
+            "" | "s" => n,
+            "ms" => n / 1000.0,
+            "m" | "min" => n * 60.0,
+            "h" => n * 3600.0,
+            "d" => n * 86400.0,
+            _ => {
+                return Err(format!(
+                    "unknown unit {unit:?} in duration {s:?} (use ms, s, m, h or d)"
+                ))
+            }
+        };
+        total += Duration::from_secs_f64(secs);
+    }
+    if total.is_zero() {
+        return Err(format!("duration {s:?} is zero"));
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,240 @@
+//! The profile file format as serde sees it, and merging into a [`Profile`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{parse_duration, Origin, PathEntry, Profile, ProfileError, Val};
+use crate::plan::NetMode;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProfile {
+    pub description: Option<Spanned<String>>,
+    pub extends: Option<Spanned<String>>,
+    pub hostname: Option<Spanned<String>>,
+    pub strict: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub filesystem: RawFilesystem,
+    pub network: Option<RawNetwork>,
+    pub env: Option<RawEnv>,
+    pub limits: Option<RawLimits>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFilesystem {
+    #[serde(default)]
+    pub read: Vec<Spanned<RawPath>>,
+    #[serde(default)]
+    pub write: Vec<Spanned<RawPath>>,
+    #[serde(default)]
+    pub tmpfs: Vec<Spanned<RawPath>>,
+    #[serde(default)]
+    pub protect: Vec<Spanned<RawPath>>,
+    #[serde(default)]
+    pub hide: Vec<Spanned<RawPath>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawPath {
+    Plain(String),
+    Full(RawPathTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPathTable {
+    pub path: String,
+    #[serde(default)]
+    pub optional: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetwork {
+    pub mode: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnv {
+    #[serde(default)]
+    pub pass: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub set: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub timeout: Option<Spanned<String>>,
+    pub grace: Option<Spanned<String>>,
+    #[serde(default)]
+    pub rlimits: BTreeMap<String, Spanned<u64>>,
+}
+
+/// 1-based line of a byte offset.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+pub fn parse(file: &str, text: &str) -> Result<RawProfile, ProfileError> {
+    toml::from_str::<RawProfile>(text).map_err(|e| {
+        let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+        let mut msg = e.message().trim().to_string();
+        if msg.starts_with("data did not match any variant") {
+            msg = "a path entry must be a string or a table { path = \"...\", optional = true }"
+                .into();
+        }
+        if msg.starts_with("unknown field") {
+            msg.push_str(" (see the profile reference in README.md)");
+        }
+        ProfileError::Invalid {
+            origin: Origin {
+                file: file.to_string(),
+                line,
+            },
+            msg,
+        }
+    })
+}
+
+pub fn merge_into(
+    p: &mut Profile,
+    file: &str,
+    text: &str,
+    raw: &RawProfile,
+) -> Result<(), ProfileError> {
+    let origin = |start: usize| Origin {
+        file: file.to_string(),
+        line: line_of(text, start),
+    };
+    p.sources.push(file.to_string());
+    if let Some(d) = &raw.description {
+        p.description = d.get_ref().clone();
+    }
+    if let Some(h) = &raw.hostname {
+        let v = h.get_ref();
+        if v.is_empty()
+            || v.len() > 64
+            || !v
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(ProfileError::Invalid {
+                origin: origin(h.span().start),
+                msg: format!("`hostname` {v:?} is not a valid host name (letters, digits, '-', '.'; at most 64)"),
+            });
+        }
+        p.hostname = v.clone();
+    }
+    if let Some(s) = &raw.strict {
+        p.strict = *s.get_ref();
+    }
+    let fs = &raw.filesystem;
+    for (src, dst) in [
+        (&fs.read, &mut p.filesystem.read),
+        (&fs.write, &mut p.filesystem.write),
+        (&fs.tmpfs, &mut p.filesystem.tmpfs),
+        (&fs.protect, &mut p.filesystem.protect),
+        (&fs.hide, &mut p.filesystem.hide),
+    ] {
+        for e in src {
+            let (path, optional) = match e.get_ref() {
+                super::raw::RawPath::Plain(s) => (s.clone(), false),
+                super::raw::RawPath::Full(t) => (t.path.clone(), t.optional),
+            };
+            if path.is_empty() {
+                return Err(ProfileError::Invalid {
+                    origin: origin(e.span().start),
+                    msg: "empty path".into(),
+                });
+            }
+            dst.push(PathEntry {
+                path,
+                optional,
+                origin: origin(e.span().start),
+            });
+        }
+    }
+    if let Some(n) = &raw.network {
+        if let Some(m) = &n.mode {
+            p.network.mode = NetMode::parse(m.get_ref()).ok_or_else(|| ProfileError::Invalid {
+                origin: origin(m.span().start),
+                msg: format!(
+                    "`network.mode` {:?} is not a mode (use \"none\", \"loopback\" or \"host\")",
+                    m.get_ref()
+                ),
+            })?;
+        }
+    }
+    if let Some(env) = &raw.env {
+        for v in &env.pass {
+            p.env.pass.push(Val {
+                value: v.get_ref().clone(),
+                origin: origin(v.span().start),
+            });
+        }
+        for (k, v) in &env.set {
+            if !valid_env_name(k) {
+                return Err(ProfileError::Invalid {
+                    origin: origin(v.span().start),
+                    msg: format!("`env.set` name {k:?} is not a valid variable name"),
+                });
+            }
+            p.env.set.insert(
+                k.clone(),
+                Val {
+                    value: v.get_ref().clone(),
+                    origin: origin(v.span().start),
+                },
+            );
+        }
+    }
+    if let Some(l) = &raw.limits {
+        for (key, slot) in [("timeout", &l.timeout), ("grace", &l.grace)] {
+            if let Some(t) = slot {
+                let d = parse_duration(t.get_ref()).map_err(|msg| ProfileError::Invalid {
+                    origin: origin(t.span().start),
+                    msg: format!("`limits.{key}`: {msg}"),
+                })?;
+                match key {
+                    "timeout" => p.limits.timeout = Some(d),
+                    _ => p.limits.grace = Some(d),
+                }
+            }
+        }
+        for (k, v) in &l.rlimits {
+            if !crate::plan::RLIMIT_NAMES.contains(&k.as_str()) {
+                return Err(ProfileError::Invalid {
+                    origin: origin(v.span().start),
+                    msg: format!(
+                        "unknown rlimit `{k}` (known: {})",
+                        crate::plan::RLIMIT_NAMES.join(", ")
+                    ),
+                });
+            }
+            p.limits.rlimits.insert(
+                k.clone(),
+                Val {
+                    value: *v.get_ref(),
+                    origin: origin(v.span().start),
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn valid_env_name(k: &str) -> bool {
+    let mut chars = k.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}

@@ -1,0 +1,84 @@
+//! Shared helpers for integration tests: every test starts real cells with the built
+//! `taskcell` binary. The tests run as root and as a plain user (see .ci/run).
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_taskcell")
+}
+
+/// A fresh workspace directory (under /tmp, readable by everyone so that tests also work
+/// when run as a plain user).
+pub struct Ws {
+    pub dir: tempfile::TempDir,
+}
+
+impl Ws {
+    pub fn new() -> Ws {
+        let dir = tempfile::Builder::new()
+            .prefix("taskcell-test-")
+            .tempdir_in("/tmp")
+            .expect("creating a temporary workspace in /tmp");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod workspace");
+        Ws { dir }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+}
+
+/// `taskcell` with the given arguments, run from `ws`, with a clean, predictable
+/// environment (PATH, HOME and TMPDIR only).
+pub fn taskcell(ws: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.current_dir(ws)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env(
+            "HOME",
+            std::env::var("HOME").unwrap_or_else(|_| "/nonexistent".into()),
+        )
+        .args(args)
+        .stdin(Stdio::null());
+    c
+}
+
+/// Run `sh -c SCRIPT` in a cell of `profile` with extra taskcell arguments.
+pub fn sh(ws: &Path, profile: &str, extra: &[&str], script: &str) -> Output {
+    let mut args = vec!["run", "-p", profile];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "/bin/sh", "-c", script]);
+    taskcell(ws, &args).output().expect("running taskcell")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Assert success and return stdout; on failure show everything.
+#[track_caller]
+pub fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "taskcell failed: {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    );
+    stdout(o)
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
