@@ -264,6 +264,14 @@ pub fn resolve(
             workspace_abs.display()
         ),
     })?;
+    if ["/", "/proc", "/dev", "/sys"].iter().any(|p| workspace == Path::new(p)) {
+        return Err(PlanError::Other {
+            msg: format!(
+                "{} cannot be a workspace (pass a project directory with -w)",
+                workspace.display()
+            ),
+        });
+    }
     if !workspace.is_dir() {
         return Err(PlanError::Other {
             msg: format!(
@@ -319,8 +327,11 @@ pub fn resolve(
     let mut paths: Vec<PathRule> = Vec::new();
     for (path, access, optional, origin, key) in raw {
         let path = normalize(&path);
-        if FIXED.iter().any(|f| Path::new(f) == path) && access != Access::Tmpfs {
-            // /proc, /dev and /tmp are always the cell's own.
+        if FIXED.iter().any(|f| Path::new(f) == path)
+            && access != Access::Tmpfs
+            && path != workspace
+        {
+            // /proc, /dev and /tmp are always the cell's own (unless /tmp is the workspace).
             continue;
         }
         if access == Access::Tmpfs {
