@@ -91,6 +91,16 @@ pub struct CellArgs {
     /// Wall-clock limit, e.g. 30s, 10m, 1h (SIGTERM, then SIGKILL after the grace period).
     #[arg(long, value_name = "DURATION", value_parser = parse_dur)]
     pub timeout: Option<Duration>,
+    /// Declare a secret: NAME=env:VAR, NAME=file:PATH, NAME=cmd:COMMAND (quoted like a
+    /// shell line, run without a shell) or NAME=generate:BYTES; delivered as a file in
+    /// /run/secrets unless --secret-opt says otherwise (repeatable).
+    #[arg(long, value_name = "NAME=PROVIDER:ARG")]
+    pub secret: Vec<String>,
+    /// Set a secret's option: NAME.deliver=file|fd|env, NAME.fd=N, NAME.var=VAR,
+    /// NAME.revoke=COMMAND, NAME.ttl=DURATION, NAME.timeout=DURATION, NAME.mask=false,
+    /// NAME.on_leak=warn|fail (repeatable).
+    #[arg(long, value_name = "NAME.KEY=VALUE")]
+    pub secret_opt: Vec<String>,
     /// Run even when a layer cannot be enforced; say what is missing.
     #[arg(long, conflicts_with = "strict")]
     pub best_effort: bool,

@@ -20,6 +20,17 @@ pub fn warnings(plan: &Plan) -> Vec<String> {
     {
         w.push("the whole filesystem is writable".into());
     }
+    for sp in &plan.secrets {
+        if let crate::plan::secrets::Delivery::Env { var } = &sp.delivery {
+            w.push(format!("secret {} is delivered in the environment (${var}), the weakest channel: every descendant inherits it and it is readable in /proc/PID/environ; prefer deliver = \"file\" or \"fd\"", sp.name));
+        }
+        if !sp.mask {
+            w.push(format!(
+                "secret {} is not masked in the output nor looked for by the leak scan (mask = false)",
+                sp.name
+            ));
+        }
+    }
     w
 }
 
@@ -73,6 +84,7 @@ pub fn text(plan: &Plan) -> String {
     for (k, v) in &plan.process.env {
         let _ = writeln!(s, "  {k}={v}");
     }
+    crate::plan::secrets::explain(plan, &mut s);
     let _ = writeln!(s, "\nlimits:");
     match plan.limits.timeout {
         Some(t) => {
@@ -103,7 +115,7 @@ pub fn text(plan: &Plan) -> String {
         let _ = writeln!(s, "\nWARNING: {w}");
     }
     let _ = writeln!(s, "\nmount sequence:");
-    for op in rootfs::mount_ops(&plan.paths) {
+    for op in crate::supervisor::mount_ops(plan) {
         let _ = writeln!(s, "  {}", rootfs::describe(&op));
     }
     s
@@ -113,7 +125,7 @@ pub fn json(plan: &Plan) -> serde_json::Value {
     json!({
         "plan": plan,
         "plan_sha256": plan.digest(),
-        "mounts": rootfs::mount_ops(&plan.paths).iter().map(rootfs::describe).collect::<Vec<_>>(),
+        "mounts": crate::supervisor::mount_ops(plan).iter().map(rootfs::describe).collect::<Vec<_>>(),
         "warnings": warnings(plan),
     })
 }

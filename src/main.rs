@@ -102,6 +102,8 @@ fn load_plan(cell: &CellArgs, argv: &[String]) -> Result<plan::Plan, String> {
         net: cell.net,
         env: cell.env.clone(),
         timeout: cell.timeout,
+        secrets: cell.secret.clone(),
+        secret_opts: cell.secret_opt.clone(),
         strict: if cell.best_effort {
             Some(false)
         } else if cell.strict {
@@ -156,7 +158,7 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
             }
         };
     audit.session_start(&plan);
-    let outcome = match supervisor::run(&plan) {
+    let outcome = match supervisor::run(&plan, &mut audit) {
         Ok(o) => o,
         Err(e) => {
             audit.record(

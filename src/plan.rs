@@ -15,6 +15,8 @@ use sha2::{Digest, Sha256};
 
 use crate::profile::{Origin, PathEntry, Profile};
 
+pub mod secrets;
+
 /// How a path is made visible inside the cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -143,6 +145,8 @@ pub struct Plan {
     pub process: ProcessPlan,
     /// Refuse to run when a layer cannot be enforced (default); otherwise run with what exists.
     pub strict: bool,
+    /// Secrets: where each comes from and how it is delivered (never a value).
+    pub secrets: Vec<secrets::SecretPlan>,
 }
 
 impl Plan {
@@ -167,6 +171,10 @@ pub struct Overrides {
     pub env: Vec<String>,
     pub timeout: Option<Duration>,
     pub strict: Option<bool>,
+    /// `--secret NAME=PROVIDER:ARG`.
+    pub secrets: Vec<String>,
+    /// `--secret-opt NAME.KEY=VALUE`.
+    pub secret_opts: Vec<String>,
 }
 
 /// What `resolve` reads from the launcher's environment. Separate so tests can give their own.
@@ -264,7 +272,10 @@ pub fn resolve(
             workspace_abs.display()
         ),
     })?;
-    if ["/", "/proc", "/dev", "/sys"].iter().any(|p| workspace == Path::new(p)) {
+    if ["/", "/proc", "/dev", "/sys"]
+        .iter()
+        .any(|p| workspace == Path::new(p))
+    {
         return Err(PlanError::Other {
             msg: format!(
                 "{} cannot be a workspace (pass a project directory with -w)",
@@ -463,6 +474,9 @@ pub fn resolve(
     env.entry("PATH".into())
         .or_insert_with(|| "/usr/local/bin:/usr/bin:/bin".into());
 
+    let decls = secrets::declarations(&profile.secrets, &ov.secrets, &ov.secret_opts)?;
+    let (secrets, ttl) = secrets::resolve(&decls, &paths, &vars, &ctx.cwd, &mut env)?;
+
     let mut rlimits: Vec<Rlimit> = Vec::new();
     for (name, val) in &profile.limits.rlimits {
         let Some(stat) = RLIMIT_NAMES.iter().find(|n| *n == name) else {
@@ -499,7 +513,11 @@ pub fn resolve(
         paths,
         net,
         limits: Limits {
-            timeout: ov.timeout.or(profile.limits.timeout),
+            // A secret's ttl bounds the cell's duration.
+            timeout: match (ov.timeout.or(profile.limits.timeout), ttl) {
+                (Some(t), Some(l)) => Some(t.min(l)),
+                (t, l) => t.or(l),
+            },
             grace: profile.limits.grace.unwrap_or(Duration::from_secs(5)),
             rlimits,
         },
@@ -512,6 +530,7 @@ pub fn resolve(
             gid: ctx.gid,
         },
         strict: ov.strict.unwrap_or(profile.strict),
+        secrets,
     })
 }
 

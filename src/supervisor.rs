@@ -8,8 +8,10 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use crate::audit::Audit;
 use crate::cell::{self, rootfs, Spec};
-use crate::plan::Plan;
+use crate::plan::{Access, Plan};
+use crate::secrets::session::{SecretsError, Session, EXIT_LEAK};
 
 /// How a cell ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +31,8 @@ pub struct Outcome {
     pub ending: Ending,
     pub timed_out: bool,
     pub duration: Duration,
+    /// The leak scan found a secret declared `on_leak = "fail"`.
+    pub leak_fail: bool,
 }
 
 impl Outcome {
@@ -38,6 +42,7 @@ impl Outcome {
             return 124;
         }
         match &self.ending {
+            Ending::Exited(0) if self.leak_fail => EXIT_LEAK,
             Ending::Exited(c) => *c,
             Ending::Signaled(s) => 128 + s,
             Ending::NotStarted { code, .. } => *code,
@@ -49,22 +54,88 @@ impl Outcome {
 /// The part of the plan the cell mechanism gets.
 pub fn spec_of(plan: &Plan) -> Spec {
     Spec {
-        mounts: rootfs::mount_ops(&plan.paths),
+        mounts: mount_ops(plan),
         net: plan.net.mode,
         process: plan.process.clone(),
         rlimits: plan.limits.rlimits.clone(),
+        secrets: Vec::new(),
+        stdio: None,
     }
+}
+
+/// The cell's mount sequence: the plan's paths, plus the secrets tmpfs.
+pub fn mount_ops(plan: &Plan) -> Vec<rootfs::MountOp> {
+    let mut ops = rootfs::mount_ops(&plan.paths);
+    crate::secrets::deliver::add_mount(&mut ops, &plan.secrets, plan.process.uid, plan.process.gid);
+    ops
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Spawn(#[from] cell::SpawnError),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
 }
 
 /// Run a plan's command in a cell and wait for it. Must be called while the process is
 /// single-threaded.
-pub fn run(plan: &Plan) -> Result<Outcome, cell::SpawnError> {
-    let spec = spec_of(plan);
+pub fn run(plan: &Plan, audit: &mut Audit) -> Result<Outcome, RunError> {
+    let mut spec = spec_of(plan);
+    // Secrets are fetched now, just in time, before anything of the cell exists.
+    let mut secrets = Session::prepare(&plan.secrets, &|k| std::env::var_os(k), audit)?;
+    (spec.secrets, spec.stdio) = secrets.cell_parts();
+    let since = std::time::SystemTime::now();
     let start = Instant::now();
-    let (c, failure) = cell::spawn(&spec)?;
+    let spawned = cell::spawn(&spec);
+    let relay_fds = secrets.after_spawn();
+    let (c, failure) = match spawned {
+        Ok(x) => x,
+        Err(e) => {
+            secrets.finish(audit, &[], &[], since);
+            return Err(e.into());
+        }
+    };
+    let redactor = secrets.redactor();
+    // Threads may start now: the relay, one per stream.
+    let waited = std::thread::scope(|scope| {
+        let relays = match (redactor, relay_fds) {
+            (Some(r), Some((out_r, err_r))) => vec![
+                scope.spawn(move || crate::secrets::relay::relay(r, out_r, 1)),
+                scope.spawn(move || crate::secrets::relay::relay(r, err_r, 2)),
+            ],
+            _ => Vec::new(),
+        };
+        let outcome = wait(plan, c, failure, start);
+        let mut counts = Vec::new();
+        for h in relays {
+            counts.extend(h.join().unwrap_or_default());
+        }
+        (outcome, counts)
+    });
+    let (outcome, counts) = waited;
+    // Revocation and the leak scan run on every ending the supervisor survives.
+    let roots: Vec<std::path::PathBuf> = plan
+        .paths
+        .iter()
+        .filter(|r| r.access == Access::Write && r.symlink.is_none())
+        .map(|r| r.path.clone())
+        .collect();
+    let f = secrets.finish(audit, &counts, &roots, since);
+    let mut outcome = outcome?;
+    outcome.leak_fail = f.leak_fail;
+    Ok(outcome)
+}
+
+fn wait(
+    plan: &Plan,
+    c: cell::Cell,
+    failure: Option<cell::SetupFailure>,
+    start: Instant,
+) -> Result<Outcome, RunError> {
     // The forwarded signals were blocked by spawn; read them from a signalfd.
     let sfd = SignalFd::with_flags(&cell::forwarded_set(), SfdFlags::SFD_CLOEXEC)
-        .map_err(std::io::Error::from)?;
+        .map_err(|e| cell::SpawnError::Io(std::io::Error::from(e)))?;
 
     let mut timed_out = false;
     let mut deadline = plan.limits.timeout.map(|t| start + t);
@@ -138,5 +209,6 @@ pub fn run(plan: &Plan) -> Result<Outcome, cell::SpawnError> {
         ending,
         timed_out,
         duration,
+        leak_fail: false,
     })
 }

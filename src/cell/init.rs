@@ -70,6 +70,7 @@ pub fn main(spec: &Spec, sync: OwnedFd, err: OwnedFd, status: OwnedFd) -> ! {
 
 fn setup(spec: &Spec) -> Result<(), String> {
     rootfs::execute(&spec.mounts).map_err(|e| e.to_string())?;
+    crate::secrets::deliver::populate(&spec.secrets)?;
     nix::unistd::sethostname(&spec.process.hostname)
         .map_err(|e| format!("setting the hostname {:?}: {e}", spec.process.hostname))?;
     if spec.net == NetMode::Loopback {

@@ -50,6 +50,10 @@ pub struct Spec {
     pub net: NetMode,
     pub process: ProcessPlan,
     pub rlimits: Vec<Rlimit>,
+    /// Secrets to deliver (each held in an inherited memfd; no value here).
+    pub secrets: Vec<crate::secrets::deliver::CellSecret>,
+    /// Write ends of the stdout/stderr relay pipes, when output is masked.
+    pub stdio: Option<(RawFd, RawFd)>,
 }
 
 /// A cell that has been started.

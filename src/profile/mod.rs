@@ -7,6 +7,7 @@
 
 mod builtin;
 mod raw;
+pub mod secrets;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -103,6 +104,8 @@ pub struct Profile {
     pub network: Network,
     pub env: Env,
     pub limits: Limits,
+    /// `[secrets.NAME]` declarations (no values).
+    pub secrets: BTreeMap<String, secrets::SecretDecl>,
 }
 
 impl Default for Profile {
@@ -119,6 +122,7 @@ impl Default for Profile {
             },
             env: Env::default(),
             limits: Limits::default(),
+            secrets: BTreeMap::new(),
         }
     }
 }

@@ -20,6 +20,8 @@ pub struct RawProfile {
     pub network: Option<RawNetwork>,
     pub env: Option<RawEnv>,
     pub limits: Option<RawLimits>,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Spanned<super::secrets::RawSecret>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -230,6 +232,7 @@ pub fn merge_into(
             );
         }
     }
+    super::secrets::merge(&mut p.secrets, &raw.secrets, &origin)?;
     Ok(())
 }
 
