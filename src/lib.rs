@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod explain;
 pub mod plan;
 pub mod profile;
+pub mod secrets;
 pub mod supervisor;
 
 /// Exit code when taskcell fails before the command runs.
