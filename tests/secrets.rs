@@ -327,7 +327,7 @@ fn no_copy_on_host_disk_and_other_cell_cannot_read_it() {
         go.display()
     );
     let spec = format!("T=cmd:printf %s {v}");
-    let mut a = spawn(ws.path(), &["--secret", &spec], &[], &script);
+    let a = spawn(ws.path(), &["--secret", &spec], &[], &script);
     wait_for(&ready);
 
     let tmpdir = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into());

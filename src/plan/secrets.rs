@@ -284,3 +284,187 @@ pub fn explain(plan: &super::Plan, s: &mut String) {
         let _ = writeln!(s, "  {:<14}      {}", "", extra.join("; "));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{resolve, Context, Overrides};
+    use crate::profile::{Loader, Profile};
+
+    fn ctx(ws: &Path) -> Context {
+        Context {
+            cwd: ws.to_path_buf(),
+            home: "/nonexistent-home".into(),
+            tmp: "/tmp".into(),
+            uid: 1000,
+            gid: 1000,
+            env: [("GH_TOKEN".to_string(), "value-must-not-appear".to_string())]
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    fn ov(secrets: &[&str], opts: &[&str]) -> Overrides {
+        Overrides {
+            secrets: secrets.iter().map(|s| s.to_string()).collect(),
+            secret_opts: opts.iter().map(|s| s.to_string()).collect(),
+            env: vec!["GH_TOKEN".into()],
+            ..Overrides::default()
+        }
+    }
+
+    #[test]
+    fn deliveries_env_vars_fds_and_no_values() {
+        let ws = tempfile::tempdir().unwrap();
+        let p = resolve(
+            &Profile::default(),
+            &ov(
+                &["A=env:GH_TOKEN", "B=generate:16", "C=cmd:x", "D=file:tok"],
+                &[
+                    "B.deliver=fd",
+                    "C.deliver=fd",
+                    "C.fd=3",
+                    "D.deliver=env",
+                    "D.var=DV",
+                ],
+            ),
+            &ctx(ws.path()),
+            &["true".into()],
+        )
+        .unwrap();
+        let env: BTreeMap<_, _> = p.process.env.iter().cloned().collect();
+        assert_eq!(
+            env.get("A_FILE").map(String::as_str),
+            Some("/run/secrets/A")
+        );
+        // C asked for 3, so B gets the next free number.
+        assert_eq!(env.get("C_FD").map(String::as_str), Some("3"));
+        assert_eq!(env.get("B_FD").map(String::as_str), Some("4"));
+        // The env provider's source variable is removed even though --env passed it;
+        // the env delivery's variable is added by the worker, not the plan.
+        assert!(!env.contains_key("GH_TOKEN"));
+        assert!(!env.contains_key("DV"));
+        assert_eq!(
+            p.secrets[3].provider,
+            Provider::File {
+                path: ws
+                    .path()
+                    .canonicalize()
+                    .unwrap_or(ws.path().into())
+                    .join("tok")
+            }
+            .clone()
+        );
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(!json.contains("value-must-not-appear"));
+        let mut s = String::new();
+        explain(&p, &mut s);
+        assert!(s.contains("WEAKEST"), "{s}");
+    }
+
+    #[test]
+    fn ttl_bounds_the_timeout() {
+        let ws = tempfile::tempdir().unwrap();
+        let mut prof = Profile::default();
+        prof.limits.timeout = Some(Duration::from_secs(3600));
+        let p = resolve(
+            &prof,
+            &ov(
+                &["A=generate:16", "B=generate:16"],
+                &["A.ttl=15m", "B.ttl=20m"],
+            ),
+            &ctx(ws.path()),
+            &["true".into()],
+        )
+        .unwrap();
+        assert_eq!(p.limits.timeout, Some(Duration::from_secs(900)));
+    }
+
+    #[test]
+    fn conflicts_are_errors() {
+        let ws = tempfile::tempdir().unwrap();
+        let c = ctx(ws.path());
+        let argv = ["true".to_string()];
+        let e = |o: Overrides| {
+            resolve(&Profile::default(), &o, &c, &argv)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(e(ov(
+            &["A=generate:16", "B=generate:16"],
+            &["A.deliver=fd", "A.fd=5", "B.deliver=fd", "B.fd=5"]
+        ))
+        .contains("fd 5 is also used"));
+        assert!(e(ov(&["A=generate:16"], &["A.fd=5"])).contains("`deliver` is not"));
+        assert!(e(ov(
+            &["A=generate:16", "B=generate:16"],
+            &["A.deliver=env", "A.var=X", "B.deliver=env", "B.var=X"]
+        ))
+        .contains("variable X is also used"));
+        let mut o = ov(&["A=generate:16"], &[]);
+        o.read = vec!["/run".into()];
+        if Path::new("/run").exists() {
+            assert!(e(o).contains("/run/secrets"));
+        }
+    }
+
+    #[test]
+    fn profile_errors_carry_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let loader = Loader { user_dir: None };
+        let cases = [
+            ("[secrets.bad]\nfrom = { env = \"X\" }\n", 1, "not valid"),
+            (
+                "[secrets.A]\nfrom = { env = \"X\", file = \"/y\" }\n",
+                2,
+                "exactly one provider",
+            ),
+            (
+                "[secrets.A]\nfrom = { env = \"X\" }\ndeliver = \"pigeon\"\n",
+                3,
+                "not a delivery",
+            ),
+            ("[secrets.A]\nfrom = { env = \"X\" }\nfd = 1\n", 3, "fd 1"),
+            (
+                "[secrets.A]\nfrom = { env = \"X\" }\n\nttl = \"soon\"\n",
+                4,
+                "ttl",
+            ),
+            (
+                "[secrets.A]\nfrom = { env = \"X\" }\non_leak = \"panic\"\n",
+                3,
+                "on_leak",
+            ),
+            (
+                "[secrets.A]\nfrom = { generate = { bytes = 2 } }\n",
+                2,
+                "8 to",
+            ),
+            (
+                "[secrets.A]\nfrom = { env = \"X\" }\ncolour = 1\n",
+                3,
+                "unknown field",
+            ),
+        ];
+        for (i, (text, line, want)) in cases.iter().enumerate() {
+            let f = dir.path().join(format!("p{i}.toml"));
+            std::fs::write(&f, text).unwrap();
+            let e = loader.load(f.to_str().unwrap()).unwrap_err().to_string();
+            assert!(e.contains(&format!("line {line}:")), "{text:?}: {e}");
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+        let f = dir.path().join("ok.toml");
+        std::fs::write(
+            &f,
+            "[secrets.GITHUB_TOKEN]\nfrom = { command = [\"gh\", \"auth\", \"token\"] }\ndeliver = \"fd\"\nfd = 5\nrevoke = [\"r\", \"{session}\"]\nttl = \"15m\"\nmask = false\non_leak = \"fail\"\n",
+        )
+        .unwrap();
+        let p = loader.load(f.to_str().unwrap()).unwrap();
+        let d = &p.secrets["GITHUB_TOKEN"];
+        assert_eq!(d.fd, Some(5));
+        assert_eq!(d.ttl, Some(Duration::from_secs(900)));
+        assert!(!d.mask);
+        assert_eq!(d.on_leak, OnLeak::Fail);
+        assert_eq!(d.origin.line, 1);
+    }
+}

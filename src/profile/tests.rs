@@ -1,4 +1,2 @@
-use super::*;
-
 #[test]
 fn placeholder() {}
