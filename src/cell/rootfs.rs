@@ -102,6 +102,7 @@ pub fn mount_ops(paths: &[PathRule]) -> Vec<MountOp> {
         readonly: false,
     });
     let mut binds: Vec<&PathRule> = Vec::new();
+    let mut self_bound: Vec<PathBuf> = Vec::new();
     for r in paths {
         if let Some(target) = &r.symlink {
             // A symlink is only recreated where its parent is the cell's own tmpfs; inside
@@ -114,6 +115,37 @@ pub fn mount_ops(paths: &[PathRule]) -> Vec<MountOp> {
                 });
             }
             continue;
+        }
+        if matches!(r.access, Access::Protect | Access::Hide) {
+            // Inside a writable bind, a protected path could be moved away with its parent
+            // (`mv .git .git-old`) and recreated writable. Renaming a mount point fails with
+            // EBUSY, so every directory between the writable bind and the protected path
+            // is made a mount point (bound onto itself, still writable).
+            let parent_bind = binds
+                .iter()
+                .filter(|b| r.path.starts_with(&b.path) && b.path != r.path)
+                .max_by_key(|b| b.path.components().count())
+                .copied();
+            if let Some(pb) = parent_bind.filter(|b| b.access == Access::Write) {
+                let mut ancestors: Vec<&Path> = r
+                    .path
+                    .ancestors()
+                    .skip(1)
+                    .take_while(|a| *a != pb.path.as_path())
+                    .collect();
+                ancestors.reverse();
+                for a in ancestors {
+                    if !self_bound.iter().any(|p| p == a) {
+                        ops.push(MountOp::Bind {
+                            src: a.to_path_buf(),
+                            path: a.to_path_buf(),
+                            readonly: false,
+                            is_dir: true,
+                        });
+                        self_bound.push(a.to_path_buf());
+                    }
+                }
+            }
         }
         match r.access {
             Access::Read | Access::Protect => ops.push(MountOp::Bind {
@@ -568,6 +600,12 @@ mod tests {
                     is_dir: true
                 },
                 MountOp::Bind {
+                    src: "/w/.git".into(),
+                    path: "/w/.git".into(),
+                    readonly: false,
+                    is_dir: true
+                },
+                MountOp::Bind {
                     src: "/w/.git/hooks".into(),
                     path: "/w/.git/hooks".into(),
                     readonly: true,
@@ -586,6 +624,27 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn ancestors_of_protected_paths_become_mount_points() {
+        let ops = mount_ops(&[
+            rule("/w", Access::Write, true),
+            rule("/w/.git/config", Access::Protect, false),
+            rule("/w/.git/hooks", Access::Protect, true),
+        ]);
+        let git_binds = ops
+            .iter()
+            .filter(|o| matches!(o, MountOp::Bind { path, readonly: false, .. } if path == Path::new("/w/.git")))
+            .count();
+        assert_eq!(git_binds, 1, "{ops:#?}");
+        let pos = |p: &str| {
+            ops.iter()
+                .position(|o| matches!(o, MountOp::Bind { path, .. } if path == Path::new(p)))
+                .expect(p)
+        };
+        assert!(pos("/w") < pos("/w/.git"));
+        assert!(pos("/w/.git") < pos("/w/.git/config"));
     }
 
     #[test]
