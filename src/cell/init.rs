@@ -28,9 +28,6 @@ pub fn main(spec: &Spec, sync: OwnedFd, err: OwnedFd, status: OwnedFd) -> ! {
     unsafe {
         // Die with the supervisor: a killed taskcell leaves nothing running.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-        // Nothing in the cell may ptrace init (it holds capabilities in the cell's user
-        // namespace until the worker is started).
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
     let mut go = [0u8; 1];
     let mut f = std::fs::File::from(sync);
@@ -39,6 +36,13 @@ pub fn main(spec: &Spec, sync: OwnedFd, err: OwnedFd, status: OwnedFd) -> ! {
         exit(125);
     }
     drop(f);
+    // Nothing in the cell may ptrace init (it holds capabilities in the cell's user
+    // namespace until the worker is started). Not earlier: a non-dumpable process's
+    // /proc files belong to root, and the supervisor had to write our uid_map first.
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
 
     if let Err(msg) = setup(spec) {
         report(err.as_raw_fd(), 125, &msg);
