@@ -331,9 +331,9 @@ fn apply(op: &MountOp) -> Result<(), RootfsError> {
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
                 None::<&str>,
             )
-            .map_err(err(format!(
-                "mounting a fresh /proc (is /proc on the host partly masked, as in some containers?)"
-            )))?;
+            .map_err(err(
+                "mounting a fresh /proc (is /proc on the host partly masked, as in some containers?)",
+            ))?;
         }
         MountOp::Tmpfs {
             path,
@@ -513,7 +513,7 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\'
-            && i + 3 < b.len() + 0
+            && i + 3 < b.len()
             && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
         {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
