@@ -480,6 +480,43 @@ fn signals_are_forwarded_to_the_command() {
 }
 
 #[test]
+fn a_terminal_style_sigint_reaches_the_command_once() {
+    // A terminal sends SIGINT to its whole foreground process group; the command must see
+    // it exactly once (not once from the terminal and once more forwarded).
+    use std::os::unix::process::CommandExt;
+    let ws = Ws::new();
+    let mut child = taskcell(
+        ws.path(),
+        &[
+            "run",
+            "--",
+            "/bin/sh",
+            "-c",
+            "n=0; trap 'n=$((n+1))' INT; echo ready; i=0; \
+             while [ $i -lt 20 ]; do sleep 0.05; i=$((i+1)); done; echo count=$n",
+        ],
+    )
+    .process_group(0)
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut buf = [0u8; 6];
+    stdout.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ready\n");
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert!(status.success(), "{rest}");
+    assert_eq!(rest, "count=1\n");
+}
+
+#[test]
 fn inherited_fd_is_not_usable_inside() {
     let ws = Ws::new();
     let outside = Ws::new();
