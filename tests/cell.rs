@@ -479,41 +479,55 @@ fn signals_are_forwarded_to_the_command() {
     assert!(rest.contains("got-usr1"));
 }
 
+/// Field `n` (1-based, after the command name) of /proc/PID/stat.
+fn stat_field(pid: u32, n: usize) -> Option<i64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &s[s.rfind(')')? + 2..];
+    after.split(' ').nth(n - 3)?.parse().ok()
+}
+
 #[test]
-fn a_terminal_style_sigint_reaches_the_command_once() {
-    // A terminal sends SIGINT to its whole foreground process group; the command must see
-    // it exactly once (not once from the terminal and once more forwarded).
+fn the_cell_is_outside_the_terminals_process_group() {
+    // A terminal sends Ctrl-C's SIGINT to its whole foreground process group. The
+    // supervisor forwards it to the command; if the cell's init were in that group too,
+    // the command would get it twice. Likewise the command must not be in it.
     use std::os::unix::process::CommandExt;
     let ws = Ws::new();
+    let m = marker();
     let mut child = taskcell(
         ws.path(),
-        &[
-            "run",
-            "--",
-            "/bin/sh",
-            "-c",
-            "n=0; trap 'n=$((n+1))' INT; echo ready; i=0; \
-             while [ $i -lt 20 ]; do sleep 0.05; i=$((i+1)); done; echo count=$n",
-        ],
+        &["run", "--", "/bin/sh", "-c", &format!("sleep 30; : {m}")],
     )
     .process_group(0)
-    .stdout(Stdio::piped())
     .spawn()
     .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut buf = [0u8; 6];
-    stdout.read_exact(&mut buf).unwrap();
-    assert_eq!(&buf, b"ready\n");
-    nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let status = child.wait().unwrap();
-    let mut rest = String::new();
-    stdout.read_to_string(&mut rest).unwrap();
-    assert!(status.success(), "{rest}");
-    assert_eq!(rest, "count=1\n");
+    let launcher = child.id();
+    assert!(wait_until(Duration::from_secs(10), || {
+        !host_processes_with(&m).is_empty()
+    }));
+    let children = std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children"))
+        .unwrap_or_default();
+    let init: u32 = children
+        .split_whitespace()
+        .next()
+        .expect("the cell's init")
+        .parse()
+        .unwrap();
+    let worker = host_processes_with(&m)[0];
+    let launcher_pgrp = stat_field(launcher, 5).unwrap();
+    assert_eq!(launcher_pgrp, launcher as i64);
+    assert_ne!(
+        stat_field(init, 5),
+        Some(launcher_pgrp),
+        "init is in the launcher's group"
+    );
+    assert_ne!(
+        stat_field(worker, 5),
+        Some(launcher_pgrp),
+        "the command is in the launcher's group"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[test]
