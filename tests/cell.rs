@@ -641,6 +641,29 @@ fn root_gains_nothing_inside() {
 }
 
 #[test]
+fn host_kernel_settings_cannot_be_changed_from_proc() {
+    // With ids mapped 1:1, uid 0 inside is the host's root as far as procfs file modes go:
+    // without the read-only /proc/sys, a root-started cell could write kernel.core_pattern
+    // and get code run as root outside. Write back the value a harmless sysctl already
+    // has, so nothing changes even if the boundary were gone.
+    let ws = Ws::new();
+    let out = ok(&sh(
+        ws.path(),
+        "build",
+        &[],
+        "v=$(cat /proc/sys/kernel/printk_ratelimit); \
+         echo $v > /proc/sys/kernel/printk_ratelimit 2>/dev/null && echo SYSCTL-WRITTEN; \
+         cat /proc/sys/kernel/printk_ratelimit >/dev/null && echo sysctl-readable; \
+         [ -s /proc/keys ] && echo KEYS-VISIBLE; [ -s /proc/timer_list ] && echo TIMERS-VISIBLE; \
+         ls /proc/acpi 2>/dev/null | grep -q . && echo ACPI-VISIBLE; echo done",
+    ));
+    assert!(!out.contains("SYSCTL-WRITTEN"), "{out}");
+    assert!(out.contains("sysctl-readable"), "{out}");
+    assert!(!out.contains("VISIBLE"), "{out}");
+    assert!(out.ends_with("done\n"), "{out}");
+}
+
+#[test]
 fn hostname_is_the_cells_own() {
     let ws = Ws::new();
     let host_before = nix::unistd::gethostname().unwrap();

@@ -55,7 +55,36 @@ pub enum MountOp {
     RemountRo {
         path: PathBuf,
     },
+    /// Bind a path of the new root onto itself read-only (parts of /proc); skipped when
+    /// the kernel has no such path.
+    SelfRo {
+        path: PathBuf,
+    },
+    /// Hide a path of the new root under an empty file or directory (parts of /proc);
+    /// skipped when the kernel has no such path.
+    Mask {
+        path: PathBuf,
+    },
 }
+
+/// Parts of /proc through which uid 0 (the caller's uid when root started the cell,
+/// since ids are mapped 1:1) could change the host: the kernel checks many of these by
+/// file mode only. Made read-only, as container runtimes do.
+const PROC_READ_ONLY: &[&str] = &["/proc/sys", "/proc/irq", "/proc/bus", "/proc/fs"];
+/// Kernel state a cell has no business reading or triggering.
+const PROC_MASKED: &[&str] = &[
+    "/proc/sysrq-trigger",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/key-users",
+    "/proc/kmsg",
+    "/proc/timer_list",
+    "/proc/sched_debug",
+    "/proc/latency_stats",
+    "/proc/acpi",
+    "/proc/scsi",
+    "/proc/asound",
+];
 
 const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
@@ -65,6 +94,12 @@ pub fn mount_ops(paths: &[PathRule]) -> Vec<MountOp> {
     ops.push(MountOp::Proc {
         path: "/proc".into(),
     });
+    for p in PROC_READ_ONLY {
+        ops.push(MountOp::SelfRo { path: p.into() });
+    }
+    for p in PROC_MASKED {
+        ops.push(MountOp::Mask { path: p.into() });
+    }
     ops.push(MountOp::Tmpfs {
         path: "/dev".into(),
         mode: 0o755,
@@ -223,6 +258,8 @@ pub fn describe(op: &MountOp) -> String {
             format!("symlink  {} -> {}", path.display(), target.display())
         }
         MountOp::RemountRo { path } => format!("remount  {} read-only", path.display()),
+        MountOp::SelfRo { path } => format!("bind-ro  {} (if present)", path.display()),
+        MountOp::Mask { path } => format!("mask     {} (if present)", path.display()),
     }
 }
 
@@ -405,6 +442,52 @@ fn apply(op: &MountOp) -> Result<(), RootfsError> {
             }
             std::os::unix::fs::symlink(target, &dst)
                 .map_err(ioerr(format!("creating symlink {}", path.display())))?;
+        }
+        MountOp::SelfRo { path } => {
+            let dst = under(NEWROOT, path);
+            if dst.exists() {
+                mount(
+                    Some(&dst),
+                    &dst,
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .map_err(err(format!("binding {}", path.display())))?;
+                remount_ro(&dst, &path.display().to_string())?;
+            }
+        }
+        MountOp::Mask { path } => {
+            let dst = under(NEWROOT, path);
+            match fs::symlink_metadata(&dst) {
+                Ok(m) if m.is_dir() => mount(
+                    Some("tmpfs"),
+                    &dst,
+                    Some("tmpfs"),
+                    MsFlags::MS_RDONLY
+                        | MsFlags::MS_NOSUID
+                        | MsFlags::MS_NODEV
+                        | MsFlags::MS_NOEXEC,
+                    Some("mode=0555,size=4k"),
+                )
+                .map_err(err(format!("masking {}", path.display())))?,
+                Ok(_) => {
+                    mount(
+                        Some(&under(OLDROOT, Path::new("/dev/null"))),
+                        &dst,
+                        None::<&str>,
+                        MsFlags::MS_BIND,
+                        None::<&str>,
+                    )
+                    .map_err(err(format!("masking {}", path.display())))?;
+                    remount(
+                        &dst,
+                        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+                    )
+                    .map_err(err(format!("masking {} read-only", path.display())))?;
+                }
+                Err(_) => {}
+            }
         }
         MountOp::RemountRo { path } => {
             // Only this mount (the tmpfs), not what is mounted below it.
