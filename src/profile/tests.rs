@@ -318,3 +318,14 @@ fn plan_digest_is_stable_and_sensitive() {
     let c = plan_for("extends = \"review\"\n", d.path(), &Overrides::default()).unwrap();
     assert_ne!(a.digest(), c.digest());
 }
+
+#[test]
+fn plan_refuses_a_protected_symlink() {
+    let d = tempfile::tempdir().unwrap();
+    let ws = std::fs::canonicalize(d.path()).unwrap();
+    std::fs::create_dir(ws.join(".git")).unwrap();
+    std::os::unix::fs::symlink("/etc", ws.join(".git/hooks")).unwrap();
+    let e = plan_for("extends = \"build\"\n", &ws, &Overrides::default()).unwrap_err();
+    assert!(e.contains("build.toml (built-in) line"), "{e}");
+    assert!(e.contains(".git/hooks is a symlink (to /etc)"), "{e}");
+}
