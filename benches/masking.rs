@@ -46,9 +46,28 @@ fn secrets(rng: &mut Rng) -> Vec<(String, Vec<u8>)> {
 /// encoded) about every 256 KiB.
 fn text(rng: &mut Rng, size: usize, secrets: &[(String, Vec<u8>)]) -> Vec<u8> {
     let words: &[&[u8]] = &[
-        b"Compiling", b"serde", b"v1.0.210", b"warning:", b"unused", b"variable", b"error[E0308]:",
-        b"-->", b"src/main.rs:12:5", b"Finished", b"release", b"target(s)", b"in", b"GET",
-        b"/api/v1/items?page=2", b"200", b"OK", b"INFO", b"DEBUG", b"the", b"of", b"and",
+        b"Compiling",
+        b"serde",
+        b"v1.0.210",
+        b"warning:",
+        b"unused",
+        b"variable",
+        b"error[E0308]:",
+        b"-->",
+        b"src/main.rs:12:5",
+        b"Finished",
+        b"release",
+        b"target(s)",
+        b"in",
+        b"GET",
+        b"/api/v1/items?page=2",
+        b"200",
+        b"OK",
+        b"INFO",
+        b"DEBUG",
+        b"the",
+        b"of",
+        b"and",
     ];
     let mut out = Vec::with_capacity(size + 1024);
     let mut next_secret = 0usize;
@@ -84,13 +103,26 @@ fn bench(c: &mut Criterion) {
     let rounds = total_mib / buf_mib;
     let mut rng = Rng(0x1234_5678_9abc_def1);
     let secrets = secrets(&mut rng);
-    let list: Vec<(String, &[u8])> = secrets.iter().map(|(n, v)| (n.clone(), v.as_slice())).collect();
+    let list: Vec<(String, &[u8])> = secrets
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_slice()))
+        .collect();
     let r = Redactor::new(&list).expect("redactor");
-    eprintln!("masking bench: {} secrets, {} patterns, longest {} bytes, {} MiB per iteration",
-        r.names().len(), r.patterns_for(), r.max_pattern_len(), buf_mib * rounds);
+    eprintln!(
+        "masking bench: {} secrets, {} patterns, longest {} bytes, {} MiB per iteration",
+        r.names().len(),
+        r.patterns_for(),
+        r.max_pattern_len(),
+        buf_mib * rounds
+    );
     let inputs: Vec<(&str, Vec<u8>)> = vec![
         ("text", text(&mut rng, buf_mib << 20, &secrets)),
-        ("binary", (0..(buf_mib << 20) / 8).flat_map(|_| rng.next().to_le_bytes()).collect()),
+        (
+            "binary",
+            (0..(buf_mib << 20) / 8)
+                .flat_map(|_| rng.next().to_le_bytes())
+                .collect(),
+        ),
     ];
     let mut g = c.benchmark_group("masking");
     g.sample_size(10);

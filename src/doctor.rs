@@ -179,7 +179,7 @@ pub fn run() -> Report {
         detail: if all_ns.as_deref() == Ok("noswap") {
             "secrets' tmpfs can be kept out of swap".into()
         } else {
-            "tmpfs `noswap` is not available (Linux 6.4+); a secret file could reach swap under memory pressure".into()
+            "tmpfs `noswap` is refused here (Linux 6.4+ allows it only to root of the initial user namespace, not inside a cell's); a secret file on tmpfs could reach swap under memory pressure".into()
         },
     });
 

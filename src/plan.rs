@@ -374,6 +374,17 @@ pub fn resolve(
             let target = std::fs::read_link(&path).map_err(|e| PlanError::Other {
                 msg: format!("{origin}: cannot read symlink {}: {e}", path.display()),
             })?;
+            if access == Access::Protect {
+                // A link inside a writable path can be replaced by the cell, and following
+                // it would show its target to the cell.
+                return Err(PlanError::Other {
+                    msg: format!(
+                        "{origin}: `protect` path {} is a symlink (to {}): a cell could replace it, and taskcell does not follow it (remove the symlink, or protect its target)",
+                        path.display(),
+                        target.display()
+                    ),
+                });
+            }
             let real = match std::fs::canonicalize(&path) {
                 Ok(r) => r,
                 Err(_) if optional => continue,

@@ -36,10 +36,13 @@ pub fn main(spec: &Spec, sync: OwnedFd, err: OwnedFd, status: OwnedFd) -> ! {
         exit(125);
     }
     drop(f);
+    // Leave the launcher's process group: a Ctrl-C on the terminal reaches the supervisor,
+    // which forwards it once; were init still in the foreground group, the command would
+    // get it twice.
+    let _ = nix::unistd::setsid();
     // Nothing in the cell may ptrace init (it holds capabilities in the cell's user
-    // namespace until the worker is started). Only after the release: a non-dumpable
-    // process's /proc files belong to root, so an unprivileged supervisor could no longer
-    // write its uid_map/gid_map/setgroups (a race that made `run` fail as a plain user).
+    // namespace until the worker is started). Not earlier: a non-dumpable process's
+    // /proc files belong to root, and the supervisor had to write our uid_map first.
     // SAFETY: prctl with integer arguments only.
     unsafe {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
