@@ -123,7 +123,8 @@ for w in "${what[@]}"; do
   case "$w" in
     launch) bench_launch ;;
     limits) bench_limits ;;
-    all) bench_launch; bench_limits ;;
+    relay) bench_relay ;;
+    all) bench_launch; bench_limits; bench_relay ;;
     *) echo "unknown benchmark $w" >&2; exit 2 ;;
   esac
 done
