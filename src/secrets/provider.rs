@@ -172,8 +172,12 @@ fn run_command(argv: &[String], timeout: Duration) -> Result<Zeroizing<Vec<u8>>,
             Err(e) => return Err(format!("waiting for its output: {e}")),
         }
         if n >= buf.len() {
-            // Too much output: stop reading; the size check below reports it.
-            break;
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "printed more than {} KiB (taskcell's limit per secret)",
+                MAX_VALUE / 1024
+            ));
         }
         match o.read(&mut buf[n..]) {
             Ok(0) => out = None,
