@@ -671,3 +671,35 @@ fn revocation_after_sigint_to_taskcell() {
     assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
     assert_eq!(revoked(&rv).lines().count(), 1, "{}", stderr(&o));
 }
+
+#[test]
+fn several_fd_secrets_at_low_numbers() {
+    let ws = Ws::new();
+    let (a, b) = (value(), value());
+    let o = run(
+        ws.path(),
+        &[
+            "--secret",
+            "A=env:SA",
+            "--secret",
+            "B=env:SB",
+            "--secret-opt",
+            "A.deliver=fd",
+            "--secret-opt",
+            "A.fd=4",
+            "--secret-opt",
+            "B.deliver=fd",
+            "--secret-opt",
+            "B.fd=3",
+        ],
+        &[("SA", &a), ("SB", &b)],
+        "sed 's/./&:/g' <&4; echo; sed 's/./&:/g' <&3; echo; ls /proc/self/fd | tr '\\n' ' '",
+    );
+    let out = ok(&o);
+    assert!(
+        out.starts_with(&format!("{}\n{}\n", spread(&a), spread(&b))),
+        "{out}"
+    );
+    // Nothing but stdio, the two secrets and ls's own directory fd.
+    assert_eq!(out.lines().nth(2), Some("0 1 2 3 4 5 "), "{out}");
+}
