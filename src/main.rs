@@ -102,6 +102,7 @@ fn load_plan(cell: &CellArgs, argv: &[String]) -> Result<plan::Plan, String> {
         net: cell.net,
         env: cell.env.clone(),
         timeout: cell.timeout,
+        limits: cell.limit_overrides(),
         strict: if cell.best_effort {
             Some(false)
         } else if cell.strict {
@@ -156,6 +157,15 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
             }
         };
     audit.session_start(&plan);
+    let enforcement = taskcell::limits::enforcement(
+        &plan.limits.resources,
+        plan.limits.timeout,
+        &taskcell::cell::cgroup::machine(),
+    );
+    for w in enforcement.unenforced() {
+        eprintln!("taskcell: warning: {w}");
+    }
+    audit.record("limits", serde_json::json!({ "limits": enforcement.rows }));
     let outcome = match supervisor::run(&plan) {
         Ok(o) => o,
         Err(e) => {
@@ -170,14 +180,9 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
     if let supervisor::Ending::NotStarted { message, .. } = &outcome.ending {
         eprintln!("taskcell: {message}");
     }
-    if outcome.timed_out {
-        eprintln!(
-            "taskcell: the command hit the timeout ({}s) and was stopped",
-            plan.limits
-                .timeout
-                .map(|t| t.as_secs_f64())
-                .unwrap_or_default()
-        );
+    for hit in &outcome.limit_hits {
+        eprintln!("taskcell: {}", hit.line());
+        audit.record("limit_hit", serde_json::json!(hit));
     }
     outcome.exit_code()
 }

@@ -111,6 +111,8 @@ pub struct Limits {
     #[serde(with = "duration_secs")]
     pub grace: Duration,
     pub rlimits: Vec<Rlimit>,
+    /// processes, memory, cpu, open files, file size, core (see `crate::limits`).
+    pub resources: crate::limits::Resources,
 }
 
 /// The process the worker becomes.
@@ -167,6 +169,8 @@ pub struct Overrides {
     pub env: Vec<String>,
     pub timeout: Option<Duration>,
     pub strict: Option<bool>,
+    /// `--processes 64`, `--memory 4G`, ...: (key, value as written), checked by the CLI.
+    pub limits: Vec<(String, String)>,
 }
 
 /// What `resolve` reads from the launcher's environment. Separate so tests can give their own.
@@ -516,6 +520,12 @@ pub fn resolve(
             timeout: ov.timeout.or(profile.limits.timeout),
             grace: profile.limits.grace.unwrap_or(Duration::from_secs(5)),
             rlimits,
+            resources: crate::limits::resolve(
+                &profile.limits.resources,
+                &ov.limits,
+                crate::limits::mem_total(),
+            )
+            .map_err(|msg| PlanError::Other { msg })?,
         },
         process: ProcessPlan {
             argv: argv.to_vec(),

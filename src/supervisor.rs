@@ -29,6 +29,8 @@ pub struct Outcome {
     pub ending: Ending,
     pub timed_out: bool,
     pub duration: Duration,
+    /// Limits the cell ran into (OOM kill, pids exhausted, CPU time, timeout).
+    pub limit_hits: Vec<crate::limits::Hit>,
 }
 
 impl Outcome {
@@ -59,9 +61,16 @@ pub fn spec_of(plan: &Plan) -> Spec {
 /// Run a plan's command in a cell and wait for it. Must be called while the process is
 /// single-threaded.
 pub fn run(plan: &Plan) -> Result<Outcome, cell::SpawnError> {
-    let spec = spec_of(plan);
+    let mut spec = spec_of(plan);
+    let (enforcement, mut cgroup) =
+        cell::cgroup::prepare(&plan.limits.resources, plan.limits.timeout);
+    // The human limits first; the profile's raw `[limits.rlimits]` after them, so they win.
+    spec.rlimits = [enforcement.rlimits.clone(), spec.rlimits].concat();
     let start = Instant::now();
-    let (c, failure) = cell::spawn(&spec)?;
+    let (c, failure) = cell::spawn_with(&spec, |pid| match &cgroup {
+        Some(cg) => cg.add(pid),
+        None => Ok(()),
+    })?;
     // The forwarded signals were blocked by spawn; read them from a signalfd.
     let sfd = SignalFd::with_flags(&cell::forwarded_set(), SfdFlags::SFD_CLOEXEC)
         .map_err(std::io::Error::from)?;
@@ -134,9 +143,30 @@ pub fn run(plan: &Plan) -> Result<Outcome, cell::SpawnError> {
         }
     };
     let _ = c.status.as_raw_fd();
+    let mut limit_hits = match cgroup.as_mut() {
+        Some(cg) => {
+            let h = cg.hits();
+            if let Err(e) = cg.remove() {
+                tracing::warn!("{e}");
+            }
+            h
+        }
+        None => Vec::new(),
+    };
+    let signal = match ending {
+        Ending::Signaled(s) => Some(s),
+        _ => None,
+    };
+    let timeout = plan
+        .limits
+        .timeout
+        .filter(|_| timed_out)
+        .map(|t| (t, plan.limits.grace));
+    limit_hits.extend(crate::limits::signal_hits(&spec.rlimits, signal, timeout));
     Ok(Outcome {
         ending,
         timed_out,
         duration,
+        limit_hits,
     })
 }
