@@ -270,8 +270,8 @@ pub struct Machine {
     pub pids: Option<CgVersion>,
     pub memory: Option<CgVersion>,
     pub cpu: Option<CgVersion>,
-    /// Why a controller is not available (shown with the fallback).
-    pub cgroup_note: String,
+    /// Why a controller (`pids`, `memory`, `cpu`) is not available, shown with the fallback.
+    pub cgroup_notes: BTreeMap<String, String>,
     /// The launcher's uid (RLIMIT_NPROC does not bind uid 0).
     pub uid: u32,
     /// Linux ≥ 5.14 counts RLIMIT_NPROC per user namespace (the cell's own processes).
@@ -341,6 +341,12 @@ pub const CPU_PERIOD_US: u64 = 100_000;
 pub fn enforcement(res: &Resources, timeout: Option<Duration>, m: &Machine) -> Enforcement {
     let mut e = Enforcement::default();
     let hard = |name: &str| m.hard.get(name).copied().unwrap_or(u64::MAX);
+    let why = |c: &str| {
+        m.cgroup_notes
+            .get(c)
+            .cloned()
+            .unwrap_or_else(|| "no cgroup can be created".into())
+    };
     // An rlimit the cell can set: at most the launcher's hard limit.
     let rlimit = |e: &mut Enforcement,
                       limit: &'static str,
@@ -397,14 +403,14 @@ pub fn enforcement(res: &Resources, timeout: Option<Duration>, m: &Machine) -> E
                 enforced: false,
                 note: Some(format!(
                     "no pids cgroup ({}), and RLIMIT_NPROC does not bind uid 0",
-                    m.cgroup_note
+                    why("pids")
                 )),
             });
         } else {
             let note = if m.nproc_per_userns {
-                "no pids cgroup; RLIMIT_NPROC counts this uid's processes in the cell's user namespace (Linux 5.14+)"
+                format!("no pids cgroup ({}); RLIMIT_NPROC counts this uid's processes in the cell's user namespace, Linux 5.14+", why("pids"))
             } else {
-                "no pids cgroup; RLIMIT_NPROC counts ALL processes of this uid on the host (Linux < 5.14), so a low value also fails when the user runs many processes"
+                format!("no pids cgroup ({}); RLIMIT_NPROC counts ALL processes of this uid on the host (Linux < 5.14), so a low value also fails when the user runs many processes", why("pids"))
             };
             rlimit(
                 &mut e,
@@ -413,7 +419,7 @@ pub fn enforcement(res: &Resources, timeout: Option<Duration>, m: &Machine) -> E
                 "RLIMIT_NPROC",
                 p,
                 value,
-                Some(note.into()),
+                Some(note),
             );
         }
     }
@@ -442,7 +448,7 @@ pub fn enforcement(res: &Resources, timeout: Option<Duration>, m: &Machine) -> E
                 value,
                 Some(format!(
                     "no memory cgroup ({}): per process, private writable memory only (allocations past it fail); N processes may use N times the value, shared memory and tmpfs are not counted",
-                    m.cgroup_note
+                    why("memory")
                 )),
             );
         }
@@ -480,7 +486,7 @@ pub fn enforcement(res: &Resources, timeout: Option<Duration>, m: &Machine) -> E
                 enforced: true,
                 note: Some(format!(
                     "no cpu cgroup ({}): not a share but a budget of {soft} CPU seconds per process (cores × timeout), then SIGXCPU",
-                    m.cgroup_note
+                    why("cpu")
                 )),
             });
         } else {
@@ -491,7 +497,7 @@ pub fn enforcement(res: &Resources, timeout: Option<Duration>, m: &Machine) -> E
                 enforced: false,
                 note: Some(format!(
                     "no cpu cgroup ({}); with a `timeout`, RLIMIT_CPU would bound CPU time instead",
-                    m.cgroup_note
+                    why("cpu")
                 )),
             });
         }
@@ -716,7 +722,6 @@ mod tests {
         let mut m = Machine {
             uid: 1000,
             nproc_per_userns: true,
-            cgroup_note: "not delegated".into(),
             ..Machine::default()
         };
         m.hard.insert("nofile".into(), 512);

@@ -161,7 +161,12 @@ pub fn dir_of(mnt: &Path, root: &str, path: &str) -> PathBuf {
     } else {
         path.strip_prefix(root).unwrap_or(path)
     };
-    mnt.join(rel.trim_start_matches('/'))
+    let rel = rel.trim_start_matches('/');
+    if rel.is_empty() {
+        mnt.to_path_buf()
+    } else {
+        mnt.join(rel)
+    }
 }
 
 fn writable(p: &Path) -> bool {
@@ -296,12 +301,11 @@ pub fn machine_from(p: &Probe) -> Machine {
         pids: v("pids"),
         memory: v("memory"),
         cpu: v("cpu"),
-        cgroup_note: p
+        cgroup_notes: p
             .missing
             .iter()
-            .map(|(c, why)| format!("{c}: {why}"))
-            .collect::<Vec<_>>()
-            .join(" | "),
+            .map(|(c, why)| (c.to_string(), why.clone()))
+            .collect(),
         uid: nix::unistd::getuid().as_raw(),
         nproc_per_userns: kernel_at_least(5, 14),
         hard,
@@ -378,7 +382,10 @@ pub fn prepare(
                 pids: None,
                 memory: None,
                 cpu: None,
-                cgroup_note: why,
+                cgroup_notes: ["pids", "memory", "cpu"]
+                    .iter()
+                    .map(|c| (c.to_string(), why.clone()))
+                    .collect(),
                 ..m
             };
             (crate::limits::enforcement(res, timeout, &m), None)
