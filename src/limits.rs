@@ -349,12 +349,12 @@ pub fn enforcement(res: &Resources, timeout: Option<Duration>, m: &Machine) -> E
     };
     // An rlimit the cell can set: at most the launcher's hard limit.
     let rlimit = |e: &mut Enforcement,
-                      limit: &'static str,
-                      name: &'static str,
-                      kernel: &str,
-                      v: u64,
-                      value: String,
-                      note: Option<String>| {
+                  limit: &'static str,
+                  name: &'static str,
+                  kernel: &str,
+                  v: u64,
+                  value: String,
+                  note: Option<String>| {
         let h = hard(name);
         let (v, clamp) = if v > h {
             (
@@ -610,7 +610,11 @@ mod tests {
         }];
         let h = signal_hits(&rl, Some(libc::SIGXCPU), None);
         assert_eq!(h.len(), 1);
-        assert!(h[0].line().contains("cpu limit (15 CPU seconds"), "{}", h[0].line());
+        assert!(
+            h[0].line().contains("cpu limit (15 CPU seconds"),
+            "{}",
+            h[0].line()
+        );
         assert!(signal_hits(&[], Some(libc::SIGXCPU), None).is_empty());
         let h = signal_hits(
             &[],
@@ -618,7 +622,11 @@ mod tests {
             Some((Duration::from_secs(2), Duration::from_secs(5))),
         );
         assert_eq!(h[0].limit, "timeout");
-        assert!(h[0].line().contains("(2s, supervisor timer)"), "{}", h[0].line());
+        assert!(
+            h[0].line().contains("(2s, supervisor timer)"),
+            "{}",
+            h[0].line()
+        );
     }
 
     #[test]
@@ -738,7 +746,12 @@ mod tests {
         // Without a timeout, a CPU share cannot be enforced; as root neither can processes.
         m.uid = 0;
         let e = enforcement(&full(), None, &m);
-        let bad: Vec<_> = e.rows.iter().filter(|r| !r.enforced).map(|r| r.limit).collect();
+        let bad: Vec<_> = e
+            .rows
+            .iter()
+            .filter(|r| !r.enforced)
+            .map(|r| r.limit)
+            .collect();
         assert_eq!(bad, ["processes", "cpu"]);
         assert!(e.unenforced()[0].contains("RLIMIT_NPROC does not bind uid 0"));
         assert!(!e.rlimits.iter().any(|r| r.name == "nproc"));

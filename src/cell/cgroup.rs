@@ -67,7 +67,12 @@ pub fn writes(limits: &CgroupLimits) -> Vec<Write> {
         Some((b, CgVersion::V1)) => {
             out.push(w("memory", "memory.limit_in_bytes", b.to_string(), false));
             // memory+swap: the same value, so swap adds nothing.
-            out.push(w("memory", "memory.memsw.limit_in_bytes", b.to_string(), true));
+            out.push(w(
+                "memory",
+                "memory.memsw.limit_in_bytes",
+                b.to_string(),
+                true,
+            ));
         }
         None => {}
     }
@@ -551,7 +556,11 @@ impl CellCgroup {
             });
         }
         for w in writes(limits) {
-            let Some(d) = cg.dirs.iter().find(|d| d.controllers.contains(&w.controller)) else {
+            let Some(d) = cg
+                .dirs
+                .iter()
+                .find(|d| d.controllers.contains(&w.controller))
+            else {
                 continue;
             };
             let f = d.path.join(w.file);
@@ -591,8 +600,7 @@ impl CellCgroup {
         };
         let mut out = Vec::new();
         for d in &self.dirs {
-            if let (true, Some((n, v))) = (d.controllers.contains(&"pids"), self.limits.pids_max)
-            {
+            if let (true, Some((n, v))) = (d.controllers.contains(&"pids"), self.limits.pids_max) {
                 let refused = counter(&read(&d.path.join("pids.events")), "max");
                 if refused > 0 {
                     out.push(Hit {
@@ -692,10 +700,7 @@ mod tests {
             memory_max: Some((1 << 20, CgVersion::V1)),
             cpu_milli: Some((1500, CgVersion::V1)),
         };
-        let w: Vec<_> = writes(&l)
-            .into_iter()
-            .map(|w| (w.file, w.value))
-            .collect();
+        let w: Vec<_> = writes(&l).into_iter().map(|w| (w.file, w.value)).collect();
         assert_eq!(
             w,
             [
@@ -711,10 +716,7 @@ mod tests {
             memory_max: Some((4096, CgVersion::V2)),
             cpu_milli: Some((250, CgVersion::V2)),
         };
-        let w: Vec<_> = writes(&l)
-            .into_iter()
-            .map(|w| (w.file, w.value))
-            .collect();
+        let w: Vec<_> = writes(&l).into_iter().map(|w| (w.file, w.value)).collect();
         assert_eq!(
             w,
             [
