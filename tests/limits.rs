@@ -457,3 +457,86 @@ fn limits_in_profiles_are_checked_with_their_line() {
         assert_eq!(r["core"].as_u64(), Some(0), "{prof}: {r}");
     }
 }
+
+#[test]
+fn cpu_share_is_a_cgroup_quota_or_a_cpu_time_budget() {
+    let ws = Ws::new();
+    if cgroup_mode(&ws) {
+        // The values land in the cell's cgroup files (read from outside while it runs).
+        let mut child = taskcell(
+            ws.path(),
+            &[
+                "run",
+                "-p",
+                "build",
+                "--write",
+                ws.path().to_str().unwrap(),
+                "--cpu",
+                "1.5",
+                "--memory",
+                "300M",
+                "--processes",
+                "77",
+                "--timeout",
+                "60s",
+                "--",
+                "/bin/sh",
+                "-c",
+                "cat /proc/self/cgroup; echo end; while [ ! -e go ]; do sleep 0.05; done",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting taskcell");
+        let mut text = String::new();
+        let mut r = BufReader::new(child.stdout.take().unwrap());
+        while !text.contains("end\n") {
+            let mut l = String::new();
+            assert!(r.read_line(&mut l).unwrap() > 0, "{text}");
+            text.push_str(&l);
+        }
+        let name = cell_cgroup_name(&text).expect("the cell had its own cgroup");
+        let p = cgroup::probe();
+        let file = |ctrl: &str, f: &str| {
+            std::fs::read_to_string(p.places[ctrl].parent.join(&name).join(f))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        let v1 = p.places["cpu"].version == taskcell::limits::CgVersion::V1;
+        if v1 {
+            assert_eq!(file("cpu", "cpu.cfs_quota_us"), "150000");
+            assert_eq!(file("memory", "memory.limit_in_bytes"), "314572800");
+        } else {
+            assert_eq!(file("cpu", "cpu.max"), "150000 100000");
+            assert_eq!(file("memory", "memory.max"), "314572800");
+        }
+        assert_eq!(file("pids", "pids.max"), "77");
+        std::fs::write(ws.join("go"), "").unwrap();
+        assert!(child.wait().unwrap().success());
+        assert!(cgroup_dirs(&name).is_empty());
+    } else {
+        // No cpu cgroup: 0.05 cores over a 20 s timeout is a budget of 1 CPU second per
+        // process; a busy loop is stopped by SIGXCPU and the cell says so.
+        println!("rlimit fallback: the CPU share becomes an RLIMIT_CPU budget");
+        let out = sh(
+            ws.path(),
+            "build",
+            &["--cpu", "0.05", "--timeout", "20s"],
+            "grep 'cpu time' /proc/self/limits; exec /bin/sh -c 'while :; do :; done'",
+        );
+        let text = stdout(&out);
+        assert!(text.contains("Max cpu time              1"), "{text}");
+        assert_eq!(
+            out.status.code(),
+            Some(128 + libc::SIGXCPU),
+            "{}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("the cell hit its cpu limit (1 CPU seconds per process"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
