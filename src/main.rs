@@ -176,6 +176,16 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
             return fail(&e.to_string());
         }
     };
+    if outcome.enforcement != enforcement {
+        // The cgroup could not be created after all: say what enforced the limits instead.
+        for w in outcome.enforcement.unenforced() {
+            eprintln!("taskcell: warning: {w}");
+        }
+        audit.record(
+            "limits",
+            serde_json::json!({ "limits": outcome.enforcement.rows, "fallback": true }),
+        );
+    }
     audit.session_end(&outcome);
     if let supervisor::Ending::NotStarted { message, .. } = &outcome.ending {
         eprintln!("taskcell: {message}");

@@ -31,6 +31,9 @@ pub struct Outcome {
     pub duration: Duration,
     /// Limits the cell ran into (OOM kill, pids exhausted, CPU time, timeout).
     pub limit_hits: Vec<crate::limits::Hit>,
+    /// How the limits were enforced in the end (rlimits stand in when the cgroup could
+    /// not be created after all).
+    pub enforcement: crate::limits::Enforcement,
 }
 
 impl Outcome {
@@ -168,5 +171,6 @@ pub fn run(plan: &Plan) -> Result<Outcome, cell::SpawnError> {
         timed_out,
         duration,
         limit_hits,
+        enforcement,
     })
 }

@@ -186,6 +186,38 @@ fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
 
+/// Whether a cell's cgroup with `ctrl` can be created below the cgroup v2 directory `dir`.
+fn v2_place(ctrl: &str, dir: &Path, is_root: bool) -> Result<Place, String> {
+    let has = |s: &str| s.split_whitespace().any(|c| c == ctrl);
+    let place = |enable| Place {
+        version: CgVersion::V2,
+        parent: dir.to_path_buf(),
+        enable,
+    };
+    if !has(&read(&dir.join("cgroup.controllers"))) {
+        return Err(format!(
+            "cgroup v2 at {} does not offer `{ctrl}`",
+            dir.display()
+        ));
+    }
+    if !(writable(dir) && writable(&dir.join("cgroup.procs"))) {
+        return Err(format!(
+            "cgroup v2 {} is not writable by this user (not delegated)",
+            dir.display()
+        ));
+    }
+    if has(&read(&dir.join("cgroup.subtree_control"))) {
+        return Ok(place(false));
+    }
+    if is_root || read(&dir.join("cgroup.procs")).trim().is_empty() {
+        return Ok(place(true));
+    }
+    Err(format!(
+        "cgroup v2 {}: `{ctrl}` is not enabled in cgroup.subtree_control and cannot be while the cgroup holds processes (start taskcell in a delegated cgroup that enables it, e.g. a systemd unit with Delegate=yes)",
+        dir.display()
+    ))
+}
+
 /// Find, for each controller, where a cell's cgroup can be created. Reads only.
 pub fn probe() -> Probe {
     let mounts = parse_mountinfo(&read(Path::new("/proc/self/mountinfo")));
@@ -196,45 +228,23 @@ pub fn probe() -> Probe {
         let mut why = Vec::new();
         if let (Some((root, mnt)), Some(own)) = (&mounts.v2, &own_v2) {
             let dir = dir_of(mnt, root, own);
-            let available = read(&dir.join("cgroup.controllers"));
-            let enabled = read(&dir.join("cgroup.subtree_control"));
-            let has = |s: &str| s.split_whitespace().any(|c| c == ctrl);
-            let can_write = writable(&dir) && writable(&dir.join("cgroup.procs"));
-            if !has(&available) {
-                why.push(format!(
-                    "cgroup v2 at {} does not offer `{ctrl}`",
-                    dir.display()
-                ));
-            } else if !can_write {
-                why.push(format!(
-                    "cgroup v2 {} is not writable by this user (not delegated)",
-                    dir.display()
-                ));
-            } else if has(&enabled) {
-                p.places.insert(
-                    ctrl,
-                    Place {
-                        version: CgVersion::V2,
-                        parent: dir,
-                        enable: false,
-                    },
-                );
-                continue;
-            } else if own == "/" || read(&dir.join("cgroup.procs")).trim().is_empty() {
-                p.places.insert(
-                    ctrl,
-                    Place {
-                        version: CgVersion::V2,
-                        parent: dir,
-                        enable: true,
-                    },
-                );
-                continue;
-            } else {
-                why.push(format!(
-                    "cgroup v2 {}: `{ctrl}` is not enabled in cgroup.subtree_control and cannot be while the cgroup holds processes (start taskcell in a delegated cgroup that enables it, e.g. a systemd unit with Delegate=yes)",
-                    dir.display()
-                ));
+            match v2_place(ctrl, &dir, own == "/") {
+                Ok(pl) => {
+                    p.places.insert(ctrl, pl);
+                    continue;
+                }
+                Err(e) => why.push(e),
+            }
+            // As root, the top of the hierarchy will do (it is exempt from the
+            // no-internal-processes rule).
+            if nix::unistd::geteuid().is_root() && own != "/" && root == "/" {
+                match v2_place(ctrl, mnt, true) {
+                    Ok(pl) => {
+                        p.places.insert(ctrl, pl);
+                        continue;
+                    }
+                    Err(e) => why.push(e),
+                }
             }
         } else {
             why.push("no cgroup v2 filesystem is mounted".into());
