@@ -165,7 +165,6 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
     for w in enforcement.unenforced() {
         eprintln!("taskcell: warning: {w}");
     }
-    audit.record("limits", serde_json::json!({ "limits": enforcement.rows }));
     let outcome = match supervisor::run(&plan) {
         Ok(o) => o,
         Err(e) => {
@@ -186,13 +185,13 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
             serde_json::json!({ "limits": outcome.enforcement.rows, "fallback": true }),
         );
     }
-    audit.session_end(&outcome);
-    if let supervisor::Ending::NotStarted { message, .. } = &outcome.ending {
-        eprintln!("taskcell: {message}");
-    }
     for hit in &outcome.limit_hits {
         eprintln!("taskcell: {}", hit.line());
         audit.record("limit_hit", serde_json::json!(hit));
+    }
+    audit.session_end(&outcome);
+    if let supervisor::Ending::NotStarted { message, .. } = &outcome.ending {
+        eprintln!("taskcell: {message}");
     }
     outcome.exit_code()
 }

@@ -366,8 +366,9 @@ fn a_timeout_is_reported_and_audited_and_leaves_no_cgroup() {
         "{log}"
     );
     assert!(
-        log.lines().any(|l| l.contains("\"event\":\"limits\"")
-            && l.contains(if cg { "pids.max" } else { "RLIMIT_NPROC" })),
+        log.lines()
+            .any(|l| l.contains("\"event\":\"session_start\"")
+                && l.contains(if cg { "pids.max" } else { "RLIMIT_NPROC" })),
         "{log}"
     );
 }

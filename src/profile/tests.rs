@@ -345,10 +345,17 @@ fn limits_keys_parse_with_their_line() {
     assert_eq!(r["cpu"].value, "1.5");
     assert_eq!(r["core"].value, "0");
     assert_eq!(r["file_size"].origin.line, 6);
-    let e = err_of(d.path(), "a.toml", "[limits]\nprocesses = 64\ncpu = \"fast\"\n");
+    let e = err_of(
+        d.path(),
+        "a.toml",
+        "[limits]\nprocesses = 64\ncpu = \"fast\"\n",
+    );
     assert!(e.contains("line 3") && e.contains("limits.cpu"), "{e}");
     let e = err_of(d.path(), "b.toml", "[limits]\nmemory = true\n");
-    assert!(e.contains("line 2") && e.contains("a limit is a number"), "{e}");
+    assert!(
+        e.contains("line 2") && e.contains("a limit is a number"),
+        "{e}"
+    );
     let e = err_of(d.path(), "c.toml", "[limits]\nprocesses = 0\n");
     assert!(e.contains("line 2"), "{e}");
 }
