@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Benchmarks, each compared side by side with its floor or a peer in the same run.
 #
-#   scripts/bench.sh [launch|all]...
+#   scripts/bench.sh [launch|limits|all]...
 #
 # launch: `taskcell run -p build -- /bin/true` against bubblewrap with the same isolation
 #         and against plain /bin/true, interleaved by hyperfine, as root and as a plain
 #         user (BENCH_USER, default: taskcell-bench, created if missing).
+# limits: the cost of a cell's cgroup: `run -p build` (the profile's limits; a cgroup where
+#         the machine allows) against the same with processes and memory unlimited (no
+#         cgroup, rlimits only), as root. TC=path skips the release build.
 # Needs: hyperfine, bubblewrap (apt-get install hyperfine bubblewrap), python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,12 +73,27 @@ bench_launch() {
   rm -rf "$ws"
 }
 
+bench_limits() {
+  need hyperfine hyperfine; need python3 python3
+  local tc ws json
+  tc=${TC:-$(release_bin)}
+  ws=$(mktemp -d /tmp/taskcell-bench-ws.XXXXXX)
+  json=$(mktemp -d /tmp/taskcell-bench-out.XXXXXX)/limits.json
+  echo "== limits, as $(id -un)"
+  (cd "$ws" && hyperfine -N --warmup 20 --runs "$RUNS" --export-json "$json" \
+    "$tc run -p build -w $ws --processes unlimited --memory unlimited -- /bin/true" \
+    "$tc run -p build -w $ws -- /bin/true" >/dev/null)
+  table "$json"
+  rm -rf "$(dirname "$json")" "$ws"
+}
+
 what=("$@")
 [ ${#what[@]} -gt 0 ] || what=(all)
 for w in "${what[@]}"; do
   case "$w" in
     launch) bench_launch ;;
-    all) bench_launch ;;
+    limits) bench_limits ;;
+    all) bench_launch; bench_limits ;;
     *) echo "unknown benchmark $w" >&2; exit 2 ;;
   esac
 done

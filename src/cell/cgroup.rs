@@ -462,7 +462,10 @@ fn taskcell_alive(pid: i32) -> bool {
 fn kill_and_remove(path: &Path) -> Result<(), String> {
     for attempt in 0..200 {
         match std::fs::remove_dir(path) {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                tracing::debug!("removed {} after {attempt} retries", path.display());
+                return Ok(());
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                 if attempt % 10 == 0 {
