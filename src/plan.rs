@@ -113,6 +113,8 @@ pub struct Limits {
     #[serde(with = "duration_secs")]
     pub grace: Duration,
     pub rlimits: Vec<Rlimit>,
+    /// processes, memory, cpu, open files, file size, core (see `crate::limits`).
+    pub resources: crate::limits::Resources,
 }
 
 /// The process the worker becomes.
@@ -175,6 +177,8 @@ pub struct Overrides {
     pub secrets: Vec<String>,
     /// `--secret-opt NAME.KEY=VALUE`.
     pub secret_opts: Vec<String>,
+    /// `--processes 64`, `--memory 4G`, ...: (key, value as written), checked by the CLI.
+    pub limits: Vec<(String, String)>,
 }
 
 /// What `resolve` reads from the launcher's environment. Separate so tests can give their own.
@@ -531,6 +535,12 @@ pub fn resolve(
             },
             grace: profile.limits.grace.unwrap_or(Duration::from_secs(5)),
             rlimits,
+            resources: crate::limits::resolve(
+                &profile.limits.resources,
+                &ov.limits,
+                crate::limits::mem_total(),
+            )
+            .map_err(|msg| PlanError::Other { msg })?,
         },
         process: ProcessPlan {
             argv: argv.to_vec(),

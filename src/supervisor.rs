@@ -31,6 +31,11 @@ pub struct Outcome {
     pub ending: Ending,
     pub timed_out: bool,
     pub duration: Duration,
+    /// Limits the cell ran into (OOM kill, pids exhausted, CPU time, timeout).
+    pub limit_hits: Vec<crate::limits::Hit>,
+    /// How the limits were enforced in the end (rlimits stand in when the cgroup could
+    /// not be created after all).
+    pub enforcement: crate::limits::Enforcement,
     /// The leak scan found a secret declared `on_leak = "fail"`.
     pub leak_fail: bool,
 }
@@ -85,9 +90,15 @@ pub fn run(plan: &Plan, audit: &mut Audit) -> Result<Outcome, RunError> {
     // Secrets are fetched now, just in time, before anything of the cell exists.
     let mut secrets = Session::prepare(&plan.secrets, &|k| std::env::var_os(k), audit)?;
     (spec.secrets, spec.stdio) = secrets.cell_parts();
+    let (enforcement, cgroup) = cell::cgroup::prepare(&plan.limits.resources, plan.limits.timeout);
+    // The human limits first; the profile's raw `[limits.rlimits]` after them, so they win.
+    spec.rlimits = [enforcement.rlimits.clone(), spec.rlimits].concat();
     let since = std::time::SystemTime::now();
     let start = Instant::now();
-    let spawned = cell::spawn(&spec);
+    let spawned = cell::spawn_with(&spec, |pid| match &cgroup {
+        Some(cg) => cg.add(pid),
+        None => Ok(()),
+    });
     let relay_fds = secrets.after_spawn();
     let (c, failure) = match spawned {
         Ok(x) => x,
@@ -97,8 +108,8 @@ pub fn run(plan: &Plan, audit: &mut Audit) -> Result<Outcome, RunError> {
         }
     };
     let redactor = secrets.redactor();
-    // Threads may start now: the relay, one per stream.
-    let waited = std::thread::scope(|scope| {
+    // Threads may start now: the output relay, one per stream.
+    let (outcome, counts) = std::thread::scope(|scope| {
         let relays = match (redactor, relay_fds) {
             (Some(r), Some((out_r, err_r))) => vec![
                 scope.spawn(move || crate::secrets::relay::relay(r, out_r, 1)),
@@ -106,14 +117,13 @@ pub fn run(plan: &Plan, audit: &mut Audit) -> Result<Outcome, RunError> {
             ],
             _ => Vec::new(),
         };
-        let outcome = wait(plan, c, failure, start);
+        let outcome = wait(plan, &spec, c, failure, start, enforcement, cgroup);
         let mut counts = Vec::new();
         for h in relays {
             counts.extend(h.join().unwrap_or_default());
         }
         (outcome, counts)
     });
-    let (outcome, counts) = waited;
     // Revocation and the leak scan run on every ending the supervisor survives.
     let roots: Vec<std::path::PathBuf> = plan
         .paths
@@ -129,9 +139,12 @@ pub fn run(plan: &Plan, audit: &mut Audit) -> Result<Outcome, RunError> {
 
 fn wait(
     plan: &Plan,
+    spec: &Spec,
     c: cell::Cell,
     failure: Option<cell::SetupFailure>,
     start: Instant,
+    enforcement: crate::limits::Enforcement,
+    mut cgroup: Option<cell::cgroup::CellCgroup>,
 ) -> Result<Outcome, RunError> {
     // The forwarded signals were blocked by spawn; read them from a signalfd.
     let sfd = SignalFd::with_flags(&cell::forwarded_set(), SfdFlags::SFD_CLOEXEC)
@@ -205,10 +218,32 @@ fn wait(
         }
     };
     let _ = c.status.as_raw_fd();
+    let mut limit_hits = match cgroup.as_mut() {
+        Some(cg) => {
+            let h = cg.hits();
+            if let Err(e) = cg.remove() {
+                tracing::warn!("{e}");
+            }
+            h
+        }
+        None => Vec::new(),
+    };
+    let signal = match ending {
+        Ending::Signaled(s) => Some(s),
+        _ => None,
+    };
+    let timeout = plan
+        .limits
+        .timeout
+        .filter(|_| timed_out)
+        .map(|t| (t, plan.limits.grace));
+    limit_hits.extend(crate::limits::signal_hits(&spec.rlimits, signal, timeout));
     Ok(Outcome {
         ending,
         timed_out,
         duration,
+        limit_hits,
+        enforcement,
         leak_fail: false,
     })
 }

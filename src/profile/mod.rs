@@ -89,6 +89,8 @@ pub struct Limits {
     pub timeout: Option<Duration>,
     pub grace: Option<Duration>,
     pub rlimits: BTreeMap<String, Val<u64>>,
+    /// The human keys (`processes`, `memory`, ...) as written, validated; see `limits`.
+    pub resources: BTreeMap<String, Val<String>>,
 }
 
 /// A profile with its `extends` chain merged.

@@ -329,3 +329,33 @@ fn plan_refuses_a_protected_symlink() {
     assert!(e.contains("build.toml (built-in) line"), "{e}");
     assert!(e.contains(".git/hooks is a symlink (to /etc)"), "{e}");
 }
+
+#[test]
+fn limits_keys_parse_with_their_line() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(
+        d.path(),
+        "lim.toml",
+        "[limits]\nprocesses = 64\nmemory = \"512M\"\ncpu = 1.5\nopen_files = 1024\nfile_size = \"1G\"\ncore = 0\n",
+    );
+    let prof = loader_with(d.path()).load(&p).expect("valid limits");
+    let r = &prof.limits.resources;
+    assert_eq!(r["processes"].value, "64");
+    assert_eq!(r["memory"].value, "512M");
+    assert_eq!(r["cpu"].value, "1.5");
+    assert_eq!(r["core"].value, "0");
+    assert_eq!(r["file_size"].origin.line, 6);
+    let e = err_of(
+        d.path(),
+        "a.toml",
+        "[limits]\nprocesses = 64\ncpu = \"fast\"\n",
+    );
+    assert!(e.contains("line 3") && e.contains("limits.cpu"), "{e}");
+    let e = err_of(d.path(), "b.toml", "[limits]\nmemory = true\n");
+    assert!(
+        e.contains("line 2") && e.contains("a limit is a number"),
+        "{e}"
+    );
+    let e = err_of(d.path(), "c.toml", "[limits]\nprocesses = 0\n");
+    assert!(e.contains("line 2"), "{e}");
+}
