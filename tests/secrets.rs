@@ -703,3 +703,51 @@ fn several_fd_secrets_at_low_numbers() {
     // Nothing but stdio, the two secrets and ls's own directory fd.
     assert_eq!(out.lines().nth(2), Some("0 1 2 3 4 5 "), "{out}");
 }
+
+#[test]
+fn held_back_prefix_is_shown_while_the_command_waits() {
+    // The command prints the first bytes of the secret (which the masker must hold back:
+    // they could start a match) and then waits for input that only comes once the test
+    // has seen them. Without the idle flush this would hang until the wait below fails.
+    let ws = Ws::new();
+    let v = value();
+    let go = ws.join("go");
+    let script = format!(
+        "printf '%s' \"$(head -c 6 $T_FILE)\"; while [ ! -e {} ]; do sleep 0.05; done; echo; echo end",
+        go.display()
+    );
+    let mut child = spawn(ws.path(), &["--secret", "T=env:S"], &[("S", &v)], &script);
+    let mut out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        loop {
+            match out.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    while !seen.ends_with(&v.as_bytes()[..6]) {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(chunk) => seen.extend_from_slice(&chunk),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("the held-back prefix was never shown ({e}); got {seen:?}");
+            }
+        }
+    }
+    std::fs::write(&go, "").expect("go");
+    let mut rest = Vec::new();
+    while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(60)) {
+        rest.extend_from_slice(&chunk);
+    }
+    reader.join().expect("reader");
+    assert_eq!(String::from_utf8_lossy(&rest), "\nend\n");
+    assert!(child.wait().expect("wait").success());
+}
