@@ -35,7 +35,6 @@ pub fn main(spec: &Spec, sync: OwnedFd, err: OwnedFd, status: OwnedFd) -> ! {
         // The supervisor died before releasing us.
         exit(125);
     }
-    drop(f);
     // Leave the launcher's process group: a Ctrl-C on the terminal reaches the supervisor,
     // which forwards it once; were init still in the foreground group, the command would
     // get it twice.
@@ -53,6 +52,11 @@ pub fn main(spec: &Spec, sync: OwnedFd, err: OwnedFd, status: OwnedFd) -> ! {
         exit(125);
     }
 
+    // The second release: the supervisor has put this process in the cell's cgroup.
+    if !matches!(f.read(&mut go), Ok(1)) {
+        exit(125);
+    }
+    drop(f);
     // SAFETY: this process is single-threaded (a clone of the single-threaded launcher).
     let worker = match unsafe { nix::unistd::fork() } {
         Ok(ForkResult::Child) => {

@@ -184,15 +184,20 @@ pub fn spawn_with(
     }
     // SAFETY: pfd is a fresh fd we own.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pfd as RawFd) };
-    if let Err(e) = before_release(pid) {
-        kill_child();
-        return Err(SpawnError::Cgroup(e));
-    }
-    // Release the child.
+    // Release the child in two steps: it builds its root while `before_release` runs
+    // (moving a process into a cgroup v1 hierarchy waits for an RCU grace period, several
+    // milliseconds, which this overlaps with the mounts), and it forks the worker only
+    // after the second byte, so the command never runs outside its cgroup.
     if let Err(e) = nix::unistd::write(&sync_w, b"g") {
         kill_child();
         return Err(SpawnError::Io(io::Error::from(e)));
     }
+    if let Err(e) = before_release(pid) {
+        kill_child();
+        return Err(SpawnError::Cgroup(e));
+    }
+    // A child whose setup failed has exited already; its report is on the error pipe.
+    let _ = nix::unistd::write(&sync_w, b"w");
     drop(sync_w);
 
     // Wait until the worker has exec'd (EOF) or reported a failure.
