@@ -89,6 +89,7 @@ pub fn relay(redactor: &Redactor, from: OwnedFd, to: RawFd) -> Vec<(String, u64)
         if write_all(to, &out).is_err() {
             drop(from);
             zero(&mut buf);
+            zero(&mut out);
             return masker.counts();
         }
     }
