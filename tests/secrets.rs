@@ -648,8 +648,7 @@ fn revocation_after_timeout_and_ttl() {
     assert_eq!(revoked(&rv).lines().count(), 2, "{}", stderr(&o));
 }
 
-#[test]
-fn revocation_after_sigint_to_taskcell() {
+fn revocation_after_signal_to_taskcell(sig: nix::sys::signal::Signal) {
     let ws = Ws::new();
     let v = value();
     let (opt, rv) = revoke_args(&ws);
@@ -662,14 +661,20 @@ fn revocation_after_sigint_to_taskcell() {
         &script,
     );
     wait_for(&ready);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("SIGINT");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("kill");
     let o = child.wait_with_output().expect("wait");
-    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(128 + sig as i32), "{}", stderr(&o));
     assert_eq!(revoked(&rv).lines().count(), 1, "{}", stderr(&o));
+}
+
+#[test]
+fn revocation_after_sigint_to_taskcell() {
+    revocation_after_signal_to_taskcell(nix::sys::signal::Signal::SIGINT);
+}
+
+#[test]
+fn revocation_after_sigterm_to_taskcell() {
+    revocation_after_signal_to_taskcell(nix::sys::signal::Signal::SIGTERM);
 }
 
 #[test]
