@@ -9,6 +9,7 @@ pub mod explain;
 pub mod limits;
 pub mod plan;
 pub mod profile;
+pub mod secrets;
 pub mod supervisor;
 
 /// Exit code when taskcell fails before the command runs.

@@ -1,0 +1,533 @@
+//! Output masking: every occurrence of a secret's value, or of one of its common
+//! encodings, is replaced by `[taskcell:NAME]`.
+//!
+//! A [`Redactor`] is built once per cell from the secrets' values. It derives every
+//! pattern (see [`encodings`]) and compiles them into one Aho-Corasick automaton with
+//! leftmost-longest semantics. Each output stream gets its own [`Masker`], which is fed
+//! whatever the child wrote, in whatever chunks the reads produced: a match that spans
+//! two chunks is caught, because the masker holds back the shortest tail that could
+//! still become a match (never more than the longest pattern minus one byte). Apart
+//! from the replacements, output is byte-exact; the result equals masking the whole
+//! stream at once as long as [`Masker::flush`] is only called when the stream is idle.
+//!
+//! Values and the patterns derived from them live in [`Zeroizing`] buffers, and no
+//! `Debug` output or error names anything but the secret's name. (The automaton's own
+//! tables, built by the `aho-corasick` crate, are not zeroized when dropped.)
+
+use std::fmt;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use zeroize::Zeroizing;
+
+/// Values shorter than this are refused for masking (too many false positives).
+pub const MIN_LEN: usize = 6;
+
+/// Why a [`Redactor`] could not be built. Never contains a value.
+#[derive(Debug, thiserror::Error)]
+pub enum RedactError {
+    #[error(
+        "secret {name}: its value is shorter than {MIN_LEN} bytes, too short to mask without \
+         hiding ordinary output; use a longer value or turn masking off for this secret"
+    )]
+    TooShort { name: String },
+    #[error("building the output masker for {patterns} patterns failed: {reason}")]
+    Build { patterns: usize, reason: String },
+}
+
+/// One derived pattern: which secret it belongs to and how it was encoded.
+pub(crate) struct Pattern {
+    pub(crate) bytes: Zeroizing<Vec<u8>>,
+    pub(crate) secret: usize,
+    pub(crate) encoding: &'static str,
+}
+
+/// The compiled patterns of all the secrets of one cell.
+pub struct Redactor {
+    names: Vec<String>,
+    replacements: Vec<Vec<u8>>,
+    patterns: Vec<Pattern>,
+    /// Pattern indices sorted by pattern bytes, for "is this a prefix of a pattern?".
+    sorted: Vec<u32>,
+    /// `first[b]`: some pattern starts with byte `b`.
+    first: [bool; 256],
+    ac: Option<AhoCorasick>,
+    max_len: usize,
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redactor")
+            .field("secrets", &self.names)
+            .field("patterns", &self.patterns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Redactor {
+    /// Build the masker for `secrets` (NAME, value). A value shorter than [`MIN_LEN`]
+    /// bytes is an error naming the secret.
+    pub fn new(secrets: &[(String, &[u8])]) -> Result<Redactor, RedactError> {
+        Self::with_options(secrets, false)
+    }
+
+    /// Like [`Redactor::new`]; with `allow_short`, short values are masked anyway
+    /// (empty values are skipped: there is nothing to mask).
+    pub fn with_options(
+        secrets: &[(String, &[u8])],
+        allow_short: bool,
+    ) -> Result<Redactor, RedactError> {
+        let mut names = Vec::with_capacity(secrets.len());
+        let mut replacements = Vec::with_capacity(secrets.len());
+        let mut patterns: Vec<Pattern> = Vec::new();
+        for (idx, (name, value)) in secrets.iter().enumerate() {
+            if value.is_empty() && allow_short {
+                // Nothing to mask, but the name still gets a (zero) count.
+                names.push(name.clone());
+                replacements.push(format!("[taskcell:{name}]").into_bytes());
+                continue;
+            }
+            if value.len() < MIN_LEN && !allow_short || value.is_empty() {
+                return Err(RedactError::TooShort { name: name.clone() });
+            }
+            names.push(name.clone());
+            replacements.push(format!("[taskcell:{name}]").into_bytes());
+            for (encoding, bytes) in encodings(value) {
+                if bytes.is_empty() {
+                    continue;
+                }
+                // Same bytes already registered (by this secret or an earlier one):
+                // the first registration wins.
+                if patterns.iter().any(|p| *p.bytes == *bytes) {
+                    continue;
+                }
+                patterns.push(Pattern {
+                    bytes,
+                    secret: idx,
+                    encoding,
+                });
+            }
+        }
+        let max_len = patterns.iter().map(|p| p.bytes.len()).max().unwrap_or(0);
+        let mut sorted: Vec<u32> = (0..patterns.len() as u32).collect();
+        sorted.sort_by(|&a, &b| patterns[a as usize].bytes.cmp(&patterns[b as usize].bytes));
+        let mut first = [false; 256];
+        for p in &patterns {
+            first[p.bytes[0] as usize] = true;
+        }
+        let ac = if patterns.is_empty() {
+            None
+        } else {
+            let built = AhoCorasickBuilder::new()
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(patterns.iter().map(|p| p.bytes.as_slice()))
+                .map_err(|e| RedactError::Build {
+                    patterns: patterns.len(),
+                    reason: e.to_string(),
+                })?;
+            Some(built)
+        };
+        Ok(Redactor {
+            names,
+            replacements,
+            patterns,
+            sorted,
+            first,
+            ac,
+            max_len,
+        })
+    }
+
+    /// A masker for one output stream.
+    pub fn stream(&self) -> Masker<'_> {
+        Masker {
+            r: self,
+            tail: Zeroizing::new(Vec::new()),
+            scratch: Zeroizing::new(Vec::new()),
+            counts: vec![0; self.names.len()],
+        }
+    }
+
+    /// Number of patterns in the automaton (for audit and benchmarks).
+    pub fn patterns_for(&self) -> usize {
+        self.patterns.len()
+    }
+
+    /// Names of the secrets, in the order given to [`Redactor::new`].
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Length of the longest pattern (0 without patterns).
+    pub fn max_pattern_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Mask a complete buffer at once (the reference the streaming masker must equal).
+    pub fn mask_all(&self, data: &[u8]) -> Vec<u8> {
+        let mut m = self.stream();
+        let mut out = Vec::with_capacity(data.len());
+        m.push(data, &mut out);
+        m.flush(&mut out);
+        out
+    }
+
+    pub(crate) fn automaton(&self) -> Option<&AhoCorasick> {
+        self.ac.as_ref()
+    }
+
+    pub(crate) fn pattern(&self, id: usize) -> &Pattern {
+        &self.patterns[id]
+    }
+
+    /// Could `s` (shorter than the longest pattern) be the start of some pattern?
+    fn is_prefix(&self, s: &[u8]) -> bool {
+        let pat = |i: u32| self.patterns[i as usize].bytes.as_slice();
+        let at = self.sorted.partition_point(|&i| pat(i) < s);
+        at < self.sorted.len() && pat(self.sorted[at]).starts_with(s)
+    }
+}
+
+/// Masks one output stream. Feed it with [`Masker::push`]; call [`Masker::flush`] when
+/// the stream has been idle for a short while or has ended.
+pub struct Masker<'a> {
+    r: &'a Redactor,
+    /// Held-back bytes: a suffix of what was pushed that could start a match.
+    tail: Zeroizing<Vec<u8>>,
+    scratch: Zeroizing<Vec<u8>>,
+    counts: Vec<u64>,
+}
+
+impl fmt::Debug for Masker<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Masker")
+            .field("held_back", &self.tail.len())
+            .field("counts", &self.counts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Masker<'_> {
+    /// Feed `input`; append to `out` everything that is safe to emit now. Holds back
+    /// only a tail that could be the start of a match (at most longest pattern - 1 bytes).
+    pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        if self.r.ac.is_none() {
+            out.extend_from_slice(input);
+            return;
+        }
+        if self.tail.is_empty() {
+            self.process(input, out, false);
+        } else {
+            let mut data = std::mem::take(&mut self.scratch);
+            data.clear();
+            data.extend_from_slice(&self.tail);
+            data.extend_from_slice(input);
+            self.process(&data, out, false);
+            self.scratch = data;
+        }
+    }
+
+    /// Emit the held-back tail (masking any match inside it). A match spanning the
+    /// flush point is not caught, so call this only when the stream is idle or ended.
+    pub fn flush(&mut self, out: &mut Vec<u8>) {
+        if self.tail.is_empty() {
+            return;
+        }
+        let data = std::mem::take(&mut self.tail);
+        self.process(&data, out, true);
+    }
+
+    /// Bytes currently held back.
+    pub fn pending(&self) -> usize {
+        self.tail.len()
+    }
+
+    /// Masked occurrences per secret name (every secret listed, zero included).
+    pub fn counts(&self) -> Vec<(String, u64)> {
+        self.r
+            .names
+            .iter()
+            .cloned()
+            .zip(self.counts.iter().copied())
+            .collect()
+    }
+
+    /// Mask `data` (the held tail has already been prepended); at `eof` every match is
+    /// final and nothing is held back. Leaves the new held-back tail in `self.tail`.
+    fn process(&mut self, data: &[u8], out: &mut Vec<u8>, eof: bool) {
+        let r = self.r;
+        let Some(ac) = r.ac.as_ref() else {
+            out.extend_from_slice(data);
+            return;
+        };
+        let n = data.len();
+        // A match starting at `s` cannot grow past the end of `data` (and no earlier
+        // match could overtake it) iff s + max_len <= n.
+        let final_limit = if eof {
+            usize::MAX
+        } else {
+            (n + 1).saturating_sub(r.max_len)
+        };
+        let mut p = 0;
+        let mut hold = n;
+        for m in ac.find_iter(data) {
+            if m.start() >= final_limit {
+                hold = m.start();
+                break;
+            }
+            out.extend_from_slice(&data[p..m.start()]);
+            let secret = r.patterns[m.pattern().as_usize()].secret;
+            out.extend_from_slice(&r.replacements[secret]);
+            self.counts[secret] += 1;
+            p = m.end();
+        }
+        if !eof {
+            // Before `hold` no match starts that lies wholly inside `data`; hold back from
+            // the first position whose suffix is still a proper prefix of some pattern.
+            for x in p.max(final_limit)..hold {
+                if r.first[data[x] as usize] && r.is_prefix(&data[x..]) {
+                    hold = x;
+                    break;
+                }
+            }
+        } else {
+            hold = n;
+        }
+        out.extend_from_slice(&data[p..hold]);
+        self.tail.clear();
+        self.tail.extend_from_slice(&data[hold..]);
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Encodings
+
+const B64_STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const B64_URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Every pattern masked for `value`, with the name of its encoding. May contain
+/// duplicates (e.g. hex of a value that is the same in JSON); the caller dedupes.
+///
+/// - `raw`: the value itself; `line`: for a multi-line value, each line of at least
+///   [`MIN_LEN`] bytes (catches a pty's `\r\n` and line-by-line printing).
+/// - `base64`, `base64url`: the value at each of the three byte offsets (mod 3) inside a
+///   longer base64 stream; only the characters that depend on the value's bits alone.
+/// - `hex`, `HEX`: lower- and uppercase hex.
+/// - `percent`: every byte as `%XX` (upper and lower hex); `percent-reserved`: only
+///   bytes outside `A-Za-z0-9-._~` encoded (upper and lower hex, and `+` for space).
+/// - `json`: JSON string escaping (also with `\/`, and with non-ASCII as `\uXXXX`).
+/// - `backslash`: C-style escaping, shell-style (backslash before specials), and only
+///   backslashes doubled.
+pub(crate) fn encodings(value: &[u8]) -> Vec<(&'static str, Zeroizing<Vec<u8>>)> {
+    let mut v: Vec<(&'static str, Zeroizing<Vec<u8>>)> = Vec::new();
+    let raw = Zeroizing::new(value.to_vec());
+    let min_derived = value.len().min(MIN_LEN);
+    let mut add = |enc: &'static str, b: Zeroizing<Vec<u8>>| {
+        if b.len() >= min_derived && !b.is_empty() {
+            v.push((enc, b));
+        }
+    };
+    add("raw", raw);
+    if value.contains(&b'\n') {
+        for line in value.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.len() >= MIN_LEN {
+                add("line", Zeroizing::new(line.to_vec()));
+            }
+        }
+    }
+    for align in 0..3 {
+        add("base64", base64_inner(value, B64_STD, align));
+        add("base64url", base64_inner(value, B64_URL, align));
+    }
+    add("hex", hex(value, HEX_LOWER));
+    add("HEX", hex(value, HEX_UPPER));
+    add("percent", percent(value, HEX_UPPER, |_| false, false));
+    add("percent", percent(value, HEX_LOWER, |_| false, false));
+    add(
+        "percent-reserved",
+        percent(value, HEX_UPPER, unreserved, false),
+    );
+    add(
+        "percent-reserved",
+        percent(value, HEX_LOWER, unreserved, false),
+    );
+    add(
+        "percent-reserved",
+        percent(value, HEX_UPPER, unreserved, true),
+    );
+    add("json", json(value, false));
+    add("json", json(value, true));
+    if let Some(ascii) = json_ascii(value) {
+        add("json", ascii);
+    }
+    add("backslash", c_escape(value));
+    add("backslash", shell_escape(value));
+    add("backslash", double_backslashes(value));
+    v
+}
+
+/// The characters of the base64 encoding of `value` placed at byte offset `align`
+/// (0..3) of a 3-byte group that depend only on the value's own bits.
+fn base64_inner(value: &[u8], alphabet: &[u8; 64], align: usize) -> Zeroizing<Vec<u8>> {
+    let mut buf = Zeroizing::new(vec![0u8; align]);
+    buf.extend_from_slice(value);
+    while buf.len() % 3 != 0 {
+        buf.push(0);
+    }
+    let mut chars = Zeroizing::new(Vec::with_capacity(buf.len() / 3 * 4));
+    for g in buf.chunks_exact(3) {
+        let n = (u32::from(g[0]) << 16) | (u32::from(g[1]) << 8) | u32::from(g[2]);
+        for shift in [18, 12, 6, 0] {
+            chars.push(alphabet[((n >> shift) & 63) as usize]);
+        }
+    }
+    // Char j covers bits [6j, 6j+6); the value covers bits [8*align, 8*(align+len)).
+    let start = (8 * align).div_ceil(6);
+    let end = (8 * (align + value.len())) / 6;
+    if end <= start {
+        return Zeroizing::new(Vec::new());
+    }
+    Zeroizing::new(chars[start..end].to_vec())
+}
+
+fn hex(value: &[u8], digits: &[u8; 16]) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(value.len() * 2));
+    for &b in value {
+        out.push(digits[(b >> 4) as usize]);
+        out.push(digits[(b & 15) as usize]);
+    }
+    out
+}
+
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn percent(
+    value: &[u8],
+    digits: &[u8; 16],
+    keep: impl Fn(u8) -> bool,
+    plus_for_space: bool,
+) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(value.len() * 3));
+    for &b in value {
+        if keep(b) {
+            out.push(b);
+        } else if plus_for_space && b == b' ' {
+            out.push(b'+');
+        } else {
+            out.push(b'%');
+            out.push(digits[(b >> 4) as usize]);
+            out.push(digits[(b & 15) as usize]);
+        }
+    }
+    out
+}
+
+/// JSON string escaping as serde_json / JSON.stringify do it (`slash`: also `\/`).
+fn json(value: &[u8], slash: bool) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(value.len() + 8));
+    for &b in value {
+        json_byte(&mut out, b, slash);
+    }
+    out
+}
+
+fn json_byte(out: &mut Vec<u8>, b: u8, slash: bool) {
+    match b {
+        b'"' => out.extend_from_slice(b"\\\""),
+        b'\\' => out.extend_from_slice(b"\\\\"),
+        b'/' if slash => out.extend_from_slice(b"\\/"),
+        b'\n' => out.extend_from_slice(b"\\n"),
+        b'\r' => out.extend_from_slice(b"\\r"),
+        b'\t' => out.extend_from_slice(b"\\t"),
+        0x08 => out.extend_from_slice(b"\\b"),
+        0x0c => out.extend_from_slice(b"\\f"),
+        0..=0x1f => {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX_LOWER[(b >> 4) as usize]);
+            out.push(HEX_LOWER[(b & 15) as usize]);
+        }
+        _ => out.push(b),
+    }
+}
+
+/// JSON with every non-ASCII character as `\uXXXX` (Python's `ensure_ascii`); None when
+/// the value is not UTF-8 or is all ASCII (then it equals [`json`]).
+fn json_ascii(value: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let s = std::str::from_utf8(value).ok()?;
+    if s.is_ascii() {
+        return None;
+    }
+    let mut out = Zeroizing::new(Vec::with_capacity(value.len() * 2));
+    for c in s.chars() {
+        if c.is_ascii() {
+            json_byte(&mut out, c as u8, false);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.extend_from_slice(b"\\u");
+                for shift in [12, 8, 4, 0] {
+                    out.push(HEX_LOWER[((*u >> shift) & 15) as usize]);
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// C-style string escaping: `\\ \" \' \n \r \t`, other non-printable bytes as `\xNN`.
+fn c_escape(value: &[u8]) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(value.len() + 8));
+    for &b in value {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\'' => out.extend_from_slice(b"\\'"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x20..=0x7e => out.push(b),
+            _ => {
+                out.extend_from_slice(b"\\x");
+                out.push(HEX_LOWER[(b >> 4) as usize]);
+                out.push(HEX_LOWER[(b & 15) as usize]);
+            }
+        }
+    }
+    out
+}
+
+/// Shell-style: a backslash before every printable ASCII byte a shell treats specially.
+fn shell_escape(value: &[u8]) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(value.len() + 8));
+    for &b in value {
+        let plain = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'_' | b'-' | b'.' | b'/' | b',' | b':' | b'=' | b'@' | b'+' | b'%'
+            )
+            || !(0x20..=0x7e).contains(&b);
+        if !plain {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out
+}
+
+fn double_backslashes(value: &[u8]) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(value.len() + 8));
+    for &b in value {
+        if b == b'\\' {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
