@@ -20,7 +20,6 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aho_corasick::AhoCorasick;
 use flate2::read::ZlibDecoder;
 use zeroize::Zeroizing;
 
@@ -85,12 +84,11 @@ pub fn scan(
     since: SystemTime,
     limits: ScanLimits,
 ) -> ScanReport {
-    let Some(ac) = redactor.automaton() else {
+    if redactor.is_empty() {
         return ScanReport::default();
-    };
+    }
     let mut s = Scanner {
         r: redactor,
-        ac,
         overlap: redactor.max_pattern_len().saturating_sub(1),
         since,
         limits,
@@ -117,7 +115,6 @@ pub fn scan(
 
 struct Scanner<'a> {
     r: &'a Redactor,
-    ac: &'a AhoCorasick,
     overlap: usize,
     since: SystemTime,
     limits: ScanLimits,
@@ -285,15 +282,17 @@ impl Scanner<'_> {
     ) {
         let mut pos = 0;
         let mut line = lines_before + 1;
-        for m in self.ac.find_iter(data) {
-            if m.end() <= carried {
+        let mut from = 0;
+        while let Some((start, end, pid)) = self.r.find(data, from) {
+            from = end;
+            if end <= carried {
                 continue;
             }
             if text {
-                line += count_nl(&data[pos..m.start()]);
-                pos = m.start();
+                line += count_nl(&data[pos..start]);
+                pos = start;
             }
-            let p = self.r.pattern(m.pattern().as_usize());
+            let p = self.r.pattern(pid);
             let f = Finding {
                 path: path.to_path_buf(),
                 line: text.then_some(line),
