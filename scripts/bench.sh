@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks, each compared side by side with its floor or a peer in the same run.
 #
-#   scripts/bench.sh [launch|limits|all]...
+#   scripts/bench.sh [launch|limits|masking|all]...
 #
 # launch: `taskcell run -p build -- /bin/true` against bubblewrap with the same isolation
 #         and against plain /bin/true, interleaved by hyperfine, as root and as a plain
@@ -9,6 +9,9 @@
 # limits: the cost of a cell's cgroup: `run -p build` (the profile's limits; a cgroup where
 #         the machine allows) against the same with processes and memory unlimited (no
 #         cgroup, rlimits only), as root. TC=path skips the release build.
+# masking: output masking throughput, 64 secrets over 1 GiB of output (criterion,
+#         benches/masking.rs; MASK_BENCH_MIB sets the size). Prints GiB/s per CPU second
+#         and wall for one pass, then criterion's wall-clock throughput.
 # Needs: hyperfine, bubblewrap (apt-get install hyperfine bubblewrap), python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,13 +90,19 @@ bench_limits() {
   rm -rf "$(dirname "$json")" "$ws"
 }
 
+bench_masking() {
+  echo "== masking: 64 secrets, ${MASK_BENCH_MIB:-1024} MiB per iteration"
+  cargo bench --bench masking 2>&1 | grep -E 'masking bench|one pass|^masking/|time:|thrpt:' | grep -v change
+}
+
 what=("$@")
 [ ${#what[@]} -gt 0 ] || what=(all)
 for w in "${what[@]}"; do
   case "$w" in
     launch) bench_launch ;;
     limits) bench_limits ;;
-    all) bench_launch; bench_limits ;;
+    masking) bench_masking ;;
+    all) bench_launch; bench_limits; bench_masking ;;
     *) echo "unknown benchmark $w" >&2; exit 2 ;;
   esac
 done

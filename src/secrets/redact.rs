@@ -50,6 +50,10 @@ pub struct Redactor {
     sorted: Vec<u32>,
     /// `first[b]`: some pattern starts with byte `b`.
     first: [bool; 256],
+    /// Bit sets of the patterns' first 2 bytes and (hashed) first 4 bytes, to rule out
+    /// most positions before the binary search of [`Redactor::is_prefix`].
+    prefix2: Box<[u64; 1024]>,
+    prefix4: Box<[u64; 1024]>,
     ac: Option<AhoCorasick>,
     /// Skip table in front of the automaton (None when the shortest pattern is tiny).
     skip: Option<Skip>,
@@ -188,8 +192,16 @@ impl Redactor {
         let mut sorted: Vec<u32> = (0..patterns.len() as u32).collect();
         sorted.sort_by(|&a, &b| patterns[a as usize].bytes.cmp(&patterns[b as usize].bytes));
         let mut first = [false; 256];
+        let mut prefix2 = Box::new([0u64; 1024]);
+        let mut prefix4 = Box::new([0u64; 1024]);
         for p in &patterns {
             first[p.bytes[0] as usize] = true;
+            if p.bytes.len() >= 2 {
+                set_bit(&mut prefix2, bigram(&p.bytes));
+            }
+            if p.bytes.len() >= 4 {
+                set_bit(&mut prefix4, quad_hash(&p.bytes));
+            }
         }
         let ac = if patterns.is_empty() {
             None
@@ -211,6 +223,8 @@ impl Redactor {
             patterns,
             sorted,
             first,
+            prefix2,
+            prefix4,
             ac,
             skip,
             max_len,
@@ -286,6 +300,20 @@ impl Redactor {
     }
 
     /// Could `s` (shorter than the longest pattern) be the start of some pattern?
+    #[inline]
+    fn may_start(&self, s: &[u8]) -> bool {
+        if !self.first[s[0] as usize] {
+            return false;
+        }
+        if s.len() >= 2 && !get_bit(&self.prefix2, bigram(s)) {
+            return false;
+        }
+        if s.len() >= 4 && !get_bit(&self.prefix4, quad_hash(s)) {
+            return false;
+        }
+        self.is_prefix(s)
+    }
+
     fn is_prefix(&self, s: &[u8]) -> bool {
         let pat = |i: u32| self.patterns[i as usize].bytes.as_slice();
         let at = self.sorted.partition_point(|&i| pat(i) < s);
@@ -418,7 +446,7 @@ impl Masker<'_> {
             // Before `hold` no match starts that lies wholly inside `data`; hold back from
             // the first position whose suffix is still a proper prefix of some pattern.
             for x in p.max(final_limit)..hold {
-                if r.first[data[x] as usize] && r.is_prefix(&data[x..]) {
+                if r.may_start(&data[x..]) {
                     hold = x;
                     break;
                 }
@@ -430,6 +458,27 @@ impl Masker<'_> {
         self.tail.clear();
         self.tail.extend_from_slice(&data[hold..]);
     }
+}
+
+#[inline(always)]
+fn bigram(s: &[u8]) -> usize {
+    (usize::from(s[0]) << 8) | usize::from(s[1])
+}
+
+#[inline(always)]
+fn quad_hash(s: &[u8]) -> usize {
+    let w = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+    (w.wrapping_mul(0x85EB_CA6B) >> 16) as usize
+}
+
+#[inline(always)]
+fn set_bit(set: &mut [u64; 1024], i: usize) {
+    set[(i >> 6) & 1023] |= 1 << (i & 63);
+}
+
+#[inline(always)]
+fn get_bit(set: &[u64; 1024], i: usize) -> bool {
+    set[(i >> 6) & 1023] & (1 << (i & 63)) != 0
 }
 
 // ---------------------------------------------------------------------------------
