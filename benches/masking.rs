@@ -18,7 +18,7 @@ impl Rng {
         self.0 = x;
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-    fn pick<'a>(&mut self, s: &'a [u8]) -> u8 {
+    fn pick(&mut self, s: &[u8]) -> u8 {
         s[(self.next() % s.len() as u64) as usize]
     }
 }
