@@ -37,6 +37,21 @@ pub struct Finding {
     pub in_git_object: Option<String>,
 }
 
+impl std::fmt::Display for Finding {
+    /// `PATH[:LINE]: secret NAME (ENCODING)[ in git object ID]`
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        write!(f, ": secret {} ({})", self.secret, self.encoding)?;
+        if let Some(id) = &self.in_git_object {
+            write!(f, " in git object {id}")?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ScanReport {
     pub findings: Vec<Finding>,

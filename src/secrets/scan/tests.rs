@@ -132,6 +132,10 @@ fn finding_never_holds_the_value() {
     fs::write(d.path().join("f"), SECRET).expect("write");
     let r = scan_dir(d.path());
     assert_eq!(r.findings.len(), 1);
+    assert_eq!(
+        r.findings[0].to_string(),
+        format!("{}: secret GH_TOKEN (raw)", d.path().join("f").display())
+    );
     let dbg = format!("{r:?}");
     assert!(
         !dbg.contains(std::str::from_utf8(SECRET).expect("utf8")),
