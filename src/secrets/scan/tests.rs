@@ -134,7 +134,7 @@ fn finding_never_holds_the_value() {
     assert_eq!(r.findings.len(), 1);
     assert_eq!(
         r.findings[0].to_string(),
-        format!("{}: secret GH_TOKEN (raw)", d.path().join("f").display())
+        format!("{}:1: secret GH_TOKEN (raw)", d.path().join("f").display())
     );
     let dbg = format!("{r:?}");
     assert!(
