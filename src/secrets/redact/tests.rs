@@ -364,3 +364,49 @@ fn count_replacements(out: &[u8]) -> usize {
         .filter(|w| *w == b"[taskcell:")
         .count()
 }
+
+#[test]
+fn large_random_binary_without_secrets_is_byte_identical() {
+    let mut rng = Rng::new(42);
+    let secrets: Vec<(String, Vec<u8>)> = (0..64)
+        .map(|i| {
+            let v: Vec<u8> = (0..24).map(|_| b'a' + rng.below(26) as u8).collect();
+            (format!("S{i}"), v)
+        })
+        .collect();
+    let list: Vec<(String, &[u8])> = secrets
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_slice()))
+        .collect();
+    let r = Redactor::new(&list).expect("redactor");
+    let data: Vec<u8> = (0..(4 << 20) / 8)
+        .flat_map(|_| rng.next().to_le_bytes())
+        .collect();
+    let mut m = r.stream();
+    let mut out = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while i < data.len() {
+        let end = (i + 1 + rng.below(200_000)).min(data.len());
+        m.push(&data[i..end], &mut out);
+        i = end;
+    }
+    m.flush(&mut out);
+    assert!(out == data, "output differs from input");
+    assert!(m.counts().iter().all(|c| c.1 == 0));
+}
+
+#[test]
+fn maskers_can_run_on_other_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Redactor>();
+    send::<Masker<'static>>();
+    let r = red(&[("T", b"thread-secret")]);
+    let outs: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| r.mask_all(b"a thread-secret b")))
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("join")).collect()
+    });
+    assert!(outs.iter().all(|o| o == b"a [taskcell:T] b"));
+}
