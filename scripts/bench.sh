@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks, each compared side by side with its floor or a peer in the same run.
 #
-#   scripts/bench.sh [launch|limits|all]...
+#   scripts/bench.sh [launch|limits|masking|all]...
 #
 # launch: `taskcell run -p build -- /bin/true` against bubblewrap with the same isolation
 #         and against plain /bin/true, interleaved by hyperfine, as root and as a plain
@@ -13,6 +13,9 @@
 #         goes through the supervisor's masker) against `cat BIGFILE | cat` (a plain relay
 #         through one extra process, the floor for any design that inspects output), and
 #         taskcell without a secret (no relay). RELAY_MB (default 1024), RELAY_RUNS (5).
+# masking: output masking throughput, 64 secrets over 1 GiB of output (criterion,
+#         benches/masking.rs; MASK_BENCH_MIB sets the size). Prints GiB/s per CPU second
+#         and wall for one pass, then criterion's wall-clock throughput.
 # Needs: hyperfine, bubblewrap (apt-get install hyperfine bubblewrap), python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -117,6 +120,11 @@ PY
   rm -rf "$dir"
 }
 
+bench_masking() {
+  echo "== masking: 64 secrets, ${MASK_BENCH_MIB:-1024} MiB per iteration"
+  cargo bench --bench masking 2>&1 | grep -E 'masking bench|one pass|^masking/|time:|thrpt:' | grep -v change
+}
+
 what=("$@")
 [ ${#what[@]} -gt 0 ] || what=(all)
 for w in "${what[@]}"; do
@@ -124,7 +132,8 @@ for w in "${what[@]}"; do
     launch) bench_launch ;;
     limits) bench_limits ;;
     relay) bench_relay ;;
-    all) bench_launch; bench_limits; bench_relay ;;
+    masking) bench_masking ;;
+    all) bench_launch; bench_limits; bench_masking; bench_relay ;;
     *) echo "unknown benchmark $w" >&2; exit 2 ;;
   esac
 done

@@ -497,7 +497,7 @@ fn leak_scan_finds_a_file_and_a_git_commit_and_fail_fails() {
     assert_eq!(stdout(&o), "committed\n");
     let err = stderr(&o);
     assert!(
-        err.contains("LEAK: secret T (raw) was written to") && err.contains("notes.txt line 3"),
+        err.contains("taskcell: leak: ") && err.contains("notes.txt:3: secret T (raw)"),
         "{err}"
     );
     assert!(err.contains("in git object"), "{err}");
@@ -530,7 +530,7 @@ fn leak_scan_finds_a_file_and_a_git_commit_and_fail_fails() {
         "echo clean > clean.txt",
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(!stderr(&o).contains("LEAK"));
+    assert!(!stderr(&o).contains("leak:"));
 }
 
 // ---- revocation and lifetime -----------------------------------------------------

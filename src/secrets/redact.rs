@@ -16,7 +16,7 @@
 
 use std::fmt;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Anchored, Input, MatchKind, StartKind};
 use zeroize::Zeroizing;
 
 /// Values shorter than this are refused for masking (too many false positives).
@@ -50,8 +50,89 @@ pub struct Redactor {
     sorted: Vec<u32>,
     /// `first[b]`: some pattern starts with byte `b`.
     first: [bool; 256],
+    /// Bit sets of the patterns' first 2 bytes and (hashed) first 4 bytes, to rule out
+    /// most positions before the binary search of [`Redactor::is_prefix`].
+    prefix2: Box<[u64; 1024]>,
+    prefix4: Box<[u64; 1024]>,
     ac: Option<AhoCorasick>,
+    /// Skip table in front of the automaton (None when the shortest pattern is tiny).
+    skip: Option<Skip>,
     max_len: usize,
+}
+
+/// A Wu-Manber shift table over hashed `block`-byte windows: for a window of the
+/// shortest pattern length `m` ending at `e`, `shift[hash(block ending at e)]` is how far
+/// the window can move before a pattern's first `m` bytes could end in it. Only where
+/// it is 0 does the automaton run, anchored at `e + 1 - m`. On ordinary output most
+/// windows shift by about `m - block + 1` bytes, so the automaton rarely runs.
+struct Skip {
+    m: usize,
+    block: usize,
+    shift: Box<[u8; SKIP_SIZE]>,
+}
+
+const SKIP_BITS: u32 = 16;
+const SKIP_SIZE: usize = 1 << SKIP_BITS;
+
+impl Skip {
+    fn new(patterns: &[Pattern]) -> Option<Skip> {
+        let min = patterns.iter().map(|p| p.bytes.len()).min()?;
+        let m = min.min(255);
+        let block = match m {
+            0..=3 => return None,
+            4..=5 => 3,
+            _ => 4,
+        };
+        let max_shift = (m - block + 1) as u8;
+        let mut shift = Box::new([max_shift; SKIP_SIZE]);
+        for p in patterns {
+            for j in block - 1..m {
+                let h = Self::hash(&p.bytes, j, block);
+                let s = (m - 1 - j) as u8;
+                if s < shift[h] {
+                    shift[h] = s;
+                }
+            }
+        }
+        Some(Skip { m, block, shift })
+    }
+
+    #[inline(always)]
+    fn hash(data: &[u8], end: usize, block: usize) -> usize {
+        let w = if block == 4 {
+            u32::from_le_bytes([data[end - 3], data[end - 2], data[end - 1], data[end]])
+        } else {
+            u32::from_le_bytes([data[end - 2], data[end - 1], data[end], 0])
+        };
+        Self::mix(w)
+    }
+
+    #[inline(always)]
+    fn mix(w: u32) -> usize {
+        (w.wrapping_mul(0x9E37_79B1) >> (32 - SKIP_BITS)) as usize
+    }
+
+    /// Advance the window end `e` until the table says a pattern may end its first `m`
+    /// bytes there (returns that `e`), or `e` reaches `n` (returns None).
+    #[inline(always)]
+    fn next_candidate<const BLOCK4: bool>(&self, data: &[u8], mut e: usize) -> Option<usize> {
+        let n = data.len();
+        let table: &[u8; SKIP_SIZE] = &self.shift;
+        while e < n {
+            let b = &data[e - 3..=e];
+            let w = if BLOCK4 {
+                u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+            } else {
+                u32::from_le_bytes([b[1], b[2], b[3], 0])
+            };
+            let sh = table[Self::mix(w)];
+            if sh == 0 {
+                return Some(e);
+            }
+            e += sh as usize;
+        }
+        None
+    }
 }
 
 impl fmt::Debug for Redactor {
@@ -111,14 +192,23 @@ impl Redactor {
         let mut sorted: Vec<u32> = (0..patterns.len() as u32).collect();
         sorted.sort_by(|&a, &b| patterns[a as usize].bytes.cmp(&patterns[b as usize].bytes));
         let mut first = [false; 256];
+        let mut prefix2 = Box::new([0u64; 1024]);
+        let mut prefix4 = Box::new([0u64; 1024]);
         for p in &patterns {
             first[p.bytes[0] as usize] = true;
+            if p.bytes.len() >= 2 {
+                set_bit(&mut prefix2, bigram(&p.bytes));
+            }
+            if p.bytes.len() >= 4 {
+                set_bit(&mut prefix4, quad_hash(&p.bytes));
+            }
         }
         let ac = if patterns.is_empty() {
             None
         } else {
             let built = AhoCorasickBuilder::new()
                 .match_kind(MatchKind::LeftmostLongest)
+                .start_kind(StartKind::Both)
                 .build(patterns.iter().map(|p| p.bytes.as_slice()))
                 .map_err(|e| RedactError::Build {
                     patterns: patterns.len(),
@@ -126,13 +216,17 @@ impl Redactor {
                 })?;
             Some(built)
         };
+        let skip = Skip::new(&patterns);
         Ok(Redactor {
             names,
             replacements,
             patterns,
             sorted,
             first,
+            prefix2,
+            prefix4,
             ac,
+            skip,
             max_len,
         })
     }
@@ -171,8 +265,34 @@ impl Redactor {
         out
     }
 
-    pub(crate) fn automaton(&self) -> Option<&AhoCorasick> {
-        self.ac.as_ref()
+    /// Whether there is anything to search for.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ac.is_none()
+    }
+
+    /// The leftmost-longest match in `data` starting at or after `from`:
+    /// (start, end, pattern index).
+    #[inline]
+    pub(crate) fn find(&self, data: &[u8], from: usize) -> Option<(usize, usize, usize)> {
+        let ac = self.ac.as_ref()?;
+        let Some(sk) = &self.skip else {
+            let m = ac.find(Input::new(data).range(from..))?;
+            return Some((m.start(), m.end(), m.pattern().as_usize()));
+        };
+        let mut e = from + sk.m - 1;
+        loop {
+            e = if sk.block == 4 {
+                sk.next_candidate::<true>(data, e)?
+            } else {
+                sk.next_candidate::<false>(data, e)?
+            };
+            let s = e + 1 - sk.m;
+            let input = Input::new(data).range(s..).anchored(Anchored::Yes);
+            if let Some(m) = ac.find(input) {
+                return Some((m.start(), m.end(), m.pattern().as_usize()));
+            }
+            e += 1;
+        }
     }
 
     pub(crate) fn pattern(&self, id: usize) -> &Pattern {
@@ -180,6 +300,20 @@ impl Redactor {
     }
 
     /// Could `s` (shorter than the longest pattern) be the start of some pattern?
+    #[inline]
+    fn may_start(&self, s: &[u8]) -> bool {
+        if !self.first[s[0] as usize] {
+            return false;
+        }
+        if s.len() >= 2 && !get_bit(&self.prefix2, bigram(s)) {
+            return false;
+        }
+        if s.len() >= 4 && !get_bit(&self.prefix4, quad_hash(s)) {
+            return false;
+        }
+        self.is_prefix(s)
+    }
+
     fn is_prefix(&self, s: &[u8]) -> bool {
         let pat = |i: u32| self.patterns[i as usize].bytes.as_slice();
         let at = self.sorted.partition_point(|&i| pat(i) < s);
@@ -215,15 +349,45 @@ impl Masker<'_> {
             return;
         }
         if self.tail.is_empty() {
-            self.process(input, out, false);
-        } else {
+            self.process(input, 0, out, false);
+        } else if input.len() < self.r.max_len {
+            // Short input: mask tail + input together.
             let mut data = std::mem::take(&mut self.scratch);
             data.clear();
             data.extend_from_slice(&self.tail);
             data.extend_from_slice(input);
-            self.process(&data, out, false);
+            self.process(&data, 0, out, false);
             self.scratch = data;
+        } else {
+            // Only the seam (tail + the next max_len bytes) is copied: every match that
+            // starts in the tail ends inside it, and is final there.
+            let t = self.tail.len();
+            let mut seam = std::mem::take(&mut self.scratch);
+            seam.clear();
+            seam.extend_from_slice(&self.tail);
+            seam.extend_from_slice(&input[..self.r.max_len]);
+            let mut p = 0;
+            while let Some((start, end, pid)) = self.r.find(&seam, p) {
+                if start >= t {
+                    break;
+                }
+                out.extend_from_slice(&seam[p..start]);
+                self.replace(pid, out);
+                p = end;
+            }
+            if p < t {
+                out.extend_from_slice(&seam[p..t]);
+            }
+            self.scratch = seam;
+            self.process(input, p.saturating_sub(t), out, false);
         }
+    }
+
+    #[inline]
+    fn replace(&mut self, pid: usize, out: &mut Vec<u8>) {
+        let secret = self.r.patterns[pid].secret;
+        out.extend_from_slice(&self.r.replacements[secret]);
+        self.counts[secret] += 1;
     }
 
     /// Emit the held-back tail (masking any match inside it). A match spanning the
@@ -233,7 +397,7 @@ impl Masker<'_> {
             return;
         }
         let data = std::mem::take(&mut self.tail);
-        self.process(&data, out, true);
+        self.process(&data, 0, out, true);
     }
 
     /// Bytes currently held back.
@@ -251,14 +415,15 @@ impl Masker<'_> {
             .collect()
     }
 
-    /// Mask `data` (the held tail has already been prepended); at `eof` every match is
-    /// final and nothing is held back. Leaves the new held-back tail in `self.tail`.
-    fn process(&mut self, data: &[u8], out: &mut Vec<u8>, eof: bool) {
+    /// Mask `data` from `p` on (what came before, including any held tail, is dealt
+    /// with); at `eof` every match is final and nothing is held back. Leaves the new
+    /// held-back tail in `self.tail`.
+    fn process(&mut self, data: &[u8], mut p: usize, out: &mut Vec<u8>, eof: bool) {
         let r = self.r;
-        let Some(ac) = r.ac.as_ref() else {
+        if r.is_empty() {
             out.extend_from_slice(data);
             return;
-        };
+        }
         let n = data.len();
         // A match starting at `s` cannot grow past the end of `data` (and no earlier
         // match could overtake it) iff s + max_len <= n.
@@ -267,24 +432,21 @@ impl Masker<'_> {
         } else {
             (n + 1).saturating_sub(r.max_len)
         };
-        let mut p = 0;
         let mut hold = n;
-        for m in ac.find_iter(data) {
-            if m.start() >= final_limit {
-                hold = m.start();
+        while let Some((start, end, pid)) = r.find(data, p) {
+            if start >= final_limit {
+                hold = start;
                 break;
             }
-            out.extend_from_slice(&data[p..m.start()]);
-            let secret = r.patterns[m.pattern().as_usize()].secret;
-            out.extend_from_slice(&r.replacements[secret]);
-            self.counts[secret] += 1;
-            p = m.end();
+            out.extend_from_slice(&data[p..start]);
+            self.replace(pid, out);
+            p = end;
         }
         if !eof {
             // Before `hold` no match starts that lies wholly inside `data`; hold back from
             // the first position whose suffix is still a proper prefix of some pattern.
             for x in p.max(final_limit)..hold {
-                if r.first[data[x] as usize] && r.is_prefix(&data[x..]) {
+                if r.may_start(&data[x..]) {
                     hold = x;
                     break;
                 }
@@ -296,6 +458,27 @@ impl Masker<'_> {
         self.tail.clear();
         self.tail.extend_from_slice(&data[hold..]);
     }
+}
+
+#[inline(always)]
+fn bigram(s: &[u8]) -> usize {
+    (usize::from(s[0]) << 8) | usize::from(s[1])
+}
+
+#[inline(always)]
+fn quad_hash(s: &[u8]) -> usize {
+    let w = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+    (w.wrapping_mul(0x85EB_CA6B) >> 16) as usize
+}
+
+#[inline(always)]
+fn set_bit(set: &mut [u64; 1024], i: usize) {
+    set[(i >> 6) & 1023] |= 1 << (i & 63);
+}
+
+#[inline(always)]
+fn get_bit(set: &[u64; 1024], i: usize) -> bool {
+    set[(i >> 6) & 1023] & (1 << (i & 63)) != 0
 }
 
 // ---------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aho_corasick::AhoCorasick;
 use flate2::read::ZlibDecoder;
 use zeroize::Zeroizing;
 
@@ -36,6 +35,21 @@ pub struct Finding {
     pub encoding: &'static str,
     /// The object id when the value was found inside a git object.
     pub in_git_object: Option<String>,
+}
+
+impl std::fmt::Display for Finding {
+    /// `PATH[:LINE]: secret NAME (ENCODING)[ in git object ID]`
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        write!(f, ": secret {} ({})", self.secret, self.encoding)?;
+        if let Some(id) = &self.in_git_object {
+            write!(f, " in git object {id}")?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -85,12 +99,11 @@ pub fn scan(
     since: SystemTime,
     limits: ScanLimits,
 ) -> ScanReport {
-    let Some(ac) = redactor.automaton() else {
+    if redactor.is_empty() {
         return ScanReport::default();
-    };
+    }
     let mut s = Scanner {
         r: redactor,
-        ac,
         overlap: redactor.max_pattern_len().saturating_sub(1),
         since,
         limits,
@@ -117,7 +130,6 @@ pub fn scan(
 
 struct Scanner<'a> {
     r: &'a Redactor,
-    ac: &'a AhoCorasick,
     overlap: usize,
     since: SystemTime,
     limits: ScanLimits,
@@ -228,7 +240,7 @@ impl Scanner<'_> {
             return;
         }
         self.report.files_scanned += 1;
-        let mut f = match File::open(path) {
+        let mut f = match open_regular(path) {
             Ok(f) => f,
             Err(e) => return self.unreadable(path, &e.to_string()),
         };
@@ -285,15 +297,17 @@ impl Scanner<'_> {
     ) {
         let mut pos = 0;
         let mut line = lines_before + 1;
-        for m in self.ac.find_iter(data) {
-            if m.end() <= carried {
+        let mut from = 0;
+        while let Some((start, end, pid)) = self.r.find(data, from) {
+            from = end;
+            if end <= carried {
                 continue;
             }
             if text {
-                line += count_nl(&data[pos..m.start()]);
-                pos = m.start();
+                line += count_nl(&data[pos..start]);
+                pos = start;
             }
-            let p = self.r.pattern(m.pattern().as_usize());
+            let p = self.r.pattern(pid);
             let f = Finding {
                 path: path.to_path_buf(),
                 line: text.then_some(line),
@@ -417,18 +431,40 @@ impl Scanner<'_> {
             ));
             return Ok(());
         }
-        let data = fs::read(pack_path)?;
-        let idx = fs::read(pack_path.with_extension("idx"))
-            .map_err(|e| io::Error::other(format!("reading its .idx: {e}")))?;
-        let entries = parse_idx(&idx)?;
-        let mut pack = Pack::new(&data, &entries, objects)?;
-        let mut by_offset: Vec<&([u8; 20], u64)> = entries.iter().collect();
-        by_offset.sort_by_key(|e| e.1);
-        for (sha, off) in by_offset {
+        let data = read_regular(pack_path)?;
+        // Without a usable .idx (missing, corrupt, or removed by the cell), walk the
+        // pack's entries in order: REF_DELTA objects then cannot be resolved, everything
+        // else can; objects are named by their offset in the pack.
+        let entries: Vec<([u8; 20], Option<u64>, u64)> =
+            match read_regular(&pack_path.with_extension("idx")).and_then(|i| parse_idx(&i)) {
+                Ok(e) => e.into_iter().map(|(id, off)| (id, None, off)).collect(),
+                Err(e) => {
+                    self.unreadable(
+                        &pack_path.with_extension("idx"),
+                        &format!("pack index: {e}; walking the pack without it"),
+                    );
+                    walk_pack(&data)?
+                        .into_iter()
+                        .map(|off| ([0u8; 20], Some(off), off))
+                        .collect()
+                }
+            };
+        let ids: Vec<([u8; 20], u64)> = entries
+            .iter()
+            .filter(|e| e.1.is_none())
+            .map(|e| (e.0, e.2))
+            .collect();
+        let mut pack = Pack::new(&data, &ids, objects)?;
+        let mut by_offset: Vec<&([u8; 20], Option<u64>, u64)> = entries.iter().collect();
+        by_offset.sort_by_key(|e| e.2);
+        for (sha, unnamed, off) in by_offset {
             if !self.within_bounds(false) {
                 return Ok(());
             }
-            let id = to_hex(sha);
+            let id = match unnamed {
+                None => to_hex(sha),
+                Some(o) => format!("pack offset {o}"),
+            };
             pack.cap = self.object_cap();
             match pack.object_at(*off, 0) {
                 Ok((_, content)) => self.search_object(pack_path, &id, &content),
@@ -437,6 +473,26 @@ impl Scanner<'_> {
         }
         Ok(())
     }
+}
+
+/// Open a regular file without following a symlink or blocking on a FIFO (the path was
+/// checked with lstat, but it could have been replaced since).
+fn open_regular(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok(f)
+}
+
+fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    open_regular(path)?.read_to_end(&mut data)?;
+    Ok(data)
 }
 
 fn is_git_dir(dir: &Path) -> bool {
@@ -480,7 +536,7 @@ fn inflate(data: &[u8], cap: u64) -> io::Result<Zeroizing<Vec<u8>>> {
 
 /// A loose object: zlib("TYPE SIZE\0" + content). Returns (type, content).
 fn read_loose(path: &Path, cap: u64) -> io::Result<(String, Zeroizing<Vec<u8>>)> {
-    let raw = fs::read(path)?;
+    let raw = read_regular(path)?;
     let all = inflate(&raw, cap + 64)?;
     let nul = all
         .iter()
@@ -534,6 +590,62 @@ fn parse_idx(idx: &[u8]) -> io::Result<Vec<([u8; 20], u64)>> {
         }
     }
     Ok(out)
+}
+
+/// Offsets of the entries of a pack, found by walking it from the start (each entry's
+/// compressed length is only known by inflating it).
+fn walk_pack(data: &[u8]) -> io::Result<Vec<u64>> {
+    if data.len() < 12 || &data[..4] != b"PACK" {
+        return Err(bad("not a pack file"));
+    }
+    let count = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
+    let mut offs = Vec::new();
+    let mut pos = 12usize;
+    let byte = |p: usize| data.get(p).copied().ok_or_else(|| bad("pack truncated"));
+    for _ in 0..count {
+        offs.push(pos as u64);
+        let mut c = byte(pos)?;
+        let kind = (c >> 4) & 7;
+        while c & 0x80 != 0 {
+            pos += 1;
+            c = byte(pos)?;
+        }
+        pos += 1;
+        match kind {
+            6 => {
+                while byte(pos)? & 0x80 != 0 {
+                    pos += 1;
+                }
+                pos += 1;
+            }
+            7 => pos += 20,
+            _ => {}
+        }
+        let rest = data.get(pos..).ok_or_else(|| bad("pack truncated"))?;
+        let mut z = flate2::Decompress::new(true);
+        let mut sink = vec![0u8; 64 << 10];
+        loop {
+            let (in0, out0) = (z.total_in(), z.total_out());
+            let st = z
+                .decompress(
+                    &rest[in0 as usize..],
+                    &mut sink,
+                    flate2::FlushDecompress::None,
+                )
+                .map_err(|e| bad(&format!("inflating: {e}")))?;
+            if st == flate2::Status::StreamEnd {
+                break;
+            }
+            if z.total_in() == in0 && z.total_out() == out0 {
+                return Err(bad("pack truncated"));
+            }
+            if z.total_out() > MAX_OBJECT {
+                return Err(bad("object larger than the size limit"));
+            }
+        }
+        pos += z.total_in() as usize;
+    }
+    Ok(offs)
 }
 
 type Object = (u8, Rc<Zeroizing<Vec<u8>>>);

@@ -213,12 +213,6 @@ impl Session {
         }
         let report = scan::scan(r, write_roots, since, ScanLimits::default());
         for f in &report.findings {
-            let line = f.line.map(|l| format!(" line {l}")).unwrap_or_default();
-            let git = f
-                .in_git_object
-                .as_ref()
-                .map(|o| format!(" (in git object {o})"))
-                .unwrap_or_default();
             let policy = self
                 .held
                 .iter()
@@ -228,12 +222,8 @@ impl Session {
             if policy == OnLeak::Fail {
                 out.leak_fail = true;
             }
-            eprintln!(
-                "taskcell: LEAK: secret {} ({}) was written to {}{line}{git}",
-                f.secret,
-                f.encoding,
-                f.path.display()
-            );
+            // PATH[:LINE]: secret NAME (ENCODING)[ in git object ID]
+            eprintln!("taskcell: leak: {f}");
             audit.record(
                 "secret_leak",
                 json!({

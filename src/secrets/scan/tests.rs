@@ -132,6 +132,10 @@ fn finding_never_holds_the_value() {
     fs::write(d.path().join("f"), SECRET).expect("write");
     let r = scan_dir(d.path());
     assert_eq!(r.findings.len(), 1);
+    assert_eq!(
+        r.findings[0].to_string(),
+        format!("{}:1: secret GH_TOKEN (raw)", d.path().join("f").display())
+    );
     let dbg = format!("{r:?}");
     assert!(
         !dbg.contains(std::str::from_utf8(SECRET).expect("utf8")),
@@ -379,6 +383,58 @@ fn corrupt_git_objects_are_reported_not_fatal() {
     fs::write(g.join("objects/pack/p.idx"), b"short").expect("write");
     fs::write(d.path().join("leak.txt"), SECRET).expect("write");
     let r = scan_dir(d.path());
-    assert_eq!(r.unreadable.len(), 2, "{:?}", r.unreadable);
+    // The loose object, the index (walked without it) and the pack.
+    assert_eq!(r.unreadable.len(), 3, "{:?}", r.unreadable);
     assert_eq!(r.findings.len(), 1);
+}
+
+#[test]
+fn pack_without_its_index_is_walked() {
+    assert!(git_available(), "the tests need git to build repositories");
+    let (d, repo, blob) = packed_repo(false);
+    let idx = walk_all(&repo.join(".git/objects/pack"))
+        .into_iter()
+        .find(|p| p.extension() == Some("idx".as_ref()))
+        .expect("an idx");
+    let entries = parse_idx(&fs::read(&idx).expect("idx")).expect("parse idx");
+    let off = entries
+        .iter()
+        .find(|(id, _)| to_hex(id) == blob)
+        .expect("blob in idx")
+        .1;
+    let pack = fs::read(idx.with_extension("pack")).expect("pack");
+    let mut walked = walk_pack(&pack).expect("walk");
+    let mut listed: Vec<u64> = entries.iter().map(|e| e.1).collect();
+    listed.sort();
+    walked.sort();
+    assert_eq!(walked, listed, "the walk finds every entry the index lists");
+    // The cell removed the index: the value is still found, named by its offset.
+    fs::remove_file(&idx).expect("rm idx");
+    let r = scan_dir(d.path());
+    let want = format!("pack offset {off}");
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.in_git_object.as_deref() == Some(want.as_str()))
+        .unwrap_or_else(|| panic!("{want} not found in {:?}", r.findings));
+    assert_eq!((f.secret.as_str(), f.line), ("GH_TOKEN", Some(401)));
+    assert!(
+        r.unreadable
+            .iter()
+            .any(|(p, why)| *p == idx && why.contains("without it")),
+        "{:?}",
+        r.unreadable
+    );
+}
+
+#[test]
+fn fifo_is_not_opened() {
+    let d = tempfile::tempdir().expect("tmp");
+    let fifo = d.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    fs::write(d.path().join("f"), SECRET).expect("write");
+    let r = scan_dir(d.path());
+    assert_eq!((r.files_scanned, r.findings.len()), (1, 1));
+    let e = open_regular(&fifo).expect_err("a fifo is refused");
+    assert!(e.to_string().contains("not a regular file"), "{e}");
 }
