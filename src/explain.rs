@@ -102,6 +102,7 @@ pub fn text(plan: &Plan) -> String {
     for w in warnings(plan) {
         let _ = writeln!(s, "\nWARNING: {w}");
     }
+    s.push_str(&crate::layers::explain(plan));
     let _ = writeln!(s, "\nmount sequence:");
     for op in rootfs::mount_ops(&plan.paths) {
         let _ = writeln!(s, "  {}", rootfs::describe(&op));
@@ -115,5 +116,7 @@ pub fn json(plan: &Plan) -> serde_json::Value {
         "plan_sha256": plan.digest(),
         "mounts": rootfs::mount_ops(&plan.paths).iter().map(rootfs::describe).collect::<Vec<_>>(),
         "warnings": warnings(plan),
+        "seccomp": crate::cell::seccomp::describe(&crate::cell::seccomp::filter(&crate::layers::seccomp_policy(plan))),
+        "no_userns_lost": crate::layers::NO_USERNS_LOST,
     })
 }

@@ -156,7 +156,24 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
             }
         };
     audit.session_start(&plan);
-    let outcome = match supervisor::run(&plan) {
+    let kernel = taskcell::layers::Kernel::probe();
+    let missing = taskcell::layers::missing(&plan, &kernel);
+    if plan.strict && !missing.is_empty() {
+        for m in &missing {
+            eprintln!("taskcell: {}", m.refusal());
+            audit.record("layer_refused", serde_json::json!({ "missing": m }));
+        }
+        return EXIT_SETUP;
+    }
+    let mut degraded = |m: &taskcell::layers::Missing| {
+        eprintln!("taskcell: {}", m.degraded());
+        audit.record("layer_missing", serde_json::json!({ "missing": m }));
+    };
+    for m in &missing {
+        degraded(m);
+    }
+    let result = supervisor::run_with(&plan, &mut degraded);
+    let outcome = match result {
         Ok(o) => o,
         Err(e) => {
             audit.record(

@@ -48,20 +48,52 @@ impl Outcome {
 
 /// The part of the plan the cell mechanism gets.
 pub fn spec_of(plan: &Plan) -> Spec {
-    Spec {
+    let mut spec = Spec {
         mounts: rootfs::mount_ops(&plan.paths),
         net: plan.net.mode,
         process: plan.process.clone(),
         rlimits: plan.limits.rlimits.clone(),
-    }
+        landlock: None,
+        seccomp: None,
+        namespaces: true,
+    };
+    let kernel = crate::layers::Kernel::probe();
+    crate::layers::add_to_spec(&mut spec, plan, &kernel, &crate::cell::landlock::Mode::Cell);
+    spec
 }
 
 /// Run a plan's command in a cell and wait for it. Must be called while the process is
 /// single-threaded.
 pub fn run(plan: &Plan) -> Result<Outcome, cell::SpawnError> {
+    run_with(plan, &mut |_| {})
+}
+
+/// [`run`], telling `degraded` about a layer that had to be left out (only when the plan
+/// is not strict; a strict plan fails instead).
+pub fn run_with(
+    plan: &Plan,
+    degraded: &mut dyn FnMut(&crate::layers::Missing),
+) -> Result<Outcome, cell::SpawnError> {
     let spec = spec_of(plan);
     let start = Instant::now();
-    let (c, failure) = cell::spawn(&spec)?;
+    // Without user namespaces and not strict: run without namespaces (kept alive until the
+    // cell has ended: it owns the private TMPDIR).
+    let mut _private_tmp: Option<tempfile::TempDir> = None;
+    let (c, failure) = match cell::spawn(&spec) {
+        Ok(x) => x,
+        Err(cell::SpawnError::Clone(msg)) if !plan.strict => {
+            degraded(&crate::layers::no_userns(&msg));
+            let (spec, tmp) = crate::layers::no_namespace_spec(plan, spec)?;
+            _private_tmp = Some(tmp);
+            cell::spawn(&spec)?
+        }
+        Err(cell::SpawnError::Clone(msg)) => {
+            return Err(cell::SpawnError::Clone(format!(
+                "{msg}; or pass --best-effort to run without namespaces, confined by Landlock and seccomp only"
+            )))
+        }
+        Err(e) => return Err(e),
+    };
     // The forwarded signals were blocked by spawn; read them from a signalfd.
     let sfd = SignalFd::with_flags(&cell::forwarded_set(), SfdFlags::SFD_CLOEXEC)
         .map_err(std::io::Error::from)?;

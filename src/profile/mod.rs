@@ -90,6 +90,33 @@ pub struct Limits {
     pub rlimits: BTreeMap<String, Val<u64>>,
 }
 
+/// `[security]`: the layers under the namespaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Security {
+    /// Apply Landlock (default true).
+    pub landlock: bool,
+    /// Extra syscalls refused with EPERM.
+    pub seccomp_deny: Vec<Val<String>>,
+    /// Syscalls of the default deny list given back.
+    pub seccomp_allow: Vec<Val<String>>,
+    /// Let the command create nested user namespaces (for tools that sandbox themselves).
+    pub allow_userns: bool,
+    /// TCP ports the command may bind and connect to (Landlock) in none/loopback mode.
+    pub tcp_ports: Vec<Val<u16>>,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            landlock: true,
+            seccomp_deny: Vec::new(),
+            seccomp_allow: Vec::new(),
+            allow_userns: false,
+            tcp_ports: Vec::new(),
+        }
+    }
+}
+
 /// A profile with its `extends` chain merged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Profile {
@@ -103,6 +130,7 @@ pub struct Profile {
     pub network: Network,
     pub env: Env,
     pub limits: Limits,
+    pub security: Security,
 }
 
 impl Default for Profile {
@@ -119,6 +147,7 @@ impl Default for Profile {
             },
             env: Env::default(),
             limits: Limits::default(),
+            security: Security::default(),
         }
     }
 }

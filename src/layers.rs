@@ -1,0 +1,256 @@
+//! Which layers a plan needs, which ones this kernel has, and what is lost without them.
+//!
+//! `run` is strict by default: when [`missing`] is not empty it refuses (exit 125) and
+//! names each missing feature with its fix. With `--best-effort` (or `strict = false`) it
+//! runs with what exists, prints one line per missing layer and records each in the audit
+//! log. The one layer only known when the cell is cloned, user namespaces, is reported the
+//! same way by the supervisor ([`no_userns`]).
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::cell::landlock::{self, ABI_SCOPES, ABI_TCP};
+use crate::cell::seccomp;
+use crate::plan::{NetMode, Plan};
+
+/// What the kernel offers (probed once per run; cheap: one syscall and one prctl).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Kernel {
+    /// Landlock ABI, or why there is none.
+    pub landlock: Result<i32, String>,
+    /// Seccomp filters returning errno, or why not.
+    pub seccomp: Result<(), String>,
+}
+
+impl Kernel {
+    pub fn probe() -> Kernel {
+        Kernel {
+            landlock: landlock::kernel_abi(),
+            seccomp: seccomp::available(),
+        }
+    }
+    pub fn landlock_abi(&self) -> i32 {
+        *self.landlock.as_ref().unwrap_or(&0)
+    }
+}
+
+/// A layer the plan needs that cannot be enforced here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Missing {
+    /// Short name: "landlock", "landlock-tcp", "landlock-scopes", "seccomp", "userns".
+    pub layer: &'static str,
+    /// What is missing and why.
+    pub detail: String,
+    /// How to get it.
+    pub fix: String,
+    /// What the cell does not promise without it.
+    pub lost: String,
+}
+
+impl Missing {
+    /// The line `run` prints when it refuses.
+    pub fn refusal(&self) -> String {
+        format!(
+            "cannot enforce {}: {} (fix: {}; or run with --best-effort to accept: {})",
+            self.layer, self.detail, self.fix, self.lost
+        )
+    }
+    /// The line `run --best-effort` prints.
+    pub fn degraded(&self) -> String {
+        format!(
+            "best effort: {} is not enforced: {}; lost: {}",
+            self.layer, self.detail, self.lost
+        )
+    }
+}
+
+const NEWER_KERNEL: &str = "a newer kernel";
+
+/// The layers `plan` needs that `k` lacks (user namespaces are checked at clone time).
+pub fn missing(plan: &Plan, k: &Kernel) -> Vec<Missing> {
+    let mut out = Vec::new();
+    if let Err(why) = &k.seccomp {
+        out.push(Missing {
+            layer: "seccomp",
+            detail: why.clone(),
+            fix: "a kernel with CONFIG_SECCOMP_FILTER".into(),
+            lost: "dangerous syscalls (mount, ptrace, bpf, io_uring, keyctl, TIOCSTI, ...) stay callable".into(),
+        });
+    }
+    if !plan.security.landlock {
+        return out;
+    }
+    match &k.landlock {
+        Err(why) => out.push(Missing {
+            layer: "landlock",
+            detail: why.clone(),
+            fix: "Linux 5.13+ with Landlock enabled (lsm=...,landlock)".into(),
+            lost: "a second check of every file open and TCP port beneath the mount namespace".into(),
+        }),
+        Ok(abi) => {
+            let restricted_net = plan.net.mode != NetMode::Host;
+            if restricted_net && *abi < ABI_TCP {
+                out.push(Missing {
+                    layer: "landlock-tcp",
+                    detail: format!("Landlock ABI {abi} has no TCP rules (ABI {ABI_TCP}, Linux 6.7)"),
+                    fix: NEWER_KERNEL.into(),
+                    lost: "TCP ports are not restricted beneath the network namespace".into(),
+                });
+            }
+            if *abi < ABI_SCOPES {
+                out.push(Missing {
+                    layer: "landlock-scopes",
+                    detail: format!(
+                        "Landlock ABI {abi} cannot scope signals and abstract unix sockets (ABI {ABI_SCOPES}, Linux 6.12)"
+                    ),
+                    fix: NEWER_KERNEL.into(),
+                    lost: "signals and abstract unix sockets are confined only by the namespaces".into(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// What a cell loses when it runs without user namespaces (and so without any namespace).
+pub const NO_USERNS_LOST: &[&str] = &[
+    "process isolation: the command sees the host's processes (Landlock still blocks signals to them on ABI 6+)",
+    "network isolation: the host's network is reachable (Landlock TCP rules still limit TCP bind/connect to the declared ports on ABI 4+; UDP is not limited)",
+    "private /tmp and home: /tmp and tmpfs paths are not granted; TMPDIR points to a fresh private directory",
+    "hide/protect below a granted directory: Landlock cannot take rights away from a subpath",
+    "hostname, IPC and cgroup namespaces; the uid is the caller's real uid",
+    "background processes are killed when the command ends only if they stay children of the cell (no PID namespace)",
+];
+
+/// The user-namespace layer, missing (`err` is the clone failure, already explained).
+pub fn no_userns(err: &str) -> Missing {
+    Missing {
+        layer: "userns",
+        detail: format!("user namespaces cannot be created ({err})"),
+        fix: "allow unprivileged user namespaces (see `taskcell doctor`)".into(),
+        lost: format!(
+            "running without namespaces, confined by Landlock, seccomp, no_new_privs and a cleared environment only; lost: {}",
+            NO_USERNS_LOST.join("; ")
+        ),
+    }
+}
+
+/// The `explain` section: the layers the cell gets.
+pub fn explain(plan: &Plan) -> String {
+    let k = Kernel::probe();
+    let mut s = String::new();
+    let _ = writeln!(s, "\nlandlock (what may be opened, bound, connected, signalled):");
+    if !plan.security.landlock {
+        let _ = writeln!(s, "  off (security.landlock = false)");
+    } else {
+        match &k.landlock {
+            Ok(abi) => {
+                let r = landlock::rules(&landlock_policy(plan), &landlock::Mode::Cell, *abi);
+                for l in landlock::describe(&r) {
+                    let _ = writeln!(s, "  {l}");
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(s, "  not available: {e}");
+            }
+        }
+    }
+    let _ = writeln!(s, "\nseccomp (default allow; refused syscalls):");
+    for l in seccomp::describe(&seccomp::filter(&seccomp_policy(plan))) {
+        let _ = writeln!(s, "  {l}");
+    }
+    let miss = missing(plan, &k);
+    if !miss.is_empty() {
+        let _ = writeln!(s, "\nmissing on this kernel:");
+        for m in &miss {
+            let _ = writeln!(s, "  {}: {} (fix: {})", m.layer, m.detail, m.fix);
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nwithout user namespaces (only with --best-effort), these promises are lost:"
+    );
+    for l in NO_USERNS_LOST {
+        let _ = writeln!(s, "  - {l}");
+    }
+    s
+}
+
+pub fn landlock_policy(plan: &Plan) -> landlock::Policy<'_> {
+    landlock::Policy {
+        paths: &plan.paths,
+        net: plan.net.mode,
+        tcp_ports: &plan.security.tcp_ports,
+        allow_userns: plan.security.allow_userns,
+    }
+}
+
+pub fn seccomp_policy(plan: &Plan) -> seccomp::Policy<'_> {
+    seccomp::Policy {
+        net: Some(plan.net.mode),
+        deny: &plan.security.seccomp_deny,
+        allow: &plan.security.seccomp_allow,
+        allow_userns: plan.security.allow_userns,
+    }
+}
+
+/// Fill in the Landlock rules and seccomp programs of a cell's spec from the plan and the
+/// kernel: a layer the kernel lacks is left out (`missing` reported it already; a strict
+/// plan never gets here with something missing).
+pub fn add_to_spec(
+    spec: &mut crate::cell::Spec,
+    plan: &Plan,
+    k: &Kernel,
+    mode: &landlock::Mode,
+) {
+    spec.landlock = match (&k.landlock, plan.security.landlock) {
+        (Ok(abi), true) => Some(landlock::rules(&landlock_policy(plan), mode, *abi)),
+        _ => None,
+    };
+    spec.seccomp = match &k.seccomp {
+        // A filter that does not compile is installed as an empty program, which the
+        // worker refuses to install: fail closed.
+        Ok(()) => Some(
+            seccomp::compile(&seccomp::filter(&seccomp_policy(plan))).unwrap_or_else(|e| {
+                tracing::error!("{e}");
+                vec![Vec::new()]
+            }),
+        ),
+        Err(_) => None,
+    };
+}
+
+/// The spec for running without namespaces: no mounts, a private TMPDIR, Landlock rules
+/// for the host's filesystem.
+pub fn no_namespace_spec(
+    plan: &Plan,
+    mut spec: crate::cell::Spec,
+) -> Result<(crate::cell::Spec, tempfile::TempDir), std::io::Error> {
+    let base = std::env::temp_dir();
+    let tmp = tempfile::Builder::new()
+        .prefix("taskcell-tmp-")
+        .tempdir_in(&base)
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "creating the private TMPDIR in {}: {e} (set TMPDIR to a writable directory)",
+                    base.display()
+                ),
+            )
+        })?;
+    spec.namespaces = false;
+    spec.mounts.clear();
+    spec.process.env.retain(|(k, _)| k != "TMPDIR");
+    spec.process
+        .env
+        .push(("TMPDIR".into(), tmp.path().display().to_string()));
+    spec.process.env.sort();
+    let k = Kernel::probe();
+    let mode = landlock::Mode::NoNamespaces {
+        private_tmp: tmp.path().to_path_buf(),
+    };
+    add_to_spec(&mut spec, plan, &k, &mode);
+    Ok((spec, tmp))
+}
