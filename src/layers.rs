@@ -86,14 +86,17 @@ pub fn missing(plan: &Plan, k: &Kernel) -> Vec<Missing> {
             layer: "landlock",
             detail: why.clone(),
             fix: "Linux 5.13+ with Landlock enabled (lsm=...,landlock)".into(),
-            lost: "a second check of every file open and TCP port beneath the mount namespace".into(),
+            lost: "a second check of every file open and TCP port beneath the mount namespace"
+                .into(),
         }),
         Ok(abi) => {
             let restricted_net = plan.net.mode != NetMode::Host;
             if restricted_net && *abi < ABI_TCP {
                 out.push(Missing {
                     layer: "landlock-tcp",
-                    detail: format!("Landlock ABI {abi} has no TCP rules (ABI {ABI_TCP}, Linux 6.7)"),
+                    detail: format!(
+                        "Landlock ABI {abi} has no TCP rules (ABI {ABI_TCP}, Linux 6.7)"
+                    ),
                     fix: NEWER_KERNEL.into(),
                     lost: "TCP ports are not restricted beneath the network namespace".into(),
                 });
@@ -118,7 +121,7 @@ pub const NO_USERNS_LOST: &[&str] = &[
     "process isolation: the command sees the host's processes (Landlock still blocks signals to them on ABI 6+)",
     "network isolation: the host's network is reachable (Landlock TCP rules still limit TCP bind/connect to the declared ports on ABI 4+; UDP is not limited)",
     "private /tmp and home: /tmp and tmpfs paths are not granted; TMPDIR points to a fresh private directory",
-    "hide/protect below a granted directory: Landlock cannot take rights away from a subpath",
+    "protect below a write directory (e.g. .git/hooks) and hide below a write directory: Landlock cannot take rights away from a subpath (hidden paths below read directories stay unreadable)",
     "hostname, IPC and cgroup namespaces; the uid is the caller's real uid",
     "background processes are killed when the command ends only if they stay children of the cell (no PID namespace)",
 ];
@@ -140,7 +143,10 @@ pub fn no_userns(err: &str) -> Missing {
 pub fn explain(plan: &Plan) -> String {
     let k = Kernel::probe();
     let mut s = String::new();
-    let _ = writeln!(s, "\nlandlock (what may be opened, bound, connected, signalled):");
+    let _ = writeln!(
+        s,
+        "\nlandlock (what may be opened, bound, connected, signalled):"
+    );
     if !plan.security.landlock {
         let _ = writeln!(s, "  off (security.landlock = false)");
     } else {
@@ -198,12 +204,7 @@ pub fn seccomp_policy(plan: &Plan) -> seccomp::Policy<'_> {
 /// Fill in the Landlock rules and seccomp programs of a cell's spec from the plan and the
 /// kernel: a layer the kernel lacks is left out (`missing` reported it already; a strict
 /// plan never gets here with something missing).
-pub fn add_to_spec(
-    spec: &mut crate::cell::Spec,
-    plan: &Plan,
-    k: &Kernel,
-    mode: &landlock::Mode,
-) {
+pub fn add_to_spec(spec: &mut crate::cell::Spec, plan: &Plan, k: &Kernel, mode: &landlock::Mode) {
     spec.landlock = match (&k.landlock, plan.security.landlock) {
         (Ok(abi), true) => Some(landlock::rules(&landlock_policy(plan), mode, *abi)),
         _ => None,
@@ -252,5 +253,14 @@ pub fn no_namespace_spec(
         private_tmp: tmp.path().to_path_buf(),
     };
     add_to_spec(&mut spec, plan, &k, &mode);
+    if let Some(rules) = &mut spec.landlock {
+        let hidden: Vec<std::path::PathBuf> = plan
+            .paths
+            .iter()
+            .filter(|r| r.access == crate::plan::Access::Hide)
+            .map(|r| r.path.clone())
+            .collect();
+        landlock::split_for_hidden(rules, &hidden, &landlock::list_dir);
+    }
     Ok((spec, tmp))
 }

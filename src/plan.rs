@@ -280,7 +280,10 @@ pub fn resolve(
             workspace_abs.display()
         ),
     })?;
-    if ["/", "/proc", "/dev", "/sys"].iter().any(|p| workspace == Path::new(p)) {
+    if ["/", "/proc", "/dev", "/sys"]
+        .iter()
+        .any(|p| workspace == Path::new(p))
+    {
         return Err(PlanError::Other {
             msg: format!(
                 "{} cannot be a workspace (pass a project directory with -w)",

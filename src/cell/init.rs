@@ -109,8 +109,8 @@ fn drop_privileges(keep: i32) -> Result<(), String> {
 fn kill_descendants() {
     for _ in 0..1000 {
         let me = std::process::id();
-        let kids = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children"))
-            .unwrap_or_default();
+        let kids =
+            std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")).unwrap_or_default();
         let pids: Vec<i32> = kids
             .split_whitespace()
             .filter_map(|p| p.parse().ok())

@@ -174,6 +174,79 @@ pub fn rules(p: &Policy, mode: &Mode, abi: i32) -> Rules {
     }
 }
 
+/// Directory entries as (path, is_symlink); [`list_dir`] reads the real filesystem.
+pub type Lister<'a> = &'a dyn Fn(&Path) -> Vec<(PathBuf, bool)>;
+
+pub fn list_dir(dir: &Path) -> Vec<(PathBuf, bool)> {
+    let mut v: Vec<(PathBuf, bool)> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| {
+                    let link = e.file_type().map(|t| t.is_symlink()).unwrap_or(true);
+                    (e.path(), link)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Without a mount namespace nothing replaces a hidden path, and Landlock cannot take
+/// rights away below a granted directory. For a hidden path below a `read` directory, the
+/// directory's rule is split instead: the directory and the ones leading to the hidden
+/// path may only be listed, every other entry gets the read rule, the hidden path none.
+/// (Symlinks get no rule of their own: the kernel checks their target.) Hidden paths below
+/// a `write` directory cannot be split without losing the right to create files there;
+/// they stay readable (explain says so).
+pub fn split_for_hidden(r: &mut Rules, hidden: &[PathBuf], list: Lister) {
+    let mut i = 0;
+    while i < r.fs.len() {
+        let parent = r.fs[i].clone();
+        let below: Vec<PathBuf> = hidden
+            .iter()
+            .filter(|h| h.starts_with(&parent.path) && **h != parent.path)
+            .cloned()
+            .collect();
+        if parent.class != Class::Read || below.is_empty() {
+            i += 1;
+            continue;
+        }
+        r.fs[i].class = Class::List;
+        let mut add = Vec::new();
+        split_dir(&parent.path, &below, list, &mut add);
+        r.fs.splice(i + 1..i + 1, add.iter().cloned());
+        i += 1 + add.len();
+    }
+}
+
+fn split_dir(dir: &Path, hidden: &[PathBuf], list: Lister, out: &mut Vec<FsRule>) {
+    for (e, is_link) in list(dir) {
+        if hidden.contains(&e) || is_link {
+            continue;
+        }
+        let leads: Vec<PathBuf> = hidden
+            .iter()
+            .filter(|h| h.starts_with(&e))
+            .cloned()
+            .collect();
+        if leads.is_empty() {
+            out.push(FsRule {
+                path: e,
+                class: Class::Read,
+                optional: true,
+            });
+        } else {
+            out.push(FsRule {
+                path: e.clone(),
+                class: Class::List,
+                optional: true,
+            });
+            split_dir(&e, &leads, list, out);
+        }
+    }
+}
+
 /// One line per rule, for `explain`.
 pub fn describe(r: &Rules) -> Vec<String> {
     let mut out = vec![format!("ABI {}", r.abi)];
@@ -181,7 +254,9 @@ pub fn describe(r: &Rules) -> Vec<String> {
         out.push(format!("{:<7} {}", f.class.as_str(), f.path.display()));
     }
     match &r.tcp {
-        Some(p) if p.is_empty() => out.push("tcp     bind and connect refused on every port".into()),
+        Some(p) if p.is_empty() => {
+            out.push("tcp     bind and connect refused on every port".into())
+        }
         Some(p) => out.push(format!(
             "tcp     bind and connect only on port {}",
             p.iter()
@@ -369,10 +444,16 @@ mod tests {
         assert_eq!(find(&r, "/dev/null").map(|f| f.class), Some(Class::Dev));
         assert_eq!(find(&r, "/usr").map(|f| f.class), Some(Class::Read));
         assert_eq!(find(&r, "/ws").map(|f| f.class), Some(Class::Write));
-        assert_eq!(find(&r, "/ws/.git/hooks").map(|f| f.class), Some(Class::Read));
+        assert_eq!(
+            find(&r, "/ws/.git/hooks").map(|f| f.class),
+            Some(Class::Read)
+        );
         assert_eq!(find(&r, "/home/u").map(|f| f.class), Some(Class::Write));
         assert!(find(&r, "/bin").is_none(), "symlinks get no rule");
-        assert!(find(&r, "/etc/shadow").is_none(), "hidden paths get no rule");
+        assert!(
+            find(&r, "/etc/shadow").is_none(),
+            "hidden paths get no rule"
+        );
         assert_eq!(r.tcp, Some(vec![8080]));
         assert!(r.scopes);
     }
@@ -394,12 +475,70 @@ mod tests {
         );
         assert!(find(&r, "/").is_none(), "the host's root is not listable");
         assert!(find(&r, "/tmp").is_none(), "the host's /tmp is not granted");
-        assert!(find(&r, "/home/u").is_none(), "no tmpfs without a mount namespace");
+        assert!(
+            find(&r, "/home/u").is_none(),
+            "no tmpfs without a mount namespace"
+        );
         assert_eq!(
             find(&r, "/tmp/taskcell-x").map(|f| f.class),
             Some(Class::Write)
         );
         assert_eq!(r.tcp, Some(vec![]));
+    }
+
+    #[test]
+    fn hidden_paths_split_a_read_directory() {
+        let ps = vec![rule("/etc", Access::Read), rule("/ws", Access::Write)];
+        let mut r = rules(
+            &Policy {
+                paths: &ps,
+                net: NetMode::None,
+                tcp_ports: &[],
+                allow_userns: false,
+            },
+            &Mode::NoNamespaces {
+                private_tmp: "/t".into(),
+            },
+            7,
+        );
+        let fake = |d: &Path| -> Vec<(PathBuf, bool)> {
+            let names: &[(&str, bool)] = match d.to_str() {
+                Some("/etc") => &[
+                    ("passwd", false),
+                    ("shadow", false),
+                    ("ssh", false),
+                    ("mtab", true),
+                ],
+                Some("/etc/ssh") => &[("key", false), ("ssh_config", false)],
+                Some("/ws") => &[("secret", false)],
+                _ => &[],
+            };
+            names.iter().map(|(n, l)| (d.join(n), *l)).collect()
+        };
+        split_for_hidden(
+            &mut r,
+            &[
+                "/etc/shadow".into(),
+                "/etc/ssh/key".into(),
+                "/ws/secret".into(),
+            ],
+            &fake,
+        );
+        assert_eq!(find(&r, "/etc").map(|f| f.class), Some(Class::List));
+        assert_eq!(find(&r, "/etc/passwd").map(|f| f.class), Some(Class::Read));
+        assert_eq!(find(&r, "/etc/ssh").map(|f| f.class), Some(Class::List));
+        assert_eq!(
+            find(&r, "/etc/ssh/ssh_config").map(|f| f.class),
+            Some(Class::Read)
+        );
+        assert!(find(&r, "/etc/shadow").is_none());
+        assert!(find(&r, "/etc/ssh/key").is_none());
+        assert!(
+            find(&r, "/etc/mtab").is_none(),
+            "symlinks: the target decides"
+        );
+        // A write directory is not split.
+        assert_eq!(find(&r, "/ws").map(|f| f.class), Some(Class::Write));
     }
 
     #[test]

@@ -115,10 +115,7 @@ pub const DENY: &[(&str, &[&str])] = &[
             "io_uring_register",
         ],
     ),
-    (
-        "kernel keyrings",
-        &["keyctl", "add_key", "request_key"],
-    ),
+    ("kernel keyrings", &["keyctl", "add_key", "request_key"]),
     (
         "loads kernel code or reboots",
         &[
@@ -455,12 +452,13 @@ pub fn compile(f: &Filter) -> Result<Vec<BpfProgram>, String> {
     let main: BpfProgram = main
         .try_into()
         .map_err(|e: seccompiler::BackendError| format!("compiling the seccomp filter: {e}"))?;
-    if f
-        .rules
+    if f.rules
         .iter()
         .any(|r| r.errno != libc::EPERM && !(r.errno == libc::ENOSYS && r.when.is_empty()))
     {
-        return Err("seccomp: only EPERM rules and unconditional ENOSYS rules are supported".into());
+        return Err(
+            "seccomp: only EPERM rules and unconditional ENOSYS rules are supported".into(),
+        );
     }
     Ok(vec![prelude(f), main])
 }
@@ -491,7 +489,10 @@ pub fn available() -> Result<(), String> {
     let actions =
         std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
     if !actions.is_empty() && !actions.contains("errno") {
-        return Err(format!("seccomp cannot return errno here (actions: {})", actions.trim()));
+        return Err(format!(
+            "seccomp cannot return errno here (actions: {})",
+            actions.trim()
+        ));
     }
     Ok(())
 }
@@ -565,7 +566,9 @@ mod tests {
             assert!(n.contains(&must), "{must} missing from {n:?}");
         }
         // Hot syscalls are never in the list.
-        for hot in ["read", "write", "getppid", "openat", "mmap", "futex", "execve"] {
+        for hot in [
+            "read", "write", "getppid", "openat", "mmap", "futex", "execve",
+        ] {
             assert!(!n.contains(&hot), "{hot} must not be filtered");
         }
     }
@@ -579,10 +582,7 @@ mod tests {
         assert!(get("mount").when.is_empty());
         assert_eq!(
             get("ioctl").when,
-            vec![
-                vec![c(1, Cmp::Eq32(0x5412))],
-                vec![c(1, Cmp::Eq32(0x541C))]
-            ]
+            vec![vec![c(1, Cmp::Eq32(0x5412))], vec![c(1, Cmp::Eq32(0x541C))]]
         );
         let clone = get("clone");
         assert_eq!(clone.when.len(), 7);
@@ -670,7 +670,10 @@ mod tests {
     #[test]
     fn describe_is_readable() {
         let d = describe(&filter(&loopback())).join("\n");
-        assert!(d.contains("ioctl if arg1 == TIOCSTI || arg1 == TIOCLINUX -> EPERM"), "{d}");
+        assert!(
+            d.contains("ioctl if arg1 == TIOCSTI || arg1 == TIOCLINUX -> EPERM"),
+            "{d}"
+        );
         assert!(d.contains("clone3 -> ENOSYS"), "{d}");
         assert!(d.contains("arg0 has CLONE_NEWUSER"), "{d}");
     }

@@ -21,8 +21,8 @@ pub fn drop_all_caps() -> Result<(), String> {
     // Dropping from the bounding set needs CAP_SETPCAP, which a cell's processes have in
     // their user namespace. Without namespaces (best effort, plain user) there is none to
     // drop from: no_new_privs then keeps file capabilities and setuid bits from adding any.
-    let can_drop_bounding = caps::has_cap(None, CapSet::Effective, caps::Capability::CAP_SETPCAP)
-        .unwrap_or(true);
+    let can_drop_bounding =
+        caps::has_cap(None, CapSet::Effective, caps::Capability::CAP_SETPCAP).unwrap_or(true);
     for cap in caps::all() {
         if !can_drop_bounding {
             break;
