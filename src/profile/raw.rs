@@ -270,10 +270,10 @@ fn merge_security(
     }
     for port in &sec.tcp_ports {
         let v = *port.get_ref();
-        if !(1..=65535).contains(&v) {
+        if !(0..=65535).contains(&v) {
             return Err(ProfileError::Invalid {
                 origin: origin(port.span().start),
-                msg: format!("`security.tcp_ports`: {v} is not a TCP port (1 to 65535)"),
+                msg: format!("`security.tcp_ports`: {v} is not a TCP port (1 to 65535, or 0 to allow binding an ephemeral port)"),
             });
         }
         p.security.tcp_ports.push(Val {
