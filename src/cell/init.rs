@@ -28,9 +28,6 @@ pub fn main(spec: &Spec, sync: OwnedFd, err: OwnedFd, status: OwnedFd) -> ! {
     unsafe {
         // Die with the supervisor: a killed taskcell leaves nothing running.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-        // Nothing in the cell may ptrace init (it holds capabilities in the cell's user
-        // namespace until the worker is started).
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
     let mut go = [0u8; 1];
     let mut f = std::fs::File::from(sync);
@@ -39,6 +36,14 @@ pub fn main(spec: &Spec, sync: OwnedFd, err: OwnedFd, status: OwnedFd) -> ! {
         exit(125);
     }
     drop(f);
+    // Only now (the supervisor has written the uid/gid maps): a non-dumpable process's
+    // /proc files belong to root, so a plain user's supervisor could not write them.
+    // Nothing in the cell may ptrace init (it holds capabilities in the cell's user
+    // namespace until the worker is started).
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
 
     if !spec.namespaces {
         // No PID namespace: become the subreaper of whatever the command starts, so that
