@@ -114,6 +114,18 @@ pub fn run() -> Report {
         },
     });
 
+    if userns.is_err() {
+        checks.push(Check {
+            name: "without user namespaces",
+            ok: false,
+            required: false,
+            detail: format!(
+                "`run --best-effort` runs without namespaces, confined by Landlock, seccomp and no_new_privs only; lost: {}",
+                crate::layers::NO_USERNS_LOST.join("; ")
+            ),
+        });
+    }
+
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
     let all_ns = probe(move || {

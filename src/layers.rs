@@ -120,7 +120,7 @@ pub fn missing(plan: &Plan, k: &Kernel) -> Vec<Missing> {
 pub const NO_USERNS_LOST: &[&str] = &[
     "process isolation: the command sees the host's processes (Landlock still blocks signals to them on ABI 6+)",
     "network isolation: the host's network is reachable (Landlock TCP rules still limit TCP bind/connect to the declared ports on ABI 4+; UDP is not limited)",
-    "private /tmp and home: /tmp and tmpfs paths are not granted; TMPDIR points to a fresh private directory",
+    "private /tmp and home: the host's /tmp and tmpfs paths are not granted; TMPDIR and HOME point to fresh private directories (with links to the paths the profile grants below the real home)",
     "protect below a write directory (e.g. .git/hooks) and hide below a write directory: Landlock cannot take rights away from a subpath (hidden paths below read directories stay unreadable)",
     "hostname, IPC and cgroup namespaces; the uid is the caller's real uid",
     "background processes are killed when the command ends only if they stay children of the cell (no PID namespace)",
@@ -241,8 +241,13 @@ pub fn no_namespace_spec(
                 ),
             )
         })?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700))?;
+    }
     spec.namespaces = false;
     spec.mounts.clear();
+    private_home(plan, &mut spec, tmp.path())?;
     spec.process.env.retain(|(k, _)| k != "TMPDIR");
     spec.process
         .env
@@ -263,4 +268,51 @@ pub fn no_namespace_spec(
         landlock::split_for_hidden(rules, &hidden, &landlock::list_dir);
     }
     Ok((spec, tmp))
+}
+
+/// Without a mount namespace the plan's private (tmpfs) home cannot be mounted: make it a
+/// directory inside the private TMPDIR instead, point HOME at it, and link the paths the
+/// plan grants below the real home (e.g. `~/.cargo`) into it, so tools find them as in a
+/// cell.
+fn private_home(
+    plan: &Plan,
+    spec: &mut crate::cell::Spec,
+    tmp: &std::path::Path,
+) -> Result<(), std::io::Error> {
+    use crate::plan::Access;
+    let home = &plan.home;
+    if !plan
+        .paths
+        .iter()
+        .any(|r| r.access == Access::Tmpfs && &r.path == home)
+    {
+        return Ok(());
+    }
+    let new_home = tmp.join("home");
+    std::fs::create_dir(&new_home)?;
+    for r in &plan.paths {
+        if !matches!(r.access, Access::Read | Access::Write | Access::Protect) {
+            continue;
+        }
+        let Ok(rel) = r.path.strip_prefix(home) else {
+            continue;
+        };
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let link = new_home.join(rel);
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        if !link.exists() {
+            std::os::unix::fs::symlink(&r.path, &link)?;
+        }
+    }
+    let home_str = home.display().to_string();
+    for (k, v) in spec.process.env.iter_mut() {
+        if k == "HOME" && *v == home_str {
+            *v = new_home.display().to_string();
+        }
+    }
+    Ok(())
 }
