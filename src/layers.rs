@@ -316,3 +316,74 @@ fn private_home(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{resolve, Context, Overrides};
+    use crate::profile::Profile;
+
+    fn plan(net: NetMode, landlock: bool) -> Plan {
+        let mut p = Profile::default();
+        p.network.mode = net;
+        p.security.landlock = landlock;
+        let ctx = Context {
+            cwd: "/tmp".into(),
+            home: "/nonexistent-home".into(),
+            tmp: "/tmp".into(),
+            uid: 1000,
+            gid: 1000,
+            env: Default::default(),
+        };
+        resolve(&p, &Overrides::default(), &ctx, &["true".into()]).expect("plan")
+    }
+
+    fn kernel(abi: Result<i32, String>) -> Kernel {
+        Kernel {
+            landlock: abi,
+            seccomp: Ok(()),
+        }
+    }
+
+    fn layers(m: &[Missing]) -> Vec<&str> {
+        m.iter().map(|m| m.layer).collect::<Vec<_>>()
+    }
+
+    #[test]
+    fn everything_present_on_abi_6_and_later() {
+        assert!(missing(&plan(NetMode::Loopback, true), &kernel(Ok(6))).is_empty());
+        assert!(missing(&plan(NetMode::None, true), &kernel(Ok(7))).is_empty());
+    }
+
+    #[test]
+    fn old_abis_name_each_missing_feature() {
+        let m = missing(&plan(NetMode::Loopback, true), &kernel(Ok(3)));
+        assert_eq!(layers(&m), vec!["landlock-tcp", "landlock-scopes"]);
+        assert!(m[0].refusal().contains("Linux 6.7"), "{}", m[0].refusal());
+        assert!(m[0].refusal().contains("--best-effort"));
+        // Host network: TCP rules are not needed.
+        let m = missing(&plan(NetMode::Host, true), &kernel(Ok(5)));
+        assert_eq!(layers(&m), vec!["landlock-scopes"]);
+    }
+
+    #[test]
+    fn no_landlock_and_no_seccomp() {
+        let k = Kernel {
+            landlock: Err("Landlock is not built into this kernel".into()),
+            seccomp: Err("seccomp is not available".into()),
+        };
+        let m = missing(&plan(NetMode::None, true), &k);
+        assert_eq!(layers(&m), vec!["seccomp", "landlock"]);
+        assert!(m[1].degraded().starts_with("best effort: landlock is not enforced"));
+        // A profile that turned Landlock off does not need it.
+        let m = missing(&plan(NetMode::None, false), &k);
+        assert_eq!(layers(&m), vec!["seccomp"]);
+    }
+
+    #[test]
+    fn userns_line_says_what_is_lost() {
+        let m = no_userns("ENOSPC");
+        assert_eq!(m.layer, "userns");
+        assert!(m.degraded().contains("process isolation"));
+    }
+}
