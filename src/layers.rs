@@ -123,7 +123,7 @@ pub const NO_USERNS_LOST: &[&str] = &[
     "private /tmp and home: the host's /tmp and tmpfs paths are not granted; TMPDIR and HOME point to fresh private directories (with links to the paths the profile grants below the real home)",
     "protect below a write directory (e.g. .git/hooks) and hide below a write directory: Landlock cannot take rights away from a subpath (hidden paths below read directories stay unreadable)",
     "hostname, IPC and cgroup namespaces; the uid is the caller's real uid",
-    "background processes are killed when the command ends only if they stay children of the cell (no PID namespace)",
+    "the PID namespace's end: background processes are killed by the cell's init (their subreaper) when the command ends",
 ];
 
 /// The user-namespace layer, missing (`err` is the clone failure, already explained).
