@@ -53,7 +53,8 @@ pub fn main(spec: &Spec, sync: OwnedFd, err: OwnedFd, status: OwnedFd) -> ! {
             libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
         }
     }
-    if let Err(msg) = spec.namespaces.then(|| setup(spec)).unwrap_or(Ok(())) {
+    let setup_result = if spec.namespaces { setup(spec) } else { Ok(()) };
+    if let Err(msg) = setup_result {
         report(err.as_raw_fd(), 125, &msg);
         exit(125);
     }
