@@ -191,7 +191,7 @@ pub fn run() -> Report {
         detail: if all_ns.as_deref() == Ok("noswap") {
             "secrets' tmpfs can be kept out of swap".into()
         } else {
-            "tmpfs `noswap` is not available (Linux 6.4+); a secret file could reach swap under memory pressure".into()
+            "tmpfs `noswap` is refused here (Linux 6.4+ allows it only to root of the initial user namespace, not inside a cell's); a secret file on tmpfs could reach swap under memory pressure".into()
         },
     });
 
@@ -256,50 +256,16 @@ pub fn run() -> Report {
         },
     });
 
-    let cg = cgroup_v2_writable();
-    checks.push(Check {
-        name: "cgroup v2",
-        ok: cg.is_ok(),
-        required: false,
-        detail: match cg {
-            Ok(s) | Err(s) => s,
-        },
-    });
+    for (name, ok, detail) in crate::cell::cgroup::doctor_rows(&crate::cell::cgroup::probe()) {
+        checks.push(Check {
+            name,
+            ok,
+            required: false,
+            detail,
+        });
+    }
 
     Report { checks }
-}
-
-/// Whether this process can create a child cgroup in its own cgroup v2 directory.
-fn cgroup_v2_writable() -> Result<String, String> {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mnt = mounts
-        .lines()
-        .find(|l| {
-            l.split(" - ")
-                .nth(1)
-                .is_some_and(|r| r.starts_with("cgroup2 "))
-        })
-        .and_then(|l| l.split(' ').nth(4))
-        .map(str::to_string);
-    let Some(mnt) = mnt else {
-        return Err("no cgroup2 filesystem is mounted".into());
-    };
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let rel = own
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .unwrap_or("/")
-        .to_string();
-    let dir = format!("{mnt}{rel}");
-    let c = std::ffi::CString::new(dir.clone()).unwrap_or_default();
-    // SAFETY: access() reads a NUL-terminated path.
-    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0 {
-        Ok(format!("{dir} is writable (a cell can get its own cgroup)"))
-    } else {
-        Err(format!(
-            "{dir} is not writable by this user (no delegated cgroup; rlimits stand in)"
-        ))
-    }
 }
 
 pub fn text(r: &Report) -> String {

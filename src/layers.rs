@@ -374,7 +374,9 @@ mod tests {
         };
         let m = missing(&plan(NetMode::None, true), &k);
         assert_eq!(layers(&m), vec!["seccomp", "landlock"]);
-        assert!(m[1].degraded().starts_with("best effort: landlock is not enforced"));
+        assert!(m[1]
+            .degraded()
+            .starts_with("best effort: landlock is not enforced"));
         // A profile that turned Landlock off does not need it.
         let m = missing(&plan(NetMode::None, false), &k);
         assert_eq!(layers(&m), vec!["seccomp"]);

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod doctor;
 pub mod explain;
 pub mod layers;
+pub mod limits;
 pub mod plan;
 pub mod profile;
 pub mod supervisor;

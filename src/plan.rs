@@ -111,6 +111,8 @@ pub struct Limits {
     #[serde(with = "duration_secs")]
     pub grace: Duration,
     pub rlimits: Vec<Rlimit>,
+    /// processes, memory, cpu, open files, file size, core (see `crate::limits`).
+    pub resources: crate::limits::Resources,
 }
 
 /// The process the worker becomes.
@@ -183,6 +185,8 @@ pub struct Overrides {
     pub env: Vec<String>,
     pub timeout: Option<Duration>,
     pub strict: Option<bool>,
+    /// `--processes 64`, `--memory 4G`, ...: (key, value as written), checked by the CLI.
+    pub limits: Vec<(String, String)>,
 }
 
 /// What `resolve` reads from the launcher's environment. Separate so tests can give their own.
@@ -382,6 +386,17 @@ pub fn resolve(
             let target = std::fs::read_link(&path).map_err(|e| PlanError::Other {
                 msg: format!("{origin}: cannot read symlink {}: {e}", path.display()),
             })?;
+            if access == Access::Protect {
+                // A link inside a writable path can be replaced by the cell, and following
+                // it would show its target to the cell.
+                return Err(PlanError::Other {
+                    msg: format!(
+                        "{origin}: `protect` path {} is a symlink (to {}): a cell could replace it, and taskcell does not follow it (remove the symlink, or protect its target)",
+                        path.display(),
+                        target.display()
+                    ),
+                });
+            }
             let real = match std::fs::canonicalize(&path) {
                 Ok(r) => r,
                 Err(_) if optional => continue,
@@ -521,6 +536,12 @@ pub fn resolve(
             timeout: ov.timeout.or(profile.limits.timeout),
             grace: profile.limits.grace.unwrap_or(Duration::from_secs(5)),
             rlimits,
+            resources: crate::limits::resolve(
+                &profile.limits.resources,
+                &ov.limits,
+                crate::limits::mem_total(),
+            )
+            .map_err(|msg| PlanError::Other { msg })?,
         },
         process: ProcessPlan {
             argv: argv.to_vec(),

@@ -29,6 +29,11 @@ pub struct Outcome {
     pub ending: Ending,
     pub timed_out: bool,
     pub duration: Duration,
+    /// Limits the cell ran into (OOM kill, pids exhausted, CPU time, timeout).
+    pub limit_hits: Vec<crate::limits::Hit>,
+    /// How the limits were enforced in the end (rlimits stand in when the cgroup could
+    /// not be created after all).
+    pub enforcement: crate::limits::Enforcement,
 }
 
 impl Outcome {
@@ -74,18 +79,27 @@ pub fn run_with(
     plan: &Plan,
     degraded: &mut dyn FnMut(&crate::layers::Missing),
 ) -> Result<Outcome, cell::SpawnError> {
-    let spec = spec_of(plan);
+    let mut spec = spec_of(plan);
+    let (enforcement, mut cgroup) =
+        cell::cgroup::prepare(&plan.limits.resources, plan.limits.timeout);
+    // The human limits first; the profile's raw `[limits.rlimits]` after them, so they win.
+    spec.rlimits = [enforcement.rlimits.clone(), spec.rlimits].concat();
     let start = Instant::now();
-    // Without user namespaces and not strict: run without namespaces (kept alive until the
-    // cell has ended: it owns the private TMPDIR).
+    let add_to_cgroup = |pid| match &cgroup {
+        Some(cg) => cg.add(pid),
+        None => Ok(()),
+    };
+    // Without user namespaces and not strict: run without namespaces (the private TMPDIR
+    // is kept until the cell has ended).
     let mut _private_tmp: Option<tempfile::TempDir> = None;
-    let (c, failure) = match cell::spawn(&spec) {
+    let (c, failure) = match cell::spawn_with(&spec, add_to_cgroup) {
         Ok(x) => x,
         Err(cell::SpawnError::Clone(msg)) if !plan.strict => {
             degraded(&crate::layers::no_userns(&msg));
-            let (spec, tmp) = crate::layers::no_namespace_spec(plan, spec)?;
+            let (plain, tmp) = crate::layers::no_namespace_spec(plan, spec.clone())?;
             _private_tmp = Some(tmp);
-            cell::spawn(&spec)?
+            spec = plain;
+            cell::spawn_with(&spec, add_to_cgroup)?
         }
         Err(cell::SpawnError::Clone(msg)) => {
             return Err(cell::SpawnError::Clone(format!(
@@ -166,9 +180,31 @@ pub fn run_with(
         }
     };
     let _ = c.status.as_raw_fd();
+    let mut limit_hits = match cgroup.as_mut() {
+        Some(cg) => {
+            let h = cg.hits();
+            if let Err(e) = cg.remove() {
+                tracing::warn!("{e}");
+            }
+            h
+        }
+        None => Vec::new(),
+    };
+    let signal = match ending {
+        Ending::Signaled(s) => Some(s),
+        _ => None,
+    };
+    let timeout = plan
+        .limits
+        .timeout
+        .filter(|_| timed_out)
+        .map(|t| (t, plan.limits.grace));
+    limit_hits.extend(crate::limits::signal_hits(&spec.rlimits, signal, timeout));
     Ok(Outcome {
         ending,
         timed_out,
         duration,
+        limit_hits,
+        enforcement,
     })
 }

@@ -5,8 +5,8 @@ mod common;
 use common::*;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::os::linux::net::SocketAddrExt;
+use std::path::Path;
 use std::sync::OnceLock;
 
 const EPERM: i32 = 1;
@@ -40,7 +40,9 @@ fn run_probe(ws: &Ws, profile: &str, extra: &[&str], probe_args: &[&str]) -> std
     args.push("--");
     args.push(probe());
     args.extend_from_slice(probe_args);
-    taskcell(ws.path(), &args).output().expect("running taskcell")
+    taskcell(ws.path(), &args)
+        .output()
+        .expect("running taskcell")
 }
 
 fn parse(out: &str) -> BTreeMap<String, i32> {
@@ -246,10 +248,15 @@ fn explain_prints_the_effective_lists() {
         "tuned",
         "extends = \"build\"\n[security]\nseccomp.deny = [\"chroot\"]\nseccomp.allow = [\"ptrace\"]\ntcp_ports = [8080]\n",
     );
-    let out = ok(&taskcell(ws.path(), &["explain", "-p", &p, "--net", "loopback"])
-        .output()
-        .expect("explain"));
-    assert!(out.contains("chroot -> EPERM (denied by the profile)"), "{out}");
+    let out = ok(
+        &taskcell(ws.path(), &["explain", "-p", &p, "--net", "loopback"])
+            .output()
+            .expect("explain"),
+    );
+    assert!(
+        out.contains("chroot -> EPERM (denied by the profile)"),
+        "{out}"
+    );
     assert!(!out.contains("ptrace ->"), "{out}");
     assert!(out.contains("ioctl if arg1 == TIOCSTI"), "{out}");
     assert!(out.contains("bind and connect only on port 8080"), "{out}");
@@ -309,10 +316,20 @@ fn landlock_tcp_blocks_undeclared_loopback_port() {
         "eph",
         "extends = \"build\"\n[security]\ntcp_ports = [0]\n",
     );
-    let out = ok(&run_probe(&ws, &p, &["--net", "loopback"], &["tcp-ephemeral"]));
+    let out = ok(&run_probe(
+        &ws,
+        &p,
+        &["--net", "loopback"],
+        &["tcp-ephemeral"],
+    ));
     assert_eq!(out, format!("bind 0 connect {EACCES}\n"));
     let off = landlock_off(&ws);
-    let out = ok(&run_probe(&ws, &off, &["--net", "loopback"], &["tcp-ephemeral"]));
+    let out = ok(&run_probe(
+        &ws,
+        &off,
+        &["--net", "loopback"],
+        &["tcp-ephemeral"],
+    ));
     assert_eq!(out, "bind 0 connect 0\n");
 }
 
@@ -324,11 +341,26 @@ fn landlock_tcp_allows_declared_port_only() {
         "port",
         "extends = \"build\"\n[security]\ntcp_ports = [18777]\n",
     );
-    let out = ok(&run_probe(&ws, &p, &["--net", "loopback"], &["tcp", "18777"]));
+    let out = ok(&run_probe(
+        &ws,
+        &p,
+        &["--net", "loopback"],
+        &["tcp", "18777"],
+    ));
     assert_eq!(out, "bind 0 connect 0\n");
-    let out = ok(&run_probe(&ws, &p, &["--net", "loopback"], &["tcp", "18778"]));
+    let out = ok(&run_probe(
+        &ws,
+        &p,
+        &["--net", "loopback"],
+        &["tcp", "18778"],
+    ));
     assert_eq!(out, format!("bind {EACCES} connect -1\n"));
-    let out = ok(&run_probe(&ws, &p, &["--net", "loopback"], &["connect", "18778"]));
+    let out = ok(&run_probe(
+        &ws,
+        &p,
+        &["--net", "loopback"],
+        &["connect", "18778"],
+    ));
     assert_eq!(out, format!("{EACCES}\n"));
 }
 
@@ -342,7 +374,12 @@ fn landlock_signal_to_init_outside_the_domain_is_refused() {
     let out = ok(&run_probe(&ws, &off, &[], &["kill", "1", "0"]));
     assert_eq!(out, "0\n");
     // Processes of the command itself can still be signalled.
-    let out = ok(&sh(ws.path(), "build", &[], "sleep 5 & kill $! && wait $!; echo $?"));
+    let out = ok(&sh(
+        ws.path(),
+        "build",
+        &[],
+        "sleep 5 & kill $! && wait $!; echo $?",
+    ));
     assert_eq!(out, "143\n");
 }
 
@@ -352,13 +389,23 @@ fn landlock_scopes_abstract_unix_sockets() {
     // scope keeps the cell from connecting to a socket outside it.
     let ws = Ws::new();
     let name = format!("taskcell-test-{}", std::process::id());
-    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
-        .expect("abstract addr");
+    let addr =
+        std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("abstract addr");
     let _l = std::os::unix::net::UnixListener::bind_addr(&addr).expect("abstract listener");
-    let out = ok(&run_probe(&ws, "build", &["--net", "host"], &["abstract", &name]));
+    let out = ok(&run_probe(
+        &ws,
+        "build",
+        &["--net", "host"],
+        &["abstract", &name],
+    ));
     assert_eq!(out, format!("{EPERM}\n"));
     let off = landlock_off(&ws);
-    let out = ok(&run_probe(&ws, &off, &["--net", "host"], &["abstract", &name]));
+    let out = ok(&run_probe(
+        &ws,
+        &off,
+        &["--net", "host"],
+        &["abstract", &name],
+    ));
     assert_eq!(out, "0\n");
 }
 
@@ -366,11 +413,7 @@ fn landlock_scopes_abstract_unix_sockets() {
 
 fn ordinary_work(profile: &str) {
     let ws = Ws::new();
-    std::fs::write(
-        ws.join("Makefile"),
-        "all:\n\techo made > made.txt\n",
-    )
-    .expect("Makefile");
+    std::fs::write(ws.join("Makefile"), "all:\n\techo made > made.txt\n").expect("Makefile");
     let script = r#"set -e
 echo sh-ok
 git init -q repo && cd repo
@@ -384,8 +427,7 @@ mkdir -p "$TMPDIR" 2>/dev/null || true; t=$(mktemp) && echo tmp-ok > "$t" && cat
 "#;
     let out = ok(&sh(ws.path(), profile, &[], script));
     assert_eq!(
-        out,
-        "sh-ok\n1\nmade\nrepo/a.txt\n./repo/a.txt\ntmp-ok\n",
+        out, "sh-ok\n1\nmade\nrepo/a.txt\n./repo/a.txt\ntmp-ok\n",
         "profile {profile}"
     );
     if Path::new("/usr/bin/python3").exists() {

@@ -105,7 +105,10 @@ fn landlock_denies_a_read_outside_the_plan() {
         secret.display()
     );
     let o = sh(ws.path(), "build", &["--best-effort"], &script);
-    assert_eq!(ok(&o), "inside\nrefused\ntmp-refused\nshadow-refused\nroot\n");
+    assert_eq!(
+        ok(&o),
+        "inside\nrefused\ntmp-refused\nshadow-refused\nroot\n"
+    );
     assert!(stderr(&o).contains("Permission denied"), "{}", stderr(&o));
 }
 
@@ -123,12 +126,25 @@ fn signal_to_a_process_outside_the_cell_is_refused() {
     let pd = probe_dir();
     let o = taskcell(
         ws.path(),
-        &["run", "--best-effort", "--read", &pd, "--", probe(), "kill", &pid, "15"],
+        &[
+            "run",
+            "--best-effort",
+            "--read",
+            &pd,
+            "--",
+            probe(),
+            "kill",
+            &pid,
+            "15",
+        ],
     )
     .output()
     .expect("taskcell");
     assert_eq!(ok(&o), format!("{EPERM}\n"));
-    assert!(victim.try_wait().expect("try_wait").is_none(), "the victim was killed");
+    assert!(
+        victim.try_wait().expect("try_wait").is_none(),
+        "the victim was killed"
+    );
     let _ = victim.kill();
     let _ = victim.wait();
 }
@@ -141,7 +157,23 @@ fn seccomp_still_refuses_without_namespaces() {
     let pd = probe_dir();
     let o = taskcell(
         ws.path(),
-        &["run", "--best-effort", "--read", &pd, "--", probe(), "sys", "mount", "ptrace", "unshare", "io_uring_setup", "ioctl-tiocsti", "socket-packet", "clone3", "getppid"],
+        &[
+            "run",
+            "--best-effort",
+            "--read",
+            &pd,
+            "--",
+            probe(),
+            "sys",
+            "mount",
+            "ptrace",
+            "unshare",
+            "io_uring_setup",
+            "ioctl-tiocsti",
+            "socket-packet",
+            "clone3",
+            "getppid",
+        ],
     )
     .output()
     .expect("taskcell");
@@ -168,7 +200,12 @@ find . -name a.txt
 t=$(mktemp) && echo tmp-ok > "$t" && cat "$t"
 "#;
     for profile in ["build", "agent"] {
-        let o = sh(ws.path(), profile, &["--best-effort"], &format!("rm -rf repo; {script}"));
+        let o = sh(
+            ws.path(),
+            profile,
+            &["--best-effort"],
+            &format!("rm -rf repo; {script}"),
+        );
         assert_eq!(
             ok(&o),
             "1\nmade\nrepo/a.txt\n./repo/a.txt\ntmp-ok\n",

@@ -35,11 +35,13 @@ pub fn main(spec: &Spec, sync: OwnedFd, err: OwnedFd, status: OwnedFd) -> ! {
         // The supervisor died before releasing us.
         exit(125);
     }
-    drop(f);
-    // Only now (the supervisor has written the uid/gid maps): a non-dumpable process's
-    // /proc files belong to root, so a plain user's supervisor could not write them.
+    // Leave the launcher's process group: a Ctrl-C on the terminal reaches the supervisor,
+    // which forwards it once; were init still in the foreground group, the command would
+    // get it twice.
+    let _ = nix::unistd::setsid();
     // Nothing in the cell may ptrace init (it holds capabilities in the cell's user
-    // namespace until the worker is started).
+    // namespace until the worker is started). Not earlier: a non-dumpable process's
+    // /proc files belong to root, and the supervisor had to write our uid_map first.
     // SAFETY: prctl with integer arguments only.
     unsafe {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
@@ -59,6 +61,11 @@ pub fn main(spec: &Spec, sync: OwnedFd, err: OwnedFd, status: OwnedFd) -> ! {
         exit(125);
     }
 
+    // The second release: the supervisor has put this process in the cell's cgroup.
+    if !matches!(f.read(&mut go), Ok(1)) {
+        exit(125);
+    }
+    drop(f);
     // SAFETY: this process is single-threaded (a clone of the single-threaded launcher).
     let worker = match unsafe { nix::unistd::fork() } {
         Ok(ForkResult::Child) => {

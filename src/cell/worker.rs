@@ -83,6 +83,14 @@ pub fn main(spec: &Spec, err: OwnedFd) -> ! {
             );
         }
     }
+    if spec.rlimits.iter().any(|r| r.name == "fsize") {
+        // A write past the file size limit then fails with EFBIG, which programs report
+        // ("File too large"), instead of killing them with SIGXFSZ. Survives execve.
+        // SAFETY: setting a disposition to SIG_IGN has no handler to race with.
+        unsafe {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        }
+    }
     if let Err(e) = nix::unistd::chdir(&spec.process.cwd) {
         fail(
             &err,

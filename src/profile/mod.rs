@@ -88,6 +88,8 @@ pub struct Limits {
     pub timeout: Option<Duration>,
     pub grace: Option<Duration>,
     pub rlimits: BTreeMap<String, Val<u64>>,
+    /// The human keys (`processes`, `memory`, ...) as written, validated; see `limits`.
+    pub resources: BTreeMap<String, Val<String>>,
 }
 
 /// `[security]`: the layers under the namespaces.

@@ -73,6 +73,12 @@ pub struct RawEnv {
 pub struct RawLimits {
     pub timeout: Option<Spanned<String>>,
     pub grace: Option<Spanned<String>>,
+    pub processes: Option<Spanned<RawQty>>,
+    pub memory: Option<Spanned<RawQty>>,
+    pub cpu: Option<Spanned<RawQty>>,
+    pub open_files: Option<Spanned<RawQty>>,
+    pub file_size: Option<Spanned<RawQty>>,
+    pub core: Option<Spanned<RawQty>>,
     #[serde(default)]
     pub rlimits: BTreeMap<String, Spanned<u64>>,
 }
@@ -97,6 +103,25 @@ pub struct RawSeccomp {
     pub allow: Vec<Spanned<String>>,
 }
 
+/// A limit as written: `4096`, `1.5` or `"4G"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawQty {
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+impl RawQty {
+    fn text(&self) -> String {
+        match self {
+            RawQty::Int(i) => i.to_string(),
+            RawQty::Float(f) => f.to_string(),
+            RawQty::Str(s) => s.clone(),
+        }
+    }
+}
+
 /// 1-based line of a byte offset.
 pub fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
@@ -110,7 +135,9 @@ pub fn parse(file: &str, text: &str) -> Result<RawProfile, ProfileError> {
     toml::from_str::<RawProfile>(text).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
         let mut msg = e.message().trim().to_string();
-        if msg.starts_with("data did not match any variant") {
+        if msg.starts_with("data did not match any variant") && msg.contains("RawQty") {
+            msg = "a limit is a number or a string such as \"4G\" or \"unlimited\"".into();
+        } else if msg.starts_with("data did not match any variant") {
             msg = "a path entry must be a string or a table { path = \"...\", optional = true }"
                 .into();
         }
@@ -230,6 +257,29 @@ pub fn merge_into(
                     "timeout" => p.limits.timeout = Some(d),
                     _ => p.limits.grace = Some(d),
                 }
+            }
+        }
+        for (key, slot) in [
+            ("processes", &l.processes),
+            ("memory", &l.memory),
+            ("cpu", &l.cpu),
+            ("open_files", &l.open_files),
+            ("file_size", &l.file_size),
+            ("core", &l.core),
+        ] {
+            if let Some(v) = slot {
+                let text = v.get_ref().text();
+                crate::limits::check(key, &text).map_err(|msg| ProfileError::Invalid {
+                    origin: origin(v.span().start),
+                    msg: format!("`limits.{key}`: {msg}"),
+                })?;
+                p.limits.resources.insert(
+                    key.to_string(),
+                    Val {
+                        value: text,
+                        origin: origin(v.span().start),
+                    },
+                );
             }
         }
         for (k, v) in &l.rlimits {
