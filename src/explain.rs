@@ -147,6 +147,7 @@ pub fn json(plan: &Plan) -> serde_json::Value {
         "mounts": rootfs::mount_ops(&plan.paths).iter().map(rootfs::describe).collect::<Vec<_>>(),
         "warnings": warnings(plan),
         "seccomp": crate::cell::seccomp::describe(&crate::cell::seccomp::filter(&crate::layers::seccomp_policy(plan))),
+        "landlock": crate::layers::landlock_rules(plan),
         "no_userns_lost": crate::layers::NO_USERNS_LOST,
     })
 }

@@ -317,6 +317,14 @@ fn private_home(
     Ok(())
 }
 
+/// The cell's Landlock rules on this kernel (for `explain --json`); None when off or absent.
+pub fn landlock_rules(plan: &Plan) -> Option<landlock::Rules> {
+    let abi = landlock::kernel_abi().ok()?;
+    plan.security
+        .landlock
+        .then(|| landlock::rules(&landlock_policy(plan), &landlock::Mode::Cell, abi))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -126,12 +126,12 @@ pub fn main(spec: &Spec, err: OwnedFd) -> ! {
     // Landlock after no_new_privs; seccomp last, so that nothing but execve runs under it.
     if let Some(rules) = &spec.landlock {
         if let Err(e) = super::landlock::apply(rules) {
-            fail(&err, 125, &format!("{e} (or run with --best-effort)"));
+            fail(&err, 125, &e);
         }
     }
     if let Some(programs) = &spec.seccomp {
         if let Err(e) = super::seccomp::apply(programs) {
-            fail(&err, 125, &format!("{e} (or run with --best-effort)"));
+            fail(&err, 125, &e);
         }
     }
     exec(spec, &err)
