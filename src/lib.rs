@@ -11,6 +11,7 @@ pub mod limits;
 pub mod plan;
 pub mod profile;
 pub mod supervisor;
+pub mod tty;
 
 /// Exit code when taskcell fails before the command runs.
 pub const EXIT_SETUP: i32 = 125;
