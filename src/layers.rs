@@ -90,7 +90,7 @@ pub fn missing(plan: &Plan, k: &Kernel) -> Vec<Missing> {
                 .into(),
         }),
         Ok(abi) => {
-            let restricted_net = plan.net.mode != NetMode::Host;
+            let restricted_net = plan.net.mode != NetMode::Host && !plan.security.tcp_any_port;
             if restricted_net && *abi < ABI_TCP {
                 out.push(Missing {
                     layer: "landlock-tcp",
@@ -188,6 +188,7 @@ pub fn landlock_policy(plan: &Plan) -> landlock::Policy<'_> {
         paths: &plan.paths,
         net: plan.net.mode,
         tcp_ports: &plan.security.tcp_ports,
+        tcp_any_port: plan.security.tcp_any_port,
         allow_userns: plan.security.allow_userns,
     }
 }

@@ -142,6 +142,8 @@ pub struct SecurityPlan {
     pub allow_userns: bool,
     /// TCP ports bind/connect may use in none/loopback mode (sorted, unique).
     pub tcp_ports: Vec<u16>,
+    /// Landlock leaves TCP ports alone (only the network namespace confines them).
+    pub tcp_any_port: bool,
 }
 
 /// Everything a cell will be.
@@ -572,6 +574,7 @@ fn security_plan(sec: &crate::profile::Security) -> SecurityPlan {
         seccomp_allow: names(&sec.seccomp_allow),
         allow_userns: sec.allow_userns,
         tcp_ports,
+        tcp_any_port: sec.tcp_any_port,
     }
 }
 

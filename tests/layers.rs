@@ -334,6 +334,27 @@ fn landlock_tcp_blocks_undeclared_loopback_port() {
 }
 
 #[test]
+fn tcp_any_port_leaves_loopback_to_the_network_namespace() {
+    // For test suites that bind an ephemeral port and connect to it.
+    let ws = Ws::new();
+    let p = profile(
+        &ws,
+        "anyport",
+        "extends = \"build\"\n[security]\ntcp_any_port = true\n",
+    );
+    let out = ok(&run_probe(
+        &ws,
+        &p,
+        &["--net", "loopback"],
+        &["tcp-ephemeral"],
+    ));
+    assert_eq!(out, "bind 0 connect 0\n");
+    // Filesystem rules stay: /proc is still read-only.
+    let o = sh(ws.path(), &p, &[], "echo 1000 > /proc/self/oom_score_adj");
+    assert!(!o.status.success());
+}
+
+#[test]
 fn landlock_tcp_allows_declared_port_only() {
     let ws = Ws::new();
     let p = profile(

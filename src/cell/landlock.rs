@@ -100,6 +100,8 @@ pub struct Policy<'a> {
     pub paths: &'a [PathRule],
     pub net: NetMode,
     pub tcp_ports: &'a [u16],
+    /// TCP not handled at all (`security.tcp_any_port`).
+    pub tcp_any_port: bool,
     pub allow_userns: bool,
 }
 
@@ -165,7 +167,8 @@ pub fn rules(p: &Policy, mode: &Mode, abi: i32) -> Rules {
             optional: r.optional,
         });
     }
-    let tcp = (p.net != NetMode::Host && abi >= ABI_TCP).then(|| p.tcp_ports.to_vec());
+    let tcp =
+        (p.net != NetMode::Host && !p.tcp_any_port && abi >= ABI_TCP).then(|| p.tcp_ports.to_vec());
     Rules {
         abi,
         fs,
@@ -432,6 +435,7 @@ mod tests {
                 paths: &ps,
                 net: NetMode::Loopback,
                 tcp_ports: &[8080],
+                tcp_any_port: false,
                 allow_userns: false,
             },
             &Mode::Cell,
@@ -466,6 +470,7 @@ mod tests {
                 paths: &ps,
                 net: NetMode::None,
                 tcp_ports: &[],
+                tcp_any_port: false,
                 allow_userns: false,
             },
             &Mode::NoNamespaces {
@@ -494,6 +499,7 @@ mod tests {
                 paths: &ps,
                 net: NetMode::None,
                 tcp_ports: &[],
+                tcp_any_port: false,
                 allow_userns: false,
             },
             &Mode::NoNamespaces {
@@ -548,11 +554,21 @@ mod tests {
             paths: &ps,
             net,
             tcp_ports: &[],
+            tcp_any_port: false,
             allow_userns: true,
         };
         let old = rules(&pol(NetMode::Loopback), &Mode::Cell, 3);
         assert_eq!(old.tcp, None);
         assert!(!old.scopes);
+        let any = rules(
+            &Policy {
+                tcp_any_port: true,
+                ..pol(NetMode::Loopback)
+            },
+            &Mode::Cell,
+            7,
+        );
+        assert_eq!(any.tcp, None);
         let host = rules(&pol(NetMode::Host), &Mode::Cell, 7);
         assert_eq!(host.tcp, None);
         assert_eq!(find(&host, "/proc").map(|f| f.class), Some(Class::Write));
@@ -567,6 +583,7 @@ mod tests {
                 paths: &ps,
                 net: NetMode::None,
                 tcp_ports: &[],
+                tcp_any_port: false,
                 allow_userns: false,
             },
             &Mode::Cell,

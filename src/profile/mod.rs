@@ -105,6 +105,8 @@ pub struct Security {
     pub allow_userns: bool,
     /// TCP ports the command may bind and connect to (Landlock) in none/loopback mode.
     pub tcp_ports: Vec<Val<u16>>,
+    /// Landlock does not restrict TCP ports (the network namespace still does).
+    pub tcp_any_port: bool,
 }
 
 impl Default for Security {
@@ -115,6 +117,7 @@ impl Default for Security {
             seccomp_allow: Vec::new(),
             allow_userns: false,
             tcp_ports: Vec::new(),
+            tcp_any_port: false,
         }
     }
 }

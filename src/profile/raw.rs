@@ -92,6 +92,7 @@ pub struct RawSecurity {
     pub allow_userns: Option<Spanned<bool>>,
     #[serde(default)]
     pub tcp_ports: Vec<Spanned<i64>>,
+    pub tcp_any_port: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -317,6 +318,9 @@ fn merge_security(
     }
     if let Some(u) = &sec.allow_userns {
         p.security.allow_userns = *u.get_ref();
+    }
+    if let Some(t) = &sec.tcp_any_port {
+        p.security.tcp_any_port = *t.get_ref();
     }
     for port in &sec.tcp_ports {
         let v = *port.get_ref();
