@@ -134,6 +134,7 @@ pub fn text(plan: &Plan) -> String {
     for w in warnings(plan) {
         let _ = writeln!(s, "\nWARNING: {w}");
     }
+    s.push_str(&crate::layers::explain(plan));
     let _ = writeln!(s, "\nmount sequence:");
     for op in crate::supervisor::mount_ops(plan) {
         let _ = writeln!(s, "  {}", rootfs::describe(&op));
@@ -157,5 +158,8 @@ pub fn json(plan: &Plan) -> serde_json::Value {
         "plan_sha256": plan.digest(),
         "mounts": crate::supervisor::mount_ops(plan).iter().map(rootfs::describe).collect::<Vec<_>>(),
         "warnings": warnings(plan),
+        "seccomp": crate::cell::seccomp::describe(&crate::cell::seccomp::filter(&crate::layers::seccomp_policy(plan))),
+        "landlock": crate::layers::landlock_rules(plan),
+        "no_userns_lost": crate::layers::NO_USERNS_LOST,
     })
 }

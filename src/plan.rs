@@ -131,6 +131,23 @@ pub struct ProcessPlan {
     pub gid: u32,
 }
 
+/// The layers under the namespaces (Landlock, seccomp), from `[security]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecurityPlan {
+    /// Apply Landlock.
+    pub landlock: bool,
+    /// Extra syscalls refused with EPERM (sorted, unique).
+    pub seccomp_deny: Vec<String>,
+    /// Syscalls of the default deny list given back (sorted, unique).
+    pub seccomp_allow: Vec<String>,
+    /// Nested user namespaces allowed (unshare, setns, clone with namespace flags).
+    pub allow_userns: bool,
+    /// TCP ports bind/connect may use in none/loopback mode (sorted, unique).
+    pub tcp_ports: Vec<u16>,
+    /// Landlock leaves TCP ports alone (only the network namespace confines them).
+    pub tcp_any_port: bool,
+}
+
 /// Everything a cell will be.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Plan {
@@ -149,6 +166,7 @@ pub struct Plan {
     pub strict: bool,
     /// Secrets: where each comes from and how it is delivered (never a value).
     pub secrets: Vec<secrets::SecretPlan>,
+    pub security: SecurityPlan,
 }
 
 impl Plan {
@@ -552,7 +570,28 @@ pub fn resolve(
         },
         strict: ov.strict.unwrap_or(profile.strict),
         secrets,
+        security: security_plan(&profile.security),
     })
+}
+
+fn security_plan(sec: &crate::profile::Security) -> SecurityPlan {
+    let names = |v: &[crate::profile::Val<String>]| -> Vec<String> {
+        let mut n: Vec<String> = v.iter().map(|x| x.value.clone()).collect();
+        n.sort();
+        n.dedup();
+        n
+    };
+    let mut tcp_ports: Vec<u16> = sec.tcp_ports.iter().map(|p| p.value).collect();
+    tcp_ports.sort_unstable();
+    tcp_ports.dedup();
+    SecurityPlan {
+        landlock: sec.landlock,
+        seccomp_deny: names(&sec.seccomp_deny),
+        seccomp_allow: names(&sec.seccomp_allow),
+        allow_userns: sec.allow_userns,
+        tcp_ports,
+        tcp_any_port: sec.tcp_any_port,
+    }
 }
 
 /// rlimits a profile may set (`[limits.rlimits]`).

@@ -58,14 +58,21 @@ impl Outcome {
 
 /// The part of the plan the cell mechanism gets.
 pub fn spec_of(plan: &Plan) -> Spec {
-    Spec {
+    let mut spec = Spec {
         mounts: mount_ops(plan),
         net: plan.net.mode,
         process: plan.process.clone(),
         rlimits: plan.limits.rlimits.clone(),
+        landlock: None,
+        seccomp: None,
+        namespaces: true,
         secrets: Vec::new(),
         stdio: None,
-    }
+    };
+    let kernel = crate::layers::Kernel::probe();
+    crate::layers::add_to_spec(&mut spec, plan, &kernel, &crate::cell::landlock::Mode::Cell);
+    crate::secrets::deliver::add_landlock_rule(&mut spec);
+    spec
 }
 
 /// The cell's mount sequence: the plan's paths, plus the secrets tmpfs.
@@ -86,6 +93,16 @@ pub enum RunError {
 /// Run a plan's command in a cell and wait for it. Must be called while the process is
 /// single-threaded.
 pub fn run(plan: &Plan, audit: &mut Audit) -> Result<Outcome, RunError> {
+    run_with(plan, audit, &mut |_| {})
+}
+
+/// [`run`], telling `degraded` about a layer that had to be left out (only when the plan
+/// is not strict; a strict plan fails instead).
+pub fn run_with(
+    plan: &Plan,
+    audit: &mut Audit,
+    degraded: &mut dyn FnMut(&crate::layers::Missing),
+) -> Result<Outcome, RunError> {
     let mut spec = spec_of(plan);
     // Secrets are fetched now, just in time, before anything of the cell exists.
     let mut secrets = Session::prepare(&plan.secrets, &|k| std::env::var_os(k), audit)?;
@@ -95,10 +112,30 @@ pub fn run(plan: &Plan, audit: &mut Audit) -> Result<Outcome, RunError> {
     spec.rlimits = [enforcement.rlimits.clone(), spec.rlimits].concat();
     let since = std::time::SystemTime::now();
     let start = Instant::now();
-    let spawned = cell::spawn_with(&spec, |pid| match &cgroup {
+    let add_to_cgroup = |pid| match &cgroup {
         Some(cg) => cg.add(pid),
         None => Ok(()),
-    });
+    };
+    // Without user namespaces and not strict: run without namespaces (the private TMPDIR
+    // is kept until the cell has ended).
+    let mut _private_tmp: Option<tempfile::TempDir> = None;
+    let spawned = match cell::spawn_with(&spec, add_to_cgroup) {
+        Err(cell::SpawnError::Clone(msg)) if !plan.strict => {
+            degraded(&crate::layers::no_userns(&msg));
+            match crate::layers::no_namespace_spec(plan, spec.clone()) {
+                Ok((plain, tmp)) => {
+                    _private_tmp = Some(tmp);
+                    spec = plain;
+                    cell::spawn_with(&spec, add_to_cgroup)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Err(cell::SpawnError::Clone(msg)) => Err(cell::SpawnError::Clone(format!(
+            "{msg}; or pass --best-effort to run without namespaces, confined by Landlock and seccomp only"
+        ))),
+        other => other,
+    };
     let relay_fds = secrets.after_spawn();
     let (c, failure) = match spawned {
         Ok(x) => x,
@@ -124,6 +161,7 @@ pub fn run(plan: &Plan, audit: &mut Audit) -> Result<Outcome, RunError> {
         }
         (outcome, counts)
     });
+    drop(_private_tmp);
     // Revocation and the leak scan run on every ending the supervisor survives.
     let roots: Vec<std::path::PathBuf> = plan
         .paths

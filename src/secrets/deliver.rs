@@ -68,6 +68,23 @@ pub fn add_mount(ops: &mut Vec<MountOp>, secrets: &[SecretPlan], uid: u32, gid: 
     }
 }
 
+/// Let the command read /run/secrets under Landlock when the cell has file-delivered
+/// secrets (the Landlock rules are computed from the plan's paths, which do not list it).
+pub fn add_landlock_rule(spec: &mut crate::cell::Spec) {
+    use crate::cell::landlock::{Class, FsRule};
+    let has_tmpfs = spec
+        .mounts
+        .iter()
+        .any(|o| matches!(o, MountOp::SecretsTmpfs { .. }));
+    if let (true, Some(rules)) = (has_tmpfs, spec.landlock.as_mut()) {
+        rules.fs.push(FsRule {
+            path: SECRETS_DIR.into(),
+            class: Class::Read,
+            optional: false,
+        });
+    }
+}
+
 /// Create a sealed memfd holding `value`: MFD_CLOEXEC | MFD_ALLOW_SEALING (|
 /// MFD_NOEXEC_SEAL where the kernel has it), sealed against write, grow, shrink and
 /// further seals, file offset back at 0.
