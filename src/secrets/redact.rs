@@ -133,6 +133,80 @@ impl Skip {
         }
         None
     }
+
+    /// Every candidate window start at or after `from`, ascending, into `out`. The data
+    /// is cut into `LANES` stretches scanned in one interleaved loop: each lane's steps
+    /// depend on its previous step (a load, a hash, a table load), so interleaving
+    /// independent lanes keeps the CPU busy while each waits.
+    fn candidates<const BLOCK4: bool>(
+        &self,
+        data: &[u8],
+        from: usize,
+        out: &mut Vec<usize>,
+        lanes: &mut [Vec<usize>; LANES],
+    ) {
+        out.clear();
+        let n = data.len();
+        let m = self.m;
+        let first = from + m - 1;
+        if first >= n {
+            return;
+        }
+        let span = n - first;
+        if span < 1024 {
+            let mut e = first;
+            while let Some(c) = self.next_candidate::<BLOCK4>(data, e) {
+                out.push(c + 1 - m);
+                e = c + 1;
+            }
+            return;
+        }
+        let table: &[u8; SKIP_SIZE] = &self.shift;
+        let mut e = [0usize; LANES];
+        let mut end = [0usize; LANES];
+        for k in 0..LANES {
+            e[k] = first + span * k / LANES;
+            end[k] = first + span * (k + 1) / LANES;
+            lanes[k].clear();
+        }
+        loop {
+            let mut active = false;
+            for k in 0..LANES {
+                if e[k] < end[k] {
+                    active = true;
+                    let at = e[k];
+                    let b = &data[at - 3..=at];
+                    let w = if BLOCK4 {
+                        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+                    } else {
+                        u32::from_le_bytes([b[1], b[2], b[3], 0])
+                    };
+                    let sh = table[Self::mix(w)];
+                    if sh == 0 {
+                        lanes[k].push(at + 1 - m);
+                        e[k] = at + 1;
+                    } else {
+                        e[k] = at + sh as usize;
+                    }
+                }
+            }
+            if !active {
+                break;
+            }
+        }
+        for lane in lanes.iter() {
+            out.extend_from_slice(lane);
+        }
+    }
+}
+
+const LANES: usize = 4;
+
+/// Reusable buffers for [`Redactor::for_each_match`].
+#[derive(Default)]
+pub(crate) struct MatchScratch {
+    candidates: Vec<usize>,
+    lanes: [Vec<usize>; LANES],
 }
 
 impl fmt::Debug for Redactor {
@@ -237,6 +311,7 @@ impl Redactor {
             r: self,
             tail: Zeroizing::new(Vec::new()),
             scratch: Zeroizing::new(Vec::new()),
+            matches: MatchScratch::default(),
             counts: vec![0; self.names.len()],
         }
     }
@@ -295,6 +370,49 @@ impl Redactor {
         }
     }
 
+    /// Call `f(start, end, pattern)` for each leftmost-longest match in `data` that
+    /// starts at or after `from`, in order, until `f` returns false. Same matches as
+    /// repeated [`Redactor::find`], but the skip scan runs once, over the whole buffer.
+    pub(crate) fn for_each_match(
+        &self,
+        data: &[u8],
+        from: usize,
+        scratch: &mut MatchScratch,
+        mut f: impl FnMut(usize, usize, usize) -> bool,
+    ) {
+        let Some(ac) = self.ac.as_ref() else {
+            return;
+        };
+        let Some(sk) = &self.skip else {
+            let mut p = from;
+            while let Some((s, e, pid)) = self.find(data, p) {
+                if !f(s, e, pid) {
+                    return;
+                }
+                p = e;
+            }
+            return;
+        };
+        if sk.block == 4 {
+            sk.candidates::<true>(data, from, &mut scratch.candidates, &mut scratch.lanes);
+        } else {
+            sk.candidates::<false>(data, from, &mut scratch.candidates, &mut scratch.lanes);
+        }
+        let mut p = from;
+        for &s in &scratch.candidates {
+            if s < p {
+                continue;
+            }
+            let input = Input::new(data).range(s..).anchored(Anchored::Yes);
+            if let Some(m) = ac.find(input) {
+                if !f(m.start(), m.end(), m.pattern().as_usize()) {
+                    return;
+                }
+                p = m.end();
+            }
+        }
+    }
+
     pub(crate) fn pattern(&self, id: usize) -> &Pattern {
         &self.patterns[id]
     }
@@ -328,6 +446,7 @@ pub struct Masker<'a> {
     /// Held-back bytes: a suffix of what was pushed that could start a match.
     tail: Zeroizing<Vec<u8>>,
     scratch: Zeroizing<Vec<u8>>,
+    matches: MatchScratch,
     counts: Vec<u64>,
 }
 
@@ -433,15 +552,20 @@ impl Masker<'_> {
             (n + 1).saturating_sub(r.max_len)
         };
         let mut hold = n;
-        while let Some((start, end, pid)) = r.find(data, p) {
+        let mut scratch = std::mem::take(&mut self.matches);
+        r.for_each_match(data, p, &mut scratch, |start, end, pid| {
             if start >= final_limit {
                 hold = start;
-                break;
+                return false;
             }
             out.extend_from_slice(&data[p..start]);
-            self.replace(pid, out);
+            let secret = r.patterns[pid].secret;
+            out.extend_from_slice(&r.replacements[secret]);
+            self.counts[secret] += 1;
             p = end;
-        }
+            true
+        });
+        self.matches = scratch;
         if !eof {
             // Before `hold` no match starts that lies wholly inside `data`; hold back from
             // the first position whose suffix is still a proper prefix of some pattern.

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use flate2::read::ZlibDecoder;
 use zeroize::Zeroizing;
 
-use super::redact::Redactor;
+use super::redact::{MatchScratch, Redactor};
 
 /// One occurrence of a secret in a file or git object. Never holds the value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +111,7 @@ pub fn scan(
         report: ScanReport::default(),
         seen_dirs: HashSet::new(),
         seen: HashSet::new(),
+        matches: MatchScratch::default(),
         stop: false,
     };
     for root in roots {
@@ -137,6 +138,7 @@ struct Scanner<'a> {
     report: ScanReport,
     seen_dirs: HashSet<(u64, u64)>,
     seen: HashSet<Finding>,
+    matches: MatchScratch,
     stop: bool,
 }
 
@@ -297,12 +299,15 @@ impl Scanner<'_> {
     ) {
         let mut pos = 0;
         let mut line = lines_before + 1;
-        let mut from = 0;
-        while let Some((start, end, pid)) = self.r.find(data, from) {
-            from = end;
-            if end <= carried {
-                continue;
-            }
+        let mut hits = Vec::new();
+        self.r
+            .for_each_match(data, 0, &mut self.matches, |start, end, pid| {
+                if end > carried {
+                    hits.push((start, pid));
+                }
+                hits.len() < MAX_FINDINGS
+            });
+        for (start, pid) in hits {
             if text {
                 line += count_nl(&data[pos..start]);
                 pos = start;
