@@ -125,6 +125,13 @@ pub struct CellArgs {
     /// Refuse to run when any layer cannot be enforced (the default).
     #[arg(long)]
     pub strict: bool,
+    /// Give the command its own pseudo-terminal (default when stdin and stdout are
+    /// terminals): raw mode, resizes and Ctrl-C relayed, output masked.
+    #[arg(long, conflicts_with = "no_pty")]
+    pub pty: bool,
+    /// Never give the command a pseudo-terminal (pipes instead).
+    #[arg(long)]
+    pub no_pty: bool,
 }
 
 #[derive(Debug, Args)]

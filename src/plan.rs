@@ -129,6 +129,8 @@ pub struct ProcessPlan {
     /// uid and gid the caller has outside; mapped 1:1 inside.
     pub uid: u32,
     pub gid: u32,
+    /// The command gets its own pseudo-terminal (interactive use).
+    pub pty: bool,
 }
 
 /// The layers under the namespaces (Landlock, seccomp), from `[security]`.
@@ -197,6 +199,8 @@ pub struct Overrides {
     pub secret_opts: Vec<String>,
     /// `--processes 64`, `--memory 4G`, ...: (key, value as written), checked by the CLI.
     pub limits: Vec<(String, String)>,
+    /// `--pty` / `--no-pty` (default: a pty when stdin and stdout are terminals).
+    pub pty: Option<bool>,
 }
 
 /// What `resolve` reads from the launcher's environment. Separate so tests can give their own.
@@ -208,6 +212,8 @@ pub struct Context {
     pub uid: u32,
     pub gid: u32,
     pub env: BTreeMap<String, String>,
+    /// taskcell's stdin and stdout are terminals.
+    pub terminal: bool,
 }
 
 impl Context {
@@ -244,6 +250,7 @@ impl Context {
             uid,
             gid,
             env,
+            terminal: crate::tty::stdio_is_terminal(),
         })
     }
 }
@@ -567,6 +574,7 @@ pub fn resolve(
             hostname: profile.hostname.clone(),
             uid: ctx.uid,
             gid: ctx.gid,
+            pty: ov.pty.unwrap_or(ctx.terminal),
         },
         strict: ov.strict.unwrap_or(profile.strict),
         secrets,

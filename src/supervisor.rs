@@ -68,6 +68,8 @@ pub fn spec_of(plan: &Plan) -> Spec {
         namespaces: true,
         secrets: Vec::new(),
         stdio: None,
+        pty: None,
+        pty_master: None,
     };
     let kernel = crate::layers::Kernel::probe();
     crate::layers::add_to_spec(&mut spec, plan, &kernel, &crate::cell::landlock::Mode::Cell);
@@ -107,6 +109,20 @@ pub fn run_with(
     // Secrets are fetched now, just in time, before anything of the cell exists.
     let mut secrets = Session::prepare(&plan.secrets, &|k| std::env::var_os(k), audit)?;
     (spec.secrets, spec.stdio) = secrets.cell_parts();
+    // Interactive: the command's own terminal. Output from it is masked like pipes are.
+    let mut pty = None;
+    if plan.process.pty {
+        let (master, slave) = crate::tty::open_pty(crate::tty::window_size(0)).map_err(|e| {
+            cell::SpawnError::Io(std::io::Error::new(
+                e.kind(),
+                format!("opening a pseudo-terminal for the cell: {e} (or run with --no-pty)"),
+            ))
+        })?;
+        spec.pty = Some(slave.as_raw_fd());
+        spec.pty_master = Some(master.as_raw_fd());
+        spec.stdio = None;
+        pty = Some((master, slave));
+    }
     let (enforcement, cgroup) = cell::cgroup::prepare(&plan.limits.resources, plan.limits.timeout);
     // The human limits first; the profile's raw `[limits.rlimits]` after them, so they win.
     spec.rlimits = [enforcement.rlimits.clone(), spec.rlimits].concat();
@@ -145,22 +161,51 @@ pub fn run_with(
         }
     };
     let redactor = secrets.redactor();
+    // The cell has its copy of the terminal's slave end; ours would keep the master from
+    // seeing the end of the cell's output.
+    let pty = pty.map(|(master, slave)| {
+        drop(slave);
+        master
+    });
+    // The user's terminal goes raw while the cell owns it (restored on every exit path).
+    let _raw = match &pty {
+        Some(_) if crate::tty::stdio_is_terminal() => crate::tty::RawMode::enter(0).ok(),
+        _ => None,
+    };
     // Threads may start now: the output relay, one per stream.
     let (outcome, counts) = std::thread::scope(|scope| {
-        let relays = match (redactor, relay_fds) {
-            (Some(r), Some((out_r, err_r))) => vec![
-                scope.spawn(move || crate::secrets::relay::relay(r, out_r, 1)),
-                scope.spawn(move || crate::secrets::relay::relay(r, err_r, 2)),
-            ],
-            _ => Vec::new(),
-        };
+        let mut relays = Vec::new();
+        let mut input = None;
+        match (&pty, redactor, relay_fds) {
+            (Some(master), r, _) => match crate::tty::Relay::new(master) {
+                Ok(relay) => {
+                    let out = relay.output;
+                    relays.push(scope.spawn(move || match r {
+                        Some(r) => crate::secrets::relay::relay(r, out, 1),
+                        None => crate::tty::copy_out(out, 1),
+                    }));
+                    input = Some(relay.input);
+                }
+                Err(e) => tracing::warn!("relaying the cell's terminal: {e}"),
+            },
+            (None, Some(r), Some((out_r, err_r))) => {
+                relays.push(scope.spawn(move || crate::secrets::relay::relay(r, out_r, 1)));
+                relays.push(scope.spawn(move || crate::secrets::relay::relay(r, err_r, 2)));
+            }
+            _ => {}
+        }
+        let input = input.map(|i| scope.spawn(move || i.run()));
         let outcome = wait(plan, &spec, c, failure, start, enforcement, cgroup);
         let mut counts = Vec::new();
         for h in relays {
             counts.extend(h.join().unwrap_or_default());
         }
+        if let Some(h) = input {
+            let _ = h.join();
+        }
         (outcome, counts)
     });
+    drop(_raw);
     drop(_private_tmp);
     // Revocation and the leak scan run on every ending the supervisor survives.
     let roots: Vec<std::path::PathBuf> = plan
@@ -217,8 +262,19 @@ fn wait(
         if signaled {
             if let Ok(Some(info)) = sfd.read_signal() {
                 if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
-                    tracing::debug!("forwarding {sig} to the cell");
-                    let _ = nix::sys::signal::kill(c.init, sig);
+                    match (sig, spec.pty_master) {
+                        // With its own terminal, the command learns of a resize from its
+                        // terminal: copy the size, and the kernel signals the foreground.
+                        (Signal::SIGWINCH, Some(master)) => {
+                            if let Some(ws) = crate::tty::window_size(0) {
+                                let _ = crate::tty::set_window_size(master, &ws);
+                            }
+                        }
+                        _ => {
+                            tracing::debug!("forwarding {sig} to the cell");
+                            let _ = nix::sys::signal::kill(c.init, sig);
+                        }
+                    }
                 }
             }
         }

@@ -131,3 +131,113 @@ pub fn attach(slave: RawFd) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// The two directions of an interactive cell's terminal.
+pub struct Relay {
+    /// Read the cell's screen from here (a duplicate of the master).
+    pub output: OwnedFd,
+    /// Keystrokes from taskcell's stdin to the cell.
+    pub input: Input,
+}
+
+impl Relay {
+    pub fn new(master: &OwnedFd) -> io::Result<Relay> {
+        Ok(Relay {
+            output: master.try_clone()?,
+            input: Input {
+                master: master.try_clone()?,
+            },
+        })
+    }
+}
+
+pub struct Input {
+    master: OwnedFd,
+}
+
+impl Input {
+    /// Copy taskcell's stdin to the cell's terminal until the cell's side hangs up (every
+    /// process holding it ended) or stdin ends. Keys pass as bytes: in raw mode Ctrl-C is
+    /// 0x03, which the cell's terminal turns into SIGINT for the cell's foreground job.
+    pub fn run(self) {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        // SAFETY: fd 0 is taskcell's stdin, open for the whole run.
+        let stdin = unsafe { BorrowedFd::borrow_raw(0) };
+        let mut buf = [0u8; 4096];
+        let mut stdin_open = true;
+        loop {
+            let mut fds = [
+                PollFd::new(self.master.as_fd(), PollFlags::empty()),
+                PollFd::new(
+                    stdin,
+                    if stdin_open {
+                        PollFlags::POLLIN
+                    } else {
+                        PollFlags::empty()
+                    },
+                ),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return,
+                Ok(_) => {}
+            }
+            let hup = fds[0]
+                .revents()
+                .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR));
+            if hup {
+                return;
+            }
+            if !stdin_open {
+                continue;
+            }
+            let ready = fds[1].revents().unwrap_or(PollFlags::empty());
+            if ready.is_empty() {
+                continue;
+            }
+            let n = match nix::unistd::read(0, &mut buf) {
+                Ok(0) | Err(_) => {
+                    // stdin ended: keep waiting for the cell, forward nothing more.
+                    stdin_open = false;
+                    continue;
+                }
+                Ok(n) => n,
+            };
+            let mut data = &buf[..n];
+            while !data.is_empty() {
+                match nix::unistd::write(&self.master, data) {
+                    Ok(w) => data = &data[w..],
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+}
+
+/// Copy the cell's screen to `to` unchanged (no secret to mask) until the cell's side of
+/// the terminal is closed.
+pub fn copy_out(from: OwnedFd, to: RawFd) -> Vec<(String, u64)> {
+    let mut buf = vec![0u8; 64 * 1024];
+    // SAFETY: `to` is taskcell's own stdout, open for the whole run.
+    let out = unsafe { BorrowedFd::borrow_raw(to) };
+    loop {
+        let n = match nix::unistd::read(from.as_raw_fd(), &mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            // EIO: every process holding the cell's terminal has ended.
+            Err(_) => break,
+        };
+        let mut data = &buf[..n];
+        while !data.is_empty() {
+            match nix::unistd::write(out, data) {
+                Ok(w) => data = &data[w..],
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return Vec::new(),
+            }
+        }
+    }
+    Vec::new()
+}

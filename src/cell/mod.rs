@@ -64,6 +64,11 @@ pub struct Spec {
     pub seccomp: Option<Vec<seccompiler::BpfProgram>>,
     /// false: no namespaces at all (the best-effort mode without user namespaces).
     pub namespaces: bool,
+    /// The slave end of the command's own pseudo-terminal (inherited at clone), which the
+    /// worker makes its controlling terminal and stdin/stdout/stderr.
+    pub pty: Option<RawFd>,
+    /// The master end (the supervisor's; not used inside the cell).
+    pub pty_master: Option<RawFd>,
 }
 
 /// A cell that has been started.

@@ -71,6 +71,13 @@ pub fn main(spec: &Spec, mut err: OwnedFd) -> ! {
     if let Err(e) = nix::unistd::setsid() {
         fail(&err, 125, &format!("setsid: {e}"));
     }
+    // Interactive: the cell's own pseudo-terminal becomes the controlling terminal, so
+    // keystrokes injected with TIOCSTI land in it and never in the user's terminal.
+    if let Some(slave) = spec.pty {
+        if let Err(e) = crate::tty::attach(slave) {
+            fail(&err, 125, &format!("attaching the cell's terminal: {e}"));
+        }
+    }
     for r in &spec.rlimits {
         let Some(res) = resource(r.name) else {
             fail(&err, 125, &format!("unknown rlimit {}", r.name));

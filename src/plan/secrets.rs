@@ -309,6 +309,7 @@ mod tests {
             secrets: secrets.iter().map(|s| s.to_string()).collect(),
             secret_opts: opts.iter().map(|s| s.to_string()).collect(),
             env: vec!["GH_TOKEN".into()],
+            terminal: false,
             ..Overrides::default()
         }
     }

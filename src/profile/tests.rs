@@ -172,6 +172,7 @@ fn ctx(dir: &std::path::Path) -> Context {
         uid: 1000,
         gid: 1000,
         env,
+        terminal: false,
     }
 }
 
