@@ -114,6 +114,18 @@ pub fn run() -> Report {
         },
     });
 
+    if userns.is_err() {
+        checks.push(Check {
+            name: "without user namespaces",
+            ok: false,
+            required: false,
+            detail: format!(
+                "`run --best-effort` runs without namespaces, confined by Landlock, seccomp and no_new_privs only; lost: {}",
+                crate::layers::NO_USERNS_LOST.join("; ")
+            ),
+        });
+    }
+
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
     let all_ns = probe(move || {
@@ -183,25 +195,28 @@ pub fn run() -> Report {
         },
     });
 
+    // `run` (strict) needs Landlock with TCP rules and scopes, and seccomp.
     match landlock_abi() {
         Ok(v) => checks.push(Check {
             name: "landlock",
-            ok: true,
-            required: false,
+            ok: v >= crate::cell::landlock::ABI_SCOPES as i64,
+            required: true,
             detail: format!(
                 "ABI {v}{}",
-                if v >= 4 {
-                    " (filesystem and TCP rules)"
+                if v >= crate::cell::landlock::ABI_SCOPES as i64 {
+                    " (filesystem and TCP rules, signal and abstract-socket scopes)"
+                } else if v >= crate::cell::landlock::ABI_TCP as i64 {
+                    " (no scopes for signals and abstract sockets: ABI 6, Linux 6.12; a newer kernel, or run --best-effort)"
                 } else {
-                    " (filesystem rules only; TCP rules need ABI 4, Linux 6.7)"
+                    " (filesystem rules only; TCP rules need ABI 4, Linux 6.7, scopes ABI 6, Linux 6.12; a newer kernel, or run --best-effort)"
                 }
             ),
         }),
         Err(e) => checks.push(Check {
             name: "landlock",
             ok: false,
-            required: false,
-            detail: e,
+            required: true,
+            detail: format!("{e}; or run --best-effort"),
         }),
     }
 
@@ -211,7 +226,7 @@ pub fn run() -> Report {
     checks.push(Check {
         name: "seccomp",
         ok: seccomp_mode >= 0 && actions.contains("errno"),
-        required: false,
+        required: true,
         detail: if seccomp_mode >= 0 {
             format!(
                 "filters available (actions: {actions}){}",

@@ -102,6 +102,8 @@ fn load_plan(cell: &CellArgs, argv: &[String]) -> Result<plan::Plan, String> {
         net: cell.net,
         env: cell.env.clone(),
         timeout: cell.timeout,
+        secrets: cell.secret.clone(),
+        secret_opts: cell.secret_opt.clone(),
         limits: cell.limit_overrides(),
         strict: if cell.best_effort {
             Some(false)
@@ -165,7 +167,30 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
     for w in enforcement.unenforced() {
         eprintln!("taskcell: warning: {w}");
     }
-    let outcome = match supervisor::run(&plan) {
+    let kernel = taskcell::layers::Kernel::probe();
+    let missing = taskcell::layers::missing(&plan, &kernel);
+    if plan.strict && !missing.is_empty() {
+        for m in &missing {
+            eprintln!("taskcell: {}", m.refusal());
+            audit.record("layer_refused", serde_json::json!({ "missing": m }));
+        }
+        return EXIT_SETUP;
+    }
+    for m in &missing {
+        eprintln!("taskcell: {}", m.degraded());
+        audit.record("layer_missing", serde_json::json!({ "missing": m }));
+    }
+    // A layer left out during the run (no user namespaces) is audited once it returns.
+    let mut late: Vec<serde_json::Value> = Vec::new();
+    let mut degraded = |m: &taskcell::layers::Missing| {
+        eprintln!("taskcell: {}", m.degraded());
+        late.push(serde_json::json!({ "missing": m }));
+    };
+    let result = supervisor::run_with(&plan, &mut audit, &mut degraded);
+    for m in late {
+        audit.record("layer_missing", m);
+    }
+    let outcome = match result {
         Ok(o) => o,
         Err(e) => {
             audit.record(

@@ -15,6 +15,8 @@ use sha2::{Digest, Sha256};
 
 use crate::profile::{Origin, PathEntry, Profile};
 
+pub mod secrets;
+
 /// How a path is made visible inside the cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -129,6 +131,23 @@ pub struct ProcessPlan {
     pub gid: u32,
 }
 
+/// The layers under the namespaces (Landlock, seccomp), from `[security]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecurityPlan {
+    /// Apply Landlock.
+    pub landlock: bool,
+    /// Extra syscalls refused with EPERM (sorted, unique).
+    pub seccomp_deny: Vec<String>,
+    /// Syscalls of the default deny list given back (sorted, unique).
+    pub seccomp_allow: Vec<String>,
+    /// Nested user namespaces allowed (unshare, setns, clone with namespace flags).
+    pub allow_userns: bool,
+    /// TCP ports bind/connect may use in none/loopback mode (sorted, unique).
+    pub tcp_ports: Vec<u16>,
+    /// Landlock leaves TCP ports alone (only the network namespace confines them).
+    pub tcp_any_port: bool,
+}
+
 /// Everything a cell will be.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Plan {
@@ -145,6 +164,9 @@ pub struct Plan {
     pub process: ProcessPlan,
     /// Refuse to run when a layer cannot be enforced (default); otherwise run with what exists.
     pub strict: bool,
+    /// Secrets: where each comes from and how it is delivered (never a value).
+    pub secrets: Vec<secrets::SecretPlan>,
+    pub security: SecurityPlan,
 }
 
 impl Plan {
@@ -169,6 +191,10 @@ pub struct Overrides {
     pub env: Vec<String>,
     pub timeout: Option<Duration>,
     pub strict: Option<bool>,
+    /// `--secret NAME=PROVIDER:ARG`.
+    pub secrets: Vec<String>,
+    /// `--secret-opt NAME.KEY=VALUE`.
+    pub secret_opts: Vec<String>,
     /// `--processes 64`, `--memory 4G`, ...: (key, value as written), checked by the CLI.
     pub limits: Vec<(String, String)>,
 }
@@ -481,6 +507,9 @@ pub fn resolve(
     env.entry("PATH".into())
         .or_insert_with(|| "/usr/local/bin:/usr/bin:/bin".into());
 
+    let decls = secrets::declarations(&profile.secrets, &ov.secrets, &ov.secret_opts)?;
+    let (secrets, ttl) = secrets::resolve(&decls, &paths, &vars, &ctx.cwd, &mut env)?;
+
     let mut rlimits: Vec<Rlimit> = Vec::new();
     for (name, val) in &profile.limits.rlimits {
         let Some(stat) = RLIMIT_NAMES.iter().find(|n| *n == name) else {
@@ -517,7 +546,11 @@ pub fn resolve(
         paths,
         net,
         limits: Limits {
-            timeout: ov.timeout.or(profile.limits.timeout),
+            // A secret's ttl bounds the cell's duration.
+            timeout: match (ov.timeout.or(profile.limits.timeout), ttl) {
+                (Some(t), Some(l)) => Some(t.min(l)),
+                (t, l) => t.or(l),
+            },
             grace: profile.limits.grace.unwrap_or(Duration::from_secs(5)),
             rlimits,
             resources: crate::limits::resolve(
@@ -536,7 +569,29 @@ pub fn resolve(
             gid: ctx.gid,
         },
         strict: ov.strict.unwrap_or(profile.strict),
+        secrets,
+        security: security_plan(&profile.security),
     })
+}
+
+fn security_plan(sec: &crate::profile::Security) -> SecurityPlan {
+    let names = |v: &[crate::profile::Val<String>]| -> Vec<String> {
+        let mut n: Vec<String> = v.iter().map(|x| x.value.clone()).collect();
+        n.sort();
+        n.dedup();
+        n
+    };
+    let mut tcp_ports: Vec<u16> = sec.tcp_ports.iter().map(|p| p.value).collect();
+    tcp_ports.sort_unstable();
+    tcp_ports.dedup();
+    SecurityPlan {
+        landlock: sec.landlock,
+        seccomp_deny: names(&sec.seccomp_deny),
+        seccomp_allow: names(&sec.seccomp_allow),
+        allow_userns: sec.allow_userns,
+        tcp_ports,
+        tcp_any_port: sec.tcp_any_port,
+    }
 }
 
 /// rlimits a profile may set (`[limits.rlimits]`).

@@ -284,13 +284,21 @@ fn loopback_mode_reaches_itself_but_not_the_host() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
+    // Landlock lets a loopback cell bind and connect only to the ports its profile
+    // declares (the cell's own network namespace: the port cannot collide).
+    let prof = ws.join("lo.toml");
+    std::fs::write(
+        &prof,
+        format!("extends = \"build\"\n[security]\ntcp_ports = [18080, {port}]\n"),
+    )
+    .unwrap();
     let o = sh(
         ws.path(),
-        "build",
+        &prof.display().to_string(),
         &["--net", "loopback"],
         &format!(
             "curl -s -m 5 http://127.0.0.1:{port}/ >/dev/null 2>&1; echo host=$?; \
-             python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\",0)); s.listen(); \
+             python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\",18080)); s.listen(); \
              c=socket.create_connection(s.getsockname()); print(\"self=ok\")'"
         ),
     );

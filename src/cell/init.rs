@@ -47,7 +47,16 @@ pub fn main(spec: &Spec, sync: OwnedFd, err: OwnedFd, status: OwnedFd) -> ! {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
 
-    if let Err(msg) = setup(spec) {
+    if !spec.namespaces {
+        // No PID namespace: become the subreaper of whatever the command starts, so that
+        // it can be killed when the command ends (see wait_loop).
+        // SAFETY: prctl with integer arguments only.
+        unsafe {
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        }
+    }
+    let setup_result = if spec.namespaces { setup(spec) } else { Ok(()) };
+    if let Err(msg) = setup_result {
         report(err.as_raw_fd(), 125, &msg);
         exit(125);
     }
@@ -77,11 +86,12 @@ pub fn main(spec: &Spec, sync: OwnedFd, err: OwnedFd, status: OwnedFd) -> ! {
         eprintln!("taskcell: cell init could not drop its privileges: {e}");
         exit(125);
     }
-    wait_loop(worker, status)
+    wait_loop(worker, status, spec.namespaces)
 }
 
 fn setup(spec: &Spec) -> Result<(), String> {
     rootfs::execute(&spec.mounts).map_err(|e| e.to_string())?;
+    crate::secrets::deliver::populate(&spec.secrets)?;
     nix::unistd::sethostname(&spec.process.hostname)
         .map_err(|e| format!("setting the hostname {:?}: {e}", spec.process.hostname))?;
     if spec.net == NetMode::Loopback {
@@ -108,7 +118,30 @@ fn drop_privileges(keep: i32) -> Result<(), String> {
     Ok(())
 }
 
-fn wait_loop(worker: Pid, status: OwnedFd) -> ! {
+/// Without a PID namespace: SIGKILL every remaining child (orphans were re-parented to us
+/// as the subreaper) until none is left.
+fn kill_descendants() {
+    for _ in 0..1000 {
+        let me = std::process::id();
+        let kids =
+            std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")).unwrap_or_default();
+        let pids: Vec<i32> = kids
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if pids.is_empty() {
+            return;
+        }
+        for p in &pids {
+            let _ = nix::sys::signal::kill(Pid::from_raw(*p), Signal::SIGKILL);
+        }
+        for p in &pids {
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(*p), None);
+        }
+    }
+}
+
+fn wait_loop(worker: Pid, status: OwnedFd, namespaces: bool) -> ! {
     let set = blocked_in_init();
     loop {
         let sig = match set.wait() {
@@ -133,6 +166,9 @@ fn wait_loop(worker: Pid, status: OwnedFd) -> ! {
                 let _ = nix::unistd::write(&status, &bytes);
                 // Exiting ends the PID namespace: the kernel kills whatever the command
                 // left behind (daemons included).
+                if !namespaces {
+                    kill_descendants();
+                }
                 let code = if libc::WIFEXITED(st) {
                     libc::WEXITSTATUS(st)
                 } else {

@@ -12,8 +12,11 @@
 
 pub mod cgroup;
 pub mod init;
+pub mod landlock;
 pub mod net;
 pub mod rootfs;
+pub mod seccomp;
+pub mod syscalls;
 pub mod userns;
 pub mod worker;
 
@@ -51,6 +54,16 @@ pub struct Spec {
     pub net: NetMode,
     pub process: ProcessPlan,
     pub rlimits: Vec<Rlimit>,
+    /// Secrets to deliver (each held in an inherited memfd; no value here).
+    pub secrets: Vec<crate::secrets::deliver::CellSecret>,
+    /// Write ends of the stdout/stderr relay pipes, when output is masked.
+    pub stdio: Option<(RawFd, RawFd)>,
+    /// Landlock rules the worker applies (None: Landlock off or unavailable).
+    pub landlock: Option<landlock::Rules>,
+    /// Compiled seccomp programs the worker installs last (None: unavailable).
+    pub seccomp: Option<Vec<seccompiler::BpfProgram>>,
+    /// false: no namespaces at all (the best-effort mode without user namespaces).
+    pub namespaces: bool,
 }
 
 /// A cell that has been started.
@@ -113,7 +126,11 @@ pub fn spawn_with(
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWCGROUP;
-    if spec.net != NetMode::Host {
+    if !spec.namespaces {
+        // Best effort without user namespaces: a plain fork, confined by the worker's
+        // Landlock, seccomp and no_new_privs only.
+        flags = 0;
+    } else if spec.net != NetMode::Host {
         flags |= libc::CLONE_NEWNET;
     }
     // Block the forwarded signals before the clone so that none is lost between the clone
@@ -164,9 +181,11 @@ pub fn spawn_with(
         let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(pid, None);
     };
-    if let Err(e) = userns::write_maps(pid, spec.process.uid, spec.process.gid) {
-        kill_child();
-        return Err(SpawnError::Userns(e));
+    if spec.namespaces {
+        if let Err(e) = userns::write_maps(pid, spec.process.uid, spec.process.gid) {
+            kill_child();
+            return Err(SpawnError::Userns(e));
+        }
     }
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let pfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };

@@ -18,8 +18,15 @@ fn fail(err: &OwnedFd, code: i32, msg: &str) -> ! {
 /// Drop every capability: bounding, ambient, inheritable, effective, permitted.
 pub fn drop_all_caps() -> Result<(), String> {
     use caps::CapSet;
+    // Dropping from the bounding set needs CAP_SETPCAP, which a cell's processes have in
+    // their user namespace. Without namespaces (best effort, plain user) there is none to
+    // drop from: no_new_privs then keeps file capabilities and setuid bits from adding any.
+    let can_drop_bounding =
+        caps::has_cap(None, CapSet::Effective, caps::Capability::CAP_SETPCAP).unwrap_or(true);
     for cap in caps::all() {
-        // Dropping from the bounding set needs CAP_SETPCAP, which we still have here.
+        if !can_drop_bounding {
+            break;
+        }
         if let Err(e) = caps::drop(None, CapSet::Bounding, cap) {
             return Err(format!("dropping {cap} from the bounding set: {e}"));
         }
@@ -49,13 +56,16 @@ fn resource(name: &str) -> Option<nix::sys::resource::Resource> {
 }
 
 /// Entry point of the worker (forked by init). Never returns.
-pub fn main(spec: &Spec, err: OwnedFd) -> ! {
+pub fn main(spec: &Spec, mut err: OwnedFd) -> ! {
     // Signals: nothing blocked, SIGPIPE back to default (Rust's runtime ignores it).
     let _ =
         nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     // SAFETY: resetting a disposition to the default has no handler to race with.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    if let Err(e) = crate::secrets::deliver::redirect_stdio(spec.stdio) {
+        fail(&err, 125, &e);
     }
     // A new session: no controlling terminal, so TIOCSTI on the caller's terminal fails.
     if let Err(e) = nix::unistd::setsid() {
@@ -105,6 +115,14 @@ pub fn main(spec: &Spec, err: OwnedFd) -> ! {
             libc::CLOSE_RANGE_CLOEXEC,
         );
     }
+    // Secrets delivered by fd go to their declared numbers (close-on-exec clear).
+    if let Err(e) = crate::secrets::deliver::place_fds(&spec.secrets, &mut err) {
+        fail(&err, 125, &e);
+    }
+    let secret_env = match crate::secrets::deliver::env_entries(&spec.secrets) {
+        Ok(v) => v,
+        Err(e) => fail(&err, 125, &e),
+    };
     if let Err(e) = drop_all_caps() {
         fail(&err, 125, &e);
     }
@@ -116,7 +134,18 @@ pub fn main(spec: &Spec, err: OwnedFd) -> ! {
             &format!("no_new_privs: {}", std::io::Error::last_os_error()),
         );
     }
-    exec(spec, &err)
+    // Landlock after no_new_privs; seccomp last, so that nothing but execve runs under it.
+    if let Some(rules) = &spec.landlock {
+        if let Err(e) = super::landlock::apply(rules) {
+            fail(&err, 125, &e);
+        }
+    }
+    if let Some(programs) = &spec.seccomp {
+        if let Err(e) = super::seccomp::apply(programs) {
+            fail(&err, 125, &e);
+        }
+    }
+    exec(spec, &err, secret_env)
 }
 
 fn cstr(s: &[u8]) -> CString {
@@ -126,7 +155,7 @@ fn cstr(s: &[u8]) -> CString {
     CString::new(&s[..end]).unwrap_or_default()
 }
 
-fn exec(spec: &Spec, err: &OwnedFd) -> ! {
+fn exec(spec: &Spec, err: &OwnedFd, secret_env: Vec<CString>) -> ! {
     let argv: Vec<CString> = spec
         .process
         .argv
@@ -138,6 +167,7 @@ fn exec(spec: &Spec, err: &OwnedFd) -> ! {
         .env
         .iter()
         .map(|(k, v)| cstr(format!("{k}={v}").as_bytes()))
+        .chain(secret_env)
         .collect();
     let Some(cmd) = spec.process.argv.first() else {
         fail(err, 125, "no command given");

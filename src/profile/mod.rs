@@ -7,6 +7,7 @@
 
 mod builtin;
 mod raw;
+pub mod secrets;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -92,6 +93,36 @@ pub struct Limits {
     pub resources: BTreeMap<String, Val<String>>,
 }
 
+/// `[security]`: the layers under the namespaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Security {
+    /// Apply Landlock (default true).
+    pub landlock: bool,
+    /// Extra syscalls refused with EPERM.
+    pub seccomp_deny: Vec<Val<String>>,
+    /// Syscalls of the default deny list given back.
+    pub seccomp_allow: Vec<Val<String>>,
+    /// Let the command create nested user namespaces (for tools that sandbox themselves).
+    pub allow_userns: bool,
+    /// TCP ports the command may bind and connect to (Landlock) in none/loopback mode.
+    pub tcp_ports: Vec<Val<u16>>,
+    /// Landlock does not restrict TCP ports (the network namespace still does).
+    pub tcp_any_port: bool,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            landlock: true,
+            seccomp_deny: Vec::new(),
+            seccomp_allow: Vec::new(),
+            allow_userns: false,
+            tcp_ports: Vec::new(),
+            tcp_any_port: false,
+        }
+    }
+}
+
 /// A profile with its `extends` chain merged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Profile {
@@ -105,6 +136,9 @@ pub struct Profile {
     pub network: Network,
     pub env: Env,
     pub limits: Limits,
+    /// `[secrets.NAME]` declarations (no values).
+    pub secrets: BTreeMap<String, secrets::SecretDecl>,
+    pub security: Security,
 }
 
 impl Default for Profile {
@@ -121,6 +155,8 @@ impl Default for Profile {
             },
             env: Env::default(),
             limits: Limits::default(),
+            secrets: BTreeMap::new(),
+            security: Security::default(),
         }
     }
 }

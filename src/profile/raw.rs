@@ -20,6 +20,9 @@ pub struct RawProfile {
     pub network: Option<RawNetwork>,
     pub env: Option<RawEnv>,
     pub limits: Option<RawLimits>,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Spanned<super::secrets::RawSecret>>,
+    pub security: Option<RawSecurity>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +83,27 @@ pub struct RawLimits {
     pub core: Option<Spanned<RawQty>>,
     #[serde(default)]
     pub rlimits: BTreeMap<String, Spanned<u64>>,
+}
+
+/// `[security]`: the layers under the namespaces (Landlock, seccomp).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecurity {
+    pub landlock: Option<Spanned<bool>>,
+    pub seccomp: Option<RawSeccomp>,
+    pub allow_userns: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub tcp_ports: Vec<Spanned<i64>>,
+    pub tcp_any_port: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSeccomp {
+    #[serde(default)]
+    pub deny: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub allow: Vec<Spanned<String>>,
 }
 
 /// A limit as written: `4096`, `1.5` or `"4G"`.
@@ -278,6 +302,62 @@ pub fn merge_into(
                     origin: origin(v.span().start),
                 },
             );
+        }
+    }
+    super::secrets::merge(&mut p.secrets, &raw.secrets, &origin)?;
+    if let Some(sec) = &raw.security {
+        merge_security(p, sec, &origin)?;
+    }
+    Ok(())
+}
+
+fn merge_security(
+    p: &mut Profile,
+    sec: &RawSecurity,
+    origin: &dyn Fn(usize) -> Origin,
+) -> Result<(), ProfileError> {
+    if let Some(l) = &sec.landlock {
+        p.security.landlock = *l.get_ref();
+    }
+    if let Some(u) = &sec.allow_userns {
+        p.security.allow_userns = *u.get_ref();
+    }
+    if let Some(t) = &sec.tcp_any_port {
+        p.security.tcp_any_port = *t.get_ref();
+    }
+    for port in &sec.tcp_ports {
+        let v = *port.get_ref();
+        if !(0..=65535).contains(&v) {
+            return Err(ProfileError::Invalid {
+                origin: origin(port.span().start),
+                msg: format!("`security.tcp_ports`: {v} is not a TCP port (1 to 65535, or 0 to allow binding an ephemeral port)"),
+            });
+        }
+        p.security.tcp_ports.push(Val {
+            value: v as u16,
+            origin: origin(port.span().start),
+        });
+    }
+    if let Some(sc) = &sec.seccomp {
+        for (list, key, dst) in [
+            (&sc.deny, "deny", &mut p.security.seccomp_deny),
+            (&sc.allow, "allow", &mut p.security.seccomp_allow),
+        ] {
+            for name in list {
+                let n = name.get_ref();
+                if crate::cell::syscalls::number(n).is_none() {
+                    return Err(ProfileError::Invalid {
+                        origin: origin(name.span().start),
+                        msg: format!(
+                            "`security.seccomp.{key}`: {n:?} is not a system call on this architecture (names as in `man 2 syscalls`, e.g. \"ptrace\")"
+                        ),
+                    });
+                }
+                dst.push(Val {
+                    value: n.clone(),
+                    origin: origin(name.span().start),
+                });
+            }
         }
     }
     Ok(())
