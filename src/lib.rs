@@ -6,6 +6,8 @@ pub mod cell;
 pub mod cli;
 pub mod doctor;
 pub mod explain;
+pub mod net;
+pub mod netplan;
 pub mod plan;
 pub mod profile;
 pub mod supervisor;

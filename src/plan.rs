@@ -67,6 +67,9 @@ pub enum NetMode {
     None,
     /// Own network namespace, `lo` up: the cell can talk to itself only.
     Loopback,
+    /// Own network namespace, `lo` up, and the supervisor's egress proxy (host allowlist,
+    /// approvals, port forwards) as the only way out.
+    Proxy,
     /// No network namespace: the host's network. Unsafe; `explain` says so.
     Host,
 }
@@ -76,6 +79,7 @@ impl NetMode {
         match self {
             NetMode::None => "none",
             NetMode::Loopback => "loopback",
+            NetMode::Proxy => "proxy",
             NetMode::Host => "host",
         }
     }
@@ -83,6 +87,7 @@ impl NetMode {
         match s {
             "none" => Some(NetMode::None),
             "loopback" => Some(NetMode::Loopback),
+            "proxy" => Some(NetMode::Proxy),
             "host" => Some(NetMode::Host),
             _ => None,
         }
@@ -92,6 +97,9 @@ impl NetMode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NetPlan {
     pub mode: NetMode,
+    /// `proxy` mode only: what the egress proxy enforces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<crate::netplan::ProxyPlan>,
 }
 
 /// One resource limit applied with `setrlimit` in the worker.
@@ -167,6 +175,8 @@ pub struct Overrides {
     pub env: Vec<String>,
     pub timeout: Option<Duration>,
     pub strict: Option<bool>,
+    /// `--allow`, `--ask`, `--resolve`.
+    pub netov: crate::netplan::NetOverrides,
 }
 
 /// What `resolve` reads from the launcher's environment. Separate so tests can give their own.
@@ -264,7 +274,10 @@ pub fn resolve(
             workspace_abs.display()
         ),
     })?;
-    if ["/", "/proc", "/dev", "/sys"].iter().any(|p| workspace == Path::new(p)) {
+    if ["/", "/proc", "/dev", "/sys"]
+        .iter()
+        .any(|p| workspace == Path::new(p))
+    {
         return Err(PlanError::Other {
             msg: format!(
                 "{} cannot be a workspace (pass a project directory with -w)",
@@ -481,9 +494,27 @@ pub fn resolve(
         });
     }
 
-    let net = NetPlan {
-        mode: ov.net.unwrap_or(profile.network.mode),
+    let mode = ov.net.unwrap_or(profile.network.mode);
+    let proxy = if mode == NetMode::Proxy {
+        let p = crate::netplan::build(&profile.network, &ov.netov)
+            .map_err(|msg| PlanError::Other { msg })?;
+        for (k, v) in p.env() {
+            env.entry(k).or_insert(v);
+        }
+        Some(p)
+    } else {
+        if !profile.network.forward.is_empty() {
+            return Err(PlanError::Other {
+                msg: format!(
+                    "{}: port forwards need `network.mode = \"proxy\"` (the mode is {:?})",
+                    profile.network.forward[0].origin,
+                    mode.as_str()
+                ),
+            });
+        }
+        None
     };
+    let net = NetPlan { mode, proxy };
     let cwd = if ctx.cwd.starts_with(&workspace) {
         ctx.cwd.clone()
     } else {

@@ -48,20 +48,44 @@ impl Outcome {
 
 /// The part of the plan the cell mechanism gets.
 pub fn spec_of(plan: &Plan) -> Spec {
+    let mut mounts = rootfs::mount_ops(&plan.paths);
+    let mut listen = Vec::new();
+    if let Some(p) = &plan.net.proxy {
+        listen = p.listen_ports();
+        crate::net::cell_mounts(&mut mounts);
+    }
     Spec {
-        mounts: rootfs::mount_ops(&plan.paths),
+        mounts,
         net: plan.net.mode,
         process: plan.process.clone(),
         rlimits: plan.limits.rlimits.clone(),
+        listen,
     }
 }
 
 /// Run a plan's command in a cell and wait for it. Must be called while the process is
 /// single-threaded.
 pub fn run(plan: &Plan) -> Result<Outcome, cell::SpawnError> {
+    run_session(plan, &crate::net::Session::default())
+}
+
+/// [`run`], with the session's identity and audit log for the network proxy.
+pub fn run_session(
+    plan: &Plan,
+    session: &crate::net::Session,
+) -> Result<Outcome, cell::SpawnError> {
     let spec = spec_of(plan);
     let start = Instant::now();
-    let (c, failure) = cell::spawn(&spec)?;
+    let (mut c, failure) = cell::spawn(&spec)?;
+    // Threads may start now: the cell is cloned.
+    let _net = match (&plan.net.proxy, &failure) {
+        (Some(p), None) => Some(crate::net::start(
+            p,
+            std::mem::take(&mut c.listeners),
+            session,
+        )?),
+        _ => None,
+    };
     // The forwarded signals were blocked by spawn; read them from a signalfd.
     let sfd = SignalFd::with_flags(&cell::forwarded_set(), SfdFlags::SFD_CLOEXEC)
         .map_err(std::io::Error::from)?;

@@ -23,7 +23,13 @@ fn exit(code: i32) -> ! {
 }
 
 /// Entry point of the cloned child. Never returns.
-pub fn main(spec: &Spec, sync: OwnedFd, err: OwnedFd, status: OwnedFd) -> ! {
+pub fn main(
+    spec: &Spec,
+    sync: OwnedFd,
+    err: OwnedFd,
+    status: OwnedFd,
+    listen_sock: Option<OwnedFd>,
+) -> ! {
     // SAFETY: prctl with integer arguments only.
     unsafe {
         // Die with the supervisor: a killed taskcell leaves nothing running.
@@ -43,6 +49,14 @@ pub fn main(spec: &Spec, sync: OwnedFd, err: OwnedFd, status: OwnedFd) -> ! {
     if let Err(msg) = setup(spec) {
         report(err.as_raw_fd(), 125, &msg);
         exit(125);
+    }
+    if let Some(sock) = listen_sock {
+        // Bound here, with the cell's network namespace and before any privilege is
+        // dropped; served by the supervisor from outside.
+        if let Err(msg) = super::net::pass_listeners(&spec.listen, &sock) {
+            report(err.as_raw_fd(), 125, &msg);
+            exit(125);
+        }
     }
 
     // SAFETY: this process is single-threaded (a clone of the single-threaded launcher).
@@ -72,7 +86,7 @@ fn setup(spec: &Spec) -> Result<(), String> {
     rootfs::execute(&spec.mounts).map_err(|e| e.to_string())?;
     nix::unistd::sethostname(&spec.process.hostname)
         .map_err(|e| format!("setting the hostname {:?}: {e}", spec.process.hostname))?;
-    if spec.net == NetMode::Loopback {
+    if matches!(spec.net, NetMode::Loopback | NetMode::Proxy) {
         super::net::loopback_up().map_err(|e| format!("bringing up lo: {e}"))?;
     }
     Ok(())
