@@ -190,6 +190,15 @@ impl Rule {
         })
     }
 
+    /// A deny entry without a port denies every port.
+    fn for_deny(&self) -> Rule {
+        let mut r = self.clone();
+        if r.ports == Ports::Web {
+            r.ports = Ports::Any;
+        }
+        r
+    }
+
     /// Does this rule match the requested name (a name rule) and port?
     pub fn matches_name(&self, name: &str, port: u16) -> bool {
         self.ports.contains(port)
@@ -324,7 +333,13 @@ impl Allowlist {
             Some(a) => r.matches_addr(a, port),
             None => r.matches_name(&name, port),
         };
-        if let Some(r) = self.deny.iter().find(hit) {
+        if let Some(r) = self.deny.iter().find(|r| {
+            let any = r.for_deny();
+            match addr {
+                Some(a) => any.matches_addr(a, port),
+                None => any.matches_name(&name, port),
+            }
+        }) {
             return HostVerdict::Denied(format!(
                 "{host}:{port} is refused by the deny rule {r} (a deny rule wins over every allow rule; remove it to allow this host)"
             ));
@@ -340,7 +355,11 @@ impl Allowlist {
     /// when it is refused.
     pub fn check_addr(&self, host: &str, addr: IpAddr, port: u16) -> Result<Option<Rule>, String> {
         let addr = canonical(addr);
-        if let Some(r) = self.deny.iter().find(|r| r.matches_addr(addr, port)) {
+        if let Some(r) = self
+            .deny
+            .iter()
+            .find(|r| r.for_deny().matches_addr(addr, port))
+        {
             return Err(format!(
                 "{host}:{port} resolves to {addr}, which the deny rule {r} refuses"
             ));
@@ -447,8 +466,8 @@ mod tests {
 
     #[test]
     fn deny_wins() {
-        let l = list(&["*.example.com"], &["evil.example.com"]);
-        match l.check_host("evil.example.com", 443) {
+        let l = list(&["*.example.com:*"], &["evil.example.com"]);
+        match l.check_host("evil.example.com", 8443) {
             HostVerdict::Denied(m) => assert!(m.contains("evil.example.com"), "{m}"),
             v => panic!("{v:?}"),
         }
