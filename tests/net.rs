@@ -21,45 +21,70 @@ use common::*;
 
 const BODY: &str = "hello from the test server";
 
+/// The test process serves hundreds of connections at once: lift its soft fd limit.
+fn raise_nofile() {
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+/// Accept loop that backs off on errors (EMFILE) instead of spinning.
+fn accept(l: &TcpListener) -> TcpStream {
+    loop {
+        match l.accept() {
+            Ok((c, _)) => return c,
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
 /// An HTTP server on 127.0.0.1 answering every request with BODY.
 fn http_server() -> u16 {
+    raise_nofile();
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = l.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { continue };
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut b = [0u8; 1024];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match c.read(&mut b) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&b[..n]),
-                    }
+    std::thread::spawn(move || loop {
+        let mut c = accept(&l);
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let mut b = [0u8; 1024];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut b) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&b[..n]),
                 }
-                let first = String::from_utf8_lossy(&buf);
-                let line = first.lines().next().unwrap_or("").to_string();
-                let body = format!("{BODY}\nrequest: {line}\n");
-                let _ = c.write_all(
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                    .as_bytes(),
-                );
-            });
-        }
+            }
+            let first = String::from_utf8_lossy(&buf);
+            let line = first.lines().next().unwrap_or("").to_string();
+            let body = format!("{BODY}\nrequest: {line}\n");
+            let _ = c.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        });
     });
     port
 }
 
 /// An echo server on 127.0.0.1.
 fn echo_server() -> u16 {
+    raise_nofile();
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = l.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(c) = c else { continue };
+    std::thread::spawn(move || loop {
+        let c = accept(&l);
+        {
             std::thread::spawn(move || {
                 let mut r = c.try_clone().expect("clone");
                 let mut w = c;

@@ -34,9 +34,6 @@ pub fn main(
     unsafe {
         // Die with the supervisor: a killed taskcell leaves nothing running.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-        // Nothing in the cell may ptrace init (it holds capabilities in the cell's user
-        // namespace until the worker is started).
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
     let mut go = [0u8; 1];
     let mut f = std::fs::File::from(sync);
@@ -45,6 +42,14 @@ pub fn main(
         exit(125);
     }
     drop(f);
+    // Nothing in the cell may ptrace init (it holds capabilities in the cell's user
+    // namespace until the worker is started). Only now: a non-dumpable process's
+    // /proc/PID files belong to root, so setting this before the supervisor has written
+    // uid_map/setgroups made that write fail (EACCES) for an unprivileged user.
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
 
     if let Err(msg) = setup(spec) {
         report(err.as_raw_fd(), 125, &msg);
