@@ -303,6 +303,29 @@ fn probe() {
             );
             drop(stuck);
         }
+        // Idle and half-open clients are closed by the proxy (idle_timeout is short here).
+        "idle" => {
+            let mut t = tunnel(a[0]);
+            ping(&mut t, b"before idling");
+            t.set_read_timeout(Some(Duration::from_secs(120)))
+                .expect("timeout");
+            let mut b = [0u8; 16];
+            println!(
+                "PROBE: idle tunnel read {:?}",
+                t.read(&mut b).map_err(|e| e.kind())
+            );
+            let mut half = TcpStream::connect(proxy_addr()).expect("connect");
+            half.write_all(b"CONNECT exam").expect("w");
+            half.set_read_timeout(Some(Duration::from_secs(120)))
+                .expect("timeout");
+            println!(
+                "PROBE: half head read {:?}",
+                half.read(&mut b).map_err(|e| e.kind())
+            );
+            // The proxy still serves.
+            ping(&mut tunnel(a[0]), b"still serving");
+            println!("PROBE: still serving");
+        }
         other => panic!("unknown probe mode {other}"),
     }
 }
@@ -680,6 +703,23 @@ fn malformed_requests_get_400_and_the_proxy_keeps_serving() {
     assert_eq!(l[4], "big HTTP/1.1 431 Request Header Fields Too Large");
     assert_eq!(l[5], "truncated (closed)");
     assert_eq!(l[6], "after HTTP/1.1 200 OK");
+}
+
+#[test]
+fn idle_and_half_open_connections_are_closed() {
+    let port = echo_server();
+    let ws = Ws::new();
+    let prof = profile(&ws, &format!("{}idle_timeout = \"1s\"\n", allow(port)));
+    let o = probe_in_cell(&ws, &prof, "idle", &format!("example.test:{port}"));
+    assert_eq!(
+        probe_lines(&o),
+        vec![
+            "idle tunnel read Ok(0)".to_string(),
+            "half head read Ok(0)".to_string(),
+            "still serving".to_string()
+        ],
+        "{o:?}"
+    );
 }
 
 #[test]

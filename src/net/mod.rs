@@ -48,7 +48,8 @@ pub struct Session {
 
 /// Connections served at once; beyond this, new ones are closed at once.
 pub const MAX_CONNECTIONS: usize = 4096;
-/// Time a client has to send its request head (HTTP) or handshake (SOCKS).
+/// Time a client has to send its request head (HTTP) or handshake (SOCKS) (or the
+/// plan's idle timeout, when shorter).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time to connect to a destination.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

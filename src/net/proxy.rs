@@ -38,8 +38,9 @@ fn refuse(conn: &mut TcpStream, r: &Refusal) {
 
 /// Serve one client connection. Never panics on input; errors close the connection.
 pub fn serve(shared: &Shared, mut conn: TcpStream) {
-    let _ = conn.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
-    let _ = conn.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
+    let hs = HANDSHAKE_TIMEOUT.min(shared.plan.idle_timeout);
+    let _ = conn.set_read_timeout(Some(hs));
+    let _ = conn.set_write_timeout(Some(hs));
     let (req, buf) = match read_head(&mut conn) {
         Ok(x) => x,
         Err(Some(e)) => {

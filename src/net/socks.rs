@@ -77,8 +77,9 @@ fn reply(conn: &mut TcpStream, code: u8) -> std::io::Result<()> {
 }
 
 pub fn serve(shared: &Shared, mut conn: TcpStream) {
-    let _ = conn.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
-    let _ = conn.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
+    let hs = HANDSHAKE_TIMEOUT.min(shared.plan.idle_timeout);
+    let _ = conn.set_read_timeout(Some(hs));
+    let _ = conn.set_write_timeout(Some(hs));
     // Method negotiation: VER NMETHODS METHODS...
     let mut h = [0u8; 2];
     if conn.read_exact(&mut h).is_err() || h[0] != 5 {
