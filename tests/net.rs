@@ -398,11 +398,22 @@ fn taskcell_connect_is_an_ssh_proxy_command() {
 fn allowed_host_through_socks5() {
     let port = http_server();
     let ws = Ws::new();
-    let prof = profile(&ws, &allow(port));
+    // The rules from the command line this time.
+    let prof = profile(&ws, "");
+    let a1 = format!("example.test:{port}");
+    let a2 = format!("127.0.0.1:{port}");
+    let flags = [
+        "--allow",
+        a1.as_str(),
+        "--allow",
+        a2.as_str(),
+        "--resolve",
+        "example.test:127.0.0.1",
+    ];
     let out = ok(&sh(
         ws.path(),
         &prof,
-        &[],
+        &flags,
         &format!("curl -sS --noproxy '' --socks5-hostname 127.0.0.1:1080 http://example.test:{port}/socks; curl -sS -x \"$ALL_PROXY\" http://example.test:{port}/all"),
     ));
     assert!(out.contains("request: GET /socks HTTP/1.1"), "{out}");
@@ -411,7 +422,7 @@ fn allowed_host_through_socks5() {
     let o = sh(
         ws.path(),
         &prof,
-        &[],
+        &flags,
         &format!("curl -sS --socks5-hostname 127.0.0.1:1080 http://other.test:{port}/"),
     );
     assert!(!o.status.success());
@@ -621,6 +632,7 @@ fn ask_answered_with_taskcell_approve_and_denied_on_timeout() {
     assert_eq!(d.permissions().mode() & 0o777, 0o700);
 
     // Nobody answers: denied when the (short) timeout ends.
+    let audit = ws.join("audit.log");
     let prof = profile(
         &ws,
         &format!("allow = [\"127.0.0.1:{port}\"]\nresolve = {{ \"late.test\" = \"127.0.0.1\" }}\nask = true\nask_timeout = \"1s\"\n"),
@@ -631,6 +643,8 @@ fn ask_answered_with_taskcell_approve_and_denied_on_timeout() {
             "run",
             "-p",
             &prof,
+            "--audit-log",
+            audit.to_str().expect("utf8"),
             "--",
             "/bin/sh",
             "-c",
@@ -822,6 +836,29 @@ fn no_fd_or_memory_growth_across_10000_connections() {
         after.1 <= before.1 + 16 * 1024,
         "RSS grew by more than 16 MiB: {before:?} -> {after:?}"
     );
+}
+
+#[test]
+fn explain_shows_the_network_rules() {
+    let ws = Ws::new();
+    let prof = profile(
+        &ws,
+        "allow = [\"*.example.test\"]\ndeny = [\"bad.example.test\"]\nask = true\n\n[[network.forward]]\nlisten = 15432\nto = \"127.0.0.1:5432\"\n",
+    );
+    let out = ok(&taskcell(ws.path(), &["explain", "-p", &prof])
+        .output()
+        .expect("explain"));
+    for want in [
+        "network:   proxy",
+        "allow    *.example.test",
+        "deny     bad.example.test",
+        "forward  127.0.0.1:15432 -> 127.0.0.1:5432",
+        "ask: `taskcell approve SESSION HOST[:PORT]`",
+        "HTTPS_PROXY=http://127.0.0.1:3128",
+        "/run/taskcell/taskcell",
+    ] {
+        assert!(out.contains(want), "{want} missing:\n{out}");
+    }
 }
 
 #[test]

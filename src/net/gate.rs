@@ -16,6 +16,8 @@ use super::{resolve, Shared, CONNECT_TIMEOUT};
 pub enum Refusal {
     /// The policy refused it (HTTP 403, SOCKS 0x02). The message names the rule.
     Denied(String),
+    /// Asked, and nobody answered in time (HTTP 403, SOCKS 0x02).
+    TimedOut(String),
     /// The name does not resolve (HTTP 502, SOCKS 0x04).
     Unresolvable(String),
     /// Connecting failed (HTTP 502, SOCKS 0x05).
@@ -25,7 +27,10 @@ pub enum Refusal {
 impl Refusal {
     pub fn message(&self) -> &str {
         match self {
-            Refusal::Denied(m) | Refusal::Unresolvable(m) | Refusal::Unreachable(m) => m,
+            Refusal::Denied(m)
+            | Refusal::TimedOut(m)
+            | Refusal::Unresolvable(m)
+            | Refusal::Unreachable(m) => m,
         }
     }
 }
@@ -44,6 +49,7 @@ pub fn open(shared: &Shared, host: &str, port: u16, via: &str) -> Result<Opened,
     if let Err(refusal) = &r {
         let (decision, reason) = match refusal {
             Refusal::Denied(m) => ("denied", m),
+            Refusal::TimedOut(m) => ("timed out", m),
             Refusal::Unresolvable(m) => ("unresolvable", m),
             Refusal::Unreachable(m) => ("unreachable", m),
         };
@@ -78,7 +84,7 @@ fn decide_and_connect(shared: &Shared, host: &str, port: u16) -> Result<Opened, 
                     )))
                 }
                 Answer::TimedOut => {
-                    return Err(Refusal::Denied(format!(
+                    return Err(Refusal::TimedOut(format!(
                         "{host}:{port} is not on the allowlist and nobody approved it within {}s (approve it with `taskcell approve {} {host}:{port}`, or add it to [network] allow)",
                         plan.ask_timeout.as_secs(),
                         shared.session

@@ -30,7 +30,7 @@ fn read_head(conn: &mut TcpStream) -> Result<(http::Request, Vec<u8>), Option<Pa
 
 fn refuse(conn: &mut TcpStream, r: &Refusal) {
     let (code, reason) = match r {
-        Refusal::Denied(_) => (403, "Forbidden"),
+        Refusal::Denied(_) | Refusal::TimedOut(_) => (403, "Forbidden"),
         Refusal::Unresolvable(_) | Refusal::Unreachable(_) => (502, "Bad Gateway"),
     };
     let _ = conn.write_all(&http::response(code, reason, r.message()));

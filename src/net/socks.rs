@@ -112,7 +112,7 @@ pub fn serve(shared: &Shared, mut conn: TcpStream) {
         Ok(o) => o,
         Err(r) => {
             let code = match r {
-                Refusal::Denied(_) => REP_NOT_ALLOWED,
+                Refusal::Denied(_) | Refusal::TimedOut(_) => REP_NOT_ALLOWED,
                 Refusal::Unresolvable(_) => REP_HOST_UNREACHABLE,
                 Refusal::Unreachable(_) => REP_REFUSED,
             };
