@@ -188,6 +188,13 @@ pub fn build(net: &Network, ov: &NetOverrides) -> Result<ProxyPlan, String> {
         resolve.insert(crate::net::allowlist::normalize_host(h), addr);
     }
     let mut forwards = Vec::new();
+    if net.forward.len() + 2 > crate::net::fdpass::MAX_FDS {
+        return Err(format!(
+            "{}: at most {} port forwards",
+            net.forward[0].origin,
+            crate::net::fdpass::MAX_FDS - 2
+        ));
+    }
     for f in &net.forward {
         if f.listen == HTTP_PORT || f.listen == SOCKS_PORT {
             return Err(format!(

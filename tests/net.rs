@@ -881,3 +881,50 @@ fn profile_errors_name_the_line() {
         assert!(stderr(&o).contains(want), "{body}: {}", stderr(&o));
     }
 }
+
+#[test]
+fn ask_on_the_launching_terminal() {
+    // `script` gives taskcell a controlling terminal (a pty) whose input is typed here;
+    // taskcell's own stdin is /dev/null, so the terminal is free to ask on.
+    let port = http_server();
+    let ws = Ws::new();
+    let prof = profile(
+        &ws,
+        &format!("allow = [\"127.0.0.1:{port}\"]\nresolve = {{ \"yes.test\" = \"127.0.0.1\", \"no.test\" = \"127.0.0.1\" }}\nask = true\nask_timeout = \"60s\"\n"),
+    );
+    let cmd = format!(
+        "{} run -p {prof} -- /bin/sh -c 'curl -sS http://yes.test:{port}/tty; curl -s -w \" %{{http_code}}\" http://no.test:{port}/' </dev/null",
+        bin()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(ws.path())
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env(
+            "HOME",
+            std::env::var("HOME").unwrap_or_else(|_| "/nonexistent".into()),
+        )
+        .env("TERM", "dumb")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(b"y\nn\n").expect("type");
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read");
+    drop(input);
+    assert!(child.wait().expect("wait").success(), "{out}");
+    assert!(out.contains("allow the cell to reach yes.test"), "{out}");
+    assert!(out.contains("request: GET /tty"), "{out}");
+    assert!(
+        out.contains("denied by the terminal") && out.contains(" 403"),
+        "{out}"
+    );
+}

@@ -193,7 +193,7 @@ pub fn spawn(spec: &Spec) -> Result<(Cell, Option<SetupFailure>), SpawnError> {
     let failure = parse_failure(&msg);
     let mut listeners = Vec::new();
     if let (Some(sock), None) = (&lsock, &failure) {
-        listeners = crate::net::fdpass::recv(sock, spec.listen.len())?;
+        listeners = crate::net::fdpass::recv(sock)?;
         if listeners.len() != spec.listen.len() {
             kill_child();
             return Err(SpawnError::Io(io::Error::other(format!(

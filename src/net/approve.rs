@@ -39,6 +39,9 @@ struct State {
 pub struct Approvals {
     state: Mutex<State>,
     cv: Condvar,
+    /// The launching user's terminal, when it is free (taskcell's stdin is not a
+    /// terminal, so the cell is not using it): requests are also asked there.
+    tty: Mutex<Option<std::fs::File>>,
 }
 
 /// `HOST[:PORT]` as typed after `taskcell approve SESSION`.
@@ -63,6 +66,94 @@ pub fn parse_target(s: &str) -> Result<(String, Option<u16>), String> {
 }
 
 impl Approvals {
+    /// Ask on this terminal too (one prompt at a time).
+    pub fn set_terminal(&self, tty: std::fs::File) {
+        if let Ok(mut t) = self.tty.lock() {
+            *t = Some(tty);
+        }
+    }
+
+    /// Prompt on the terminal, if it is free, until `id` is answered (here or
+    /// elsewhere) or the deadline passes. Returns without waiting when another request
+    /// holds the terminal.
+    fn prompt(&self, id: u64, host: &str, port: u16, deadline: Instant) {
+        use std::io::{Read, Write};
+        use std::os::fd::AsRawFd;
+        let Ok(mut guard) = self.tty.try_lock() else {
+            return;
+        };
+        let Some(tty) = guard.as_mut() else {
+            return;
+        };
+        let _ = write!(
+            tty,
+            "\ntaskcell: allow the cell to reach {host}:{port} for the rest of its life? [y/N] "
+        );
+        let _ = tty.flush();
+        let mut line = Vec::new();
+        loop {
+            let answered = self
+                .state
+                .lock()
+                .map(|st| {
+                    st.pending
+                        .iter()
+                        .find(|p| p.id == id)
+                        .map_or(true, |p| p.answer.is_some())
+                })
+                .unwrap_or(true);
+            if answered || Instant::now() >= deadline {
+                let _ = writeln!(tty, "(answered elsewhere or timed out)");
+                return;
+            }
+            let mut pfd = libc::pollfd {
+                fd: tty.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll on one pollfd we own.
+            let n = unsafe { libc::poll(&mut pfd, 1, 200) };
+            if n <= 0 {
+                continue;
+            }
+            let mut b = [0u8; 64];
+            let got = match tty.read(&mut b) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            line.extend_from_slice(&b[..got]);
+            if let Some(pos) = line.iter().position(|&c| c == b'\n') {
+                let text = String::from_utf8_lossy(&line[..pos])
+                    .trim()
+                    .to_ascii_lowercase();
+                let allow = text == "y" || text == "yes";
+                self.answer_id(id, host, port, allow, "the terminal");
+                return;
+            }
+        }
+    }
+
+    /// Answer one request (and remember an approval for host:port).
+    fn answer_id(&self, id: u64, host: &str, port: u16, allow: bool, by: &str) {
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        if allow {
+            st.approved
+                .push((normalize_host(host), Some(port), by.to_string()));
+        }
+        if let Some(p) = st.pending.iter_mut().find(|p| p.id == id) {
+            if p.answer.is_none() {
+                p.answer = Some(if allow {
+                    Answer::Approved(by.to_string())
+                } else {
+                    Answer::Denied(by.to_string())
+                });
+            }
+        }
+        self.cv.notify_all();
+    }
+
     /// Who approved `host:port` earlier in this cell's life, if anyone.
     pub fn approved(&self, host: &str, port: u16) -> Option<String> {
         let h = normalize_host(host);
@@ -144,6 +235,19 @@ impl Approvals {
             s = shared.session
         );
         let deadline = Instant::now() + timeout;
+        loop {
+            self.prompt(id, &h, port, deadline);
+            let Ok(st) = self.state.lock() else {
+                return Answer::TimedOut;
+            };
+            let idx = st.pending.iter().position(|p| p.id == id);
+            let done = idx.map_or(true, |i| st.pending[i].answer.is_some());
+            if done || Instant::now() >= deadline {
+                break;
+            }
+            // Wait a little, then offer the terminal again (another prompt may hold it).
+            let _ = self.cv.wait_timeout(st, Duration::from_millis(200));
+        }
         let Ok(mut st) = self.state.lock() else {
             return Answer::TimedOut;
         };

@@ -30,12 +30,14 @@ pub fn send(sock: &OwnedFd, fds: &[RawFd]) -> io::Result<()> {
     Ok(())
 }
 
-/// Receive the fds of one message (at most `max`); they arrive close-on-exec.
-pub fn recv(sock: &OwnedFd, max: usize) -> io::Result<Vec<OwnedFd>> {
+/// Most fds passed in one message (the proxy's two listeners and the forwards).
+pub const MAX_FDS: usize = 64;
+
+/// Receive the fds of one message (at most [`MAX_FDS`]); they arrive close-on-exec.
+pub fn recv(sock: &OwnedFd) -> io::Result<Vec<OwnedFd>> {
     let mut n = [0u8; 4];
     let mut iov = [IoSliceMut::new(&mut n)];
-    let mut space = nix::cmsg_space!([RawFd; 64]);
-    let _ = max.min(64);
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
     let msg = recvmsg::<()>(
         sock.as_raw_fd(),
         &mut iov,

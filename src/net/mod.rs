@@ -28,6 +28,7 @@ use std::fs::File;
 use std::io;
 use std::net::TcpListener;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -134,6 +135,18 @@ pub fn start(
         approvals: approve::Approvals::default(),
         active: AtomicUsize::new(0),
     });
+    // The launching user's terminal, when the cell does not use it (taskcell's stdin is
+    // not a terminal): `ask` prompts there too.
+    if plan.ask && plan.approval_command.is_none() && !nix::unistd::isatty(0).unwrap_or(false) {
+        if let Ok(tty) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY)
+            .open("/dev/tty")
+        {
+            shared.approvals.set_terminal(tty);
+        }
+    }
     let mut it = listeners.into_iter();
     let mut next = |what: &str| {
         it.next()
