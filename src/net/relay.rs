@@ -227,3 +227,55 @@ pub fn relay(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn moves_both_ways_and_propagates_half_close() {
+        // client <-> (a, b) relay <-> server
+        let (mut client, a) = UnixStream::pair().expect("pair");
+        let (b, mut server) = UnixStream::pair().expect("pair");
+        let t = std::thread::spawn(move || {
+            relay(&a, &b, Duration::from_secs(30), Duration::from_secs(30)).expect("relay")
+        });
+        let big = vec![7u8; 3 * 1024 * 1024];
+        let big2 = big.clone();
+        let w = std::thread::spawn(move || {
+            client.write_all(&big2).expect("write");
+            client
+                .shutdown(std::net::Shutdown::Write)
+                .expect("shutdown");
+            let mut back = Vec::new();
+            client.read_to_end(&mut back).expect("read back");
+            back
+        });
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).expect("read"); // EOF arrives: the half-close passed
+        assert_eq!(got.len(), big.len());
+        server.write_all(b"reply").expect("reply");
+        server
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shutdown");
+        assert_eq!(w.join().expect("join"), b"reply");
+        let m = t.join().expect("join");
+        assert_eq!(
+            m,
+            Moved {
+                up: big.len() as u64,
+                down: 5
+            }
+        );
+    }
+
+    #[test]
+    fn idle_connections_end() {
+        let (_client, a) = UnixStream::pair().expect("pair");
+        let (b, _server) = UnixStream::pair().expect("pair");
+        let m = relay(&a, &b, Duration::from_millis(50), Duration::from_millis(50)).expect("relay");
+        assert_eq!(m, Moved::default());
+    }
+}
