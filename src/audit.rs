@@ -83,6 +83,13 @@ impl Audit {
                 "network": plan.net.mode.as_str(),
                 "env": plan.process.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
                 "timeout_s": plan.limits.timeout.map(|t| t.as_secs_f64()),
+                // Each resource limit with the mechanism that enforces it on this machine.
+                "limits": crate::limits::enforcement(
+                    &plan.limits.resources,
+                    plan.limits.timeout,
+                    &crate::cell::cgroup::machine(),
+                )
+                .rows,
             },
             "uid": plan.process.uid,
             "gid": plan.process.gid,

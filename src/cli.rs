@@ -129,6 +129,24 @@ pub struct CellArgs {
     /// Wall-clock limit, e.g. 30s, 10m, 1h (SIGTERM, then SIGKILL after the grace period).
     #[arg(long, value_name = "DURATION", value_parser = parse_dur)]
     pub timeout: Option<Duration>,
+    /// Processes and threads the cell may have at once (e.g. 4096, or "unlimited").
+    #[arg(long, value_name = "N", value_parser = limit("processes"))]
+    pub processes: Option<String>,
+    /// Memory of the whole cell, swap counted (e.g. 512M, 4G, 75% of this machine's RAM).
+    #[arg(long, value_name = "SIZE", value_parser = limit("memory"))]
+    pub memory: Option<String>,
+    /// Share of CPU cores (e.g. 1.5).
+    #[arg(long, value_name = "CORES", value_parser = limit("cpu"))]
+    pub cpu: Option<String>,
+    /// Open files per process.
+    #[arg(long, value_name = "N", value_parser = limit("open_files"))]
+    pub open_files: Option<String>,
+    /// Largest file a process may write (e.g. 1G); a write past it fails with EFBIG.
+    #[arg(long, value_name = "SIZE", value_parser = limit("file_size"))]
+    pub file_size: Option<String>,
+    /// Core dump size (default 0: no core files).
+    #[arg(long, value_name = "SIZE", value_parser = limit("core"))]
+    pub core: Option<String>,
     /// Run even when a layer cannot be enforced; say what is missing.
     #[arg(long, conflicts_with = "strict")]
     pub best_effort: bool,
@@ -155,6 +173,27 @@ pub struct RunArgs {
 fn parse_net(s: &str) -> Result<NetMode, String> {
     NetMode::parse(s)
         .ok_or_else(|| format!("unknown network mode {s:?} (none, loopback, proxy, host)"))
+}
+
+fn limit(key: &'static str) -> impl Fn(&str) -> Result<String, String> + Clone {
+    move |s: &str| crate::limits::check(key, s).map(|()| s.to_string())
+}
+
+impl CellArgs {
+    /// The resource-limit flags given, as (key, value).
+    pub fn limit_overrides(&self) -> Vec<(String, String)> {
+        [
+            ("processes", &self.processes),
+            ("memory", &self.memory),
+            ("cpu", &self.cpu),
+            ("open_files", &self.open_files),
+            ("file_size", &self.file_size),
+            ("core", &self.core),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v.clone())))
+        .collect()
+    }
 }
 
 fn parse_dur(s: &str) -> Result<Duration, String> {

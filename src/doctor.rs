@@ -114,6 +114,18 @@ pub fn run() -> Report {
         },
     });
 
+    if userns.is_err() {
+        checks.push(Check {
+            name: "without user namespaces",
+            ok: false,
+            required: false,
+            detail: format!(
+                "`run --best-effort` runs without namespaces, confined by Landlock, seccomp and no_new_privs only; lost: {}",
+                crate::layers::NO_USERNS_LOST.join("; ")
+            ),
+        });
+    }
+
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
     let all_ns = probe(move || {
@@ -179,29 +191,32 @@ pub fn run() -> Report {
         detail: if all_ns.as_deref() == Ok("noswap") {
             "secrets' tmpfs can be kept out of swap".into()
         } else {
-            "tmpfs `noswap` is not available (Linux 6.4+); a secret file could reach swap under memory pressure".into()
+            "tmpfs `noswap` is refused here (Linux 6.4+ allows it only to root of the initial user namespace, not inside a cell's); a secret file on tmpfs could reach swap under memory pressure".into()
         },
     });
 
+    // `run` (strict) needs Landlock with TCP rules and scopes, and seccomp.
     match landlock_abi() {
         Ok(v) => checks.push(Check {
             name: "landlock",
-            ok: true,
-            required: false,
+            ok: v >= crate::cell::landlock::ABI_SCOPES as i64,
+            required: true,
             detail: format!(
                 "ABI {v}{}",
-                if v >= 4 {
-                    " (filesystem and TCP rules)"
+                if v >= crate::cell::landlock::ABI_SCOPES as i64 {
+                    " (filesystem and TCP rules, signal and abstract-socket scopes)"
+                } else if v >= crate::cell::landlock::ABI_TCP as i64 {
+                    " (no scopes for signals and abstract sockets: ABI 6, Linux 6.12; a newer kernel, or run --best-effort)"
                 } else {
-                    " (filesystem rules only; TCP rules need ABI 4, Linux 6.7)"
+                    " (filesystem rules only; TCP rules need ABI 4, Linux 6.7, scopes ABI 6, Linux 6.12; a newer kernel, or run --best-effort)"
                 }
             ),
         }),
         Err(e) => checks.push(Check {
             name: "landlock",
             ok: false,
-            required: false,
-            detail: e,
+            required: true,
+            detail: format!("{e}; or run --best-effort"),
         }),
     }
 
@@ -211,7 +226,7 @@ pub fn run() -> Report {
     checks.push(Check {
         name: "seccomp",
         ok: seccomp_mode >= 0 && actions.contains("errno"),
-        required: false,
+        required: true,
         detail: if seccomp_mode >= 0 {
             format!(
                 "filters available (actions: {actions}){}",
@@ -244,50 +259,16 @@ pub fn run() -> Report {
         },
     });
 
-    let cg = cgroup_v2_writable();
-    checks.push(Check {
-        name: "cgroup v2",
-        ok: cg.is_ok(),
-        required: false,
-        detail: match cg {
-            Ok(s) | Err(s) => s,
-        },
-    });
+    for (name, ok, detail) in crate::cell::cgroup::doctor_rows(&crate::cell::cgroup::probe()) {
+        checks.push(Check {
+            name,
+            ok,
+            required: false,
+            detail,
+        });
+    }
 
     Report { checks }
-}
-
-/// Whether this process can create a child cgroup in its own cgroup v2 directory.
-fn cgroup_v2_writable() -> Result<String, String> {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mnt = mounts
-        .lines()
-        .find(|l| {
-            l.split(" - ")
-                .nth(1)
-                .is_some_and(|r| r.starts_with("cgroup2 "))
-        })
-        .and_then(|l| l.split(' ').nth(4))
-        .map(str::to_string);
-    let Some(mnt) = mnt else {
-        return Err("no cgroup2 filesystem is mounted".into());
-    };
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let rel = own
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .unwrap_or("/")
-        .to_string();
-    let dir = format!("{mnt}{rel}");
-    let c = std::ffi::CString::new(dir.clone()).unwrap_or_default();
-    // SAFETY: access() reads a NUL-terminated path.
-    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0 {
-        Ok(format!("{dir} is writable (a cell can get its own cgroup)"))
-    } else {
-        Err(format!(
-            "{dir} is not writable by this user (no delegated cgroup; rlimits stand in)"
-        ))
-    }
 }
 
 pub fn text(r: &Report) -> String {

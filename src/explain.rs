@@ -91,8 +91,28 @@ pub fn text(plan: &Plan) -> String {
             let _ = writeln!(s, "  timeout  none");
         }
     }
+    let enf = limits_here(plan);
+    for r in enf.rows.iter().filter(|r| r.limit != "timeout") {
+        let _ = writeln!(
+            s,
+            "  {:<10} {:<28} {}{}{}",
+            r.limit,
+            r.value,
+            if r.enforced { "" } else { "NOT ENFORCED: " },
+            r.mechanism,
+            r.note
+                .as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        );
+    }
     for r in &plan.limits.rlimits {
-        let _ = writeln!(s, "  {:<8} {}", r.name, r.soft);
+        let _ = writeln!(
+            s,
+            "  {:<10} {:<28} [limits.rlimits], set last",
+            format!("rlimit {}", r.name),
+            r.soft
+        );
     }
     let _ = writeln!(
         s,
@@ -106,6 +126,7 @@ pub fn text(plan: &Plan) -> String {
     for w in warnings(plan) {
         let _ = writeln!(s, "\nWARNING: {w}");
     }
+    s.push_str(&crate::layers::explain(plan));
     let _ = writeln!(s, "\nmount sequence:");
     for op in rootfs::mount_ops(&plan.paths) {
         let _ = writeln!(s, "  {}", rootfs::describe(&op));
@@ -113,11 +134,24 @@ pub fn text(plan: &Plan) -> String {
     s
 }
 
+/// How this machine enforces the plan's resource limits.
+fn limits_here(plan: &Plan) -> crate::limits::Enforcement {
+    crate::limits::enforcement(
+        &plan.limits.resources,
+        plan.limits.timeout,
+        &crate::cell::cgroup::machine(),
+    )
+}
+
 pub fn json(plan: &Plan) -> serde_json::Value {
     json!({
+        "limits": limits_here(plan).rows,
         "plan": plan,
         "plan_sha256": plan.digest(),
         "mounts": rootfs::mount_ops(&plan.paths).iter().map(rootfs::describe).collect::<Vec<_>>(),
         "warnings": warnings(plan),
+        "seccomp": crate::cell::seccomp::describe(&crate::cell::seccomp::filter(&crate::layers::seccomp_policy(plan))),
+        "landlock": crate::layers::landlock_rules(plan),
+        "no_userns_lost": crate::layers::NO_USERNS_LOST,
     })
 }

@@ -6,11 +6,14 @@ pub mod cell;
 pub mod cli;
 pub mod doctor;
 pub mod explain;
+pub mod layers;
+pub mod limits;
 pub mod net;
 pub mod netplan;
 pub mod plan;
 pub mod profile;
 pub mod supervisor;
+pub mod tty;
 
 /// Exit code when taskcell fails before the command runs.
 pub const EXIT_SETUP: i32 = 125;

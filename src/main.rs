@@ -147,6 +147,7 @@ fn load_plan(cell: &CellArgs, argv: &[String]) -> Result<plan::Plan, String> {
             ask: cell.ask,
             resolve: cell.resolve.clone(),
         },
+        limits: cell.limit_overrides(),
         strict: if cell.best_effort {
             Some(false)
         } else if cell.strict {
@@ -201,13 +202,38 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
             }
         };
     audit.session_start(&plan);
+    let enforcement = taskcell::limits::enforcement(
+        &plan.limits.resources,
+        plan.limits.timeout,
+        &taskcell::cell::cgroup::machine(),
+    );
+    for w in enforcement.unenforced() {
+        eprintln!("taskcell: warning: {w}");
+    }
+    let kernel = taskcell::layers::Kernel::probe();
+    let missing = taskcell::layers::missing(&plan, &kernel);
+    if plan.strict && !missing.is_empty() {
+        for m in &missing {
+            eprintln!("taskcell: {}", m.refusal());
+            audit.record("layer_refused", serde_json::json!({ "missing": m }));
+        }
+        return EXIT_SETUP;
+    }
     let session = taskcell::net::Session {
         id: audit.session.clone(),
         profile: plan.profile.clone(),
         command: plan.process.argv.clone(),
         audit: audit.clone_file(),
     };
-    let outcome = match supervisor::run_session(&plan, &session) {
+    let mut degraded = |m: &taskcell::layers::Missing| {
+        eprintln!("taskcell: {}", m.degraded());
+        audit.record("layer_missing", serde_json::json!({ "missing": m }));
+    };
+    for m in &missing {
+        degraded(m);
+    }
+    let result = supervisor::run_session(&plan, &mut degraded, &session);
+    let outcome = match result {
         Ok(o) => o,
         Err(e) => {
             audit.record(
@@ -217,18 +243,23 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
             return fail(&e.to_string());
         }
     };
+    if outcome.enforcement != enforcement {
+        // The cgroup could not be created after all: say what enforced the limits instead.
+        for w in outcome.enforcement.unenforced() {
+            eprintln!("taskcell: warning: {w}");
+        }
+        audit.record(
+            "limits",
+            serde_json::json!({ "limits": outcome.enforcement.rows, "fallback": true }),
+        );
+    }
+    for hit in &outcome.limit_hits {
+        eprintln!("taskcell: {}", hit.line());
+        audit.record("limit_hit", serde_json::json!(hit));
+    }
     audit.session_end(&outcome);
     if let supervisor::Ending::NotStarted { message, .. } = &outcome.ending {
         eprintln!("taskcell: {message}");
-    }
-    if outcome.timed_out {
-        eprintln!(
-            "taskcell: the command hit the timeout ({}s) and was stopped",
-            plan.limits
-                .timeout
-                .map(|t| t.as_secs_f64())
-                .unwrap_or_default()
-        );
     }
     outcome.exit_code()
 }

@@ -119,6 +119,8 @@ pub struct Limits {
     #[serde(with = "duration_secs")]
     pub grace: Duration,
     pub rlimits: Vec<Rlimit>,
+    /// processes, memory, cpu, open files, file size, core (see `crate::limits`).
+    pub resources: crate::limits::Resources,
 }
 
 /// The process the worker becomes.
@@ -133,6 +135,23 @@ pub struct ProcessPlan {
     /// uid and gid the caller has outside; mapped 1:1 inside.
     pub uid: u32,
     pub gid: u32,
+}
+
+/// The layers under the namespaces (Landlock, seccomp), from `[security]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecurityPlan {
+    /// Apply Landlock.
+    pub landlock: bool,
+    /// Extra syscalls refused with EPERM (sorted, unique).
+    pub seccomp_deny: Vec<String>,
+    /// Syscalls of the default deny list given back (sorted, unique).
+    pub seccomp_allow: Vec<String>,
+    /// Nested user namespaces allowed (unshare, setns, clone with namespace flags).
+    pub allow_userns: bool,
+    /// TCP ports bind/connect may use in none/loopback mode (sorted, unique).
+    pub tcp_ports: Vec<u16>,
+    /// Landlock leaves TCP ports alone (only the network namespace confines them).
+    pub tcp_any_port: bool,
 }
 
 /// Everything a cell will be.
@@ -151,6 +170,7 @@ pub struct Plan {
     pub process: ProcessPlan,
     /// Refuse to run when a layer cannot be enforced (default); otherwise run with what exists.
     pub strict: bool,
+    pub security: SecurityPlan,
 }
 
 impl Plan {
@@ -177,6 +197,8 @@ pub struct Overrides {
     pub strict: Option<bool>,
     /// `--allow`, `--ask`, `--resolve`.
     pub netov: crate::netplan::NetOverrides,
+    /// `--processes 64`, `--memory 4G`, ...: (key, value as written), checked by the CLI.
+    pub limits: Vec<(String, String)>,
 }
 
 /// What `resolve` reads from the launcher's environment. Separate so tests can give their own.
@@ -376,6 +398,17 @@ pub fn resolve(
             let target = std::fs::read_link(&path).map_err(|e| PlanError::Other {
                 msg: format!("{origin}: cannot read symlink {}: {e}", path.display()),
             })?;
+            if access == Access::Protect {
+                // A link inside a writable path can be replaced by the cell, and following
+                // it would show its target to the cell.
+                return Err(PlanError::Other {
+                    msg: format!(
+                        "{origin}: `protect` path {} is a symlink (to {}): a cell could replace it, and taskcell does not follow it (remove the symlink, or protect its target)",
+                        path.display(),
+                        target.display()
+                    ),
+                });
+            }
             let real = match std::fs::canonicalize(&path) {
                 Ok(r) => r,
                 Err(_) if optional => continue,
@@ -521,6 +554,13 @@ pub fn resolve(
         workspace.clone()
     };
 
+    let mut security = security_plan(&profile.security);
+    if let Some(p) = &net.proxy {
+        // `proxy` mode: the cell connects to the proxy and forward listeners only.
+        security.tcp_ports.extend(p.listen_ports());
+        security.tcp_ports.sort_unstable();
+        security.tcp_ports.dedup();
+    }
     Ok(Plan {
         profile: profile.name.clone(),
         description: profile.description.clone(),
@@ -533,6 +573,12 @@ pub fn resolve(
             timeout: ov.timeout.or(profile.limits.timeout),
             grace: profile.limits.grace.unwrap_or(Duration::from_secs(5)),
             rlimits,
+            resources: crate::limits::resolve(
+                &profile.limits.resources,
+                &ov.limits,
+                crate::limits::mem_total(),
+            )
+            .map_err(|msg| PlanError::Other { msg })?,
         },
         process: ProcessPlan {
             argv: argv.to_vec(),
@@ -543,7 +589,28 @@ pub fn resolve(
             gid: ctx.gid,
         },
         strict: ov.strict.unwrap_or(profile.strict),
+        security,
     })
+}
+
+fn security_plan(sec: &crate::profile::Security) -> SecurityPlan {
+    let names = |v: &[crate::profile::Val<String>]| -> Vec<String> {
+        let mut n: Vec<String> = v.iter().map(|x| x.value.clone()).collect();
+        n.sort();
+        n.dedup();
+        n
+    };
+    let mut tcp_ports: Vec<u16> = sec.tcp_ports.iter().map(|p| p.value).collect();
+    tcp_ports.sort_unstable();
+    tcp_ports.dedup();
+    SecurityPlan {
+        landlock: sec.landlock,
+        seccomp_deny: names(&sec.seccomp_deny),
+        seccomp_allow: names(&sec.seccomp_allow),
+        allow_userns: sec.allow_userns,
+        tcp_ports,
+        tcp_any_port: sec.tcp_any_port,
+    }
 }
 
 /// rlimits a profile may set (`[limits.rlimits]`).

@@ -29,6 +29,11 @@ pub struct Outcome {
     pub ending: Ending,
     pub timed_out: bool,
     pub duration: Duration,
+    /// Limits the cell ran into (OOM kill, pids exhausted, CPU time, timeout).
+    pub limit_hits: Vec<crate::limits::Hit>,
+    /// How the limits were enforced in the end (rlimits stand in when the cgroup could
+    /// not be created after all).
+    pub enforcement: crate::limits::Enforcement,
 }
 
 impl Outcome {
@@ -54,29 +59,74 @@ pub fn spec_of(plan: &Plan) -> Spec {
         listen = p.listen_ports();
         crate::net::cell_mounts(&mut mounts);
     }
-    Spec {
+    let mut spec = Spec {
         mounts,
+        listen,
         net: plan.net.mode,
         process: plan.process.clone(),
         rlimits: plan.limits.rlimits.clone(),
-        listen,
+        landlock: None,
+        seccomp: None,
+        namespaces: true,
+    };
+    let kernel = crate::layers::Kernel::probe();
+    crate::layers::add_to_spec(&mut spec, plan, &kernel, &crate::cell::landlock::Mode::Cell);
+    if plan.net.proxy.is_some() {
+        crate::net::cell_landlock(&mut spec);
     }
+    spec
 }
 
 /// Run a plan's command in a cell and wait for it. Must be called while the process is
 /// single-threaded.
 pub fn run(plan: &Plan) -> Result<Outcome, cell::SpawnError> {
-    run_session(plan, &crate::net::Session::default())
+    run_with(plan, &mut |_| {})
 }
 
-/// [`run`], with the session's identity and audit log for the network proxy.
+/// [`run`], telling `degraded` about a layer that had to be left out (only when the plan
+/// is not strict; a strict plan fails instead).
+pub fn run_with(
+    plan: &Plan,
+    degraded: &mut dyn FnMut(&crate::layers::Missing),
+) -> Result<Outcome, cell::SpawnError> {
+    run_session(plan, degraded, &crate::net::Session::default())
+}
+
+/// [`run_with`], with the session's identity and audit log for the network proxy.
 pub fn run_session(
     plan: &Plan,
+    degraded: &mut dyn FnMut(&crate::layers::Missing),
     session: &crate::net::Session,
 ) -> Result<Outcome, cell::SpawnError> {
-    let spec = spec_of(plan);
+    let mut spec = spec_of(plan);
+    let (enforcement, mut cgroup) =
+        cell::cgroup::prepare(&plan.limits.resources, plan.limits.timeout);
+    // The human limits first; the profile's raw `[limits.rlimits]` after them, so they win.
+    spec.rlimits = [enforcement.rlimits.clone(), spec.rlimits].concat();
     let start = Instant::now();
-    let (mut c, failure) = cell::spawn(&spec)?;
+    let add_to_cgroup = |pid| match &cgroup {
+        Some(cg) => cg.add(pid),
+        None => Ok(()),
+    };
+    // Without user namespaces and not strict: run without namespaces (the private TMPDIR
+    // is kept until the cell has ended).
+    let mut _private_tmp: Option<tempfile::TempDir> = None;
+    let (mut c, failure) = match cell::spawn_with(&spec, add_to_cgroup) {
+        Ok(x) => x,
+        Err(cell::SpawnError::Clone(msg)) if !plan.strict => {
+            degraded(&crate::layers::no_userns(&msg));
+            let (plain, tmp) = crate::layers::no_namespace_spec(plan, spec.clone())?;
+            _private_tmp = Some(tmp);
+            spec = plain;
+            cell::spawn_with(&spec, add_to_cgroup)?
+        }
+        Err(cell::SpawnError::Clone(msg)) => {
+            return Err(cell::SpawnError::Clone(format!(
+                "{msg}; or pass --best-effort to run without namespaces, confined by Landlock and seccomp only"
+            )))
+        }
+        Err(e) => return Err(e),
+    };
     // Threads may start now: the cell is cloned.
     let _net = match (&plan.net.proxy, &failure) {
         (Some(p), None) => Some(crate::net::start(
@@ -158,9 +208,31 @@ pub fn run_session(
         }
     };
     let _ = c.status.as_raw_fd();
+    let mut limit_hits = match cgroup.as_mut() {
+        Some(cg) => {
+            let h = cg.hits();
+            if let Err(e) = cg.remove() {
+                tracing::warn!("{e}");
+            }
+            h
+        }
+        None => Vec::new(),
+    };
+    let signal = match ending {
+        Ending::Signaled(s) => Some(s),
+        _ => None,
+    };
+    let timeout = plan
+        .limits
+        .timeout
+        .filter(|_| timed_out)
+        .map(|t| (t, plan.limits.grace));
+    limit_hits.extend(crate::limits::signal_hits(&spec.rlimits, signal, timeout));
     Ok(Outcome {
         ending,
         timed_out,
         duration,
+        limit_hits,
+        enforcement,
     })
 }

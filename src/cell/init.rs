@@ -41,18 +41,37 @@ pub fn main(
         // The supervisor died before releasing us.
         exit(125);
     }
-    drop(f);
+    // Leave the launcher's process group: a Ctrl-C on the terminal reaches the supervisor,
+    // which forwards it once; were init still in the foreground group, the command would
+    // get it twice.
+    let _ = nix::unistd::setsid();
     // Nothing in the cell may ptrace init (it holds capabilities in the cell's user
-    // namespace until the worker is started). Only now: a non-dumpable process's
-    // /proc/PID files belong to root, so setting this before the supervisor has written
-    // uid_map/setgroups made that write fail (EACCES) for an unprivileged user.
+    // namespace until the worker is started). Not earlier: a non-dumpable process's
+    // /proc files belong to root, and the supervisor had to write our uid_map first.
     // SAFETY: prctl with integer arguments only.
     unsafe {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
 
-    if let Err(msg) = setup(spec) {
+    if !spec.namespaces {
+        // No PID namespace: become the subreaper of whatever the command starts, so that
+        // it can be killed when the command ends (see wait_loop).
+        // SAFETY: prctl with integer arguments only.
+        unsafe {
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        }
+    }
+    let setup_result = if spec.namespaces { setup(spec) } else { Ok(()) };
+    if let Err(msg) = setup_result {
         report(err.as_raw_fd(), 125, &msg);
+        exit(125);
+    }
+    if listen_sock.is_some() && !spec.namespaces {
+        report(
+            err.as_raw_fd(),
+            125,
+            "network mode `proxy` needs the cell's own network namespace, which this system does not allow (see `taskcell doctor`)",
+        );
         exit(125);
     }
     if let Some(sock) = listen_sock {
@@ -64,6 +83,11 @@ pub fn main(
         }
     }
 
+    // The second release: the supervisor has put this process in the cell's cgroup.
+    if !matches!(f.read(&mut go), Ok(1)) {
+        exit(125);
+    }
+    drop(f);
     // SAFETY: this process is single-threaded (a clone of the single-threaded launcher).
     let worker = match unsafe { nix::unistd::fork() } {
         Ok(ForkResult::Child) => {
@@ -84,7 +108,7 @@ pub fn main(
         eprintln!("taskcell: cell init could not drop its privileges: {e}");
         exit(125);
     }
-    wait_loop(worker, status)
+    wait_loop(worker, status, spec.namespaces)
 }
 
 fn setup(spec: &Spec) -> Result<(), String> {
@@ -115,7 +139,30 @@ fn drop_privileges(keep: i32) -> Result<(), String> {
     Ok(())
 }
 
-fn wait_loop(worker: Pid, status: OwnedFd) -> ! {
+/// Without a PID namespace: SIGKILL every remaining child (orphans were re-parented to us
+/// as the subreaper) until none is left.
+fn kill_descendants() {
+    for _ in 0..1000 {
+        let me = std::process::id();
+        let kids =
+            std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")).unwrap_or_default();
+        let pids: Vec<i32> = kids
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if pids.is_empty() {
+            return;
+        }
+        for p in &pids {
+            let _ = nix::sys::signal::kill(Pid::from_raw(*p), Signal::SIGKILL);
+        }
+        for p in &pids {
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(*p), None);
+        }
+    }
+}
+
+fn wait_loop(worker: Pid, status: OwnedFd, namespaces: bool) -> ! {
     let set = blocked_in_init();
     loop {
         let sig = match set.wait() {
@@ -140,6 +187,9 @@ fn wait_loop(worker: Pid, status: OwnedFd) -> ! {
                 let _ = nix::unistd::write(&status, &bytes);
                 // Exiting ends the PID namespace: the kernel kills whatever the command
                 // left behind (daemons included).
+                if !namespaces {
+                    kill_descendants();
+                }
                 let code = if libc::WIFEXITED(st) {
                     libc::WEXITSTATUS(st)
                 } else {

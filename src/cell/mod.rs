@@ -10,9 +10,13 @@
 //! close-on-exec pipe as `CODE\tMESSAGE` (125 setup, 126 not executable, 127 not found);
 //! init reports the worker's raw wait status over a second pipe.
 
+pub mod cgroup;
 pub mod init;
+pub mod landlock;
 pub mod net;
 pub mod rootfs;
+pub mod seccomp;
+pub mod syscalls;
 pub mod userns;
 pub mod worker;
 
@@ -53,6 +57,12 @@ pub struct Spec {
     /// Ports init binds on 127.0.0.1 inside the cell and passes to the supervisor
     /// (`proxy` mode: the proxy and forward listeners), in this order.
     pub listen: Vec<u16>,
+    /// Landlock rules the worker applies (None: Landlock off or unavailable).
+    pub landlock: Option<landlock::Rules>,
+    /// Compiled seccomp programs the worker installs last (None: unavailable).
+    pub seccomp: Option<Vec<seccompiler::BpfProgram>>,
+    /// false: no namespaces at all (the best-effort mode without user namespaces).
+    pub namespaces: bool,
 }
 
 /// A cell that has been started.
@@ -82,6 +92,8 @@ pub enum SpawnError {
     Clone(String),
     #[error("cannot set up the cell's user namespace: {0}")]
     Userns(String),
+    #[error("cannot put the cell into its cgroup: {0}")]
+    Cgroup(String),
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -95,6 +107,16 @@ fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
 ///
 /// Returns the running cell and, when the cell failed before `execve`, what it said.
 pub fn spawn(spec: &Spec) -> Result<(Cell, Option<SetupFailure>), SpawnError> {
+    spawn_with(spec, |_| Ok(()))
+}
+
+/// [`spawn`], with `before_release` called with init's pid after the uid maps are written
+/// and before init is released (the supervisor moves init into the cell's cgroup there, so
+/// the worker and everything it starts are born inside it).
+pub fn spawn_with(
+    spec: &Spec,
+    before_release: impl FnOnce(Pid) -> Result<(), String>,
+) -> Result<(Cell, Option<SetupFailure>), SpawnError> {
     let (sync_r, sync_w) = pipe_cloexec()?;
     let (err_r, err_w) = pipe_cloexec()?;
     let (st_r, st_w) = pipe_cloexec()?;
@@ -110,7 +132,11 @@ pub fn spawn(spec: &Spec) -> Result<(Cell, Option<SetupFailure>), SpawnError> {
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWCGROUP;
-    if spec.net != NetMode::Host {
+    if !spec.namespaces {
+        // Best effort without user namespaces: a plain fork, confined by the worker's
+        // Landlock, seccomp and no_new_privs only.
+        flags = 0;
+    } else if spec.net != NetMode::Host {
         flags |= libc::CLONE_NEWNET;
     }
     // Block the forwarded signals before the clone so that none is lost between the clone
@@ -163,9 +189,11 @@ pub fn spawn(spec: &Spec) -> Result<(Cell, Option<SetupFailure>), SpawnError> {
         let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(pid, None);
     };
-    if let Err(e) = userns::write_maps(pid, spec.process.uid, spec.process.gid) {
-        kill_child();
-        return Err(SpawnError::Userns(e));
+    if spec.namespaces {
+        if let Err(e) = userns::write_maps(pid, spec.process.uid, spec.process.gid) {
+            kill_child();
+            return Err(SpawnError::Userns(e));
+        }
     }
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let pfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
@@ -179,11 +207,20 @@ pub fn spawn(spec: &Spec) -> Result<(Cell, Option<SetupFailure>), SpawnError> {
     }
     // SAFETY: pfd is a fresh fd we own.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pfd as RawFd) };
-    // Release the child.
+    // Release the child in two steps: it builds its root while `before_release` runs
+    // (moving a process into a cgroup v1 hierarchy waits for an RCU grace period, several
+    // milliseconds, which this overlaps with the mounts), and it forks the worker only
+    // after the second byte, so the command never runs outside its cgroup.
     if let Err(e) = nix::unistd::write(&sync_w, b"g") {
         kill_child();
         return Err(SpawnError::Io(io::Error::from(e)));
     }
+    if let Err(e) = before_release(pid) {
+        kill_child();
+        return Err(SpawnError::Cgroup(e));
+    }
+    // A child whose setup failed has exited already; its report is on the error pipe.
+    let _ = nix::unistd::write(&sync_w, b"w");
     drop(sync_w);
 
     // Wait until the worker has exec'd (EOF) or reported a failure.

@@ -55,7 +55,36 @@ pub enum MountOp {
     RemountRo {
         path: PathBuf,
     },
+    /// Bind a path of the new root onto itself read-only (parts of /proc); skipped when
+    /// the kernel has no such path.
+    SelfRo {
+        path: PathBuf,
+    },
+    /// Hide a path of the new root under an empty file or directory (parts of /proc);
+    /// skipped when the kernel has no such path.
+    Mask {
+        path: PathBuf,
+    },
 }
+
+/// Parts of /proc through which uid 0 (the caller's uid when root started the cell,
+/// since ids are mapped 1:1) could change the host: the kernel checks many of these by
+/// file mode only. Made read-only, as container runtimes do.
+const PROC_READ_ONLY: &[&str] = &["/proc/sys", "/proc/irq", "/proc/bus", "/proc/fs"];
+/// Kernel state a cell has no business reading or triggering.
+const PROC_MASKED: &[&str] = &[
+    "/proc/sysrq-trigger",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/key-users",
+    "/proc/kmsg",
+    "/proc/timer_list",
+    "/proc/sched_debug",
+    "/proc/latency_stats",
+    "/proc/acpi",
+    "/proc/scsi",
+    "/proc/asound",
+];
 
 const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
@@ -65,6 +94,12 @@ pub fn mount_ops(paths: &[PathRule]) -> Vec<MountOp> {
     ops.push(MountOp::Proc {
         path: "/proc".into(),
     });
+    for p in PROC_READ_ONLY {
+        ops.push(MountOp::SelfRo { path: p.into() });
+    }
+    for p in PROC_MASKED {
+        ops.push(MountOp::Mask { path: p.into() });
+    }
     ops.push(MountOp::Tmpfs {
         path: "/dev".into(),
         mode: 0o755,
@@ -102,6 +137,7 @@ pub fn mount_ops(paths: &[PathRule]) -> Vec<MountOp> {
         readonly: false,
     });
     let mut binds: Vec<&PathRule> = Vec::new();
+    let mut self_bound: Vec<PathBuf> = Vec::new();
     for r in paths {
         if let Some(target) = &r.symlink {
             // A symlink is only recreated where its parent is the cell's own tmpfs; inside
@@ -114,6 +150,37 @@ pub fn mount_ops(paths: &[PathRule]) -> Vec<MountOp> {
                 });
             }
             continue;
+        }
+        if matches!(r.access, Access::Protect | Access::Hide) {
+            // Inside a writable bind, a protected path could be moved away with its parent
+            // (`mv .git .git-old`) and recreated writable. Renaming a mount point fails with
+            // EBUSY, so every directory between the writable bind and the protected path
+            // is made a mount point (bound onto itself, still writable).
+            let parent_bind = binds
+                .iter()
+                .filter(|b| r.path.starts_with(&b.path) && b.path != r.path)
+                .max_by_key(|b| b.path.components().count())
+                .copied();
+            if let Some(pb) = parent_bind.filter(|b| b.access == Access::Write) {
+                let mut ancestors: Vec<&Path> = r
+                    .path
+                    .ancestors()
+                    .skip(1)
+                    .take_while(|a| *a != pb.path.as_path())
+                    .collect();
+                ancestors.reverse();
+                for a in ancestors {
+                    if !self_bound.iter().any(|p| p == a) {
+                        ops.push(MountOp::Bind {
+                            src: a.to_path_buf(),
+                            path: a.to_path_buf(),
+                            readonly: false,
+                            is_dir: true,
+                        });
+                        self_bound.push(a.to_path_buf());
+                    }
+                }
+            }
         }
         match r.access {
             Access::Read | Access::Protect => ops.push(MountOp::Bind {
@@ -191,6 +258,8 @@ pub fn describe(op: &MountOp) -> String {
             format!("symlink  {} -> {}", path.display(), target.display())
         }
         MountOp::RemountRo { path } => format!("remount  {} read-only", path.display()),
+        MountOp::SelfRo { path } => format!("bind-ro  {} (if present)", path.display()),
+        MountOp::Mask { path } => format!("mask     {} (if present)", path.display()),
     }
 }
 
@@ -299,9 +368,9 @@ fn apply(op: &MountOp) -> Result<(), RootfsError> {
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
                 None::<&str>,
             )
-            .map_err(err(format!(
-                "mounting a fresh /proc (is /proc on the host partly masked, as in some containers?)"
-            )))?;
+            .map_err(err(
+                "mounting a fresh /proc (is /proc on the host partly masked, as in some containers?)",
+            ))?;
         }
         MountOp::Tmpfs {
             path,
@@ -373,6 +442,52 @@ fn apply(op: &MountOp) -> Result<(), RootfsError> {
             }
             std::os::unix::fs::symlink(target, &dst)
                 .map_err(ioerr(format!("creating symlink {}", path.display())))?;
+        }
+        MountOp::SelfRo { path } => {
+            let dst = under(NEWROOT, path);
+            if dst.exists() {
+                mount(
+                    Some(&dst),
+                    &dst,
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .map_err(err(format!("binding {}", path.display())))?;
+                remount_ro(&dst, &path.display().to_string())?;
+            }
+        }
+        MountOp::Mask { path } => {
+            let dst = under(NEWROOT, path);
+            match fs::symlink_metadata(&dst) {
+                Ok(m) if m.is_dir() => mount(
+                    Some("tmpfs"),
+                    &dst,
+                    Some("tmpfs"),
+                    MsFlags::MS_RDONLY
+                        | MsFlags::MS_NOSUID
+                        | MsFlags::MS_NODEV
+                        | MsFlags::MS_NOEXEC,
+                    Some("mode=0555,size=4k"),
+                )
+                .map_err(err(format!("masking {}", path.display())))?,
+                Ok(_) => {
+                    mount(
+                        Some(&under(OLDROOT, Path::new("/dev/null"))),
+                        &dst,
+                        None::<&str>,
+                        MsFlags::MS_BIND,
+                        None::<&str>,
+                    )
+                    .map_err(err(format!("masking {}", path.display())))?;
+                    remount(
+                        &dst,
+                        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+                    )
+                    .map_err(err(format!("masking {} read-only", path.display())))?;
+                }
+                Err(_) => {}
+            }
         }
         MountOp::RemountRo { path } => {
             // Only this mount (the tmpfs), not what is mounted below it.
@@ -481,7 +596,7 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\'
-            && i + 3 < b.len() + 0
+            && i + 3 < b.len()
             && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
         {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
@@ -568,6 +683,12 @@ mod tests {
                     is_dir: true
                 },
                 MountOp::Bind {
+                    src: "/w/.git".into(),
+                    path: "/w/.git".into(),
+                    readonly: false,
+                    is_dir: true
+                },
+                MountOp::Bind {
                     src: "/w/.git/hooks".into(),
                     path: "/w/.git/hooks".into(),
                     readonly: true,
@@ -586,6 +707,27 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn ancestors_of_protected_paths_become_mount_points() {
+        let ops = mount_ops(&[
+            rule("/w", Access::Write, true),
+            rule("/w/.git/config", Access::Protect, false),
+            rule("/w/.git/hooks", Access::Protect, true),
+        ]);
+        let git_binds = ops
+            .iter()
+            .filter(|o| matches!(o, MountOp::Bind { path, readonly: false, .. } if path == Path::new("/w/.git")))
+            .count();
+        assert_eq!(git_binds, 1, "{ops:#?}");
+        let pos = |p: &str| {
+            ops.iter()
+                .position(|o| matches!(o, MountOp::Bind { path, .. } if path == Path::new(p)))
+                .expect(p)
+        };
+        assert!(pos("/w") < pos("/w/.git"));
+        assert!(pos("/w/.git") < pos("/w/.git/config"));
     }
 
     #[test]

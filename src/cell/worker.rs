@@ -18,8 +18,15 @@ fn fail(err: &OwnedFd, code: i32, msg: &str) -> ! {
 /// Drop every capability: bounding, ambient, inheritable, effective, permitted.
 pub fn drop_all_caps() -> Result<(), String> {
     use caps::CapSet;
+    // Dropping from the bounding set needs CAP_SETPCAP, which a cell's processes have in
+    // their user namespace. Without namespaces (best effort, plain user) there is none to
+    // drop from: no_new_privs then keeps file capabilities and setuid bits from adding any.
+    let can_drop_bounding =
+        caps::has_cap(None, CapSet::Effective, caps::Capability::CAP_SETPCAP).unwrap_or(true);
     for cap in caps::all() {
-        // Dropping from the bounding set needs CAP_SETPCAP, which we still have here.
+        if !can_drop_bounding {
+            break;
+        }
         if let Err(e) = caps::drop(None, CapSet::Bounding, cap) {
             return Err(format!("dropping {cap} from the bounding set: {e}"));
         }
@@ -76,6 +83,14 @@ pub fn main(spec: &Spec, err: OwnedFd) -> ! {
             );
         }
     }
+    if spec.rlimits.iter().any(|r| r.name == "fsize") {
+        // A write past the file size limit then fails with EFBIG, which programs report
+        // ("File too large"), instead of killing them with SIGXFSZ. Survives execve.
+        // SAFETY: setting a disposition to SIG_IGN has no handler to race with.
+        unsafe {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        }
+    }
     if let Err(e) = nix::unistd::chdir(&spec.process.cwd) {
         fail(
             &err,
@@ -107,6 +122,17 @@ pub fn main(spec: &Spec, err: OwnedFd) -> ! {
             125,
             &format!("no_new_privs: {}", std::io::Error::last_os_error()),
         );
+    }
+    // Landlock after no_new_privs; seccomp last, so that nothing but execve runs under it.
+    if let Some(rules) = &spec.landlock {
+        if let Err(e) = super::landlock::apply(rules) {
+            fail(&err, 125, &e);
+        }
+    }
+    if let Some(programs) = &spec.seccomp {
+        if let Err(e) = super::seccomp::apply(programs) {
+            fail(&err, 125, &e);
+        }
     }
     exec(spec, &err)
 }

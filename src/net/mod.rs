@@ -104,6 +104,17 @@ pub fn cell_mounts(ops: &mut Vec<MountOp>) {
     );
 }
 
+/// Landlock must let the cell read and execute the binary bound by [`cell_mounts`].
+pub fn cell_landlock(spec: &mut crate::cell::Spec) {
+    if let Some(rules) = spec.landlock.as_mut() {
+        rules.fs.push(crate::cell::landlock::FsRule {
+            path: PathBuf::from(BINARY_IN_CELL),
+            class: crate::cell::landlock::Class::Read,
+            optional: true,
+        });
+    }
+}
+
 /// Raise the supervisor's own soft fd limit to the hard one: every tunnel needs two
 /// sockets and two pipes. The cell's limits are its own (it is already running).
 fn raise_nofile() {

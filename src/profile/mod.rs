@@ -122,6 +122,38 @@ pub struct Limits {
     pub timeout: Option<Duration>,
     pub grace: Option<Duration>,
     pub rlimits: BTreeMap<String, Val<u64>>,
+    /// The human keys (`processes`, `memory`, ...) as written, validated; see `limits`.
+    pub resources: BTreeMap<String, Val<String>>,
+}
+
+/// `[security]`: the layers under the namespaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Security {
+    /// Apply Landlock (default true).
+    pub landlock: bool,
+    /// Extra syscalls refused with EPERM.
+    pub seccomp_deny: Vec<Val<String>>,
+    /// Syscalls of the default deny list given back.
+    pub seccomp_allow: Vec<Val<String>>,
+    /// Let the command create nested user namespaces (for tools that sandbox themselves).
+    pub allow_userns: bool,
+    /// TCP ports the command may bind and connect to (Landlock) in none/loopback mode.
+    pub tcp_ports: Vec<Val<u16>>,
+    /// Landlock does not restrict TCP ports (the network namespace still does).
+    pub tcp_any_port: bool,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            landlock: true,
+            seccomp_deny: Vec::new(),
+            seccomp_allow: Vec::new(),
+            allow_userns: false,
+            tcp_ports: Vec::new(),
+            tcp_any_port: false,
+        }
+    }
 }
 
 /// A profile with its `extends` chain merged.
@@ -137,6 +169,7 @@ pub struct Profile {
     pub network: Network,
     pub env: Env,
     pub limits: Limits,
+    pub security: Security,
 }
 
 impl Default for Profile {
@@ -151,6 +184,7 @@ impl Default for Profile {
             network: Network::default(),
             env: Env::default(),
             limits: Limits::default(),
+            security: Security::default(),
         }
     }
 }

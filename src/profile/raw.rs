@@ -20,6 +20,7 @@ pub struct RawProfile {
     pub network: Option<RawNetwork>,
     pub env: Option<RawEnv>,
     pub limits: Option<RawLimits>,
+    pub security: Option<RawSecurity>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,8 +92,54 @@ pub struct RawEnv {
 pub struct RawLimits {
     pub timeout: Option<Spanned<String>>,
     pub grace: Option<Spanned<String>>,
+    pub processes: Option<Spanned<RawQty>>,
+    pub memory: Option<Spanned<RawQty>>,
+    pub cpu: Option<Spanned<RawQty>>,
+    pub open_files: Option<Spanned<RawQty>>,
+    pub file_size: Option<Spanned<RawQty>>,
+    pub core: Option<Spanned<RawQty>>,
     #[serde(default)]
     pub rlimits: BTreeMap<String, Spanned<u64>>,
+}
+
+/// `[security]`: the layers under the namespaces (Landlock, seccomp).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecurity {
+    pub landlock: Option<Spanned<bool>>,
+    pub seccomp: Option<RawSeccomp>,
+    pub allow_userns: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub tcp_ports: Vec<Spanned<i64>>,
+    pub tcp_any_port: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSeccomp {
+    #[serde(default)]
+    pub deny: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub allow: Vec<Spanned<String>>,
+}
+
+/// A limit as written: `4096`, `1.5` or `"4G"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawQty {
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+impl RawQty {
+    fn text(&self) -> String {
+        match self {
+            RawQty::Int(i) => i.to_string(),
+            RawQty::Float(f) => f.to_string(),
+            RawQty::Str(s) => s.clone(),
+        }
+    }
 }
 
 /// 1-based line of a byte offset.
@@ -108,7 +155,9 @@ pub fn parse(file: &str, text: &str) -> Result<RawProfile, ProfileError> {
     toml::from_str::<RawProfile>(text).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
         let mut msg = e.message().trim().to_string();
-        if msg.starts_with("data did not match any variant") {
+        if msg.starts_with("data did not match any variant") && msg.contains("RawQty") {
+            msg = "a limit is a number or a string such as \"4G\" or \"unlimited\"".into();
+        } else if msg.starts_with("data did not match any variant") {
             msg = "a path entry must be a string or a table { path = \"...\", optional = true }"
                 .into();
         }
@@ -231,6 +280,29 @@ pub fn merge_into(
                 }
             }
         }
+        for (key, slot) in [
+            ("processes", &l.processes),
+            ("memory", &l.memory),
+            ("cpu", &l.cpu),
+            ("open_files", &l.open_files),
+            ("file_size", &l.file_size),
+            ("core", &l.core),
+        ] {
+            if let Some(v) = slot {
+                let text = v.get_ref().text();
+                crate::limits::check(key, &text).map_err(|msg| ProfileError::Invalid {
+                    origin: origin(v.span().start),
+                    msg: format!("`limits.{key}`: {msg}"),
+                })?;
+                p.limits.resources.insert(
+                    key.to_string(),
+                    Val {
+                        value: text,
+                        origin: origin(v.span().start),
+                    },
+                );
+            }
+        }
         for (k, v) in &l.rlimits {
             if !crate::plan::RLIMIT_NAMES.contains(&k.as_str()) {
                 return Err(ProfileError::Invalid {
@@ -248,6 +320,61 @@ pub fn merge_into(
                     origin: origin(v.span().start),
                 },
             );
+        }
+    }
+    if let Some(sec) = &raw.security {
+        merge_security(p, sec, &origin)?;
+    }
+    Ok(())
+}
+
+fn merge_security(
+    p: &mut Profile,
+    sec: &RawSecurity,
+    origin: &dyn Fn(usize) -> Origin,
+) -> Result<(), ProfileError> {
+    if let Some(l) = &sec.landlock {
+        p.security.landlock = *l.get_ref();
+    }
+    if let Some(u) = &sec.allow_userns {
+        p.security.allow_userns = *u.get_ref();
+    }
+    if let Some(t) = &sec.tcp_any_port {
+        p.security.tcp_any_port = *t.get_ref();
+    }
+    for port in &sec.tcp_ports {
+        let v = *port.get_ref();
+        if !(0..=65535).contains(&v) {
+            return Err(ProfileError::Invalid {
+                origin: origin(port.span().start),
+                msg: format!("`security.tcp_ports`: {v} is not a TCP port (1 to 65535, or 0 to allow binding an ephemeral port)"),
+            });
+        }
+        p.security.tcp_ports.push(Val {
+            value: v as u16,
+            origin: origin(port.span().start),
+        });
+    }
+    if let Some(sc) = &sec.seccomp {
+        for (list, key, dst) in [
+            (&sc.deny, "deny", &mut p.security.seccomp_deny),
+            (&sc.allow, "allow", &mut p.security.seccomp_allow),
+        ] {
+            for name in list {
+                let n = name.get_ref();
+                if crate::cell::syscalls::number(n).is_none() {
+                    return Err(ProfileError::Invalid {
+                        origin: origin(name.span().start),
+                        msg: format!(
+                            "`security.seccomp.{key}`: {n:?} is not a system call on this architecture (names as in `man 2 syscalls`, e.g. \"ptrace\")"
+                        ),
+                    });
+                }
+                dst.push(Val {
+                    value: n.clone(),
+                    origin: origin(name.span().start),
+                });
+            }
         }
     }
     Ok(())

@@ -1,0 +1,406 @@
+//! taskcell-probe: a small helper the tests run inside cells to call one syscall and print
+//! the errno it got (0 = success). Arguments are chosen so that no call changes anything
+//! outside the probe; where the kernel would fail anyway, it fails with an errno other than
+//! the filter's where possible (EFAULT, EBADF, EINVAL), so the tests can tell them apart.
+//!
+//! Usage:
+//!   taskcell-probe sys NAME...         one line `NAME ERRNO` per call
+//!   taskcell-probe denied              every call of the deny list
+//!   taskcell-probe kill PID SIG        errno of kill(PID, SIG)
+//!   taskcell-probe connect PORT        errno of a TCP connect to 127.0.0.1:PORT
+//!   taskcell-probe tcp PORT            bind+listen on PORT, then connect to it
+//!   taskcell-probe tcp-ephemeral       bind+listen on port 0, then connect to it
+//!   taskcell-probe abstract NAME       connect to the abstract unix socket NAME
+//!   taskcell-probe getppid-loop N      ns per getppid over N calls
+//!   taskcell-probe allow-all-loop N    the same under an allow-everything seccomp filter
+//!   taskcell-probe i386                getpid through int 0x80 (x86_64)
+
+use std::io::Write;
+use std::time::Instant;
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+}
+
+fn ret(r: libc::c_long) -> i32 {
+    if r < 0 {
+        errno()
+    } else {
+        0
+    }
+}
+
+fn sys(nr: libc::c_long, a: [u64; 6]) -> i32 {
+    // SAFETY: raw syscalls with integer arguments; pointer arguments are NULL or point to
+    // locals of the caller, and none of the calls used here writes through a NULL pointer.
+    ret(unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]) })
+}
+
+/// (name, call) for every syscall the default filter refuses.
+fn call(name: &str) -> Option<i32> {
+    use libc::*;
+    let neg = u64::MAX; // -1 as an fd
+    Some(match name {
+        "mount" => sys(SYS_mount, [0; 6]),
+        "umount2" => sys(SYS_umount2, [0, 0xffff_ffff, 0, 0, 0, 0]),
+        "pivot_root" => sys(SYS_pivot_root, [0; 6]),
+        "move_mount" => sys(SYS_move_mount, [neg, 0, neg, 0, 0xffff_ffff, 0]),
+        "open_tree" => sys(SYS_open_tree, [neg, 0, 0xffff_ffff, 0, 0, 0]),
+        "fsopen" => sys(SYS_fsopen, [0, 0xffff_ffff, 0, 0, 0, 0]),
+        "fsconfig" => sys(SYS_fsconfig, [neg, 0, 0, 0, 0, 0]),
+        "fsmount" => sys(SYS_fsmount, [neg, 0xffff_ffff, 0, 0, 0, 0]),
+        "fspick" => sys(SYS_fspick, [neg, 0, 0xffff_ffff, 0, 0, 0]),
+        "mount_setattr" => sys(SYS_mount_setattr, [neg, 0, 0xffff_ffff, 0, 0, 0]),
+        "unshare" => sys(SYS_unshare, [CLONE_NEWUSER as u64, 0, 0, 0, 0, 0]),
+        "setns" => sys(SYS_setns, [neg, 0, 0, 0, 0, 0]),
+        "clone-newuser" => clone_with(CLONE_NEWUSER as u64),
+        "clone-newns" => clone_with(CLONE_NEWNS as u64),
+        "clone-newnet" => clone_with(CLONE_NEWNET as u64),
+        "clone-plain" => clone_with(0),
+        "clone3" => sys(SYS_clone3, [0; 6]),
+        "ptrace" => sys(SYS_ptrace, [PTRACE_PEEKDATA as u64, 0, 0, 0, 0, 0]),
+        "process_vm_readv" => sys(
+            SYS_process_vm_readv,
+            [std::process::id() as u64, 0, 0, 0, 0, 0],
+        ),
+        "process_vm_writev" => sys(
+            SYS_process_vm_writev,
+            [std::process::id() as u64, 0, 0, 0, 0, 0],
+        ),
+        "pidfd_getfd" => sys(SYS_pidfd_getfd, [neg, 0, 0, 0, 0, 0]),
+        "bpf" => sys(SYS_bpf, [0xffff, 0, 0, 0, 0, 0]),
+        "perf_event_open" => sys(SYS_perf_event_open, [0, 0, neg, neg, 0, 0]),
+        // UFFD_USER_MODE_ONLY: allowed for unprivileged users by default.
+        "userfaultfd" => sys(SYS_userfaultfd, [1 | O_CLOEXEC as u64, 0, 0, 0, 0, 0]),
+        "io_uring_setup" => sys(SYS_io_uring_setup, [0; 6]),
+        "io_uring_enter" => sys(SYS_io_uring_enter, [neg, 0, 0, 0, 0, 0]),
+        "io_uring_register" => sys(SYS_io_uring_register, [neg, 0, 0, 0, 0, 0]),
+        "keyctl" => sys(SYS_keyctl, [0xffff, 0, 0, 0, 0, 0]),
+        "add_key" => sys(SYS_add_key, [0; 6]),
+        "request_key" => sys(SYS_request_key, [0; 6]),
+        "kexec_load" => sys(SYS_kexec_load, [0, 0, 0, 0xffff_ffff, 0, 0]),
+        "kexec_file_load" => sys(SYS_kexec_file_load, [neg, neg, 0, 0, 0xffff_ffff, 0]),
+        "init_module" => sys(SYS_init_module, [0; 6]),
+        "finit_module" => sys(SYS_finit_module, [neg, 0, 0xffff_ffff, 0, 0, 0]),
+        "delete_module" => sys(SYS_delete_module, [0; 6]),
+        "open_by_handle_at" => sys(SYS_open_by_handle_at, [neg, 0, 0, 0, 0, 0]),
+        "name_to_handle_at" => sys(SYS_name_to_handle_at, [neg, 0, 0, 0, 0xffff_ffff, 0]),
+        "acct" => sys(SYS_acct, [0; 6]),
+        "swapon" => sys(SYS_swapon, [0; 6]),
+        "swapoff" => sys(SYS_swapoff, [0; 6]),
+        // Wrong magic numbers: the kernel would refuse even with CAP_SYS_BOOT.
+        "reboot" => sys(SYS_reboot, [0; 6]),
+        "syslog" => sys(SYS_syslog, [0xffff, 0, 0, 0, 0, 0]),
+        "quotactl" => sys(SYS_quotactl, [0; 6]),
+        "settimeofday" => sys(SYS_settimeofday, [0; 6]),
+        "clock_settime" => sys(SYS_clock_settime, [0xffff, 0, 0, 0, 0, 0]),
+        "adjtimex" => sys(SYS_adjtimex, [0; 6]),
+        "clock_adjtime" => sys(SYS_clock_adjtime, [0xffff, 0, 0, 0, 0, 0]),
+        "personality" => {
+            let r = sys(SYS_personality, [ADDR_NO_RANDOMIZE as u64, 0, 0, 0, 0, 0]);
+            // Put the default back if it worked.
+            sys(SYS_personality, [0; 6]);
+            r
+        }
+        "personality-query" => sys(SYS_personality, [0xffff_ffff, 0, 0, 0, 0, 0]),
+        "ioctl-tiocsti" => sys(SYS_ioctl, [neg, TIOCSTI, 0, 0, 0, 0]),
+        "ioctl-tiocsti-high" => sys(SYS_ioctl, [neg, TIOCSTI | (1 << 32), 0, 0, 0, 0]),
+        "ioctl-tioclinux" => sys(SYS_ioctl, [neg, TIOCLINUX, 0, 0, 0, 0]),
+        "ioctl-tcgets" => sys(SYS_ioctl, [neg, TCGETS, 0, 0, 0, 0]),
+        "socket-packet" => open_socket(AF_PACKET, SOCK_DGRAM, 0),
+        "socket-vsock" => open_socket(AF_VSOCK, SOCK_STREAM, 0),
+        "socket-alg" => open_socket(AF_ALG, SOCK_SEQPACKET, 0),
+        "socket-netlink-audit" => open_socket(AF_NETLINK, SOCK_RAW, NETLINK_AUDIT),
+        "socket-netlink-route" => open_socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE),
+        "socket-mptcp" => open_socket(AF_INET, SOCK_STREAM, 262),
+        "socket-inet" => open_socket(AF_INET, SOCK_STREAM, 0),
+        "socket-unix" => open_socket(AF_UNIX, SOCK_STREAM, 0),
+        "x32" => x32(),
+        "getppid" => sys(SYS_getppid, [0; 6]),
+        _ => return None,
+    })
+}
+
+/// Every name `denied` runs, in order.
+const DENIED: &[&str] = &[
+    "mount",
+    "umount2",
+    "pivot_root",
+    "move_mount",
+    "open_tree",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "mount_setattr",
+    "setns",
+    "clone-newuser",
+    "clone-newns",
+    "clone-newnet",
+    "clone3",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "pidfd_getfd",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "acct",
+    "swapon",
+    "swapoff",
+    "reboot",
+    "syslog",
+    "quotactl",
+    "settimeofday",
+    "clock_settime",
+    "adjtimex",
+    "clock_adjtime",
+    "personality",
+    "ioctl-tiocsti",
+    "ioctl-tiocsti-high",
+    "ioctl-tioclinux",
+    "socket-packet",
+    "socket-vsock",
+    "socket-alg",
+    "socket-netlink-audit",
+    "socket-mptcp",
+    "x32",
+    // Last: without the filter it moves the probe into a new user namespace.
+    "unshare",
+    // Allowed: these must keep working.
+    "clone-plain",
+    "personality-query",
+    "ioctl-tcgets",
+    "socket-netlink-route",
+    "socket-inet",
+    "socket-unix",
+    "getppid",
+];
+
+fn clone_with(flags: u64) -> i32 {
+    // SAFETY: clone without CLONE_VM and a NULL stack behaves like fork; the child exits at
+    // once with _exit, touching nothing.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags | libc::SIGCHLD as u64, 0, 0, 0, 0) };
+    if pid == 0 {
+        // SAFETY: leave the child immediately.
+        unsafe { libc::_exit(0) }
+    }
+    if pid < 0 {
+        return errno();
+    }
+    let mut st = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid as i32, &mut st, 0) };
+    0
+}
+
+fn open_socket(domain: i32, ty: i32, proto: i32) -> i32 {
+    // SAFETY: socket takes integers; the fd is closed right away.
+    let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, proto) };
+    if fd < 0 {
+        return errno();
+    }
+    // SAFETY: closing the fd we got.
+    unsafe { libc::close(fd) };
+    0
+}
+
+fn x32() -> i32 {
+    if cfg!(target_arch = "x86_64") {
+        // x32 getpid: __X32_SYSCALL_BIT | 39.
+        sys(0x4000_0000 | 39, [0; 6])
+    } else {
+        libc::ENOSYS
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn i386_getpid() -> i64 {
+    let mut ret: i64 = 20; // __NR_getpid on i386
+                           // SAFETY: int 0x80 with eax = 20 (getpid) takes no pointer arguments.
+    unsafe {
+        std::arch::asm!("int 0x80", inout("rax") ret, options(nostack));
+    }
+    ret
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn i386_getpid() -> i64 {
+    -(libc::ENOSYS as i64)
+}
+
+fn sockaddr(port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+fn connect(port: u16) -> i32 {
+    // SAFETY: a fresh socket, a sockaddr_in on the stack with its exact size.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return errno();
+        }
+        let a = sockaddr(port);
+        let r = libc::connect(
+            fd,
+            (&a as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        );
+        let e = if r < 0 { errno() } else { 0 };
+        libc::close(fd);
+        e
+    }
+}
+
+/// bind + listen on `port` (0: ephemeral); returns (errno, the port bound, fd).
+fn listen(port: u16) -> (i32, u16, i32) {
+    // SAFETY: a fresh socket, sockaddr_in on the stack with its exact size.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return (errno(), 0, -1);
+        }
+        let a = sockaddr(port);
+        let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        if libc::bind(fd, (&a as *const libc::sockaddr_in).cast(), len) < 0 {
+            let e = errno();
+            libc::close(fd);
+            return (e, 0, -1);
+        }
+        if libc::listen(fd, 8) < 0 {
+            let e = errno();
+            libc::close(fd);
+            return (e, 0, -1);
+        }
+        let mut got = sockaddr(0);
+        let mut l = len;
+        libc::getsockname(fd, (&mut got as *mut libc::sockaddr_in).cast(), &mut l);
+        (0, u16::from_be(got.sin_port), fd)
+    }
+}
+
+fn abstract_connect(name: &str) -> i32 {
+    // SAFETY: a fresh socket and a sockaddr_un on the stack, length covering the name.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return errno();
+        }
+        let mut a: libc::sockaddr_un = std::mem::zeroed();
+        a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let bytes = name.as_bytes();
+        let n = bytes.len().min(a.sun_path.len() - 1);
+        for (i, b) in bytes[..n].iter().enumerate() {
+            a.sun_path[i + 1] = *b as libc::c_char;
+        }
+        let len = (std::mem::size_of::<libc::sa_family_t>() + 1 + n) as u32;
+        let r = libc::connect(fd, (&a as *const libc::sockaddr_un).cast(), len);
+        let e = if r < 0 { errno() } else { 0 };
+        libc::close(fd);
+        e
+    }
+}
+
+fn getppid_loop(n: u64) {
+    let start = Instant::now();
+    for _ in 0..n {
+        // SAFETY: getppid has no arguments.
+        unsafe { libc::syscall(libc::SYS_getppid) };
+    }
+    let ns = start.elapsed().as_nanos() as f64 / n.max(1) as f64;
+    println!("{ns:.1}");
+}
+
+fn usage() -> ! {
+    eprintln!("usage: taskcell-probe sys NAME... | denied | kill PID SIG | connect PORT | tcp PORT | tcp-ephemeral | abstract NAME | getppid-loop N | allow-all-loop N | i386");
+    std::process::exit(2)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let num = |i: usize| -> u64 {
+        args.get(i)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| usage())
+    };
+    let mut out = std::io::stdout().lock();
+    match args.first().map(String::as_str) {
+        Some("sys") => {
+            for n in &args[1..] {
+                match call(n) {
+                    Some(e) => {
+                        let _ = writeln!(out, "{n} {e}");
+                    }
+                    None => {
+                        eprintln!("unknown call {n}");
+                        std::process::exit(2)
+                    }
+                }
+            }
+        }
+        Some("denied") => {
+            for n in DENIED {
+                let e = call(n).unwrap_or(-1);
+                let _ = writeln!(out, "{n} {e}");
+            }
+        }
+        Some("kill") => {
+            let (pid, sig) = (num(1) as i32, num(2) as i32);
+            // SAFETY: kill takes integers.
+            let _ = writeln!(out, "{}", ret(unsafe { libc::kill(pid, sig) } as _));
+        }
+        Some("connect") => {
+            let _ = writeln!(out, "{}", connect(num(1) as u16));
+        }
+        Some("tcp") | Some("tcp-ephemeral") => {
+            let port = if args[0] == "tcp" { num(1) as u16 } else { 0 };
+            let (b, p, fd) = listen(port);
+            let c = if b == 0 { connect(p) } else { -1 };
+            let _ = writeln!(out, "bind {b} connect {c}");
+            if fd >= 0 {
+                // SAFETY: closing our listener.
+                unsafe { libc::close(fd) };
+            }
+        }
+        Some("abstract") => {
+            let name = args.get(1).cloned().unwrap_or_else(|| usage());
+            let _ = writeln!(out, "{}", abstract_connect(&name));
+        }
+        Some("getppid-loop") => getppid_loop(num(1)),
+        Some("allow-all-loop") => {
+            // SAFETY: prctl with integer arguments only.
+            unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+            if let Err(e) = taskcell::cell::seccomp::apply(&[taskcell::cell::seccomp::allow_all()])
+            {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+            getppid_loop(num(1))
+        }
+        Some("i386") => {
+            let r = i386_getpid();
+            let _ = writeln!(out, "{r}");
+        }
+        _ => usage(),
+    }
+}

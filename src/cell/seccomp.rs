@@ -1,0 +1,684 @@
+//! The seccomp filter: computed from the plan as a list of [`Rule`]s (pure data, printed by
+//! `explain`, unit-tested), compiled with seccompiler into BPF programs by [`compile`], and
+//! installed by [`apply`] as the very last step before `execve`.
+//!
+//! Default action: allow. A matching rule returns an errno (EPERM, or ENOSYS for `clone3`
+//! so that libc falls back to `clone`, whose flags the filter can inspect).
+//!
+//! Two programs are stacked:
+//! 1. a hand-written prelude: a call through another ABI (i386 `int 0x80`, an AArch32
+//!    task) kills the process; an x32 call (`__X32_SYSCALL_BIT`) gets EPERM; `clone3` gets
+//!    ENOSYS. It only looks at the arch and the syscall number.
+//! 2. seccompiler's filter with every EPERM rule.
+//!
+//! Cost: only `clone`, `ioctl`, `personality` and `socket` have argument checks. For every
+//! other syscall both programs return a constant, so the kernel's seccomp action cache
+//! (Linux 5.11+) allows it without running either program: hot syscalls pay only the
+//! fixed price of having a filter at all.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use seccompiler::{
+    sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
+    SeccompFilter, SeccompRule, TargetArch,
+};
+use serde::Serialize;
+
+use super::syscalls;
+use crate::plan::NetMode;
+
+/// A comparison on one syscall argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Cmp {
+    /// `(arg & mask) == mask`: any of these flag bits set (checked one flag per rule).
+    HasBits(u64),
+    /// The low 32 bits equal the value.
+    Eq32(u64),
+    /// The low 32 bits differ from the value.
+    Ne32(u64),
+    /// The low 32 bits are greater than the value (unsigned).
+    Gt32(u64),
+    /// The low 32 bits are less than the value (unsigned).
+    Lt32(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Cond {
+    pub arg: u8,
+    pub cmp: Cmp,
+}
+
+/// One deny rule: `name` is refused with `errno` when any of `when` matches (all conditions
+/// of one entry must hold); an empty `when` refuses every call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    pub name: String,
+    pub nr: i64,
+    pub errno: i32,
+    pub when: Vec<Vec<Cond>>,
+    /// Why (shown by `explain`).
+    pub why: String,
+}
+
+/// The whole filter as data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Filter {
+    pub rules: Vec<Rule>,
+    /// Calls through another ABI are refused (always true; kept visible for `explain`).
+    pub other_abi_refused: bool,
+}
+
+/// What the filter needs from the plan.
+#[derive(Debug, Clone, Default)]
+pub struct Policy<'a> {
+    pub net: Option<NetMode>,
+    pub deny: &'a [String],
+    pub allow: &'a [String],
+    pub allow_userns: bool,
+}
+
+/// The default deny list (refused with EPERM, no argument checks), grouped by reason.
+pub const DENY: &[(&str, &[&str])] = &[
+    (
+        "changes the mount table",
+        &[
+            "mount",
+            "umount2",
+            "pivot_root",
+            "move_mount",
+            "open_tree",
+            "fsopen",
+            "fsconfig",
+            "fsmount",
+            "fspick",
+            "mount_setattr",
+        ],
+    ),
+    (
+        "reads or changes another process",
+        &[
+            "ptrace",
+            "process_vm_readv",
+            "process_vm_writev",
+            "pidfd_getfd",
+        ],
+    ),
+    (
+        "kernel attack surface (BPF, perf, userfaultfd, io_uring)",
+        &[
+            "bpf",
+            "perf_event_open",
+            "userfaultfd",
+            "io_uring_setup",
+            "io_uring_enter",
+            "io_uring_register",
+        ],
+    ),
+    ("kernel keyrings", &["keyctl", "add_key", "request_key"]),
+    (
+        "loads kernel code or reboots",
+        &[
+            "kexec_load",
+            "kexec_file_load",
+            "init_module",
+            "finit_module",
+            "delete_module",
+            "reboot",
+        ],
+    ),
+    (
+        "opens files by handle, bypassing paths",
+        &["open_by_handle_at", "name_to_handle_at"],
+    ),
+    (
+        "system administration",
+        &[
+            "acct",
+            "swapon",
+            "swapoff",
+            "syslog",
+            "quotactl",
+            "quotactl_fd",
+            "vhangup",
+            "iopl",
+            "ioperm",
+            "uselib",
+        ],
+    ),
+    (
+        "changes the system clock",
+        &["settimeofday", "clock_settime", "adjtimex", "clock_adjtime"],
+    ),
+];
+
+/// Namespace syscalls refused unless `allow_userns`.
+const NS_DENY: &[&str] = &["unshare", "setns"];
+
+/// clone flags that create namespaces. CLONE_NEWTIME (0x80) is not among them: for clone()
+/// that bit is part of the exit signal; only clone3/unshare take it (both refused).
+const CLONE_NS_FLAGS: &[(&str, u64)] = &[
+    ("CLONE_NEWNS", libc::CLONE_NEWNS as u64),
+    ("CLONE_NEWCGROUP", libc::CLONE_NEWCGROUP as u64),
+    ("CLONE_NEWUTS", libc::CLONE_NEWUTS as u64),
+    ("CLONE_NEWIPC", libc::CLONE_NEWIPC as u64),
+    ("CLONE_NEWUSER", libc::CLONE_NEWUSER as u64),
+    ("CLONE_NEWPID", libc::CLONE_NEWPID as u64),
+    ("CLONE_NEWNET", libc::CLONE_NEWNET as u64),
+];
+
+pub const TIOCSTI: u64 = 0x5412;
+pub const TIOCLINUX: u64 = 0x541C;
+/// `personality(0xffffffff)` only queries the current persona.
+const PERSONALITY_QUERY: u64 = 0xffff_ffff;
+const IPPROTO_MPTCP: u64 = 262;
+const NETLINK_ROUTE: u64 = 0;
+
+/// x32 syscalls on x86_64 carry this bit in the syscall number.
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+fn rule(name: &str, errno: i32, when: Vec<Vec<Cond>>, why: &str) -> Option<Rule> {
+    let nr = syscalls::number(name)?;
+    Some(Rule {
+        name: name.to_string(),
+        nr,
+        errno,
+        when,
+        why: why.to_string(),
+    })
+}
+
+fn c(arg: u8, cmp: Cmp) -> Cond {
+    Cond { arg, cmp }
+}
+
+/// Compute the filter for a plan. Names not present on this architecture (e.g. `iopl` on
+/// aarch64) are skipped; profile names were checked when the profile was read.
+pub fn filter(p: &Policy) -> Filter {
+    let mut rules: Vec<Rule> = Vec::new();
+    let mut push = |r: Option<Rule>| {
+        if let Some(r) = r {
+            rules.push(r);
+        }
+    };
+    for (why, names) in DENY {
+        for n in *names {
+            push(rule(n, libc::EPERM, vec![], why));
+        }
+    }
+    if !p.allow_userns {
+        for n in NS_DENY {
+            push(rule(n, libc::EPERM, vec![], "creates or joins namespaces"));
+        }
+        push(rule(
+            "clone",
+            libc::EPERM,
+            CLONE_NS_FLAGS
+                .iter()
+                .map(|(_, f)| vec![c(0, Cmp::HasBits(*f))])
+                .collect(),
+            "creates namespaces (flags CLONE_NEW*)",
+        ));
+    }
+    push(rule(
+        "clone3",
+        libc::ENOSYS,
+        vec![],
+        "its flags cannot be inspected; ENOSYS makes libc fall back to clone",
+    ));
+    push(rule(
+        "ioctl",
+        libc::EPERM,
+        vec![
+            vec![c(1, Cmp::Eq32(TIOCSTI))],
+            vec![c(1, Cmp::Eq32(TIOCLINUX))],
+        ],
+        "TIOCSTI/TIOCLINUX inject input into a terminal (request compared on its low 32 bits)",
+    ));
+    push(rule(
+        "personality",
+        libc::EPERM,
+        vec![vec![c(0, Cmp::Ne32(0)), c(0, Cmp::Ne32(PERSONALITY_QUERY))]],
+        "anything but the default persona (e.g. ADDR_NO_RANDOMIZE)",
+    ));
+    if matches!(
+        p.net,
+        Some(NetMode::None) | Some(NetMode::Loopback) | Some(NetMode::Proxy)
+    ) {
+        let af_inet = libc::AF_INET as u64;
+        let af_inet6 = libc::AF_INET6 as u64;
+        let af_netlink = libc::AF_NETLINK as u64;
+        push(rule(
+            "socket",
+            libc::EPERM,
+            vec![
+                // Families between AF_INET and AF_INET6 (AX25, IPX, APPLETALK, ...).
+                vec![c(0, Cmp::Gt32(af_inet)), c(0, Cmp::Lt32(af_inet6))],
+                // Families above AF_INET6 but netlink (PACKET, VSOCK, ALG, XDP, ...).
+                vec![c(0, Cmp::Gt32(af_inet6)), c(0, Cmp::Ne32(af_netlink))],
+                // Netlink other than route queries (getifaddrs needs NETLINK_ROUTE).
+                vec![c(0, Cmp::Eq32(af_netlink)), c(2, Cmp::Ne32(NETLINK_ROUTE))],
+                // MPTCP is not covered by Landlock's TCP rules.
+                vec![c(2, Cmp::Eq32(IPPROTO_MPTCP))],
+            ],
+            "socket families a cell without network has no use for (only unix, inet, inet6, netlink route; no MPTCP)",
+        ));
+    }
+    for n in p.deny {
+        // A profile's deny refuses every call, also of a call the list checks arguments of.
+        match rules.iter_mut().find(|r| &r.name == n) {
+            Some(r) => {
+                if !r.when.is_empty() {
+                    r.when.clear();
+                    r.why = "denied by the profile".into();
+                }
+            }
+            None => rules.extend(rule(n, libc::EPERM, vec![], "denied by the profile")),
+        }
+    }
+    rules.retain(|r| !p.allow.contains(&r.name));
+    Filter {
+        rules,
+        other_abi_refused: true,
+    }
+}
+
+impl fmt::Display for Cond {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let a = self.arg;
+        match self.cmp {
+            Cmp::HasBits(m) => {
+                let name = CLONE_NS_FLAGS
+                    .iter()
+                    .find(|(_, v)| *v == m)
+                    .map(|(n, _)| n.to_string())
+                    .unwrap_or_else(|| format!("{m:#x}"));
+                write!(f, "arg{a} has {name}")
+            }
+            Cmp::Eq32(v) => write!(f, "arg{a} == {}", value_name(a, v)),
+            Cmp::Ne32(v) => write!(f, "arg{a} != {}", value_name(a, v)),
+            Cmp::Gt32(v) => write!(f, "arg{a} > {}", value_name(a, v)),
+            Cmp::Lt32(v) => write!(f, "arg{a} < {}", value_name(a, v)),
+        }
+    }
+}
+
+fn value_name(arg: u8, v: u64) -> String {
+    match (arg, v) {
+        (1, TIOCSTI) => "TIOCSTI".into(),
+        (1, TIOCLINUX) => "TIOCLINUX".into(),
+        (0, 2) => "AF_INET".into(),
+        (0, 10) => "AF_INET6".into(),
+        (0, 16) => "AF_NETLINK".into(),
+        (2, IPPROTO_MPTCP) => "IPPROTO_MPTCP".into(),
+        _ if v > 0xffff => format!("{v:#x}"),
+        _ => v.to_string(),
+    }
+}
+
+fn errno_name(e: i32) -> &'static str {
+    match e {
+        libc::EPERM => "EPERM",
+        libc::ENOSYS => "ENOSYS",
+        _ => "errno",
+    }
+}
+
+/// One line per rule, for `explain`.
+pub fn describe(f: &Filter) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in &f.rules {
+        let when = if r.when.is_empty() {
+            String::new()
+        } else {
+            let alts: Vec<String> = r
+                .when
+                .iter()
+                .map(|all| {
+                    all.iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" && ")
+                })
+                .collect();
+            format!(" if {}", alts.join(" || "))
+        };
+        out.push(format!(
+            "{}{when} -> {} ({})",
+            r.name,
+            errno_name(r.errno),
+            r.why
+        ));
+    }
+    if f.other_abi_refused {
+        out.push(if cfg!(target_arch = "x86_64") {
+            "x32 calls -> EPERM; i386 calls (int 0x80) -> process killed".into()
+        } else {
+            "calls through another ABI (AArch32) -> process killed".into()
+        });
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+const ARCH: TargetArch = TargetArch::x86_64;
+#[cfg(target_arch = "aarch64")]
+const ARCH: TargetArch = TargetArch::aarch64;
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 183 | 0x8000_0000 | 0x4000_0000;
+
+/// BPF_LD | BPF_W | BPF_ABS (0x00 | 0x00 | 0x20).
+const BPF_LD_W_ABS: u16 = 0x20;
+const BPF_JEQ_K: u16 = 0x05 | 0x10;
+const BPF_JGE_K: u16 = 0x05 | 0x30;
+const BPF_RET_K: u16 = 0x06;
+const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+
+fn stmt(code: u16, k: u32) -> sock_filter {
+    sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
+    sock_filter { code, jt, jf, k }
+}
+
+/// The prelude program: other ABIs, x32, and the ENOSYS rules (only number checks).
+fn prelude(f: &Filter) -> BpfProgram {
+    let enosys: Vec<u32> = f
+        .rules
+        .iter()
+        .filter(|r| r.errno == libc::ENOSYS && r.when.is_empty())
+        .map(|r| r.nr as u32)
+        .collect();
+    let mut p = vec![
+        stmt(BPF_LD_W_ABS, 4), // seccomp_data.arch
+        jump(BPF_JEQ_K, AUDIT_ARCH, 1, 0),
+        stmt(BPF_RET_K, libc::SECCOMP_RET_KILL_PROCESS),
+        stmt(BPF_LD_W_ABS, 0), // seccomp_data.nr
+    ];
+    if cfg!(target_arch = "x86_64") {
+        // nr >= X32 bit: EPERM (the jump skips to the EPERM return after the ENOSYS list).
+        let to_eperm = (enosys.len() * 2 + 1) as u8;
+        p.push(jump(BPF_JGE_K, X32_SYSCALL_BIT, to_eperm, 0));
+    }
+    for nr in &enosys {
+        p.push(jump(BPF_JEQ_K, *nr, 0, 1));
+        p.push(stmt(BPF_RET_K, SECCOMP_RET_ERRNO | libc::ENOSYS as u32));
+    }
+    p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW));
+    if cfg!(target_arch = "x86_64") {
+        p.push(stmt(BPF_RET_K, SECCOMP_RET_ERRNO | libc::EPERM as u32));
+    }
+    p
+}
+
+fn condition(cond: &Cond) -> Result<SeccompCondition, seccompiler::BackendError> {
+    let (len, op, v) = match cond.cmp {
+        Cmp::HasBits(m) => (SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(m), m),
+        Cmp::Eq32(v) => (SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, v),
+        Cmp::Ne32(v) => (SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, v),
+        Cmp::Gt32(v) => (SeccompCmpArgLen::Dword, SeccompCmpOp::Gt, v),
+        Cmp::Lt32(v) => (SeccompCmpArgLen::Dword, SeccompCmpOp::Lt, v),
+    };
+    SeccompCondition::new(cond.arg, len, op, v)
+}
+
+/// Compile the filter into the programs to install, in order.
+pub fn compile(f: &Filter) -> Result<Vec<BpfProgram>, String> {
+    let mut map: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for r in f.rules.iter().filter(|r| r.errno == libc::EPERM) {
+        let entry = map.entry(r.nr).or_default();
+        for all in &r.when {
+            let conds = all
+                .iter()
+                .map(condition)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("seccomp rule for {}: {e}", r.name))?;
+            entry.push(
+                SeccompRule::new(conds).map_err(|e| format!("seccomp rule for {}: {e}", r.name))?,
+            );
+        }
+    }
+    let main = SeccompFilter::new(
+        map,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        ARCH,
+    )
+    .map_err(|e| format!("building the seccomp filter: {e}"))?;
+    let main: BpfProgram = main
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| format!("compiling the seccomp filter: {e}"))?;
+    if f.rules
+        .iter()
+        .any(|r| r.errno != libc::EPERM && !(r.errno == libc::ENOSYS && r.when.is_empty()))
+    {
+        return Err(
+            "seccomp: only EPERM rules and unconditional ENOSYS rules are supported".into(),
+        );
+    }
+    Ok(vec![prelude(f), main])
+}
+
+/// Install the programs (no_new_privs must be set). Nothing may run after this but
+/// `execve`.
+pub fn apply(programs: &[BpfProgram]) -> Result<(), String> {
+    for p in programs {
+        seccompiler::apply_filter(p).map_err(|e| format!("installing the seccomp filter: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A filter that allows everything (the floor any filter costs; for benchmarks).
+pub fn allow_all() -> BpfProgram {
+    vec![stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW)]
+}
+
+/// Whether this kernel can install filters returning errno.
+pub fn available() -> Result<(), String> {
+    // SAFETY: PR_GET_SECCOMP takes no pointers.
+    if unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) } < 0 {
+        return Err(format!(
+            "seccomp is not available: {} (needs a kernel with CONFIG_SECCOMP_FILTER)",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let actions =
+        std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
+    if !actions.is_empty() && !actions.contains("errno") {
+        return Err(format!(
+            "seccomp cannot return errno here (actions: {})",
+            actions.trim()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(f: &Filter) -> Vec<&str> {
+        f.rules.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    fn loopback() -> Policy<'static> {
+        Policy {
+            net: Some(NetMode::Loopback),
+            ..Policy::default()
+        }
+    }
+
+    #[test]
+    fn default_list_covers_the_issue() {
+        let f = filter(&loopback());
+        let n = names(&f);
+        for must in [
+            "mount",
+            "umount2",
+            "pivot_root",
+            "move_mount",
+            "open_tree",
+            "fsopen",
+            "fsconfig",
+            "fsmount",
+            "fspick",
+            "mount_setattr",
+            "unshare",
+            "setns",
+            "clone",
+            "clone3",
+            "ptrace",
+            "process_vm_readv",
+            "process_vm_writev",
+            "bpf",
+            "perf_event_open",
+            "userfaultfd",
+            "io_uring_setup",
+            "io_uring_enter",
+            "io_uring_register",
+            "keyctl",
+            "add_key",
+            "request_key",
+            "kexec_load",
+            "kexec_file_load",
+            "init_module",
+            "finit_module",
+            "delete_module",
+            "open_by_handle_at",
+            "name_to_handle_at",
+            "acct",
+            "swapon",
+            "swapoff",
+            "reboot",
+            "syslog",
+            "quotactl",
+            "settimeofday",
+            "clock_settime",
+            "adjtimex",
+            "personality",
+            "ioctl",
+            "socket",
+        ] {
+            assert!(n.contains(&must), "{must} missing from {n:?}");
+        }
+        // Hot syscalls are never in the list.
+        for hot in [
+            "read", "write", "getppid", "openat", "mmap", "futex", "execve",
+        ] {
+            assert!(!n.contains(&hot), "{hot} must not be filtered");
+        }
+    }
+
+    #[test]
+    fn errnos_and_argument_checks() {
+        let f = filter(&loopback());
+        let get = |n: &str| f.rules.iter().find(|r| r.name == n).expect(n).clone();
+        assert_eq!(get("clone3").errno, libc::ENOSYS);
+        assert_eq!(get("mount").errno, libc::EPERM);
+        assert!(get("mount").when.is_empty());
+        assert_eq!(
+            get("ioctl").when,
+            vec![vec![c(1, Cmp::Eq32(0x5412))], vec![c(1, Cmp::Eq32(0x541C))]]
+        );
+        let clone = get("clone");
+        assert_eq!(clone.when.len(), 7);
+        assert!(clone
+            .when
+            .contains(&vec![c(0, Cmp::HasBits(libc::CLONE_NEWUSER as u64))]));
+        // Only these four have argument checks: everything else stays cacheable.
+        let with_args: Vec<&str> = f
+            .rules
+            .iter()
+            .filter(|r| !r.when.is_empty())
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(with_args, vec!["clone", "ioctl", "personality", "socket"]);
+    }
+
+    #[test]
+    fn sockets_only_restricted_without_host_network() {
+        let host = filter(&Policy {
+            net: Some(NetMode::Host),
+            ..Policy::default()
+        });
+        assert!(!names(&host).contains(&"socket"));
+        let none = filter(&Policy {
+            net: Some(NetMode::None),
+            ..Policy::default()
+        });
+        assert!(names(&none).contains(&"socket"));
+    }
+
+    #[test]
+    fn profile_deny_and_allow() {
+        let deny = vec!["chroot".to_string(), "mount".to_string()];
+        let allow = vec!["ptrace".to_string(), "personality".to_string()];
+        let f = filter(&Policy {
+            net: Some(NetMode::None),
+            deny: &deny,
+            allow: &allow,
+            allow_userns: false,
+        });
+        let n = names(&f);
+        assert!(n.contains(&"chroot"));
+        assert_eq!(n.iter().filter(|x| **x == "mount").count(), 1);
+        assert!(!n.contains(&"ptrace"));
+        assert!(!n.contains(&"personality"));
+    }
+
+    #[test]
+    fn allow_userns_gives_back_namespaces_only() {
+        let f = filter(&Policy {
+            net: Some(NetMode::None),
+            allow_userns: true,
+            ..Policy::default()
+        });
+        let n = names(&f);
+        for gone in ["unshare", "setns", "clone"] {
+            assert!(!n.contains(&gone));
+        }
+        assert!(n.contains(&"mount"));
+        assert!(n.contains(&"clone3"));
+    }
+
+    #[test]
+    fn compiles_and_prelude_shape() {
+        let f = filter(&loopback());
+        let progs = compile(&f).expect("compile");
+        assert_eq!(progs.len(), 2);
+        let pre = &progs[0];
+        // arch check first, allow-by-default at the end of the number checks.
+        assert_eq!(pre[0], stmt(BPF_LD_W_ABS, 4));
+        assert_eq!(pre[1].k, AUDIT_ARCH);
+        assert!(pre.contains(&jump(BPF_JEQ_K, libc::SYS_clone3 as u32, 0, 1)));
+        assert!(pre.contains(&stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW)));
+        if cfg!(target_arch = "x86_64") {
+            // The x32 jump lands on the EPERM return.
+            let i = pre
+                .iter()
+                .position(|s| s.code == BPF_JGE_K)
+                .expect("x32 check");
+            let target = i + 1 + pre[i].jt as usize;
+            assert_eq!(pre[target], stmt(BPF_RET_K, SECCOMP_RET_ERRNO | 1));
+        }
+    }
+
+    #[test]
+    fn describe_is_readable() {
+        let d = describe(&filter(&loopback())).join("\n");
+        assert!(
+            d.contains("ioctl if arg1 == TIOCSTI || arg1 == TIOCLINUX -> EPERM"),
+            "{d}"
+        );
+        assert!(d.contains("clone3 -> ENOSYS"), "{d}");
+        assert!(d.contains("arg0 has CLONE_NEWUSER"), "{d}");
+    }
+}
