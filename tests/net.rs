@@ -574,7 +574,7 @@ fn ask_answered_with_taskcell_approve_and_denied_on_timeout() {
         &ws,
         &format!("allow = [\"127.0.0.1:{port}\"]\nresolve = {{ \"asked.test\" = \"127.0.0.1\", \"late.test\" = \"127.0.0.1\" }}\nask = true\nask_timeout = \"120s\"\n"),
     );
-    let mut child = taskcell(
+    let child = taskcell(
         ws.path(),
         &[
             "run",
