@@ -219,6 +219,7 @@ where
                 drop(conn);
                 continue;
             }
+            let _ = conn.set_nodelay(true);
             let s = shared.clone();
             let h = handler.clone();
             let r = std::thread::Builder::new()
