@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks, each compared side by side with its floor or a peer in the same run.
 #
-#   scripts/bench.sh [launch|limits|syscalls|proxy|all]...
+#   scripts/bench.sh [launch|limits|syscalls|masking|relay|proxy|all]...
 #
 # launch: `taskcell run -p build -- /bin/true` against bubblewrap with the same isolation
 #         and against plain /bin/true, interleaved by hyperfine, as root and as a plain
@@ -9,6 +9,13 @@
 # limits: the cost of a cell's cgroup: `run -p build` (the profile's limits; a cgroup where
 #         the machine allows) against the same with processes and memory unlimited (no
 #         cgroup, rlimits only), as root. TC=path skips the release build.
+# relay:  output relay overhead: `taskcell run -- cat BIGFILE` with a masked secret (stdout
+#         goes through the supervisor's masker) against `cat BIGFILE | cat` (a plain relay
+#         through one extra process, the floor for any design that inspects output), and
+#         taskcell without a secret (no relay). RELAY_MB (default 1024), RELAY_RUNS (5).
+# masking: output masking throughput, 64 secrets over 1 GiB of output (criterion,
+#         benches/masking.rs; MASK_BENCH_MIB sets the size). Prints GiB/s per CPU second
+#         and wall for one pass, then criterion's wall-clock throughput.
 # syscalls: ns per getppid() natively, under an allow-all seccomp filter and inside a cell
 #         (Landlock + seccomp), interleaved; BIN_DIR=dir with taskcell and taskcell-probe.
 # Needs: hyperfine, bubblewrap (apt-get install hyperfine bubblewrap), python3.
@@ -87,6 +94,37 @@ bench_limits() {
     "$tc run -p build -w $ws -- /bin/true" >/dev/null)
   table "$json"
   rm -rf "$(dirname "$json")" "$ws"
+}
+
+bench_relay() {
+  need hyperfine hyperfine
+  local tc dir size=${RELAY_MB:-1024}
+  tc=$(release_bin)
+  dir=$(mktemp -d /tmp/taskcell-bench-relay.XXXXXX)
+  chmod 0755 "$dir"
+  head -c "$((size * 1024 * 1024))" /dev/urandom >"$dir/big"
+  echo "== relay, ${size} MiB of random bytes to /dev/null"
+  (cd "$dir" && hyperfine --warmup 1 --runs "${RELAY_RUNS:-5}" \
+    --export-json "$dir/relay.json" \
+    -n "cat BIGFILE | cat" "cat $dir/big | cat >/dev/null" \
+    -n "taskcell run, 1 masked secret" "$tc run -p build -w $dir --secret T=generate:16 -- cat $dir/big >/dev/null" \
+    -n "taskcell run, no secret (no relay)" "$tc run -p build -w $dir -- cat $dir/big >/dev/null" >/dev/null)
+  python3 - "$dir/relay.json" "$size" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["results"]
+mib = int(sys.argv[2])
+ref = r[0]["median"]
+print(f"| {'command':<36} | median s | MiB/s | vs cat pipe |")
+print(f"|{'-'*38}|----------|-------|-------------|")
+for x in r:
+    print(f"| {x['command'][:36]:<36} | {x['median']:8.3f} | {mib/x['median']:5.0f} | {x['median']/ref:10.2f}x |")
+PY
+  rm -rf "$dir"
+}
+
+bench_masking() {
+  echo "== masking: 64 secrets, ${MASK_BENCH_MIB:-1024} MiB per iteration"
+  cargo bench --bench masking 2>&1 | grep -E 'masking bench|one pass|^masking/|time:|thrpt:' | grep -v change
 }
 
 # bench_syscalls' binaries: BIN_DIR (default target/release, built if missing).
@@ -287,8 +325,10 @@ for w in "${what[@]}"; do
     launch) bench_launch ;;
     limits) bench_limits ;;
     syscalls) bench_syscalls ;;
+    relay) bench_relay ;;
+    masking) bench_masking ;;
     proxy) bench_proxy ;;
-    all) bench_launch; bench_limits; bench_syscalls; bench_proxy ;;
+    all) bench_launch; bench_limits; bench_syscalls; bench_masking; bench_relay; bench_proxy ;;
     *) echo "unknown benchmark $w" >&2; exit 2 ;;
   esac
 done

@@ -29,7 +29,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a command in a cell.
     #[command(
-        after_help = "Examples:\n  taskcell run -p build -- npm ci\n  taskcell run -p review -w ~/src/pr-123 -- sh\n  taskcell run --net loopback --timeout 10m -- cargo test\n\nExit status: the command's own; 128+N when it was killed by signal N; 125 when taskcell failed before the command ran; 126 not executable; 127 not found."
+        after_help = "Examples:\n  taskcell run -p build -- npm ci\n  taskcell run -p review -w ~/src/pr-123 -- sh\n  taskcell run --net loopback --timeout 10m -- cargo test\n  taskcell run --secret GH_TOKEN=cmd:\"gh auth token\" --secret-opt GH_TOKEN.deliver=fd -- ./deploy.sh\n\nExit status: the command's own; 128+N when it was killed by signal N; 125 when taskcell failed before the command ran; 126 not executable; 127 not found; 120 when the command succeeded but leaked a secret declared on_leak = \"fail\"."
     )]
     Run(RunArgs),
     /// Validate profile files; print every error with its line.
@@ -129,6 +129,16 @@ pub struct CellArgs {
     /// Wall-clock limit, e.g. 30s, 10m, 1h (SIGTERM, then SIGKILL after the grace period).
     #[arg(long, value_name = "DURATION", value_parser = parse_dur)]
     pub timeout: Option<Duration>,
+    /// Declare a secret: NAME=env:VAR, NAME=file:PATH, NAME=cmd:COMMAND (quoted like a
+    /// shell line, run without a shell) or NAME=generate:BYTES; delivered as a file in
+    /// /run/secrets unless --secret-opt says otherwise (repeatable).
+    #[arg(long, value_name = "NAME=PROVIDER:ARG")]
+    pub secret: Vec<String>,
+    /// Set a secret's option: NAME.deliver=file|fd|env, NAME.fd=N, NAME.var=VAR,
+    /// NAME.revoke=COMMAND, NAME.ttl=DURATION, NAME.timeout=DURATION, NAME.mask=false,
+    /// NAME.on_leak=warn|fail (repeatable).
+    #[arg(long, value_name = "NAME.KEY=VALUE")]
+    pub secret_opt: Vec<String>,
     /// Processes and threads the cell may have at once (e.g. 4096, or "unlimited").
     #[arg(long, value_name = "N", value_parser = limit("processes"))]
     pub processes: Option<String>,

@@ -20,6 +20,17 @@ pub fn warnings(plan: &Plan) -> Vec<String> {
     {
         w.push("the whole filesystem is writable".into());
     }
+    for sp in &plan.secrets {
+        if let crate::plan::secrets::Delivery::Env { var } = &sp.delivery {
+            w.push(format!("secret {} is delivered in the environment (${var}), the weakest channel: every descendant inherits it and it is readable in /proc/PID/environ; prefer deliver = \"file\" or \"fd\"", sp.name));
+        }
+        if !sp.mask {
+            w.push(format!(
+                "secret {} is not masked in the output nor looked for by the leak scan (mask = false)",
+                sp.name
+            ));
+        }
+    }
     w
 }
 
@@ -77,6 +88,7 @@ pub fn text(plan: &Plan) -> String {
     for (k, v) in &plan.process.env {
         let _ = writeln!(s, "  {k}={v}");
     }
+    crate::plan::secrets::explain(plan, &mut s);
     let _ = writeln!(s, "\nlimits:");
     match plan.limits.timeout {
         Some(t) => {
@@ -128,7 +140,7 @@ pub fn text(plan: &Plan) -> String {
     }
     s.push_str(&crate::layers::explain(plan));
     let _ = writeln!(s, "\nmount sequence:");
-    for op in rootfs::mount_ops(&plan.paths) {
+    for op in crate::supervisor::mount_ops(plan) {
         let _ = writeln!(s, "  {}", rootfs::describe(&op));
     }
     s
@@ -148,7 +160,7 @@ pub fn json(plan: &Plan) -> serde_json::Value {
         "limits": limits_here(plan).rows,
         "plan": plan,
         "plan_sha256": plan.digest(),
-        "mounts": rootfs::mount_ops(&plan.paths).iter().map(rootfs::describe).collect::<Vec<_>>(),
+        "mounts": crate::supervisor::mount_ops(plan).iter().map(rootfs::describe).collect::<Vec<_>>(),
         "warnings": warnings(plan),
         "seccomp": crate::cell::seccomp::describe(&crate::cell::seccomp::filter(&crate::layers::seccomp_policy(plan))),
         "landlock": crate::layers::landlock_rules(plan),

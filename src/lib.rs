@@ -12,6 +12,7 @@ pub mod net;
 pub mod netplan;
 pub mod plan;
 pub mod profile;
+pub mod secrets;
 pub mod supervisor;
 pub mod tty;
 

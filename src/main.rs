@@ -147,6 +147,8 @@ fn load_plan(cell: &CellArgs, argv: &[String]) -> Result<plan::Plan, String> {
             ask: cell.ask,
             resolve: cell.resolve.clone(),
         },
+        secrets: cell.secret.clone(),
+        secret_opts: cell.secret_opt.clone(),
         limits: cell.limit_overrides(),
         strict: if cell.best_effort {
             Some(false)
@@ -219,20 +221,20 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
         }
         return EXIT_SETUP;
     }
-    let session = taskcell::net::Session {
-        id: audit.session.clone(),
-        profile: plan.profile.clone(),
-        command: plan.process.argv.clone(),
-        audit: audit.clone_file(),
-    };
-    let mut degraded = |m: &taskcell::layers::Missing| {
+    for m in &missing {
         eprintln!("taskcell: {}", m.degraded());
         audit.record("layer_missing", serde_json::json!({ "missing": m }));
-    };
-    for m in &missing {
-        degraded(m);
     }
-    let result = supervisor::run_session(&plan, &mut degraded, &session);
+    // A layer left out during the run (no user namespaces) is audited once it returns.
+    let mut late: Vec<serde_json::Value> = Vec::new();
+    let mut degraded = |m: &taskcell::layers::Missing| {
+        eprintln!("taskcell: {}", m.degraded());
+        late.push(serde_json::json!({ "missing": m }));
+    };
+    let result = supervisor::run_with(&plan, &mut audit, &mut degraded);
+    for m in late {
+        audit.record("layer_missing", m);
+    }
     let outcome = match result {
         Ok(o) => o,
         Err(e) => {

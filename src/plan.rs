@@ -15,6 +15,8 @@ use sha2::{Digest, Sha256};
 
 use crate::profile::{Origin, PathEntry, Profile};
 
+pub mod secrets;
+
 /// How a path is made visible inside the cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -170,6 +172,8 @@ pub struct Plan {
     pub process: ProcessPlan,
     /// Refuse to run when a layer cannot be enforced (default); otherwise run with what exists.
     pub strict: bool,
+    /// Secrets: where each comes from and how it is delivered (never a value).
+    pub secrets: Vec<secrets::SecretPlan>,
     pub security: SecurityPlan,
 }
 
@@ -197,6 +201,10 @@ pub struct Overrides {
     pub strict: Option<bool>,
     /// `--allow`, `--ask`, `--resolve`.
     pub netov: crate::netplan::NetOverrides,
+    /// `--secret NAME=PROVIDER:ARG`.
+    pub secrets: Vec<String>,
+    /// `--secret-opt NAME.KEY=VALUE`.
+    pub secret_opts: Vec<String>,
     /// `--processes 64`, `--memory 4G`, ...: (key, value as written), checked by the CLI.
     pub limits: Vec<(String, String)>,
 }
@@ -509,6 +517,9 @@ pub fn resolve(
     env.entry("PATH".into())
         .or_insert_with(|| "/usr/local/bin:/usr/bin:/bin".into());
 
+    let decls = secrets::declarations(&profile.secrets, &ov.secrets, &ov.secret_opts)?;
+    let (secrets, ttl) = secrets::resolve(&decls, &paths, &vars, &ctx.cwd, &mut env)?;
+
     let mut rlimits: Vec<Rlimit> = Vec::new();
     for (name, val) in &profile.limits.rlimits {
         let Some(stat) = RLIMIT_NAMES.iter().find(|n| *n == name) else {
@@ -570,7 +581,11 @@ pub fn resolve(
         paths,
         net,
         limits: Limits {
-            timeout: ov.timeout.or(profile.limits.timeout),
+            // A secret's ttl bounds the cell's duration.
+            timeout: match (ov.timeout.or(profile.limits.timeout), ttl) {
+                (Some(t), Some(l)) => Some(t.min(l)),
+                (t, l) => t.or(l),
+            },
             grace: profile.limits.grace.unwrap_or(Duration::from_secs(5)),
             rlimits,
             resources: crate::limits::resolve(
@@ -589,6 +604,7 @@ pub fn resolve(
             gid: ctx.gid,
         },
         strict: ov.strict.unwrap_or(profile.strict),
+        secrets,
         security,
     })
 }

@@ -8,8 +8,10 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use crate::audit::Audit;
 use crate::cell::{self, rootfs, Spec};
-use crate::plan::Plan;
+use crate::plan::{Access, Plan};
+use crate::secrets::session::{SecretsError, Session, EXIT_LEAK};
 
 /// How a cell ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +36,8 @@ pub struct Outcome {
     /// How the limits were enforced in the end (rlimits stand in when the cgroup could
     /// not be created after all).
     pub enforcement: crate::limits::Enforcement,
+    /// The leak scan found a secret declared `on_leak = "fail"`.
+    pub leak_fail: bool,
 }
 
 impl Outcome {
@@ -43,6 +47,7 @@ impl Outcome {
             return 124;
         }
         match &self.ending {
+            Ending::Exited(0) if self.leak_fail => EXIT_LEAK,
             Ending::Exited(c) => *c,
             Ending::Signaled(s) => 128 + s,
             Ending::NotStarted { code, .. } => *code,
@@ -53,7 +58,7 @@ impl Outcome {
 
 /// The part of the plan the cell mechanism gets.
 pub fn spec_of(plan: &Plan) -> Spec {
-    let mut mounts = rootfs::mount_ops(&plan.paths);
+    let mut mounts = mount_ops(plan);
     let mut listen = Vec::new();
     if let Some(p) = &plan.net.proxy {
         listen = p.listen_ports();
@@ -68,41 +73,54 @@ pub fn spec_of(plan: &Plan) -> Spec {
         landlock: None,
         seccomp: None,
         namespaces: true,
+        secrets: Vec::new(),
+        stdio: None,
     };
     let kernel = crate::layers::Kernel::probe();
     crate::layers::add_to_spec(&mut spec, plan, &kernel, &crate::cell::landlock::Mode::Cell);
     if plan.net.proxy.is_some() {
         crate::net::cell_landlock(&mut spec);
     }
+    crate::secrets::deliver::add_landlock_rule(&mut spec);
     spec
+}
+
+/// The cell's mount sequence: the plan's paths, plus the secrets tmpfs.
+pub fn mount_ops(plan: &Plan) -> Vec<rootfs::MountOp> {
+    let mut ops = rootfs::mount_ops(&plan.paths);
+    crate::secrets::deliver::add_mount(&mut ops, &plan.secrets, plan.process.uid, plan.process.gid);
+    ops
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Spawn(#[from] cell::SpawnError),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
 }
 
 /// Run a plan's command in a cell and wait for it. Must be called while the process is
 /// single-threaded.
-pub fn run(plan: &Plan) -> Result<Outcome, cell::SpawnError> {
-    run_with(plan, &mut |_| {})
+pub fn run(plan: &Plan, audit: &mut Audit) -> Result<Outcome, RunError> {
+    run_with(plan, audit, &mut |_| {})
 }
 
 /// [`run`], telling `degraded` about a layer that had to be left out (only when the plan
 /// is not strict; a strict plan fails instead).
 pub fn run_with(
     plan: &Plan,
+    audit: &mut Audit,
     degraded: &mut dyn FnMut(&crate::layers::Missing),
-) -> Result<Outcome, cell::SpawnError> {
-    run_session(plan, degraded, &crate::net::Session::default())
-}
-
-/// [`run_with`], with the session's identity and audit log for the network proxy.
-pub fn run_session(
-    plan: &Plan,
-    degraded: &mut dyn FnMut(&crate::layers::Missing),
-    session: &crate::net::Session,
-) -> Result<Outcome, cell::SpawnError> {
+) -> Result<Outcome, RunError> {
     let mut spec = spec_of(plan);
-    let (enforcement, mut cgroup) =
-        cell::cgroup::prepare(&plan.limits.resources, plan.limits.timeout);
+    // Secrets are fetched now, just in time, before anything of the cell exists.
+    let mut secrets = Session::prepare(&plan.secrets, &|k| std::env::var_os(k), audit)?;
+    (spec.secrets, spec.stdio) = secrets.cell_parts();
+    let (enforcement, cgroup) = cell::cgroup::prepare(&plan.limits.resources, plan.limits.timeout);
     // The human limits first; the profile's raw `[limits.rlimits]` after them, so they win.
     spec.rlimits = [enforcement.rlimits.clone(), spec.rlimits].concat();
+    let since = std::time::SystemTime::now();
     let start = Instant::now();
     let add_to_cgroup = |pid| match &cgroup {
         Some(cg) => cg.add(pid),
@@ -111,34 +129,94 @@ pub fn run_session(
     // Without user namespaces and not strict: run without namespaces (the private TMPDIR
     // is kept until the cell has ended).
     let mut _private_tmp: Option<tempfile::TempDir> = None;
-    let (mut c, failure) = match cell::spawn_with(&spec, add_to_cgroup) {
-        Ok(x) => x,
+    let spawned = match cell::spawn_with(&spec, add_to_cgroup) {
         Err(cell::SpawnError::Clone(msg)) if !plan.strict => {
             degraded(&crate::layers::no_userns(&msg));
-            let (plain, tmp) = crate::layers::no_namespace_spec(plan, spec.clone())?;
-            _private_tmp = Some(tmp);
-            spec = plain;
-            cell::spawn_with(&spec, add_to_cgroup)?
+            match crate::layers::no_namespace_spec(plan, spec.clone()) {
+                Ok((plain, tmp)) => {
+                    _private_tmp = Some(tmp);
+                    spec = plain;
+                    cell::spawn_with(&spec, add_to_cgroup)
+                }
+                Err(e) => Err(e.into()),
+            }
         }
-        Err(cell::SpawnError::Clone(msg)) => {
-            return Err(cell::SpawnError::Clone(format!(
-                "{msg}; or pass --best-effort to run without namespaces, confined by Landlock and seccomp only"
-            )))
-        }
-        Err(e) => return Err(e),
+        Err(cell::SpawnError::Clone(msg)) => Err(cell::SpawnError::Clone(format!(
+            "{msg}; or pass --best-effort to run without namespaces, confined by Landlock and seccomp only"
+        ))),
+        other => other,
     };
-    // Threads may start now: the cell is cloned.
+    let relay_fds = secrets.after_spawn();
+    let (mut c, failure) = match spawned {
+        Ok(x) => x,
+        Err(e) => {
+            secrets.finish(audit, &[], &[], since);
+            return Err(e.into());
+        }
+    };
+    // Threads may start now: the cell is cloned. The network proxy of a `proxy` cell.
+    let session = crate::net::Session {
+        id: audit.session.clone(),
+        profile: plan.profile.clone(),
+        command: plan.process.argv.clone(),
+        audit: audit.clone_file(),
+    };
     let _net = match (&plan.net.proxy, &failure) {
-        (Some(p), None) => Some(crate::net::start(
-            p,
-            std::mem::take(&mut c.listeners),
-            session,
-        )?),
+        (Some(p), None) => match crate::net::start(p, std::mem::take(&mut c.listeners), &session) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                // Without its proxy the cell must not run.
+                let _ = nix::sys::signal::kill(c.init, Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(c.init, None);
+                secrets.finish(audit, &[], &[], since);
+                return Err(cell::SpawnError::Io(e).into());
+            }
+        },
         _ => None,
     };
+    let redactor = secrets.redactor();
+    // Threads may start now: the output relay, one per stream.
+    let (outcome, counts) = std::thread::scope(|scope| {
+        let relays = match (redactor, relay_fds) {
+            (Some(r), Some((out_r, err_r))) => vec![
+                scope.spawn(move || crate::secrets::relay::relay(r, out_r, 1)),
+                scope.spawn(move || crate::secrets::relay::relay(r, err_r, 2)),
+            ],
+            _ => Vec::new(),
+        };
+        let outcome = wait(plan, &spec, c, failure, start, enforcement, cgroup);
+        let mut counts = Vec::new();
+        for h in relays {
+            counts.extend(h.join().unwrap_or_default());
+        }
+        (outcome, counts)
+    });
+    drop(_private_tmp);
+    // Revocation and the leak scan run on every ending the supervisor survives.
+    let roots: Vec<std::path::PathBuf> = plan
+        .paths
+        .iter()
+        .filter(|r| r.access == Access::Write && r.symlink.is_none())
+        .map(|r| r.path.clone())
+        .collect();
+    let f = secrets.finish(audit, &counts, &roots, since);
+    let mut outcome = outcome?;
+    outcome.leak_fail = f.leak_fail;
+    Ok(outcome)
+}
+
+fn wait(
+    plan: &Plan,
+    spec: &Spec,
+    c: cell::Cell,
+    failure: Option<cell::SetupFailure>,
+    start: Instant,
+    enforcement: crate::limits::Enforcement,
+    mut cgroup: Option<cell::cgroup::CellCgroup>,
+) -> Result<Outcome, RunError> {
     // The forwarded signals were blocked by spawn; read them from a signalfd.
     let sfd = SignalFd::with_flags(&cell::forwarded_set(), SfdFlags::SFD_CLOEXEC)
-        .map_err(std::io::Error::from)?;
+        .map_err(|e| cell::SpawnError::Io(std::io::Error::from(e)))?;
 
     let mut timed_out = false;
     let mut deadline = plan.limits.timeout.map(|t| start + t);
@@ -234,5 +312,6 @@ pub fn run_session(
         duration,
         limit_hits,
         enforcement,
+        leak_fail: false,
     })
 }

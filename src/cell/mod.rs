@@ -57,6 +57,10 @@ pub struct Spec {
     /// Ports init binds on 127.0.0.1 inside the cell and passes to the supervisor
     /// (`proxy` mode: the proxy and forward listeners), in this order.
     pub listen: Vec<u16>,
+    /// Secrets to deliver (each held in an inherited memfd; no value here).
+    pub secrets: Vec<crate::secrets::deliver::CellSecret>,
+    /// Write ends of the stdout/stderr relay pipes, when output is masked.
+    pub stdio: Option<(RawFd, RawFd)>,
     /// Landlock rules the worker applies (None: Landlock off or unavailable).
     pub landlock: Option<landlock::Rules>,
     /// Compiled seccomp programs the worker installs last (None: unavailable).

@@ -55,6 +55,15 @@ pub enum MountOp {
     RemountRo {
         path: PathBuf,
     },
+    /// The private tmpfs for file-delivered secrets: mode 0700 owned by `uid:gid` while
+    /// init fills it (`secrets::deliver::populate` then makes it 0500 and read-only),
+    /// nosuid,nodev,noexec, `noswap` where the kernel has it, at most `size` bytes.
+    SecretsTmpfs {
+        path: PathBuf,
+        size: u64,
+        uid: u32,
+        gid: u32,
+    },
     /// Bind a path of the new root onto itself read-only (parts of /proc); skipped when
     /// the kernel has no such path.
     SelfRo {
@@ -258,6 +267,11 @@ pub fn describe(op: &MountOp) -> String {
             format!("symlink  {} -> {}", path.display(), target.display())
         }
         MountOp::RemountRo { path } => format!("remount  {} read-only", path.display()),
+        MountOp::SecretsTmpfs { path, size, .. } => format!(
+            "tmpfs    {} (secrets: 0500, files 0400, nosuid,nodev,noexec, noswap if allowed, {} KiB, read-only once filled)",
+            path.display(),
+            size / 1024
+        ),
         MountOp::SelfRo { path } => format!("bind-ro  {} (if present)", path.display()),
         MountOp::Mask { path } => format!("mask     {} (if present)", path.display()),
     }
@@ -442,6 +456,38 @@ fn apply(op: &MountOp) -> Result<(), RootfsError> {
             }
             std::os::unix::fs::symlink(target, &dst)
                 .map_err(ioerr(format!("creating symlink {}", path.display())))?;
+        }
+        MountOp::SecretsTmpfs {
+            path,
+            size,
+            uid,
+            gid,
+        } => {
+            let dst = under(NEWROOT, path);
+            mkdir_p(&dst)?;
+            let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+            let opts = format!("mode=0700,size={size},nr_inodes=1024,uid={uid},gid={gid}");
+            // noswap (Linux 6.4+) keeps the values out of swap; older kernels refuse it.
+            let first = mount(
+                Some("tmpfs"),
+                &dst,
+                Some("tmpfs"),
+                flags,
+                Some(format!("{opts},noswap").as_str()),
+            );
+            if first.is_err() {
+                mount(
+                    Some("tmpfs"),
+                    &dst,
+                    Some("tmpfs"),
+                    flags,
+                    Some(opts.as_str()),
+                )
+                .map_err(err(format!(
+                    "mounting the secrets tmpfs on {}",
+                    path.display()
+                )))?;
+            }
         }
         MountOp::SelfRo { path } => {
             let dst = under(NEWROOT, path);

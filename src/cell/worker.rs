@@ -56,13 +56,16 @@ fn resource(name: &str) -> Option<nix::sys::resource::Resource> {
 }
 
 /// Entry point of the worker (forked by init). Never returns.
-pub fn main(spec: &Spec, err: OwnedFd) -> ! {
+pub fn main(spec: &Spec, mut err: OwnedFd) -> ! {
     // Signals: nothing blocked, SIGPIPE back to default (Rust's runtime ignores it).
     let _ =
         nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     // SAFETY: resetting a disposition to the default has no handler to race with.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    if let Err(e) = crate::secrets::deliver::redirect_stdio(spec.stdio) {
+        fail(&err, 125, &e);
     }
     // A new session: no controlling terminal, so TIOCSTI on the caller's terminal fails.
     if let Err(e) = nix::unistd::setsid() {
@@ -112,6 +115,14 @@ pub fn main(spec: &Spec, err: OwnedFd) -> ! {
             libc::CLOSE_RANGE_CLOEXEC,
         );
     }
+    // Secrets delivered by fd go to their declared numbers (close-on-exec clear).
+    if let Err(e) = crate::secrets::deliver::place_fds(&spec.secrets, &mut err) {
+        fail(&err, 125, &e);
+    }
+    let secret_env = match crate::secrets::deliver::env_entries(&spec.secrets) {
+        Ok(v) => v,
+        Err(e) => fail(&err, 125, &e),
+    };
     if let Err(e) = drop_all_caps() {
         fail(&err, 125, &e);
     }
@@ -134,7 +145,7 @@ pub fn main(spec: &Spec, err: OwnedFd) -> ! {
             fail(&err, 125, &e);
         }
     }
-    exec(spec, &err)
+    exec(spec, &err, secret_env)
 }
 
 fn cstr(s: &[u8]) -> CString {
@@ -144,7 +155,7 @@ fn cstr(s: &[u8]) -> CString {
     CString::new(&s[..end]).unwrap_or_default()
 }
 
-fn exec(spec: &Spec, err: &OwnedFd) -> ! {
+fn exec(spec: &Spec, err: &OwnedFd, secret_env: Vec<CString>) -> ! {
     let argv: Vec<CString> = spec
         .process
         .argv
@@ -156,6 +167,7 @@ fn exec(spec: &Spec, err: &OwnedFd) -> ! {
         .env
         .iter()
         .map(|(k, v)| cstr(format!("{k}={v}").as_bytes()))
+        .chain(secret_env)
         .collect();
     let Some(cmd) = spec.process.argv.first() else {
         fail(err, 125, "no command given");

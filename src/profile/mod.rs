@@ -7,6 +7,7 @@
 
 mod builtin;
 mod raw;
+pub mod secrets;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -169,6 +170,8 @@ pub struct Profile {
     pub network: Network,
     pub env: Env,
     pub limits: Limits,
+    /// `[secrets.NAME]` declarations (no values).
+    pub secrets: BTreeMap<String, secrets::SecretDecl>,
     pub security: Security,
 }
 
@@ -184,6 +187,7 @@ impl Default for Profile {
             network: Network::default(),
             env: Env::default(),
             limits: Limits::default(),
+            secrets: BTreeMap::new(),
             security: Security::default(),
         }
     }

@@ -20,6 +20,8 @@ pub struct RawProfile {
     pub network: Option<RawNetwork>,
     pub env: Option<RawEnv>,
     pub limits: Option<RawLimits>,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Spanned<super::secrets::RawSecret>>,
     pub security: Option<RawSecurity>,
 }
 
@@ -322,6 +324,7 @@ pub fn merge_into(
             );
         }
     }
+    super::secrets::merge(&mut p.secrets, &raw.secrets, &origin)?;
     if let Some(sec) = &raw.security {
         merge_security(p, sec, &origin)?;
     }

@@ -1,0 +1,575 @@
+//! `[secrets.NAME]` tables and the `--secret` / `--secret-opt` command-line forms.
+//!
+//! Only declarations live here (where a value comes from, how it is delivered); a value
+//! never does. Parsing is strict and every error names the file and line (or the flag).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::{parse_duration, Origin, ProfileError};
+
+/// Where a secret's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Source {
+    /// Run this argv (no shell); its stdout is the value.
+    Command { argv: Vec<String> },
+    /// The launcher's environment variable of this name.
+    Env { var: String },
+    /// The content of this file (variables such as `{home}` are expanded).
+    File { path: String },
+    /// `bytes` random bytes, hex-encoded (the value is 2×bytes characters).
+    Generate { bytes: usize },
+}
+
+impl Source {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::Command { .. } => "command",
+            Source::Env { .. } => "env",
+            Source::File { .. } => "file",
+            Source::Generate { .. } => "generate",
+        }
+    }
+}
+
+/// How the cell receives a secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Deliver {
+    File,
+    Fd,
+    Env,
+}
+
+impl Deliver {
+    pub fn parse(s: &str) -> Option<Deliver> {
+        match s {
+            "file" => Some(Deliver::File),
+            "fd" => Some(Deliver::Fd),
+            "env" => Some(Deliver::Env),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Deliver::File => "file",
+            Deliver::Fd => "fd",
+            Deliver::Env => "env",
+        }
+    }
+}
+
+/// What happens when the leak scan finds a secret in a file the cell wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnLeak {
+    #[default]
+    Warn,
+    Fail,
+}
+
+impl OnLeak {
+    pub fn parse(s: &str) -> Option<OnLeak> {
+        match s {
+            "warn" => Some(OnLeak::Warn),
+            "fail" => Some(OnLeak::Fail),
+            _ => None,
+        }
+    }
+}
+
+/// One declared secret (no value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecretDecl {
+    pub from: Source,
+    pub deliver: Deliver,
+    /// For `fd`: the fd number in the command (default: the lowest free from 3).
+    pub fd: Option<i32>,
+    /// For `file`/`fd`: the variable that tells the command where (default NAME_FILE /
+    /// NAME_FD); for `env`: the variable that holds the value (default NAME).
+    pub var: Option<String>,
+    /// Run when the cell ends, whatever way; `{session}` and `{name}` are replaced.
+    pub revoke: Option<Vec<String>>,
+    pub ttl: Option<Duration>,
+    /// Time limit for the provider command and for the revoke command.
+    pub timeout: Option<Duration>,
+    pub mask: bool,
+    pub on_leak: OnLeak,
+    pub origin: Origin,
+}
+
+/// Secret names: `[A-Z_][A-Z0-9_]*`.
+pub fn valid_name(n: &str) -> bool {
+    let mut c = n.chars();
+    matches!(c.next(), Some(x) if x.is_ascii_uppercase() || x == '_')
+        && c.all(|x| x.is_ascii_uppercase() || x.is_ascii_digit() || x == '_')
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecret {
+    pub from: Spanned<RawFrom>,
+    pub deliver: Option<Spanned<String>>,
+    pub fd: Option<Spanned<i64>>,
+    pub var: Option<Spanned<String>>,
+    pub revoke: Option<Spanned<Vec<String>>>,
+    pub ttl: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub mask: Option<Spanned<bool>>,
+    pub on_leak: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFrom {
+    pub command: Option<Vec<String>>,
+    pub env: Option<String>,
+    pub file: Option<String>,
+    pub generate: Option<RawGenerate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGenerate {
+    pub bytes: i64,
+}
+
+/// Largest `generate.bytes`.
+pub const MAX_GENERATE: usize = 4096;
+
+/// Merge `[secrets.*]` of one file into `out` (a later file's table replaces a parent's).
+pub fn merge(
+    out: &mut BTreeMap<String, SecretDecl>,
+    raw: &BTreeMap<String, Spanned<RawSecret>>,
+    origin: &dyn Fn(usize) -> Origin,
+) -> Result<(), ProfileError> {
+    for (name, s) in raw {
+        let o = origin(s.span().start);
+        let inv = |at: usize, msg: String| ProfileError::Invalid {
+            origin: origin(at),
+            msg,
+        };
+        if !valid_name(name) {
+            return Err(inv(
+                s.span().start,
+                format!(
+                    "secret name {name:?} is not valid (use [A-Z_][A-Z0-9_]*, e.g. GITHUB_TOKEN)"
+                ),
+            ));
+        }
+        let s = s.get_ref();
+        let f = s.from.get_ref();
+        let fat = s.from.span().start;
+        let given = [
+            f.command.is_some(),
+            f.env.is_some(),
+            f.file.is_some(),
+            f.generate.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if given != 1 {
+            return Err(inv(fat, format!("`secrets.{name}.from` must name exactly one provider: {{ command = [...] }}, {{ env = \"VAR\" }}, {{ file = \"PATH\" }} or {{ generate = {{ bytes = N }} }}")));
+        }
+        let from = if let Some(argv) = &f.command {
+            if argv.is_empty() || argv[0].is_empty() {
+                return Err(inv(
+                    fat,
+                    format!("`secrets.{name}.from.command` is empty (give the program and its arguments)"),
+                ));
+            }
+            Source::Command { argv: argv.clone() }
+        } else if let Some(v) = &f.env {
+            if !super::raw::valid_env_name(v) {
+                return Err(inv(
+                    fat,
+                    format!("`secrets.{name}.from.env` {v:?} is not a variable name"),
+                ));
+            }
+            Source::Env { var: v.clone() }
+        } else if let Some(p) = &f.file {
+            if p.is_empty() {
+                return Err(inv(fat, format!("`secrets.{name}.from.file` is empty")));
+            }
+            Source::File { path: p.clone() }
+        } else {
+            let b = f.generate.as_ref().map(|g| g.bytes).unwrap_or(0);
+            if b < 8 || b > MAX_GENERATE as i64 {
+                return Err(inv(
+                    fat,
+                    format!("`secrets.{name}.from.generate.bytes` is {b}; use 8 to {MAX_GENERATE}"),
+                ));
+            }
+            Source::Generate { bytes: b as usize }
+        };
+        let mut d = SecretDecl {
+            from,
+            deliver: Deliver::File,
+            fd: None,
+            var: None,
+            revoke: None,
+            ttl: None,
+            timeout: None,
+            mask: true,
+            on_leak: OnLeak::Warn,
+            origin: o,
+        };
+        if let Some(v) = &s.deliver {
+            d.deliver = Deliver::parse(v.get_ref()).ok_or_else(|| {
+                inv(
+                    v.span().start,
+                    format!(
+                        "`secrets.{name}.deliver` {:?} is not a delivery (use \"file\", \"fd\" or \"env\")",
+                        v.get_ref()
+                    ),
+                )
+            })?;
+        }
+        if let Some(v) = &s.fd {
+            d.fd = Some(
+                check_fd(*v.get_ref())
+                    .map_err(|m| inv(v.span().start, format!("`secrets.{name}.fd`: {m}")))?,
+            );
+        }
+        if let Some(v) = &s.var {
+            if !super::raw::valid_env_name(v.get_ref()) {
+                return Err(inv(
+                    v.span().start,
+                    format!(
+                        "`secrets.{name}.var` {:?} is not a variable name",
+                        v.get_ref()
+                    ),
+                ));
+            }
+            d.var = Some(v.get_ref().clone());
+        }
+        if let Some(v) = &s.revoke {
+            if v.get_ref().is_empty() || v.get_ref()[0].is_empty() {
+                return Err(inv(
+                    v.span().start,
+                    format!(
+                        "`secrets.{name}.revoke` is empty (give the program and its arguments)"
+                    ),
+                ));
+            }
+            d.revoke = Some(v.get_ref().clone());
+        }
+        for (key, slot) in [("ttl", &s.ttl), ("timeout", &s.timeout)] {
+            if let Some(t) = slot {
+                let dur = parse_duration(t.get_ref())
+                    .map_err(|m| inv(t.span().start, format!("`secrets.{name}.{key}`: {m}")))?;
+                if key == "ttl" {
+                    d.ttl = Some(dur);
+                } else {
+                    d.timeout = Some(dur);
+                }
+            }
+        }
+        if let Some(m) = &s.mask {
+            d.mask = *m.get_ref();
+        }
+        if let Some(v) = &s.on_leak {
+            d.on_leak = OnLeak::parse(v.get_ref()).ok_or_else(|| {
+                inv(
+                    v.span().start,
+                    format!(
+                        "`secrets.{name}.on_leak` {:?} is not valid (use \"warn\" or \"fail\")",
+                        v.get_ref()
+                    ),
+                )
+            })?;
+        }
+        out.insert(name.clone(), d);
+    }
+    Ok(())
+}
+
+fn check_fd(n: i64) -> Result<i32, String> {
+    if (3..=1023).contains(&n) {
+        Ok(n as i32)
+    } else {
+        Err(format!(
+            "fd {n} cannot be used (use 3 to 1023; 0, 1 and 2 are stdio)"
+        ))
+    }
+}
+
+/// Parse `NAME=env:VAR`, `NAME=file:PATH`, `NAME=cmd:ARGV...` (shell-like quoting) or
+/// `NAME=generate:BYTES` from `--secret`.
+pub fn parse_cli(spec: &str) -> Result<(String, SecretDecl), String> {
+    let Some((name, rest)) = spec.split_once('=') else {
+        return Err(format!(
+            "--secret {spec:?}: expected NAME=env:VAR, NAME=file:PATH, NAME=cmd:COMMAND or NAME=generate:BYTES"
+        ));
+    };
+    if !valid_name(name) {
+        return Err(format!(
+            "--secret: name {name:?} is not valid (use [A-Z_][A-Z0-9_]*, e.g. GITHUB_TOKEN)"
+        ));
+    }
+    let (kind, arg) = rest.split_once(':').ok_or_else(|| {
+        format!("--secret {name}=...: expected a provider prefix env:, file:, cmd: or generate:")
+    })?;
+    let from = match kind {
+        "env" => {
+            if !super::raw::valid_env_name(arg) {
+                return Err(format!(
+                    "--secret {name}=env:{arg}: {arg:?} is not a variable name"
+                ));
+            }
+            Source::Env { var: arg.into() }
+        }
+        "file" => {
+            if arg.is_empty() {
+                return Err(format!("--secret {name}=file: needs a path"));
+            }
+            Source::File { path: arg.into() }
+        }
+        "cmd" | "command" => {
+            let argv = split_words(arg).map_err(|e| format!("--secret {name}=cmd:...: {e}"))?;
+            if argv.is_empty() {
+                return Err(format!("--secret {name}=cmd: needs a command"));
+            }
+            Source::Command { argv }
+        }
+        "generate" => {
+            let b: usize = arg.parse().map_err(|_| {
+                format!("--secret {name}=generate:{arg}: expected a number of bytes")
+            })?;
+            if !(8..=MAX_GENERATE).contains(&b) {
+                return Err(format!(
+                    "--secret {name}=generate:{b}: use 8 to {MAX_GENERATE} bytes"
+                ));
+            }
+            Source::Generate { bytes: b }
+        }
+        _ => {
+            return Err(format!(
+                "--secret {name}={kind}:...: unknown provider {kind:?} (env, file, cmd, generate)"
+            ))
+        }
+    };
+    Ok((
+        name.to_string(),
+        SecretDecl {
+            from,
+            deliver: Deliver::File,
+            fd: None,
+            var: None,
+            revoke: None,
+            ttl: None,
+            timeout: None,
+            mask: true,
+            on_leak: OnLeak::Warn,
+            origin: Origin::cli(),
+        },
+    ))
+}
+
+/// Apply `--secret-opt NAME.KEY=VALUE` (keys: deliver, fd, var, revoke, ttl, timeout,
+/// mask, on_leak) to a declared secret.
+pub fn apply_cli_opt(secrets: &mut BTreeMap<String, SecretDecl>, opt: &str) -> Result<(), String> {
+    let bad = || {
+        format!("--secret-opt {opt:?}: expected NAME.KEY=VALUE with KEY one of deliver, fd, var, revoke, ttl, timeout, mask, on_leak")
+    };
+    let (lhs, val) = opt.split_once('=').ok_or_else(bad)?;
+    let (name, key) = lhs.split_once('.').ok_or_else(bad)?;
+    let d = secrets.get_mut(name).ok_or_else(|| {
+        format!("--secret-opt {opt:?}: no secret {name:?} is declared (declare it with --secret or in the profile)")
+    })?;
+    let e = |m: String| format!("--secret-opt {name}.{key}: {m}");
+    match key {
+        "deliver" => {
+            d.deliver =
+                Deliver::parse(val).ok_or_else(|| e(format!("{val:?} is not file, fd or env")))?
+        }
+        "fd" => {
+            let n: i64 = val
+                .parse()
+                .map_err(|_| e(format!("{val:?} is not a number")))?;
+            d.fd = Some(check_fd(n).map_err(e)?);
+        }
+        "var" => {
+            if !super::raw::valid_env_name(val) {
+                return Err(e(format!("{val:?} is not a variable name")));
+            }
+            d.var = Some(val.into());
+        }
+        "revoke" => {
+            let argv = split_words(val).map_err(e)?;
+            if argv.is_empty() {
+                return Err(e("needs a command".into()));
+            }
+            d.revoke = Some(argv);
+        }
+        "ttl" => d.ttl = Some(parse_duration(val).map_err(e)?),
+        "timeout" => d.timeout = Some(parse_duration(val).map_err(e)?),
+        "mask" => {
+            d.mask = match val {
+                "true" => true,
+                "false" => false,
+                _ => return Err(e(format!("{val:?} is not true or false"))),
+            }
+        }
+        "on_leak" => {
+            d.on_leak =
+                OnLeak::parse(val).ok_or_else(|| e(format!("{val:?} is not warn or fail")))?
+        }
+        _ => return Err(bad()),
+    }
+    Ok(())
+}
+
+/// Split a command line into words like a POSIX shell does for quoting only: whitespace
+/// separates words; `'...'` is literal; `"..."` allows `\"`, `\\`, `\$`, `` \` ``;
+/// a backslash outside quotes escapes the next character. No expansion of any kind.
+pub fn split_words(s: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match it.next() {
+                        Some('\'') => break,
+                        Some(x) => cur.push(x),
+                        None => return Err("unterminated ' quote".into()),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match it.next() {
+                        Some('"') => break,
+                        Some('\\') => match it.next() {
+                            Some(x @ ('"' | '\\' | '$' | '`')) => cur.push(x),
+                            Some('\n') => {}
+                            Some(x) => {
+                                cur.push('\\');
+                                cur.push(x);
+                            }
+                            None => return Err("unterminated \" quote".into()),
+                        },
+                        Some(x) => cur.push(x),
+                        None => return Err("unterminated \" quote".into()),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match it.next() {
+                    Some('\n') => {}
+                    Some(x) => cur.push(x),
+                    None => return Err("trailing backslash".into()),
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(valid_name("GITHUB_TOKEN"));
+        assert!(valid_name("_X1"));
+        assert!(!valid_name("1X"));
+        assert!(!valid_name("lower"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("A-B"));
+    }
+
+    #[test]
+    fn words() {
+        assert_eq!(
+            split_words(r#"gh auth  token"#).unwrap(),
+            vec!["gh", "auth", "token"]
+        );
+        assert_eq!(
+            split_words(r#"sh -c 'echo "$X" a' "b c\" d" e\ f ''"#).unwrap(),
+            vec!["sh", "-c", "echo \"$X\" a", "b c\" d", "e f", ""]
+        );
+        assert!(split_words("'open").is_err());
+        assert!(split_words("\"open").is_err());
+        assert!(split_words("x\\").is_err());
+    }
+
+    #[test]
+    fn cli_forms() {
+        let (n, d) = parse_cli("TOKEN=cmd:pass show 'a b'").unwrap();
+        assert_eq!(n, "TOKEN");
+        assert_eq!(
+            d.from,
+            Source::Command {
+                argv: vec!["pass".into(), "show".into(), "a b".into()]
+            }
+        );
+        assert_eq!(d.deliver, Deliver::File);
+        assert_eq!(
+            parse_cli("T=env:GH_TOKEN").unwrap().1.from,
+            Source::Env {
+                var: "GH_TOKEN".into()
+            }
+        );
+        assert_eq!(
+            parse_cli("T=generate:16").unwrap().1.from,
+            Source::Generate { bytes: 16 }
+        );
+        assert!(parse_cli("t=env:X").is_err());
+        assert!(parse_cli("T=env:").is_err());
+        assert!(parse_cli("T=ftp:x").is_err());
+        assert!(parse_cli("T=generate:2").is_err());
+        assert!(parse_cli("T").is_err());
+    }
+
+    #[test]
+    fn cli_opts() {
+        let mut m = BTreeMap::new();
+        let (n, d) = parse_cli("T=env:X").unwrap();
+        m.insert(n, d);
+        apply_cli_opt(&mut m, "T.deliver=fd").unwrap();
+        apply_cli_opt(&mut m, "T.fd=7").unwrap();
+        apply_cli_opt(&mut m, "T.revoke=tool --id '{session}'").unwrap();
+        apply_cli_opt(&mut m, "T.on_leak=fail").unwrap();
+        apply_cli_opt(&mut m, "T.mask=false").unwrap();
+        apply_cli_opt(&mut m, "T.ttl=10m").unwrap();
+        let d = &m["T"];
+        assert_eq!(d.deliver, Deliver::Fd);
+        assert_eq!(d.fd, Some(7));
+        assert_eq!(
+            d.revoke.as_deref(),
+            Some(&["tool".to_string(), "--id".into(), "{session}".into()][..])
+        );
+        assert_eq!(d.on_leak, OnLeak::Fail);
+        assert!(!d.mask);
+        assert_eq!(d.ttl, Some(Duration::from_secs(600)));
+        assert!(apply_cli_opt(&mut m, "T.fd=2").is_err());
+        assert!(apply_cli_opt(&mut m, "U.fd=4").is_err());
+        assert!(apply_cli_opt(&mut m, "T.colour=red").is_err());
+    }
+}

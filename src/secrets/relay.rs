@@ -1,0 +1,124 @@
+//! The output relay: the command's stdout and stderr are pipes; one thread per stream
+//! reads, masks and writes to taskcell's own stdout/stderr. Order within a stream is
+//! kept, bytes are passed through exactly apart from the masked matches, and what the
+//! masker holds back (a possible start of a match) is flushed after 50 ms of silence, so
+//! a prompt without a newline still appears.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use super::redact::Redactor;
+
+/// How long the relay waits for more output before it emits a held-back tail.
+pub const IDLE_FLUSH: Duration = Duration::from_millis(50);
+const BUF: usize = 256 * 1024;
+
+/// The pipes for one cell: the cell gets the write ends, the relay the read ends.
+#[derive(Debug)]
+pub struct Pipes {
+    pub out_r: OwnedFd,
+    pub out_w: OwnedFd,
+    pub err_r: OwnedFd,
+    pub err_w: OwnedFd,
+}
+
+impl Pipes {
+    pub fn new() -> io::Result<Pipes> {
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        Ok(Pipes {
+            out_r,
+            out_w,
+            err_r,
+            err_w,
+        })
+    }
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    // A bigger pipe means fewer wake-ups for bulk output; failure is harmless.
+    // SAFETY: fcntl with an integer argument on our fd.
+    unsafe {
+        libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+    }
+    Ok((r, w))
+}
+
+/// Relay `from` to the fd `to` through a masker until EOF. Returns the masked counts.
+/// When `to` stops accepting (EPIPE), the read end is closed so the writer in the cell
+/// gets EPIPE/SIGPIPE, as it would without taskcell in between.
+pub fn relay(redactor: &Redactor, from: OwnedFd, to: RawFd) -> Vec<(String, u64)> {
+    let mut masker = redactor.stream();
+    let mut buf = vec![0u8; BUF];
+    let mut out: Vec<u8> = Vec::with_capacity(BUF + 4096);
+    let mut held = false;
+    loop {
+        let timeout = if held {
+            PollTimeout::try_from(IDLE_FLUSH.as_millis() as i32).unwrap_or(PollTimeout::MAX)
+        } else {
+            PollTimeout::NONE
+        };
+        let mut fds = [PollFd::new(from.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+            Ok(0) => {
+                out.clear();
+                masker.flush(&mut out);
+                held = false;
+                if write_all(to, &out).is_err() {
+                    break;
+                }
+                continue;
+            }
+            Ok(_) => {}
+        }
+        let n = match nix::unistd::read(from.as_raw_fd(), &mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => continue,
+            Err(_) => break,
+        };
+        out.clear();
+        masker.push(&buf[..n], &mut out);
+        held = masker.pending() > 0;
+        if write_all(to, &out).is_err() {
+            drop(from);
+            zero(&mut buf);
+            zero(&mut out);
+            return masker.counts();
+        }
+    }
+    out.clear();
+    masker.flush(&mut out);
+    let _ = write_all(to, &out);
+    zero(&mut buf);
+    zero(&mut out);
+    masker.counts()
+}
+
+fn zero(v: &mut [u8]) {
+    zeroize::Zeroize::zeroize(v);
+}
+
+fn write_all(fd: RawFd, mut data: &[u8]) -> Result<(), ()> {
+    // SAFETY: fd is taskcell's own stdout or stderr, open for the whole run.
+    let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
+    while !data.is_empty() {
+        match nix::unistd::write(bfd, data) {
+            Ok(n) => data = &data[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EAGAIN) => {
+                // Our stdout was left non-blocking by someone else: wait until writable.
+                let mut fds = [PollFd::new(bfd, PollFlags::POLLOUT)];
+                let _ = poll(&mut fds, PollTimeout::NONE);
+            }
+            Err(_) => return Err(()),
+        }
+    }
+    Ok(())
+}
