@@ -124,7 +124,7 @@ PY
 
 bench_masking() {
   echo "== masking: 64 secrets, ${MASK_BENCH_MIB:-1024} MiB per iteration"
-  cargo bench --bench masking 2>&1 | grep -E 'masking bench|one pass|^masking/|time:|thrpt:' | grep -v change
+  cargo bench --bench masking 2>&1 | grep -E 'masking bench|one pass|^masking/|time:|thrpt:' | grep -v '%'
 }
 
 # bench_syscalls' binaries: BIN_DIR (default target/release, built if missing).
