@@ -293,7 +293,10 @@ pub fn filter(p: &Policy) -> Filter {
         vec![],
         "its mode is in a struct the filter cannot read (set-uid files); ENOSYS makes callers fall back to openat",
     ));
-    if matches!(p.net, Some(NetMode::None) | Some(NetMode::Loopback)) {
+    if matches!(
+        p.net,
+        Some(NetMode::None) | Some(NetMode::Loopback) | Some(NetMode::Proxy)
+    ) {
         let af_inet = libc::AF_INET as u64;
         let af_inet6 = libc::AF_INET6 as u64;
         let af_netlink = libc::AF_NETLINK as u64;
