@@ -42,9 +42,9 @@ fn secrets(rng: &mut Rng) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// Build-log-like text: words, paths, hex ids, base64 blobs; a secret (raw or
-/// encoded) about every 256 KiB.
-fn text(rng: &mut Rng, size: usize, secrets: &[(String, Vec<u8>)]) -> Vec<u8> {
+/// Build-log-like text: words, paths, hex ids, alphanumeric blobs; a secret every
+/// `every` bytes.
+fn text(rng: &mut Rng, size: usize, secrets: &[(String, Vec<u8>)], every: usize) -> Vec<u8> {
     let words: &[&[u8]] = &[
         b"Compiling",
         b"serde",
@@ -87,7 +87,7 @@ fn text(rng: &mut Rng, size: usize, secrets: &[(String, Vec<u8>)]) -> Vec<u8> {
             let (_, v) = &secrets[(rng.next() % 64) as usize];
             out.extend_from_slice(v);
             out.push(b'\n');
-            next_secret += 256 << 10;
+            next_secret += every;
         }
     }
     out.truncate(size);
@@ -145,7 +145,11 @@ fn bench(c: &mut Criterion) {
         buf_mib * rounds
     );
     let inputs: Vec<(&str, Vec<u8>)> = vec![
-        ("text", text(&mut rng, buf_mib << 20, &secrets)),
+        ("text", text(&mut rng, buf_mib << 20, &secrets, 256 << 10)),
+        (
+            "text_secret_every_kib",
+            text(&mut rng, buf_mib << 20, &secrets, 1 << 10),
+        ),
         (
             "binary",
             (0..(buf_mib << 20) / 8)

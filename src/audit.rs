@@ -40,6 +40,11 @@ impl Audit {
         })
     }
 
+    /// A second handle on the log file (for the network proxy's threads).
+    pub fn clone_file(&self) -> Option<File> {
+        self.file.as_ref().and_then(|f| f.try_clone().ok())
+    }
+
     pub fn record(&mut self, event: &str, mut fields: Value) {
         if let Value::Object(m) = &mut fields {
             m.insert("ts".into(), Value::String(rfc3339_now()));

@@ -62,6 +62,35 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Inside a `proxy` cell: open a tunnel to HOST PORT through the proxy on stdin/stdout
+    /// (an ssh ProxyCommand).
+    #[command(
+        after_help = "Example (inside a cell):\n  ssh -o ProxyCommand='/run/taskcell/taskcell connect %h %p' git@HOST"
+    )]
+    Connect {
+        host: String,
+        port: u16,
+        /// The proxy (default: $TASKCELL_PROXY, else 127.0.0.1:3128).
+        #[arg(long, value_name = "ADDR:PORT")]
+        proxy: Option<String>,
+    },
+    /// List running cells and their pending network requests.
+    #[command(after_help = "Example:\n  taskcell sessions")]
+    Sessions,
+    /// Allow a pending (or future) request of a running cell for the cell's life.
+    #[command(after_help = "Example:\n  taskcell approve 3f2a9c0d1e2b4a5c example.org:443")]
+    Approve {
+        session: String,
+        #[arg(value_name = "HOST[:PORT]")]
+        target: String,
+    },
+    /// Refuse a pending request of a running cell.
+    #[command(after_help = "Example:\n  taskcell deny 3f2a9c0d1e2b4a5c example.org:443")]
+    Deny {
+        session: String,
+        #[arg(value_name = "HOST[:PORT]")]
+        target: String,
+    },
     /// Internal: the cell's init re-executed (not for users).
     #[command(hide = true, name = "__init")]
     Init,
@@ -82,7 +111,16 @@ pub struct CellArgs {
     /// Add a read-write path (repeatable).
     #[arg(long, value_name = "PATH")]
     pub write: Vec<PathBuf>,
-    /// Network mode: none, loopback or host.
+    /// Allow a host in `proxy` mode: HOST, *.DOMAIN, HOST:PORT, ADDRESS, CIDR (repeatable).
+    #[arg(long, value_name = "RULE")]
+    pub allow: Vec<String>,
+    /// In `proxy` mode, ask (approval_command or `taskcell approve`) about unlisted hosts.
+    #[arg(long)]
+    pub ask: bool,
+    /// In `proxy` mode, answer HOST with ADDRESS instead of DNS (like curl --resolve).
+    #[arg(long, value_name = "HOST:ADDRESS")]
+    pub resolve: Vec<String>,
+    /// Network mode: none, loopback, proxy or host.
     #[arg(long, value_name = "MODE", value_parser = parse_net)]
     pub net: Option<NetMode>,
     /// Pass an environment variable (`K`) or set one (`K=V`) (repeatable).
@@ -150,7 +188,8 @@ pub struct RunArgs {
 }
 
 fn parse_net(s: &str) -> Result<NetMode, String> {
-    NetMode::parse(s).ok_or_else(|| format!("unknown network mode {s:?} (none, loopback, host)"))
+    NetMode::parse(s)
+        .ok_or_else(|| format!("unknown network mode {s:?} (none, loopback, proxy, host)"))
 }
 
 fn limit(key: &'static str) -> impl Fn(&str) -> Result<String, String> + Clone {

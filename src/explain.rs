@@ -71,9 +71,13 @@ pub fn text(plan: &Plan) -> String {
         match plan.net.mode {
             NetMode::None => "none (own network namespace, no interface up)",
             NetMode::Loopback => "loopback (own network namespace, lo only)",
+            NetMode::Proxy => "proxy (own network namespace, lo only; the supervisor's egress proxy is the only way out)",
             NetMode::Host => "host (UNSAFE: the host's network)",
         }
     );
+    if let Some(p) = &plan.net.proxy {
+        s.push_str(&crate::net::describe(p));
+    }
     let _ = writeln!(s, "hostname:  {}", plan.process.hostname);
     let _ = writeln!(
         s,

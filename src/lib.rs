@@ -8,6 +8,8 @@ pub mod doctor;
 pub mod explain;
 pub mod layers;
 pub mod limits;
+pub mod net;
+pub mod netplan;
 pub mod plan;
 pub mod profile;
 pub mod secrets;

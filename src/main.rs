@@ -48,9 +48,49 @@ fn main() -> ExitCode {
                 1
             }
         }
+        Command::Connect { host, port, proxy } => {
+            let proxy = proxy
+                .or_else(|| std::env::var("TASKCELL_PROXY").ok())
+                .unwrap_or_else(|| "127.0.0.1:3128".into());
+            match taskcell::net::connect::run(&proxy, &host, port) {
+                Ok(()) => 0,
+                Err(e) => fail(&e.to_string()),
+            }
+        }
+        Command::Sessions => match taskcell::net::control::list_all() {
+            Ok(v) => {
+                for s in v {
+                    print!("{s}");
+                }
+                0
+            }
+            Err(e) => fail(&e.to_string()),
+        },
+        Command::Approve { session, target } => control(&session, "approve", &target),
+        Command::Deny { session, target } => control(&session, "deny", &target),
         Command::Init => fail("`__init` is internal"),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+fn control(session: &str, verb: &str, target: &str) -> i32 {
+    if let Err(e) = taskcell::net::approve::parse_target(target) {
+        return fail(&format!("{target:?}: {e} (write HOST or HOST:PORT)"));
+    }
+    match taskcell::net::control::request(session, &format!("{verb} {target}")) {
+        Ok(a) if a.starts_with("ok") => {
+            let n = a.trim().trim_start_matches("ok ").to_string();
+            let done = if verb == "approve" {
+                "approved"
+            } else {
+                "denied"
+            };
+            println!("{done} {target} in session {session} ({n} waiting request(s) answered)");
+            0
+        }
+        Ok(a) => fail(a.trim()),
+        Err(e) => fail(&e.to_string()),
+    }
 }
 
 fn fail(msg: &str) -> i32 {
@@ -102,6 +142,11 @@ fn load_plan(cell: &CellArgs, argv: &[String]) -> Result<plan::Plan, String> {
         net: cell.net,
         env: cell.env.clone(),
         timeout: cell.timeout,
+        netov: taskcell::netplan::NetOverrides {
+            allow: cell.allow.clone(),
+            ask: cell.ask,
+            resolve: cell.resolve.clone(),
+        },
         secrets: cell.secret.clone(),
         secret_opts: cell.secret_opt.clone(),
         limits: cell.limit_overrides(),

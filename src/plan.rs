@@ -69,6 +69,9 @@ pub enum NetMode {
     None,
     /// Own network namespace, `lo` up: the cell can talk to itself only.
     Loopback,
+    /// Own network namespace, `lo` up, and the supervisor's egress proxy (host allowlist,
+    /// approvals, port forwards) as the only way out.
+    Proxy,
     /// No network namespace: the host's network. Unsafe; `explain` says so.
     Host,
 }
@@ -78,6 +81,7 @@ impl NetMode {
         match self {
             NetMode::None => "none",
             NetMode::Loopback => "loopback",
+            NetMode::Proxy => "proxy",
             NetMode::Host => "host",
         }
     }
@@ -85,6 +89,7 @@ impl NetMode {
         match s {
             "none" => Some(NetMode::None),
             "loopback" => Some(NetMode::Loopback),
+            "proxy" => Some(NetMode::Proxy),
             "host" => Some(NetMode::Host),
             _ => None,
         }
@@ -94,6 +99,9 @@ impl NetMode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NetPlan {
     pub mode: NetMode,
+    /// `proxy` mode only: what the egress proxy enforces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<crate::netplan::ProxyPlan>,
 }
 
 /// One resource limit applied with `setrlimit` in the worker.
@@ -193,6 +201,8 @@ pub struct Overrides {
     pub env: Vec<String>,
     pub timeout: Option<Duration>,
     pub strict: Option<bool>,
+    /// `--allow`, `--ask`, `--resolve`.
+    pub netov: crate::netplan::NetOverrides,
     /// `--secret NAME=PROVIDER:ARG`.
     pub secrets: Vec<String>,
     /// `--secret-opt NAME.KEY=VALUE`.
@@ -535,15 +545,40 @@ pub fn resolve(
         });
     }
 
-    let net = NetPlan {
-        mode: ov.net.unwrap_or(profile.network.mode),
+    let mode = ov.net.unwrap_or(profile.network.mode);
+    let proxy = if mode == NetMode::Proxy {
+        let p = crate::netplan::build(&profile.network, &ov.netov)
+            .map_err(|msg| PlanError::Other { msg })?;
+        for (k, v) in p.env() {
+            env.entry(k).or_insert(v);
+        }
+        Some(p)
+    } else {
+        if !profile.network.forward.is_empty() {
+            return Err(PlanError::Other {
+                msg: format!(
+                    "{}: port forwards need `network.mode = \"proxy\"` (the mode is {:?})",
+                    profile.network.forward[0].origin,
+                    mode.as_str()
+                ),
+            });
+        }
+        None
     };
+    let net = NetPlan { mode, proxy };
     let cwd = if ctx.cwd.starts_with(&workspace) {
         ctx.cwd.clone()
     } else {
         workspace.clone()
     };
 
+    let mut security = security_plan(&profile.security);
+    if let Some(p) = &net.proxy {
+        // `proxy` mode: the cell connects to the proxy and forward listeners only.
+        security.tcp_ports.extend(p.listen_ports());
+        security.tcp_ports.sort_unstable();
+        security.tcp_ports.dedup();
+    }
     Ok(Plan {
         profile: profile.name.clone(),
         description: profile.description.clone(),
@@ -578,7 +613,7 @@ pub fn resolve(
         },
         strict: ov.strict.unwrap_or(profile.strict),
         secrets,
-        security: security_plan(&profile.security),
+        security,
     })
 }
 

@@ -58,8 +58,15 @@ impl Outcome {
 
 /// The part of the plan the cell mechanism gets.
 pub fn spec_of(plan: &Plan) -> Spec {
+    let mut mounts = mount_ops(plan);
+    let mut listen = Vec::new();
+    if let Some(p) = &plan.net.proxy {
+        listen = p.listen_ports();
+        crate::net::cell_mounts(&mut mounts);
+    }
     let mut spec = Spec {
-        mounts: mount_ops(plan),
+        mounts,
+        listen,
         net: plan.net.mode,
         process: plan.process.clone(),
         rlimits: plan.limits.rlimits.clone(),
@@ -73,6 +80,9 @@ pub fn spec_of(plan: &Plan) -> Spec {
     };
     let kernel = crate::layers::Kernel::probe();
     crate::layers::add_to_spec(&mut spec, plan, &kernel, &crate::cell::landlock::Mode::Cell);
+    if plan.net.proxy.is_some() {
+        crate::net::cell_landlock(&mut spec);
+    }
     crate::secrets::deliver::add_landlock_rule(&mut spec);
     spec
 }
@@ -153,12 +163,32 @@ pub fn run_with(
         other => other,
     };
     let relay_fds = secrets.after_spawn();
-    let (c, failure) = match spawned {
+    let (mut c, failure) = match spawned {
         Ok(x) => x,
         Err(e) => {
             secrets.finish(audit, &[], &[], since);
             return Err(e.into());
         }
+    };
+    // Threads may start now: the cell is cloned. The network proxy of a `proxy` cell.
+    let session = crate::net::Session {
+        id: audit.session.clone(),
+        profile: plan.profile.clone(),
+        command: plan.process.argv.clone(),
+        audit: audit.clone_file(),
+    };
+    let _net = match (&plan.net.proxy, &failure) {
+        (Some(p), None) => match crate::net::start(p, std::mem::take(&mut c.listeners), &session) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                // Without its proxy the cell must not run.
+                let _ = nix::sys::signal::kill(c.init, Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(c.init, None);
+                secrets.finish(audit, &[], &[], since);
+                return Err(cell::SpawnError::Io(e).into());
+            }
+        },
+        _ => None,
     };
     let redactor = secrets.redactor();
     // The cell has its copy of the terminal's slave end; ours would keep the master from

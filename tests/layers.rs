@@ -505,3 +505,44 @@ fn cargo_build_of_a_tiny_crate() {
         assert_eq!(out, "tiny ok\n", "profile {profile}");
     }
 }
+
+#[test]
+fn no_set_uid_or_set_gid_file_can_be_created() {
+    // `nosuid` holds inside the cell only: a set-uid file left in the workspace would run
+    // with the caller's uid (root's, when root started the cell) for anyone outside.
+    let ws = Ws::new();
+    let out = ok(&sh(
+        ws.path(),
+        "build",
+        &[],
+        "cp /bin/true t && chmod 755 t && echo plain-chmod-ok; \
+         chmod 4755 t 2>/dev/null && echo SUID-CHMOD; chmod g+s t 2>/dev/null && echo SGID-CHMOD; \
+         mkdir -m 2775 d 2>/dev/null && echo SGID-MKDIR; mkdir -m 755 d2 && echo plain-mkdir-ok; \
+         python3 -c '\nimport os\nfor name, mode in ((\"u\", 0o4755), (\"g\", 0o2755)):\n    try:\n        os.close(os.open(name, os.O_CREAT | os.O_WRONLY, mode)); print(\"CREATED\", name)\n    except PermissionError:\n        print(\"refused\", name)\ntry:\n    os.chmod(\"t\", 0o6755); print(\"CHMOD-PY\")\nexcept PermissionError:\n    print(\"refused chmod\")\nos.close(os.open(\"p\", os.O_CREAT | os.O_WRONLY, 0o644)); print(\"plain-open-ok\")\n'",
+    ));
+    for bad in [
+        "SUID-CHMOD",
+        "SGID-CHMOD",
+        "SGID-MKDIR",
+        "CREATED",
+        "CHMOD-PY",
+    ] {
+        assert!(!out.contains(bad), "{bad}: {out}");
+    }
+    for good in [
+        "plain-chmod-ok",
+        "plain-mkdir-ok",
+        "plain-open-ok",
+        "refused u",
+        "refused g",
+        "refused chmod",
+    ] {
+        assert!(out.contains(good), "{good}: {out}");
+    }
+    // And nothing set-uid or set-gid is in the workspace on the host.
+    use std::os::unix::fs::PermissionsExt;
+    for e in std::fs::read_dir(ws.path()).unwrap().flatten() {
+        let mode = e.metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o6000, 0, "{:?} has mode {mode:o}", e.path());
+    }
+}

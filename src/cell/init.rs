@@ -23,7 +23,13 @@ fn exit(code: i32) -> ! {
 }
 
 /// Entry point of the cloned child. Never returns.
-pub fn main(spec: &Spec, sync: OwnedFd, err: OwnedFd, status: OwnedFd) -> ! {
+pub fn main(
+    spec: &Spec,
+    sync: OwnedFd,
+    err: OwnedFd,
+    status: OwnedFd,
+    listen_sock: Option<OwnedFd>,
+) -> ! {
     // SAFETY: prctl with integer arguments only.
     unsafe {
         // Die with the supervisor: a killed taskcell leaves nothing running.
@@ -60,6 +66,22 @@ pub fn main(spec: &Spec, sync: OwnedFd, err: OwnedFd, status: OwnedFd) -> ! {
         report(err.as_raw_fd(), 125, &msg);
         exit(125);
     }
+    if listen_sock.is_some() && !spec.namespaces {
+        report(
+            err.as_raw_fd(),
+            125,
+            "network mode `proxy` needs the cell's own network namespace, which this system does not allow (see `taskcell doctor`)",
+        );
+        exit(125);
+    }
+    if let Some(sock) = listen_sock {
+        // Bound here, with the cell's network namespace and before any privilege is
+        // dropped; served by the supervisor from outside.
+        if let Err(msg) = super::net::pass_listeners(&spec.listen, &sock) {
+            report(err.as_raw_fd(), 125, &msg);
+            exit(125);
+        }
+    }
 
     // The second release: the supervisor has put this process in the cell's cgroup.
     if !matches!(f.read(&mut go), Ok(1)) {
@@ -94,7 +116,7 @@ fn setup(spec: &Spec) -> Result<(), String> {
     crate::secrets::deliver::populate(&spec.secrets)?;
     nix::unistd::sethostname(&spec.process.hostname)
         .map_err(|e| format!("setting the hostname {:?}: {e}", spec.process.hostname))?;
-    if spec.net == NetMode::Loopback {
+    if matches!(spec.net, NetMode::Loopback | NetMode::Proxy) {
         super::net::loopback_up().map_err(|e| format!("bringing up lo: {e}"))?;
     }
     Ok(())

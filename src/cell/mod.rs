@@ -54,6 +54,9 @@ pub struct Spec {
     pub net: NetMode,
     pub process: ProcessPlan,
     pub rlimits: Vec<Rlimit>,
+    /// Ports init binds on 127.0.0.1 inside the cell and passes to the supervisor
+    /// (`proxy` mode: the proxy and forward listeners), in this order.
+    pub listen: Vec<u16>,
     /// Secrets to deliver (each held in an inherited memfd; no value here).
     pub secrets: Vec<crate::secrets::deliver::CellSecret>,
     /// Write ends of the stdout/stderr relay pipes, when output is masked.
@@ -80,6 +83,8 @@ pub struct Cell {
     pub pidfd: OwnedFd,
     /// Read end of the pipe on which init writes the worker's wait status.
     pub status: OwnedFd,
+    /// The listening sockets init bound inside the cell (`Spec::listen`, same order).
+    pub listeners: Vec<OwnedFd>,
 }
 
 /// A failure reported by the cell before the command ran.
@@ -124,6 +129,11 @@ pub fn spawn_with(
     let (sync_r, sync_w) = pipe_cloexec()?;
     let (err_r, err_w) = pipe_cloexec()?;
     let (st_r, st_w) = pipe_cloexec()?;
+    let lpair = if spec.listen.is_empty() {
+        None
+    } else {
+        Some(crate::net::fdpass::pair()?)
+    };
 
     let mut flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
@@ -175,8 +185,10 @@ pub fn spawn_with(
         drop(sync_w);
         drop(err_r);
         drop(st_r);
-        init::main(spec, sync_r, err_w, st_w);
+        let lsock = lpair.map(|(_, child)| child);
+        init::main(spec, sync_r, err_w, st_w, lsock);
     }
+    let lsock = lpair.map(|(parent, _child)| parent);
     let pid = Pid::from_raw(ret as i32);
     drop(sync_r);
     drop(err_w);
@@ -225,11 +237,24 @@ pub fn spawn_with(
     let mut f = std::fs::File::from(err_r);
     let _ = f.read_to_end(&mut msg);
     let failure = parse_failure(&msg);
+    let mut listeners = Vec::new();
+    if let (Some(sock), None) = (&lsock, &failure) {
+        listeners = crate::net::fdpass::recv(sock)?;
+        if listeners.len() != spec.listen.len() {
+            kill_child();
+            return Err(SpawnError::Io(io::Error::other(format!(
+                "the cell passed {} of its {} listening sockets",
+                listeners.len(),
+                spec.listen.len()
+            ))));
+        }
+    }
     Ok((
         Cell {
             init: pid,
             pidfd,
             status: st_r,
+            listeners,
         },
         failure,
     ))

@@ -1,6 +1,7 @@
 //! The cell's network namespace: bring `lo` up for `loopback` mode.
 
 use std::io;
+use std::os::fd::AsRawFd;
 
 /// Set IFF_UP on `lo` in the current network namespace.
 pub fn loopback_up() -> io::Result<()> {
@@ -16,7 +17,6 @@ pub fn loopback_up() -> io::Result<()> {
     for (i, b) in b"lo\0".iter().enumerate() {
         ifr.ifr_name[i] = *b as libc::c_char;
     }
-    use std::os::fd::AsRawFd;
     // SAFETY: SIOCGIFFLAGS reads into the ifreq we own.
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) } < 0 {
         return Err(io::Error::last_os_error());
@@ -29,5 +29,20 @@ pub fn loopback_up() -> io::Result<()> {
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) } < 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(())
+}
+
+/// Bind a TCP listener on 127.0.0.1:`port` for each port, send them all to the
+/// supervisor over `sock` (SCM_RIGHTS), and close them here.
+pub fn pass_listeners(ports: &[u16], sock: &std::os::fd::OwnedFd) -> Result<(), String> {
+    let mut held = Vec::new();
+    for &port in ports {
+        let l = std::net::TcpListener::bind(("127.0.0.1", port))
+            .map_err(|e| format!("binding 127.0.0.1:{port} inside the cell: {e}"))?;
+        held.push(l);
+    }
+    let fds: Vec<i32> = held.iter().map(|l| l.as_raw_fd()).collect();
+    crate::net::fdpass::send(sock, &fds)
+        .map_err(|e| format!("passing the listeners to the supervisor: {e}"))?;
     Ok(())
 }

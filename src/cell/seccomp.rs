@@ -174,6 +174,9 @@ const PERSONALITY_QUERY: u64 = 0xffff_ffff;
 const IPPROTO_MPTCP: u64 = 262;
 const NETLINK_ROUTE: u64 = 0;
 
+/// `__O_TMPFILE`: `open(dir, O_TMPFILE, mode)` creates a file with `mode` too.
+const O_TMPFILE_BIT: u64 = 0o20000000;
+
 /// x32 syscalls on x86_64 carry this bit in the syscall number.
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
@@ -241,7 +244,59 @@ pub fn filter(p: &Policy) -> Filter {
         vec![vec![c(0, Cmp::Ne32(0)), c(0, Cmp::Ne32(PERSONALITY_QUERY))]],
         "anything but the default persona (e.g. ADDR_NO_RANDOMIZE)",
     ));
-    if matches!(p.net, Some(NetMode::None) | Some(NetMode::Loopback)) {
+    // Set-user-ID and set-group-ID files (systemd's RestrictSUIDSGID): `nosuid` holds only
+    // inside the cell, and a set-uid file left in the workspace runs with the caller's
+    // uid outside (root's, when root started the cell) for whoever executes it.
+    let suid = [libc::S_ISUID as u64, libc::S_ISGID as u64];
+    for (name, mode_arg) in [
+        ("chmod", 1u8),
+        ("fchmod", 1),
+        ("fchmodat", 2),
+        ("fchmodat2", 2),
+        ("creat", 1),
+        ("mkdir", 1),
+        ("mkdirat", 2),
+        ("mknod", 1),
+        ("mknodat", 2),
+    ] {
+        push(rule(
+            name,
+            libc::EPERM,
+            suid.iter()
+                .map(|b| vec![c(mode_arg, Cmp::HasBits(*b))])
+                .collect(),
+            "creates a set-user-ID or set-group-ID file",
+        ));
+    }
+    for (name, flags_arg) in [("open", 1u8), ("openat", 2)] {
+        let creating = [libc::O_CREAT as u64, O_TMPFILE_BIT];
+        push(rule(
+            name,
+            libc::EPERM,
+            creating
+                .iter()
+                .flat_map(|f| {
+                    suid.iter().map(move |b| {
+                        vec![
+                            c(flags_arg, Cmp::HasBits(*f)),
+                            c(flags_arg + 1, Cmp::HasBits(*b)),
+                        ]
+                    })
+                })
+                .collect(),
+            "creates a set-user-ID or set-group-ID file",
+        ));
+    }
+    push(rule(
+        "openat2",
+        libc::ENOSYS,
+        vec![],
+        "its mode is in a struct the filter cannot read (set-uid files); ENOSYS makes callers fall back to openat",
+    ));
+    if matches!(
+        p.net,
+        Some(NetMode::None) | Some(NetMode::Loopback) | Some(NetMode::Proxy)
+    ) {
         let af_inet = libc::AF_INET as u64;
         let af_inet6 = libc::AF_INET6 as u64;
         let af_netlink = libc::AF_NETLINK as u64;
@@ -566,10 +621,8 @@ mod tests {
         ] {
             assert!(n.contains(&must), "{must} missing from {n:?}");
         }
-        // Hot syscalls are never in the list.
-        for hot in [
-            "read", "write", "getppid", "openat", "mmap", "futex", "execve",
-        ] {
+        // Hot syscalls are never in the list (openat is, for its mode argument only).
+        for hot in ["read", "write", "getppid", "mmap", "futex", "execve"] {
             assert!(!n.contains(&hot), "{hot} must not be filtered");
         }
     }
@@ -590,14 +643,43 @@ mod tests {
         assert!(clone
             .when
             .contains(&vec![c(0, Cmp::HasBits(libc::CLONE_NEWUSER as u64))]));
-        // Only these four have argument checks: everything else stays cacheable.
-        let with_args: Vec<&str> = f
+        // Only these have argument checks: everything else stays cacheable.
+        let mut with_args: Vec<&str> = f
             .rules
             .iter()
             .filter(|r| !r.when.is_empty())
             .map(|r| r.name.as_str())
             .collect();
-        assert_eq!(with_args, vec!["clone", "ioctl", "personality", "socket"]);
+        with_args.sort();
+        assert_eq!(
+            with_args,
+            vec![
+                "chmod",
+                "clone",
+                "creat",
+                "fchmod",
+                "fchmodat",
+                "fchmodat2",
+                "ioctl",
+                "mkdir",
+                "mkdirat",
+                "mknod",
+                "mknodat",
+                "open",
+                "openat",
+                "personality",
+                "socket"
+            ]
+        );
+        // A set-uid or set-gid bit in a created file's mode is refused; openat's mode is
+        // its fourth argument and counts only with O_CREAT or O_TMPFILE.
+        let openat = get("openat");
+        assert!(openat.when.contains(&vec![
+            c(2, Cmp::HasBits(libc::O_CREAT as u64)),
+            c(3, Cmp::HasBits(libc::S_ISUID as u64))
+        ]));
+        assert_eq!(get("fchmodat").when.len(), 2);
+        assert_eq!(get("openat2").errno, libc::ENOSYS);
     }
 
     #[test]

@@ -74,6 +74,40 @@ pub struct Filesystem {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Network {
     pub mode: NetMode,
+    /// `proxy` mode: host rules (see `net::allowlist`), kept as written with their origin.
+    pub allow: Vec<Val<String>>,
+    pub deny: Vec<Val<String>>,
+    pub ask: Option<bool>,
+    pub ask_timeout: Option<Duration>,
+    pub approval_command: Option<Val<Vec<String>>>,
+    pub idle_timeout: Option<Duration>,
+    /// Fixed name → address answers (a test hook like curl's `--resolve`).
+    pub resolve: BTreeMap<String, Val<String>>,
+    pub forward: Vec<ForwardDecl>,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network {
+            mode: NetMode::None,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            ask: None,
+            ask_timeout: None,
+            approval_command: None,
+            idle_timeout: None,
+            resolve: BTreeMap::new(),
+            forward: Vec::new(),
+        }
+    }
+}
+
+/// `[[network.forward]] listen = PORT, to = "ADDR:PORT" | "/path/to.sock"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ForwardDecl {
+    pub listen: u16,
+    pub to: String,
+    pub origin: Origin,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -150,9 +184,7 @@ impl Default for Profile {
             hostname: "taskcell".into(),
             strict: true,
             filesystem: Filesystem::default(),
-            network: Network {
-                mode: NetMode::None,
-            },
+            network: Network::default(),
             env: Env::default(),
             limits: Limits::default(),
             secrets: BTreeMap::new(),

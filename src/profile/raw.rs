@@ -59,6 +59,25 @@ pub struct RawPathTable {
 #[serde(deny_unknown_fields)]
 pub struct RawNetwork {
     pub mode: Option<Spanned<String>>,
+    #[serde(default)]
+    pub allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub deny: Vec<Spanned<String>>,
+    pub ask: Option<Spanned<bool>>,
+    pub ask_timeout: Option<Spanned<String>>,
+    pub approval_command: Option<Spanned<Vec<String>>>,
+    pub idle_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub resolve: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub forward: Vec<Spanned<RawForward>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForward {
+    pub listen: u16,
+    pub to: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,11 +239,12 @@ pub fn merge_into(
             p.network.mode = NetMode::parse(m.get_ref()).ok_or_else(|| ProfileError::Invalid {
                 origin: origin(m.span().start),
                 msg: format!(
-                    "`network.mode` {:?} is not a mode (use \"none\", \"loopback\" or \"host\")",
+                    "`network.mode` {:?} is not a mode (use \"none\", \"loopback\", \"proxy\" or \"host\")",
                     m.get_ref()
                 ),
             })?;
         }
+        merge_network(&mut p.network, n, &origin)?;
     }
     if let Some(env) = &raw.env {
         for v in &env.pass {
@@ -367,4 +387,91 @@ pub fn valid_env_name(k: &str) -> bool {
     let mut chars = k.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The `proxy`-mode keys of `[network]`: lists are appended, scalars override. Each
+/// entry is checked here so that an error points at its line.
+fn merge_network(
+    net: &mut super::Network,
+    n: &RawNetwork,
+    origin: &dyn Fn(usize) -> Origin,
+) -> Result<(), ProfileError> {
+    let invalid = |start: usize, msg: String| ProfileError::Invalid {
+        origin: origin(start),
+        msg,
+    };
+    for (src, dst, key) in [
+        (&n.allow, &mut net.allow, "allow"),
+        (&n.deny, &mut net.deny, "deny"),
+    ] {
+        for v in src {
+            crate::net::allowlist::Rule::parse(v.get_ref(), "")
+                .map_err(|e| invalid(v.span().start, format!("`network.{key}`: {e}")))?;
+            dst.push(Val {
+                value: v.get_ref().clone(),
+                origin: origin(v.span().start),
+            });
+        }
+    }
+    if let Some(a) = &n.ask {
+        net.ask = Some(*a.get_ref());
+    }
+    for (key, src, dst) in [
+        ("ask_timeout", &n.ask_timeout, &mut net.ask_timeout),
+        ("idle_timeout", &n.idle_timeout, &mut net.idle_timeout),
+    ] {
+        if let Some(t) = src {
+            *dst = Some(
+                parse_duration(t.get_ref())
+                    .map_err(|e| invalid(t.span().start, format!("`network.{key}`: {e}")))?,
+            );
+        }
+    }
+    if let Some(c) = &n.approval_command {
+        if c.get_ref().is_empty() || c.get_ref()[0].is_empty() {
+            return Err(invalid(
+                c.span().start,
+                "`network.approval_command` is empty (write an argv list, e.g. [\"/usr/local/bin/approve\"])".into(),
+            ));
+        }
+        net.approval_command = Some(Val {
+            value: c.get_ref().clone(),
+            origin: origin(c.span().start),
+        });
+    }
+    for (k, v) in &n.resolve {
+        if v.get_ref().parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid(
+                v.span().start,
+                format!(
+                    "`network.resolve.{k}`: {:?} is not an IP address",
+                    v.get_ref()
+                ),
+            ));
+        }
+        net.resolve.insert(
+            k.clone(),
+            Val {
+                value: v.get_ref().clone(),
+                origin: origin(v.span().start),
+            },
+        );
+    }
+    for f in &n.forward {
+        let r = f.get_ref();
+        if r.listen == 0 {
+            return Err(invalid(
+                f.span().start,
+                "`network.forward.listen` must be a port 1-65535".into(),
+            ));
+        }
+        crate::netplan::ForwardTo::parse(&r.to)
+            .map_err(|e| invalid(f.span().start, format!("`network.forward.to`: {e}")))?;
+        net.forward.push(super::ForwardDecl {
+            listen: r.listen,
+            to: r.to.clone(),
+            origin: origin(f.span().start),
+        });
+    }
+    Ok(())
 }

@@ -91,7 +91,7 @@ fn bad_values_are_explained() {
     let d = tempfile::tempdir().unwrap();
     let e = err_of(d.path(), "m.toml", "[network]\nmode = \"wifi\"\n");
     assert!(
-        e.contains("line 2") && e.contains("\"none\", \"loopback\" or \"host\""),
+        e.contains("line 2") && e.contains("\"none\", \"loopback\", \"proxy\" or \"host\""),
         "{e}"
     );
     let e = err_of(d.path(), "h.toml", "hostname = \"bad host\"\n");

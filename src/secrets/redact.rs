@@ -247,21 +247,25 @@ impl Redactor {
             names.push(name.clone());
             replacements.push(format!("[taskcell:{name}]").into_bytes());
             for (encoding, bytes) in encodings(value) {
-                if bytes.is_empty() {
-                    continue;
+                if !bytes.is_empty() {
+                    patterns.push(Pattern {
+                        bytes,
+                        secret: idx,
+                        encoding,
+                    });
                 }
-                // Same bytes already registered (by this secret or an earlier one):
-                // the first registration wins.
-                if patterns.iter().any(|p| *p.bytes == *bytes) {
-                    continue;
-                }
-                patterns.push(Pattern {
-                    bytes,
-                    secret: idx,
-                    encoding,
-                });
             }
         }
+        // The same bytes registered twice (by one secret's encodings or by two secrets):
+        // the first registration wins.
+        let mut order: Vec<usize> = (0..patterns.len()).collect();
+        order.sort_by(|&a, &b| patterns[a].bytes.cmp(&patterns[b].bytes).then(a.cmp(&b)));
+        let mut keep = vec![false; patterns.len()];
+        for (i, &at) in order.iter().enumerate() {
+            keep[at] = i == 0 || patterns[order[i - 1]].bytes != patterns[at].bytes;
+        }
+        let mut k = keep.iter();
+        patterns.retain(|_| k.next().copied().unwrap_or(false));
         let max_len = patterns.iter().map(|p| p.bytes.len()).max().unwrap_or(0);
         let mut sorted: Vec<u32> = (0..patterns.len() as u32).collect();
         sorted.sort_by(|&a, &b| patterns[a as usize].bytes.cmp(&patterns[b as usize].bytes));

@@ -202,38 +202,51 @@ impl Scanner<'_> {
         }
     }
 
-    fn walk(&mut self, dir: &Path, dev: u64) {
-        let Ok(md) = fs::symlink_metadata(dir) else {
-            return;
-        };
-        if !self.seen_dirs.insert((md.dev(), md.ino())) {
-            return;
-        }
-        let entries = match fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(e) => return self.unreadable(dir, &e.to_string()),
-        };
-        let mut names: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        names.sort();
-        let git = is_git_dir(dir);
-        if git {
-            self.git_objects(&dir.join("objects"));
-        }
-        for path in names {
+    /// Depth-first walk of `root` with an explicit stack (a cell can nest directories
+    /// deeper than any call stack), entries in sorted order.
+    fn walk(&mut self, root: &Path, dev: u64) {
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
             if !self.within_bounds(false) {
                 return;
             }
-            let Ok(md) = fs::symlink_metadata(&path) else {
+            let Ok(md) = fs::symlink_metadata(&dir) else {
                 continue;
             };
-            if md.is_dir() {
-                if md.dev() != dev || (git && path.file_name() == Some("objects".as_ref())) {
+            if !self.seen_dirs.insert((md.dev(), md.ino())) {
+                continue;
+            }
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.unreadable(&dir, &e.to_string());
                     continue;
                 }
-                self.walk(&path, dev);
-            } else if md.is_file() {
-                self.maybe_file(&path, &md);
+            };
+            let mut names: Vec<PathBuf> =
+                entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            names.sort();
+            let git = is_git_dir(&dir);
+            if git {
+                self.git_objects(&dir.join("objects"));
             }
+            let mut subdirs = Vec::new();
+            for path in names {
+                if !self.within_bounds(false) {
+                    return;
+                }
+                let Ok(md) = fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                if md.is_dir() {
+                    if md.dev() == dev && !(git && path.file_name() == Some("objects".as_ref())) {
+                        subdirs.push(path);
+                    }
+                } else if md.is_file() {
+                    self.maybe_file(&path, &md);
+                }
+            }
+            stack.extend(subdirs.into_iter().rev());
         }
     }
 

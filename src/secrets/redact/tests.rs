@@ -412,3 +412,22 @@ fn maskers_can_run_on_other_threads() {
     });
     assert!(outs.iter().all(|o| o == b"a [taskcell:T] b"));
 }
+
+#[test]
+fn identical_encodings_are_one_pattern() {
+    // raw (= percent-reserved, json, backslash forms), base64 at 3 alignments (= base64url:
+    // no '+' or '/'), hex (= HEX: the hex of a-h is 61-68, no letters), percent (upper =
+    // lower, for the same reason).
+    let r = red(&[("A", b"abcdefgh")]);
+    let dump: Vec<String> = r
+        .patterns
+        .iter()
+        .map(|p| format!("{}={}", p.encoding, String::from_utf8_lossy(&p.bytes)))
+        .collect();
+    assert_eq!(r.patterns_for(), 6, "{dump:?}");
+    let encs: Vec<&str> = r.patterns.iter().map(|p| p.encoding).collect();
+    assert_eq!(
+        encs,
+        ["raw", "base64", "base64", "base64", "hex", "percent"]
+    );
+}

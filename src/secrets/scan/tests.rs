@@ -438,3 +438,22 @@ fn fifo_is_not_opened() {
     let e = open_regular(&fifo).expect_err("a fifo is refused");
     assert!(e.to_string().contains("not a regular file"), "{e}");
 }
+
+#[test]
+fn deep_nesting_is_walked_without_recursion() {
+    let d = tempfile::tempdir().expect("tmp");
+    // 1500 levels: deeper than a recursive walk should trust its stack with.
+    let mut rel = PathBuf::new();
+    for _ in 0..1500 {
+        rel.push("d");
+    }
+    let mut cur = d.path().to_path_buf();
+    for _ in 0..1500 {
+        cur.push("d");
+        fs::create_dir(&cur).expect("mkdir");
+    }
+    fs::write(cur.join("leak"), SECRET).expect("write");
+    let r = scan_dir(d.path());
+    assert_eq!(r.findings.len(), 1, "{:?}", r.unreadable);
+    assert_eq!(r.findings[0].path, d.path().join(rel).join("leak"));
+}

@@ -1,0 +1,308 @@
+//! The network boundary of `proxy` mode, served by the supervisor from outside the cell.
+//!
+//! The cell has its own network namespace with `lo` only; its init binds the listeners
+//! ([`crate::netplan::ProxyPlan::listen_ports`]) on 127.0.0.1 inside and passes them here
+//! ([`fdpass`]). Each accepted connection gets a thread: the HTTP proxy ([`proxy`]:
+//! CONNECT and absolute-form requests), the SOCKS5 proxy ([`socks`]) and the port
+//! forwards ([`forward`]). Every destination is checked by [`gate`]: the allowlist
+//! ([`allowlist`]), approvals ([`approve`]), the supervisor's own DNS ([`resolve`]) and the
+//! address classes that need a rule naming them. Bytes move with `splice(2)` ([`relay`]).
+//! [`control`] is the per-session control socket (`taskcell sessions/approve/deny`),
+//! [`connect`] the `taskcell connect HOST PORT` client used inside the cell.
+
+pub mod allowlist;
+pub mod approve;
+pub mod audit;
+pub mod connect;
+pub mod control;
+pub mod fdpass;
+pub mod forward;
+pub mod gate;
+pub mod http;
+pub mod proxy;
+pub mod relay;
+pub mod resolve;
+pub mod socks;
+
+use std::fs::File;
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cell::rootfs::MountOp;
+use crate::netplan::{ProxyPlan, BINARY_IN_CELL};
+
+/// Who runs the cell (for the control socket and the audit lines).
+#[derive(Debug, Default)]
+pub struct Session {
+    pub id: String,
+    pub profile: String,
+    pub command: Vec<String>,
+    /// The audit log (a second handle), if one is written.
+    pub audit: Option<File>,
+}
+
+/// Connections served at once; beyond this, new ones are closed at once.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Time a client has to send its request head (HTTP) or handshake (SOCKS) (or the
+/// plan's idle timeout, when shorter).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time to connect to a destination.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a connection may stay open after one side has finished sending.
+pub const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// State shared by every connection of one cell.
+pub struct Shared {
+    pub plan: ProxyPlan,
+    pub session: String,
+    pub profile: String,
+    pub command: Vec<String>,
+    pub audit: audit::Sink,
+    pub approvals: approve::Approvals,
+    pub active: AtomicUsize,
+}
+
+/// The running network service; dropping it removes the control socket.
+pub struct NetService {
+    pub shared: Arc<Shared>,
+    control: Option<PathBuf>,
+}
+
+impl Drop for NetService {
+    fn drop(&mut self) {
+        if let Some(p) = &self.control {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Mount ops a `proxy` cell gets in addition to its paths: the taskcell binary,
+/// read-only at [`BINARY_IN_CELL`] (for `taskcell connect`). Inserted before the final
+/// read-only remounts.
+pub fn cell_mounts(ops: &mut Vec<MountOp>) {
+    let Ok(exe) = std::fs::canonicalize("/proc/self/exe") else {
+        return;
+    };
+    let at = ops
+        .iter()
+        .position(|o| matches!(o, MountOp::RemountRo { .. }))
+        .unwrap_or(ops.len());
+    ops.insert(
+        at,
+        MountOp::Bind {
+            src: exe,
+            path: PathBuf::from(BINARY_IN_CELL),
+            readonly: true,
+            is_dir: false,
+        },
+    );
+}
+
+/// Landlock must let the cell read and execute the binary bound by [`cell_mounts`].
+pub fn cell_landlock(spec: &mut crate::cell::Spec) {
+    if let Some(rules) = spec.landlock.as_mut() {
+        rules.fs.push(crate::cell::landlock::FsRule {
+            path: PathBuf::from(BINARY_IN_CELL),
+            class: crate::cell::landlock::Class::Read,
+            optional: true,
+        });
+    }
+}
+
+/// Raise the supervisor's own soft fd limit to the hard one: every tunnel needs two
+/// sockets and two pipes. The cell's limits are its own (it is already running).
+fn raise_nofile() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
+/// Start serving the listeners the cell passed (in `plan.listen_ports()` order).
+pub fn start(
+    plan: &ProxyPlan,
+    listeners: Vec<OwnedFd>,
+    session: &Session,
+) -> io::Result<NetService> {
+    raise_nofile();
+    let audit = audit::Sink::new(
+        session.audit.as_ref().and_then(|f| f.try_clone().ok()),
+        &session.id,
+    );
+    let shared = Arc::new(Shared {
+        plan: plan.clone(),
+        session: session.id.clone(),
+        profile: session.profile.clone(),
+        command: session.command.clone(),
+        audit,
+        approvals: approve::Approvals::default(),
+        active: AtomicUsize::new(0),
+    });
+    // The launching user's terminal, when the cell does not use it (taskcell's stdin is
+    // not a terminal): `ask` prompts there too.
+    if plan.ask && plan.approval_command.is_none() && !nix::unistd::isatty(0).unwrap_or(false) {
+        if let Ok(tty) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY)
+            .open("/dev/tty")
+        {
+            shared.approvals.set_terminal(tty);
+        }
+    }
+    let mut it = listeners.into_iter();
+    let mut next = |what: &str| {
+        it.next()
+            .map(TcpListener::from)
+            .ok_or_else(|| io::Error::other(format!("the cell passed no {what} listener")))
+    };
+    let http = next("HTTP proxy")?;
+    let socks = next("SOCKS5 proxy")?;
+    spawn_acceptor("taskcell-http", http, shared.clone(), |s, c| {
+        proxy::serve(&s, c)
+    });
+    spawn_acceptor("taskcell-socks", socks, shared.clone(), |s, c| {
+        socks::serve(&s, c)
+    });
+    for (i, f) in plan.forwards.iter().enumerate() {
+        let l = next("forward")?;
+        let f = f.clone();
+        let _ = i;
+        spawn_acceptor("taskcell-fwd", l, shared.clone(), move |s, c| {
+            forward::serve(&s, &f, c)
+        });
+    }
+    let control = if !session.id.is_empty() {
+        match control::start(shared.clone()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(
+                    "no control socket for this session (taskcell approve will not reach it): {e}"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Ok(NetService { shared, control })
+}
+
+fn spawn_acceptor<F>(name: &str, l: TcpListener, shared: Arc<Shared>, handler: F)
+where
+    F: Fn(Arc<Shared>, std::net::TcpStream) + Send + Sync + Clone + 'static,
+{
+    let name = name.to_string();
+    let thread_name = name.clone();
+    let spawned = std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || loop {
+            let (conn, _) = match l.accept() {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and the like: back off instead of spinning.
+                    tracing::warn!("{thread_name}: accept: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
+            if shared.active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                shared.active.fetch_sub(1, Ordering::SeqCst);
+                drop(conn);
+                continue;
+            }
+            let _ = conn.set_nodelay(true);
+            let s = shared.clone();
+            let h = handler.clone();
+            let r = std::thread::Builder::new()
+                .name("taskcell-conn".into())
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    let guard = ActiveGuard(s.clone());
+                    h(s, conn);
+                    drop(guard);
+                });
+            if let Err(e) = r {
+                shared.active.fetch_sub(1, Ordering::SeqCst);
+                tracing::warn!("{thread_name}: cannot start a connection thread: {e}");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the {name} thread: {e}");
+    }
+}
+
+struct ActiveGuard(Arc<Shared>);
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The proxy plan in words, for `explain`.
+pub fn describe(p: &ProxyPlan) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "  proxy    http://127.0.0.1:{} (CONNECT and plain HTTP), socks5h://127.0.0.1:{}",
+        p.http_port, p.socks_port
+    );
+    for r in &p.allowlist.allow {
+        let _ = writeln!(s, "  allow    {:<28} ({})", r.text, r.origin);
+    }
+    for r in &p.allowlist.deny {
+        let _ = writeln!(s, "  deny     {:<28} ({})", r.text, r.origin);
+    }
+    if p.allowlist.allow.is_empty() {
+        let _ = writeln!(s, "  allow    (nothing)");
+    }
+    let _ = writeln!(
+        s,
+        "  private, loopback, link-local (metadata), CGNAT, multicast addresses: refused unless an address rule names them"
+    );
+    let _ = writeln!(
+        s,
+        "  unlisted {}",
+        if p.ask {
+            match &p.approval_command {
+                Some(c) => format!(
+                    "ask: approval_command {:?}, else deny after {}s",
+                    c,
+                    p.ask_timeout.as_secs()
+                ),
+                None => format!(
+                    "ask: `taskcell approve SESSION HOST[:PORT]`, else deny after {}s",
+                    p.ask_timeout.as_secs()
+                ),
+            }
+        } else {
+            "refused (403)".into()
+        }
+    );
+    for (h, a) in &p.resolve {
+        let _ = writeln!(s, "  resolve  {h} -> {a} (fixed answer)");
+    }
+    for f in &p.forwards {
+        let _ = writeln!(
+            s,
+            "  forward  127.0.0.1:{} -> {} ({})",
+            f.listen,
+            f.to.describe(),
+            f.origin
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  connect  {BINARY_IN_CELL} connect HOST PORT (ssh ProxyCommand)"
+    );
+    s
+}

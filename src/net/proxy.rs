@@ -1,0 +1,109 @@
+//! The HTTP proxy: `CONNECT host:port` tunnels and absolute-form plain HTTP requests
+//! (one request per connection: the origin gets `Connection: close`).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Instant;
+
+use super::gate::{self, Refusal};
+use super::http::{self, ParseError, Target};
+use super::{relay, Shared, HALF_OPEN_TIMEOUT, HANDSHAKE_TIMEOUT};
+
+/// Read a request head: the parsed request and every byte read so far.
+fn read_head(conn: &mut TcpStream) -> Result<(http::Request, Vec<u8>), Option<ParseError>> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return Err(None),
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        match http::parse(&buf) {
+            Ok(r) => return Ok((r, buf)),
+            Err(ParseError::Incomplete) if buf.len() < http::MAX_HEAD => continue,
+            Err(ParseError::Incomplete) => return Err(Some(ParseError::TooLarge)),
+            Err(e) => return Err(Some(e)),
+        }
+    }
+}
+
+fn refuse(conn: &mut TcpStream, r: &Refusal) {
+    let (code, reason) = match r {
+        Refusal::Denied(_) | Refusal::TimedOut(_) => (403, "Forbidden"),
+        Refusal::Unresolvable(_) | Refusal::Unreachable(_) => (502, "Bad Gateway"),
+    };
+    let _ = conn.write_all(&http::response(code, reason, r.message()));
+}
+
+/// Serve one client connection. Never panics on input; errors close the connection.
+pub fn serve(shared: &Shared, mut conn: TcpStream) {
+    let hs = HANDSHAKE_TIMEOUT.min(shared.plan.idle_timeout);
+    let _ = conn.set_read_timeout(Some(hs));
+    let _ = conn.set_write_timeout(Some(hs));
+    let (req, buf) = match read_head(&mut conn) {
+        Ok(x) => x,
+        Err(Some(e)) => {
+            let (code, reason) = e.status();
+            let msg = match &e {
+                ParseError::Malformed(m) => m.clone(),
+                ParseError::TooLarge => {
+                    format!("request head larger than {} bytes", http::MAX_HEAD)
+                }
+                ParseError::TooManyHeaders => format!("more than {} headers", http::MAX_HEADERS),
+                ParseError::Incomplete => "incomplete request".into(),
+            };
+            let _ = conn.write_all(&http::response(code, reason, &msg));
+            return;
+        }
+        Err(None) => return,
+    };
+    let rest = &buf[req.head_len..];
+    let started = Instant::now();
+    let (host, port, via) = match &req.target {
+        Target::Connect { host, port } => (host.clone(), *port, "connect"),
+        Target::Absolute { host, port, .. } => (host.clone(), *port, "http"),
+    };
+    let mut opened = match gate::open(shared, &host, port, via) {
+        Ok(o) => o,
+        Err(r) => {
+            refuse(&mut conn, &r);
+            return;
+        }
+    };
+    let mut sent = rest.len() as u64;
+    let setup = match &req.target {
+        Target::Connect { .. } => conn
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .and_then(|_| opened.stream.write_all(rest)),
+        Target::Absolute { .. } => {
+            let mut head = http::origin_head(&req);
+            sent += head.len() as u64;
+            head.extend_from_slice(rest);
+            opened.stream.write_all(&head)
+        }
+    };
+    if setup.is_err() {
+        gate::record_done(shared, via, &host, port, &opened, 0, 0, started);
+        return;
+    }
+    let _ = conn.set_read_timeout(None);
+    let _ = conn.set_write_timeout(None);
+    let moved = relay::relay(
+        &conn,
+        &opened.stream,
+        shared.plan.idle_timeout,
+        HALF_OPEN_TIMEOUT,
+    )
+    .unwrap_or_default();
+    gate::record_done(
+        shared,
+        via,
+        &host,
+        port,
+        &opened,
+        moved.up + sent,
+        moved.down,
+        started,
+    );
+}

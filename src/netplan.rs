@@ -1,0 +1,311 @@
+//! Policy for `proxy` network mode: the profile's `[network]` table and the command-line
+//! overrides → a [`ProxyPlan`] (part of the Plan). Pure: no sockets, no DNS.
+//!
+//! The mechanism (`net/`) gets only the ProxyPlan.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::net::allowlist::{Allowlist, Rule};
+use crate::profile::Network;
+
+/// The HTTP proxy's port on 127.0.0.1 inside the cell.
+pub const HTTP_PORT: u16 = 3128;
+/// The SOCKS5 proxy's port on 127.0.0.1 inside the cell.
+pub const SOCKS_PORT: u16 = 1080;
+/// Where the taskcell binary is visible (read-only) inside a `proxy` cell, for
+/// `taskcell connect HOST PORT` (an ssh ProxyCommand).
+pub const BINARY_IN_CELL: &str = "/run/taskcell/taskcell";
+/// Default time an `ask` request waits for an answer.
+pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time a connection may stay idle (no byte either way).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Where a forward leads on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardTo {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl ForwardTo {
+    /// `HOST:PORT` with an address literal, or an absolute unix socket path.
+    pub fn parse(s: &str) -> Result<ForwardTo, String> {
+        if s.starts_with('/') {
+            return Ok(ForwardTo::Unix(PathBuf::from(s)));
+        }
+        s.parse::<SocketAddr>().map(ForwardTo::Tcp).map_err(|_| {
+            format!("forward target {s:?} is not ADDRESS:PORT (e.g. \"127.0.0.1:5432\") or an absolute unix socket path")
+        })
+    }
+    pub fn describe(&self) -> String {
+        match self {
+            ForwardTo::Tcp(a) => a.to_string(),
+            ForwardTo::Unix(p) => format!("unix:{}", p.display()),
+        }
+    }
+}
+
+/// One declared port forward: 127.0.0.1:`listen` inside the cell → `to` on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Forward {
+    pub listen: u16,
+    pub to: ForwardTo,
+    pub origin: String,
+}
+
+/// Everything the egress proxy enforces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProxyPlan {
+    pub http_port: u16,
+    pub socks_port: u16,
+    pub allowlist: Allowlist,
+    /// Ask about hosts no rule mentions (instead of refusing them).
+    pub ask: bool,
+    #[serde(serialize_with = "secs")]
+    pub ask_timeout: Duration,
+    /// argv run for each `ask` request; exit 0 allows the host for the cell's life.
+    pub approval_command: Option<Vec<String>>,
+    /// Fixed answers for names (like curl's `--resolve`); checked by the allowlist
+    /// like any other answer.
+    pub resolve: BTreeMap<String, IpAddr>,
+    pub forwards: Vec<Forward>,
+    #[serde(serialize_with = "secs")]
+    pub idle_timeout: Duration,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl ProxyPlan {
+    /// The ports bound on 127.0.0.1 inside the cell, in the order the listeners are
+    /// passed to the supervisor: HTTP, SOCKS5, then each forward. These are the only
+    /// ports a cell may `connect` to (Landlock TCP rules use this list).
+    pub fn listen_ports(&self) -> Vec<u16> {
+        let mut v = vec![self.http_port, self.socks_port];
+        v.extend(self.forwards.iter().map(|f| f.listen));
+        v
+    }
+
+    /// Environment variables that point common tools at the proxy.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let http = format!("http://127.0.0.1:{}", self.http_port);
+        let socks = format!("socks5h://127.0.0.1:{}", self.socks_port);
+        let no_proxy = "localhost,127.0.0.1,::1".to_string();
+        let mut v: Vec<(String, String)> = Vec::new();
+        for k in ["http_proxy", "https_proxy"] {
+            v.push((k.into(), http.clone()));
+            v.push((k.to_ascii_uppercase(), http.clone()));
+        }
+        v.push(("all_proxy".into(), socks.clone()));
+        v.push(("ALL_PROXY".into(), socks));
+        v.push(("no_proxy".into(), no_proxy.clone()));
+        v.push(("NO_PROXY".into(), no_proxy));
+        // npm and yarn (classic reads npm_config_*; berry reads YARN_*), pip, cargo.
+        for k in [
+            "npm_config_proxy",
+            "npm_config_https_proxy",
+            "YARN_HTTP_PROXY",
+            "YARN_HTTPS_PROXY",
+            "PIP_PROXY",
+            "CARGO_HTTP_PROXY",
+        ] {
+            v.push((k.into(), http.clone()));
+        }
+        v.push((
+            "JAVA_TOOL_OPTIONS".into(),
+            format!(
+                "-Dhttp.proxyHost=127.0.0.1 -Dhttp.proxyPort={p} -Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort={p} -Dhttp.nonProxyHosts=localhost|127.0.0.1",
+                p = self.http_port
+            ),
+        ));
+        // git over ssh goes through the proxy too.
+        v.push((
+            "GIT_SSH_COMMAND".into(),
+            format!("ssh -o ProxyCommand='{BINARY_IN_CELL} connect %h %p'"),
+        ));
+        v.push((
+            "TASKCELL_PROXY".into(),
+            format!("127.0.0.1:{}", self.http_port),
+        ));
+        v
+    }
+}
+
+/// Command-line additions for the network (`--allow`, `--ask`, `--resolve`).
+#[derive(Debug, Clone, Default)]
+pub struct NetOverrides {
+    pub allow: Vec<String>,
+    pub ask: bool,
+    /// `HOST:ADDR` entries.
+    pub resolve: Vec<String>,
+}
+
+/// Build the ProxyPlan from the profile's `[network]` table and the overrides.
+pub fn build(net: &Network, ov: &NetOverrides) -> Result<ProxyPlan, String> {
+    let mut allowlist = Allowlist::default();
+    for v in &net.allow {
+        allowlist.allow.push(
+            Rule::parse(&v.value, &v.origin.to_string())
+                .map_err(|e| format!("{}: `network.allow`: {e}", v.origin))?,
+        );
+    }
+    for v in &net.deny {
+        allowlist.deny.push(
+            Rule::parse(&v.value, &v.origin.to_string())
+                .map_err(|e| format!("{}: `network.deny`: {e}", v.origin))?,
+        );
+    }
+    for a in &ov.allow {
+        allowlist
+            .allow
+            .push(Rule::parse(a, "command line").map_err(|e| format!("--allow: {e}"))?);
+    }
+    let mut resolve = BTreeMap::new();
+    for (k, v) in &net.resolve {
+        let addr: IpAddr = v.value.parse().map_err(|_| {
+            format!(
+                "{}: `network.resolve.{k}`: {:?} is not an IP address",
+                v.origin, v.value
+            )
+        })?;
+        resolve.insert(crate::net::allowlist::normalize_host(k), addr);
+    }
+    for r in &ov.resolve {
+        let (h, a) = r
+            .split_once(':')
+            .ok_or_else(|| format!("--resolve {r:?}: write HOST:ADDRESS"))?;
+        let addr: IpAddr = a
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse()
+            .map_err(|_| format!("--resolve {r:?}: {a:?} is not an IP address"))?;
+        resolve.insert(crate::net::allowlist::normalize_host(h), addr);
+    }
+    let mut forwards = Vec::new();
+    if net.forward.len() + 2 > crate::net::fdpass::MAX_FDS {
+        return Err(format!(
+            "{}: at most {} port forwards",
+            net.forward[0].origin,
+            crate::net::fdpass::MAX_FDS - 2
+        ));
+    }
+    for f in &net.forward {
+        if f.listen == HTTP_PORT || f.listen == SOCKS_PORT {
+            return Err(format!(
+                "{}: forward listen port {} is the proxy's own port (choose another)",
+                f.origin, f.listen
+            ));
+        }
+        if forwards.iter().any(|x: &Forward| x.listen == f.listen) {
+            return Err(format!(
+                "{}: two forwards listen on port {}",
+                f.origin, f.listen
+            ));
+        }
+        forwards.push(Forward {
+            listen: f.listen,
+            to: ForwardTo::parse(&f.to).map_err(|e| format!("{}: {e}", f.origin))?,
+            origin: f.origin.to_string(),
+        });
+    }
+    Ok(ProxyPlan {
+        http_port: HTTP_PORT,
+        socks_port: SOCKS_PORT,
+        allowlist,
+        ask: ov.ask || net.ask.unwrap_or(false),
+        ask_timeout: net.ask_timeout.unwrap_or(DEFAULT_ASK_TIMEOUT),
+        approval_command: net.approval_command.as_ref().map(|v| v.value.clone()),
+        resolve,
+        forwards,
+        idle_timeout: net.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{Origin, Val};
+
+    fn val(s: &str) -> Val<String> {
+        Val {
+            value: s.into(),
+            origin: Origin {
+                file: "t.toml".into(),
+                line: 3,
+            },
+        }
+    }
+
+    #[test]
+    fn builds_rules_and_env() {
+        let mut n = Network::default();
+        n.allow.push(val("example.test:8080"));
+        n.deny.push(val("bad.test"));
+        n.resolve.insert("Example.Test".into(), val("127.0.0.1"));
+        let p = build(
+            &n,
+            &NetOverrides {
+                allow: vec!["127.0.0.1:8080".into()],
+                ask: true,
+                resolve: vec!["other.test:10.0.0.1".into()],
+            },
+        )
+        .unwrap();
+        assert_eq!(p.allowlist.allow.len(), 2);
+        assert_eq!(p.allowlist.allow[0].origin, "profile t.toml line 3");
+        assert_eq!(p.allowlist.allow[1].origin, "command line");
+        assert!(p.ask);
+        assert_eq!(
+            p.resolve["example.test"],
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            p.resolve["other.test"],
+            "10.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(p.listen_ports(), vec![3128, 1080]);
+        let env = p.env();
+        for k in [
+            "HTTP_PROXY",
+            "https_proxy",
+            "ALL_PROXY",
+            "no_proxy",
+            "npm_config_proxy",
+            "PIP_PROXY",
+            "CARGO_HTTP_PROXY",
+            "JAVA_TOOL_OPTIONS",
+        ] {
+            assert!(env.iter().any(|(n, _)| n == k), "{k} missing");
+        }
+    }
+
+    #[test]
+    fn bad_entries_name_their_line() {
+        let mut n = Network::default();
+        n.allow.push(val("not a host"));
+        let e = build(&n, &NetOverrides::default()).unwrap_err();
+        assert!(e.contains("t.toml line 3"), "{e}");
+        let mut n = Network::default();
+        n.resolve.insert("x".into(), val("nope"));
+        assert!(build(&n, &NetOverrides::default()).is_err());
+    }
+
+    #[test]
+    fn forward_targets() {
+        assert_eq!(
+            ForwardTo::parse("127.0.0.1:5432").unwrap(),
+            ForwardTo::Tcp("127.0.0.1:5432".parse().unwrap())
+        );
+        assert!(matches!(
+            ForwardTo::parse("/run/pg.sock").unwrap(),
+            ForwardTo::Unix(_)
+        ));
+        assert!(ForwardTo::parse("db:5432").is_err());
+    }
+}
