@@ -76,7 +76,6 @@ pub fn spec_of(plan: &Plan) -> Spec {
         secrets: Vec::new(),
         stdio: None,
         pty: None,
-        pty_master: None,
     };
     let kernel = crate::layers::Kernel::probe();
     crate::layers::add_to_spec(&mut spec, plan, &kernel, &crate::cell::landlock::Mode::Cell);
@@ -120,18 +119,13 @@ pub fn run_with(
     let mut secrets = Session::prepare(&plan.secrets, &|k| std::env::var_os(k), audit)?;
     (spec.secrets, spec.stdio) = secrets.cell_parts();
     // Interactive: the command's own terminal. Output from it is masked like pipes are.
-    let mut pty = None;
     if plan.process.pty {
-        let (master, slave) = crate::tty::open_pty(crate::tty::window_size(0)).map_err(|e| {
-            cell::SpawnError::Io(std::io::Error::new(
-                e.kind(),
-                format!("opening a pseudo-terminal for the cell: {e} (or run with --no-pty)"),
-            ))
-        })?;
-        spec.pty = Some(slave.as_raw_fd());
-        spec.pty_master = Some(master.as_raw_fd());
+        let ws = crate::tty::window_size(0);
+        spec.pty = Some(cell::TermSize {
+            rows: ws.map(|w| w.ws_row).filter(|r| *r > 0).unwrap_or(24),
+            cols: ws.map(|w| w.ws_col).filter(|c| *c > 0).unwrap_or(80),
+        });
         spec.stdio = None;
-        pty = Some((master, slave));
     }
     let (enforcement, cgroup) = cell::cgroup::prepare(&plan.limits.resources, plan.limits.timeout);
     // The human limits first; the profile's raw `[limits.rlimits]` after them, so they win.
@@ -191,12 +185,7 @@ pub fn run_with(
         _ => None,
     };
     let redactor = secrets.redactor();
-    // The cell has its copy of the terminal's slave end; ours would keep the master from
-    // seeing the end of the cell's output.
-    let pty = pty.map(|(master, slave)| {
-        drop(slave);
-        master
-    });
+    let pty = c.pty_master.take();
     // The user's terminal goes raw while the cell owns it (restored on every exit path).
     let _raw = match &pty {
         Some(_) if crate::tty::stdio_is_terminal() => crate::tty::RawMode::enter(0).ok(),
@@ -225,7 +214,8 @@ pub fn run_with(
             _ => {}
         }
         let input = input.map(|i| scope.spawn(move || i.run()));
-        let outcome = wait(plan, &spec, c, failure, start, enforcement, cgroup);
+        let master = pty.as_ref().map(|m| m.as_raw_fd());
+        let outcome = wait(plan, &spec, c, failure, start, enforcement, cgroup, master);
         let mut counts = Vec::new();
         for h in relays {
             counts.extend(h.join().unwrap_or_default());
@@ -258,6 +248,7 @@ fn wait(
     start: Instant,
     enforcement: crate::limits::Enforcement,
     mut cgroup: Option<cell::cgroup::CellCgroup>,
+    pty_master: Option<std::os::fd::RawFd>,
 ) -> Result<Outcome, RunError> {
     // The forwarded signals were blocked by spawn; read them from a signalfd.
     let sfd = SignalFd::with_flags(&cell::forwarded_set(), SfdFlags::SFD_CLOEXEC)
@@ -292,7 +283,7 @@ fn wait(
         if signaled {
             if let Ok(Some(info)) = sfd.read_signal() {
                 if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
-                    match (sig, spec.pty_master) {
+                    match (sig, pty_master) {
                         // With its own terminal, the command learns of a resize from its
                         // terminal: copy the size, and the kernel signals the foreground.
                         (Signal::SIGWINCH, Some(master)) => {

@@ -3,6 +3,7 @@
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use nix::sys::signal::{SigSet, SigmaskHow};
@@ -56,7 +57,7 @@ fn resource(name: &str) -> Option<nix::sys::resource::Resource> {
 }
 
 /// Entry point of the worker (forked by init). Never returns.
-pub fn main(spec: &Spec, mut err: OwnedFd) -> ! {
+pub fn main(spec: &Spec, mut err: OwnedFd, tty: Option<&std::path::Path>) -> ! {
     // Signals: nothing blocked, SIGPIPE back to default (Rust's runtime ignores it).
     let _ =
         nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
@@ -73,9 +74,19 @@ pub fn main(spec: &Spec, mut err: OwnedFd) -> ! {
     }
     // Interactive: the cell's own pseudo-terminal becomes the controlling terminal, so
     // keystrokes injected with TIOCSTI land in it and never in the user's terminal.
-    if let Some(slave) = spec.pty {
-        if let Err(e) = crate::tty::attach(slave) {
-            fail(&err, 125, &format!("attaching the cell's terminal: {e}"));
+    if let Some(path) = tty {
+        let attached = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(path)
+            .and_then(|f| crate::tty::attach(f.as_raw_fd()));
+        if let Err(e) = attached {
+            fail(
+                &err,
+                125,
+                &format!("attaching the cell's terminal {}: {e}", path.display()),
+            );
         }
     }
     for r in &spec.rlimits {
