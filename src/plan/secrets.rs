@@ -301,6 +301,7 @@ mod tests {
             env: [("GH_TOKEN".to_string(), "value-must-not-appear".to_string())]
                 .into_iter()
                 .collect(),
+            terminal: false,
         }
     }
 
@@ -309,7 +310,6 @@ mod tests {
             secrets: secrets.iter().map(|s| s.to_string()).collect(),
             secret_opts: opts.iter().map(|s| s.to_string()).collect(),
             env: vec!["GH_TOKEN".into()],
-            terminal: false,
             ..Overrides::default()
         }
     }
