@@ -215,7 +215,15 @@ pub fn run_with(
         }
         let input = input.map(|i| scope.spawn(move || i.run()));
         let master = pty.as_ref().map(|m| m.as_raw_fd());
-        let outcome = wait(plan, &spec, c, failure, start, enforcement, cgroup, master);
+        let outcome = wait(
+            plan,
+            &spec.rlimits,
+            c,
+            failure,
+            start,
+            (enforcement, cgroup),
+            master,
+        );
         let mut counts = Vec::new();
         for h in relays {
             counts.extend(h.join().unwrap_or_default());
@@ -242,12 +250,11 @@ pub fn run_with(
 
 fn wait(
     plan: &Plan,
-    spec: &Spec,
+    rlimits: &[crate::plan::Rlimit],
     c: cell::Cell,
     failure: Option<cell::SetupFailure>,
     start: Instant,
-    enforcement: crate::limits::Enforcement,
-    mut cgroup: Option<cell::cgroup::CellCgroup>,
+    (enforcement, mut cgroup): (crate::limits::Enforcement, Option<cell::cgroup::CellCgroup>),
     pty_master: Option<std::os::fd::RawFd>,
 ) -> Result<Outcome, RunError> {
     // The forwarded signals were blocked by spawn; read them from a signalfd.
@@ -352,7 +359,7 @@ fn wait(
         .timeout
         .filter(|_| timed_out)
         .map(|t| (t, plan.limits.grace));
-    limit_hits.extend(crate::limits::signal_hits(&spec.rlimits, signal, timeout));
+    limit_hits.extend(crate::limits::signal_hits(rlimits, signal, timeout));
     Ok(Outcome {
         ending,
         timed_out,
