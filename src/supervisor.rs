@@ -186,6 +186,12 @@ pub fn run_with(
     };
     let redactor = secrets.redactor();
     let pty = c.pty_master.take();
+    // Network approvals for an interactive cell are asked on its terminal's bottom line.
+    if let (Some(net), Some(master)) = (&_net, &pty) {
+        net.shared
+            .approvals
+            .set_overlay(crate::tty::Overlay::new(master.as_raw_fd()));
+    }
     // The user's terminal goes raw while the cell owns it (restored on every exit path).
     let _raw = match &pty {
         Some(_) if crate::tty::stdio_is_terminal() => crate::tty::RawMode::enter(0).ok(),

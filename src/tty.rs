@@ -184,6 +184,9 @@ impl Input {
                 }
                 Ok(n) => n,
             };
+            if keys_to_prompt(&buf[..n]) {
+                continue;
+            }
             let mut data = &buf[..n];
             while !data.is_empty() {
                 match nix::unistd::write(&self.master, data) {
@@ -210,6 +213,7 @@ pub fn copy_out(from: OwnedFd, to: RawFd) -> Vec<(String, u64)> {
             // EIO: every process holding the cell's terminal has ended.
             Err(_) => break,
         };
+        let _g = SCREEN.lock();
         let mut data = &buf[..n];
         while !data.is_empty() {
             match nix::unistd::write(out, data) {
@@ -257,4 +261,131 @@ pub fn open_in_cell(rows: u16, cols: u16) -> io::Result<(OwnedFd, std::path::Pat
     };
     set_window_size(fd, &ws)?;
     Ok((master, std::path::PathBuf::from(format!("/dev/pts/{n}"))))
+}
+
+/// While a prompt of taskcell's own is shown on an interactive cell's terminal, the keys
+/// typed go to it instead of the cell.
+static PROMPT_KEYS: Mutex<Option<std::sync::mpsc::Sender<u8>>> = Mutex::new(None);
+
+/// Serialises writes to the user's terminal between the cell's output relay and a prompt,
+/// so an escape sequence is never cut in two.
+pub static SCREEN: Mutex<()> = Mutex::new(());
+
+/// Route `data` (keys from the user) to a pending prompt; returns false when no prompt
+/// is waiting (the keys are for the cell).
+fn keys_to_prompt(data: &[u8]) -> bool {
+    let guard = match PROMPT_KEYS.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    match guard.as_ref() {
+        Some(tx) => {
+            for b in data {
+                let _ = tx.send(*b);
+            }
+            true
+        }
+        None => false,
+    }
+}
+
+/// Asks a yes/no question on the bottom line of an interactive cell's terminal without
+/// corrupting the cell's screen: the cursor is saved and restored around each drawing,
+/// the line is redrawn while the question waits (the cell may keep printing), and when it
+/// is answered the line is cleared and the cell's foreground job gets SIGWINCH to repaint.
+#[derive(Debug)]
+pub struct Overlay {
+    /// The cell terminal's master, to find its foreground job for the repaint.
+    master: RawFd,
+}
+
+impl Overlay {
+    pub fn new(master: RawFd) -> Overlay {
+        Overlay { master }
+    }
+
+    /// Ask `question`; `Some(answer)` once the user typed y/yes or anything else and
+    /// Enter, `None` when `give_up()` turned true first (answered elsewhere, timed out).
+    pub fn ask(&self, question: &str, give_up: &dyn Fn() -> bool) -> Option<bool> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let mut g = match PROMPT_KEYS.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            if g.is_some() {
+                // Another prompt holds the line; the caller waits for other answers.
+                return None;
+            }
+            *g = Some(tx);
+        }
+        let mut typed = String::new();
+        let answer = loop {
+            self.draw(&format!(
+                "\x1b[7m taskcell: {question} [y/N] \x1b[0m {typed}"
+            ));
+            match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+                Ok(b'\r') | Ok(b'\n') => {
+                    let t = typed.trim().to_ascii_lowercase();
+                    break Some(t == "y" || t == "yes");
+                }
+                Ok(0x7f) | Ok(0x08) => {
+                    typed.pop();
+                }
+                // Ctrl-C while asked: no.
+                Ok(0x03) => break Some(false),
+                Ok(b) if b.is_ascii_graphic() || b == b' ' => {
+                    if typed.len() < 16 {
+                        typed.push(b as char);
+                    }
+                }
+                Ok(_) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if give_up() {
+                        break None;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break None,
+            }
+        };
+        if let Ok(mut g) = PROMPT_KEYS.lock() {
+            *g = None;
+        }
+        self.draw("");
+        self.repaint();
+        answer
+    }
+
+    /// Write `text` on the bottom line, cursor saved and restored around it.
+    fn draw(&self, text: &str) {
+        let rows = window_size(0)
+            .map(|w| w.ws_row)
+            .filter(|r| *r > 0)
+            .unwrap_or(24);
+        let seq = format!("\x1b7\x1b[{rows};1H\x1b[2K{text}\x1b8");
+        let _g = SCREEN.lock();
+        // SAFETY: fd 1 is taskcell's stdout, open for the whole run.
+        let out = unsafe { BorrowedFd::borrow_raw(1) };
+        let mut data = seq.as_bytes();
+        while !data.is_empty() {
+            match nix::unistd::write(out, data) {
+                Ok(n) => data = &data[n..],
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Ask the cell's foreground job to redraw its screen.
+    fn repaint(&self) {
+        let mut pgrp: libc::pid_t = 0;
+        // SAFETY: TIOCGPGRP writes the foreground process group (as a pid of our own
+        // PID namespace) into our local.
+        if unsafe { libc::ioctl(self.master, libc::TIOCGPGRP, &mut pgrp) } == 0 && pgrp > 0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgrp),
+                nix::sys::signal::Signal::SIGWINCH,
+            );
+        }
+    }
 }

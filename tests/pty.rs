@@ -298,3 +298,94 @@ fn the_terminal_is_restored_when_taskcell_is_terminated() {
         "{after:?}"
     );
 }
+
+/// A tiny HTTP server on 127.0.0.1 that answers every request with `hello from PATH`.
+fn http_server() -> u16 {
+    use std::io::Write;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut b = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut b) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&b[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&buf)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                let body = format!("hello from {path}\n");
+                let _ = c.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_network_approval_is_asked_on_the_cells_terminal() {
+    let port = http_server();
+    let ws = Ws::new();
+    let rt = ws.join("rt");
+    std::fs::create_dir(&rt).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&rt, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let prof = ws.join("p.toml");
+    std::fs::write(
+        &prof,
+        format!(
+            "extends = \"build\"\n[network]\nmode = \"proxy\"\nallow = [\"127.0.0.1:{port}\"]\n\
+             resolve = {{ \"yes.test\" = \"127.0.0.1\", \"no.test\" = \"127.0.0.1\" }}\nask = true\nask_timeout = \"60s\"\n"
+        ),
+    )
+    .unwrap();
+    let p = prof.display().to_string();
+    let rts = rt.display().to_string();
+    let script = format!(
+        "echo started; curl -s http://yes.test:{port}/first; echo rc1=$?; \
+         curl -s -o /dev/null -w 'code=%{{http_code}}\\n' http://no.test:{port}/second; echo done"
+    );
+    let mut t = Term::spawn(
+        ws.path(),
+        &["run", "-p", &p, "--", "/bin/sh", "-c", &script],
+        &[("XDG_RUNTIME_DIR", &rts)],
+    );
+    assert!(t.wait_for("started"), "{}", t.text());
+    assert!(
+        t.wait_for(&format!("reach yes.test:{port}")),
+        "{}",
+        t.text()
+    );
+    // The prompt is drawn on the bottom line with the cursor saved and restored.
+    assert!(
+        t.text().contains("\x1b7\x1b[24;1H\x1b[2K"),
+        "{:?}",
+        t.text()
+    );
+    t.type_bytes(b"y\r");
+    assert!(t.wait_for("hello from /first"), "{}", t.text());
+    assert!(t.wait_for(&format!("reach no.test:{port}")), "{}", t.text());
+    t.type_bytes(b"n\r");
+    assert!(t.wait_for("done"), "{}", t.text());
+    assert!(t.wait().success(), "{}", t.text());
+    let text = t.text();
+    assert!(text.contains("rc1=0"), "{text}");
+    assert!(text.contains("code=403"), "{text}");
+    assert!(!text.contains("hello from /second"), "{text}");
+    // No stray line about `taskcell approve` was printed over the cell's screen.
+    assert!(!text.contains("answer with `taskcell approve"), "{text}");
+}
