@@ -99,6 +99,8 @@ pub struct SecretDecl {
     pub timeout: Option<Duration>,
     pub mask: bool,
     pub on_leak: OnLeak,
+    /// Skip the secret when its `env` variable is unset or its `file` does not exist.
+    pub optional: bool,
     pub origin: Origin,
 }
 
@@ -121,6 +123,8 @@ pub struct RawSecret {
     pub timeout: Option<Spanned<String>>,
     pub mask: Option<Spanned<bool>>,
     pub on_leak: Option<Spanned<String>>,
+    /// An `env` or `file` source that is absent skips the secret instead of failing.
+    pub optional: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,6 +221,7 @@ pub fn merge(
             timeout: None,
             mask: true,
             on_leak: OnLeak::Warn,
+            optional: s.optional.as_ref().is_some_and(|v| *v.get_ref()),
             origin: o,
         };
         if let Some(v) = &s.deliver {
@@ -366,6 +371,7 @@ pub fn parse_cli(spec: &str) -> Result<(String, SecretDecl), String> {
             timeout: None,
             mask: true,
             on_leak: OnLeak::Warn,
+            optional: false,
             origin: Origin::cli(),
         },
     ))
@@ -375,7 +381,7 @@ pub fn parse_cli(spec: &str) -> Result<(String, SecretDecl), String> {
 /// mask, on_leak) to a declared secret.
 pub fn apply_cli_opt(secrets: &mut BTreeMap<String, SecretDecl>, opt: &str) -> Result<(), String> {
     let bad = || {
-        format!("--secret-opt {opt:?}: expected NAME.KEY=VALUE with KEY one of deliver, fd, var, revoke, ttl, timeout, mask, on_leak")
+        format!("--secret-opt {opt:?}: expected NAME.KEY=VALUE with KEY one of deliver, fd, var, revoke, ttl, timeout, mask, on_leak, optional")
     };
     let (lhs, val) = opt.split_once('=').ok_or_else(bad)?;
     let (name, key) = lhs.split_once('.').ok_or_else(bad)?;
@@ -409,6 +415,13 @@ pub fn apply_cli_opt(secrets: &mut BTreeMap<String, SecretDecl>, opt: &str) -> R
         }
         "ttl" => d.ttl = Some(parse_duration(val).map_err(e)?),
         "timeout" => d.timeout = Some(parse_duration(val).map_err(e)?),
+        "optional" => {
+            d.optional = match val {
+                "true" => true,
+                "false" => false,
+                _ => return Err(e(format!("{val:?} is not true or false"))),
+            }
+        }
         "mask" => {
             d.mask = match val {
                 "true" => true,
