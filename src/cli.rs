@@ -136,7 +136,7 @@ pub struct CellArgs {
     pub secret: Vec<String>,
     /// Set a secret's option: NAME.deliver=file|fd|env, NAME.fd=N, NAME.var=VAR,
     /// NAME.revoke=COMMAND, NAME.ttl=DURATION, NAME.timeout=DURATION, NAME.mask=false,
-    /// NAME.on_leak=warn|fail (repeatable).
+    /// NAME.on_leak=warn|fail, NAME.optional=true (repeatable).
     #[arg(long, value_name = "NAME.KEY=VALUE")]
     pub secret_opt: Vec<String>,
     /// Processes and threads the cell may have at once (e.g. 4096, or "unlimited").
