@@ -945,3 +945,37 @@ fn doctor_reports_user_namespaces() {
     // This suite runs where user namespaces work (the no-userns case is tests/no_userns.rs).
     assert_eq!(userns["ok"], true, "{v}");
 }
+
+#[test]
+fn a_mount_below_a_read_only_path_is_read_only_too() {
+    // A recursive bind carries the mounts below the bound path; each must be remounted
+    // read-only, or it would be a writable hole in a read-only path.
+    if !is_root() {
+        eprintln!("SKIPPED a_mount_below_a_read_only_path_is_read_only_too: mounting on the host needs root");
+        return;
+    }
+    let ws = Ws::new();
+    let extra = Ws::new();
+    std::fs::create_dir(extra.join("sub")).unwrap();
+    let sub = extra.join("sub").display().to_string();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "taskcell-test", &sub])
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount a tmpfs on the host");
+    let d = extra.path().display().to_string();
+    let o = sh(
+        ws.path(),
+        "build",
+        &["--read", &d],
+        &format!("touch {d}/sub/x 2>/dev/null && echo WROTE-SUBMOUNT; touch {d}/y 2>/dev/null && echo WROTE-TOP; grep -c ' {d}/sub ' /proc/self/mountinfo"),
+    );
+    let _ = std::process::Command::new("umount").arg(&sub).status();
+    let out = ok(&o);
+    assert!(!out.contains("WROTE"), "{out}");
+    assert_eq!(
+        out.trim(),
+        "1",
+        "the submount is visible in the cell: {out}"
+    );
+}
