@@ -397,6 +397,11 @@ pub fn resolve(
             );
             continue;
         }
+        if access == Access::Hide && !readable(&path) {
+            // What the caller cannot read, the cell cannot either (same uid, no
+            // capabilities): nothing to hide, and no mount to pay for.
+            continue;
+        }
         let meta = match std::fs::symlink_metadata(&path) {
             Ok(m) => m,
             Err(_) if optional => continue,
@@ -635,6 +640,16 @@ fn security_plan(sec: &crate::profile::Security) -> SecurityPlan {
         tcp_ports,
         tcp_any_port: sec.tcp_any_port,
     }
+}
+
+/// Whether the caller may read `p` (access(2) with the real uid, as the cell will have).
+fn readable(p: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+        return true;
+    };
+    // SAFETY: access() reads a NUL-terminated path and has no other effect.
+    unsafe { libc::access(c.as_ptr(), libc::R_OK) == 0 }
 }
 
 /// rlimits a profile may set (`[limits.rlimits]`).

@@ -88,7 +88,7 @@ pub fn spec_of(plan: &Plan) -> Spec {
 
 /// The cell's mount sequence: the plan's paths, plus the secrets tmpfs.
 pub fn mount_ops(plan: &Plan) -> Vec<rootfs::MountOp> {
-    let mut ops = rootfs::mount_ops(&plan.paths);
+    let mut ops = rootfs::mount_ops_for(&plan.paths, plan.process.uid);
     crate::secrets::deliver::add_mount(&mut ops, &plan.secrets, plan.process.uid, plan.process.gid);
     ops
 }

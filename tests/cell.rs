@@ -662,13 +662,21 @@ fn host_kernel_settings_cannot_be_changed_from_proc() {
         "v=$(cat /proc/sys/kernel/printk_ratelimit); \
          echo $v > /proc/sys/kernel/printk_ratelimit 2>/dev/null && echo SYSCTL-WRITTEN; \
          cat /proc/sys/kernel/printk_ratelimit >/dev/null && echo sysctl-readable; \
-         [ -s /proc/keys ] && echo KEYS-VISIBLE; [ -s /proc/timer_list ] && echo TIMERS-VISIBLE; \
+         [ -n \"$(head -c 1 /proc/timer_list 2>/dev/null)\" ] && echo TIMERS-VISIBLE; \
          ls /proc/acpi 2>/dev/null | grep -q . && echo ACPI-VISIBLE; echo done",
     ));
     assert!(!out.contains("SYSCTL-WRITTEN"), "{out}");
     assert!(out.contains("sysctl-readable"), "{out}");
-    assert!(!out.contains("VISIBLE"), "{out}");
     assert!(out.ends_with("done\n"), "{out}");
+    // Kernel state is masked where uid 0 inside is the host's root; for another uid,
+    // procfs's own checks apply (and the masks are left out to save mounts).
+    if is_root() {
+        assert!(!out.contains("VISIBLE"), "{out}");
+        // Sanity: the host shows timer_list content, so the check can see a leak.
+        assert!(!std::fs::read_to_string("/proc/timer_list")
+            .unwrap_or_default()
+            .is_empty());
+    }
 }
 
 #[test]
