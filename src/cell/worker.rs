@@ -190,16 +190,16 @@ fn exec(spec: &Spec, err: &OwnedFd, secret_env: Vec<CString>) -> ! {
     let Some(cmd) = spec.process.argv.first() else {
         fail(err, 125, "no command given");
     };
+    let path = spec
+        .process
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("/usr/local/bin:/usr/bin:/bin");
     let candidates: Vec<CString> = if cmd.contains('/') {
         vec![cstr(cmd.as_bytes())]
     } else {
-        let path = spec
-            .process
-            .env
-            .iter()
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("/usr/local/bin:/usr/bin:/bin");
         path.split(':')
             .filter(|d| !d.is_empty())
             .map(|d| cstr(Path::new(d).join(cmd).as_os_str().as_bytes()))
@@ -234,13 +234,6 @@ fn exec(spec: &Spec, err: &OwnedFd, secret_env: Vec<CString>) -> ! {
     let where_ = if cmd.contains('/') {
         String::new()
     } else {
-        let path = spec
-            .process
-            .env
-            .iter()
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default();
         format!(" (searched PATH={path} inside the cell)")
     };
     if last == nix::errno::Errno::ENOENT || last == nix::errno::Errno::ENOTDIR {

@@ -76,6 +76,19 @@ impl Approvals {
         }
     }
 
+    /// Whether request `id` has its answer (or is gone).
+    fn is_answered(&self, id: u64) -> bool {
+        self.state
+            .lock()
+            .map(|st| {
+                st.pending
+                    .iter()
+                    .find(|p| p.id == id)
+                    .map_or(true, |p| p.answer.is_some())
+            })
+            .unwrap_or(true)
+    }
+
     /// Ask on an interactive cell's terminal (an overlay on its bottom line).
     pub fn set_overlay(&self, overlay: crate::tty::Overlay) {
         if let Ok(mut o) = self.overlay.lock() {
@@ -91,19 +104,7 @@ impl Approvals {
         let Some(overlay) = guard.as_ref() else {
             return false;
         };
-        let answered = || {
-            Instant::now() >= deadline
-                || self
-                    .state
-                    .lock()
-                    .map(|st| {
-                        st.pending
-                            .iter()
-                            .find(|p| p.id == id)
-                            .map_or(true, |p| p.answer.is_some())
-                    })
-                    .unwrap_or(true)
-        };
+        let answered = || Instant::now() >= deadline || self.is_answered(id);
         let q = format!("allow the cell to reach {host}:{port} for the rest of its life?");
         if let Some(allow) = overlay.ask(&q, &answered) {
             self.answer_id(id, host, port, allow, "the terminal");
@@ -130,17 +131,7 @@ impl Approvals {
         let _ = tty.flush();
         let mut line = Vec::new();
         loop {
-            let answered = self
-                .state
-                .lock()
-                .map(|st| {
-                    st.pending
-                        .iter()
-                        .find(|p| p.id == id)
-                        .map_or(true, |p| p.answer.is_some())
-                })
-                .unwrap_or(true);
-            if answered || Instant::now() >= deadline {
+            if self.is_answered(id) || Instant::now() >= deadline {
                 let _ = writeln!(tty, "(answered elsewhere or timed out)");
                 return;
             }
