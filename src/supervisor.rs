@@ -117,6 +117,22 @@ pub fn run_with(
     // Secrets are fetched now, just in time, before anything of the cell exists.
     let mut secrets = Session::prepare(&plan.secrets, &|k| std::env::var_os(k), audit)?;
     (spec.secrets, spec.stdio) = secrets.cell_parts();
+    // Injected credentials: the cell's CA and trust bundle, before the clone.
+    let injector = match &plan.net.proxy {
+        Some(p) if !p.inject.is_empty() => {
+            match crate::net::inject::Injector::new(p, secrets.take_injected(), &audit.session) {
+                Ok(i) => {
+                    i.add_to_spec(&mut spec);
+                    Some(std::sync::Arc::new(i))
+                }
+                Err(e) => {
+                    secrets.finish(audit, &[], &[], std::time::SystemTime::now());
+                    return Err(SecretsError(format!("injected credentials: {e}")).into());
+                }
+            }
+        }
+        _ => None,
+    };
     let (enforcement, cgroup) = cell::cgroup::prepare(&plan.limits.resources, plan.limits.timeout);
     // The human limits first; the profile's raw `[limits.rlimits]` after them, so they win.
     spec.rlimits = [enforcement.rlimits.clone(), spec.rlimits].concat();
@@ -160,6 +176,7 @@ pub fn run_with(
         profile: plan.profile.clone(),
         command: plan.process.argv.clone(),
         audit: audit.clone_file(),
+        inject: injector,
     };
     let _net = match (&plan.net.proxy, &failure) {
         (Some(p), None) => match crate::net::start(p, std::mem::take(&mut c.listeners), &session) {

@@ -19,6 +19,7 @@ pub mod fdpass;
 pub mod forward;
 pub mod gate;
 pub mod http;
+pub mod inject;
 pub mod proxy;
 pub mod relay;
 pub mod resolve;
@@ -45,6 +46,8 @@ pub struct Session {
     pub command: Vec<String>,
     /// The audit log (a second handle), if one is written.
     pub audit: Option<File>,
+    /// Injected credentials (TLS interception for their hosts), if any.
+    pub inject: Option<Arc<inject::Injector>>,
 }
 
 /// Connections served at once; beyond this, new ones are closed at once.
@@ -66,6 +69,7 @@ pub struct Shared {
     pub audit: audit::Sink,
     pub approvals: approve::Approvals,
     pub active: AtomicUsize,
+    pub inject: Option<Arc<inject::Injector>>,
 }
 
 /// The running network service; dropping it removes the control socket.
@@ -145,6 +149,7 @@ pub fn start(
         audit,
         approvals: approve::Approvals::default(),
         active: AtomicUsize::new(0),
+        inject: session.inject.clone(),
     });
     // The launching user's terminal, when the cell does not use it (taskcell's stdin is
     // not a terminal): `ask` prompts there too.
