@@ -162,13 +162,13 @@ fn http_server() -> (u16, Arc<Mutex<Vec<String>>>) {
 
 /// A proxy-mode profile with the test token injected for `api.test` (placeholder via
 /// `channel`), a second secret bound to `never.test`, and the test network.
-fn profile(ws: &Ws, srv: &Server, http_port: u16, channel: &str, extra: &str) -> String {
+/// Returns the profile's path and the directory holding the values (keep it alive).
+fn profile(ws: &Ws, srv: &Server, http_port: u16, channel: &str, extra: &str) -> (String, Ws) {
     // The values live outside the workspace (which the cell sees).
     let vault = Ws::new();
     std::fs::write(vault.join("token"), REAL).expect("token");
     std::fs::write(vault.join("token2"), REAL2).expect("token2");
     let vault_s = vault.path().display().to_string();
-    std::mem::forget(vault.dir.into_path());
     std::fs::write(ws.join("test-ca.pem"), &srv.ca_pem).expect("ca");
     let p = ws.join("inject.toml");
     let port = srv.port;
@@ -201,7 +201,7 @@ mask = false
         ),
     )
     .expect("profile");
-    p.display().to_string()
+    (p.display().to_string(), vault)
 }
 
 fn run(ws: &Ws, prof: &str, script: &str) -> (std::process::Output, String) {
@@ -240,7 +240,7 @@ fn value_reaches_bound_host_only_and_never_the_cell() {
     let ws = Ws::new();
     let srv = https_server(&["api.test", "plain.test"]);
     let (hport, _) = http_server();
-    let prof = profile(&ws, &srv, hport, "env", "inject_body = true");
+    let (prof, _vault) = profile(&ws, &srv, hport, "env", "inject_body = true");
     let port = srv.port;
     let script = format!(
         r#"echo "PH=$TOK"
@@ -312,7 +312,7 @@ fn file_placeholder_and_no_body_injection_by_default() {
     let ws = Ws::new();
     let srv = https_server(&["api.test"]);
     let (hport, _) = http_server();
-    let prof = profile(&ws, &srv, hport, "file", "");
+    let (prof, _vault) = profile(&ws, &srv, hport, "file", "");
     let port = srv.port;
     let script = format!(
         r#"T=$(cat "$TOK_FILE"); echo "PH=$T"
@@ -335,7 +335,7 @@ fn placeholder_to_other_hosts_is_blocked_and_reported() {
     let ws = Ws::new();
     let srv = https_server(&["api.test"]);
     let (hport, hseen) = http_server();
-    let prof = profile(&ws, &srv, hport, "env", "");
+    let (prof, _vault) = profile(&ws, &srv, hport, "env", "");
     let port = srv.port;
     let script = format!(
         r#"echo "PH=$TOK"
@@ -373,7 +373,7 @@ fn python_and_git_trust_the_cell_ca_without_flags() {
     let ws = Ws::new();
     let srv = https_server(&["api.test"]);
     let (hport, _) = http_server();
-    let prof = profile(&ws, &srv, hport, "env", "");
+    let (prof, _vault) = profile(&ws, &srv, hport, "env", "");
     let port = srv.port;
     let script = format!(
         r#"echo "PH=$TOK"
@@ -388,7 +388,7 @@ git -c http.extraHeader="Authorization: Bearer $TOK" ls-remote "https://api.test
     let (o, _) = run(&ws, &prof, &script);
     let out = ok(&o);
     let ph = placeholder(&out);
-    assert!(out.contains(&format!("PY ECHO<<GET /py HTTP/1.1")), "{out}");
+    assert!(out.contains("PY ECHO<<GET /py HTTP/1.1"), "{out}");
     assert!(out.contains(&format!("token {ph}")), "{out}");
     assert!(
         !out.contains("SSL certificate problem") && !out.contains("certificate verify failed"),
@@ -415,7 +415,7 @@ fn unbound_hosts_are_tunnelled_untouched() {
     let ws = Ws::new();
     let srv = https_server(&["api.test", "plain.test"]);
     let (hport, _) = http_server();
-    let prof = profile(&ws, &srv, hport, "env", "");
+    let (prof, _vault) = profile(&ws, &srv, hport, "env", "");
     let port = srv.port;
     let ca = ws.join("test-ca.pem");
     let ca = ca.display();

@@ -58,7 +58,7 @@ pub fn prefix_len(value: &[u8]) -> usize {
     let word = value.iter().take_while(|b| b.is_ascii_alphabetic()).count();
     if (1..=10).contains(&word)
         && matches!(value.get(word), Some(b'_' | b'-'))
-        && value.len() - word - 1 >= 2 * MIN_RANDOM
+        && value.len() - word > 2 * MIN_RANDOM
     {
         return word + 1;
     }
