@@ -293,6 +293,26 @@ pub fn describe(p: &ProxyPlan) -> String {
             "refused (403)".into()
         }
     );
+    for r in &p.inject {
+        let _ = writeln!(
+            s,
+            "  inject   {} -> {} (TLS to these hosts is intercepted with the cell's own CA; placeholders elsewhere are blocked)",
+            r.secret,
+            r.hosts.join(", ")
+        );
+    }
+    if !p.inject.is_empty() {
+        let _ = writeln!(
+            s,
+            "  trust    {} (system roots + the cell CA, also over {}); upstream verified against the system roots{}",
+            crate::netplan::CA_BUNDLE_IN_CELL,
+            crate::netplan::SYSTEM_BUNDLE,
+            match &p.upstream_ca {
+                Some(c) => format!(" + {}", c.display()),
+                None => String::new(),
+            }
+        );
+    }
     for (h, a) in &p.resolve {
         let _ = writeln!(s, "  resolve  {h} -> {a} (fixed answer)");
     }

@@ -700,4 +700,68 @@ mod tests {
         assert!(apply_cli_opt(&mut m, "U.fd=4").is_err());
         assert!(apply_cli_opt(&mut m, "T.colour=red").is_err());
     }
+
+    #[test]
+    fn inject_cli_opts() {
+        let mut m = BTreeMap::new();
+        let (n, d) = parse_cli("T=env:X").unwrap();
+        m.insert(n, d);
+        assert!(apply_cli_opt(&mut m, "T.hosts=a.test").is_err());
+        apply_cli_opt(&mut m, "T.deliver=inject").unwrap();
+        apply_cli_opt(&mut m, "T.hosts=API.test,*.example.org").unwrap();
+        apply_cli_opt(&mut m, "T.placeholder=file").unwrap();
+        apply_cli_opt(&mut m, "T.inject_body=true").unwrap();
+        let d = &m["T"];
+        assert_eq!(d.deliver, Deliver::File);
+        let i = d.inject.as_ref().unwrap();
+        assert_eq!(i.hosts, vec!["api.test", "*.example.org"]);
+        assert!(i.body);
+        assert!(apply_cli_opt(&mut m, "T.hosts=https://x.test/").is_err());
+        assert!(apply_cli_opt(&mut m, "T.hosts=x.test:443").is_err());
+        apply_cli_opt(&mut m, "T.deliver=env").unwrap();
+        assert!(m["T"].inject.is_none());
+    }
+
+    #[derive(Deserialize)]
+    struct Doc {
+        secrets: BTreeMap<String, Spanned<RawSecret>>,
+    }
+
+    fn parse(text: &str) -> Result<BTreeMap<String, SecretDecl>, ProfileError> {
+        let doc: Doc = toml::from_str(text).unwrap();
+        let mut out = BTreeMap::new();
+        let origin = |_at: usize| Origin {
+            file: "t.toml".into(),
+            line: 1,
+        };
+        merge(&mut out, &doc.secrets, &origin).map(|_| out)
+    }
+
+    #[test]
+    fn inject_in_profiles() {
+        let m = parse(
+            "[secrets.T]\nfrom = { env = \"X\" }\ndeliver = \"inject\"\nhosts = [\"api.test\"]\n",
+        )
+        .unwrap();
+        // The placeholder goes by env unless `placeholder` says otherwise.
+        assert_eq!(m["T"].deliver, Deliver::Env);
+        assert_eq!(m["T"].inject.as_ref().unwrap().hosts, vec!["api.test"]);
+        assert!(!m["T"].inject.as_ref().unwrap().body);
+        let m = parse(
+            "[secrets.T]\nfrom = { env = \"X\" }\ndeliver = \"inject\"\nplaceholder = \"fd\"\ninject_body = true\nhosts = [\"*.api.test\"]\n",
+        )
+        .unwrap();
+        assert_eq!(m["T"].deliver, Deliver::Fd);
+        assert!(m["T"].inject.as_ref().unwrap().body);
+        for bad in [
+            "[secrets.T]\nfrom = { env = \"X\" }\ndeliver = \"inject\"\n",
+            "[secrets.T]\nfrom = { env = \"X\" }\ndeliver = \"inject\"\nhosts = []\n",
+            "[secrets.T]\nfrom = { env = \"X\" }\ndeliver = \"inject\"\nhosts = [\"a b\"]\n",
+            "[secrets.T]\nfrom = { env = \"X\" }\ndeliver = \"inject\"\nhosts = [\"a.test\"]\nplaceholder = \"inject\"\n",
+            "[secrets.T]\nfrom = { env = \"X\" }\nhosts = [\"a.test\"]\n",
+            "[secrets.T]\nfrom = { env = \"X\" }\ndeliver = \"file\"\ninject_body = true\n",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
 }
