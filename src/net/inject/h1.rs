@@ -322,6 +322,7 @@ pub fn serve(
     let _ = client.set_write_timeout(idle);
     let _ = upstream.set_read_timeout(idle);
     let _ = upstream.set_write_timeout(idle);
+    let _ = upstream.set_nodelay(true);
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         tracing::warn!("network: intercepting {host}:{port}: {what}: {e}");
         shared.audit.record(
