@@ -79,46 +79,46 @@ fn https_server(names: &[&str]) -> Server {
                 };
                 let mut s = rustls::StreamOwned::new(conn, c);
                 let mut buf = Vec::new();
-                let mut b = [0u8; 4096];
-                let head_end = loop {
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i + 4;
-                    }
-                    match s.read(&mut b) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&b[..n]),
-                    }
-                };
-                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                let len = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse::<usize>().ok())?
-                    })
-                    .unwrap_or(0);
-                while buf.len() < head_end + len {
-                    match s.read(&mut b) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&b[..n]),
+                // Requests on this connection (keep-alive unless the client closes).
+                while let Some(req) = read_request(&mut s, &mut buf) {
+                    seen.lock().expect("lock").push(req.clone());
+                    let first = req.lines().next().unwrap_or("").to_string();
+                    let close = req.to_ascii_lowercase().contains("connection: close");
+                    let conn_hdr = if close { "Connection: close\r\n" } else { "" };
+                    let resp = if first.contains(" /repo.git") {
+                        let body = "no such repository\n";
+                        format!(
+                            "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\n{conn_hdr}\r\n{body}",
+                            body.len()
+                        )
+                    } else if first.contains(" /chunked") {
+                        // The echo in 7-byte chunks: a value spans chunk boundaries.
+                        let body = format!("ECHO<<{req}>>\n");
+                        let mut out = format!(
+                            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n{conn_hdr}\r\n"
+                        );
+                        for piece in body.as_bytes().chunks(7) {
+                            out.push_str(&format!("{:x}\r\n", piece.len()));
+                            out.push_str(&String::from_utf8_lossy(piece));
+                            out.push_str("\r\n");
+                        }
+                        out.push_str("0\r\n\r\n");
+                        out
+                    } else {
+                        let body = format!("ECHO<<{req}>>\n");
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{conn_hdr}\r\n{body}",
+                            body.len()
+                        )
+                    };
+                    if s.write_all(resp.as_bytes())
+                        .and_then(|_| s.flush())
+                        .is_err()
+                        || close
+                    {
+                        break;
                     }
                 }
-                let req = String::from_utf8_lossy(&buf).to_string();
-                seen.lock().expect("lock").push(req.clone());
-                let (status, body) = if head.contains(" /repo.git") {
-                    ("404 Not Found", "no such repository\n".to_string())
-                } else {
-                    ("200 OK", format!("ECHO<<{req}>>\n"))
-                };
-                let _ = s.write_all(
-                    format!(
-                        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                    .as_bytes(),
-                );
-                let _ = s.flush();
                 s.conn.send_close_notify();
                 let _ = s.flush();
             });
@@ -129,6 +129,76 @@ fn https_server(names: &[&str]) -> Server {
         seen,
         ca_pem: ca_cert.pem(),
     }
+}
+
+/// Read one request (head + body, Content-Length or chunked, the body decoded) from a
+/// connection; `buf` keeps bytes of the next one. None at the end.
+fn read_request<S: Read>(s: &mut S, buf: &mut Vec<u8>) -> Option<String> {
+    fn more<S: Read>(s: &mut S, buf: &mut Vec<u8>) -> Option<()> {
+        let mut b = [0u8; 4096];
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => None,
+            Ok(n) => {
+                buf.extend_from_slice(&b[..n]);
+                Some(())
+            }
+        }
+    }
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        more(s, buf)?;
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let field = |name: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_ascii_lowercase())
+        })
+    };
+    let mut body = Vec::new();
+    let mut at = head_end;
+    if field("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        loop {
+            let line_end = loop {
+                if let Some(i) = buf[at..].windows(2).position(|w| w == b"\r\n") {
+                    break at + i;
+                }
+                more(s, buf)?;
+            };
+            let size = usize::from_str_radix(
+                String::from_utf8_lossy(&buf[at..line_end])
+                    .split(';')
+                    .next()?
+                    .trim(),
+                16,
+            )
+            .ok()?;
+            at = line_end + 2;
+            while buf.len() < at + size + 2 {
+                more(s, buf)?;
+            }
+            body.extend_from_slice(&buf[at..at + size]);
+            at += size + 2;
+            if size == 0 {
+                break;
+            }
+        }
+    } else {
+        let len = field("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + len {
+            more(s, buf)?;
+        }
+        body.extend_from_slice(&buf[head_end..head_end + len]);
+        at = head_end + len;
+    }
+    buf.drain(..at);
+    Some(format!("{head}{}", String::from_utf8_lossy(&body)))
 }
 
 /// A plain HTTP server that records requests.
@@ -438,6 +508,67 @@ curl -sS -v -o /dev/null "https://api.test:{port}/bound" 2>&1 | grep -E 'issuer:
     // Opaque: the placeholder went through untouched (the proxy cannot see inside).
     let all = srv.seen.lock().expect("lock").join("\n");
     assert!(all.contains(&format!("GET /unbound?t={ph}")), "{all}");
+}
+
+#[test]
+fn keep_alive_chunked_bodies_and_chunked_echoes() {
+    let ws = Ws::new();
+    let srv = https_server(&["api.test"]);
+    let (hport, _) = http_server();
+    let (prof, _vault) = profile(&ws, &srv, hport, "env", "inject_body = true");
+    let port = srv.port;
+    // Two requests on one connection (curl reuses it), a chunked upload, and a chunked
+    // response whose echo of the value is split across chunks.
+    let script = format!(
+        r#"echo "PH=$TOK"
+printf 'data=%s;' "$TOK" > body
+curl -sS --fail -H "X-A: $TOK" "https://api.test:{port}/one" -H "X-B: $TOK" "https://api.test:{port}/chunked" -H "Transfer-Encoding: chunked" --data-binary @body
+"#
+    );
+    let (o, audit) = run(&ws, &prof, &script);
+    let out = ok(&o);
+    let ph = placeholder(&out);
+    let seen = srv.seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen[1].contains(&format!("data={REAL};")), "{seen:?}");
+    assert!(seen[1].contains(&format!("X-B: {REAL}")), "{seen:?}");
+    // Both echoes came back with the placeholder (one response was chunked).
+    assert_eq!(out.matches(&format!("X-B: {ph}")).count(), 2, "{out}");
+    assert!(out.contains(&format!("data={ph};")), "{out}");
+    assert!(!out.contains(REAL), "{out}");
+    // One intercepted connection served both requests.
+    assert_eq!(
+        audit.matches("\"via\":\"connect-inject\"").count(),
+        1,
+        "{audit}"
+    );
+}
+
+#[test]
+fn upstream_is_verified_never_weaker() {
+    let ws = Ws::new();
+    let srv = https_server(&["api.test"]);
+    let (hport, _) = http_server();
+    let (prof, _vault) = profile(&ws, &srv, hport, "env", "");
+    // Without the origin's CA the proxy must refuse the origin (502), and the value
+    // must not be sent to it.
+    let text = std::fs::read_to_string(&prof).expect("profile");
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("upstream_ca"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&prof, text).expect("profile");
+    let port = srv.port;
+    let script = format!(
+        r#"curl -sS -w '\nstatus %{{http_code}}\n' -H "Authorization: Bearer $TOK" "https://api.test:{port}/x""#
+    );
+    let (o, audit) = run(&ws, &prof, &script);
+    let out = ok(&o);
+    assert!(out.contains("status 502"), "{out}");
+    assert!(out.contains("TLS to api.test"), "{out}");
+    assert!(srv.seen.lock().expect("lock").is_empty());
+    assert!(audit.contains("tls_intercept_error"), "{audit}");
 }
 
 #[test]
