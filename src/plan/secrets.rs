@@ -283,6 +283,7 @@ pub fn explain(plan: &super::Plan, s: &mut String) {
                 )
             }
             Delivery::Fd { fd, var } => format!("fd {fd} (sealed memfd; ${var} has the number)"),
+            Delivery::Env { var } if sp.inject.is_some() => format!("env ${var}"),
             Delivery::Env { var } => {
                 format!("env ${var} (WEAKEST: inherited by every descendant, in /proc/PID/environ)")
             }

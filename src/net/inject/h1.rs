@@ -201,7 +201,7 @@ fn copy_body<A: Read + Write, B: Write>(
     st: &mut Stream<'_>,
     hits: &mut Vec<Hit>,
 ) -> Result<u64, BodyError> {
-    let mut out = Vec::with_capacity(32 * 1024);
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(32 * 1024));
     let mut sent = 0u64;
     let mut emit = |dst: &mut B, out: &mut Vec<u8>, chunked: bool| -> io::Result<()> {
         if out.is_empty() {
@@ -441,7 +441,7 @@ pub fn serve(
         }
         let mut hits = Vec::new();
         let out_head = match subst::head(&req_head, &kept, &mut hits) {
-            Ok(h) => h,
+            Ok(h) => zeroize::Zeroizing::new(h),
             Err(l) => {
                 let msg = record_leak(shared, host, port, &l);
                 respond(&mut cell.s, 403, "Forbidden", &msg);
