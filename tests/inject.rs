@@ -297,6 +297,16 @@ fn run(ws: &Ws, prof: &str, script: &str) -> (std::process::Output, String) {
     (o, a)
 }
 
+/// Lines `NAME: VALUE` in `text` (name in any case: HTTP/2 lowercases it).
+fn header_lines(text: &str, name: &str, value: &str) -> usize {
+    text.lines()
+        .filter(|l| {
+            l.split_once(':')
+                .is_some_and(|(k, v)| k.trim().eq_ignore_ascii_case(name) && v.trim() == value)
+        })
+        .count()
+}
+
 /// The placeholder the cell printed on a line `PH=...`.
 fn placeholder(out: &str) -> String {
     out.lines()
@@ -349,7 +359,11 @@ A={a}; B={b}; grep -rl "$A$B" /run /tmp /etc/ssl "$HOME" "$PWD" 2>/dev/null | se
         all.contains(&format!("GET /v1/q?t={REAL} HTTP/1.1")),
         "{all}"
     );
-    assert!(all.contains(&format!("Bearer {REAL}")), "{all}");
+    assert_eq!(
+        header_lines(&all, "authorization", &format!("Bearer {REAL}")),
+        1,
+        "{all}"
+    );
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(format!("user:{REAL}"));
     assert!(all.contains(&format!("Basic {b64}")), "{all}");
@@ -359,17 +373,21 @@ A={a}; B={b}; grep -rl "$A$B" /run /tmp /etc/ssl "$HOME" "$PWD" 2>/dev/null | se
         "a placeholder reached the server:\n{all}"
     );
     // The echo came back with the placeholder in place of the value.
-    assert!(out.contains(&format!("Bearer {ph}")), "{out}");
+    assert_eq!(
+        header_lines(&out, "authorization", &format!("Bearer {ph}")),
+        1,
+        "{out}"
+    );
     assert!(out.contains(&format!("token={ph}")), "{out}");
     // Audited: each substitution, by name, host and place; never a value.
     assert!(audit.contains("\"event\":\"secret_injected\""), "{audit}");
     assert!(audit.contains("\"where\":\"request line\""), "{audit}");
     assert!(
-        audit.contains("\"where\":\"header Authorization\""),
+        audit.contains("\"where\":\"header authorization\""),
         "{audit}"
     );
     assert!(
-        audit.contains("\"where\":\"header Authorization (basic)\""),
+        audit.contains("\"where\":\"header authorization (basic)\""),
         "{audit}"
     );
     assert!(audit.contains("\"where\":\"body\""), "{audit}");
@@ -386,7 +404,7 @@ fn file_placeholder_and_no_body_injection_by_default() {
     let port = srv.port;
     let script = format!(
         r#"T=$(cat "$TOK_FILE"); echo "PH=$T"
-curl -sS --fail -H "X-Token: $T" --data-binary "b=$T" "https://api.test:{port}/x"
+curl -sS --fail --http1.1 -H "X-Token: $T" --data-binary "b=$T" "https://api.test:{port}/x"
 "#
     );
     let (o, _) = run(&ws, &prof, &script);
@@ -394,7 +412,7 @@ curl -sS --fail -H "X-Token: $T" --data-binary "b=$T" "https://api.test:{port}/x
     let ph = placeholder(&out);
     assert_eq!(ph.len(), REAL.len());
     let all = srv.seen.lock().expect("lock").join("\n");
-    assert!(all.contains(&format!("X-Token: {REAL}")), "{all}");
+    assert_eq!(header_lines(&all, "x-token", REAL), 1, "{all}");
     // inject_body is off: the body keeps the placeholder.
     assert!(all.contains(&format!("b={ph}")), "{all}");
     assert!(!out.contains(REAL), "{out}");
@@ -473,8 +491,9 @@ git -c http.extraHeader="Authorization: Bearer $TOK" ls-remote "https://api.test
         all.contains("GET /repo.git/info/refs?service=git-upload-pack"),
         "git did not get through TLS:\n{out}\n{all}"
     );
-    assert!(
-        all.contains(&format!("Authorization: Bearer {REAL}")),
+    assert_eq!(
+        header_lines(&all, "authorization", &format!("Bearer {REAL}")),
+        1,
         "{all}"
     );
     assert!(!out.contains(REAL), "{out}");
@@ -522,7 +541,7 @@ fn keep_alive_chunked_bodies_and_chunked_echoes() {
     let script = format!(
         r#"echo "PH=$TOK"
 printf 'data=%s;' "$TOK" > body
-curl -sS --fail -H "X-A: $TOK" "https://api.test:{port}/one" -H "X-B: $TOK" "https://api.test:{port}/chunked" -H "Transfer-Encoding: chunked" --data-binary @body
+curl -sS --fail --http1.1 -H "X-A: $TOK" "https://api.test:{port}/one" -H "X-B: $TOK" "https://api.test:{port}/chunked" -H "Transfer-Encoding: chunked" --data-binary @body
 "#
     );
     let (o, audit) = run(&ws, &prof, &script);
@@ -531,15 +550,56 @@ curl -sS --fail -H "X-A: $TOK" "https://api.test:{port}/one" -H "X-B: $TOK" "htt
     let seen = srv.seen.lock().expect("lock").clone();
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert!(seen[1].contains(&format!("data={REAL};")), "{seen:?}");
-    assert!(seen[1].contains(&format!("X-B: {REAL}")), "{seen:?}");
+    assert_eq!(header_lines(&seen[1], "x-b", REAL), 1, "{seen:?}");
     // Both echoes came back with the placeholder (one response was chunked).
-    assert_eq!(out.matches(&format!("X-B: {ph}")).count(), 2, "{out}");
+    assert_eq!(header_lines(&out, "x-b", &ph), 2, "{out}");
     assert!(out.contains(&format!("data={ph};")), "{out}");
     assert!(!out.contains(REAL), "{out}");
     // One intercepted connection served both requests.
     assert_eq!(
         audit.matches("\"via\":\"connect-inject\"").count(),
         1,
+        "{audit}"
+    );
+}
+
+#[test]
+fn http2_from_the_cell() {
+    let ws = Ws::new();
+    let srv = https_server(&["api.test"]);
+    let (hport, _) = http_server();
+    let (prof, _vault) = profile(&ws, &srv, hport, "env", "inject_body = true");
+    let port = srv.port;
+    // Two streams on one HTTP/2 connection; a body with the placeholder; and another
+    // secret's placeholder, which must be refused on its stream.
+    let script = format!(
+        r#"echo "PH=$TOK"
+curl -sS --fail --http2 -v -H "X-Key: $TOK" "https://api.test:{port}/a" --data-binary "v=$TOK" "https://api.test:{port}/chunked" 2>err
+grep -c '^< HTTP/2 200' err
+echo "other: $(curl -s -o /dev/null -w '%{{http_code}} %{{http_version}}' --http2 -H "X-Key: $OTHER" "https://api.test:{port}/b")"
+"#
+    );
+    let (o, audit) = run(&ws, &prof, &script);
+    let out = ok(&o);
+    let ph = placeholder(&out);
+    assert!(
+        out.lines().any(|l| l == "2"),
+        "two HTTP/2 responses expected:\n{out}"
+    );
+    assert!(out.contains("other: 403 2"), "{out}");
+    let seen = srv.seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for s in &seen {
+        assert_eq!(header_lines(s, "x-key", REAL), 1, "{s}");
+        assert!(s.contains(&format!("v={REAL}")), "{s}");
+        assert!(!s.contains(REAL2), "{s}");
+    }
+    assert_eq!(header_lines(&out, "x-key", &ph), 2, "{out}");
+    assert!(!out.contains(REAL), "{out}");
+    assert!(audit.contains("\"where\":\"header x-key\""), "{audit}");
+    assert!(audit.contains("\"where\":\"body\""), "{audit}");
+    assert!(
+        audit.contains("\"event\":\"secret_leak_blocked\""),
         "{audit}"
     );
 }

@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::gate::{self, Refusal};
@@ -37,7 +38,7 @@ fn refuse(conn: &mut TcpStream, r: &Refusal) {
 }
 
 /// Serve one client connection. Never panics on input; errors close the connection.
-pub fn serve(shared: &Shared, mut conn: TcpStream) {
+pub fn serve(shared: &Arc<Shared>, mut conn: TcpStream) {
     let hs = HANDSHAKE_TIMEOUT.min(shared.plan.idle_timeout);
     let _ = conn.set_read_timeout(Some(hs));
     let _ = conn.set_write_timeout(Some(hs));
@@ -64,7 +65,7 @@ pub fn serve(shared: &Shared, mut conn: TcpStream) {
         Target::Connect { host, port } => (host.clone(), *port, "connect"),
         Target::Absolute { host, port, .. } => (host.clone(), *port, "http"),
     };
-    let inject = shared.inject.as_deref();
+    let inject = shared.inject.as_ref();
     if let (Some(inj), Target::Absolute { .. }) = (inject, &req.target) {
         // Plain HTTP never gets a value, and a placeholder does not leave the cell.
         if let Some(l) = super::inject::subst::find_placeholder(inj.secrets(), &buf) {

@@ -8,11 +8,13 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, ServerConnection, StreamOwned};
 use serde_json::json;
 
+use super::h2::Accepted;
 use super::subst::{self, Hit, Leak, Matcher, Part, Stream};
 use super::Injector;
 use crate::net::Shared;
@@ -198,7 +200,7 @@ fn copy_body<A: Read + Write, B: Write>(
     src: &mut Buffered<A>,
     dst: &mut B,
     f: Framing,
-    st: &mut Stream<'_>,
+    st: &mut Stream<&Matcher>,
     hits: &mut Vec<Hit>,
 ) -> Result<u64, BodyError> {
     let mut out = zeroize::Zeroizing::new(Vec::with_capacity(32 * 1024));
@@ -281,7 +283,7 @@ fn respond<W: Write>(w: &mut W, code: u16, reason: &str, msg: &str) {
 }
 
 /// Audit each substitution (counted per secret and place).
-fn record_hits(shared: &Shared, host: &str, port: u16, hits: &[Hit]) {
+pub(super) fn record_hits(shared: &Shared, host: &str, port: u16, hits: &[Hit]) {
     let mut by: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for h in hits {
         *by.entry((&h.secret, &h.place)).or_default() += 1;
@@ -294,7 +296,22 @@ fn record_hits(shared: &Shared, host: &str, port: u16, hits: &[Hit]) {
     }
 }
 
-fn record_leak(shared: &Shared, host: &str, port: u16, l: &Leak) -> String {
+/// Report an interception failure (log and audit).
+pub(super) fn report(
+    shared: &Shared,
+    host: &str,
+    port: u16,
+    what: &str,
+    e: &dyn std::fmt::Display,
+) {
+    tracing::warn!("network: intercepting {host}:{port}: {what}: {e}");
+    shared.audit.record(
+        "tls_intercept_error",
+        json!({ "host": host, "port": port, "error": format!("{what}: {e}") }),
+    );
+}
+
+pub(super) fn record_leak(shared: &Shared, host: &str, port: u16, l: &Leak) -> String {
     let msg = format!(
         "blocked: the placeholder of secret {} was on its way to {host}:{port} ({}), a host it is not bound to",
         l.secret, l.place
@@ -309,8 +326,8 @@ fn record_leak(shared: &Shared, host: &str, port: u16, l: &Leak) -> String {
 
 /// Serve one intercepted tunnel. Returns (bytes up, bytes down) of plaintext.
 pub fn serve(
-    shared: &Shared,
-    inj: &Injector,
+    shared: &Arc<Shared>,
+    inj: &Arc<Injector>,
     client: TcpStream,
     upstream: TcpStream,
     host: &str,
@@ -323,25 +340,36 @@ pub fn serve(
     let _ = upstream.set_read_timeout(idle);
     let _ = upstream.set_write_timeout(idle);
     let _ = upstream.set_nodelay(true);
-    let fail = |what: &str, e: &dyn std::fmt::Display| {
-        tracing::warn!("network: intercepting {host}:{port}: {what}: {e}");
-        shared.audit.record(
-            "tls_intercept_error",
-            json!({ "host": host, "port": port, "error": format!("{what}: {e}") }),
-        );
-    };
-    let server_cfg = match inj.server_config(host) {
-        Ok(c) => c,
-        Err(e) => {
-            fail("certificate", &e);
-            return (0, 0);
+    let fail = |what: &str, e: &dyn std::fmt::Display| report(shared, host, port, what, e);
+    // The handshake with the cell decides the protocol: HTTP/2 is served by h2.rs,
+    // HTTP/1.1 comes back here. (Bytes pipelined after the CONNECT head are rare;
+    // such a client gets HTTP/1.1 only.)
+    let (handshaken, client, upstream) = if early.is_empty() {
+        match super::h2::accept(shared, inj, client, upstream, host, port) {
+            (Accepted::Done(u, d), _) => return (u, d),
+            (Accepted::H1(conn, c), Some(up)) => (Some(conn), c, up),
+            _ => return (0, 0),
         }
+    } else {
+        (None, client, upstream)
     };
-    let sconn = match ServerConnection::new(server_cfg) {
-        Ok(c) => c,
-        Err(e) => {
-            fail("TLS server", &e);
-            return (0, 0);
+    let sconn = match handshaken {
+        Some(c) => *c,
+        None => {
+            let server_cfg = match inj.server_config(host, false) {
+                Ok(c) => c,
+                Err(e) => {
+                    fail("certificate", &e);
+                    return (0, 0);
+                }
+            };
+            match ServerConnection::new(server_cfg) {
+                Ok(c) => c,
+                Err(e) => {
+                    fail("TLS server", &e);
+                    return (0, 0);
+                }
+            }
         }
     };
     let mut down = StreamOwned::new(

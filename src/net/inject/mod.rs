@@ -11,6 +11,7 @@
 //! system bundle and at [`CA_BUNDLE_IN_CELL`].
 
 pub mod h1;
+pub mod h2;
 pub mod subst;
 
 use std::collections::HashMap;
@@ -65,7 +66,8 @@ pub struct Injector {
     /// One key for every leaf of this cell (generating one per host costs time for
     /// nothing: they all live and die with the cell).
     leaf_key: rcgen::KeyPair,
-    leaves: Mutex<HashMap<String, Arc<ServerConfig>>>,
+    /// Per (host, offers h2).
+    leaves: Mutex<HashMap<(String, bool), Arc<ServerConfig>>>,
     client: Arc<ClientConfig>,
     provider: Arc<rustls::crypto::CryptoProvider>,
     /// The trust bundle file bound into the cell (removed on drop).
@@ -232,11 +234,12 @@ impl Injector {
         self.client.clone()
     }
 
-    /// The TLS server configuration for `host` (a leaf signed by the cell CA, cached).
-    pub fn server_config(&self, host: &str) -> io::Result<Arc<ServerConfig>> {
+    /// The TLS server configuration for `host` (a leaf signed by the cell CA, cached),
+    /// offering `h2` and `http/1.1`, or `http/1.1` only.
+    pub fn server_config(&self, host: &str, h2: bool) -> io::Result<Arc<ServerConfig>> {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         if let Ok(m) = self.leaves.lock() {
-            if let Some(c) = m.get(&host) {
+            if let Some(c) = m.get(&(host.clone(), h2)) {
                 return Ok(c.clone());
             }
         }
@@ -259,11 +262,14 @@ impl Injector {
             .with_no_client_auth()
             .with_single_cert(vec![leaf.der().clone(), self.ca_cert.der().clone()], key)
             .map_err(|e| err("TLS server configuration", e))?;
-        // HTTP/1.1 only: HTTP/2 is not intercepted (clients fall back).
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        cfg.alpn_protocols = if h2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
         let cfg = Arc::new(cfg);
         if let Ok(mut m) = self.leaves.lock() {
-            m.insert(host, cfg.clone());
+            m.insert((host, h2), cfg.clone());
         }
         Ok(cfg)
     }

@@ -156,14 +156,14 @@ impl Matcher {
 
 /// Streaming substitution over a body: matches that span reads are found because the
 /// last `longest - 1` bytes are held back until more arrive (or [`Stream::finish`]).
-pub struct Stream<'a> {
-    m: &'a Matcher,
+pub struct Stream<M: std::ops::Deref<Target = Matcher>> {
+    m: M,
     carry: Zeroizing<Vec<u8>>,
     place: &'static str,
 }
 
-impl<'a> Stream<'a> {
-    pub fn new(m: &'a Matcher, place: &'static str) -> Stream<'a> {
+impl<M: std::ops::Deref<Target = Matcher>> Stream<M> {
+    pub fn new(m: M, place: &'static str) -> Stream<M> {
         Stream {
             m,
             carry: Zeroizing::new(Vec::new()),
@@ -210,6 +210,11 @@ impl<'a> Stream<'a> {
         Ok(())
     }
 
+    /// Are bytes held back?
+    pub fn holds(&self) -> bool {
+        !self.carry.is_empty()
+    }
+
     /// The bytes held back (no match can complete any more).
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.carry);
@@ -228,7 +233,10 @@ pub fn head(m: &Matcher, head: &[u8], hits: &mut Vec<Hit>) -> Result<Vec<u8>, Le
             "request line".to_string()
         } else {
             let name = line.split(|b| *b == b':').next().unwrap_or(b"");
-            format!("header {}", String::from_utf8_lossy(name).trim())
+            format!(
+                "header {}",
+                String::from_utf8_lossy(name).trim().to_ascii_lowercase()
+            )
         };
         if let Some(rewritten) = basic(m, line, &place, hits)? {
             out.extend_from_slice(&rewritten);
@@ -328,7 +336,7 @@ mod tests {
         );
         assert_eq!(hits.len(), 2);
         assert_eq!(hits[0].place, "request line");
-        assert_eq!(hits[1].place, "header Authorization");
+        assert_eq!(hits[1].place, "header authorization");
         let e = head(
             &m,
             b"GET / HTTP/1.1\r\nX-Key: sk-HOLDERhold9876543210\r\n\r\n",
@@ -336,7 +344,7 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.secret, "OTHER");
-        assert_eq!(e.place, "header X-Key");
+        assert_eq!(e.place, "header x-key");
     }
 
     #[test]
@@ -353,7 +361,7 @@ mod tests {
             out.contains(&format!("Authorization: Basic {want}\r\n")),
             "{out}"
         );
-        assert_eq!(hits[0].place, "header Authorization (basic)");
+        assert_eq!(hits[0].place, "header authorization (basic)");
         // To a host it is not bound to: blocked.
         let m = Matcher::new(&s, &[false, false], Part::RequestHead);
         assert!(head(&m, req.as_bytes(), &mut hits).is_err());
