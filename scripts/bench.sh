@@ -408,6 +408,15 @@ TOML
         /usr/bin/python3 "$WORK/client.py" plain.test "$port" "$reqs" "$conns" "$WORK/ca.pem")
     read -r r_inj l_inj < <("$TASKCELL" run -q -p "$WORK/inject.toml" -w "$WORK" -- \
         /usr/bin/python3 "$WORK/client.py" inj.test "$port" "$reqs" "$conns" -)
+    # curl, $reqs GETs on one connection (HTTP/2 to the proxy where it intercepts).
+    local c_inj c_plain
+    c_plain=$("$TASKCELL" run -q -p "$WORK/inject.toml" -w "$WORK" -- /bin/sh -c \
+        "t0=\$(date +%s.%N); curl -sf --cacert $WORK/ca.pem -o /dev/null -H \"Authorization: Bearer \$TOK\" 'https://plain.test:$port/[1-$reqs]'; t1=\$(date +%s.%N); echo \$t0 \$t1" |
+        awk -v n="$reqs" '{printf "%.0f", n/($2-$1)}')
+    c_inj=$("$TASKCELL" run -q -p "$WORK/inject.toml" -w "$WORK" -- /bin/sh -c \
+        "t0=\$(date +%s.%N); curl -sf -o /dev/null -H \"Authorization: Bearer \$TOK\" 'https://inj.test:$port/[1-$reqs]'; t1=\$(date +%s.%N); echo \$t0 \$t1" |
+        awk -v n="$reqs" '{printf "%.0f", n/($2-$1)}')
+    echo "bench_inject: curl, $reqs GETs on one connection: plain tunnel (HTTP/1.1) $c_plain req/s, intercepted (HTTP/2 to the proxy, HTTP/1.1 to the origin) $c_inj req/s ($(awk -v a="$c_inj" -v b="$c_plain" 'BEGIN{printf "%.2f", a/b}')x)"
     echo "bench_inject: keep-alive GET, $reqs requests: plain tunnel $r_plain req/s, intercepted + injected $r_inj req/s ($(awk -v a="$r_inj" -v b="$r_plain" 'BEGIN{printf "%.2f", a/b}')x)"
     echo "bench_inject: new connection + TLS + 1 GET, median of $conns: plain tunnel $l_plain ms, intercepted $l_inj ms (added $(awk -v a="$l_inj" -v b="$l_plain" 'BEGIN{printf "%.2f", a-b}') ms)"
 }
