@@ -577,6 +577,7 @@ fn http2_from_the_cell() {
 curl -sS --fail --http2 -v -H "X-Key: $TOK" "https://api.test:{port}/a" --data-binary "v=$TOK" "https://api.test:{port}/chunked" 2>err
 grep -c '^< HTTP/2 200' err
 echo "other: $(curl -s -o /dev/null -w '%{{http_code}} %{{http_version}}' --http2 -H "X-Key: $OTHER" "https://api.test:{port}/b")"
+echo "other-body: $(curl -s -o /dev/null -w '%{{http_code}} %{{http_version}}' --http2 --data-binary "k=$OTHER" "https://api.test:{port}/c")"
 "#
     );
     let (o, audit) = run(&ws, &prof, &script);
@@ -587,6 +588,7 @@ echo "other: $(curl -s -o /dev/null -w '%{{http_code}} %{{http_version}}' --http
         "two HTTP/2 responses expected:\n{out}"
     );
     assert!(out.contains("other: 403 2"), "{out}");
+    assert!(out.contains("other-body: 403 2"), "{out}");
     let seen = srv.seen.lock().expect("lock").clone();
     assert_eq!(seen.len(), 2, "{seen:?}");
     for s in &seen {
