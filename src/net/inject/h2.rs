@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 
 use super::subst::{self, Hit, Leak, Matcher, Part, Stream};
 use super::Injector;
-use crate::net::{Shared, HANDSHAKE_TIMEOUT};
+use crate::net::{Shared, HALF_OPEN_TIMEOUT, HANDSHAKE_TIMEOUT};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type RespBody = BoxBody<Bytes, BoxError>;
@@ -382,10 +382,28 @@ async fn serve_h2(
     });
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(tls), svc);
-    // A connection with nothing in flight stays until the cell closes it (it counts
-    // against MAX_CONNECTIONS like any tunnel).
-    if let Err(e) = conn.await {
-        tracing::debug!("network: {host}:{port}: HTTP/2: {e}");
+    // Like a tunnel: the connection ends after `idle_timeout` without a byte moved.
+    let idle = shared.plan.idle_timeout;
+    let mut conn = std::pin::pin!(conn);
+    let mut last = 0;
+    loop {
+        match tokio::time::timeout(idle, conn.as_mut()).await {
+            Ok(r) => {
+                if let Err(e) = r {
+                    tracing::debug!("network: {host}:{port}: HTTP/2: {e}");
+                }
+                break;
+            }
+            Err(_) => {
+                let moved = ctx.up.load(Ordering::Relaxed) + ctx.down.load(Ordering::Relaxed);
+                if moved == last {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(HALF_OPEN_TIMEOUT, conn.as_mut()).await;
+                    break;
+                }
+                last = moved;
+            }
+        }
     }
     (
         ctx.up.load(Ordering::Relaxed),
