@@ -313,3 +313,24 @@ impl Injector {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_values_or_placeholders() {
+        let s = Secret::new(
+            "TOK",
+            b"ghp_VALUEvalue0123456789".to_vec(),
+            b"ghp_PLACEplace9876543210".to_vec(),
+            true,
+        );
+        let d = format!("{s:?}");
+        assert!(d.contains("TOK"), "{d}");
+        assert!(!d.contains("VALUE") && !d.contains("PLACE"), "{d}");
+        let m = subst::Matcher::new(std::slice::from_ref(&s), &[true], subst::Part::Response);
+        let d = format!("{m:?}");
+        assert!(!d.contains("VALUE") && !d.contains("PLACE"), "{d}");
+    }
+}
