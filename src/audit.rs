@@ -62,6 +62,11 @@ impl Audit {
     }
 
     pub fn session_start(&mut self, plan: &Plan) {
+        // The plan's digest is a hash of its whole JSON form: not worth computing on the
+        // launch path when nobody reads it.
+        if self.file.is_none() && !tracing::enabled!(target: "audit", tracing::Level::DEBUG) {
+            return;
+        }
         let list = |a: Access| -> Vec<String> {
             plan.paths
                 .iter()

@@ -140,7 +140,7 @@ pub struct CellArgs {
     pub secret: Vec<String>,
     /// Set a secret's option: NAME.deliver=file|fd|env, NAME.fd=N, NAME.var=VAR,
     /// NAME.revoke=COMMAND, NAME.ttl=DURATION, NAME.timeout=DURATION, NAME.mask=false,
-    /// NAME.on_leak=warn|fail (repeatable).
+    /// NAME.on_leak=warn|fail, NAME.optional=true (repeatable).
     #[arg(long, value_name = "NAME.KEY=VALUE")]
     pub secret_opt: Vec<String>,
     /// Processes and threads the cell may have at once (e.g. 4096, or "unlimited").
@@ -167,6 +167,13 @@ pub struct CellArgs {
     /// Refuse to run when any layer cannot be enforced (the default).
     #[arg(long)]
     pub strict: bool,
+    /// Give the command its own pseudo-terminal (default when stdin and stdout are
+    /// terminals): raw mode, resizes and Ctrl-C relayed, output masked.
+    #[arg(long, conflicts_with = "no_pty")]
+    pub pty: bool,
+    /// Never give the command a pseudo-terminal (pipes instead).
+    #[arg(long)]
+    pub no_pty: bool,
 }
 
 #[derive(Debug, Args)]

@@ -64,34 +64,6 @@ fn errno_str() -> String {
     std::io::Error::last_os_error().to_string()
 }
 
-/// Landlock ABI version, or the reason there is none.
-pub fn landlock_abi() -> Result<i64, String> {
-    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
-    // SAFETY: the version query takes a NULL attr and size 0 and returns an integer.
-    let v = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<libc::c_void>(),
-            0usize,
-            LANDLOCK_CREATE_RULESET_VERSION,
-        )
-    };
-    if v < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(match e.raw_os_error() {
-            Some(libc::ENOSYS) => {
-                "not built into this kernel (needs Linux 5.13+ with CONFIG_SECURITY_LANDLOCK)"
-                    .into()
-            }
-            Some(libc::EOPNOTSUPP) => {
-                "built in but not enabled (add `landlock` to the lsm= kernel parameter)".into()
-            }
-            _ => e.to_string(),
-        });
-    }
-    Ok(v)
-}
-
 pub fn run() -> Report {
     let mut checks = Vec::new();
     let restriction = userns::userns_restriction();
@@ -196,16 +168,16 @@ pub fn run() -> Report {
     });
 
     // `run` (strict) needs Landlock with TCP rules and scopes, and seccomp.
-    match landlock_abi() {
+    match crate::cell::landlock::kernel_abi() {
         Ok(v) => checks.push(Check {
             name: "landlock",
-            ok: v >= crate::cell::landlock::ABI_SCOPES as i64,
+            ok: v >= crate::cell::landlock::ABI_SCOPES,
             required: true,
             detail: format!(
                 "ABI {v}{}",
-                if v >= crate::cell::landlock::ABI_SCOPES as i64 {
+                if v >= crate::cell::landlock::ABI_SCOPES {
                     " (filesystem and TCP rules, signal and abstract-socket scopes)"
-                } else if v >= crate::cell::landlock::ABI_TCP as i64 {
+                } else if v >= crate::cell::landlock::ABI_TCP {
                     " (no scopes for signals and abstract sockets: ABI 6, Linux 6.12; a newer kernel, or run --best-effort)"
                 } else {
                     " (filesystem rules only; TCP rules need ABI 4, Linux 6.7, scopes ABI 6, Linux 6.12; a newer kernel, or run --best-effort)"

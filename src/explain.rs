@@ -82,6 +82,15 @@ pub fn text(plan: &Plan) -> String {
     let _ = writeln!(s, "hostname:  {}", plan.process.hostname);
     let _ = writeln!(
         s,
+        "terminal:  {}",
+        if plan.process.pty {
+            "its own pseudo-terminal (raw mode relay, resizes, Ctrl-C as a byte, output masked)"
+        } else {
+            "none (stdin inherited, a new session without a controlling terminal)"
+        }
+    );
+    let _ = writeln!(
+        s,
         "ids:       uid {} gid {} (mapped 1:1; no capabilities, no_new_privs)",
         plan.process.uid, plan.process.gid
     );

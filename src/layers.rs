@@ -343,6 +343,7 @@ mod tests {
             uid: 1000,
             gid: 1000,
             env: Default::default(),
+            terminal: false,
         };
         resolve(&p, &Overrides::default(), &ctx, &["true".into()]).expect("plan")
     }

@@ -151,6 +151,13 @@ fn load_plan(cell: &CellArgs, argv: &[String]) -> Result<plan::Plan, String> {
         secrets: cell.secret.clone(),
         secret_opts: cell.secret_opt.clone(),
         limits: cell.limit_overrides(),
+        pty: if cell.pty {
+            Some(true)
+        } else if cell.no_pty {
+            Some(false)
+        } else {
+            None
+        },
         strict: if cell.best_effort {
             Some(false)
         } else if cell.strict {

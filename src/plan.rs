@@ -137,6 +137,8 @@ pub struct ProcessPlan {
     /// uid and gid the caller has outside; mapped 1:1 inside.
     pub uid: u32,
     pub gid: u32,
+    /// The command gets its own pseudo-terminal (interactive use).
+    pub pty: bool,
 }
 
 /// The layers under the namespaces (Landlock, seccomp), from `[security]`.
@@ -207,6 +209,8 @@ pub struct Overrides {
     pub secret_opts: Vec<String>,
     /// `--processes 64`, `--memory 4G`, ...: (key, value as written), checked by the CLI.
     pub limits: Vec<(String, String)>,
+    /// `--pty` / `--no-pty` (default: a pty when stdin and stdout are terminals).
+    pub pty: Option<bool>,
 }
 
 /// What `resolve` reads from the launcher's environment. Separate so tests can give their own.
@@ -218,6 +222,8 @@ pub struct Context {
     pub uid: u32,
     pub gid: u32,
     pub env: BTreeMap<String, String>,
+    /// taskcell's stdin and stdout are terminals.
+    pub terminal: bool,
 }
 
 impl Context {
@@ -254,6 +260,7 @@ impl Context {
             uid,
             gid,
             env,
+            terminal: crate::tty::stdio_is_terminal(),
         })
     }
 }
@@ -388,6 +395,11 @@ pub fn resolve(
                     optional,
                 },
             );
+            continue;
+        }
+        if access == Access::Hide && !readable(&path) {
+            // What the caller cannot read, the cell cannot either (same uid, no
+            // capabilities): nothing to hide, and no mount to pay for.
             continue;
         }
         let meta = match std::fs::symlink_metadata(&path) {
@@ -612,6 +624,7 @@ pub fn resolve(
             hostname: profile.hostname.clone(),
             uid: ctx.uid,
             gid: ctx.gid,
+            pty: ov.pty.unwrap_or(ctx.terminal),
         },
         strict: ov.strict.unwrap_or(profile.strict),
         secrets,
@@ -637,6 +650,16 @@ fn security_plan(sec: &crate::profile::Security) -> SecurityPlan {
         tcp_ports,
         tcp_any_port: sec.tcp_any_port,
     }
+}
+
+/// Whether the caller may read `p` (access(2) with the real uid, as the cell will have).
+fn readable(p: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+        return true;
+    };
+    // SAFETY: access() reads a NUL-terminated path and has no other effect.
+    unsafe { libc::access(c.as_ptr(), libc::R_OK) == 0 }
 }
 
 /// rlimits a profile may set (`[limits.rlimits]`).

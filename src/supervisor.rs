@@ -75,6 +75,7 @@ pub fn spec_of(plan: &Plan) -> Spec {
         namespaces: true,
         secrets: Vec::new(),
         stdio: None,
+        pty: None,
     };
     let kernel = crate::layers::Kernel::probe();
     crate::layers::add_to_spec(&mut spec, plan, &kernel, &crate::cell::landlock::Mode::Cell);
@@ -87,7 +88,7 @@ pub fn spec_of(plan: &Plan) -> Spec {
 
 /// The cell's mount sequence: the plan's paths, plus the secrets tmpfs.
 pub fn mount_ops(plan: &Plan) -> Vec<rootfs::MountOp> {
-    let mut ops = rootfs::mount_ops(&plan.paths);
+    let mut ops = rootfs::mount_ops_for(&plan.paths, plan.process.uid);
     crate::secrets::deliver::add_mount(&mut ops, &plan.secrets, plan.process.uid, plan.process.gid);
     ops
 }
@@ -117,6 +118,15 @@ pub fn run_with(
     // Secrets are fetched now, just in time, before anything of the cell exists.
     let mut secrets = Session::prepare(&plan.secrets, &|k| std::env::var_os(k), audit)?;
     (spec.secrets, spec.stdio) = secrets.cell_parts();
+    // Interactive: the command's own terminal. Output from it is masked like pipes are.
+    if plan.process.pty {
+        let ws = crate::tty::window_size(0);
+        spec.pty = Some(cell::TermSize {
+            rows: ws.map(|w| w.ws_row).filter(|r| *r > 0).unwrap_or(24),
+            cols: ws.map(|w| w.ws_col).filter(|c| *c > 0).unwrap_or(80),
+        });
+        spec.stdio = None;
+    }
     // Injected credentials: the cell's CA and trust bundle, before the clone.
     let injector = match &plan.net.proxy {
         Some(p) if !p.inject.is_empty() => {
@@ -192,22 +202,61 @@ pub fn run_with(
         _ => None,
     };
     let redactor = secrets.redactor();
+    let pty = c.pty_master.take();
+    // Network approvals for an interactive cell are asked on its terminal's bottom line.
+    if let (Some(net), Some(master)) = (&_net, &pty) {
+        net.shared
+            .approvals
+            .set_overlay(crate::tty::Overlay::new(master.as_raw_fd()));
+    }
+    // The user's terminal goes raw while the cell owns it (restored on every exit path).
+    let _raw = match &pty {
+        Some(_) if crate::tty::stdio_is_terminal() => crate::tty::RawMode::enter(0).ok(),
+        _ => None,
+    };
     // Threads may start now: the output relay, one per stream.
     let (outcome, counts) = std::thread::scope(|scope| {
-        let relays = match (redactor, relay_fds) {
-            (Some(r), Some((out_r, err_r))) => vec![
-                scope.spawn(move || crate::secrets::relay::relay(r, out_r, 1)),
-                scope.spawn(move || crate::secrets::relay::relay(r, err_r, 2)),
-            ],
-            _ => Vec::new(),
-        };
-        let outcome = wait(plan, &spec, c, failure, start, enforcement, cgroup);
+        let mut relays = Vec::new();
+        let mut input = None;
+        match (&pty, redactor, relay_fds) {
+            (Some(master), r, _) => match crate::tty::Relay::new(master) {
+                Ok(relay) => {
+                    let out = relay.output;
+                    relays.push(scope.spawn(move || match r {
+                        Some(r) => crate::secrets::relay::relay(r, out, 1),
+                        None => crate::tty::copy_out(out, 1),
+                    }));
+                    input = Some(relay.input);
+                }
+                Err(e) => tracing::warn!("relaying the cell's terminal: {e}"),
+            },
+            (None, Some(r), Some((out_r, err_r))) => {
+                relays.push(scope.spawn(move || crate::secrets::relay::relay(r, out_r, 1)));
+                relays.push(scope.spawn(move || crate::secrets::relay::relay(r, err_r, 2)));
+            }
+            _ => {}
+        }
+        let input = input.map(|i| scope.spawn(move || i.run()));
+        let master = pty.as_ref().map(|m| m.as_raw_fd());
+        let outcome = wait(
+            plan,
+            &spec.rlimits,
+            c,
+            failure,
+            start,
+            (enforcement, cgroup),
+            master,
+        );
         let mut counts = Vec::new();
         for h in relays {
             counts.extend(h.join().unwrap_or_default());
         }
+        if let Some(h) = input {
+            let _ = h.join();
+        }
         (outcome, counts)
     });
+    drop(_raw);
     drop(_private_tmp);
     // Revocation and the leak scan run on every ending the supervisor survives.
     let roots: Vec<std::path::PathBuf> = plan
@@ -224,12 +273,12 @@ pub fn run_with(
 
 fn wait(
     plan: &Plan,
-    spec: &Spec,
+    rlimits: &[crate::plan::Rlimit],
     c: cell::Cell,
     failure: Option<cell::SetupFailure>,
     start: Instant,
-    enforcement: crate::limits::Enforcement,
-    mut cgroup: Option<cell::cgroup::CellCgroup>,
+    (enforcement, mut cgroup): (crate::limits::Enforcement, Option<cell::cgroup::CellCgroup>),
+    pty_master: Option<std::os::fd::RawFd>,
 ) -> Result<Outcome, RunError> {
     // The forwarded signals were blocked by spawn; read them from a signalfd.
     let sfd = SignalFd::with_flags(&cell::forwarded_set(), SfdFlags::SFD_CLOEXEC)
@@ -264,8 +313,19 @@ fn wait(
         if signaled {
             if let Ok(Some(info)) = sfd.read_signal() {
                 if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
-                    tracing::debug!("forwarding {sig} to the cell");
-                    let _ = nix::sys::signal::kill(c.init, sig);
+                    match (sig, pty_master) {
+                        // With its own terminal, the command learns of a resize from its
+                        // terminal: copy the size, and the kernel signals the foreground.
+                        (Signal::SIGWINCH, Some(master)) => {
+                            if let Some(ws) = crate::tty::window_size(0) {
+                                let _ = crate::tty::set_window_size(master, &ws);
+                            }
+                        }
+                        _ => {
+                            tracing::debug!("forwarding {sig} to the cell");
+                            let _ = nix::sys::signal::kill(c.init, sig);
+                        }
+                    }
                 }
             }
         }
@@ -322,7 +382,7 @@ fn wait(
         .timeout
         .filter(|_| timed_out)
         .map(|t| (t, plan.limits.grace));
-    limit_hits.extend(crate::limits::signal_hits(&spec.rlimits, signal, timeout));
+    limit_hits.extend(crate::limits::signal_hits(rlimits, signal, timeout));
     Ok(Outcome {
         ending,
         timed_out,

@@ -200,10 +200,11 @@ find . -name a.txt
 t=$(mktemp) && echo tmp-ok > "$t" && cat "$t"
 "#;
     for profile in ["build", "agent"] {
+        // The agent profile's proxy needs a network namespace; without one, no network.
         let o = sh(
             ws.path(),
             profile,
-            &["--best-effort"],
+            &["--best-effort", "--net", "none"],
             &format!("rm -rf repo; {script}"),
         );
         assert_eq!(

@@ -29,6 +29,7 @@ pub fn main(
     err: OwnedFd,
     status: OwnedFd,
     listen_sock: Option<OwnedFd>,
+    tty_sock: Option<OwnedFd>,
 ) -> ! {
     // SAFETY: prctl with integer arguments only.
     unsafe {
@@ -83,6 +84,27 @@ pub fn main(
         }
     }
 
+    // Interactive: a terminal from the cell's own devpts (so `tty`/ttyname() name it),
+    // whose master goes to the supervisor; the worker opens the slave by path.
+    let mut tty_path = None;
+    if let (Some(sock), Some(size)) = (tty_sock, spec.pty) {
+        let opened = crate::tty::open_in_cell(size.rows, size.cols).and_then(|(master, path)| {
+            crate::net::fdpass::send(&sock, &[master.as_raw_fd()])?;
+            Ok(path)
+        });
+        match opened {
+            Ok(path) => tty_path = Some(path),
+            Err(e) => {
+                report(
+                    err.as_raw_fd(),
+                    125,
+                    &format!("allocating the cell's terminal: {e} (or run with --no-pty)"),
+                );
+                exit(125);
+            }
+        }
+    }
+
     // The second release: the supervisor has put this process in the cell's cgroup.
     if !matches!(f.read(&mut go), Ok(1)) {
         exit(125);
@@ -92,7 +114,7 @@ pub fn main(
     let worker = match unsafe { nix::unistd::fork() } {
         Ok(ForkResult::Child) => {
             drop(status);
-            worker::main(spec, err)
+            worker::main(spec, err, tty_path.as_deref())
         }
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => {

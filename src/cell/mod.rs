@@ -67,6 +67,17 @@ pub struct Spec {
     pub seccomp: Option<Vec<seccompiler::BpfProgram>>,
     /// false: no namespaces at all (the best-effort mode without user namespaces).
     pub namespaces: bool,
+    /// Interactive: init allocates a pseudo-terminal of this size in the cell's own
+    /// devpts and passes its master to the supervisor; the worker makes the slave its
+    /// controlling terminal and stdin/stdout/stderr.
+    pub pty: Option<TermSize>,
+}
+
+/// A terminal's size in characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TermSize {
+    pub rows: u16,
+    pub cols: u16,
 }
 
 /// A cell that has been started.
@@ -80,6 +91,8 @@ pub struct Cell {
     pub status: OwnedFd,
     /// The listening sockets init bound inside the cell (`Spec::listen`, same order).
     pub listeners: Vec<OwnedFd>,
+    /// The master of the cell's terminal (`Spec::pty`).
+    pub pty_master: Option<OwnedFd>,
 }
 
 /// A failure reported by the cell before the command ran.
@@ -128,6 +141,10 @@ pub fn spawn_with(
         None
     } else {
         Some(crate::net::fdpass::pair()?)
+    };
+    let tpair = match spec.pty {
+        Some(_) => Some(crate::net::fdpass::pair()?),
+        None => None,
     };
 
     let mut flags = libc::CLONE_NEWUSER
@@ -181,9 +198,11 @@ pub fn spawn_with(
         drop(err_r);
         drop(st_r);
         let lsock = lpair.map(|(_, child)| child);
-        init::main(spec, sync_r, err_w, st_w, lsock);
+        let tsock = tpair.map(|(_, child)| child);
+        init::main(spec, sync_r, err_w, st_w, lsock, tsock);
     }
     let lsock = lpair.map(|(parent, _child)| parent);
+    let tsock = tpair.map(|(parent, _child)| parent);
     let pid = Pid::from_raw(ret as i32);
     drop(sync_r);
     drop(err_w);
@@ -244,12 +263,23 @@ pub fn spawn_with(
             ))));
         }
     }
+    let mut pty_master = None;
+    if let (Some(sock), None) = (&tsock, &failure) {
+        pty_master = crate::net::fdpass::recv(sock)?.into_iter().next();
+        if pty_master.is_none() {
+            kill_child();
+            return Err(SpawnError::Io(io::Error::other(
+                "the cell did not pass its terminal",
+            )));
+        }
+    }
     Ok((
         Cell {
             init: pid,
             pidfd,
             status: st_r,
             listeners,
+            pty_master,
         },
         failure,
     ))

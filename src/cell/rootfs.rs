@@ -97,17 +97,28 @@ const PROC_MASKED: &[&str] = &[
 
 const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
-/// Compute the full sequence of mount operations for a plan's paths.
+/// Compute the full sequence of mount operations for a plan's paths, as for a cell
+/// started by root.
 pub fn mount_ops(paths: &[PathRule]) -> Vec<MountOp> {
+    mount_ops_for(paths, 0)
+}
+
+/// The mount operations for a cell whose ids are `caller_uid`'s. The read-only and masked
+/// parts of /proc are there because uid 0 inside is the host's root to procfs's
+/// file-mode checks; for any other uid procfs refuses those writes itself, so they are
+/// left out (a dozen mounts less on every start).
+pub fn mount_ops_for(paths: &[PathRule], caller_uid: u32) -> Vec<MountOp> {
     let mut ops = Vec::new();
     ops.push(MountOp::Proc {
         path: "/proc".into(),
     });
-    for p in PROC_READ_ONLY {
-        ops.push(MountOp::SelfRo { path: p.into() });
-    }
-    for p in PROC_MASKED {
-        ops.push(MountOp::Mask { path: p.into() });
+    if caller_uid == 0 {
+        for p in PROC_READ_ONLY {
+            ops.push(MountOp::SelfRo { path: p.into() });
+        }
+        for p in PROC_MASKED {
+            ops.push(MountOp::Mask { path: p.into() });
+        }
     }
     ops.push(MountOp::Tmpfs {
         path: "/dev".into(),
@@ -322,6 +333,9 @@ pub fn execute(ops: &[MountOp]) -> Result<(), RootfsError> {
         None::<&str>,
     )
     .map_err(err("making / private"))?;
+    // The host's mount points, read once: a recursive bind of X carries the mounts below
+    // X, and each of them must be made read-only too.
+    let host = mount_points();
     let base = "/tmp";
     mount(
         Some("tmpfs"),
@@ -347,7 +361,7 @@ pub fn execute(ops: &[MountOp]) -> Result<(), RootfsError> {
     .map_err(err("mounting the root tmpfs"))?;
 
     for op in ops {
-        apply(op)?;
+        apply(op, &host)?;
     }
 
     umount2(OLDROOT, MntFlags::MNT_DETACH).map_err(err("detaching the host's root"))?;
@@ -370,7 +384,7 @@ pub fn execute(ops: &[MountOp]) -> Result<(), RootfsError> {
     Ok(())
 }
 
-fn apply(op: &MountOp) -> Result<(), RootfsError> {
+fn apply(op: &MountOp, host: &[PathBuf]) -> Result<(), RootfsError> {
     match op {
         MountOp::Proc { path } => {
             let dst = under(NEWROOT, path);
@@ -424,7 +438,8 @@ fn apply(op: &MountOp) -> Result<(), RootfsError> {
             )
             .map_err(err(format!("binding {}", path.display())))?;
             if *readonly {
-                remount_ro(&dst, &path.display().to_string())?;
+                let subs: Vec<PathBuf> = below(host, src).map(|m| under(NEWROOT, m)).collect();
+                remount_ro(&dst, &path.display().to_string(), &subs)?;
             } else {
                 remount(&dst, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
                     .map_err(err(format!("remounting {} nosuid,nodev", path.display())))?;
@@ -500,7 +515,8 @@ fn apply(op: &MountOp) -> Result<(), RootfsError> {
                     None::<&str>,
                 )
                 .map_err(err(format!("binding {}", path.display())))?;
-                remount_ro(&dst, &path.display().to_string())?;
+                // A fresh procfs of the cell has nothing mounted below it.
+                remount_ro(&dst, &path.display().to_string(), &[])?;
             }
         }
         MountOp::Mask { path } => {
@@ -550,9 +566,6 @@ fn apply(op: &MountOp) -> Result<(), RootfsError> {
 }
 
 fn mkdir_p(p: &Path) -> Result<(), RootfsError> {
-    if p.is_dir() {
-        return Ok(());
-    }
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
@@ -605,13 +618,13 @@ fn remount(p: &Path, add: MsFlags) -> nix::Result<()> {
 
 /// Make `p` and every mount below it read-only (a recursive bind carries submounts, and
 /// a remount only changes the top one).
-fn remount_ro(p: &Path, what: &str) -> Result<(), RootfsError> {
+fn remount_ro(p: &Path, what: &str, subs: &[PathBuf]) -> Result<(), RootfsError> {
     let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     remount(p, ro).map_err(err(format!("making {what} read-only")))?;
-    for sub in submounts(p) {
+    for sub in subs {
         // A submount may be gone or inaccessible; what cannot be remounted is an error,
         // since a writable hole in a read-only path breaks the promise.
-        remount(&sub, ro).map_err(err(format!(
+        remount(sub, ro).map_err(err(format!(
             "making {} (a mount below {what}) read-only",
             sub.display()
         )))?;
@@ -619,8 +632,8 @@ fn remount_ro(p: &Path, what: &str) -> Result<(), RootfsError> {
     Ok(())
 }
 
-/// Mount points strictly below `p`, from /proc/self/mountinfo, parents first.
-fn submounts(p: &Path) -> Vec<PathBuf> {
+/// Every mount point of this mount namespace, from /proc/self/mountinfo, parents first.
+fn mount_points() -> Vec<PathBuf> {
     let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
@@ -629,11 +642,16 @@ fn submounts(p: &Path) -> Vec<PathBuf> {
         .filter_map(|l| l.split(' ').nth(4))
         .map(unescape_mountinfo)
         .map(PathBuf::from)
-        .filter(|m| m != p && m.starts_with(p))
         .collect();
     out.sort_by_key(|m| m.components().count());
     out.dedup();
     out
+}
+
+/// The mount points strictly below `p`, parents first.
+fn below<'a>(all: &'a [PathBuf], p: &'a Path) -> impl Iterator<Item = &'a PathBuf> + 'a {
+    all.iter()
+        .filter(move |m| m.as_path() != p && m.starts_with(p))
 }
 
 fn unescape_mountinfo(s: &str) -> String {

@@ -3,6 +3,7 @@
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use nix::sys::signal::{SigSet, SigmaskHow};
@@ -56,7 +57,7 @@ fn resource(name: &str) -> Option<nix::sys::resource::Resource> {
 }
 
 /// Entry point of the worker (forked by init). Never returns.
-pub fn main(spec: &Spec, mut err: OwnedFd) -> ! {
+pub fn main(spec: &Spec, mut err: OwnedFd, tty: Option<&std::path::Path>) -> ! {
     // Signals: nothing blocked, SIGPIPE back to default (Rust's runtime ignores it).
     let _ =
         nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
@@ -70,6 +71,23 @@ pub fn main(spec: &Spec, mut err: OwnedFd) -> ! {
     // A new session: no controlling terminal, so TIOCSTI on the caller's terminal fails.
     if let Err(e) = nix::unistd::setsid() {
         fail(&err, 125, &format!("setsid: {e}"));
+    }
+    // Interactive: the cell's own pseudo-terminal becomes the controlling terminal, so
+    // keystrokes injected with TIOCSTI land in it and never in the user's terminal.
+    if let Some(path) = tty {
+        let attached = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(path)
+            .and_then(|f| crate::tty::attach(f.as_raw_fd()));
+        if let Err(e) = attached {
+            fail(
+                &err,
+                125,
+                &format!("attaching the cell's terminal {}: {e}", path.display()),
+            );
+        }
     }
     for r in &spec.rlimits {
         let Some(res) = resource(r.name) else {
@@ -172,16 +190,16 @@ fn exec(spec: &Spec, err: &OwnedFd, secret_env: Vec<CString>) -> ! {
     let Some(cmd) = spec.process.argv.first() else {
         fail(err, 125, "no command given");
     };
+    let path = spec
+        .process
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("/usr/local/bin:/usr/bin:/bin");
     let candidates: Vec<CString> = if cmd.contains('/') {
         vec![cstr(cmd.as_bytes())]
     } else {
-        let path = spec
-            .process
-            .env
-            .iter()
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("/usr/local/bin:/usr/bin:/bin");
         path.split(':')
             .filter(|d| !d.is_empty())
             .map(|d| cstr(Path::new(d).join(cmd).as_os_str().as_bytes()))
@@ -216,13 +234,6 @@ fn exec(spec: &Spec, err: &OwnedFd, secret_env: Vec<CString>) -> ! {
     let where_ = if cmd.contains('/') {
         String::new()
     } else {
-        let path = spec
-            .process
-            .env
-            .iter()
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default();
         format!(" (searched PATH={path} inside the cell)")
     };
     if last == nix::errno::Errno::ENOENT || last == nix::errno::Errno::ENOTDIR {

@@ -42,6 +42,9 @@ pub struct Approvals {
     /// The launching user's terminal, when it is free (taskcell's stdin is not a
     /// terminal, so the cell is not using it): requests are also asked there.
     tty: Mutex<Option<std::fs::File>>,
+    /// An interactive cell's terminal, shared with the cell: requests are asked on its
+    /// bottom line.
+    overlay: Mutex<Option<crate::tty::Overlay>>,
 }
 
 /// `HOST[:PORT]` as typed after `taskcell approve SESSION`.
@@ -73,6 +76,42 @@ impl Approvals {
         }
     }
 
+    /// Whether request `id` has its answer (or is gone).
+    fn is_answered(&self, id: u64) -> bool {
+        self.state
+            .lock()
+            .map(|st| {
+                st.pending
+                    .iter()
+                    .find(|p| p.id == id)
+                    .map_or(true, |p| p.answer.is_some())
+            })
+            .unwrap_or(true)
+    }
+
+    /// Ask on an interactive cell's terminal (an overlay on its bottom line).
+    pub fn set_overlay(&self, overlay: crate::tty::Overlay) {
+        if let Ok(mut o) = self.overlay.lock() {
+            *o = Some(overlay);
+        }
+    }
+
+    /// Ask on the overlay, if there is one, until `id` is answered or the deadline.
+    fn prompt_overlay(&self, id: u64, host: &str, port: u16, deadline: Instant) -> bool {
+        let Ok(guard) = self.overlay.try_lock() else {
+            return false;
+        };
+        let Some(overlay) = guard.as_ref() else {
+            return false;
+        };
+        let answered = || Instant::now() >= deadline || self.is_answered(id);
+        let q = format!("allow the cell to reach {host}:{port} for the rest of its life?");
+        if let Some(allow) = overlay.ask(&q, &answered) {
+            self.answer_id(id, host, port, allow, "the terminal");
+        }
+        true
+    }
+
     /// Prompt on the terminal, if it is free, until `id` is answered (here or
     /// elsewhere) or the deadline passes. Returns without waiting when another request
     /// holds the terminal.
@@ -92,17 +131,7 @@ impl Approvals {
         let _ = tty.flush();
         let mut line = Vec::new();
         loop {
-            let answered = self
-                .state
-                .lock()
-                .map(|st| {
-                    st.pending
-                        .iter()
-                        .find(|p| p.id == id)
-                        .map_or(true, |p| p.answer.is_some())
-                })
-                .unwrap_or(true);
-            if answered || Instant::now() >= deadline {
+            if self.is_answered(id) || Instant::now() >= deadline {
                 let _ = writeln!(tty, "(answered elsewhere or timed out)");
                 return;
             }
@@ -229,14 +258,21 @@ impl Approvals {
             });
             id
         };
-        eprintln!(
-            "taskcell: the cell asks to reach {h}:{port}; answer with `taskcell approve {s} {h}:{port}` or `taskcell deny {s} {h}:{port}` (denied in {}s)",
-            timeout.as_secs(),
-            s = shared.session
-        );
+        // On an interactive cell's terminal a stray line would corrupt the cell's screen;
+        // the overlay asks there instead.
+        let interactive = self.overlay.lock().map(|o| o.is_some()).unwrap_or(false);
+        if !interactive {
+            eprintln!(
+                "taskcell: the cell asks to reach {h}:{port}; answer with `taskcell approve {s} {h}:{port}` or `taskcell deny {s} {h}:{port}` (denied in {}s)",
+                timeout.as_secs(),
+                s = shared.session
+            );
+        }
         let deadline = Instant::now() + timeout;
         loop {
-            self.prompt(id, &h, port, deadline);
+            if !self.prompt_overlay(id, &h, port, deadline) {
+                self.prompt(id, &h, port, deadline);
+            }
             let Ok(st) = self.state.lock() else {
                 return Answer::TimedOut;
             };

@@ -122,6 +122,19 @@ pub(super) fn resolve(
     let mut used_vars: BTreeMap<String, String> = BTreeMap::new();
     for (name, d) in decls {
         let o = &d.origin;
+        // An optional secret whose source is absent is not part of the cell.
+        if d.optional {
+            let absent = match &d.from {
+                Source::Env { var } => !vars.env.contains_key(var),
+                Source::File { path } => expand_str(path, vars)
+                    .map(|p| !Path::new(&p).exists())
+                    .unwrap_or(true),
+                Source::Command { .. } | Source::Generate { .. } => false,
+            };
+            if absent {
+                continue;
+            }
+        }
         let err = |msg: String| PlanError::Other {
             msg: format!("{o}: secret {name}: {msg}"),
         };
@@ -340,6 +353,7 @@ mod tests {
             env: [("GH_TOKEN".to_string(), "value-must-not-appear".to_string())]
                 .into_iter()
                 .collect(),
+            terminal: false,
         }
     }
 
@@ -350,6 +364,39 @@ mod tests {
             env: vec!["GH_TOKEN".into()],
             ..Overrides::default()
         }
+    }
+
+    #[test]
+    fn optional_secret_with_an_absent_source_is_left_out() {
+        let ws = tempfile::tempdir().unwrap();
+        let names = |secrets: &[&str], opts: &[&str]| -> Vec<String> {
+            resolve(
+                &Profile::default(),
+                &ov(secrets, opts),
+                &ctx(ws.path()),
+                &["true".into()],
+            )
+            .unwrap()
+            .secrets
+            .iter()
+            .map(|s| s.name.clone())
+            .collect()
+        };
+        // GH_TOKEN is set in the context, NOPE_TOKEN is not.
+        assert_eq!(
+            names(
+                &["A=env:GH_TOKEN", "B=env:NOPE_TOKEN"],
+                &["A.optional=true", "B.optional=true"]
+            ),
+            vec!["A"]
+        );
+        assert_eq!(
+            names(&["F=file:/nonexistent/token"], &["F.optional=true"]),
+            Vec::<String>::new()
+        );
+        // Not optional: an absent variable is the provider's error when the cell starts,
+        // so the plan keeps it.
+        assert_eq!(names(&["B=env:NOPE_TOKEN"], &[]), vec!["B"]);
     }
 
     #[test]

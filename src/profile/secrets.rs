@@ -102,6 +102,8 @@ pub struct SecretDecl {
     /// `deliver = "inject"`: the cell gets a placeholder (through `deliver`, the channel
     /// chosen by `placeholder`); the proxy puts the value into requests to `hosts`.
     pub inject: Option<InjectDecl>,
+    /// Skip the secret when its `env` variable is unset or its `file` does not exist.
+    pub optional: bool,
     pub origin: Origin,
 }
 
@@ -155,6 +157,8 @@ pub struct RawSecret {
     pub hosts: Option<Spanned<Vec<String>>>,
     pub placeholder: Option<Spanned<String>>,
     pub inject_body: Option<Spanned<bool>>,
+    /// An `env` or `file` source that is absent skips the secret instead of failing.
+    pub optional: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,6 +256,7 @@ pub fn merge(
             mask: true,
             on_leak: OnLeak::Warn,
             inject: None,
+            optional: s.optional.as_ref().is_some_and(|v| *v.get_ref()),
             origin: o,
         };
         if let Some(v) = s.deliver.as_ref().filter(|v| v.get_ref() == "inject") {
@@ -457,6 +462,7 @@ pub fn parse_cli(spec: &str) -> Result<(String, SecretDecl), String> {
             mask: true,
             on_leak: OnLeak::Warn,
             inject: None,
+            optional: false,
             origin: Origin::cli(),
         },
     ))
@@ -466,7 +472,7 @@ pub fn parse_cli(spec: &str) -> Result<(String, SecretDecl), String> {
 /// mask, on_leak) to a declared secret.
 pub fn apply_cli_opt(secrets: &mut BTreeMap<String, SecretDecl>, opt: &str) -> Result<(), String> {
     let bad = || {
-        format!("--secret-opt {opt:?}: expected NAME.KEY=VALUE with KEY one of deliver, fd, var, revoke, ttl, timeout, mask, on_leak, hosts, placeholder, inject_body")
+        format!("--secret-opt {opt:?}: expected NAME.KEY=VALUE with KEY one of deliver, fd, var, revoke, ttl, timeout, mask, on_leak, optional, hosts, placeholder, inject_body")
     };
     let (lhs, val) = opt.split_once('=').ok_or_else(bad)?;
     let (name, key) = lhs.split_once('.').ok_or_else(bad)?;
@@ -537,6 +543,13 @@ pub fn apply_cli_opt(secrets: &mut BTreeMap<String, SecretDecl>, opt: &str) -> R
         }
         "ttl" => d.ttl = Some(parse_duration(val).map_err(e)?),
         "timeout" => d.timeout = Some(parse_duration(val).map_err(e)?),
+        "optional" => {
+            d.optional = match val {
+                "true" => true,
+                "false" => false,
+                _ => return Err(e(format!("{val:?} is not true or false"))),
+            }
+        }
         "mask" => {
             d.mask = match val {
                 "true" => true,

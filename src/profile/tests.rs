@@ -48,7 +48,33 @@ fn extends_appends_lists_and_overrides_scalars() {
         vec!["base.toml (built-in)", "build.toml (built-in)"]
     );
     let agent = l.load("agent").unwrap();
-    assert_eq!(agent.network.mode, NetMode::Loopback);
+    assert_eq!(agent.network.mode, NetMode::Proxy);
+    // An agent-specific profile adds its config dir and API host to the agent's.
+    let codex = l.load("codex").unwrap();
+    assert_eq!(codex.network.mode, NetMode::Proxy);
+    assert!(codex
+        .filesystem
+        .write
+        .iter()
+        .any(|e| e.path == "{workspace}"));
+    assert!(codex
+        .filesystem
+        .write
+        .iter()
+        .any(|e| e.path == "{home}/.codex"));
+    assert!(!agent
+        .filesystem
+        .write
+        .iter()
+        .any(|e| e.path == "{home}/.codex"));
+    assert_eq!(
+        codex.sources,
+        vec![
+            "base.toml (built-in)",
+            "agent.toml (built-in)",
+            "codex.toml (built-in)"
+        ]
+    );
 }
 
 #[test]
@@ -172,6 +198,7 @@ fn ctx(dir: &std::path::Path) -> Context {
         uid: 1000,
         gid: 1000,
         env,
+        terminal: false,
     }
 }
 

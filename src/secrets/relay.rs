@@ -106,6 +106,8 @@ fn zero(v: &mut [u8]) {
 }
 
 fn write_all(fd: RawFd, mut data: &[u8]) -> Result<(), ()> {
+    // One writer at a time on the user's terminal (a prompt may be drawn there).
+    let _g = crate::tty::SCREEN.lock();
     // SAFETY: fd is taskcell's own stdout or stderr, open for the whole run.
     let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
     while !data.is_empty() {

@@ -1,0 +1,391 @@
+//! Interactive cells: taskcell started on a terminal (a pty this test opens, standing in
+//! for the user's terminal) gives the command its own pseudo-terminal, relays both ways,
+//! forwards resizes, passes Ctrl-C as a byte, masks secrets on the screen, keeps
+//! injected keystrokes inside, and restores the user's terminal.
+
+mod common;
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::termios::{self, LocalFlags};
+
+/// A terminal for taskcell: the test holds the master (the "screen" and "keyboard").
+struct Term {
+    master: OwnedFd,
+    /// Kept to inspect the input queue of the user's terminal.
+    slave: OwnedFd,
+    screen: Arc<Mutex<Vec<u8>>>,
+    child: Child,
+}
+
+impl Term {
+    fn spawn(ws: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Term {
+        let ws_size = nix::pty::Winsize {
+            ws_row: 24,
+            ws_col: 80,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let p = nix::pty::openpty(Some(&ws_size), None).expect("openpty");
+        let mut cmd = taskcell(ws, args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.env("TERM", "xterm");
+        let s = p.slave.try_clone().unwrap();
+        cmd.stdin(Stdio::from(s.try_clone().unwrap()))
+            .stdout(Stdio::from(s.try_clone().unwrap()))
+            .stderr(Stdio::from(s));
+        // SAFETY: setsid and TIOCSCTTY in the forked child before exec, as a terminal
+        // emulator does for the shell it starts.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn taskcell on a pty");
+        let screen = Arc::new(Mutex::new(Vec::new()));
+        let reader = p.master.try_clone().unwrap();
+        let sc = screen.clone();
+        std::thread::spawn(move || {
+            let mut f = std::fs::File::from(reader);
+            let mut buf = [0u8; 4096];
+            loop {
+                match f.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => sc.lock().unwrap().extend_from_slice(&buf[..n]),
+                }
+            }
+        });
+        Term {
+            master: p.master,
+            slave: p.slave,
+            screen,
+            child,
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.screen.lock().unwrap()).into_owned()
+    }
+
+    fn wait_for(&self, needle: &str) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            if self.text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn type_bytes(&self, b: &[u8]) {
+        nix::unistd::write(&self.master, b).expect("write to the terminal");
+    }
+
+    fn local_flags(&self) -> LocalFlags {
+        termios::tcgetattr(&self.master)
+            .expect("tcgetattr")
+            .local_flags
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "taskcell did not end: {}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Bytes waiting in the user's terminal's input queue.
+    fn pending_input(&self) -> i32 {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes an int we own.
+        unsafe { libc::ioctl(self.slave.as_raw_fd(), libc::FIONREAD, &mut n) };
+        n
+    }
+}
+
+#[test]
+fn the_command_gets_its_own_terminal_and_ours_is_raw_then_restored() {
+    let ws = Ws::new();
+    let before = termios::tcgetattr(&nix::pty::openpty(None, None).unwrap().master)
+        .unwrap()
+        .local_flags;
+    assert!(before.contains(LocalFlags::ICANON));
+    let mut t = Term::spawn(
+        ws.path(),
+        &[
+            "run",
+            "--",
+            "/bin/sh",
+            "-c",
+            "tty; [ -t 0 ] && [ -t 1 ] && echo both-tty; echo ready; read line; echo got=$line",
+        ],
+        &[],
+    );
+    assert!(t.wait_for("ready"), "{}", t.text());
+    // While the cell runs, our terminal is raw: no echo, no line editing.
+    let raw = t.local_flags();
+    assert!(
+        !raw.contains(LocalFlags::ICANON) && !raw.contains(LocalFlags::ECHO),
+        "{raw:?}"
+    );
+    t.type_bytes(b"hello\r");
+    assert!(t.wait_for("got=hello"), "{}", t.text());
+    let st = t.wait();
+    assert!(st.success(), "{}", t.text());
+    let text = t.text();
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("both-tty"), "{text}");
+    // Restored.
+    let after = t.local_flags();
+    assert!(
+        after.contains(LocalFlags::ICANON) && after.contains(LocalFlags::ECHO),
+        "{after:?}"
+    );
+}
+
+#[test]
+fn a_resize_reaches_the_command() {
+    let ws = Ws::new();
+    let mut t = Term::spawn(
+        ws.path(),
+        &[
+            "run",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo size=$(stty size); i=0; while [ \"$(stty size)\" != \"40 100\" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; echo now=$(stty size)",
+        ],
+        &[],
+    );
+    assert!(t.wait_for("size=24 80"), "{}", t.text());
+    let ws = libc::winsize {
+        ws_row: 40,
+        ws_col: 100,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ on our master: the kernel sends SIGWINCH to taskcell.
+    assert_eq!(
+        unsafe { libc::ioctl(t.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
+        0
+    );
+    assert!(t.wait_for("now=40 100"), "{}", t.text());
+    assert!(t.wait().success());
+}
+
+#[test]
+fn ctrl_c_is_a_byte_that_interrupts_the_command() {
+    let ws = Ws::new();
+    let mut t = Term::spawn(
+        ws.path(),
+        &[
+            "run",
+            "--",
+            "/bin/sh",
+            "-c",
+            "trap 'echo got-int; exit 3' INT; echo ready; while :; do sleep 0.05; done",
+        ],
+        &[],
+    );
+    assert!(t.wait_for("ready"), "{}", t.text());
+    t.type_bytes(b"\x03");
+    assert!(t.wait_for("got-int"), "{}", t.text());
+    assert_eq!(t.wait().code(), Some(3));
+}
+
+#[test]
+fn injected_keystrokes_stay_inside_the_cell() {
+    // TIOCSTI pushes bytes into a terminal's input queue. Inside a cell it may reach the
+    // cell's own pty at most (or be refused): never the user's terminal.
+    let ws = Ws::new();
+    for mode in ["--pty", "--no-pty"] {
+        let mut t = Term::spawn(
+            ws.path(),
+            &[
+                "run",
+                mode,
+                "--",
+                "/usr/bin/python3",
+                "-c",
+                "import fcntl, termios\n\
+                 for fd in (0, 1, 2):\n\
+                 \x20   try:\n\
+                 \x20       [fcntl.ioctl(fd, termios.TIOCSTI, bytes([c])) for c in b'echo PWNED\\n']\n\
+                 \x20       print('injected', fd)\n\
+                 \x20   except OSError as e:\n\
+                 \x20       print('refused', fd, e.errno)\n",
+            ],
+            &[],
+        );
+        let st = t.wait();
+        assert!(st.success(), "{mode}: {}", t.text());
+        assert_eq!(
+            t.pending_input(),
+            0,
+            "{mode}: bytes reached the user's terminal: {}",
+            t.text()
+        );
+    }
+}
+
+#[test]
+fn output_on_the_terminal_is_masked() {
+    let ws = Ws::new();
+    let mut t = Term::spawn(
+        ws.path(),
+        &[
+            "run",
+            "--secret",
+            "API_TOKEN=env:TC_PTY_TOKEN",
+            "--",
+            "/bin/sh",
+            "-c",
+            "printf '\\033[1;31mtoken: %s\\033[0m\\n' \"$(cat \"$API_TOKEN_FILE\")\"",
+        ],
+        &[("TC_PTY_TOKEN", "tok-0123456789-abcdef")],
+    );
+    let st = t.wait();
+    let text = t.text();
+    assert!(st.success(), "{text}");
+    assert!(!text.contains("0123456789-abcdef"), "{text}");
+    // The colours around the mask are intact.
+    assert!(
+        text.contains("\x1b[1;31mtoken: [taskcell:API_TOKEN]\x1b[0m"),
+        "{text:?}"
+    );
+}
+
+#[test]
+fn the_terminal_is_restored_when_taskcell_is_terminated() {
+    let ws = Ws::new();
+    let mut t = Term::spawn(
+        ws.path(),
+        &["run", "--", "/bin/sh", "-c", "echo ready; sleep 30"],
+        &[],
+    );
+    assert!(t.wait_for("ready"), "{}", t.text());
+    assert!(!t.local_flags().contains(LocalFlags::ICANON));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(t.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let st = t.wait();
+    assert_eq!(st.code(), Some(143), "{}", t.text());
+    let after = t.local_flags();
+    assert!(
+        after.contains(LocalFlags::ICANON) && after.contains(LocalFlags::ECHO),
+        "{after:?}"
+    );
+}
+
+/// A tiny HTTP server on 127.0.0.1 that answers every request with `hello from PATH`.
+fn http_server() -> u16 {
+    use std::io::Write;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut b = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut b) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&b[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&buf)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                let body = format!("hello from {path}\n");
+                let _ = c.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_network_approval_is_asked_on_the_cells_terminal() {
+    let port = http_server();
+    let ws = Ws::new();
+    let rt = ws.join("rt");
+    std::fs::create_dir(&rt).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&rt, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let prof = ws.join("p.toml");
+    std::fs::write(
+        &prof,
+        format!(
+            "extends = \"build\"\n[network]\nmode = \"proxy\"\nallow = [\"127.0.0.1:{port}\"]\n\
+             resolve = {{ \"yes.test\" = \"127.0.0.1\", \"no.test\" = \"127.0.0.1\" }}\nask = true\nask_timeout = \"60s\"\n"
+        ),
+    )
+    .unwrap();
+    let p = prof.display().to_string();
+    let rts = rt.display().to_string();
+    let script = format!(
+        "echo started; curl -s http://yes.test:{port}/first; echo rc1=$?; \
+         curl -s -o /dev/null -w 'code=%{{http_code}}\\n' http://no.test:{port}/second; echo done"
+    );
+    let mut t = Term::spawn(
+        ws.path(),
+        &["run", "-p", &p, "--", "/bin/sh", "-c", &script],
+        &[("XDG_RUNTIME_DIR", &rts)],
+    );
+    assert!(t.wait_for("started"), "{}", t.text());
+    assert!(
+        t.wait_for(&format!("reach yes.test:{port}")),
+        "{}",
+        t.text()
+    );
+    // The prompt is drawn on the bottom line with the cursor saved and restored.
+    assert!(
+        t.text().contains("\x1b7\x1b[24;1H\x1b[2K"),
+        "{:?}",
+        t.text()
+    );
+    t.type_bytes(b"y\r");
+    assert!(t.wait_for("hello from /first"), "{}", t.text());
+    assert!(t.wait_for(&format!("reach no.test:{port}")), "{}", t.text());
+    t.type_bytes(b"n\r");
+    assert!(t.wait_for("done"), "{}", t.text());
+    assert!(t.wait().success(), "{}", t.text());
+    let text = t.text();
+    assert!(text.contains("rc1=0"), "{text}");
+    assert!(text.contains("code=403"), "{text}");
+    assert!(!text.contains("hello from /second"), "{text}");
+    // No stray line about `taskcell approve` was printed over the cell's screen.
+    assert!(!text.contains("answer with `taskcell approve"), "{text}");
+}
