@@ -173,6 +173,10 @@ pub fn run_with(
         other => other,
     };
     let relay_fds = secrets.after_spawn();
+    // The cell has bound the trust bundle (or failed): the host file is not needed.
+    if let Some(i) = &injector {
+        i.remove_bundle();
+    }
     let (mut c, failure) = match spawned {
         Ok(x) => x,
         Err(e) => {

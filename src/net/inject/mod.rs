@@ -70,8 +70,10 @@ pub struct Injector {
     leaves: Mutex<HashMap<(String, bool), Arc<ServerConfig>>>,
     client: Arc<ClientConfig>,
     provider: Arc<rustls::crypto::CryptoProvider>,
-    /// The trust bundle file bound into the cell (removed on drop).
-    bundle: tempfile::NamedTempFile,
+    /// The trust bundle file bound into the cell (removed once the cell has it, see
+    /// [`Injector::remove_bundle`], or on drop).
+    bundle: Mutex<Option<tempfile::NamedTempFile>>,
+    bundle_path: PathBuf,
 }
 
 impl std::fmt::Debug for Injector {
@@ -207,7 +209,8 @@ impl Injector {
             leaves: Mutex::new(HashMap::new()),
             client: Arc::new(client),
             provider,
-            bundle,
+            bundle_path: bundle.path().to_path_buf(),
+            bundle: Mutex::new(Some(bundle)),
         })
     }
 
@@ -276,7 +279,19 @@ impl Injector {
 
     /// The bundle file on the host (bound into the cell).
     pub fn bundle_path(&self) -> PathBuf {
-        self.bundle.path().to_path_buf()
+        self.bundle_path.clone()
+    }
+
+    /// Remove the bundle file from the host once the cell's mounts are made (the bind
+    /// keeps the content; the proxy threads outlive the cell until taskcell exits).
+    pub fn remove_bundle(&self) {
+        if let Ok(mut b) = self.bundle.lock() {
+            if let Some(f) = b.take() {
+                if let Err(e) = f.close() {
+                    tracing::warn!("removing the cell's CA bundle file: {e}");
+                }
+            }
+        }
     }
 
     /// Bind the trust bundle at [`CA_BUNDLE_IN_CELL`] and over the system bundle (before
