@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks, each compared side by side with its floor or a peer in the same run.
 #
-#   scripts/bench.sh [launch|limits|syscalls|masking|relay|proxy|all]...
+#   scripts/bench.sh [launch|limits|syscalls|masking|relay|proxy|inject|all]...
 #
 # launch: `taskcell run -p build -- /bin/true` against bubblewrap with the same isolation
 #         and against plain /bin/true, interleaved by hyperfine, as root and as a plain
@@ -18,6 +18,8 @@
 #         and wall for one pass, then criterion's wall-clock throughput.
 # syscalls: ns per getppid() natively, under an allow-all seccomp filter and inside a cell
 #         (Landlock + seccomp), interleaved; BIN_DIR=dir with taskcell and taskcell-probe.
+# inject: HTTPS requests/s on a keep-alive connection and the time of a new connection,
+#         through an intercepting tunnel (injected secret) against a plain CONNECT tunnel.
 # Needs: hyperfine, bubblewrap (apt-get install hyperfine bubblewrap), python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -317,6 +319,108 @@ TOML
     echo "bench_proxy: sequential connections per second: direct $rate_direct/s, through the proxy $rate_proxy/s"
 }
 
+# ------------------------------------------------------------------ bench_inject
+# HTTPS through the cell's proxy: a host a secret is injected for (TLS intercepted,
+# placeholder swapped in every request) against an unbound host (opaque CONNECT tunnel),
+# same origin server (Python, HTTP/1.1 keep-alive, its own test CA). From inside the
+# cell: requests per second on one keep-alive connection (INJECT_REQS, default 2000) and
+# the median time of a fresh connection + TLS handshake + one request (INJECT_CONNS, 200).
+bench_inject() {
+    local TASKCELL="${TC:-}"
+    [ -n "$TASKCELL" ] || TASKCELL=$(release_bin)
+    command -v openssl >/dev/null || { echo "bench_inject needs openssl" >&2; return 1; }
+    WORK="$(mktemp -d /tmp/taskcell-bench.XXXXXX)"
+    chmod 755 "$WORK"
+    PIDS=()
+    trap proxy_cleanup EXIT
+    local reqs=${INJECT_REQS:-2000} conns=${INJECT_CONNS:-200}
+    # A test CA and a certificate for both names.
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=taskcell bench CA" -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=inj.test" \
+        -keyout "$WORK/srv.key" -out "$WORK/srv.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:inj.test,DNS:plain.test\n' > "$WORK/ext"
+    openssl x509 -req -in "$WORK/srv.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" \
+        -CAcreateserial -days 2 -extfile "$WORK/ext" -out "$WORK/srv.pem" 2>/dev/null
+    chmod 644 "$WORK"/*
+    cat > "$WORK/srv.py" <<'PY'
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    def do_GET(self):
+        body = b"ok\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+s.serve_forever()
+PY
+    local port; port=$(free_port)
+    python3 "$WORK/srv.py" "$port" "$WORK/srv.pem" "$WORK/srv.key" &
+    PIDS+=($!)
+    sleep 0.5
+    cat > "$WORK/client.py" <<'PY'
+import http.client, os, ssl, statistics, sys, time
+host, port, reqs, conns, cafile = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+ctx = ssl.create_default_context(cafile=None if cafile == "-" else cafile)
+tok = os.environ["TOK"]
+def conn():
+    c = http.client.HTTPSConnection("127.0.0.1", 3128, context=ctx)
+    c.set_tunnel(host, port)
+    return c
+def get(c):
+    c.request("GET", "/", headers={"Authorization": "Bearer " + tok})
+    r = c.getresponse(); r.read()
+    assert r.status == 200, r.status
+c = conn(); get(c)
+t0 = time.perf_counter()
+for _ in range(reqs):
+    get(c)
+rate = reqs / (time.perf_counter() - t0)
+c.close()
+lat = []
+for _ in range(conns):
+    t = time.perf_counter(); c = conn(); get(c); lat.append(time.perf_counter() - t); c.close()
+print(f"{rate:.0f} {statistics.median(lat)*1000:.2f}")
+PY
+    printf 'ghp_%s\n' "$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$WORK/token"
+    cat > "$WORK/inject.toml" <<TOML
+extends = "build"
+[network]
+mode = "proxy"
+allow = ["inj.test:$port", "plain.test:$port", "127.0.0.1:$port"]
+resolve = { "inj.test" = "127.0.0.1", "plain.test" = "127.0.0.1" }
+upstream_ca = "$WORK/ca.pem"
+[secrets.TOK]
+from = { file = "$WORK/token" }
+deliver = "inject"
+hosts = ["inj.test"]
+TOML
+    local r_inj l_inj r_plain l_plain
+    read -r r_plain l_plain < <("$TASKCELL" run -q -p "$WORK/inject.toml" -w "$WORK" -- \
+        /usr/bin/python3 "$WORK/client.py" plain.test "$port" "$reqs" "$conns" "$WORK/ca.pem")
+    read -r r_inj l_inj < <("$TASKCELL" run -q -p "$WORK/inject.toml" -w "$WORK" -- \
+        /usr/bin/python3 "$WORK/client.py" inj.test "$port" "$reqs" "$conns" -)
+    # curl, $reqs GETs on one connection (HTTP/2 to the proxy where it intercepts).
+    local c_inj c_plain
+    c_plain=$("$TASKCELL" run -q -p "$WORK/inject.toml" -w "$WORK" -- /bin/sh -c \
+        "t0=\$(date +%s.%N); curl -sf --cacert $WORK/ca.pem -o /dev/null -H \"Authorization: Bearer \$TOK\" 'https://plain.test:$port/[1-$reqs]'; t1=\$(date +%s.%N); echo \$t0 \$t1" |
+        awk -v n="$reqs" '{printf "%.0f", n/($2-$1)}')
+    c_inj=$("$TASKCELL" run -q -p "$WORK/inject.toml" -w "$WORK" -- /bin/sh -c \
+        "t0=\$(date +%s.%N); curl -sf -o /dev/null -H \"Authorization: Bearer \$TOK\" 'https://inj.test:$port/[1-$reqs]'; t1=\$(date +%s.%N); echo \$t0 \$t1" |
+        awk -v n="$reqs" '{printf "%.0f", n/($2-$1)}')
+    echo "bench_inject: curl, $reqs GETs on one connection: plain tunnel (HTTP/1.1) $c_plain req/s, intercepted (HTTP/2 to the proxy, HTTP/1.1 to the origin) $c_inj req/s ($(awk -v a="$c_inj" -v b="$c_plain" 'BEGIN{printf "%.2f", a/b}')x)"
+    echo "bench_inject: keep-alive GET, $reqs requests: plain tunnel $r_plain req/s, intercepted + injected $r_inj req/s ($(awk -v a="$r_inj" -v b="$r_plain" 'BEGIN{printf "%.2f", a/b}')x)"
+    echo "bench_inject: new connection + TLS + 1 GET, median of $conns: plain tunnel $l_plain ms, intercepted $l_inj ms (added $(awk -v a="$l_inj" -v b="$l_plain" 'BEGIN{printf "%.2f", a-b}') ms)"
+}
+
 
 what=("$@")
 [ ${#what[@]} -gt 0 ] || what=(all)
@@ -328,7 +432,8 @@ for w in "${what[@]}"; do
     relay) bench_relay ;;
     masking) bench_masking ;;
     proxy) bench_proxy ;;
-    all) bench_launch; bench_limits; bench_syscalls; bench_masking; bench_relay; bench_proxy ;;
+    inject) bench_inject ;;
+    all) bench_launch; bench_limits; bench_syscalls; bench_masking; bench_relay; bench_proxy; bench_inject ;;
     *) echo "unknown benchmark $w" >&2; exit 2 ;;
   esac
 done

@@ -120,6 +120,10 @@ pub struct CellArgs {
     /// In `proxy` mode, answer HOST with ADDRESS instead of DNS (like curl --resolve).
     #[arg(long, value_name = "HOST:ADDRESS")]
     pub resolve: Vec<String>,
+    /// In `proxy` mode, also trust these CA certificates (PEM) for upstream TLS where the
+    /// proxy injects credentials (private registries, tests); the system roots stay.
+    #[arg(long, value_name = "PATH")]
+    pub upstream_ca: Option<std::path::PathBuf>,
     /// Network mode: none, loopback, proxy or host.
     #[arg(long, value_name = "MODE", value_parser = parse_net)]
     pub net: Option<NetMode>,

@@ -21,7 +21,8 @@ pub fn warnings(plan: &Plan) -> Vec<String> {
         w.push("the whole filesystem is writable".into());
     }
     for sp in &plan.secrets {
-        if let crate::plan::secrets::Delivery::Env { var } = &sp.delivery {
+        // An injected secret's environment variable holds only a placeholder.
+        if let (crate::plan::secrets::Delivery::Env { var }, None) = (&sp.delivery, &sp.inject) {
             w.push(format!("secret {} is delivered in the environment (${var}), the weakest channel: every descendant inherits it and it is readable in /proc/PID/environ; prefer deliver = \"file\" or \"fd\"", sp.name));
         }
         if !sp.mask {

@@ -146,6 +146,7 @@ fn load_plan(cell: &CellArgs, argv: &[String]) -> Result<plan::Plan, String> {
             allow: cell.allow.clone(),
             ask: cell.ask,
             resolve: cell.resolve.clone(),
+            upstream_ca: cell.upstream_ca.clone(),
         },
         secrets: cell.secret.clone(),
         secret_opts: cell.secret_opt.clone(),

@@ -20,6 +20,21 @@ pub const SOCKS_PORT: u16 = 1080;
 /// Where the taskcell binary is visible (read-only) inside a `proxy` cell, for
 /// `taskcell connect HOST PORT` (an ssh ProxyCommand).
 pub const BINARY_IN_CELL: &str = "/run/taskcell/taskcell";
+/// The trust bundle (system roots + the cell's own CA) inside a cell whose proxy
+/// intercepts TLS for injected secrets; also bound over [`SYSTEM_BUNDLE`].
+pub const CA_BUNDLE_IN_CELL: &str = "/run/taskcell/ca-certificates.crt";
+/// The system's CA bundle (read by the supervisor; replaced inside the cell).
+pub const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// Variables that point TLS clients at [`CA_BUNDLE_IN_CELL`].
+pub const CA_VARS: [&str; 7] = [
+    "SSL_CERT_FILE",
+    "NODE_EXTRA_CA_CERTS",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+    "CARGO_HTTP_CAINFO",
+    "PIP_CERT",
+];
 /// Default time an `ask` request waits for an answer.
 pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default time a connection may stay idle (no byte either way).
@@ -52,6 +67,31 @@ impl ForwardTo {
 }
 
 /// One declared port forward: 127.0.0.1:`listen` inside the cell → `to` on the host.
+/// A secret delivered as a placeholder and the hosts its value may go to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InjectRule {
+    pub secret: String,
+    /// Lowercase host names, or `*.domain` (any subdomain of domain).
+    pub hosts: Vec<String>,
+    /// Substitute in request bodies too.
+    pub body: bool,
+}
+
+impl InjectRule {
+    /// Is `host` (any case, no port) one this secret is bound to?
+    pub fn binds(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.hosts.iter().any(|p| match p.strip_prefix("*.") {
+            Some(dom) => {
+                host.len() > dom.len() + 1
+                    && host.ends_with(dom)
+                    && host.as_bytes()[host.len() - dom.len() - 1] == b'.'
+            }
+            None => *p == host,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Forward {
     pub listen: u16,
@@ -77,6 +117,10 @@ pub struct ProxyPlan {
     pub forwards: Vec<Forward>,
     #[serde(serialize_with = "secs")]
     pub idle_timeout: Duration,
+    /// Secrets injected by the proxy (TLS is intercepted for their hosts only).
+    pub inject: Vec<InjectRule>,
+    /// Extra CA certificates (PEM) trusted for upstream TLS besides the system roots.
+    pub upstream_ca: Option<PathBuf>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -130,6 +174,11 @@ impl ProxyPlan {
             "GIT_SSH_COMMAND".into(),
             format!("ssh -o ProxyCommand='{BINARY_IN_CELL} connect %h %p'"),
         ));
+        if !self.inject.is_empty() {
+            for k in CA_VARS {
+                v.push((k.into(), CA_BUNDLE_IN_CELL.into()));
+            }
+        }
         v.push((
             "TASKCELL_PROXY".into(),
             format!("127.0.0.1:{}", self.http_port),
@@ -145,6 +194,8 @@ pub struct NetOverrides {
     pub ask: bool,
     /// `HOST:ADDR` entries.
     pub resolve: Vec<String>,
+    /// `--upstream-ca PATH`.
+    pub upstream_ca: Option<PathBuf>,
 }
 
 /// Build the ProxyPlan from the profile's `[network]` table and the overrides.
@@ -224,6 +275,11 @@ pub fn build(net: &Network, ov: &NetOverrides) -> Result<ProxyPlan, String> {
         resolve,
         forwards,
         idle_timeout: net.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
+        inject: Vec::new(),
+        upstream_ca: match &ov.upstream_ca {
+            Some(p) => Some(p.clone()),
+            None => net.upstream_ca.as_ref().map(|v| PathBuf::from(&v.value)),
+        },
     })
 }
 
@@ -254,6 +310,7 @@ mod tests {
                 allow: vec!["127.0.0.1:8080".into()],
                 ask: true,
                 resolve: vec!["other.test:10.0.0.1".into()],
+                upstream_ca: None,
             },
         )
         .unwrap();
@@ -283,6 +340,23 @@ mod tests {
         ] {
             assert!(env.iter().any(|(n, _)| n == k), "{k} missing");
         }
+    }
+
+    #[test]
+    fn inject_host_patterns() {
+        let r = InjectRule {
+            secret: "T".into(),
+            hosts: vec!["api.example.com".into(), "*.example.org".into()],
+            body: false,
+        };
+        assert!(r.binds("api.example.com"));
+        assert!(r.binds("API.Example.com."));
+        assert!(!r.binds("example.com"));
+        assert!(!r.binds("xapi.example.com"));
+        assert!(r.binds("a.example.org"));
+        assert!(r.binds("a.b.example.org"));
+        assert!(!r.binds("example.org"));
+        assert!(!r.binds("badexample.org"));
     }
 
     #[test]

@@ -552,13 +552,23 @@ pub fn resolve(
 
     let mode = ov.net.unwrap_or(profile.network.mode);
     let proxy = if mode == NetMode::Proxy {
-        let p = crate::netplan::build(&profile.network, &ov.netov)
+        let mut p = crate::netplan::build(&profile.network, &ov.netov)
             .map_err(|msg| PlanError::Other { msg })?;
+        p.inject = secrets::inject_rules(&secrets);
         for (k, v) in p.env() {
             env.entry(k).or_insert(v);
         }
         Some(p)
     } else {
+        if let Some(s) = secrets.iter().find(|s| s.inject.is_some()) {
+            return Err(PlanError::Other {
+                msg: format!(
+                    "secret {}: deliver = \"inject\" needs `network.mode = \"proxy\"` (the proxy puts the value into requests; the mode is {:?})",
+                    s.name,
+                    mode.as_str()
+                ),
+            });
+        }
         if !profile.network.forward.is_empty() {
             return Err(PlanError::Other {
                 msg: format!(

@@ -127,6 +127,22 @@ pub fn run_with(
         });
         spec.stdio = None;
     }
+    // Injected credentials: the cell's CA and trust bundle, before the clone.
+    let injector = match &plan.net.proxy {
+        Some(p) if !p.inject.is_empty() => {
+            match crate::net::inject::Injector::new(p, secrets.take_injected(), &audit.session) {
+                Ok(i) => {
+                    i.add_to_spec(&mut spec);
+                    Some(std::sync::Arc::new(i))
+                }
+                Err(e) => {
+                    secrets.finish(audit, &[], &[], std::time::SystemTime::now());
+                    return Err(SecretsError(format!("injected credentials: {e}")).into());
+                }
+            }
+        }
+        _ => None,
+    };
     let (enforcement, cgroup) = cell::cgroup::prepare(&plan.limits.resources, plan.limits.timeout);
     // The human limits first; the profile's raw `[limits.rlimits]` after them, so they win.
     spec.rlimits = [enforcement.rlimits.clone(), spec.rlimits].concat();
@@ -157,6 +173,10 @@ pub fn run_with(
         other => other,
     };
     let relay_fds = secrets.after_spawn();
+    // The cell has bound the trust bundle (or failed): the host file is not needed.
+    if let Some(i) = &injector {
+        i.remove_bundle();
+    }
     let (mut c, failure) = match spawned {
         Ok(x) => x,
         Err(e) => {
@@ -170,6 +190,7 @@ pub fn run_with(
         profile: plan.profile.clone(),
         command: plan.process.argv.clone(),
         audit: audit.clone_file(),
+        inject: injector,
     };
     let _net = match (&plan.net.proxy, &failure) {
         (Some(p), None) => match crate::net::start(p, std::mem::take(&mut c.listeners), &session) {

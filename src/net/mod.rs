@@ -19,6 +19,7 @@ pub mod fdpass;
 pub mod forward;
 pub mod gate;
 pub mod http;
+pub mod inject;
 pub mod proxy;
 pub mod relay;
 pub mod resolve;
@@ -45,6 +46,8 @@ pub struct Session {
     pub command: Vec<String>,
     /// The audit log (a second handle), if one is written.
     pub audit: Option<File>,
+    /// Injected credentials (TLS interception for their hosts), if any.
+    pub inject: Option<Arc<inject::Injector>>,
 }
 
 /// Connections served at once; beyond this, new ones are closed at once.
@@ -66,6 +69,7 @@ pub struct Shared {
     pub audit: audit::Sink,
     pub approvals: approve::Approvals,
     pub active: AtomicUsize,
+    pub inject: Option<Arc<inject::Injector>>,
 }
 
 /// The running network service; dropping it removes the control socket.
@@ -145,6 +149,7 @@ pub fn start(
         audit,
         approvals: approve::Approvals::default(),
         active: AtomicUsize::new(0),
+        inject: session.inject.clone(),
     });
     // The launching user's terminal, when the cell does not use it (taskcell's stdin is
     // not a terminal): `ask` prompts there too.
@@ -288,6 +293,26 @@ pub fn describe(p: &ProxyPlan) -> String {
             "refused (403)".into()
         }
     );
+    for r in &p.inject {
+        let _ = writeln!(
+            s,
+            "  inject   {} -> {} (TLS to these hosts is intercepted with the cell's own CA; placeholders elsewhere are blocked)",
+            r.secret,
+            r.hosts.join(", ")
+        );
+    }
+    if !p.inject.is_empty() {
+        let _ = writeln!(
+            s,
+            "  trust    {} (system roots + the cell CA, also over {}); upstream verified against the system roots{}",
+            crate::netplan::CA_BUNDLE_IN_CELL,
+            crate::netplan::SYSTEM_BUNDLE,
+            match &p.upstream_ca {
+                Some(c) => format!(" + {}", c.display()),
+                None => String::new(),
+            }
+        );
+    }
     for (h, a) in &p.resolve {
         let _ = writeln!(s, "  resolve  {h} -> {a} (fixed answer)");
     }

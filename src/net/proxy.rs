@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::gate::{self, Refusal};
@@ -37,7 +38,7 @@ fn refuse(conn: &mut TcpStream, r: &Refusal) {
 }
 
 /// Serve one client connection. Never panics on input; errors close the connection.
-pub fn serve(shared: &Shared, mut conn: TcpStream) {
+pub fn serve(shared: &Arc<Shared>, mut conn: TcpStream) {
     let hs = HANDSHAKE_TIMEOUT.min(shared.plan.idle_timeout);
     let _ = conn.set_read_timeout(Some(hs));
     let _ = conn.set_write_timeout(Some(hs));
@@ -64,6 +65,26 @@ pub fn serve(shared: &Shared, mut conn: TcpStream) {
         Target::Connect { host, port } => (host.clone(), *port, "connect"),
         Target::Absolute { host, port, .. } => (host.clone(), *port, "http"),
     };
+    let inject = shared.inject.as_ref();
+    if let (Some(inj), Target::Absolute { .. }) = (inject, &req.target) {
+        // Plain HTTP never gets a value, and a placeholder does not leave the cell.
+        if let Some(l) = super::inject::subst::find_placeholder(inj.secrets(), &buf) {
+            let msg = format!(
+                "blocked: the placeholder of secret {} was on its way to {host}:{port} in plain HTTP ({}); values are only put into HTTPS requests to the hosts a secret is bound to",
+                l.secret, l.place
+            );
+            tracing::warn!("network: {msg}");
+            shared.audit.record(
+                "secret_leak_blocked",
+                serde_json::json!({ "name": l.secret, "host": host, "port": port, "where": l.place, "via": "http" }),
+            );
+            let _ = conn.write_all(&http::response(403, "Forbidden", &msg));
+            return;
+        }
+    }
+    let intercept =
+        matches!(req.target, Target::Connect { .. }) && inject.is_some_and(|i| i.intercepts(&host));
+    let via = if intercept { "connect-inject" } else { via };
     let mut opened = match gate::open(shared, &host, port, via) {
         Ok(o) => o,
         Err(r) => {
@@ -71,6 +92,21 @@ pub fn serve(shared: &Shared, mut conn: TcpStream) {
             return;
         }
     };
+    if let (true, Some(inj)) = (intercept, inject) {
+        if conn
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .is_err()
+        {
+            return;
+        }
+        let Ok(client) = conn.try_clone() else { return };
+        let Ok(up) = opened.stream.try_clone() else {
+            return;
+        };
+        let (u, d) = super::inject::h1::serve(shared, inj, client, up, &host, port, rest.to_vec());
+        gate::record_done(shared, via, &host, port, &opened, u, d, started);
+        return;
+    }
     let mut sent = rest.len() as u64;
     let setup = match &req.target {
         Target::Connect { .. } => conn

@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{expand_str, Access, PathRule, PlanError, Vars};
-use crate::profile::secrets::{apply_cli_opt, parse_cli, Deliver, OnLeak, SecretDecl, Source};
+use crate::profile::secrets::{
+    apply_cli_opt, parse_cli, Deliver, InjectDecl, OnLeak, SecretDecl, Source,
+};
 
 /// Where file-delivered secrets appear inside the cell.
 pub const SECRETS_DIR: &str = "/run/secrets";
@@ -79,6 +81,10 @@ pub struct SecretPlan {
     pub timeout: Duration,
     pub mask: bool,
     pub on_leak: OnLeak,
+    /// `deliver = "inject"`: `delivery` carries a placeholder; the proxy substitutes the
+    /// value in requests to these hosts only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inject: Option<InjectDecl>,
 }
 
 /// Merge the command line's `--secret` and `--secret-opt` into the profile's declarations.
@@ -154,6 +160,13 @@ pub(super) fn resolve(
                 }
             }
         };
+        if let Some(i) = &d.inject {
+            if i.hosts.is_empty() {
+                return Err(err(
+                    "`deliver` is \"inject\" but no `hosts` are given (bind it to the hosts that need it)".into(),
+                ));
+            }
+        }
         if d.fd.is_some() && d.deliver != Deliver::Fd {
             return Err(err("`fd` is set but `deliver` is not \"fd\"".into()));
         }
@@ -206,6 +219,7 @@ pub(super) fn resolve(
             timeout: d.timeout.unwrap_or(DEFAULT_TIMEOUT),
             mask: d.mask,
             on_leak: d.on_leak,
+            inject: d.inject.clone(),
         });
     }
     // The environment: an env provider's source variable never reaches the command
@@ -248,6 +262,21 @@ pub(super) fn resolve(
     Ok((out, ttl))
 }
 
+/// The proxy's part of the injected secrets: names and hosts, never a value.
+pub fn inject_rules(secrets: &[SecretPlan]) -> Vec<crate::netplan::InjectRule> {
+    secrets
+        .iter()
+        .filter_map(|s| {
+            let i = s.inject.as_ref()?;
+            Some(crate::netplan::InjectRule {
+                secret: s.name.clone(),
+                hosts: i.hosts.clone(),
+                body: i.body,
+            })
+        })
+        .collect()
+}
+
 /// The `secrets:` section of `taskcell explain`.
 pub fn explain(plan: &super::Plan, s: &mut String) {
     use std::fmt::Write;
@@ -267,12 +296,22 @@ pub fn explain(plan: &super::Plan, s: &mut String) {
                 )
             }
             Delivery::Fd { fd, var } => format!("fd {fd} (sealed memfd; ${var} has the number)"),
+            Delivery::Env { var } if sp.inject.is_some() => format!("env ${var}"),
             Delivery::Env { var } => {
                 format!("env ${var} (WEAKEST: inherited by every descendant, in /proc/PID/environ)")
             }
         };
         let _ = writeln!(s, "  {:<14} from {}", sp.name, sp.provider.describe());
         let _ = writeln!(s, "  {:<14} to   {how}", "");
+        if let Some(i) = &sp.inject {
+            let _ = writeln!(
+                s,
+                "  {:<14}      a PLACEHOLDER of the same shape; the proxy puts the value into requests to {} only{}",
+                "",
+                i.hosts.join(", "),
+                if i.body { " (headers and bodies)" } else { " (request line and headers)" }
+            );
+        }
         let mut extra = vec![
             if sp.mask {
                 "masked in output, leak scan".to_string()

@@ -81,6 +81,9 @@ pub struct Network {
     pub ask_timeout: Option<Duration>,
     pub approval_command: Option<Val<Vec<String>>>,
     pub idle_timeout: Option<Duration>,
+    /// Extra CA certificates (PEM) the proxy trusts for upstream TLS when it intercepts
+    /// (`deliver = "inject"`), in addition to the system roots.
+    pub upstream_ca: Option<Val<String>>,
     /// Fixed name → address answers (a test hook like curl's `--resolve`).
     pub resolve: BTreeMap<String, Val<String>>,
     pub forward: Vec<ForwardDecl>,
@@ -96,6 +99,7 @@ impl Default for Network {
             ask_timeout: None,
             approval_command: None,
             idle_timeout: None,
+            upstream_ca: None,
             resolve: BTreeMap::new(),
             forward: Vec::new(),
         }

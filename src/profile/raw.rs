@@ -67,6 +67,7 @@ pub struct RawNetwork {
     pub ask_timeout: Option<Spanned<String>>,
     pub approval_command: Option<Spanned<Vec<String>>>,
     pub idle_timeout: Option<Spanned<String>>,
+    pub upstream_ca: Option<Spanned<String>>,
     #[serde(default)]
     pub resolve: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
@@ -426,6 +427,21 @@ fn merge_network(
                     .map_err(|e| invalid(t.span().start, format!("`network.{key}`: {e}")))?,
             );
         }
+    }
+    if let Some(c) = &n.upstream_ca {
+        if !c.get_ref().starts_with('/') {
+            return Err(invalid(
+                c.span().start,
+                format!(
+                    "`network.upstream_ca` {:?} is not an absolute path (a PEM file of CA certificates)",
+                    c.get_ref()
+                ),
+            ));
+        }
+        net.upstream_ca = Some(Val {
+            value: c.get_ref().clone(),
+            origin: origin(c.span().start),
+        });
     }
     if let Some(c) = &n.approval_command {
         if c.get_ref().is_empty() || c.get_ref()[0].is_empty() {

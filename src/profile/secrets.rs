@@ -99,9 +99,40 @@ pub struct SecretDecl {
     pub timeout: Option<Duration>,
     pub mask: bool,
     pub on_leak: OnLeak,
+    /// `deliver = "inject"`: the cell gets a placeholder (through `deliver`, the channel
+    /// chosen by `placeholder`); the proxy puts the value into requests to `hosts`.
+    pub inject: Option<InjectDecl>,
     /// Skip the secret when its `env` variable is unset or its `file` does not exist.
     pub optional: bool,
     pub origin: Origin,
+}
+
+/// The hosts an injected secret is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InjectDecl {
+    /// `api.example.com` or `*.example.org` (any subdomain).
+    pub hosts: Vec<String>,
+    /// Also replace the placeholder in request bodies (`inject_body = true`).
+    pub body: bool,
+}
+
+/// Check an `inject` host pattern: a host name or `*.` followed by one.
+pub fn check_inject_host(h: &str) -> Result<String, String> {
+    let bare = h.strip_prefix("*.").unwrap_or(h);
+    let ok = !bare.is_empty()
+        && bare.len() <= 253
+        && !bare.starts_with('.')
+        && !bare.ends_with('.')
+        && bare
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if ok {
+        Ok(h.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{h:?} is not a host name or `*.` pattern (e.g. \"api.example.com\" or \"*.example.org\"; no port, no scheme)"
+        ))
+    }
 }
 
 /// Secret names: `[A-Z_][A-Z0-9_]*`.
@@ -123,6 +154,9 @@ pub struct RawSecret {
     pub timeout: Option<Spanned<String>>,
     pub mask: Option<Spanned<bool>>,
     pub on_leak: Option<Spanned<String>>,
+    pub hosts: Option<Spanned<Vec<String>>>,
+    pub placeholder: Option<Spanned<String>>,
+    pub inject_body: Option<Spanned<bool>>,
     /// An `env` or `file` source that is absent skips the secret instead of failing.
     pub optional: Option<Spanned<bool>>,
 }
@@ -221,15 +255,71 @@ pub fn merge(
             timeout: None,
             mask: true,
             on_leak: OnLeak::Warn,
+            inject: None,
             optional: s.optional.as_ref().is_some_and(|v| *v.get_ref()),
             origin: o,
         };
-        if let Some(v) = &s.deliver {
+        if let Some(v) = s.deliver.as_ref().filter(|v| v.get_ref() == "inject") {
+            let hosts = s.hosts.as_ref().ok_or_else(|| {
+                inv(
+                    v.span().start,
+                    format!("`secrets.{name}.deliver` is \"inject\" but no `hosts` are given (bind it to the hosts that need it, e.g. hosts = [\"api.example.com\"])"),
+                )
+            })?;
+            if hosts.get_ref().is_empty() {
+                return Err(inv(
+                    hosts.span().start,
+                    format!("`secrets.{name}.hosts` is empty"),
+                ));
+            }
+            let mut hs = Vec::new();
+            for h in hosts.get_ref() {
+                hs.push(check_inject_host(h).map_err(|m| {
+                    inv(hosts.span().start, format!("`secrets.{name}.hosts`: {m}"))
+                })?);
+            }
+            d.inject = Some(InjectDecl {
+                hosts: hs,
+                body: s.inject_body.as_ref().is_some_and(|b| *b.get_ref()),
+            });
+            d.deliver = Deliver::Env;
+            if let Some(p) = &s.placeholder {
+                d.deliver = Deliver::parse(p.get_ref()).ok_or_else(|| {
+                    inv(
+                        p.span().start,
+                        format!(
+                            "`secrets.{name}.placeholder` {:?} is not a channel (use \"env\", \"file\" or \"fd\")",
+                            p.get_ref()
+                        ),
+                    )
+                })?;
+            }
+        } else {
+            for (key, given) in [
+                ("hosts", s.hosts.as_ref().map(|x| x.span().start)),
+                (
+                    "placeholder",
+                    s.placeholder.as_ref().map(|x| x.span().start),
+                ),
+                (
+                    "inject_body",
+                    s.inject_body.as_ref().map(|x| x.span().start),
+                ),
+            ] {
+                if let Some(at) = given {
+                    return Err(inv(
+                        at,
+                        format!("`secrets.{name}.{key}` only applies with deliver = \"inject\""),
+                    ));
+                }
+            }
+        }
+        if let Some(v) = s.deliver.as_ref().filter(|v| v.get_ref() != "inject") {
             d.deliver = Deliver::parse(v.get_ref()).ok_or_else(|| {
                 inv(
                     v.span().start,
                     format!(
-                        "`secrets.{name}.deliver` {:?} is not a delivery (use \"file\", \"fd\" or \"env\")",
+                        "`secrets.{name}.deliver` {:?} is not a delivery (use \"file\", \"fd\", \"env\" or \"inject\")",
                         v.get_ref()
                     ),
                 )
@@ -371,6 +461,7 @@ pub fn parse_cli(spec: &str) -> Result<(String, SecretDecl), String> {
             timeout: None,
             mask: true,
             on_leak: OnLeak::Warn,
+            inject: None,
             optional: false,
             origin: Origin::cli(),
         },
@@ -381,7 +472,7 @@ pub fn parse_cli(spec: &str) -> Result<(String, SecretDecl), String> {
 /// mask, on_leak) to a declared secret.
 pub fn apply_cli_opt(secrets: &mut BTreeMap<String, SecretDecl>, opt: &str) -> Result<(), String> {
     let bad = || {
-        format!("--secret-opt {opt:?}: expected NAME.KEY=VALUE with KEY one of deliver, fd, var, revoke, ttl, timeout, mask, on_leak, optional")
+        format!("--secret-opt {opt:?}: expected NAME.KEY=VALUE with KEY one of deliver, fd, var, revoke, ttl, timeout, mask, on_leak, optional, hosts, placeholder, inject_body")
     };
     let (lhs, val) = opt.split_once('=').ok_or_else(bad)?;
     let (name, key) = lhs.split_once('.').ok_or_else(bad)?;
@@ -390,9 +481,46 @@ pub fn apply_cli_opt(secrets: &mut BTreeMap<String, SecretDecl>, opt: &str) -> R
     })?;
     let e = |m: String| format!("--secret-opt {name}.{key}: {m}");
     match key {
+        "deliver" if val == "inject" => {
+            let inj = d.inject.get_or_insert(InjectDecl {
+                hosts: Vec::new(),
+                body: false,
+            });
+            let _ = inj;
+            d.deliver = Deliver::Env;
+        }
         "deliver" => {
+            d.inject = None;
+            d.deliver = Deliver::parse(val)
+                .ok_or_else(|| e(format!("{val:?} is not file, fd, env or inject")))?
+        }
+        "hosts" => {
+            let inj = d
+                .inject
+                .as_mut()
+                .ok_or_else(|| e("set NAME.deliver=inject first".into()))?;
+            inj.hosts.clear();
+            for h in val.split(',').filter(|h| !h.is_empty()) {
+                inj.hosts.push(check_inject_host(h).map_err(e)?);
+            }
+        }
+        "placeholder" => {
+            if d.inject.is_none() {
+                return Err(e("set NAME.deliver=inject first".into()));
+            }
             d.deliver =
                 Deliver::parse(val).ok_or_else(|| e(format!("{val:?} is not file, fd or env")))?
+        }
+        "inject_body" => {
+            let inj = d
+                .inject
+                .as_mut()
+                .ok_or_else(|| e("set NAME.deliver=inject first".into()))?;
+            inj.body = match val {
+                "true" => true,
+                "false" => false,
+                _ => return Err(e(format!("{val:?} is not true or false"))),
+            }
         }
         "fd" => {
             let n: i64 = val
@@ -584,5 +712,69 @@ mod tests {
         assert!(apply_cli_opt(&mut m, "T.fd=2").is_err());
         assert!(apply_cli_opt(&mut m, "U.fd=4").is_err());
         assert!(apply_cli_opt(&mut m, "T.colour=red").is_err());
+    }
+
+    #[test]
+    fn inject_cli_opts() {
+        let mut m = BTreeMap::new();
+        let (n, d) = parse_cli("T=env:X").unwrap();
+        m.insert(n, d);
+        assert!(apply_cli_opt(&mut m, "T.hosts=a.test").is_err());
+        apply_cli_opt(&mut m, "T.deliver=inject").unwrap();
+        apply_cli_opt(&mut m, "T.hosts=API.test,*.example.org").unwrap();
+        apply_cli_opt(&mut m, "T.placeholder=file").unwrap();
+        apply_cli_opt(&mut m, "T.inject_body=true").unwrap();
+        let d = &m["T"];
+        assert_eq!(d.deliver, Deliver::File);
+        let i = d.inject.as_ref().unwrap();
+        assert_eq!(i.hosts, vec!["api.test", "*.example.org"]);
+        assert!(i.body);
+        assert!(apply_cli_opt(&mut m, "T.hosts=https://x.test/").is_err());
+        assert!(apply_cli_opt(&mut m, "T.hosts=x.test:443").is_err());
+        apply_cli_opt(&mut m, "T.deliver=env").unwrap();
+        assert!(m["T"].inject.is_none());
+    }
+
+    #[derive(Deserialize)]
+    struct Doc {
+        secrets: BTreeMap<String, Spanned<RawSecret>>,
+    }
+
+    fn parse(text: &str) -> Result<BTreeMap<String, SecretDecl>, ProfileError> {
+        let doc: Doc = toml::from_str(text).unwrap();
+        let mut out = BTreeMap::new();
+        let origin = |_at: usize| Origin {
+            file: "t.toml".into(),
+            line: 1,
+        };
+        merge(&mut out, &doc.secrets, &origin).map(|_| out)
+    }
+
+    #[test]
+    fn inject_in_profiles() {
+        let m = parse(
+            "[secrets.T]\nfrom = { env = \"X\" }\ndeliver = \"inject\"\nhosts = [\"api.test\"]\n",
+        )
+        .unwrap();
+        // The placeholder goes by env unless `placeholder` says otherwise.
+        assert_eq!(m["T"].deliver, Deliver::Env);
+        assert_eq!(m["T"].inject.as_ref().unwrap().hosts, vec!["api.test"]);
+        assert!(!m["T"].inject.as_ref().unwrap().body);
+        let m = parse(
+            "[secrets.T]\nfrom = { env = \"X\" }\ndeliver = \"inject\"\nplaceholder = \"fd\"\ninject_body = true\nhosts = [\"*.api.test\"]\n",
+        )
+        .unwrap();
+        assert_eq!(m["T"].deliver, Deliver::Fd);
+        assert!(m["T"].inject.as_ref().unwrap().body);
+        for bad in [
+            "[secrets.T]\nfrom = { env = \"X\" }\ndeliver = \"inject\"\n",
+            "[secrets.T]\nfrom = { env = \"X\" }\ndeliver = \"inject\"\nhosts = []\n",
+            "[secrets.T]\nfrom = { env = \"X\" }\ndeliver = \"inject\"\nhosts = [\"a b\"]\n",
+            "[secrets.T]\nfrom = { env = \"X\" }\ndeliver = \"inject\"\nhosts = [\"a.test\"]\nplaceholder = \"inject\"\n",
+            "[secrets.T]\nfrom = { env = \"X\" }\nhosts = [\"a.test\"]\n",
+            "[secrets.T]\nfrom = { env = \"X\" }\ndeliver = \"file\"\ninject_body = true\n",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -306,6 +306,7 @@ mod tests {
             timeout: DEFAULT_TIMEOUT,
             mask: true,
             on_leak: OnLeak::Warn,
+            inject: None,
         }
     }
 

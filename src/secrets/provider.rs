@@ -94,7 +94,7 @@ pub fn fetch(s: &SecretPlan, env: &dyn Fn(&str) -> Option<OsString>) -> Result<V
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
+pub(crate) fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
     let mut off = 0;
     while off < buf.len() {
         // SAFETY: getrandom writes at most len bytes into the buffer we own.
@@ -235,6 +235,7 @@ mod tests {
             timeout: DEFAULT_TIMEOUT,
             mask: true,
             on_leak: OnLeak::Warn,
+            inject: None,
         }
     }
 

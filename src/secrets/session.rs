@@ -36,6 +36,9 @@ struct Held {
 
 pub struct Session {
     held: Vec<Held>,
+    /// `deliver = "inject"`: values and placeholders for the proxy (taken by
+    /// [`Session::take_injected`]).
+    injected: Vec<crate::net::inject::Secret>,
     redactor: Option<Redactor>,
     pipes: Option<Pipes>,
     session_id: String,
@@ -69,6 +72,7 @@ impl Session {
     ) -> Result<Session, SecretsError> {
         let mut s = Session {
             held: Vec::new(),
+            injected: Vec::new(),
             redactor: None,
             pipes: None,
             session_id: audit.session.clone(),
@@ -87,6 +91,7 @@ impl Session {
                     "provider": provider,
                     "delivery": delivery,
                     "masked": h.plan.mask,
+                    "inject_hosts": h.plan.inject.as_ref().map(|i| i.hosts.clone()),
                 }),
             );
         }
@@ -122,7 +127,27 @@ impl Session {
                     p.name
                 )));
             }
-            let fd = deliver::sealed_memfd(&p.name, v.bytes()).map_err(|e| {
+            // An injected secret: the cell gets a placeholder of the same shape.
+            let placeholder = match &p.inject {
+                Some(i) => {
+                    let ph = super::placeholder::generate(v.bytes()).map_err(|e| {
+                        SecretsError(format!(
+                            "secret {}: cannot make a placeholder for it: {e}",
+                            p.name
+                        ))
+                    })?;
+                    self.injected.push(crate::net::inject::Secret::new(
+                        &p.name,
+                        v.bytes().to_vec(),
+                        ph.clone(),
+                        i.body,
+                    ));
+                    Some(zeroize::Zeroizing::new(ph))
+                }
+                None => None,
+            };
+            let delivered = placeholder.as_ref().map_or(v.bytes(), |p| &p[..]);
+            let fd = deliver::sealed_memfd(&p.name, delivered).map_err(|e| {
                 SecretsError(format!(
                     "secret {}: cannot create a sealed memfd for it: {e}",
                     p.name
@@ -182,6 +207,11 @@ impl Session {
             drop(p.err_w);
             (p.out_r, p.err_r)
         })
+    }
+
+    /// The injected secrets (values and placeholders), for the proxy.
+    pub fn take_injected(&mut self) -> Vec<crate::net::inject::Secret> {
+        std::mem::take(&mut self.injected)
     }
 
     pub fn redactor(&self) -> Option<&Redactor> {

@@ -1,0 +1,579 @@
+//! One intercepted tunnel: TLS to the cell (leaf of the cell CA), TLS to the origin
+//! (verified against the system roots + `upstream_ca`), and HTTP/1.1 requests relayed
+//! one at a time with [`super::subst`] applied: request heads (and bodies where allowed)
+//! get values for placeholders, a placeholder of a secret not bound to this host blocks
+//! the request (403), responses get placeholders for values. Keep-alive is kept; an
+//! `Upgrade` is not offered to the origin (no WebSocket through an injecting tunnel).
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, ServerConnection, StreamOwned};
+use serde_json::json;
+
+use super::h2::Accepted;
+use super::subst::{self, Hit, Leak, Matcher, Part, Stream};
+use super::Injector;
+use crate::net::Shared;
+
+/// Largest head (request or response) relayed.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most headers parsed.
+const MAX_HEADERS: usize = 128;
+
+/// The client socket with bytes the proxy already read in front (a pipelined
+/// ClientHello after the CONNECT head).
+struct Prefixed {
+    early: Vec<u8>,
+    at: usize,
+    s: TcpStream,
+}
+
+impl Read for Prefixed {
+    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+        if self.at < self.early.len() {
+            let n = (self.early.len() - self.at).min(b.len());
+            b[..n].copy_from_slice(&self.early[self.at..self.at + n]);
+            self.at += n;
+            return Ok(n);
+        }
+        self.s.read(b)
+    }
+}
+
+impl Write for Prefixed {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.s.write(b)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.s.flush()
+    }
+}
+
+/// A reader with a buffer, for heads, chunk lines and bodies.
+struct Buffered<S> {
+    s: S,
+    buf: Vec<u8>,
+    start: usize,
+    eof: bool,
+}
+
+/// A TLS peer that closed without close_notify has still ended its side.
+fn eof_ok(r: io::Result<usize>) -> io::Result<usize> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+        r => r,
+    }
+}
+
+impl<S: Read + Write> Buffered<S> {
+    fn new(s: S) -> Self {
+        Buffered {
+            s,
+            buf: Vec::new(),
+            start: 0,
+            eof: false,
+        }
+    }
+    fn avail(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+    fn fill(&mut self) -> io::Result<usize> {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let n = eof_ok(self.s.read(&mut chunk))?;
+        if n == 0 {
+            self.eof = true;
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+    }
+    /// A head through its blank line; None at a clean end before any byte.
+    fn head(&mut self) -> io::Result<Option<Vec<u8>>> {
+        loop {
+            if let Some(i) = find(self.avail(), b"\r\n\r\n") {
+                let h = self.avail()[..i + 4].to_vec();
+                self.consume(i + 4);
+                return Ok(Some(h));
+            }
+            if self.avail().len() > MAX_HEAD {
+                return Err(io::Error::other("head too large"));
+            }
+            if self.fill()? == 0 {
+                if self.avail().is_empty() {
+                    return Ok(None);
+                }
+                return Err(io::Error::other("connection ended inside a head"));
+            }
+        }
+    }
+    fn line(&mut self) -> io::Result<Vec<u8>> {
+        loop {
+            if let Some(i) = find(self.avail(), b"\r\n") {
+                let l = self.avail()[..i].to_vec();
+                self.consume(i + 2);
+                return Ok(l);
+            }
+            if self.avail().len() > 4096 || self.fill()? == 0 {
+                return Err(io::Error::other("bad chunk line"));
+            }
+        }
+    }
+    /// Up to `max` bytes (at least one unless at the end).
+    fn some(&mut self, max: usize) -> io::Result<Vec<u8>> {
+        if self.avail().is_empty() && self.fill()? == 0 {
+            return Ok(Vec::new());
+        }
+        let n = self.avail().len().min(max);
+        let v = self.avail()[..n].to_vec();
+        self.consume(n);
+        Ok(v)
+    }
+}
+
+fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    Close,
+}
+
+fn header<'a>(headers: &'a [httparse::Header<'a>], name: &str) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
+}
+
+fn has_token(v: Option<&[u8]>, token: &str) -> bool {
+    v.is_some_and(|v| {
+        String::from_utf8_lossy(v)
+            .split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    })
+}
+
+fn framing(headers: &[httparse::Header<'_>], otherwise: Framing) -> Result<Framing, String> {
+    if let Some(te) = header(headers, "transfer-encoding") {
+        if has_token(Some(te), "chunked") {
+            return Ok(Framing::Chunked);
+        }
+        return Ok(Framing::Close);
+    }
+    match header(headers, "content-length") {
+        Some(v) => std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Framing::Length)
+            .ok_or_else(|| "bad Content-Length".to_string()),
+        None => Ok(otherwise),
+    }
+}
+
+enum BodyError {
+    Io(io::Error),
+    Leak(Leak),
+}
+
+impl From<io::Error> for BodyError {
+    fn from(e: io::Error) -> Self {
+        BodyError::Io(e)
+    }
+}
+
+/// Copy one body with substitution; returns the bytes written.
+fn copy_body<A: Read + Write, B: Write>(
+    src: &mut Buffered<A>,
+    dst: &mut B,
+    f: Framing,
+    st: &mut Stream<&Matcher>,
+    hits: &mut Vec<Hit>,
+) -> Result<u64, BodyError> {
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(32 * 1024));
+    let mut sent = 0u64;
+    let mut emit = |dst: &mut B, out: &mut Vec<u8>, chunked: bool| -> io::Result<()> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        if chunked {
+            dst.write_all(format!("{:x}\r\n", out.len()).as_bytes())?;
+            dst.write_all(out)?;
+            dst.write_all(b"\r\n")?;
+        } else {
+            dst.write_all(out)?;
+        }
+        sent += out.len() as u64;
+        out.clear();
+        Ok(())
+    };
+    match f {
+        Framing::None => {}
+        Framing::Length(mut left) => {
+            while left > 0 {
+                let piece = src.some(left.min(64 * 1024) as usize)?;
+                if piece.is_empty() {
+                    return Err(io::Error::other("body ended early").into());
+                }
+                left -= piece.len() as u64;
+                st.feed(&piece, &mut out, hits).map_err(BodyError::Leak)?;
+                emit(dst, &mut out, false)?;
+            }
+            st.finish(&mut out);
+            emit(dst, &mut out, false)?;
+        }
+        Framing::Close => loop {
+            let piece = src.some(64 * 1024)?;
+            if piece.is_empty() {
+                st.finish(&mut out);
+                emit(dst, &mut out, false)?;
+                break;
+            }
+            st.feed(&piece, &mut out, hits).map_err(BodyError::Leak)?;
+            emit(dst, &mut out, false)?;
+        },
+        Framing::Chunked => loop {
+            let line = src.line()?;
+            let size = String::from_utf8_lossy(&line);
+            let size = size.split(';').next().unwrap_or("").trim();
+            let mut left =
+                u64::from_str_radix(size, 16).map_err(|_| io::Error::other("bad chunk size"))?;
+            if left == 0 {
+                // Trailers (dropped), then the blank line.
+                while !src.line()?.is_empty() {}
+                st.finish(&mut out);
+                emit(dst, &mut out, true)?;
+                dst.write_all(b"0\r\n\r\n")?;
+                break;
+            }
+            while left > 0 {
+                let piece = src.some(left.min(64 * 1024) as usize)?;
+                if piece.is_empty() {
+                    return Err(io::Error::other("chunk ended early").into());
+                }
+                left -= piece.len() as u64;
+                st.feed(&piece, &mut out, hits).map_err(BodyError::Leak)?;
+                emit(dst, &mut out, true)?;
+            }
+            if !src.line()?.is_empty() {
+                return Err(io::Error::other("chunk without CRLF").into());
+            }
+        },
+    }
+    dst.flush()?;
+    Ok(sent)
+}
+
+fn respond<W: Write>(w: &mut W, code: u16, reason: &str, msg: &str) {
+    let _ = w.write_all(&crate::net::http::response(code, reason, msg));
+    let _ = w.flush();
+}
+
+/// Audit each substitution (counted per secret and place).
+pub(super) fn record_hits(shared: &Shared, host: &str, port: u16, hits: &[Hit]) {
+    let mut by: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for h in hits {
+        *by.entry((&h.secret, &h.place)).or_default() += 1;
+    }
+    for ((name, place), count) in by {
+        shared.audit.record(
+            "secret_injected",
+            json!({ "name": name, "host": host, "port": port, "where": place, "count": count }),
+        );
+    }
+}
+
+/// Report an interception failure (log and audit).
+pub(super) fn report(
+    shared: &Shared,
+    host: &str,
+    port: u16,
+    what: &str,
+    e: &dyn std::fmt::Display,
+) {
+    tracing::warn!("network: intercepting {host}:{port}: {what}: {e}");
+    shared.audit.record(
+        "tls_intercept_error",
+        json!({ "host": host, "port": port, "error": format!("{what}: {e}") }),
+    );
+}
+
+pub(super) fn record_leak(shared: &Shared, host: &str, port: u16, l: &Leak) -> String {
+    let msg = format!(
+        "blocked: the placeholder of secret {} was on its way to {host}:{port} ({}), a host it is not bound to",
+        l.secret, l.place
+    );
+    tracing::warn!("network: {msg}");
+    shared.audit.record(
+        "secret_leak_blocked",
+        json!({ "name": l.secret, "host": host, "port": port, "where": l.place, "via": "intercepted" }),
+    );
+    msg
+}
+
+/// Serve one intercepted tunnel. Returns (bytes up, bytes down) of plaintext.
+pub fn serve(
+    shared: &Arc<Shared>,
+    inj: &Arc<Injector>,
+    client: TcpStream,
+    upstream: TcpStream,
+    host: &str,
+    port: u16,
+    early: Vec<u8>,
+) -> (u64, u64) {
+    let idle = Some(shared.plan.idle_timeout);
+    let _ = client.set_read_timeout(idle);
+    let _ = client.set_write_timeout(idle);
+    let _ = upstream.set_read_timeout(idle);
+    let _ = upstream.set_write_timeout(idle);
+    let _ = upstream.set_nodelay(true);
+    let fail = |what: &str, e: &dyn std::fmt::Display| report(shared, host, port, what, e);
+    // The handshake with the cell decides the protocol: HTTP/2 is served by h2.rs,
+    // HTTP/1.1 comes back here. (Bytes pipelined after the CONNECT head are rare;
+    // such a client gets HTTP/1.1 only.)
+    let (handshaken, client, upstream) = if early.is_empty() {
+        match super::h2::accept(shared, inj, client, upstream, host, port) {
+            (Accepted::Done(u, d), _) => return (u, d),
+            (Accepted::H1(conn, c), Some(up)) => (Some(conn), c, up),
+            _ => return (0, 0),
+        }
+    } else {
+        (None, client, upstream)
+    };
+    let sconn = match handshaken {
+        Some(c) => *c,
+        None => {
+            let server_cfg = match inj.server_config(host, false) {
+                Ok(c) => c,
+                Err(e) => {
+                    fail("certificate", &e);
+                    return (0, 0);
+                }
+            };
+            match ServerConnection::new(server_cfg) {
+                Ok(c) => c,
+                Err(e) => {
+                    fail("TLS server", &e);
+                    return (0, 0);
+                }
+            }
+        }
+    };
+    let mut down = StreamOwned::new(
+        sconn,
+        Prefixed {
+            early,
+            at: 0,
+            s: client,
+        },
+    );
+    // The origin first: if it cannot be verified, the cell is told so in plain words.
+    let name = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let up_result = ServerName::try_from(name)
+        .map_err(|e| io::Error::other(e.to_string()))
+        .and_then(|sn| {
+            ClientConnection::new(inj.client_config(), sn)
+                .map_err(|e| io::Error::other(e.to_string()))
+        })
+        .and_then(|c| {
+            let mut s = StreamOwned::new(c, upstream);
+            while s.conn.is_handshaking() {
+                s.conn.complete_io(&mut s.sock)?;
+            }
+            Ok(s)
+        });
+    while down.conn.is_handshaking() {
+        if let Err(e) = down.conn.complete_io(&mut down.sock) {
+            fail("TLS handshake with the cell (does the client trust the cell CA? see SSL_CERT_FILE)", &e);
+            return (0, 0);
+        }
+    }
+    let up = match up_result {
+        Ok(s) => s,
+        Err(e) => {
+            fail("TLS to the origin", &e);
+            respond(
+                &mut down,
+                502,
+                "Bad Gateway",
+                &format!("TLS to {host}:{port} failed: {e} (the origin is verified against the system roots and [network] upstream_ca)"),
+            );
+            return (0, 0);
+        }
+    };
+    let bound = inj.bound(host);
+    let req_head = Matcher::new(inj.secrets(), &bound, Part::RequestHead);
+    let req_body = Matcher::new(inj.secrets(), &bound, Part::RequestBody);
+    let resp = Matcher::new(inj.secrets(), &bound, Part::Response);
+    let mut cell = Buffered::new(down);
+    let mut origin = Buffered::new(up);
+    let (mut total_up, mut total_down) = (0u64, 0u64);
+    loop {
+        let head = match cell.head() {
+            Ok(Some(h)) => h,
+            Ok(None) => break,
+            Err(e) => {
+                respond(&mut cell.s, 400, "Bad Request", &e.to_string());
+                break;
+            }
+        };
+        let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut hdrs);
+        match req.parse(&head) {
+            Ok(httparse::Status::Complete(_)) => {}
+            _ => {
+                respond(&mut cell.s, 400, "Bad Request", "malformed request head");
+                break;
+            }
+        }
+        let method = req.method.unwrap_or("").to_string();
+        let close_req =
+            req.version == Some(0) || has_token(header(req.headers, "connection"), "close");
+        let expect = has_token(header(req.headers, "expect"), "100-continue");
+        let body_framing = match framing(req.headers, Framing::None) {
+            Ok(Framing::Close) | Err(_) => {
+                respond(
+                    &mut cell.s,
+                    400,
+                    "Bad Request",
+                    "unsupported request body framing",
+                );
+                break;
+            }
+            Ok(f) => f,
+        };
+        // Drop Expect (answered here) and Upgrade (not relayed).
+        let mut kept = Vec::with_capacity(head.len());
+        for line in head.split_inclusive(|b| *b == b'\n') {
+            let l = line.to_ascii_lowercase();
+            if l.starts_with(b"expect:") || l.starts_with(b"upgrade:") {
+                continue;
+            }
+            kept.extend_from_slice(line);
+        }
+        let mut hits = Vec::new();
+        let out_head = match subst::head(&req_head, &kept, &mut hits) {
+            Ok(h) => zeroize::Zeroizing::new(h),
+            Err(l) => {
+                let msg = record_leak(shared, host, port, &l);
+                respond(&mut cell.s, 403, "Forbidden", &msg);
+                break;
+            }
+        };
+        if expect && body_framing != Framing::None {
+            let _ = cell.s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+            let _ = cell.s.flush();
+        }
+        if origin.s.write_all(&out_head).is_err() {
+            respond(
+                &mut cell.s,
+                502,
+                "Bad Gateway",
+                &format!("{host}:{port} closed the connection"),
+            );
+            break;
+        }
+        total_up += out_head.len() as u64;
+        let mut st = Stream::new(&req_body, "body");
+        match copy_body(&mut cell, &mut origin.s, body_framing, &mut st, &mut hits) {
+            Ok(n) => total_up += n,
+            Err(BodyError::Leak(l)) => {
+                let msg = record_leak(shared, host, port, &l);
+                respond(&mut cell.s, 403, "Forbidden", &msg);
+                break;
+            }
+            Err(BodyError::Io(e)) => {
+                tracing::debug!("network: {host}:{port}: request body: {e}");
+                break;
+            }
+        }
+        let _ = origin.s.flush();
+        record_hits(shared, host, port, &hits);
+        // The response (1xx heads are relayed and the real one awaited).
+        let mut close_resp;
+        loop {
+            let rhead = match origin.head() {
+                Ok(Some(h)) => h,
+                Ok(None) | Err(_) => {
+                    respond(
+                        &mut cell.s,
+                        502,
+                        "Bad Gateway",
+                        &format!("{host}:{port} sent no response"),
+                    );
+                    return (total_up, total_down);
+                }
+            };
+            let mut rh = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut r = httparse::Response::new(&mut rh);
+            if !matches!(r.parse(&rhead), Ok(httparse::Status::Complete(_))) {
+                respond(
+                    &mut cell.s,
+                    502,
+                    "Bad Gateway",
+                    &format!("{host}:{port} sent a malformed response"),
+                );
+                return (total_up, total_down);
+            }
+            let code = r.code.unwrap_or(0);
+            close_resp =
+                r.version == Some(0) || has_token(header(r.headers, "connection"), "close");
+            let f = if method == "HEAD" || code == 204 || code == 304 || (100..200).contains(&code)
+            {
+                Framing::None
+            } else {
+                match framing(r.headers, Framing::Close) {
+                    Ok(f) => f,
+                    Err(_) => Framing::Close,
+                }
+            };
+            let mut rhits = Vec::new();
+            let mut hidden = Vec::with_capacity(rhead.len());
+            let _ = resp.apply(&rhead, "response head", &mut hidden, &mut rhits);
+            if cell.s.write_all(&hidden).is_err() {
+                return (total_up, total_down);
+            }
+            total_down += hidden.len() as u64;
+            if code == 101 {
+                // Not offered (Upgrade is dropped); a server doing it anyway ends here.
+                return (total_up, total_down);
+            }
+            let mut st = Stream::new(&resp, "response body");
+            match copy_body(&mut origin, &mut cell.s, f, &mut st, &mut rhits) {
+                Ok(n) => total_down += n,
+                Err(_) => return (total_up, total_down),
+            }
+            if f == Framing::Close {
+                close_resp = true;
+            }
+            if !(100..200).contains(&code) {
+                break;
+            }
+        }
+        if close_req || close_resp {
+            break;
+        }
+    }
+    // Close both sides properly.
+    cell.s.conn.send_close_notify();
+    let _ = cell.s.flush();
+    origin.s.conn.send_close_notify();
+    let _ = origin.s.flush();
+    (total_up, total_down)
+}

@@ -1,0 +1,412 @@
+//! HTTP/2 from the cell on an intercepted tunnel (ALPN `h2`), with `hyper`: each stream's
+//! request is substituted like an HTTP/1.1 one ([`super::subst::head`] over its head
+//! written out as HTTP/1.1 text, streamed bodies) and sent to the origin over HTTP/1.1
+//! (one upstream connection per tunnel, requests in turn); responses come back with
+//! values turned into placeholders. Clients that offer only `http/1.1` are handed back
+//! to the blocking [`super::h1`] path after the handshake.
+
+use std::convert::Infallible;
+use std::net::TcpStream as StdTcp;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::ServerConnection;
+use zeroize::Zeroizing;
+
+use super::subst::{self, Hit, Leak, Matcher, Part, Stream};
+use super::Injector;
+use crate::net::{Shared, HALF_OPEN_TIMEOUT, HANDSHAKE_TIMEOUT};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type RespBody = BoxBody<Bytes, BoxError>;
+
+/// After the TLS handshake with the cell.
+pub enum Accepted {
+    /// HTTP/1.1: the handshaken connection and the client socket (blocking again).
+    H1(Box<ServerConnection>, StdTcp),
+    /// Served as HTTP/2 here: bytes up and down.
+    Done(u64, u64),
+    /// The handshake failed (reported).
+    Failed,
+}
+
+/// A body with placeholders/values substituted as it streams.
+struct SubstBody {
+    inner: Incoming,
+    st: Stream<Arc<Matcher>>,
+    hits: Arc<Mutex<Vec<Hit>>>,
+    leak: Arc<Mutex<Option<Leak>>>,
+    count: Arc<AtomicU64>,
+    done: bool,
+}
+
+impl Body for SubstBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Trailers are dropped (data frames only).
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    let mut out = Vec::new();
+                    let mut hits = Vec::new();
+                    if let Err(l) = this.st.feed(&data, &mut out, &mut hits) {
+                        if let Ok(mut g) = this.leak.lock() {
+                            *g = Some(l);
+                        }
+                        this.done = true;
+                        return Poll::Ready(Some(Err(
+                            "blocked: a placeholder on its way to a host it is not bound to".into(),
+                        )));
+                    }
+                    if let Ok(mut g) = this.hits.lock() {
+                        g.extend(hits);
+                    }
+                    if out.is_empty() {
+                        continue;
+                    }
+                    this.count.fetch_add(out.len() as u64, Ordering::Relaxed);
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(None) => {
+                    this.done = true;
+                    let mut out = Vec::new();
+                    this.st.finish(&mut out);
+                    if out.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    this.count.fetch_add(out.len() as u64, Ordering::Relaxed);
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // Not while bytes are held back: they still have to be sent.
+        self.done || (self.inner.is_end_stream() && !self.st.holds())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        // Placeholders and values have the same length.
+        self.inner.size_hint()
+    }
+}
+
+fn text(code: u16, msg: &str) -> hyper::Response<RespBody> {
+    let mut r = hyper::Response::new(
+        Full::new(Bytes::from(format!("taskcell: {msg}\n")))
+            .map_err(|e| match e {})
+            .boxed(),
+    );
+    *r.status_mut() = hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+const HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+];
+
+struct Ctx {
+    shared: Arc<Shared>,
+    host: String,
+    port: u16,
+    req_head: Matcher,
+    req_body: Arc<Matcher>,
+    resp: Arc<Matcher>,
+    sender: tokio::sync::Mutex<Option<hyper::client::conn::http1::SendRequest<SubstBody>>>,
+    upstream_error: Option<String>,
+    up: Arc<AtomicU64>,
+    down: Arc<AtomicU64>,
+}
+
+async fn handle(c: Arc<Ctx>, req: hyper::Request<Incoming>) -> hyper::Response<RespBody> {
+    let (host, port) = (c.host.as_str(), c.port);
+    if let Some(e) = &c.upstream_error {
+        return text(502, &format!("TLS to {host}:{port} failed: {e} (the origin is verified against the system roots and [network] upstream_ca)"));
+    }
+    let (parts, body) = req.into_parts();
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| format!("{host}:{port}"));
+    // The head as HTTP/1.1 text: substituted exactly like an HTTP/1.1 request.
+    let mut fake = Zeroizing::new(format!("{} {} HTTP/1.1\r\n", parts.method, pq).into_bytes());
+    let mut has_host = false;
+    for (k, v) in parts.headers.iter() {
+        if HOP.contains(&k.as_str()) {
+            continue;
+        }
+        has_host |= k == hyper::header::HOST;
+        fake.extend_from_slice(k.as_str().as_bytes());
+        fake.extend_from_slice(b": ");
+        fake.extend_from_slice(v.as_bytes());
+        fake.extend_from_slice(b"\r\n");
+    }
+    if !has_host {
+        fake.extend_from_slice(format!("host: {authority}\r\n").as_bytes());
+    }
+    fake.extend_from_slice(b"\r\n");
+    let mut hits = Vec::new();
+    let head = match subst::head(&c.req_head, &fake, &mut hits) {
+        Ok(h) => Zeroizing::new(h),
+        Err(l) => {
+            let msg = super::h1::record_leak(&c.shared, host, port, &l);
+            return text(403, &msg);
+        }
+    };
+    let mut hdrs = [httparse::EMPTY_HEADER; 128];
+    let mut p = httparse::Request::new(&mut hdrs);
+    if !matches!(p.parse(&head), Ok(httparse::Status::Complete(_))) {
+        return text(400, "request head not representable in HTTP/1.1");
+    }
+    let mut b = hyper::Request::builder()
+        .method(parts.method.clone())
+        .uri(p.path.unwrap_or("/"))
+        .version(hyper::Version::HTTP_11);
+    for h in p.headers.iter() {
+        b = b.header(h.name, h.value);
+    }
+    let body_hits = Arc::new(Mutex::new(Vec::new()));
+    let leak = Arc::new(Mutex::new(None));
+    let body = SubstBody {
+        inner: body,
+        st: Stream::new(c.req_body.clone(), "body"),
+        hits: body_hits.clone(),
+        leak: leak.clone(),
+        count: c.up.clone(),
+        done: false,
+    };
+    let Ok(upreq) = b.body(body) else {
+        return text(400, "request not representable in HTTP/1.1");
+    };
+    c.up.fetch_add(head.len() as u64, Ordering::Relaxed);
+    let resp = {
+        let mut g = c.sender.lock().await;
+        let Some(s) = g.as_mut() else {
+            return text(502, &format!("{host}:{port} closed the connection"));
+        };
+        if s.ready().await.is_err() {
+            return text(502, &format!("{host}:{port} closed the connection"));
+        }
+        s.send_request(upreq).await
+    };
+    let leaked = leak.lock().ok().and_then(|mut g| g.take());
+    if let Some(l) = leaked {
+        let msg = super::h1::record_leak(&c.shared, host, port, &l);
+        return text(403, &msg);
+    }
+    if let Ok(g) = body_hits.lock() {
+        hits.extend(g.iter().cloned());
+    }
+    super::h1::record_hits(&c.shared, host, port, &hits);
+    let resp = match resp {
+        Ok(r) => r,
+        Err(e) => return text(502, &format!("{host}:{port}: {e}")),
+    };
+    let (rparts, rbody) = resp.into_parts();
+    // Response headers: values back to placeholders.
+    let mut out = hyper::Response::builder().status(rparts.status);
+    for (k, v) in rparts.headers.iter() {
+        if HOP.contains(&k.as_str()) {
+            continue;
+        }
+        let mut hv = Vec::new();
+        let mut none = Vec::new();
+        let _ = c
+            .resp
+            .apply(v.as_bytes(), "response head", &mut hv, &mut none);
+        out = out.header(k, hv);
+    }
+    let body = SubstBody {
+        inner: rbody,
+        st: Stream::new(c.resp.clone(), "response body"),
+        hits: Arc::new(Mutex::new(Vec::new())),
+        leak: Arc::new(Mutex::new(None)),
+        count: c.down.clone(),
+        done: false,
+    };
+    out.body(body.boxed())
+        .unwrap_or_else(|_| text(502, "response not representable"))
+}
+
+/// TLS with the cell (offering h2 and http/1.1); serve HTTP/2 here or hand HTTP/1.1 back.
+pub fn accept(
+    shared: &Arc<Shared>,
+    inj: &Arc<Injector>,
+    client: StdTcp,
+    upstream: StdTcp,
+    host: &str,
+    port: u16,
+) -> (Accepted, Option<StdTcp>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::warn!("network: intercepting {host}:{port}: runtime: {e}");
+            return (Accepted::Failed, Some(upstream));
+        }
+    };
+    let cfg = match inj.server_config(host, true) {
+        Ok(c) => c,
+        Err(e) => {
+            super::h1::report(shared, host, port, "certificate", &e);
+            return (Accepted::Failed, Some(upstream));
+        }
+    };
+    rt.block_on(async move {
+        let tcp = match client
+            .set_nonblocking(true)
+            .and_then(|_| tokio::net::TcpStream::from_std(client))
+        {
+            Ok(t) => t,
+            Err(e) => {
+                super::h1::report(shared, host, port, "socket", &e);
+                return (Accepted::Failed, Some(upstream));
+            }
+        };
+        let acc = tokio_rustls::TlsAcceptor::from(cfg);
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acc.accept(tcp)).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
+                super::h1::report(shared, host, port, "TLS handshake with the cell (does the client trust the cell CA? see SSL_CERT_FILE)", &e);
+                return (Accepted::Failed, Some(upstream));
+            }
+            Err(_) => {
+                super::h1::report(shared, host, port, "TLS handshake with the cell", &"timed out");
+                return (Accepted::Failed, Some(upstream));
+            }
+        };
+        if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+            let (tcp, conn) = tls.into_inner();
+            return match tcp.into_std().and_then(|s| s.set_nonblocking(false).map(|_| s)) {
+                Ok(s) => (Accepted::H1(Box::new(conn), s), Some(upstream)),
+                Err(e) => {
+                    super::h1::report(shared, host, port, "socket", &e);
+                    (Accepted::Failed, Some(upstream))
+                }
+            };
+        }
+        let (u, d) = serve_h2(shared.clone(), inj, tls, upstream, host, port).await;
+        (Accepted::Done(u, d), None)
+    })
+}
+
+async fn serve_h2(
+    shared: Arc<Shared>,
+    inj: &Arc<Injector>,
+    tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    upstream: StdTcp,
+    host: &str,
+    port: u16,
+) -> (u64, u64) {
+    // The origin over HTTP/1.1, verified like every intercepted origin.
+    let up = async {
+        upstream.set_nonblocking(true)?;
+        let tcp = tokio::net::TcpStream::from_std(upstream)?;
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let conn = tokio_rustls::TlsConnector::from(inj.client_config())
+            .connect(name, tcp)
+            .await?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(conn))
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(connection);
+        Ok::<_, std::io::Error>(sender)
+    };
+    let (sender, upstream_error) = match up.await {
+        Ok(s) => (Some(s), None),
+        Err(e) => {
+            super::h1::report(&shared, host, port, "TLS to the origin", &e);
+            (None, Some(e.to_string()))
+        }
+    };
+    let bound = inj.bound(host);
+    let ctx = Arc::new(Ctx {
+        shared: shared.clone(),
+        host: host.to_string(),
+        port,
+        req_head: Matcher::new(inj.secrets(), &bound, Part::RequestHead),
+        req_body: Arc::new(Matcher::new(inj.secrets(), &bound, Part::RequestBody)),
+        resp: Arc::new(Matcher::new(inj.secrets(), &bound, Part::Response)),
+        sender: tokio::sync::Mutex::new(sender),
+        upstream_error,
+        up: Arc::new(AtomicU64::new(0)),
+        down: Arc::new(AtomicU64::new(0)),
+    });
+    let c2 = ctx.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        let c = c2.clone();
+        async move { Ok::<_, Infallible>(handle(c, req).await) }
+    });
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(tls), svc);
+    // Like a tunnel: the connection ends after `idle_timeout` without a byte moved.
+    let idle = shared.plan.idle_timeout;
+    let mut conn = std::pin::pin!(conn);
+    let mut last = 0;
+    loop {
+        match tokio::time::timeout(idle, conn.as_mut()).await {
+            Ok(r) => {
+                if let Err(e) = r {
+                    tracing::debug!("network: {host}:{port}: HTTP/2: {e}");
+                }
+                break;
+            }
+            Err(_) => {
+                let moved = ctx.up.load(Ordering::Relaxed) + ctx.down.load(Ordering::Relaxed);
+                if moved == last {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(HALF_OPEN_TIMEOUT, conn.as_mut()).await;
+                    break;
+                }
+                last = moved;
+            }
+        }
+    }
+    (
+        ctx.up.load(Ordering::Relaxed),
+        ctx.down.load(Ordering::Relaxed),
+    )
+}
