@@ -1,6 +1,7 @@
 //! The built-in profiles for real coding agents: each gets its own config directory
-//! read-write and nothing else of the home directory, its API key (when set) as a masked
-//! secret, and the network only through the proxy.
+//! read-write and nothing else of the home directory, its API key (when set) injected by
+//! the proxy (a placeholder in the cell) or, for codex, as a masked secret, and the
+//! network only through the proxy.
 
 mod common;
 use common::*;
@@ -73,7 +74,7 @@ fn api_keys_are_delivered_masked_and_optional() {
             .map(|k| format!("echo {k}=${{{k}:-unset}}"))
             .collect::<Vec<_>>()
             .join("; ");
-        // With the keys set: the agent can use them, and every print of them is masked.
+        // With the keys set: the agent can use them, and the real value never shows.
         let mut c = taskcell(
             ws.path(),
             &["run", "-p", profile, "--", "/bin/sh", "-c", &script],
@@ -85,11 +86,20 @@ fn api_keys_are_delivered_masked_and_optional() {
         let o = c.output().unwrap();
         let out = ok(&o);
         for k in *keys {
-            assert!(
-                out.contains(&format!("{k}=[taskcell:{k}]")),
-                "{profile}: {out}"
-            );
+            let real = format!("sk-test-{k}-0123456789abcdef");
             assert!(!out.contains("0123456789abcdef"), "{profile}: {out}");
+            let seen = out
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .unwrap_or_default();
+            if *profile == "codex" {
+                // Delivered in the environment: every print of it is masked.
+                assert_eq!(seen, format!("[taskcell:{k}]"), "{profile}: {out}");
+            } else {
+                // Injected by the proxy: the cell holds a placeholder of the same shape.
+                assert_eq!(seen.len(), real.len(), "{profile}: {out}");
+                assert!(seen.starts_with("sk-") && seen != real, "{profile}: {out}");
+            }
         }
         // Without them (e.g. signed in with an account instead): the cell starts anyway.
         let o = taskcell(
