@@ -24,11 +24,15 @@ pub struct Kernel {
 }
 
 impl Kernel {
+    /// Probed once per process: the kernel's features do not change during a run, and
+    /// `run`, the spec and `explain` all ask.
     pub fn probe() -> Kernel {
-        Kernel {
+        static ONCE: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        ONCE.get_or_init(|| Kernel {
             landlock: landlock::kernel_abi(),
             seccomp: seccomp::available(),
-        }
+        })
+        .clone()
     }
     pub fn landlock_abi(&self) -> i32 {
         *self.landlock.as_ref().unwrap_or(&0)

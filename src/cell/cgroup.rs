@@ -219,7 +219,14 @@ fn v2_place(ctrl: &str, dir: &Path, is_root: bool) -> Result<Place, String> {
 }
 
 /// Find, for each controller, where a cell's cgroup can be created. Reads only.
+/// Read once per process (the hierarchies and this process's place in them do not
+/// change during a run; `run` and the supervisor both ask).
 pub fn probe() -> Probe {
+    static ONCE: std::sync::OnceLock<Probe> = std::sync::OnceLock::new();
+    ONCE.get_or_init(probe_now).clone()
+}
+
+fn probe_now() -> Probe {
     let mounts = parse_mountinfo(&read(Path::new("/proc/self/mountinfo")));
     let (own_v2, own_v1) = parse_proc_cgroup(&read(Path::new("/proc/self/cgroup")));
     let mut p = Probe::default();

@@ -36,6 +36,19 @@ pub fn main(
         // Die with the supervisor: a killed taskcell leaves nothing running.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
     }
+    // The identity map of the caller's ids, written by this process itself (allowed for
+    // its own ids once setgroups is denied): no round trip to the supervisor, which would
+    // cost a cross-CPU wake-up on every start.
+    if spec.namespaces {
+        if let Err(e) = super::userns::write_maps_self(spec.process.uid, spec.process.gid) {
+            report(
+                err.as_raw_fd(),
+                125,
+                &format!("cannot set up the cell's user namespace: {e}"),
+            );
+            exit(125);
+        }
+    }
     let mut go = [0u8; 1];
     let mut f = std::fs::File::from(sync);
     if !matches!(f.read(&mut go), Ok(1)) {
@@ -48,7 +61,7 @@ pub fn main(
     let _ = nix::unistd::setsid();
     // Nothing in the cell may ptrace init (it holds capabilities in the cell's user
     // namespace until the worker is started). Not earlier: a non-dumpable process's
-    // /proc files belong to root, and the supervisor had to write our uid_map first.
+    // /proc files belong to root, and our uid_map had to be written first.
     // SAFETY: prctl with integer arguments only.
     unsafe {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);

@@ -107,8 +107,6 @@ pub struct SetupFailure {
 pub enum SpawnError {
     #[error("cannot create the cell's namespaces: {0}")]
     Clone(String),
-    #[error("cannot set up the cell's user namespace: {0}")]
-    Userns(String),
     #[error("cannot put the cell into its cgroup: {0}")]
     Cgroup(String),
     #[error("{0}")]
@@ -212,12 +210,7 @@ pub fn spawn_with(
         let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(pid, None);
     };
-    if spec.namespaces {
-        if let Err(e) = userns::write_maps(pid, spec.process.uid, spec.process.gid) {
-            kill_child();
-            return Err(SpawnError::Userns(e));
-        }
-    }
+    // The child writes its own uid/gid maps (see init::main): it need not wait for us.
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let pfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
     if pfd < 0 {

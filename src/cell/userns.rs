@@ -2,14 +2,13 @@
 
 use std::io;
 
-use nix::unistd::Pid;
-
 /// Deny setgroups, then map the caller's uid and gid to themselves (files keep their
 /// owner; `id` inside prints the caller's ids). The same as root and as a plain user.
-pub fn write_maps(pid: Pid, uid: u32, gid: u32) -> Result<(), String> {
-    let base = format!("/proc/{}", pid.as_raw());
+/// Written by the cell's init for itself right after the clone (a process may map its
+/// own ids in the user namespace it created).
+pub fn write_maps_self(uid: u32, gid: u32) -> Result<(), String> {
     let w = |file: &str, data: String| -> Result<(), String> {
-        std::fs::write(format!("{base}/{file}"), data.as_bytes())
+        std::fs::write(format!("/proc/self/{file}"), data.as_bytes())
             .map_err(|e| format!("writing {file}: {e}"))
     };
     w("setgroups", "deny".into())?;
