@@ -91,9 +91,6 @@ pub enum Command {
         #[arg(value_name = "HOST[:PORT]")]
         target: String,
     },
-    /// Internal: the cell's init re-executed (not for users).
-    #[command(hide = true, name = "__init")]
-    Init,
 }
 
 /// What defines a cell: the profile and the overrides (shared by `run` and `explain`).
