@@ -238,7 +238,7 @@ pub fn human_bytes(b: u64) -> String {
 
 pub fn human_cores(milli: u64) -> String {
     let v = milli as f64 / 1000.0;
-    if milli % 1000 == 0 {
+    if milli.is_multiple_of(1000) {
         format!("{} cores", milli / 1000)
     } else {
         format!("{v} cores")

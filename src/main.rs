@@ -57,7 +57,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e.to_string()),
             }
         }
-        Command::Sessions => match taskcell::net::control::list_all() {
+        Command::Sessions => match taskcell::net::control::list_all(&control_dir()) {
             Ok(v) => {
                 for s in v {
                     print!("{s}");
@@ -72,11 +72,17 @@ fn main() -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
+/// Where running sessions' control sockets are (the same rule the plan uses).
+fn control_dir() -> std::path::PathBuf {
+    let xdg = std::env::var("XDG_RUNTIME_DIR").ok();
+    taskcell::netplan::control_dir(xdg.as_deref(), nix::unistd::getuid().as_raw())
+}
+
 fn control(session: &str, verb: &str, target: &str) -> i32 {
     if let Err(e) = taskcell::net::approve::parse_target(target) {
         return fail(&format!("{target:?}: {e} (write HOST or HOST:PORT)"));
     }
-    match taskcell::net::control::request(session, &format!("{verb} {target}")) {
+    match taskcell::net::control::request(&control_dir(), session, &format!("{verb} {target}")) {
         Ok(a) if a.starts_with("ok") => {
             let n = a.trim().trim_start_matches("ok ").to_string();
             let done = if verb == "approve" {

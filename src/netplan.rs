@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -102,6 +102,9 @@ pub struct Forward {
 /// Everything the egress proxy enforces.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProxyPlan {
+    /// Where the session's control socket goes (`taskcell approve` talks to it):
+    /// `$XDG_RUNTIME_DIR/taskcell`, else `/tmp/taskcell-UID`.
+    pub control_dir: PathBuf,
     pub http_port: u16,
     pub socks_port: u16,
     pub allowlist: Allowlist,
@@ -199,6 +202,15 @@ pub struct NetOverrides {
 }
 
 /// Build the ProxyPlan from the profile's `[network]` table and the overrides.
+/// The directory of the control sockets for a user with this `XDG_RUNTIME_DIR` and uid
+/// (the supervisor serves there; `taskcell sessions/approve/deny` look there).
+pub fn control_dir(xdg_runtime_dir: Option<&str>, uid: u32) -> PathBuf {
+    match xdg_runtime_dir.filter(|d| d.starts_with('/')) {
+        Some(d) => Path::new(d).join("taskcell"),
+        None => PathBuf::from(format!("/tmp/taskcell-{uid}")),
+    }
+}
+
 pub fn build(net: &Network, ov: &NetOverrides) -> Result<ProxyPlan, String> {
     let mut allowlist = Allowlist::default();
     for v in &net.allow {
@@ -266,6 +278,7 @@ pub fn build(net: &Network, ov: &NetOverrides) -> Result<ProxyPlan, String> {
         });
     }
     Ok(ProxyPlan {
+        control_dir: PathBuf::new(),
         http_port: HTTP_PORT,
         socks_port: SOCKS_PORT,
         allowlist,

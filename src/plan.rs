@@ -555,6 +555,10 @@ pub fn resolve(
         let mut p = crate::netplan::build(&profile.network, &ov.netov)
             .map_err(|msg| PlanError::Other { msg })?;
         p.inject = secrets::inject_rules(&secrets);
+        p.control_dir = crate::netplan::control_dir(
+            ctx.env.get("XDG_RUNTIME_DIR").map(String::as_str),
+            ctx.uid,
+        );
         for (k, v) in p.env() {
             env.entry(k).or_insert(v);
         }

@@ -84,7 +84,7 @@ impl Approvals {
                 st.pending
                     .iter()
                     .find(|p| p.id == id)
-                    .map_or(true, |p| p.answer.is_some())
+                    .is_none_or(|p| p.answer.is_some())
             })
             .unwrap_or(true)
     }
@@ -189,7 +189,7 @@ impl Approvals {
         let st = self.state.lock().ok()?;
         st.approved
             .iter()
-            .find(|(ah, ap, _)| *ah == h && ap.map_or(true, |p| p == port))
+            .find(|(ah, ap, _)| *ah == h && ap.is_none_or(|p| p == port))
             .map(|(_, _, by)| by.clone())
     }
 
@@ -219,7 +219,7 @@ impl Approvals {
         }
         let mut n = 0;
         for p in st.pending.iter_mut() {
-            if p.answer.is_none() && p.host == h && port.map_or(true, |x| x == p.port) {
+            if p.answer.is_none() && p.host == h && port.is_none_or(|x| x == p.port) {
                 p.answer = Some(if allow {
                     Answer::Approved(by.to_string())
                 } else {
@@ -277,7 +277,7 @@ impl Approvals {
                 return Answer::TimedOut;
             };
             let idx = st.pending.iter().position(|p| p.id == id);
-            let done = idx.map_or(true, |i| st.pending[i].answer.is_some());
+            let done = idx.is_none_or(|i| st.pending[i].answer.is_some());
             if done || Instant::now() >= deadline {
                 break;
             }

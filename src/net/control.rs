@@ -16,13 +16,11 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use super::approve::parse_target;
 use super::Shared;
 
-/// The directory of the control sockets, created 0700 and checked to be ours.
-pub fn dir() -> io::Result<PathBuf> {
+/// The directory of the control sockets (from the plan, or `netplan::control_dir` for
+/// the client commands), created 0700 and checked to be ours.
+pub fn dir(d: &Path) -> io::Result<PathBuf> {
     let uid = nix::unistd::geteuid().as_raw();
-    let d = match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
-        Some(x) if x.is_absolute() => x.join("taskcell"),
-        _ => PathBuf::from(format!("/tmp/taskcell-{uid}")),
-    };
+    let d = d.to_path_buf();
     match std::fs::DirBuilder::new().mode(0o700).create(&d) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -49,7 +47,7 @@ fn socket_path(dir: &Path, session: &str) -> PathBuf {
 
 /// Create the session's socket and serve it on a thread. Returns its path.
 pub fn start(shared: Arc<Shared>) -> io::Result<PathBuf> {
-    let d = dir()?;
+    let d = dir(&shared.plan.control_dir)?;
     let path = socket_path(&d, &shared.session);
     let _ = std::fs::remove_file(&path);
     let l = UnixListener::bind(&path)?;
@@ -125,8 +123,8 @@ fn answer(shared: &Shared, line: &str) -> String {
 use std::io::Read;
 
 /// Send one line to a session's socket and return the answer.
-pub fn request(session: &str, line: &str) -> io::Result<String> {
-    let d = dir()?;
+pub fn request(control_dir: &Path, session: &str, line: &str) -> io::Result<String> {
+    let d = dir(control_dir)?;
     let path = socket_path(&d, session);
     let mut c = UnixStream::connect(&path).map_err(|e| {
         io::Error::new(
@@ -146,8 +144,8 @@ pub fn request(session: &str, line: &str) -> io::Result<String> {
 }
 
 /// Every live session's `list` answer (stale sockets are skipped).
-pub fn list_all() -> io::Result<Vec<String>> {
-    let d = dir()?;
+pub fn list_all(control_dir: &Path) -> io::Result<Vec<String>> {
+    let d = dir(control_dir)?;
     let mut names: Vec<String> = std::fs::read_dir(&d)?
         .filter_map(|e| e.ok())
         .filter_map(|e| {
@@ -160,6 +158,6 @@ pub fn list_all() -> io::Result<Vec<String>> {
     names.sort();
     Ok(names
         .iter()
-        .filter_map(|n| request(n, "list").ok())
+        .filter_map(|n| request(control_dir, n, "list").ok())
         .collect())
 }

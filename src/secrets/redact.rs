@@ -684,7 +684,7 @@ pub(crate) fn encodings(value: &[u8]) -> Vec<(&'static str, Zeroizing<Vec<u8>>)>
 fn base64_inner(value: &[u8], alphabet: &[u8; 64], align: usize) -> Zeroizing<Vec<u8>> {
     let mut buf = Zeroizing::new(vec![0u8; align]);
     buf.extend_from_slice(value);
-    while buf.len() % 3 != 0 {
+    while !buf.len().is_multiple_of(3) {
         buf.push(0);
     }
     let mut chars = Zeroizing::new(Vec::with_capacity(buf.len() / 3 * 4));
