@@ -107,6 +107,27 @@ pub struct SecretDecl {
     pub origin: Origin,
 }
 
+impl SecretDecl {
+    /// A declaration with every option at its default: delivered as a file, masked,
+    /// warn on a leak, required.
+    pub fn new(from: Source, origin: Origin) -> SecretDecl {
+        SecretDecl {
+            from,
+            deliver: Deliver::File,
+            fd: None,
+            var: None,
+            revoke: None,
+            ttl: None,
+            timeout: None,
+            mask: true,
+            on_leak: OnLeak::Warn,
+            inject: None,
+            optional: false,
+            origin,
+        }
+    }
+}
+
 /// The hosts an injected secret is bound to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InjectDecl {
@@ -245,20 +266,8 @@ pub fn merge(
             }
             Source::Generate { bytes: b as usize }
         };
-        let mut d = SecretDecl {
-            from,
-            deliver: Deliver::File,
-            fd: None,
-            var: None,
-            revoke: None,
-            ttl: None,
-            timeout: None,
-            mask: true,
-            on_leak: OnLeak::Warn,
-            inject: None,
-            optional: s.optional.as_ref().is_some_and(|v| *v.get_ref()),
-            origin: o,
-        };
+        let mut d = SecretDecl::new(from, o);
+        d.optional = s.optional.as_ref().is_some_and(|v| *v.get_ref());
         if let Some(v) = s.deliver.as_ref().filter(|v| v.get_ref() == "inject") {
             let hosts = s.hosts.as_ref().ok_or_else(|| {
                 inv(
@@ -449,23 +458,7 @@ pub fn parse_cli(spec: &str) -> Result<(String, SecretDecl), String> {
             ))
         }
     };
-    Ok((
-        name.to_string(),
-        SecretDecl {
-            from,
-            deliver: Deliver::File,
-            fd: None,
-            var: None,
-            revoke: None,
-            ttl: None,
-            timeout: None,
-            mask: true,
-            on_leak: OnLeak::Warn,
-            inject: None,
-            optional: false,
-            origin: Origin::cli(),
-        },
-    ))
+    Ok((name.to_string(), SecretDecl::new(from, Origin::cli())))
 }
 
 /// Apply `--secret-opt NAME.KEY=VALUE` (keys: deliver, fd, var, revoke, ttl, timeout,
