@@ -136,6 +136,40 @@ fn decide_and_connect(shared: &Shared, host: &str, port: u16) -> Result<Opened, 
     Err(Refusal::Unreachable(last))
 }
 
+/// Relay an opened connection both ways until it ends, then write its audit line;
+/// `sent` counts bytes already forwarded upstream (a plain HTTP request's head).
+#[allow(clippy::too_many_arguments)]
+pub fn relay_and_record(
+    shared: &Shared,
+    via: &str,
+    host: &str,
+    port: u16,
+    conn: &std::net::TcpStream,
+    opened: &Opened,
+    sent: u64,
+    started: Instant,
+) {
+    let _ = conn.set_read_timeout(None);
+    let _ = conn.set_write_timeout(None);
+    let moved = super::relay::relay(
+        conn,
+        &opened.stream,
+        shared.plan.idle_timeout,
+        super::HALF_OPEN_TIMEOUT,
+    )
+    .unwrap_or_default();
+    record_done(
+        shared,
+        via,
+        host,
+        port,
+        opened,
+        moved.up + sent,
+        moved.down,
+        started,
+    );
+}
+
 /// The audit line for a finished connection.
 #[allow(clippy::too_many_arguments)]
 pub fn record_done(

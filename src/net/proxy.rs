@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::gate::{self, Refusal};
 use super::http::{self, ParseError, Target};
-use super::{relay, Shared, HALF_OPEN_TIMEOUT, HANDSHAKE_TIMEOUT};
+use super::{Shared, HANDSHAKE_TIMEOUT};
 
 /// Read a request head: the parsed request and every byte read so far.
 fn read_head(conn: &mut TcpStream) -> Result<(http::Request, Vec<u8>), Option<ParseError>> {
@@ -123,23 +123,5 @@ pub fn serve(shared: &Arc<Shared>, mut conn: TcpStream) {
         gate::record_done(shared, via, &host, port, &opened, 0, 0, started);
         return;
     }
-    let _ = conn.set_read_timeout(None);
-    let _ = conn.set_write_timeout(None);
-    let moved = relay::relay(
-        &conn,
-        &opened.stream,
-        shared.plan.idle_timeout,
-        HALF_OPEN_TIMEOUT,
-    )
-    .unwrap_or_default();
-    gate::record_done(
-        shared,
-        via,
-        &host,
-        port,
-        &opened,
-        moved.up + sent,
-        moved.down,
-        started,
-    );
+    gate::relay_and_record(shared, via, &host, port, &conn, &opened, sent, started);
 }

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, TcpStream};
 use std::time::Instant;
 
 use super::gate::{self, Refusal};
-use super::{relay, Shared, HALF_OPEN_TIMEOUT, HANDSHAKE_TIMEOUT};
+use super::{Shared, HANDSHAKE_TIMEOUT};
 
 /// Reply codes.
 const REP_OK: u8 = 0x00;
@@ -124,18 +124,7 @@ pub fn serve(shared: &Shared, mut conn: TcpStream) {
         gate::record_done(shared, "socks", &host, port, &opened, 0, 0, started);
         return;
     }
-    let _ = conn.set_read_timeout(None);
-    let _ = conn.set_write_timeout(None);
-    let moved = relay::relay(
-        &conn,
-        &opened.stream,
-        shared.plan.idle_timeout,
-        HALF_OPEN_TIMEOUT,
-    )
-    .unwrap_or_default();
-    gate::record_done(
-        shared, "socks", &host, port, &opened, moved.up, moved.down, started,
-    );
+    gate::relay_and_record(shared, "socks", &host, port, &conn, &opened, 0, started);
 }
 
 #[cfg(test)]
