@@ -107,6 +107,18 @@ impl Skip {
         Self::mix(w)
     }
 
+    /// The skip table's key for a window ending at `e`: its last 4 bytes, or 3 when the
+    /// table was built on 3-byte blocks.
+    #[inline(always)]
+    fn word<const BLOCK4: bool>(data: &[u8], e: usize) -> u32 {
+        let b = &data[e - 3..=e];
+        if BLOCK4 {
+            u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        } else {
+            u32::from_le_bytes([b[1], b[2], b[3], 0])
+        }
+    }
+
     #[inline(always)]
     fn mix(w: u32) -> usize {
         (w.wrapping_mul(0x9E37_79B1) >> (32 - SKIP_BITS)) as usize
@@ -119,13 +131,7 @@ impl Skip {
         let n = data.len();
         let table: &[u8; SKIP_SIZE] = &self.shift;
         while e < n {
-            let b = &data[e - 3..=e];
-            let w = if BLOCK4 {
-                u32::from_le_bytes([b[0], b[1], b[2], b[3]])
-            } else {
-                u32::from_le_bytes([b[1], b[2], b[3], 0])
-            };
-            let sh = table[Self::mix(w)];
+            let sh = table[Self::mix(Self::word::<BLOCK4>(data, e))];
             if sh == 0 {
                 return Some(e);
             }
@@ -175,13 +181,7 @@ impl Skip {
                 if e[k] < end[k] {
                     active = true;
                     let at = e[k];
-                    let b = &data[at - 3..=at];
-                    let w = if BLOCK4 {
-                        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
-                    } else {
-                        u32::from_le_bytes([b[1], b[2], b[3], 0])
-                    };
-                    let sh = table[Self::mix(w)];
+                    let sh = table[Self::mix(Self::word::<BLOCK4>(data, at))];
                     if sh == 0 {
                         lanes[k].push(at + 1 - m);
                         e[k] = at + 1;
