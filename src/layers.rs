@@ -34,9 +34,6 @@ impl Kernel {
         })
         .clone()
     }
-    pub fn landlock_abi(&self) -> i32 {
-        *self.landlock.as_ref().unwrap_or(&0)
-    }
 }
 
 /// A layer the plan needs that cannot be enforced here.

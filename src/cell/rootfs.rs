@@ -8,7 +8,6 @@
 //! binding `/oldroot/X` onto `/newroot/X`; then `/oldroot` is detached and `/newroot`
 //! becomes `/` through `pivot_root(".", ".")`.
 
-use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -672,13 +671,6 @@ fn unescape_mountinfo(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// CString of a path for raw syscalls.
-pub fn cpath(p: &Path) -> io::Result<CString> {
-    use std::os::unix::ffi::OsStrExt;
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
 #[cfg(test)]
