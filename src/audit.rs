@@ -46,6 +46,8 @@ impl Audit {
     }
 
     pub fn record(&mut self, event: &str, mut fields: Value) {
+        // Host names, paths, reasons may come from the cell: masked and escaped.
+        crate::display::clean_json(&mut fields);
         if let Value::Object(m) = &mut fields {
             m.insert("ts".into(), Value::String(rfc3339_now()));
             m.insert("event".into(), Value::String(event.into()));

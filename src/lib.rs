@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod cell;
 pub mod cli;
+pub mod display;
 pub mod doctor;
 pub mod explain;
 pub mod layers;

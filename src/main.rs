@@ -130,7 +130,9 @@ fn init_tracing(verbose: u8, quiet: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Cleaned (masked, escaped) line by line; held while a cell's UI owns the screen.
+        .with_writer(taskcell::display::Diagnostics::default)
+        .with_ansi(false)
         .with_target(false)
         .without_time()
         .try_init();
@@ -274,7 +276,7 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
     }
     audit.session_end(&outcome);
     if let supervisor::Ending::NotStarted { message, .. } = &outcome.ending {
-        eprintln!("taskcell: {message}");
+        eprintln!("taskcell: {}", taskcell::display::clean(message));
     }
     outcome.exit_code()
 }

@@ -209,9 +209,7 @@ pub fn run_with(
     let pty = c.pty_master.take();
     // Network approvals for an interactive cell are asked on its terminal's bottom line.
     if let (Some(net), Some(master)) = (&_net, &pty) {
-        net.shared
-            .approvals
-            .set_overlay(crate::tty::Overlay::new(master.as_raw_fd()));
+        net.shared.approvals.set_overlay(master.as_raw_fd());
     }
     // The user's terminal goes raw while the cell owns it (restored on every exit path).
     let _raw = match &pty {

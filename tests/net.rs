@@ -911,17 +911,55 @@ fn ask_on_the_launching_terminal() {
         .spawn()
         .expect("script (util-linux)");
     let mut input = child.stdin.take().expect("stdin");
-    input.write_all(b"y\nn\n").expect("type");
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut out)
-        .expect("read");
+    let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut so = child.stdout.take().expect("stdout");
+    let sc = screen.clone();
+    let reader = std::thread::spawn(move || {
+        let mut b = [0u8; 4096];
+        loop {
+            match so.read(&mut b) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => sc
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&b[..n])),
+            }
+        }
+    });
+    // The answer is the code shown in the question, then a choice key; `y` Enter and a
+    // terminal's reply typed first change nothing.
+    let code_after = |question: &str| -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let text = screen.lock().unwrap().clone();
+            if let Some(q) = text.find(question) {
+                if let Some(at) = text[q..].find("? type ") {
+                    let at = q + at + 7;
+                    if text.len() >= at + 2 {
+                        return text[at..at + 2].to_string();
+                    }
+                }
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let code = code_after("allow yes.test");
+    input.write_all(b"y\n\x1b[?64;1c").expect("type");
+    input
+        .write_all(format!("{code}o").as_bytes())
+        .expect("type");
+    input.flush().expect("flush");
+    let code = code_after("allow no.test");
+    input
+        .write_all(format!("{code}d").as_bytes())
+        .expect("type");
+    input.flush().expect("flush");
+    reader.join().expect("reader");
+    let out = screen.lock().unwrap().clone();
     drop(input);
     assert!(child.wait().expect("wait").success(), "{out}");
-    assert!(out.contains("allow the cell to reach yes.test"), "{out}");
+    assert!(out.contains("allow yes.test"), "{out}");
     assert!(out.contains("request: GET /tty"), "{out}");
     assert!(
         out.contains("denied by the terminal") && out.contains(" 403"),

@@ -21,6 +21,8 @@ impl Sink {
     }
 
     pub fn record(&self, event: &str, mut fields: Value) {
+        // Host names, header names, reasons come from the cell: masked and escaped.
+        crate::display::clean_json(&mut fields);
         if let Value::Object(m) = &mut fields {
             m.insert("ts".into(), Value::String(crate::audit::rfc3339_now()));
             m.insert("event".into(), Value::String(event.into()));

@@ -96,15 +96,19 @@ fn answer(shared: &Shared, line: &str) -> String {
                 "session {}\t{}\t{}\n",
                 shared.session,
                 shared.profile,
-                shared.command.join(" ")
+                crate::display::clean(shared.command.join(" "))
             );
             for p in shared.approvals.pending() {
+                // The host is the cell's word: masked and escaped.
                 s.push_str(&format!(
                     "pending {}:{}\t{}\n",
-                    p.host,
+                    crate::display::clean(&p.host),
                     p.port,
                     p.since.elapsed().as_secs()
                 ));
+            }
+            for d in crate::display::recent() {
+                s.push_str(&format!("notice {d}\n"));
             }
             s
         }

@@ -39,7 +39,7 @@ pub struct Session {
     /// `deliver = "inject"`: values and placeholders for the proxy (taken by
     /// [`Session::take_injected`]).
     injected: Vec<crate::net::inject::Secret>,
-    redactor: Option<Redactor>,
+    redactor: Option<std::sync::Arc<Redactor>>,
     pipes: Option<Pipes>,
     session_id: String,
 }
@@ -162,7 +162,11 @@ impl Session {
             .filter_map(|h| Some((h.plan.name.clone(), h.value.as_ref()?.bytes())))
             .collect();
         if !masked.is_empty() {
-            let r = Redactor::new(&masked).map_err(|e| SecretsError(e.to_string()))?;
+            let r = std::sync::Arc::new(
+                Redactor::new(&masked).map_err(|e| SecretsError(e.to_string()))?,
+            );
+            // taskcell's own words about the cell are masked with the same patterns.
+            crate::display::set_masker(r.clone());
             self.redactor = Some(r);
             self.pipes = Some(
                 Pipes::new()
@@ -215,7 +219,7 @@ impl Session {
     }
 
     pub fn redactor(&self) -> Option<&Redactor> {
-        self.redactor.as_ref()
+        self.redactor.as_deref()
     }
 
     /// After the cell ended: record masked counts, revoke, scan what the cell wrote.
@@ -253,12 +257,12 @@ impl Session {
                 out.leak_fail = true;
             }
             // PATH[:LINE]: secret NAME (ENCODING)[ in git object ID]
-            eprintln!("taskcell: leak: {f}");
+            eprintln!("taskcell: leak: {}", crate::display::clean(f.to_string()));
             audit.record(
                 "secret_leak",
                 json!({
                     "name": f.secret,
-                    "path": f.path,
+                    "path": crate::display::clean_path(&f.path),
                     "line": f.line,
                     "encoding": f.encoding,
                     "git_object": f.in_git_object,
@@ -267,7 +271,10 @@ impl Session {
             );
         }
         if let Some(t) = &report.truncated {
-            eprintln!("taskcell: warning: the leak scan was cut short: {t}");
+            eprintln!(
+                "taskcell: warning: the leak scan was cut short: {}",
+                crate::display::clean(t)
+            );
         }
         audit.record(
             "secret_scan",
@@ -301,11 +308,15 @@ impl Session {
                 &argv,
                 value.bytes(),
                 h.plan.timeout,
-                self.redactor.as_ref(),
+                self.redactor.as_deref(),
             );
             drop(value);
             if !r.ok {
-                eprintln!("taskcell: revoking secret {} failed: {}", r.name, r.detail);
+                eprintln!(
+                    "taskcell: revoking secret {} failed: {}",
+                    r.name,
+                    crate::display::clean(&r.detail)
+                );
             }
             audit.record(
                 "secret_revoked",
