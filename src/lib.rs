@@ -7,6 +7,7 @@ pub mod cli;
 pub mod display;
 pub mod doctor;
 pub mod explain;
+pub mod hostfile;
 pub mod layers;
 pub mod limits;
 pub mod net;

@@ -208,16 +208,11 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
     for w in explain::warnings(&plan) {
         eprintln!("taskcell: warning: {w}");
     }
-    let mut audit =
-        match audit::Audit::open(args.audit_log.as_deref()) {
-            Ok(a) => a,
-            Err(e) => {
-                return fail(&format!(
-                "cannot open the audit log {}: {e} (check the directory exists and is writable)",
-                args.audit_log.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
-            ))
-            }
-        };
+    let writable = taskcell::hostfile::writable_roots(&plan);
+    let mut audit = match audit::Audit::open(args.audit_log.as_deref(), &writable) {
+        Ok(a) => a,
+        Err(e) => return fail(&e),
+    };
     audit.session_start(&plan);
     let enforcement = taskcell::limits::enforcement(
         &plan.limits.resources,

