@@ -293,7 +293,7 @@ pub fn merge_into(
         ] {
             if let Some(v) = slot {
                 let text = v.get_ref().text();
-                crate::limits::check(key, &text).map_err(|msg| ProfileError::Invalid {
+                crate::plan::limits::check(key, &text).map_err(|msg| ProfileError::Invalid {
                     origin: origin(v.span().start),
                     msg: format!("`limits.{key}`: {msg}"),
                 })?;
@@ -366,7 +366,7 @@ fn merge_security(
         ] {
             for name in list {
                 let n = name.get_ref();
-                if crate::cell::syscalls::number(n).is_none() {
+                if crate::plan::syscalls::number(n).is_none() {
                     return Err(ProfileError::Invalid {
                         origin: origin(name.span().start),
                         msg: format!(
@@ -406,7 +406,7 @@ fn merge_network(
         (&n.deny, &mut net.deny, "deny"),
     ] {
         for v in src {
-            crate::net::allowlist::Rule::parse(v.get_ref(), "")
+            crate::plan::allowlist::Rule::parse(v.get_ref(), "")
                 .map_err(|e| invalid(v.span().start, format!("`network.{key}`: {e}")))?;
             dst.push(Val {
                 value: v.get_ref().clone(),
@@ -481,7 +481,7 @@ fn merge_network(
                 "`network.forward.listen` must be a port 1-65535".into(),
             ));
         }
-        crate::netplan::ForwardTo::parse(&r.to)
+        crate::plan::net::ForwardTo::parse(&r.to)
             .map_err(|e| invalid(f.span().start, format!("`network.forward.to`: {e}")))?;
         net.forward.push(super::ForwardDecl {
             listen: r.listen,
