@@ -165,7 +165,7 @@ pub fn parse(file: &str, text: &str) -> Result<RawProfile, ProfileError> {
                 .into();
         }
         if msg.starts_with("unknown field") {
-            msg.push_str(" (see the profile reference in README.md)");
+            msg.push_str(" (see the profile reference in docs/profile.md)");
         }
         ProfileError::Invalid {
             origin: Origin {
