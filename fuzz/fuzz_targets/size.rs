@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use taskcell::limits::{check, parse_cores, parse_count, parse_memory, parse_size, MAX_SIZE};
+use taskcell::plan::limits::{check, parse_cores, parse_count, parse_memory, parse_size, MAX_SIZE};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else {
@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = parse_count(s);
     let _ = parse_cores(s);
     let _ = parse_memory(s);
-    for key in taskcell::limits::KEYS {
+    for key in taskcell::plan::limits::KEYS {
         if let Err(e) = check(key, s) {
             assert!(!e.contains('\n'));
         }
