@@ -299,7 +299,7 @@ fn wait(
         .map_err(|e| cell::SpawnError::Io(std::io::Error::from(e)))?;
 
     let mut timed_out = false;
-    let mut deadline = plan.limits.timeout.map(|t| start + t);
+    let mut deadline = plan.limits.timeout.and_then(|t| start.checked_add(t));
     let mut killed = false;
     loop {
         let timeout = match deadline {
@@ -352,7 +352,12 @@ fn wait(
                     timed_out = true;
                     tracing::debug!("timeout: SIGTERM to the command");
                     let _ = nix::sys::signal::kill(c.init, Signal::SIGTERM);
-                    deadline = Some(Instant::now() + plan.limits.grace);
+                    // (Durations are at most MAX_DURATION; no overflow, and none would panic.)
+                    deadline = Some(
+                        Instant::now()
+                            .checked_add(plan.limits.grace)
+                            .unwrap_or_else(Instant::now),
+                    );
                 } else if !killed {
                     killed = true;
                     tracing::debug!("grace period over: SIGKILL to the cell");
