@@ -11,6 +11,7 @@ pub mod limits;
 pub mod net;
 pub mod netplan;
 pub mod plan;
+pub mod prepare;
 pub mod profile;
 pub mod secrets;
 pub mod supervisor;
