@@ -168,7 +168,7 @@ pub fn text(plan: &Plan) -> String {
     for w in warnings(plan) {
         let _ = writeln!(s, "\nWARNING: {w}");
     }
-    s.push_str(&crate::layers::explain(plan));
+    s.push_str(&crate::spec::layers::explain(plan));
     let _ = writeln!(s, "\nmount sequence:");
     for op in crate::supervisor::mount_ops(plan) {
         let _ = writeln!(s, "  {}", rootfs::describe(&op));
@@ -177,8 +177,8 @@ pub fn text(plan: &Plan) -> String {
 }
 
 /// How this machine enforces the plan's resource limits.
-fn limits_here(plan: &Plan) -> crate::limits::Enforcement {
-    crate::limits::enforcement(
+fn limits_here(plan: &Plan) -> crate::plan::limits::Enforcement {
+    crate::plan::limits::enforcement(
         &plan.limits.resources,
         plan.limits.timeout,
         &crate::cell::cgroup::machine(),
@@ -192,8 +192,8 @@ pub fn json(plan: &Plan) -> serde_json::Value {
         "plan_sha256": plan.digest(),
         "mounts": crate::supervisor::mount_ops(plan).iter().map(rootfs::describe).collect::<Vec<_>>(),
         "warnings": warnings(plan),
-        "seccomp": crate::cell::seccomp::describe(&crate::cell::seccomp::filter(&crate::layers::seccomp_policy(plan))),
-        "landlock": crate::layers::landlock_rules(plan),
-        "no_userns_lost": crate::layers::NO_USERNS_LOST,
+        "seccomp": crate::cell::seccomp::describe(&crate::cell::seccomp::filter(&crate::spec::layers::seccomp_policy(plan))),
+        "landlock": crate::spec::layers::landlock_rules(plan),
+        "no_userns_lost": crate::spec::layers::NO_USERNS_LOST,
     })
 }

@@ -32,10 +32,10 @@ pub struct Outcome {
     pub timed_out: bool,
     pub duration: Duration,
     /// Limits the cell ran into (OOM kill, pids exhausted, CPU time, timeout).
-    pub limit_hits: Vec<crate::limits::Hit>,
+    pub limit_hits: Vec<crate::plan::limits::Hit>,
     /// How the limits were enforced in the end (rlimits stand in when the cgroup could
     /// not be created after all).
-    pub enforcement: crate::limits::Enforcement,
+    pub enforcement: crate::plan::limits::Enforcement,
     /// The leak scan found a secret declared `on_leak = "fail"`.
     pub leak_fail: bool,
 }
@@ -77,8 +77,8 @@ pub fn spec_of(plan: &Plan) -> Spec {
         stdio: None,
         pty: None,
     };
-    let kernel = crate::layers::Kernel::probe();
-    crate::layers::add_to_spec(&mut spec, plan, &kernel, &crate::cell::landlock::Mode::Cell);
+    let kernel = crate::spec::layers::Kernel::probe();
+    crate::spec::layers::add_to_spec(&mut spec, plan, &kernel, &crate::cell::landlock::Mode::Cell);
     if plan.net.proxy.is_some() {
         crate::net::cell_landlock(&mut spec);
     }
@@ -112,7 +112,7 @@ pub fn run(plan: &Plan, audit: &mut Audit) -> Result<Outcome, RunError> {
 pub fn run_with(
     plan: &Plan,
     audit: &mut Audit,
-    degraded: &mut dyn FnMut(&crate::layers::Missing),
+    degraded: &mut dyn FnMut(&crate::spec::layers::Missing),
 ) -> Result<Outcome, RunError> {
     let mut spec = spec_of(plan);
     // Secrets are fetched now, just in time, before anything of the cell exists.
@@ -157,8 +157,8 @@ pub fn run_with(
     let mut _private_tmp: Option<tempfile::TempDir> = None;
     let spawned = match cell::spawn_with(&spec, add_to_cgroup) {
         Err(cell::SpawnError::Clone(msg)) if !plan.strict => {
-            degraded(&crate::layers::no_userns(&msg));
-            match crate::layers::no_namespace_spec(plan, spec.clone()) {
+            degraded(&crate::spec::layers::no_userns(&msg));
+            match crate::spec::layers::no_namespace_spec(plan, spec.clone()) {
                 Ok((plain, tmp)) => {
                     _private_tmp = Some(tmp);
                     spec = plain;
@@ -281,7 +281,10 @@ fn wait(
     c: cell::Cell,
     failure: Option<cell::SetupFailure>,
     start: Instant,
-    (enforcement, mut cgroup): (crate::limits::Enforcement, Option<cell::cgroup::CellCgroup>),
+    (enforcement, mut cgroup): (
+        crate::plan::limits::Enforcement,
+        Option<cell::cgroup::CellCgroup>,
+    ),
     pty_master: Option<std::os::fd::RawFd>,
 ) -> Result<Outcome, RunError> {
     // The forwarded signals were blocked by spawn; read them from a signalfd.
@@ -386,7 +389,7 @@ fn wait(
         .timeout
         .filter(|_| timed_out)
         .map(|t| (t, plan.limits.grace));
-    limit_hits.extend(crate::limits::signal_hits(rlimits, signal, timeout));
+    limit_hits.extend(crate::plan::limits::signal_hits(rlimits, signal, timeout));
     Ok(Outcome {
         ending,
         timed_out,

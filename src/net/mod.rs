@@ -1,7 +1,7 @@
 //! The network boundary of `proxy` mode, served by the supervisor from outside the cell.
 //!
 //! The cell has its own network namespace with `lo` only; its init binds the listeners
-//! ([`crate::netplan::ProxyPlan::listen_ports`]) on 127.0.0.1 inside and passes them here
+//! ([`crate::plan::net::ProxyPlan::listen_ports`]) on 127.0.0.1 inside and passes them here
 //! ([`fdpass`]). Each accepted connection gets a thread: the HTTP proxy ([`proxy`]:
 //! CONNECT and absolute-form requests), the SOCKS5 proxy ([`socks`]) and the port
 //! forwards ([`forward`]). Every destination is checked by [`gate`]: the allowlist
@@ -10,12 +10,10 @@
 //! [`control`] is the per-session control socket (`taskcell sessions/approve/deny`),
 //! [`connect`] the `taskcell connect HOST PORT` client used inside the cell.
 
-pub mod allowlist;
 pub mod approve;
 pub mod audit;
 pub mod connect;
 pub mod control;
-pub mod fdpass;
 pub mod forward;
 pub mod gate;
 pub mod http;
@@ -36,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cell::rootfs::MountOp;
-use crate::netplan::{ProxyPlan, BINARY_IN_CELL};
+use crate::plan::net::{ProxyPlan, BINARY_IN_CELL};
 
 /// Who runs the cell (for the control socket and the audit lines).
 #[derive(Debug, Default)]
@@ -305,8 +303,8 @@ pub fn describe(p: &ProxyPlan) -> String {
         let _ = writeln!(
             s,
             "  trust    {} (system roots + the cell CA, also over {}); upstream verified against the system roots{}",
-            crate::netplan::CA_BUNDLE_IN_CELL,
-            crate::netplan::SYSTEM_BUNDLE,
+            crate::plan::net::CA_BUNDLE_IN_CELL,
+            crate::plan::net::SYSTEM_BUNDLE,
             match &p.upstream_ca {
                 Some(c) => format!(" + {}", c.display()),
                 None => String::new(),

@@ -167,7 +167,7 @@ pub fn parse(file: &str, text: &str) -> Result<RawProfile, ProfileError> {
                 .into();
         }
         if msg.starts_with("unknown field") {
-            msg.push_str(" (see the profile reference in README.md)");
+            msg.push_str(" (see the profile reference in docs/profile.md)");
         }
         ProfileError::Invalid {
             origin: Origin {
@@ -315,7 +315,7 @@ pub fn merge_into(
         ] {
             if let Some(v) = slot {
                 let text = v.get_ref().text();
-                crate::limits::check(key, &text).map_err(|msg| ProfileError::Invalid {
+                crate::plan::limits::check(key, &text).map_err(|msg| ProfileError::Invalid {
                     origin: origin(v.span().start),
                     msg: format!("`limits.{key}`: {msg}"),
                 })?;
@@ -388,7 +388,7 @@ fn merge_security(
         ] {
             for name in list {
                 let n = name.get_ref();
-                if crate::cell::syscalls::number(n).is_none() {
+                if crate::plan::syscalls::number(n).is_none() {
                     return Err(ProfileError::Invalid {
                         origin: origin(name.span().start),
                         msg: format!(
@@ -428,7 +428,7 @@ fn merge_network(
         (&n.deny, &mut net.deny, "deny"),
     ] {
         for v in src {
-            crate::net::allowlist::Rule::parse(v.get_ref(), "")
+            crate::plan::allowlist::Rule::parse(v.get_ref(), "")
                 .map_err(|e| invalid(v.span().start, format!("`network.{key}`: {e}")))?;
             dst.push(Val {
                 value: v.get_ref().clone(),
@@ -503,7 +503,7 @@ fn merge_network(
                 "`network.forward.listen` must be a port 1-65535".into(),
             ));
         }
-        crate::netplan::ForwardTo::parse(&r.to)
+        crate::plan::net::ForwardTo::parse(&r.to)
             .map_err(|e| invalid(f.span().start, format!("`network.forward.to`: {e}")))?;
         net.forward.push(super::ForwardDecl {
             listen: r.listen,

@@ -25,7 +25,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use zeroize::Zeroizing;
 
 use crate::cell::rootfs::MountOp;
-use crate::netplan::{InjectRule, ProxyPlan, CA_BUNDLE_IN_CELL, SYSTEM_BUNDLE};
+use crate::plan::net::{InjectRule, ProxyPlan, CA_BUNDLE_IN_CELL, SYSTEM_BUNDLE};
 
 /// One injected secret as the proxy holds it: the value (zeroized on drop, never in
 /// Debug) and the placeholder the cell got.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::net::allowlist::{Allowlist, Rule};
+use crate::plan::allowlist::{Allowlist, Rule};
 use crate::profile::Network;
 
 /// The HTTP proxy's port on 127.0.0.1 inside the cell.
@@ -253,7 +253,7 @@ pub fn build(net: &Network, ov: &NetOverrides) -> Result<ProxyPlan, String> {
                 v.origin, v.value
             )
         })?;
-        resolve.insert(crate::net::allowlist::normalize_host(k), addr);
+        resolve.insert(crate::plan::allowlist::normalize_host(k), addr);
     }
     for r in &ov.resolve {
         let (h, a) = r
@@ -263,14 +263,14 @@ pub fn build(net: &Network, ov: &NetOverrides) -> Result<ProxyPlan, String> {
             .trim_matches(|c| c == '[' || c == ']')
             .parse()
             .map_err(|_| format!("--resolve {r:?}: {a:?} is not an IP address"))?;
-        resolve.insert(crate::net::allowlist::normalize_host(h), addr);
+        resolve.insert(crate::plan::allowlist::normalize_host(h), addr);
     }
     let mut forwards = Vec::new();
-    if net.forward.len() + 2 > crate::net::fdpass::MAX_FDS {
+    if net.forward.len() + 2 > crate::cell::fdpass::MAX_FDS {
         return Err(format!(
             "{}: at most {} port forwards",
             net.forward[0].origin,
-            crate::net::fdpass::MAX_FDS - 2
+            crate::cell::fdpass::MAX_FDS - 2
         ));
     }
     for f in &net.forward {

@@ -15,7 +15,11 @@ use sha2::{Digest, Sha256};
 
 use crate::profile::{Origin, PathEntry, Profile};
 
+pub mod allowlist;
+pub mod limits;
+pub mod net;
 pub mod secrets;
+pub mod syscalls;
 
 /// How a path is made visible inside the cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -105,7 +109,7 @@ pub struct NetPlan {
     pub implied_by: Option<String>,
     /// `proxy` mode only: what the egress proxy enforces.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub proxy: Option<crate::netplan::ProxyPlan>,
+    pub proxy: Option<crate::plan::net::ProxyPlan>,
 }
 
 /// One resource limit applied with `setrlimit` in the worker.
@@ -125,8 +129,8 @@ pub struct Limits {
     #[serde(with = "duration_secs")]
     pub grace: Duration,
     pub rlimits: Vec<Rlimit>,
-    /// processes, memory, cpu, open files, file size, core (see `crate::limits`).
-    pub resources: crate::limits::Resources,
+    /// processes, memory, cpu, open files, file size, core (see `crate::plan::limits`).
+    pub resources: crate::plan::limits::Resources,
 }
 
 /// The process the worker becomes.
@@ -276,7 +280,7 @@ pub struct Overrides {
     pub timeout: Option<Duration>,
     pub strict: Option<bool>,
     /// `--allow`, `--ask`, `--resolve`.
-    pub netov: crate::netplan::NetOverrides,
+    pub netov: crate::plan::net::NetOverrides,
     /// `--secret NAME=PROVIDER:ARG`.
     pub secrets: Vec<String>,
     /// `--secret-opt NAME.KEY=VALUE`.
@@ -688,10 +692,10 @@ pub fn resolve(
         (None, _) => (profile.network.mode, None),
     };
     let proxy = if mode == NetMode::Proxy {
-        let mut p = crate::netplan::build(&profile.network, &ov.netov)
+        let mut p = crate::plan::net::build(&profile.network, &ov.netov)
             .map_err(|msg| PlanError::Other { msg })?;
         p.inject = secrets::inject_rules(&secrets);
-        p.control_dir = crate::netplan::control_dir(
+        p.control_dir = crate::plan::net::control_dir(
             ctx.env.get("XDG_RUNTIME_DIR").map(String::as_str),
             ctx.uid,
         );
@@ -755,10 +759,10 @@ pub fn resolve(
             },
             grace: profile.limits.grace.unwrap_or(Duration::from_secs(5)),
             rlimits,
-            resources: crate::limits::resolve(
+            resources: crate::plan::limits::resolve(
                 &profile.limits.resources,
                 &ov.limits,
-                crate::limits::mem_total(),
+                crate::plan::limits::mem_total(),
             )
             .map_err(|msg| PlanError::Other { msg })?,
         },
