@@ -42,7 +42,17 @@ pub fn text(plan: &Plan) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "profile:   {} — {}", plan.profile, plan.description);
     let _ = writeln!(s, "sources:   {}", plan.sources.join(" <- "));
-    let _ = writeln!(s, "workspace: {}", plan.workspace.display());
+    let _ = writeln!(
+        s,
+        "workspace: {}{}",
+        plan.workspace.display(),
+        match plan.workspace_from {
+            crate::plan::WorkspaceFrom::Flag => " (-w)",
+            crate::plan::WorkspaceFrom::Cwd => " (the current directory)",
+            crate::plan::WorkspaceFrom::GitRoot =>
+                " (the root of the git repository around the current directory; -w to choose another)",
+        }
+    );
     let _ = writeln!(s, "cwd:       {}", plan.process.cwd.display());
     let _ = writeln!(
         s,
@@ -67,7 +77,14 @@ pub fn text(plan: &Plan) -> String {
         } else {
             r.access.as_str()
         };
-        let _ = writeln!(s, "  {mode:<8} {what}");
+        let created = match plan.create.iter().find(|c| c.path == r.path) {
+            Some(c) => format!(
+                " (missing: created before the cell starts, {}, owned by you)",
+                crate::prepare::kind_word(c.kind)
+            ),
+            None => String::new(),
+        };
+        let _ = writeln!(s, "  {mode:<8} {what}{created}");
     }
     let _ = writeln!(
         s,
@@ -79,6 +96,9 @@ pub fn text(plan: &Plan) -> String {
             NetMode::Host => "host (UNSAFE: the host's network)",
         }
     );
+    if let Some(flag) = &plan.net.implied_by {
+        let _ = writeln!(s, "           (implied by {flag})");
+    }
     if let Some(p) = &plan.net.proxy {
         s.push_str(&crate::net::describe(p));
     }
