@@ -8,13 +8,12 @@ pub mod display;
 pub mod doctor;
 pub mod explain;
 pub mod hostfile;
-pub mod layers;
-pub mod limits;
 pub mod net;
-pub mod netplan;
 pub mod plan;
+pub mod prepare;
 pub mod profile;
 pub mod secrets;
+pub mod spec;
 pub mod supervisor;
 pub mod tty;
 

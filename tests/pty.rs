@@ -278,9 +278,10 @@ fn output_on_the_terminal_is_masked() {
         ],
         &[("TC_PTY_TOKEN", "tok-0123456789-abcdef")],
     );
+    assert!(t.wait_for("[taskcell:API_TOKEN]"), "{:?}", t.text());
     let st = t.wait();
     let text = t.text();
-    assert!(st.success(), "{text}");
+    assert!(st.success(), "{st:?} {text}");
     assert!(!text.contains("0123456789-abcdef"), "{text}");
     // The colours around the mask are intact.
     assert!(
