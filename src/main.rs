@@ -72,10 +72,11 @@ fn main() -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
-/// Where running sessions' control sockets are (the same rule the plan uses).
-fn control_dir() -> std::path::PathBuf {
+/// Where running sessions' control sockets may be (the same places the plan chooses
+/// from).
+fn control_dir() -> Vec<std::path::PathBuf> {
     let xdg = std::env::var("XDG_RUNTIME_DIR").ok();
-    taskcell::plan::net::control_dir(xdg.as_deref(), nix::unistd::getuid().as_raw())
+    taskcell::plan::net::control_dirs(xdg.as_deref(), nix::unistd::getuid().as_raw())
 }
 
 fn control(session: &str, verb: &str, target: &str) -> i32 {

@@ -153,3 +153,122 @@ fn a_revoke_script_in_the_workspace_is_refused_before_anything_runs() {
     assert!(stderr(&o).contains("the cell can write"), "{}", stderr(&o));
     assert!(!marker.exists());
 }
+
+fn proxy_ask_profile(ws: &Ws) -> String {
+    let p = ws.outside("ask.toml");
+    std::fs::write(
+        &p,
+        "extends = \"build\"\n[network]\nmode = \"proxy\"\nallow = []\n\
+         resolve = { \"evil.test\" = \"127.0.0.1\" }\nask = true\nask_timeout = \"8s\"\n",
+    )
+    .unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn a_cell_whose_workspace_is_tmp_cannot_reach_a_control_socket() {
+    let ws = Ws::new();
+    let prof = proxy_ask_profile(&ws);
+    // Without XDG_RUNTIME_DIR the socket would be in /tmp/taskcell-UID, inside the
+    // cell's workspace: refused, with the reason.
+    let o = taskcell(
+        ws.path(),
+        &["run", "-p", &prof, "-w", "/tmp", "--", "/bin/true"],
+    )
+    .env_remove("XDG_RUNTIME_DIR")
+    .output()
+    .expect("run");
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("reachable from inside it"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Session A (no XDG_RUNTIME_DIR, workspace elsewhere) waits for an approval; its
+    // socket is in /tmp/taskcell-UID. Cell B (workspace /tmp, its own socket in a private
+    // runtime dir) sees A's socket and tries to approve A's request through it.
+    let a = taskcell(
+        ws.path(),
+        &[
+            "run",
+            "-p",
+            &prof,
+            "--",
+            "/bin/sh",
+            "-c",
+            "curl -s -o /dev/null -w 'code=%{http_code}' http://evil.test:9/",
+        ],
+    )
+    .env_remove("XDG_RUNTIME_DIR")
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("session A");
+    let start = std::time::Instant::now();
+    loop {
+        let o = taskcell(ws.path(), &["sessions"])
+            .env_remove("XDG_RUNTIME_DIR")
+            .output()
+            .expect("sessions");
+        if stdout(&o).contains("pending evil.test:9") {
+            break;
+        }
+        assert!(
+            start.elapsed().as_secs() < 6,
+            "A never asked: {}",
+            stdout(&o)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // A runtime dir outside /tmp (the cell's workspace).
+    let rt_dir = tempfile::Builder::new()
+        .prefix("taskcell-test-rt-")
+        .tempdir_in("/var/tmp")
+        .expect("a directory in /var/tmp");
+    let rt = rt_dir.path().to_path_buf();
+    let attack = "import glob, os, socket\n\
+        n = 0\n\
+        for p in glob.glob('/tmp/taskcell-%d*/*.sock' % os.getuid()):\n\
+        \x20   s = socket.socket(socket.AF_UNIX)\n\
+        \x20   try:\n\
+        \x20       s.connect(p); s.sendall(b'approve evil.test\\n'); s.shutdown(socket.SHUT_WR)\n\
+        \x20       print(p, s.recv(100)); n += 1\n\
+        \x20   except OSError as e:\n\
+        \x20       print(p, e)\n\
+        print('tried', n)\n";
+    let b = taskcell(
+        ws.path(),
+        &[
+            "run",
+            "-p",
+            &prof,
+            "-w",
+            "/tmp",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            attack,
+        ],
+    )
+    .env("XDG_RUNTIME_DIR", &rt)
+    .output()
+    .expect("cell B");
+    let b_out = stdout(&b);
+    assert!(b.status.success(), "{b_out} {}", stderr(&b));
+    // B did reach A's socket (the namespace check is what refuses it)...
+    assert!(!b_out.contains("tried 0"), "{b_out}");
+    assert!(!b_out.contains("ok "), "{b_out}");
+    assert!(b_out.contains("not your session"), "{b_out}");
+    // ...and A's request was not approved.
+    let a = a.wait_with_output().expect("A");
+    assert!(
+        stdout(&a).contains("code=403"),
+        "{} {}",
+        stdout(&a),
+        stderr(&a)
+    );
+    // B's own socket is not in /tmp.
+    assert!(std::fs::read_dir(&rt).is_ok());
+}

@@ -567,7 +567,7 @@ fn ask_with_an_approval_command() {
 fn ask_answered_with_taskcell_approve_and_denied_on_timeout() {
     let port = http_server();
     let ws = Ws::new();
-    let rt = ws.join("xdg");
+    let rt = ws.outside("xdg");
     std::fs::create_dir(&rt).expect("mkdir");
     std::fs::set_permissions(&rt, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     let prof = profile(

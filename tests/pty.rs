@@ -355,7 +355,7 @@ fn http_server() -> u16 {
 fn a_network_approval_is_asked_on_the_cells_terminal() {
     let port = http_server();
     let ws = Ws::new();
-    let rt = ws.join("rt");
+    let rt = ws.outside("rt");
     std::fs::create_dir(&rt).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&rt, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -434,7 +434,7 @@ fn ask_profile(ws: &Ws, port: u16, hosts: &[&str], timeout: &str) -> String {
 
 fn runtime_dir(ws: &Ws) -> String {
     use std::os::unix::fs::PermissionsExt;
-    let rt = ws.join("rt");
+    let rt = ws.outside("rt");
     std::fs::create_dir_all(&rt).unwrap();
     std::fs::set_permissions(&rt, std::fs::Permissions::from_mode(0o700)).unwrap();
     rt.display().to_string()

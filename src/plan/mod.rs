@@ -695,10 +695,13 @@ pub fn resolve(
         let mut p = crate::plan::net::build(&profile.network, &ov.netov)
             .map_err(|msg| PlanError::Other { msg })?;
         p.inject = secrets::inject_rules(&secrets);
-        p.control_dir = crate::plan::net::control_dir(
+        // Never where the cell can see it (it could approve its own requests).
+        p.control_dir = crate::plan::net::choose_control_dir(
             ctx.env.get("XDG_RUNTIME_DIR").map(String::as_str),
             ctx.uid,
-        );
+            &paths,
+        )
+        .map_err(|msg| PlanError::Other { msg })?;
         for (k, v) in p.env() {
             env.entry(k).or_insert(v);
         }
