@@ -130,6 +130,8 @@ struct Held {
     on: bool,
     lines: Vec<String>,
     dropped: usize,
+    /// Every diagnostic of the run (bounded), for the audit log.
+    all: Vec<String>,
     /// Every line since the start (bounded), for `taskcell sessions`.
     recent: std::collections::VecDeque<String>,
 }
@@ -138,6 +140,7 @@ static HELD: Mutex<Held> = Mutex::new(Held {
     on: false,
     lines: Vec::new(),
     dropped: 0,
+    all: Vec::new(),
     recent: std::collections::VecDeque::new(),
 });
 
@@ -166,6 +169,11 @@ pub fn take_held() -> Vec<String> {
     v
 }
 
+/// Every diagnostic of the run so far (at most the first 256), once: for the audit log.
+pub fn take_notices() -> Vec<String> {
+    std::mem::take(&mut held().all)
+}
+
 /// The last diagnostics of this run (for `taskcell sessions`).
 pub fn recent() -> Vec<String> {
     held().recent.iter().cloned().collect()
@@ -180,6 +188,9 @@ pub fn diagnostic(line: &str) {
         h.recent.pop_front();
     }
     h.recent.push_back(line.clone());
+    if h.all.len() < HELD_MAX {
+        h.all.push(line.clone());
+    }
     if h.on {
         if h.lines.len() < HELD_MAX {
             h.lines.push(line);

@@ -224,6 +224,11 @@ pub fn run_with(
         Some(_) if crate::tty::stdio_is_terminal() => crate::tty::RawMode::enter(0).ok(),
         _ => None,
     };
+    // taskcell's own diagnostics would land in the cell's full-screen UI: queued until
+    // it ends (and listed by `taskcell sessions` meanwhile).
+    if _raw.is_some() {
+        crate::display::hold_diagnostics();
+    }
     // Threads may start now: the output relay, one per stream.
     let (outcome, counts) = std::thread::scope(|scope| {
         let mut relays = Vec::new();
@@ -267,6 +272,16 @@ pub fn run_with(
         (outcome, counts)
     });
     drop(_raw);
+    let held = crate::display::take_held();
+    if !held.is_empty() {
+        eprintln!("taskcell: while the cell ran:");
+        for line in &held {
+            eprintln!("  {line}");
+        }
+    }
+    for text in crate::display::take_notices() {
+        audit.record("notice", serde_json::json!({ "text": text }));
+    }
     drop(_private_tmp);
     // Revocation and the leak scan run on every ending the supervisor survives.
     let roots: Vec<std::path::PathBuf> = plan

@@ -571,3 +571,47 @@ fn a_device_attributes_reply_is_not_the_answer_and_reaches_the_cell() {
         "{text}"
     );
 }
+
+#[test]
+fn diagnostics_wait_until_the_full_screen_cell_ends() {
+    // A refused request makes taskcell warn; in pty mode the warning must not be written
+    // into the cell's screen while it runs, but shown after it and audited.
+    let ws = Ws::new();
+    let prof = ws.outside("p.toml");
+    std::fs::write(
+        &prof,
+        "extends = \"build\"\n[network]\nmode = \"proxy\"\nallow = []\n",
+    )
+    .unwrap();
+    let log = ws.outside("audit.jsonl");
+    let mut t = Term::spawn(
+        ws.path(),
+        &[
+            "run",
+            "-p",
+            prof.to_str().unwrap(),
+            "--audit-log",
+            log.to_str().unwrap(),
+            "--",
+            "/bin/sh",
+            "-c",
+            "printf '\\033[?1049h'; curl -s -o /dev/null http://refused.test/; sleep 0.3; echo cell-last-line; printf '\\033[?1049l'",
+        ],
+        &[],
+    );
+    let st = t.wait();
+    assert!(st.success(), "{}", t.text());
+    assert!(t.wait_for("while the cell ran"), "{}", t.text());
+    let text = t.text();
+    let last = text.find("cell-last-line").expect("the cell's output");
+    let warn = text.find("refused.test").expect("the warning");
+    assert!(
+        warn > last,
+        "a warning was written into the cell's screen: {text:?}"
+    );
+    let audit = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        audit.contains("\"event\":\"notice\"") && audit.contains("refused.test"),
+        "{audit}"
+    );
+}
