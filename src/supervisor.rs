@@ -215,6 +215,8 @@ pub fn run_with(
     };
     let redactor = secrets.redactor();
     let pty = c.pty_master.take();
+    // Clipboard writes (OSC 52) reach the user's terminal only when the profile allows.
+    crate::tty::allow_clipboard(plan.process.clipboard);
     // Network approvals for an interactive cell are asked on its terminal's bottom line.
     if let (Some(net), Some(master)) = (&_net, &pty) {
         net.shared.approvals.set_overlay(master.as_raw_fd());

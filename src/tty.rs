@@ -312,10 +312,143 @@ fn write_fd(fd: RawFd, mut data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// The cell may set the user's clipboard (`[terminal] clipboard = true`).
+static CLIPBOARD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Let OSC 52 (clipboard writes) through to the user's terminal.
+pub fn allow_clipboard(allow: bool) {
+    CLIPBOARD.store(allow, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Removes OSC 52 (`ESC ] 52 ; … BEL` or `… ESC \`: set or query the clipboard) from a
+/// stream, across chunks; everything else passes unchanged. At most the start of a
+/// possible OSC (`ESC ] 5 2`) is held back.
+#[derive(Debug, Default)]
+pub struct ClipboardFilter {
+    state: Osc,
+    held: Vec<u8>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Osc {
+    #[default]
+    Ground,
+    Esc,
+    /// After `ESC ]`: the number, held.
+    Number,
+    /// Inside an OSC 52: dropped until its end.
+    Drop,
+    DropEsc,
+}
+
+impl ClipboardFilter {
+    pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        let mut i = 0;
+        while i < input.len() {
+            match self.state {
+                Osc::Ground => match input[i..].iter().position(|&b| b == 0x1b) {
+                    None => {
+                        out.extend_from_slice(&input[i..]);
+                        return;
+                    }
+                    Some(p) => {
+                        out.extend_from_slice(&input[i..i + p]);
+                        i += p + 1;
+                        self.state = Osc::Esc;
+                    }
+                },
+                Osc::Esc => {
+                    if input[i] == b']' {
+                        self.held.clear();
+                        self.state = Osc::Number;
+                    } else {
+                        out.push(0x1b);
+                        self.state = if input[i] == 0x1b {
+                            Osc::Esc
+                        } else {
+                            out.push(input[i]);
+                            Osc::Ground
+                        };
+                    }
+                    i += 1;
+                }
+                Osc::Number => {
+                    let b = input[i];
+                    if b == b';' && self.held == b"52" {
+                        self.state = Osc::Drop;
+                        i += 1;
+                    } else if b.is_ascii_digit() && self.held.len() < 4 {
+                        self.held.push(b);
+                        i += 1;
+                    } else {
+                        // Another OSC (a title, a colour): passes.
+                        out.extend_from_slice(b"\x1b]");
+                        out.extend_from_slice(&self.held);
+                        self.held.clear();
+                        self.state = Osc::Ground;
+                    }
+                }
+                Osc::Drop => match input[i..].iter().position(|&b| b == 0x07 || b == 0x1b) {
+                    None => return,
+                    Some(p) => {
+                        self.state = if input[i + p] == 0x07 {
+                            Osc::Ground
+                        } else {
+                            Osc::DropEsc
+                        };
+                        i += p + 1;
+                    }
+                },
+                Osc::DropEsc => {
+                    // ESC \ ends it; any other ESC also ends the string (as terminals do).
+                    self.state = if input[i] == b'\\' {
+                        i += 1;
+                        Osc::Ground
+                    } else {
+                        Osc::Esc
+                    };
+                    // Otherwise this byte is read again, as the one after an ESC.
+                }
+            }
+        }
+    }
+}
+
+/// Per output fd (1, 2): whether it is a terminal, and its clipboard filter.
+static FILTERS: Mutex<[Option<(bool, ClipboardFilter)>; 3]> = Mutex::new([None, None, None]);
+
+/// `data` with OSC 52 removed when `fd` is a terminal and the clipboard is not allowed
+/// (None: pass `data` as it is).
+fn filtered(fd: RawFd, data: &[u8]) -> Option<Vec<u8>> {
+    let idx = usize::try_from(fd).ok().filter(|i| *i < 3)?;
+    if CLIPBOARD.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    let mut g = match FILTERS.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    let slot = g[idx].get_or_insert_with(|| {
+        (
+            nix::unistd::isatty(fd).unwrap_or(false),
+            ClipboardFilter::default(),
+        )
+    });
+    if !slot.0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(data.len());
+    slot.1.push(data, &mut out);
+    Some(out)
+}
+
 /// Write the cell's output (`data`) to taskcell's `fd` (1 or 2). One writer at a time,
-/// so an escape sequence is never cut by a question; while a question is open, output
-/// for a terminal is held (and this call waits when the buffer is full).
+/// so an escape sequence is never cut by a question; on a terminal, clipboard writes
+/// (OSC 52) are removed unless allowed; while a question is open, output for a terminal
+/// is held (and this call waits when the buffer is full).
 pub fn write_screen(fd: RawFd, data: &[u8]) -> io::Result<()> {
+    let owned = filtered(fd, data);
+    let data = owned.as_deref().unwrap_or(data);
     let mut g = screen();
     loop {
         if !g.asking || !nix::unistd::isatty(fd).unwrap_or(false) {
@@ -835,6 +968,29 @@ fn repaint(master: RawFd) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clipboard_writes_are_removed_titles_pass() {
+        let all = |chunks: &[&[u8]]| {
+            let mut f = ClipboardFilter::default();
+            let mut out = Vec::new();
+            for c in chunks {
+                f.push(c, &mut out);
+            }
+            out
+        };
+        let input: &[u8] =
+            b"a\x1b]52;c;cHduZWQ=\x07b\x1b]0;title\x07c\x1b]52;c;eA==\x1b\\d\x1b[1me";
+        let want: &[u8] = b"ab\x1b]0;title\x07cd\x1b[1me";
+        assert_eq!(all(&[input]), want);
+        // Cut at every position.
+        for cut in 0..input.len() {
+            assert_eq!(all(&[&input[..cut], &input[cut..]]), want, "cut at {cut}");
+        }
+        assert_eq!(all(&[b"x\x1b", b"\x1b[2J"]), b"x\x1b\x1b[2J");
+        assert_eq!(all(&[b"\x1b]5", b"2;c;?\x07z"]), b"z");
+        assert_eq!(all(&[b"\x1b]521;x\x07"]), b"\x1b]521;x\x07");
+    }
 
     #[test]
     fn replies_and_pastes_are_not_keys() {

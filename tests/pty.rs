@@ -615,3 +615,33 @@ fn diagnostics_wait_until_the_full_screen_cell_ends() {
         "{audit}"
     );
 }
+
+#[test]
+fn clipboard_writes_are_filtered_unless_the_profile_allows_them() {
+    let ws = Ws::new();
+    let script = "printf 'A\\033]52;c;cHduZWQ=\\007B\\033]0;my title\\007C\\n'";
+    let allow = ws.outside("clip.toml");
+    std::fs::write(
+        &allow,
+        "extends = \"build\"\n[terminal]\nclipboard = true\n",
+    )
+    .unwrap();
+    for (extra, passes) in [(None, false), (Some(allow.to_str().unwrap()), true)] {
+        let mut args = vec!["run"];
+        if let Some(p) = extra {
+            args.extend(["-p", p]);
+        }
+        args.extend(["--", "/bin/sh", "-c", script]);
+        let mut t = Term::spawn(ws.path(), &args, &[]);
+        assert!(t.wait_for("C\r\n"), "{:?}", t.text());
+        assert!(t.wait().success(), "{:?}", t.text());
+        let text = t.text();
+        // Titles pass either way.
+        assert!(text.contains("\x1b]0;my title\x07"), "{text:?}");
+        assert_eq!(text.contains("52;c;cHduZWQ="), passes, "{text:?}");
+        assert!(
+            text.contains(if passes { "A\x1b]52" } else { "AB" }),
+            "{text:?}"
+        );
+    }
+}

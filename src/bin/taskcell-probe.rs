@@ -107,8 +107,8 @@ fn call(name: &str) -> Option<i32> {
         "ioctl-tiocsti-high" => sys(SYS_ioctl, [neg, TIOCSTI | (1 << 32), 0, 0, 0, 0]),
         "ioctl-tioclinux" => sys(SYS_ioctl, [neg, TIOCLINUX, 0, 0, 0, 0]),
         "ioctl-tcgets" => sys(SYS_ioctl, [neg, TCGETS, 0, 0, 0, 0]),
-        "ioctl-tiocsetd" => sys(SYS_ioctl, [neg, TIOCSETD as u64, 0, 0, 0, 0]),
-        "ioctl-tioccons" => sys(SYS_ioctl, [neg, TIOCCONS as u64, 0, 0, 0, 0]),
+        "ioctl-tiocsetd" => sys(SYS_ioctl, [neg, TIOCSETD, 0, 0, 0, 0]),
+        "ioctl-tioccons" => sys(SYS_ioctl, [neg, TIOCCONS, 0, 0, 0, 0]),
         #[cfg(target_arch = "x86_64")]
         "modify_ldt" => sys(SYS_modify_ldt, [0xffff, 0, 0, 0, 0, 0]),
         "socket-packet" => open_socket(AF_PACKET, SOCK_DGRAM, 0),

@@ -147,6 +147,8 @@ pub struct ProcessPlan {
     pub gid: u32,
     /// The command gets its own pseudo-terminal (interactive use).
     pub pty: bool,
+    /// The command may set the user's clipboard (OSC 52 passes the output relay).
+    pub clipboard: bool,
 }
 
 /// The layers under the namespaces (Landlock, seccomp), from `[security]`.
@@ -777,6 +779,7 @@ pub fn resolve(
             uid: ctx.uid,
             gid: ctx.gid,
             pty: ov.pty.unwrap_or(ctx.terminal),
+            clipboard: profile.terminal.clipboard,
         },
         strict: ov.strict.unwrap_or(profile.strict),
         secrets,
