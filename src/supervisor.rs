@@ -115,6 +115,8 @@ pub fn run_with(
     degraded: &mut dyn FnMut(&crate::spec::layers::Missing),
 ) -> Result<Outcome, RunError> {
     // Secrets are fetched now, just in time, before anything of the cell exists.
+    // Whatever happens, the user's terminal is put back as it is now.
+    let _term = crate::tty::TermGuard::save();
     let writable = crate::hostfile::writable_roots(plan);
     let mut secrets = Session::prepare(&plan.secrets, &|k| std::env::var_os(k), &writable, audit)?;
     let mut handles = crate::spec::Handles::default();
@@ -126,6 +128,24 @@ pub fn run_with(
             rows: ws.map(|w| w.ws_row).filter(|r| *r > 0).unwrap_or(24),
             cols: ws.map(|w| w.ws_col).filter(|c| *c > 0).unwrap_or(80),
         });
+    }
+    // The cell never holds the user's terminal: without a pty, a terminal on stdin is
+    // fed through a pipe, and terminal output goes through the relay (escapes filtered).
+    let mut own_pipes = None;
+    let mut stdin_pipe = None;
+    if !plan.process.pty {
+        if handles.stdio.is_none() && (isatty(1) || isatty(2)) {
+            let p = crate::secrets::relay::Pipes::new()
+                .map_err(|e| SecretsError(format!("creating the output relay pipes: {e}")))?;
+            handles.stdio = Some((p.out_w.as_raw_fd(), p.err_w.as_raw_fd()));
+            own_pipes = Some(p);
+        }
+        if isatty(0) {
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| SecretsError(format!("creating the stdin pipe: {e}")))?;
+            handles.stdin = Some(r.as_raw_fd());
+            stdin_pipe = Some((r, w));
+        }
     }
     // Injected credentials: the cell's CA and trust bundle, before the clone.
     let injector = match &plan.net.proxy {
@@ -180,7 +200,17 @@ pub fn run_with(
         ))),
         other => other,
     };
-    let relay_fds = secrets.after_spawn();
+    let relay_fds = secrets.after_spawn().or_else(|| {
+        own_pipes.take().map(|p| {
+            drop(p.out_w);
+            drop(p.err_w);
+            (p.out_r, p.err_r)
+        })
+    });
+    if let Some((r, w)) = stdin_pipe.take() {
+        drop(r);
+        crate::tty::feed_stdin(w);
+    }
     // The cell has bound the trust bundle (or failed): the host file is not needed.
     if let Some(i) = &injector {
         i.remove_bundle();
@@ -250,6 +280,11 @@ pub fn run_with(
             (None, Some(r), Some((out_r, err_r))) => {
                 relays.push(scope.spawn(move || crate::secrets::relay::relay(r, out_r, 1)));
                 relays.push(scope.spawn(move || crate::secrets::relay::relay(r, err_r, 2)));
+            }
+            // No secret to mask: a plain copy (to a terminal, with OSC 52 filtered).
+            (None, None, Some((out_r, err_r))) => {
+                relays.push(scope.spawn(move || crate::tty::copy_out(out_r, 1)));
+                relays.push(scope.spawn(move || crate::tty::copy_out(err_r, 2)));
             }
             _ => {}
         }
@@ -426,4 +461,8 @@ fn wait(
         enforcement,
         leak_fail: false,
     })
+}
+
+fn isatty(fd: i32) -> bool {
+    nix::unistd::isatty(fd).unwrap_or(false)
 }

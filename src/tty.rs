@@ -76,6 +76,49 @@ fn install_panic_hook() {
     });
 }
 
+/// The user's terminal as it was when taskcell started (modes and line discipline), put
+/// back when this value is dropped, whatever the cell did (it never gets the terminal
+/// itself, and TIOCSETD is refused by the filter: this is the last line).
+pub struct TermGuard {
+    fd: RawFd,
+    termios: Termios,
+    ldisc: libc::c_int,
+}
+
+impl TermGuard {
+    /// Save the first of fds 0, 1, 2 that is a terminal (None when none is).
+    pub fn save() -> Option<TermGuard> {
+        (0..3).find_map(|fd| {
+            // SAFETY: fds 0-2 are open for the whole run (main makes sure).
+            let b = unsafe { BorrowedFd::borrow_raw(fd) };
+            let termios = termios::tcgetattr(b).ok()?;
+            let mut ldisc: libc::c_int = 0;
+            // SAFETY: TIOCGETD writes an int we own.
+            if unsafe { libc::ioctl(fd, libc::TIOCGETD, &mut ldisc) } != 0 {
+                return None;
+            }
+            Some(TermGuard { fd, termios, ldisc })
+        })
+    }
+}
+
+impl Drop for TermGuard {
+    fn drop(&mut self) {
+        let mut now: libc::c_int = 0;
+        // SAFETY: TIOCGETD writes an int we own; TIOCSETD reads one.
+        unsafe {
+            if libc::ioctl(self.fd, libc::TIOCGETD, &mut now) == 0 && now != self.ldisc {
+                libc::ioctl(self.fd, libc::TIOCSETD, &self.ldisc);
+            }
+        }
+        // SAFETY: the fd is still open (taskcell's own stdio).
+        let b = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        if termios::tcgetattr(b).ok().as_ref() != Some(&self.termios) {
+            let _ = termios::tcsetattr(b, SetArg::TCSADRAIN, &self.termios);
+        }
+    }
+}
+
 /// The window size of `fd`, if it is a terminal.
 pub fn window_size(fd: RawFd) -> Option<libc::winsize> {
     // SAFETY: winsize is plain data; TIOCGWINSZ fills it.
@@ -198,6 +241,42 @@ impl Input {
             }
         }
     }
+}
+
+/// Feed taskcell's stdin (a terminal the cell must not hold) into the cell's stdin pipe
+/// `w`, on a thread of its own, until stdin ends or the cell closes its end. Reads only
+/// while taskcell is in the terminal's foreground (SIGTTIN is ignored: a background read
+/// fails with EIO and is retried later instead of stopping taskcell).
+pub fn feed_stdin(w: OwnedFd) {
+    // SAFETY: ignoring SIGTTIN installs no handler; the cell was cloned before.
+    unsafe {
+        libc::signal(libc::SIGTTIN, libc::SIG_IGN);
+    }
+    let _ = std::thread::Builder::new()
+        .name("taskcell-stdin".into())
+        .spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = match nix::unistd::read(0, &mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => n,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(nix::errno::Errno::EIO | nix::errno::Errno::EAGAIN) => {
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                        continue;
+                    }
+                    Err(_) => return,
+                };
+                let mut data = &buf[..n];
+                while !data.is_empty() {
+                    match nix::unistd::write(&w, data) {
+                        Ok(k) => data = &data[k..],
+                        Err(nix::errno::Errno::EINTR) => {}
+                        Err(_) => return,
+                    }
+                }
+            }
+        });
 }
 
 /// Copy the cell's screen to `to` unchanged (no secret to mask) until the cell's side of

@@ -645,3 +645,37 @@ fn clipboard_writes_are_filtered_unless_the_profile_allows_them() {
         );
     }
 }
+
+#[test]
+fn without_a_pty_the_cell_never_holds_the_users_terminal() {
+    // The attack: with the user's terminal as its stdio, a cell sets the line discipline
+    // to N_NULL (the user's shell is dead after it) and writes to the terminal through
+    // fd 0 unmasked. Without a pty the cell gets pipes; the filter refuses TIOCSETD.
+    let ws = Ws::new();
+    let script = "[ -t 0 ] || echo stdin-not-a-tty; [ -t 1 ] || echo stdout-not-a-tty; \
+        read line; echo got=$line; \
+        python3 -c 'import fcntl, struct, sys\nfor fd in (0, 1, 2):\n  try:\n    fcntl.ioctl(fd, 0x5423, struct.pack(\"i\", 27)); print(\"ldisc-set\", fd)\n  except OSError as e:\n    print(\"refused\", fd, e.errno)\n'; \
+        echo done";
+    let mut t = Term::spawn(
+        ws.path(),
+        &["run", "--no-pty", "--", "/bin/sh", "-c", script],
+        &[],
+    );
+    assert!(t.wait_for("stdout-not-a-tty"), "{}", t.text());
+    t.type_bytes(b"hello\n");
+    assert!(t.wait_for("done"), "{}", t.text());
+    assert!(t.wait().success(), "{}", t.text());
+    let text = t.text();
+    assert!(text.contains("stdin-not-a-tty"), "{text}");
+    assert!(text.contains("got=hello"), "{text}");
+    assert!(!text.contains("ldisc-set"), "{text}");
+    let mut ldisc: libc::c_int = -1;
+    // SAFETY: TIOCGETD writes an int we own.
+    assert_eq!(
+        unsafe { libc::ioctl(t.slave.as_raw_fd(), libc::TIOCGETD, &mut ldisc) },
+        0
+    );
+    assert_eq!(ldisc, 0, "the user's terminal is N_TTY again");
+    let flags = t.local_flags();
+    assert!(flags.contains(LocalFlags::ICANON) && flags.contains(LocalFlags::ECHO));
+}

@@ -61,6 +61,8 @@ pub struct Spec {
     pub secrets: Vec<crate::secrets::deliver::CellSecret>,
     /// Write ends of the stdout/stderr relay pipes, when output is masked.
     pub stdio: Option<(RawFd, RawFd)>,
+    /// The command's stdin (a pipe the supervisor feeds), instead of taskcell's own.
+    pub stdin: Option<RawFd>,
     /// Landlock rules the worker applies (None: Landlock off or unavailable).
     pub landlock: Option<landlock::Rules>,
     /// Compiled seccomp programs the worker installs last (None: unavailable).

@@ -68,6 +68,13 @@ pub fn main(spec: &Spec, mut err: OwnedFd, tty: Option<&std::path::Path>) -> ! {
     if let Err(e) = crate::secrets::deliver::redirect_stdio(spec.stdio) {
         fail(&err, 125, &e);
     }
+    if let Some(fd) = spec.stdin {
+        // SAFETY: dup2 between fds this process holds.
+        if unsafe { libc::dup2(fd, 0) } < 0 {
+            let e = std::io::Error::last_os_error();
+            fail(&err, 125, &format!("connecting the stdin pipe: {e}"));
+        }
+    }
     // A new session: no controlling terminal, so TIOCSTI on the caller's terminal fails.
     if let Err(e) = nix::unistd::setsid() {
         fail(&err, 125, &format!("setsid: {e}"));
