@@ -11,6 +11,7 @@
 //! init reports the worker's raw wait status over a second pipe.
 
 pub mod cgroup;
+pub mod hold;
 pub mod init;
 pub mod landlock;
 pub mod net;
