@@ -7,6 +7,7 @@ pub mod cli;
 pub mod doctor;
 pub mod explain;
 pub mod layers;
+pub mod leftover;
 pub mod limits;
 pub mod net;
 pub mod netplan;

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::profile::{Origin, PathEntry, Profile};
 
+pub mod git;
 pub mod paths;
 pub mod secrets;
 
@@ -365,6 +366,7 @@ pub fn resolve(
             },
         );
     }
+    git::protect(&mut paths, &ctx.home)?;
     sort_rules(&mut paths);
 
     // Environment.
