@@ -11,7 +11,9 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{normalize, push_rule, readable, Access, PathRule, PlanError, FIXED};
+use super::{
+    creatable, normalize, push_rule, readable, Access, CreatePath, PathRule, PlanError, FIXED,
+};
 use crate::profile::Origin;
 
 /// Trees that are the system, not a task: neither they nor anything below them can be a
@@ -157,8 +159,16 @@ pub fn workspace(ws: &Path, home: &Path) -> Result<PathBuf, PlanError> {
     Ok(ws.to_path_buf())
 }
 
-/// One declared path before it is checked: (path, access, optional, origin, key).
-pub type Declared = (PathBuf, Access, bool, Origin, &'static str);
+/// One declared path before it is checked: (path, access, optional, origin, key, what to
+/// create when it is missing).
+pub type Declared = (
+    PathBuf,
+    Access,
+    bool,
+    Origin,
+    &'static str,
+    Option<crate::profile::Create>,
+);
 
 /// Check the declared paths against the filesystem and turn them into rules.
 ///
@@ -170,7 +180,13 @@ pub type Declared = (PathBuf, Access, bool, Origin, &'static str);
 /// target bound; one with a symlink in a parent is bound at its real location. The cell's
 /// init opens every bound path again without following symlinks, so what is mounted is
 /// what was checked here or nothing.
-pub fn rules(raw: Vec<Declared>, workspace: &Path) -> Result<Vec<PathRule>, PlanError> {
+/// Missing `create` paths inside the home or the workspace go to the second list (made
+/// by `prepare` before the cell starts, never through a symlink).
+pub fn rules(
+    raw: Vec<Declared>,
+    workspace: &Path,
+    home: &Path,
+) -> Result<(Vec<PathRule>, Vec<CreatePath>), PlanError> {
     let mut writable: Vec<PathBuf> = vec![workspace.to_path_buf()];
     writable.extend(
         raw.iter()
@@ -178,7 +194,8 @@ pub fn rules(raw: Vec<Declared>, workspace: &Path) -> Result<Vec<PathRule>, Plan
             .map(|d| normalize(&d.0)),
     );
     let mut paths: Vec<PathRule> = Vec::new();
-    for (path, access, optional, origin, key) in raw {
+    let mut create: Vec<CreatePath> = Vec::new();
+    for (path, access, optional, origin, key, make) in raw {
         let path = normalize(&path);
         if FIXED.iter().any(|f| Path::new(f) == path)
             && access != Access::Tmpfs
@@ -215,7 +232,29 @@ pub fn rules(raw: Vec<Declared>, workspace: &Path) -> Result<Vec<PathRule>, Plan
         match first_symlink(&path) {
             Ok(None) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if optional {
+                if make.is_some() && creatable(&path, home, workspace) {
+                    let kind = make.unwrap_or(crate::profile::Create::Dir);
+                    create.retain(|c| c.path != path);
+                    create.push(CreatePath {
+                        path: path.clone(),
+                        kind,
+                        origin: origin.to_string(),
+                    });
+                    push_rule(
+                        &mut paths,
+                        PathRule {
+                            path,
+                            access,
+                            symlink: None,
+                            is_dir: kind == crate::profile::Create::Dir,
+                            optional,
+                        },
+                    );
+                    continue;
+                }
+                // A `create` path outside the caller's places is left out like an
+                // optional one.
+                if optional || make.is_some() {
                     continue;
                 }
                 return Err(missing(&path, origin, ""));
@@ -281,7 +320,7 @@ pub fn rules(raw: Vec<Declared>, workspace: &Path) -> Result<Vec<PathRule>, Plan
         }
         let is_dir = match std::fs::symlink_metadata(&path) {
             Ok(m) => m.is_dir(),
-            Err(_) if optional => continue,
+            Err(_) if optional || make.is_some() => continue,
             Err(_) => return Err(missing(&path, origin, "")),
         };
         push_rule(
@@ -295,7 +334,7 @@ pub fn rules(raw: Vec<Declared>, workspace: &Path) -> Result<Vec<PathRule>, Plan
             },
         );
     }
-    Ok(paths)
+    Ok((paths, create))
 }
 
 pub use crate::cell::hold::first_symlink;
