@@ -360,17 +360,28 @@ impl Walk {
     }
 }
 
-/// Look at every writable directory `roots` after a cell that started at `since`.
+/// The time to give [`check`] as the start: the kernel's coarse clock, which file times
+/// are taken from (a change after this has a ctime at or after it).
+pub fn start_time() -> SystemTime {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into our timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } != 0 {
+        return SystemTime::now() - std::time::Duration::from_millis(20);
+    }
+    SystemTime::UNIX_EPOCH + std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Look at every writable directory `roots` after a cell that started at `since`
+/// ([`start_time`]).
 pub fn check(roots: &[PathBuf], home: &Path, since: SystemTime) -> Report {
     let d = since
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     let mut w = Walk {
-        // File times come from the kernel's coarse clock, which may lag a few ms.
-        since: {
-            let s = d.saturating_sub(std::time::Duration::from_millis(50));
-            (s.as_secs() as i64, s.subsec_nanos() as i64)
-        },
+        since: (d.as_secs() as i64, d.subsec_nanos() as i64),
         home: home.to_path_buf(),
         roots: roots.to_vec(),
         entries: 0,
@@ -418,7 +429,7 @@ mod tests {
         std::fs::write(ws.join(".git/config"), "[core]\n").unwrap();
         std::fs::write(ws.join(".git/hooks/pre-commit.sample"), "").unwrap();
         std::thread::sleep(std::time::Duration::from_millis(200));
-        let since = SystemTime::now();
+        let since = start_time();
         std::thread::sleep(std::time::Duration::from_millis(200));
         std::fs::write(ws.join(".git/hooks/post-checkout"), "#!/bin/sh\n").unwrap();
         std::fs::write(ws.join(".git/hooks/x.sample"), "").unwrap();

@@ -152,6 +152,7 @@ pub fn run_with(
     let offer = crate::spec::Offer::probe(plan);
     let mut spec = crate::spec::compile(plan, &offer, &handles);
     let since = std::time::SystemTime::now();
+    let git_since = crate::leftover::start_time();
     let start = Instant::now();
     let add_to_cgroup = |pid| match &cgroup {
         Some(cg) => cg.add(pid),
@@ -285,7 +286,7 @@ pub fn run_with(
     let mut outcome = outcome?;
     outcome.leak_fail = f.leak_fail;
     // What the cell left for git outside to run: moved aside and reported.
-    let left = crate::leftover::check(&roots, &plan.home, since);
+    let left = crate::leftover::check(&roots, &plan.home, git_since);
     for f in &left.findings {
         eprintln!("taskcell: {}", f.line());
         audit.record(

@@ -231,7 +231,10 @@ pub fn rules(
         let strict = matches!(access, Access::Write | Access::Protect) || in_writable(&path);
         match first_symlink(&path) {
             Ok(None) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
                 if make.is_some() && creatable(&path, home, workspace) {
                     let kind = make.unwrap_or(crate::profile::Create::Dir);
                     create.retain(|c| c.path != path);
