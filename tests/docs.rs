@@ -421,3 +421,75 @@ fn zsh_and_fish_completions_name_every_command() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Links between the documents
+
+/// GitHub's anchor for a heading: lower case, punctuation dropped, spaces to dashes.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == '-' || *c == '_' || *c == ' ')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+fn anchors(markdown: &str) -> Vec<String> {
+    let mut fence = false;
+    let mut out = Vec::new();
+    for line in markdown.lines() {
+        if line.starts_with("```") {
+            fence = !fence;
+        } else if !fence && line.starts_with('#') {
+            out.push(anchor(line.trim_start_matches('#')));
+        }
+    }
+    out
+}
+
+/// Every relative link in README.md, ARCHITECTURE.md and docs/*.md points at a file that
+/// exists and, with `#anchor`, at a heading it has: moving or renaming a section breaks this.
+#[test]
+fn every_relative_link_in_the_docs_resolves() {
+    let mut files = vec![root().join("README.md"), root().join("ARCHITECTURE.md")];
+    for entry in std::fs::read_dir(root().join("docs")).expect("docs/ exists") {
+        let path = entry.expect("readable directory entry").path();
+        if path.extension().and_then(|e| e.to_str()) == Some("md") {
+            files.push(path);
+        }
+    }
+    let mut broken = Vec::new();
+    let mut links = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("readable doc");
+        let dir = file.parent().expect("a file has a directory");
+        for (start, _) in text.match_indices("](") {
+            let rest = &text[start + 2..];
+            let Some(end) = rest.find(')') else { continue };
+            let target = &rest[..end];
+            if target.contains("://") || target.starts_with("mailto:") || target.contains(' ') {
+                continue;
+            }
+            links += 1;
+            let (path, frag) = target.split_once('#').unwrap_or((target, ""));
+            let dest = if path.is_empty() {
+                file.clone()
+            } else {
+                dir.join(path)
+            };
+            let name = file.strip_prefix(root()).unwrap_or(file).display();
+            if !dest.exists() {
+                broken.push(format!("{name}: {target}: no such file"));
+            } else if !frag.is_empty() && dest.extension().and_then(|e| e.to_str()) == Some("md") {
+                let md = std::fs::read_to_string(&dest).expect("readable doc");
+                if !anchors(&md).iter().any(|a| a == frag) {
+                    broken.push(format!("{name}: {target}: no heading with that anchor"));
+                }
+            }
+        }
+    }
+    assert!(links >= 20, "only {links} relative links found");
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
