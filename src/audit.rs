@@ -89,7 +89,7 @@ impl Audit {
                 "env": plan.process.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
                 "timeout_s": plan.limits.timeout.map(|t| t.as_secs_f64()),
                 // Each resource limit with the mechanism that enforces it on this machine.
-                "limits": crate::limits::enforcement(
+                "limits": crate::plan::limits::enforcement(
                     &plan.limits.resources,
                     plan.limits.timeout,
                     &crate::cell::cgroup::machine(),

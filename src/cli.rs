@@ -194,7 +194,7 @@ fn parse_net(s: &str) -> Result<NetMode, String> {
 }
 
 fn limit(key: &'static str) -> impl Fn(&str) -> Result<String, String> + Clone {
-    move |s: &str| crate::limits::check(key, s).map(|()| s.to_string())
+    move |s: &str| crate::plan::limits::check(key, s).map(|()| s.to_string())
 }
 
 impl CellArgs {

@@ -93,7 +93,7 @@ pub fn run() -> Report {
             required: false,
             detail: format!(
                 "`run --best-effort` runs without namespaces, confined by Landlock, seccomp and no_new_privs only; lost: {}",
-                crate::layers::NO_USERNS_LOST.join("; ")
+                crate::spec::layers::NO_USERNS_LOST.join("; ")
             ),
         });
     }

@@ -6,13 +6,12 @@ pub mod cell;
 pub mod cli;
 pub mod doctor;
 pub mod explain;
-pub mod layers;
-pub mod limits;
 pub mod net;
-pub mod netplan;
 pub mod plan;
+pub mod prepare;
 pub mod profile;
 pub mod secrets;
+pub mod spec;
 pub mod supervisor;
 pub mod tty;
 

@@ -75,7 +75,7 @@ fn main() -> ExitCode {
 /// Where running sessions' control sockets are (the same rule the plan uses).
 fn control_dir() -> std::path::PathBuf {
     let xdg = std::env::var("XDG_RUNTIME_DIR").ok();
-    taskcell::netplan::control_dir(xdg.as_deref(), nix::unistd::getuid().as_raw())
+    taskcell::plan::net::control_dir(xdg.as_deref(), nix::unistd::getuid().as_raw())
 }
 
 fn control(session: &str, verb: &str, target: &str) -> i32 {
@@ -147,7 +147,7 @@ fn load_plan(cell: &CellArgs, argv: &[String]) -> Result<plan::Plan, String> {
         net: cell.net,
         env: cell.env.clone(),
         timeout: cell.timeout,
-        netov: taskcell::netplan::NetOverrides {
+        netov: taskcell::plan::net::NetOverrides {
             allow: cell.allow.clone(),
             ask: cell.ask,
             resolve: cell.resolve.clone(),
@@ -217,7 +217,7 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
             }
         };
     audit.session_start(&plan);
-    let enforcement = taskcell::limits::enforcement(
+    let enforcement = taskcell::plan::limits::enforcement(
         &plan.limits.resources,
         plan.limits.timeout,
         &taskcell::cell::cgroup::machine(),
@@ -225,8 +225,8 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
     for w in enforcement.unenforced() {
         eprintln!("taskcell: warning: {w}");
     }
-    let kernel = taskcell::layers::Kernel::probe();
-    let missing = taskcell::layers::missing(&plan, &kernel);
+    let kernel = taskcell::spec::layers::Kernel::probe();
+    let missing = taskcell::spec::layers::missing(&plan, &kernel);
     if plan.strict && !missing.is_empty() {
         for m in &missing {
             eprintln!("taskcell: {}", m.refusal());
@@ -238,9 +238,23 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
         eprintln!("taskcell: {}", m.degraded());
         audit.record("layer_missing", serde_json::json!({ "missing": m }));
     }
+    match taskcell::prepare::create(&plan.create) {
+        Ok(made) => {
+            for p in made {
+                audit.record(
+                    "created",
+                    serde_json::json!({ "path": p.display().to_string() }),
+                );
+            }
+        }
+        Err(e) => {
+            audit.record("session_error", serde_json::json!({ "error": e }));
+            return fail(&e);
+        }
+    }
     // A layer left out during the run (no user namespaces) is audited once it returns.
     let mut late: Vec<serde_json::Value> = Vec::new();
-    let mut degraded = |m: &taskcell::layers::Missing| {
+    let mut degraded = |m: &taskcell::spec::layers::Missing| {
         eprintln!("taskcell: {}", m.degraded());
         late.push(serde_json::json!({ "missing": m }));
     };

@@ -102,7 +102,7 @@ pub fn main(
     let mut tty_path = None;
     if let (Some(sock), Some(size)) = (tty_sock, spec.pty) {
         let opened = crate::tty::open_in_cell(size.rows, size.cols).and_then(|(master, path)| {
-            crate::net::fdpass::send(&sock, &[master.as_raw_fd()])?;
+            crate::cell::fdpass::send(&sock, &[master.as_raw_fd()])?;
             Ok(path)
         });
         match opened {

@@ -11,12 +11,12 @@
 //! init reports the worker's raw wait status over a second pipe.
 
 pub mod cgroup;
+pub mod fdpass;
 pub mod init;
 pub mod landlock;
 pub mod net;
 pub mod rootfs;
 pub mod seccomp;
-pub mod syscalls;
 pub mod userns;
 pub mod worker;
 
@@ -138,10 +138,10 @@ pub fn spawn_with(
     let lpair = if spec.listen.is_empty() {
         None
     } else {
-        Some(crate::net::fdpass::pair()?)
+        Some(crate::cell::fdpass::pair()?)
     };
     let tpair = match spec.pty {
-        Some(_) => Some(crate::net::fdpass::pair()?),
+        Some(_) => Some(crate::cell::fdpass::pair()?),
         None => None,
     };
 
@@ -246,7 +246,7 @@ pub fn spawn_with(
     let failure = parse_failure(&msg);
     let mut listeners = Vec::new();
     if let (Some(sock), None) = (&lsock, &failure) {
-        listeners = crate::net::fdpass::recv(sock)?;
+        listeners = crate::cell::fdpass::recv(sock)?;
         if listeners.len() != spec.listen.len() {
             kill_child();
             return Err(SpawnError::Io(io::Error::other(format!(
@@ -258,7 +258,7 @@ pub fn spawn_with(
     }
     let mut pty_master = None;
     if let (Some(sock), None) = (&tsock, &failure) {
-        pty_master = crate::net::fdpass::recv(sock)?.into_iter().next();
+        pty_master = crate::cell::fdpass::recv(sock)?.into_iter().next();
         if pty_master.is_none() {
             kill_child();
             return Err(SpawnError::Io(io::Error::other(

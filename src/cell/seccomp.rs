@@ -27,7 +27,7 @@ use std::fmt;
 use seccompiler::{sock_filter, BpfProgram};
 use serde::Serialize;
 
-use super::syscalls;
+use crate::plan::syscalls;
 use crate::plan::NetMode;
 
 /// A comparison on one syscall argument.

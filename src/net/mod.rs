@@ -1,7 +1,7 @@
 //! The network boundary of `proxy` mode, served by the supervisor from outside the cell.
 //!
 //! The cell has its own network namespace with `lo` only; its init binds the listeners
-//! ([`crate::netplan::ProxyPlan::listen_ports`]) on 127.0.0.1 inside and passes them here
+//! ([`crate::plan::net::ProxyPlan::listen_ports`]) on 127.0.0.1 inside and passes them here
 //! ([`fdpass`]). Each accepted connection gets a thread: the HTTP proxy ([`proxy`]:
 //! CONNECT and absolute-form requests), the SOCKS5 proxy ([`socks`]) and the port
 //! forwards ([`forward`]). Every destination is checked by [`gate`]: the allowlist
@@ -10,12 +10,10 @@
 //! [`control`] is the per-session control socket (`taskcell sessions/approve/deny`),
 //! [`connect`] the `taskcell connect HOST PORT` client used inside the cell.
 
-pub mod allowlist;
 pub mod approve;
 pub mod audit;
 pub mod connect;
 pub mod control;
-pub mod fdpass;
 pub mod forward;
 pub mod gate;
 pub mod http;
@@ -35,8 +33,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cell::rootfs::MountOp;
-use crate::netplan::{ProxyPlan, BINARY_IN_CELL};
+use crate::plan::net::{ProxyPlan, BINARY_IN_CELL};
 
 /// Who runs the cell (for the control socket and the audit lines).
 #[derive(Debug, Default)]
@@ -83,39 +80,6 @@ impl Drop for NetService {
         if let Some(p) = &self.control {
             let _ = std::fs::remove_file(p);
         }
-    }
-}
-
-/// Mount ops a `proxy` cell gets in addition to its paths: the taskcell binary,
-/// read-only at [`BINARY_IN_CELL`] (for `taskcell connect`). Inserted before the final
-/// read-only remounts.
-pub fn cell_mounts(ops: &mut Vec<MountOp>) {
-    let Ok(exe) = std::fs::canonicalize("/proc/self/exe") else {
-        return;
-    };
-    let at = ops
-        .iter()
-        .position(|o| matches!(o, MountOp::RemountRo { .. }))
-        .unwrap_or(ops.len());
-    ops.insert(
-        at,
-        MountOp::Bind {
-            src: exe,
-            path: PathBuf::from(BINARY_IN_CELL),
-            readonly: true,
-            is_dir: false,
-        },
-    );
-}
-
-/// Landlock must let the cell read and execute the binary bound by [`cell_mounts`].
-pub fn cell_landlock(spec: &mut crate::cell::Spec) {
-    if let Some(rules) = spec.landlock.as_mut() {
-        rules.fs.push(crate::cell::landlock::FsRule {
-            path: PathBuf::from(BINARY_IN_CELL),
-            class: crate::cell::landlock::Class::Read,
-            optional: true,
-        });
     }
 }
 
@@ -321,8 +285,8 @@ pub fn describe(p: &ProxyPlan) -> String {
         let _ = writeln!(
             s,
             "  trust    {} (system roots + the cell CA, also over {}); upstream verified against the system roots{}",
-            crate::netplan::CA_BUNDLE_IN_CELL,
-            crate::netplan::SYSTEM_BUNDLE,
+            crate::plan::net::CA_BUNDLE_IN_CELL,
+            crate::plan::net::SYSTEM_BUNDLE,
             match &p.upstream_ca {
                 Some(c) => format!(" + {}", c.display()),
                 None => String::new(),

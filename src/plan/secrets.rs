@@ -347,12 +347,12 @@ fn visible_in<'a>(paths: &'a [PathRule], p: &Path) -> Option<&'a PathRule> {
 }
 
 /// The proxy's part of the injected secrets: names and hosts, never a value.
-pub fn inject_rules(secrets: &[SecretPlan]) -> Vec<crate::netplan::InjectRule> {
+pub fn inject_rules(secrets: &[SecretPlan]) -> Vec<crate::plan::net::InjectRule> {
     secrets
         .iter()
         .filter_map(|s| {
             let i = s.inject.as_ref()?;
-            Some(crate::netplan::InjectRule {
+            Some(crate::plan::net::InjectRule {
                 secret: s.name.clone(),
                 hosts: i.hosts.clone(),
                 body: i.body,

@@ -53,6 +53,8 @@ pub struct RawPathTable {
     pub path: String,
     #[serde(default)]
     pub optional: bool,
+    /// "dir" or "file": create it on the host when missing (read and write only).
+    pub create: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,6 +153,26 @@ impl RawQty {
     }
 }
 
+/// The offsets of a text's newlines, to find the line of many offsets in log time each.
+pub struct Lines(Vec<usize>);
+
+impl Lines {
+    pub fn new(text: &str) -> Lines {
+        Lines(
+            text.bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i)
+                .collect(),
+        )
+    }
+
+    /// 1-based line of a byte offset (the newlines before it, plus one).
+    pub fn line_of(&self, offset: usize) -> usize {
+        self.0.partition_point(|&nl| nl < offset) + 1
+    }
+}
+
 /// 1-based line of a byte offset.
 pub fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
@@ -171,7 +193,7 @@ pub fn parse(file: &str, text: &str) -> Result<RawProfile, ProfileError> {
                 .into();
         }
         if msg.starts_with("unknown field") {
-            msg.push_str(" (see the profile reference in README.md)");
+            msg.push_str(" (see the profile reference in docs/profile.md)");
         }
         ProfileError::Invalid {
             origin: Origin {
@@ -189,9 +211,11 @@ pub fn merge_into(
     text: &str,
     raw: &RawProfile,
 ) -> Result<(), ProfileError> {
+    // Line numbers from one index of the newlines: linear in the file, not per entry.
+    let lines = Lines::new(text);
     let origin = |start: usize| Origin {
         file: file.to_string(),
-        line: line_of(text, start),
+        line: lines.line_of(start),
     };
     p.sources.push(file.to_string());
     if let Some(d) = &raw.description {
@@ -216,17 +240,36 @@ pub fn merge_into(
         p.strict = *s.get_ref();
     }
     let fs = &raw.filesystem;
-    for (src, dst) in [
-        (&fs.read, &mut p.filesystem.read),
-        (&fs.write, &mut p.filesystem.write),
-        (&fs.tmpfs, &mut p.filesystem.tmpfs),
-        (&fs.protect, &mut p.filesystem.protect),
-        (&fs.hide, &mut p.filesystem.hide),
+    for (src, dst, key) in [
+        (&fs.read, &mut p.filesystem.read, "read"),
+        (&fs.write, &mut p.filesystem.write, "write"),
+        (&fs.tmpfs, &mut p.filesystem.tmpfs, "tmpfs"),
+        (&fs.protect, &mut p.filesystem.protect, "protect"),
+        (&fs.hide, &mut p.filesystem.hide, "hide"),
     ] {
         for e in src {
-            let (path, optional) = match e.get_ref() {
-                super::raw::RawPath::Plain(s) => (s.clone(), false),
-                super::raw::RawPath::Full(t) => (t.path.clone(), t.optional),
+            let (path, optional, create) = match e.get_ref() {
+                super::raw::RawPath::Plain(s) => (s.clone(), false, None),
+                super::raw::RawPath::Full(t) => (t.path.clone(), t.optional, t.create.clone()),
+            };
+            let create = match create.as_deref() {
+                None => None,
+                Some(c) if !matches!(key, "read" | "write") => {
+                    return Err(ProfileError::Invalid {
+                        origin: origin(e.span().start),
+                        msg: format!(
+                            "`create = {c:?}` on a `{key}` path: only `read` and `write` paths can be created"
+                        ),
+                    })
+                }
+                Some("dir") => Some(super::Create::Dir),
+                Some("file") => Some(super::Create::File),
+                Some(c) => {
+                    return Err(ProfileError::Invalid {
+                        origin: origin(e.span().start),
+                        msg: format!("`create = {c:?}` is not \"dir\" or \"file\""),
+                    })
+                }
             };
             if path.is_empty() {
                 return Err(ProfileError::Invalid {
@@ -237,6 +280,7 @@ pub fn merge_into(
             dst.push(PathEntry {
                 path,
                 optional,
+                create,
                 origin: origin(e.span().start),
             });
         }
@@ -299,7 +343,7 @@ pub fn merge_into(
         ] {
             if let Some(v) = slot {
                 let text = v.get_ref().text();
-                crate::limits::check(key, &text).map_err(|msg| ProfileError::Invalid {
+                crate::plan::limits::check(key, &text).map_err(|msg| ProfileError::Invalid {
                     origin: origin(v.span().start),
                     msg: format!("`limits.{key}`: {msg}"),
                 })?;
@@ -372,7 +416,7 @@ fn merge_security(
         ] {
             for name in list {
                 let n = name.get_ref();
-                if crate::cell::syscalls::number(n).is_none() {
+                if crate::plan::syscalls::number(n).is_none() {
                     return Err(ProfileError::Invalid {
                         origin: origin(name.span().start),
                         msg: format!(
@@ -412,7 +456,7 @@ fn merge_network(
         (&n.deny, &mut net.deny, "deny"),
     ] {
         for v in src {
-            crate::net::allowlist::Rule::parse(v.get_ref(), "")
+            crate::plan::allowlist::Rule::parse(v.get_ref(), "")
                 .map_err(|e| invalid(v.span().start, format!("`network.{key}`: {e}")))?;
             dst.push(Val {
                 value: v.get_ref().clone(),
@@ -506,7 +550,7 @@ fn merge_network(
                 "`network.forward.listen` must be a port 1-65535".into(),
             ));
         }
-        crate::netplan::ForwardTo::parse(&r.to)
+        crate::plan::net::ForwardTo::parse(&r.to)
             .map_err(|e| invalid(f.span().start, format!("`network.forward.to`: {e}")))?;
         net.forward.push(super::ForwardDecl {
             listen: r.listen,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::net::allowlist::{Allowlist, Rule};
+use crate::plan::allowlist::{Allowlist, Rule};
 use crate::profile::Network;
 
 /// The HTTP proxy's port on 127.0.0.1 inside the cell.
@@ -232,7 +232,21 @@ pub struct NetOverrides {
     pub upstream_ca: Option<PathBuf>,
 }
 
-/// Build the ProxyPlan from the profile's `[network]` table and the overrides.
+impl NetOverrides {
+    /// The first flag given that only means something in `proxy` mode.
+    pub fn proxy_flag(&self) -> Option<&'static str> {
+        if !self.allow.is_empty() {
+            Some("--allow")
+        } else if self.ask {
+            Some("--ask")
+        } else if !self.resolve.is_empty() {
+            Some("--resolve")
+        } else {
+            None
+        }
+    }
+}
+
 /// The directory of the control sockets for a user with this `XDG_RUNTIME_DIR` and uid
 /// (the supervisor serves there; `taskcell sessions/approve/deny` look there).
 pub fn control_dir(xdg_runtime_dir: Option<&str>, uid: u32) -> PathBuf {
@@ -242,6 +256,7 @@ pub fn control_dir(xdg_runtime_dir: Option<&str>, uid: u32) -> PathBuf {
     }
 }
 
+/// Build the ProxyPlan from the profile's `[network]` table and the overrides.
 pub fn build(net: &Network, ov: &NetOverrides) -> Result<ProxyPlan, String> {
     let mut allowlist = Allowlist::default();
     for v in &net.allow {
@@ -269,7 +284,7 @@ pub fn build(net: &Network, ov: &NetOverrides) -> Result<ProxyPlan, String> {
                 v.origin, v.value
             )
         })?;
-        resolve.insert(crate::net::allowlist::normalize_host(k), addr);
+        resolve.insert(crate::plan::allowlist::normalize_host(k), addr);
     }
     for r in &ov.resolve {
         let (h, a) = r
@@ -279,14 +294,14 @@ pub fn build(net: &Network, ov: &NetOverrides) -> Result<ProxyPlan, String> {
             .trim_matches(|c| c == '[' || c == ']')
             .parse()
             .map_err(|_| format!("--resolve {r:?}: {a:?} is not an IP address"))?;
-        resolve.insert(crate::net::allowlist::normalize_host(h), addr);
+        resolve.insert(crate::plan::allowlist::normalize_host(h), addr);
     }
     let mut forwards = Vec::new();
-    if net.forward.len() + 2 > crate::net::fdpass::MAX_FDS {
+    if net.forward.len() + 2 > crate::cell::fdpass::MAX_FDS {
         return Err(format!(
             "{}: at most {} port forwards",
             net.forward[0].origin,
-            crate::net::fdpass::MAX_FDS - 2
+            crate::cell::fdpass::MAX_FDS - 2
         ));
     }
     for f in &net.forward {
