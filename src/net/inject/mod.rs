@@ -180,7 +180,7 @@ impl Injector {
             .iter()
             .flat_map(|r| r.hosts.iter())
             .chain(plan.intercept.iter())
-            .map(|h| crate::netplan::pattern_host(h).to_string())
+            .map(|h| crate::plan::net::pattern_host(h).to_string())
             .collect();
         permitted.sort();
         permitted.dedup();
@@ -246,7 +246,7 @@ impl Injector {
             || self
                 .intercept
                 .iter()
-                .any(|p| crate::netplan::host_matches(p, host, port))
+                .any(|p| crate::plan::net::host_matches(p, host, port))
     }
 
     /// Per secret: is it bound to `host`:`port`?
@@ -377,9 +377,9 @@ mod tests {
         let m = subst::Matcher::new(std::slice::from_ref(&s), &[true], subst::Part::Response);
         let d = format!("{m:?}");
         assert!(!d.contains("VALUE") && !d.contains("PLACE"), "{d}");
-        let plan = crate::netplan::build(
+        let plan = crate::plan::net::build(
             &crate::profile::Network::default(),
-            &crate::netplan::NetOverrides::default(),
+            &crate::plan::net::NetOverrides::default(),
         )
         .unwrap();
         let inj = Injector::new(
