@@ -76,6 +76,12 @@ pub struct RawNetwork {
     pub resolve: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     pub forward: Vec<Spanned<RawForward>>,
+    /// Hosts whose TLS is intercepted even with no secret injected (the secret firewall).
+    #[serde(default)]
+    pub intercept: Vec<Spanned<String>>,
+    /// `"redact"` or `"block"`: what the secret firewall does with a secret on its way
+    /// to an intercepted host.
+    pub firewall: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -518,6 +524,25 @@ fn merge_network(
                 origin: origin(v.span().start),
             },
         );
+    }
+    for h in &n.intercept {
+        let v = super::secrets::check_inject_host(h.get_ref())
+            .map_err(|m| invalid(h.span().start, format!("`network.intercept`: {m}")))?;
+        net.intercept.push(Val {
+            value: v,
+            origin: origin(h.span().start),
+        });
+    }
+    if let Some(f) = &n.firewall {
+        net.firewall = Some(super::Firewall::parse(f.get_ref()).ok_or_else(|| {
+            invalid(
+                f.span().start,
+                format!(
+                    "`network.firewall` {:?} is not valid (use \"redact\" or \"block\")",
+                    f.get_ref()
+                ),
+            )
+        })?);
     }
     for f in &n.forward {
         let r = f.get_ref();
