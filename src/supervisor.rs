@@ -133,8 +133,14 @@ pub fn run_with(
     }
     // Injected credentials: the cell's CA and trust bundle, before the clone.
     let injector = match &plan.net.proxy {
-        Some(p) if !p.inject.is_empty() => {
-            match crate::net::inject::Injector::new(p, secrets.take_injected(), &audit.session) {
+        Some(p) if p.intercepts_any() => {
+            let watched = secrets.watched_values();
+            match crate::net::inject::Injector::new(
+                p,
+                secrets.take_injected(),
+                watched,
+                &audit.session,
+            ) {
                 Ok(i) => {
                     handles.ca_bundle = Some(i.bundle_path());
                     Some(std::sync::Arc::new(i))

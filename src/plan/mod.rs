@@ -499,6 +499,7 @@ pub fn resolve(
 
     let decls = secrets::declarations(&profile.secrets, &ov.secrets, &ov.secret_opts)?;
     let (secrets, ttl) = secrets::resolve(&decls, &paths, &vars, &ctx.cwd, &mut env)?;
+    secrets::check_unreachable(&secrets, &paths, &ctx.env, &env)?;
 
     let mut rlimits: Vec<Rlimit> = Vec::new();
     for (name, val) in &profile.limits.rlimits {
