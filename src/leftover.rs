@@ -73,6 +73,8 @@ struct Walk {
     since: (i64, i64),
     home: PathBuf,
     roots: Vec<PathBuf>,
+    /// Paths the cell had read-only: a change there came from outside the cell.
+    protected: Vec<PathBuf>,
     entries: usize,
     report: Report,
 }
@@ -179,6 +181,9 @@ impl Walk {
 
     /// Move `name` in `dir` aside and record it.
     fn quarantine(&mut self, dir: RawFd, name: &OsStr, path: PathBuf, what: &'static str) {
+        if self.protected.iter().any(|p| path.starts_with(p)) {
+            return;
+        }
         let mut err = None;
         for i in 0..100 {
             let mut new = name.to_os_string();
@@ -424,7 +429,9 @@ pub fn start_time() -> SystemTime {
 
 /// Look at every writable directory `roots` after a cell that started at `since`
 /// ([`start_time`]).
-pub fn check(roots: &[PathBuf], home: &Path, since: SystemTime) -> Report {
+/// `protected`: the paths the cell had read-only inside them (changed only from outside,
+/// so left alone).
+pub fn check(roots: &[PathBuf], protected: &[PathBuf], home: &Path, since: SystemTime) -> Report {
     let d = since
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
@@ -432,6 +439,7 @@ pub fn check(roots: &[PathBuf], home: &Path, since: SystemTime) -> Report {
         since: (d.as_secs() as i64, d.subsec_nanos() as i64),
         home: home.to_path_buf(),
         roots: roots.to_vec(),
+        protected: protected.to_vec(),
         entries: 0,
         report: Report::default(),
     };
@@ -481,11 +489,18 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(200));
         std::fs::write(ws.join(".git/hooks/post-checkout"), "#!/bin/sh\n").unwrap();
         std::fs::write(ws.join(".git/hooks/x.sample"), "").unwrap();
+        // Changed from outside: the cell had it read-only.
+        std::fs::write(ws.join(".git/hooks/pre-push"), "#!/bin/sh\n").unwrap();
         std::fs::write(ws.join(".git/modules/sub/HEAD"), "x\n").unwrap();
         std::fs::write(ws.join(".git/modules/sub/config"), "[core]\nfsmonitor=x\n").unwrap();
         std::fs::create_dir(ws.join("vendor")).unwrap();
         std::fs::write(ws.join("vendor/.git"), "gitdir: ../.git/modules/sub\n").unwrap();
-        let r = check(std::slice::from_ref(&ws), Path::new("/nonexistent"), since);
+        let r = check(
+            std::slice::from_ref(&ws),
+            &[ws.join(".git/hooks/pre-push")],
+            Path::new("/nonexistent"),
+            since,
+        );
         let mut got: Vec<PathBuf> = r.findings.iter().map(|f| f.path.clone()).collect();
         got.sort();
         assert_eq!(
