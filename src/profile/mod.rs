@@ -7,7 +7,9 @@
 
 mod builtin;
 mod raw;
+mod schema;
 pub mod secrets;
+mod spanned;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,6 +20,7 @@ use serde::Serialize;
 
 use crate::plan::NetMode;
 pub use builtin::BUILTIN;
+pub use schema::json_schema;
 
 /// Where a value came from: a profile file and line, or the command line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -6,8 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use toml::Spanned;
+
+use super::spanned::Spanned;
 
 use super::{parse_duration, Origin, ProfileError};
 
@@ -175,7 +177,7 @@ pub fn valid_name(n: &str) -> bool {
         && c.all(|x| x.is_ascii_uppercase() || x.is_ascii_digit() || x == '_')
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSecret {
     pub from: Spanned<RawFrom>,
@@ -194,7 +196,7 @@ pub struct RawSecret {
     pub optional: Option<Spanned<bool>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFrom {
     pub command: Option<Vec<String>>,
@@ -203,7 +205,7 @@ pub struct RawFrom {
     pub generate: Option<RawGenerate>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawGenerate {
     pub bytes: i64,
