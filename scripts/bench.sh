@@ -181,7 +181,7 @@ WORK=""
 PIDS=()
 proxy_cleanup() {
     for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-    [ -n "$WORK" ] && rm -rf "$WORK"
+    [ -n "$WORK" ] && rm -rf "$WORK" "$WORK.vault"
 }
 
 free_port() {
@@ -401,7 +401,9 @@ for _ in range(conns):
     t = time.perf_counter(); c = conn(); get(c); lat.append(time.perf_counter() - t); c.close()
 print(f"{rate:.0f} {statistics.median(lat)*1000:.2f}")
 PY
-    printf 'ghp_%s\n' "$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$WORK/token"
+    # The token outside the workspace (an injected secret the cell could read is refused).
+    mkdir -p "$WORK.vault"
+    printf 'ghp_%s\n' "$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$WORK.vault/token"
     cat > "$WORK/inject.toml" <<TOML
 extends = "build"
 [network]
@@ -410,7 +412,7 @@ allow = ["inj.test:$port", "plain.test:$port", "127.0.0.1:$port"]
 resolve = { "inj.test" = "127.0.0.1", "plain.test" = "127.0.0.1" }
 upstream_ca = "$WORK/ca.pem"
 [secrets.TOK]
-from = { file = "$WORK/token" }
+from = { file = "$WORK.vault/token" }
 deliver = "inject"
 hosts = ["inj.test"]
 TOML
