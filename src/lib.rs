@@ -7,6 +7,7 @@ pub mod cli;
 pub mod doctor;
 pub mod explain;
 pub mod net;
+pub mod outcome;
 pub mod plan;
 pub mod profile;
 pub mod secrets;
@@ -16,3 +17,6 @@ pub mod tty;
 
 /// Exit code when taskcell fails before the command runs.
 pub const EXIT_SETUP: i32 = 125;
+/// Exit code when the command succeeded but the leak scan found a secret declared with
+/// `on_leak = "fail"`.
+pub const EXIT_LEAK: i32 = 120;

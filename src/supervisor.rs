@@ -2,7 +2,7 @@
 //! turns the ending into an exit code.
 
 use std::os::fd::{AsFd, AsRawFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
@@ -11,50 +11,9 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use crate::audit::Audit;
 use crate::cell;
 use crate::plan::{Access, Plan};
-use crate::secrets::session::{SecretsError, Session, EXIT_LEAK};
+use crate::secrets::session::{SecretsError, Session};
 
-/// How a cell ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ending {
-    /// The command exited with this code.
-    Exited(i32),
-    /// The command was killed by this signal.
-    Signaled(i32),
-    /// taskcell or the kernel refused before the command ran (125/126/127).
-    NotStarted { code: i32, message: String },
-    /// The cell ended without reporting (its init was killed).
-    Lost,
-}
-
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub ending: Ending,
-    pub timed_out: bool,
-    pub duration: Duration,
-    /// Limits the cell ran into (OOM kill, pids exhausted, CPU time, timeout).
-    pub limit_hits: Vec<crate::plan::limits::Hit>,
-    /// How the limits were enforced in the end (rlimits stand in when the cgroup could
-    /// not be created after all).
-    pub enforcement: crate::plan::limits::Enforcement,
-    /// The leak scan found a secret declared `on_leak = "fail"`.
-    pub leak_fail: bool,
-}
-
-impl Outcome {
-    /// The exit code taskcell itself exits with.
-    pub fn exit_code(&self) -> i32 {
-        if self.timed_out {
-            return 124;
-        }
-        match &self.ending {
-            Ending::Exited(0) if self.leak_fail => EXIT_LEAK,
-            Ending::Exited(c) => *c,
-            Ending::Signaled(s) => 128 + s,
-            Ending::NotStarted { code, .. } => *code,
-            Ending::Lost => 125,
-        }
-    }
-}
+pub use crate::outcome::{Ending, Outcome};
 
 /// Without user namespaces (best effort): a private TMPDIR (0700) and, when the plan's home
 /// is a private tmpfs, a private home inside it with links to the paths the plan grants

@@ -148,7 +148,7 @@ pub fn main(
 
 fn setup(spec: &Spec) -> Result<(), String> {
     rootfs::execute(&spec.mounts).map_err(|e| e.to_string())?;
-    crate::secrets::deliver::populate(&spec.secrets)?;
+    super::secrets::populate(&spec.secrets)?;
     nix::unistd::sethostname(&spec.process.hostname)
         .map_err(|e| format!("setting the hostname {:?}: {e}", spec.process.hostname))?;
     if matches!(spec.net, NetMode::Loopback | NetMode::Proxy) {

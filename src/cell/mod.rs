@@ -17,6 +17,7 @@ pub mod landlock;
 pub mod net;
 pub mod rootfs;
 pub mod seccomp;
+pub mod secrets;
 pub mod userns;
 pub mod worker;
 
@@ -58,7 +59,7 @@ pub struct Spec {
     /// (`proxy` mode: the proxy and forward listeners), in this order.
     pub listen: Vec<u16>,
     /// Secrets to deliver (each held in an inherited memfd; no value here).
-    pub secrets: Vec<crate::secrets::deliver::CellSecret>,
+    pub secrets: Vec<crate::spec::CellSecret>,
     /// Write ends of the stdout/stderr relay pipes, when output is masked.
     pub stdio: Option<(RawFd, RawFd)>,
     /// Landlock rules the worker applies (None: Landlock off or unavailable).

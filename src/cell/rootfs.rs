@@ -55,7 +55,7 @@ pub enum MountOp {
         path: PathBuf,
     },
     /// The private tmpfs for file-delivered secrets: mode 0700 owned by `uid:gid` while
-    /// init fills it (`secrets::deliver::populate` then makes it 0500 and read-only),
+    /// init fills it (`cell::secrets::populate` then makes it 0500 and read-only),
     /// nosuid,nodev,noexec, `noswap` where the kernel has it, at most `size` bytes.
     SecretsTmpfs {
         path: PathBuf,

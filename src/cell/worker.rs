@@ -65,7 +65,7 @@ pub fn main(spec: &Spec, mut err: OwnedFd, tty: Option<&std::path::Path>) -> ! {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    if let Err(e) = crate::secrets::deliver::redirect_stdio(spec.stdio) {
+    if let Err(e) = super::secrets::redirect_stdio(spec.stdio) {
         fail(&err, 125, &e);
     }
     // A new session: no controlling terminal, so TIOCSTI on the caller's terminal fails.
@@ -134,10 +134,10 @@ pub fn main(spec: &Spec, mut err: OwnedFd, tty: Option<&std::path::Path>) -> ! {
         );
     }
     // Secrets delivered by fd go to their declared numbers (close-on-exec clear).
-    if let Err(e) = crate::secrets::deliver::place_fds(&spec.secrets, &mut err) {
+    if let Err(e) = super::secrets::place_fds(&spec.secrets, &mut err) {
         fail(&err, 125, &e);
     }
-    let secret_env = match crate::secrets::deliver::env_entries(&spec.secrets) {
+    let secret_env = match super::secrets::env_entries(&spec.secrets) {
         Ok(v) => v,
         Err(e) => fail(&err, 125, &e),
     };

@@ -11,7 +11,6 @@
 //! [`connect`] the `taskcell connect HOST PORT` client used inside the cell.
 
 pub mod approve;
-pub mod audit;
 pub mod connect;
 pub mod control;
 pub mod forward;
@@ -63,7 +62,7 @@ pub struct Shared {
     pub session: String,
     pub profile: String,
     pub command: Vec<String>,
-    pub audit: audit::Sink,
+    pub audit: crate::audit::Sink,
     pub approvals: approve::Approvals,
     pub active: AtomicUsize,
     pub inject: Option<Arc<inject::Injector>>,
@@ -101,7 +100,7 @@ pub fn start(
     session: &Session,
 ) -> io::Result<NetService> {
     raise_nofile();
-    let audit = audit::Sink::new(
+    let audit = crate::audit::Sink::new(
         session.audit.as_ref().and_then(|f| f.try_clone().ok()),
         &session.id,
     );

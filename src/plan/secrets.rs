@@ -7,9 +7,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{expand_str, Access, PathRule, PlanError, Vars};
-use crate::profile::secrets::{
-    apply_cli_opt, parse_cli, Deliver, InjectDecl, OnLeak, SecretDecl, Source,
-};
+pub use crate::profile::secrets::OnLeak;
+use crate::profile::secrets::{apply_cli_opt, parse_cli, Deliver, InjectDecl, SecretDecl, Source};
 
 /// Where file-delivered secrets appear inside the cell.
 pub const SECRETS_DIR: &str = "/run/secrets";
@@ -67,6 +66,9 @@ impl Delivery {
         }
     }
 }
+
+/// Largest secret value, in bytes (also sizes the /run/secrets tmpfs).
+pub const MAX_VALUE: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SecretPlan {

@@ -10,19 +10,16 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
-use super::deliver::{self, CellSecret, How};
+use super::deliver;
 use super::provider::{self, Value};
 use super::redact::{Redactor, MIN_LEN};
 use super::relay::Pipes;
 use super::revoke;
 use super::scan::{self, ScanLimits};
 use crate::audit::Audit;
-use crate::plan::secrets::{Delivery, SecretPlan};
-use crate::profile::secrets::OnLeak;
-
-/// Exit code when the command succeeded but the leak scan found a secret declared with
-/// `on_leak = "fail"`.
-pub const EXIT_LEAK: i32 = 120;
+use crate::plan::secrets::{Delivery, OnLeak, SecretPlan};
+use crate::spec::{CellSecret, How};
+use crate::EXIT_LEAK;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -20,9 +20,8 @@ use crate::cell::rootfs::{self, MountOp};
 use crate::cell::seccomp;
 use crate::cell::{Spec, TermSize};
 use crate::plan::net::{BINARY_IN_CELL, CA_BUNDLE_IN_CELL, SYSTEM_BUNDLE};
-use crate::plan::secrets::{Delivery, SECRETS_DIR};
+use crate::plan::secrets::{Delivery, MAX_VALUE, SECRETS_DIR};
 use crate::plan::{Access, Plan, Rlimit};
-use crate::secrets::deliver::{CellSecret, MAX_VALUE};
 
 use layers::Kernel;
 
@@ -83,6 +82,32 @@ impl Handles {
             pty: plan.process.pty.then_some(TermSize { rows: 24, cols: 80 }),
             limit_rlimits,
             ..Handles::default()
+        }
+    }
+}
+
+/// How one secret reaches the command, with the memfd (inherited at clone) that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CellSecret {
+    pub name: String,
+    /// The memfd, open in the supervisor before the clone (close-on-exec).
+    pub memfd: RawFd,
+    pub how: How,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum How {
+    File { path: PathBuf },
+    Fd { target: RawFd },
+    Env { var: String },
+}
+
+impl How {
+    pub fn of(d: &Delivery) -> How {
+        match d {
+            Delivery::File { path, .. } => How::File { path: path.clone() },
+            Delivery::Fd { fd, .. } => How::Fd { target: *fd },
+            Delivery::Env { var } => How::Env { var: var.clone() },
         }
     }
 }
@@ -290,9 +315,9 @@ pub fn home_is_private(plan: &Plan) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::secrets::OnLeak;
     use crate::plan::secrets::{Provider, SecretPlan, DEFAULT_TIMEOUT};
     use crate::plan::{resolve, Context, NetMode, Overrides};
-    use crate::profile::secrets::OnLeak;
     use crate::profile::Profile;
 
     fn plan(net: NetMode) -> Plan {
