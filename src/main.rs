@@ -228,7 +228,7 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
     for w in enforcement.unenforced() {
         eprintln!("taskcell: warning: {w}");
     }
-    let kernel = taskcell::spec::layers::Kernel::probe();
+    let kernel = taskcell::cell::confine::kernel();
     let missing = taskcell::spec::layers::missing(&plan, &kernel);
     if plan.strict && !missing.is_empty() {
         for m in &missing {

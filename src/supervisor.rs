@@ -103,7 +103,8 @@ pub fn run_with(
     };
     let (enforcement, cgroup) = cell::cgroup::prepare(&plan.limits.resources, plan.limits.timeout);
     handles.limit_rlimits = enforcement.rlimits.clone();
-    let offer = crate::spec::Offer::probe(plan);
+    let (proxy, inject) = crate::spec::Offer::wanted(plan);
+    let offer = cell::confine::offer(proxy, inject);
     let mut spec = crate::spec::compile(plan, &offer, &handles);
     let since = std::time::SystemTime::now();
     let start = Instant::now();
@@ -125,7 +126,7 @@ pub fn run_with(
                         &handles,
                         tmp.path(),
                         home.as_deref(),
-                        &cell::landlock::list_dir,
+                        &cell::confine::list_dir,
                     );
                     _private_tmp = Some(tmp);
                     cell::spawn_with(&spec, add_to_cgroup)

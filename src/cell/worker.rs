@@ -80,7 +80,7 @@ pub fn main(spec: &Spec, mut err: OwnedFd, tty: Option<&std::path::Path>) -> ! {
             .write(true)
             .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
             .open(path)
-            .and_then(|f| crate::tty::attach(f.as_raw_fd()));
+            .and_then(|f| super::pty::attach(f.as_raw_fd()));
         if let Err(e) = attached {
             fail(
                 &err,
@@ -154,12 +154,12 @@ pub fn main(spec: &Spec, mut err: OwnedFd, tty: Option<&std::path::Path>) -> ! {
     }
     // Landlock after no_new_privs; seccomp last, so that nothing but execve runs under it.
     if let Some(rules) = &spec.landlock {
-        if let Err(e) = super::landlock::apply(rules) {
+        if let Err(e) = super::confine::apply_landlock(rules) {
             fail(&err, 125, &e);
         }
     }
     if let Some(programs) = &spec.seccomp {
-        if let Err(e) = super::seccomp::apply(programs) {
+        if let Err(e) = super::confine::apply_seccomp(programs) {
             fail(&err, 125, &e);
         }
     }

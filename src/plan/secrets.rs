@@ -279,66 +279,6 @@ pub fn inject_rules(secrets: &[SecretPlan]) -> Vec<crate::plan::net::InjectRule>
         .collect()
 }
 
-/// The `secrets:` section of `taskcell explain`.
-pub fn explain(plan: &super::Plan, s: &mut String) {
-    use std::fmt::Write;
-    if plan.secrets.is_empty() {
-        return;
-    }
-    let _ = writeln!(
-        s,
-        "\nsecrets (fetched when the cell starts; values never stored on disk):"
-    );
-    for sp in &plan.secrets {
-        let how = match &sp.delivery {
-            Delivery::File { path, var } => {
-                format!(
-                    "file {} (read-only tmpfs; ${var} has the path)",
-                    path.display()
-                )
-            }
-            Delivery::Fd { fd, var } => format!("fd {fd} (sealed memfd; ${var} has the number)"),
-            Delivery::Env { var } if sp.inject.is_some() => format!("env ${var}"),
-            Delivery::Env { var } => {
-                format!("env ${var} (WEAKEST: inherited by every descendant, in /proc/PID/environ)")
-            }
-        };
-        let _ = writeln!(s, "  {:<14} from {}", sp.name, sp.provider.describe());
-        let _ = writeln!(s, "  {:<14} to   {how}", "");
-        if let Some(i) = &sp.inject {
-            let _ = writeln!(
-                s,
-                "  {:<14}      a PLACEHOLDER of the same shape; the proxy puts the value into requests to {} only{}",
-                "",
-                i.hosts.join(", "),
-                if i.body { " (headers and bodies)" } else { " (request line and headers)" }
-            );
-        }
-        let mut extra = vec![
-            if sp.mask {
-                "masked in output, leak scan".to_string()
-            } else {
-                "NOT masked, not scanned".to_string()
-            },
-            format!(
-                "on leak: {}",
-                if sp.on_leak == OnLeak::Fail {
-                    "fail"
-                } else {
-                    "warn"
-                }
-            ),
-        ];
-        if let Some(r) = &sp.revoke {
-            extra.push(format!("revoke {r:?}"));
-        }
-        if let Some(t) = sp.ttl {
-            extra.push(format!("ttl {}s", t.as_secs_f64()));
-        }
-        let _ = writeln!(s, "  {:<14}      {}", "", extra.join("; "));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,8 +385,7 @@ mod tests {
         );
         let json = serde_json::to_string(&p).unwrap();
         assert!(!json.contains("value-must-not-appear"));
-        let mut s = String::new();
-        explain(&p, &mut s);
+        let s = crate::explain::text(&p);
         assert!(s.contains("WEAKEST"), "{s}");
     }
 
