@@ -43,7 +43,17 @@ pub fn text(plan: &Plan) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "profile:   {} — {}", plan.profile, plan.description);
     let _ = writeln!(s, "sources:   {}", plan.sources.join(" <- "));
-    let _ = writeln!(s, "workspace: {}", plan.workspace.display());
+    let _ = writeln!(
+        s,
+        "workspace: {}{}",
+        plan.workspace.display(),
+        match plan.workspace_from {
+            crate::plan::WorkspaceFrom::Flag => " (-w)",
+            crate::plan::WorkspaceFrom::Cwd => " (the current directory)",
+            crate::plan::WorkspaceFrom::GitRoot =>
+                " (the root of the git repository around the current directory; -w to choose another)",
+        }
+    );
     let _ = writeln!(s, "cwd:       {}", plan.process.cwd.display());
     filesystem(plan, &mut s);
     network_and_process(plan, &mut s);
@@ -86,7 +96,14 @@ fn filesystem(plan: &Plan, s: &mut String) {
         } else {
             r.access.as_str()
         };
-        let _ = writeln!(s, "  {mode:<8} {what}");
+        let created = match plan.create.iter().find(|c| c.path == r.path) {
+            Some(c) => format!(
+                " (missing: created before the cell starts, {}, owned by you)",
+                crate::prepare::kind_word(c.kind)
+            ),
+            None => String::new(),
+        };
+        let _ = writeln!(s, "  {mode:<8} {what}{created}");
     }
 }
 
@@ -102,6 +119,9 @@ fn network_and_process(plan: &Plan, s: &mut String) {
             NetMode::Host => "host (UNSAFE: the host's network)",
         }
     );
+    if let Some(flag) = &plan.net.implied_by {
+        let _ = writeln!(s, "           (implied by {flag})");
+    }
     if let Some(p) = &plan.net.proxy {
         s.push_str(&proxy(p));
     }
@@ -401,7 +421,23 @@ fn proxy(p: &ProxyPlan) -> String {
             r.hosts.join(", ")
         );
     }
-    if !p.inject.is_empty() {
+    for h in &p.intercept {
+        let _ = writeln!(
+            s,
+            "  intercept {h} (TLS intercepted with the cell's own CA, no secret injected: the secret firewall reads every request)"
+        );
+    }
+    if p.intercepts_any() {
+        let _ = writeln!(
+            s,
+            "  firewall {} (every declared secret and its encodings, in requests to intercepted hosts, except a secret injected for that host)",
+            match p.firewall {
+                crate::plan::net::Firewall::Redact => "redact: replaced by [secret NAME removed], lengths fixed up",
+                crate::plan::net::Firewall::Block => "block: the request is refused (403)",
+            }
+        );
+    }
+    if p.intercepts_any() {
         let _ = writeln!(
             s,
             "  trust    {} (system roots + the cell CA, also over {}); upstream verified against the system roots{}",
@@ -453,6 +489,9 @@ fn secrets(plan: &Plan, s: &mut String) {
             Delivery::Env { var } if sp.inject.is_some() => format!("env ${var}"),
             Delivery::Env { var } => {
                 format!("env ${var} (WEAKEST: inherited by every descendant, in /proc/PID/environ)")
+            }
+            Delivery::None => {
+                "nowhere (watch-only: masked, scanned for, kept out of requests to intercepted hosts)".into()
             }
         };
         let _ = writeln!(s, "  {:<14} from {}", sp.name, sp.provider.describe());

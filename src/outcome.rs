@@ -30,6 +30,8 @@ pub struct Outcome {
     pub enforcement: crate::plan::limits::Enforcement,
     /// The leak scan found a secret declared `on_leak = "fail"`.
     pub leak_fail: bool,
+    /// The cell left files git would run code from (moved aside, see `leftover`).
+    pub leftover: bool,
 }
 
 impl Outcome {
@@ -37,6 +39,9 @@ impl Outcome {
     pub fn exit_code(&self) -> i32 {
         if self.timed_out {
             return 124;
+        }
+        if self.leftover {
+            return crate::leftover::EXIT_LEFTOVER;
         }
         match &self.ending {
             Ending::Exited(0) if self.leak_fail => EXIT_LEAK,

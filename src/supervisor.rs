@@ -87,8 +87,14 @@ pub fn run_with(
     }
     // Injected credentials: the cell's CA and trust bundle, before the clone.
     let injector = match &plan.net.proxy {
-        Some(p) if !p.inject.is_empty() => {
-            match crate::net::inject::Injector::new(p, secrets.take_injected(), &audit.session) {
+        Some(p) if p.intercepts_any() => {
+            let watched = secrets.watched_values();
+            match crate::net::inject::Injector::new(
+                p,
+                secrets.take_injected(),
+                watched,
+                &audit.session,
+            ) {
                 Ok(i) => {
                     handles.ca_bundle = Some(i.bundle_path());
                     Some(std::sync::Arc::new(i))
@@ -107,6 +113,7 @@ pub fn run_with(
     let offer = cell::confine::offer(proxy, inject);
     let mut spec = crate::spec::compile(plan, &offer, &handles);
     let since = std::time::SystemTime::now();
+    let git_since = crate::leftover::start_time();
     let start = Instant::now();
     let add_to_cgroup = |pid| match &cgroup {
         Some(cg) => cg.add(pid),
@@ -239,6 +246,24 @@ pub fn run_with(
     let f = secrets.finish(audit, &counts, &roots, since);
     let mut outcome = outcome?;
     outcome.leak_fail = f.leak_fail;
+    // What the cell left for git outside to run: moved aside and reported.
+    let left = crate::leftover::check(&roots, &plan.home, git_since);
+    for f in &left.findings {
+        eprintln!("taskcell: {}", f.line());
+        audit.record(
+            "leftover",
+            serde_json::json!({
+                "path": f.path.display().to_string(),
+                "what": f.what,
+                "moved_to": f.moved_to.as_ref().map(|p| p.display().to_string()),
+                "error": f.error,
+            }),
+        );
+    }
+    if let Some(why) = &left.incomplete {
+        eprintln!("taskcell: warning: the check for git files the cell left was cut short: {why}");
+    }
+    outcome.leftover = !left.findings.is_empty();
     Ok(outcome)
 }
 
@@ -259,7 +284,7 @@ fn wait(
         .map_err(|e| cell::SpawnError::Io(std::io::Error::from(e)))?;
 
     let mut timed_out = false;
-    let mut deadline = plan.limits.timeout.map(|t| start + t);
+    let mut deadline = plan.limits.timeout.and_then(|t| start.checked_add(t));
     let mut killed = false;
     loop {
         let timeout = match deadline {
@@ -312,7 +337,12 @@ fn wait(
                     timed_out = true;
                     tracing::debug!("timeout: SIGTERM to the command");
                     let _ = nix::sys::signal::kill(c.init, Signal::SIGTERM);
-                    deadline = Some(Instant::now() + plan.limits.grace);
+                    // (Durations are at most MAX_DURATION; no overflow, and none would panic.)
+                    deadline = Some(
+                        Instant::now()
+                            .checked_add(plan.limits.grace)
+                            .unwrap_or_else(Instant::now),
+                    );
                 } else if !killed {
                     killed = true;
                     tracing::debug!("grace period over: SIGKILL to the cell");
@@ -364,5 +394,6 @@ fn wait(
         limit_hits,
         enforcement,
         leak_fail: false,
+        leftover: false,
     })
 }

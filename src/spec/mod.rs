@@ -77,7 +77,7 @@ impl Offer {
     /// (a `proxy` cell), a system CA bundle (injected credentials).
     pub fn wanted(plan: &Plan) -> (bool, bool) {
         let proxy = plan.net.proxy.as_ref();
-        (proxy.is_some(), proxy.is_some_and(|p| !p.inject.is_empty()))
+        (proxy.is_some(), proxy.is_some_and(|p| p.intercepts_any()))
     }
 }
 
@@ -102,11 +102,7 @@ impl Handles {
     /// What `explain` shows in place of the handles `run` makes: no fds, the CA bundle by
     /// description, the limits as this machine would enforce them.
     pub fn planned(plan: &Plan, limit_rlimits: Vec<Rlimit>) -> Handles {
-        let inject = plan
-            .net
-            .proxy
-            .as_ref()
-            .is_some_and(|p| !p.inject.is_empty());
+        let inject = plan.net.proxy.as_ref().is_some_and(|p| p.intercepts_any());
         Handles {
             ca_bundle: inject.then(|| PathBuf::from("(the cell's CA bundle, written at start)")),
             pty: plan.process.pty.then_some(TermSize { rows: 24, cols: 80 }),
@@ -133,11 +129,13 @@ pub enum How {
 }
 
 impl How {
-    pub fn of(d: &Delivery) -> How {
+    /// None for a watch-only secret (not delivered).
+    pub fn of(d: &Delivery) -> Option<How> {
         match d {
-            Delivery::File { path, .. } => How::File { path: path.clone() },
-            Delivery::Fd { fd, .. } => How::Fd { target: *fd },
-            Delivery::Env { var } => How::Env { var: var.clone() },
+            Delivery::File { path, .. } => Some(How::File { path: path.clone() }),
+            Delivery::Fd { fd, .. } => Some(How::Fd { target: *fd }),
+            Delivery::Env { var } => Some(How::Env { var: var.clone() }),
+            Delivery::None => None,
         }
     }
 }
