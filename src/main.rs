@@ -68,6 +68,7 @@ fn main() -> ExitCode {
         },
         Command::Approve { session, target } => control(&session, "approve", &target),
         Command::Deny { session, target } => control(&session, "deny", &target),
+        Command::Completions { shell } => completions(shell),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }
@@ -96,6 +97,20 @@ fn control(session: &str, verb: &str, target: &str) -> i32 {
         }
         Ok(a) => fail(a.trim()),
         Err(e) => fail(&e.to_string()),
+    }
+}
+
+/// `taskcell completions SHELL`: the script clap_complete derives from the CLI definition.
+fn completions(shell: clap_complete::Shell) -> i32 {
+    use std::io::Write;
+    let mut script = Vec::new();
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut cmd, "taskcell", &mut script);
+    match std::io::stdout().write_all(&script) {
+        Ok(()) => 0,
+        Err(e) => fail(&format!(
+            "cannot write the completion script to stdout: {e}"
+        )),
     }
 }
 
@@ -182,7 +197,10 @@ fn check(files: &[String]) -> i32 {
     let loader = Loader::from_env();
     let mut bad = 0;
     for f in files {
-        match loader.load(f) {
+        match loader.load(f).map_err(|e| e.to_string()).and_then(|p| {
+            plan::check::check(&p).map_err(|e| e.to_string())?;
+            Ok(p)
+        }) {
             Ok(p) => println!("{f}: ok ({})", p.sources.join(" <- ")),
             Err(e) => {
                 eprintln!("{e}");
@@ -214,16 +232,16 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
         Ok(a) => a,
         Err(e) => return fail(&e),
     };
-    audit.session_start(&plan);
     let enforcement = taskcell::plan::limits::enforcement(
         &plan.limits.resources,
         plan.limits.timeout,
         &taskcell::cell::cgroup::machine(),
     );
+    audit.session_start(&plan, &enforcement);
     for w in enforcement.unenforced() {
         eprintln!("taskcell: warning: {w}");
     }
-    let kernel = taskcell::spec::layers::Kernel::probe();
+    let kernel = taskcell::cell::confine::kernel();
     let missing = taskcell::spec::layers::missing(&plan, &kernel);
     if plan.strict && !missing.is_empty() {
         for m in &missing {

@@ -7,7 +7,9 @@
 
 mod builtin;
 mod raw;
+mod schema;
 pub mod secrets;
+mod spanned;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,8 +18,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::plan::NetMode;
 pub use builtin::BUILTIN;
+pub use schema::json_schema;
 
 /// Where a value came from: a profile file and line, or the command line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -84,6 +86,41 @@ pub struct Filesystem {
     pub hide: Vec<PathEntry>,
 }
 
+/// The network a cell gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetMode {
+    /// Own network namespace, `lo` down: no network at all.
+    None,
+    /// Own network namespace, `lo` up: the cell can talk to itself only.
+    Loopback,
+    /// Own network namespace, `lo` up, and the supervisor's egress proxy (host allowlist,
+    /// approvals, port forwards) as the only way out.
+    Proxy,
+    /// No network namespace: the host's network. Unsafe; `explain` says so.
+    Host,
+}
+
+impl NetMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetMode::None => "none",
+            NetMode::Loopback => "loopback",
+            NetMode::Proxy => "proxy",
+            NetMode::Host => "host",
+        }
+    }
+    pub fn parse(s: &str) -> Option<NetMode> {
+        match s {
+            "none" => Some(NetMode::None),
+            "loopback" => Some(NetMode::Loopback),
+            "proxy" => Some(NetMode::Proxy),
+            "host" => Some(NetMode::Host),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Network {
     pub mode: NetMode,
@@ -100,6 +137,38 @@ pub struct Network {
     /// Fixed name → address answers (a test hook like curl's `--resolve`).
     pub resolve: BTreeMap<String, Val<String>>,
     pub forward: Vec<ForwardDecl>,
+    /// Hosts (`HOST`, `*.DOMAIN`, optionally `:PORT`) whose TLS the proxy intercepts even
+    /// when no secret is injected there, so that the secret firewall sees the requests.
+    pub intercept: Vec<Val<String>>,
+    /// What the secret firewall does (default: redact).
+    pub firewall: Option<Firewall>,
+}
+
+/// The secret firewall's action on a declared secret in a request to an intercepted host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firewall {
+    /// Replace it by `[secret NAME removed]` (lengths fixed up) and send the request.
+    #[default]
+    Redact,
+    /// Refuse the request (403).
+    Block,
+}
+
+impl Firewall {
+    pub fn parse(s: &str) -> Option<Firewall> {
+        match s {
+            "redact" => Some(Firewall::Redact),
+            "block" => Some(Firewall::Block),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Firewall::Redact => "redact",
+            Firewall::Block => "block",
+        }
+    }
 }
 
 impl Default for Network {
@@ -115,6 +184,8 @@ impl Default for Network {
             upstream_ca: None,
             resolve: BTreeMap::new(),
             forward: Vec::new(),
+            intercept: Vec::new(),
+            firewall: None,
         }
     }
 }

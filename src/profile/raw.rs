@@ -2,13 +2,15 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
-use toml::Spanned;
 
+use super::spanned::Spanned;
+
+use super::NetMode;
 use super::{parse_duration, Origin, PathEntry, Profile, ProfileError, Val};
-use crate::plan::NetMode;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawProfile {
     pub description: Option<Spanned<String>>,
@@ -27,14 +29,14 @@ pub struct RawProfile {
 }
 
 /// `[terminal]`: what the cell may do to the user's terminal.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTerminal {
     /// Let the cell write the clipboard (OSC 52).
     pub clipboard: Option<Spanned<bool>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFilesystem {
     #[serde(default)]
@@ -49,14 +51,14 @@ pub struct RawFilesystem {
     pub hide: Vec<Spanned<RawPath>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RawPath {
     Plain(String),
     Full(RawPathTable),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPathTable {
     pub path: String,
@@ -66,7 +68,7 @@ pub struct RawPathTable {
     pub create: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawNetwork {
     pub mode: Option<Spanned<String>>,
@@ -83,16 +85,22 @@ pub struct RawNetwork {
     pub resolve: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     pub forward: Vec<Spanned<RawForward>>,
+    /// Hosts whose TLS is intercepted even with no secret injected (the secret firewall).
+    #[serde(default)]
+    pub intercept: Vec<Spanned<String>>,
+    /// `"redact"` or `"block"`: what the secret firewall does with a secret on its way
+    /// to an intercepted host.
+    pub firewall: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawForward {
     pub listen: u16,
     pub to: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawEnv {
     #[serde(default)]
@@ -101,7 +109,7 @@ pub struct RawEnv {
     pub set: BTreeMap<String, Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     pub timeout: Option<Spanned<String>>,
@@ -117,7 +125,7 @@ pub struct RawLimits {
 }
 
 /// `[security]`: the layers under the namespaces (Landlock, seccomp).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSecurity {
     pub landlock: Option<Spanned<bool>>,
@@ -128,7 +136,7 @@ pub struct RawSecurity {
     pub tcp_any_port: Option<Spanned<bool>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSeccomp {
     #[serde(default)]
@@ -138,7 +146,7 @@ pub struct RawSeccomp {
 }
 
 /// A limit as written: `4096`, `1.5` or `"4G"`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RawQty {
     Int(i64),
@@ -349,10 +357,6 @@ pub fn merge_into(
         ] {
             if let Some(v) = slot {
                 let text = v.get_ref().text();
-                crate::plan::limits::check(key, &text).map_err(|msg| ProfileError::Invalid {
-                    origin: origin(v.span().start),
-                    msg: format!("`limits.{key}`: {msg}"),
-                })?;
                 p.limits.resources.insert(
                     key.to_string(),
                     Val {
@@ -363,15 +367,6 @@ pub fn merge_into(
             }
         }
         for (k, v) in &l.rlimits {
-            if !crate::plan::RLIMIT_NAMES.contains(&k.as_str()) {
-                return Err(ProfileError::Invalid {
-                    origin: origin(v.span().start),
-                    msg: format!(
-                        "unknown rlimit `{k}` (known: {})",
-                        crate::plan::RLIMIT_NAMES.join(", ")
-                    ),
-                });
-            }
             p.limits.rlimits.insert(
                 k.clone(),
                 Val {
@@ -416,22 +411,14 @@ fn merge_security(
         });
     }
     if let Some(sc) = &sec.seccomp {
-        for (list, key, dst) in [
-            (&sc.deny, "deny", &mut p.security.seccomp_deny),
-            (&sc.allow, "allow", &mut p.security.seccomp_allow),
+        // Names are checked by the plan (`plan::check`), with this origin.
+        for (list, dst) in [
+            (&sc.deny, &mut p.security.seccomp_deny),
+            (&sc.allow, &mut p.security.seccomp_allow),
         ] {
             for name in list {
-                let n = name.get_ref();
-                if crate::plan::syscalls::number(n).is_none() {
-                    return Err(ProfileError::Invalid {
-                        origin: origin(name.span().start),
-                        msg: format!(
-                            "`security.seccomp.{key}`: {n:?} is not a system call on this architecture (names as in `man 2 syscalls`, e.g. \"ptrace\")"
-                        ),
-                    });
-                }
                 dst.push(Val {
-                    value: n.clone(),
+                    value: name.get_ref().clone(),
                     origin: origin(name.span().start),
                 });
             }
@@ -446,8 +433,8 @@ pub fn valid_env_name(k: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// The `proxy`-mode keys of `[network]`: lists are appended, scalars override. Each
-/// entry is checked here so that an error points at its line.
+/// The `proxy`-mode keys of `[network]`: lists are appended, scalars override. Every
+/// entry keeps its origin, so an error (here or in `plan::check`) points at its line.
 fn merge_network(
     net: &mut super::Network,
     n: &RawNetwork,
@@ -457,13 +444,9 @@ fn merge_network(
         origin: origin(start),
         msg,
     };
-    for (src, dst, key) in [
-        (&n.allow, &mut net.allow, "allow"),
-        (&n.deny, &mut net.deny, "deny"),
-    ] {
+    // Rules are checked by the plan (`plan::check`), with this origin.
+    for (src, dst) in [(&n.allow, &mut net.allow), (&n.deny, &mut net.deny)] {
         for v in src {
-            crate::plan::allowlist::Rule::parse(v.get_ref(), "")
-                .map_err(|e| invalid(v.span().start, format!("`network.{key}`: {e}")))?;
             dst.push(Val {
                 value: v.get_ref().clone(),
                 origin: origin(v.span().start),
@@ -529,6 +512,25 @@ fn merge_network(
             },
         );
     }
+    for h in &n.intercept {
+        let v = super::secrets::check_inject_host(h.get_ref())
+            .map_err(|m| invalid(h.span().start, format!("`network.intercept`: {m}")))?;
+        net.intercept.push(Val {
+            value: v,
+            origin: origin(h.span().start),
+        });
+    }
+    if let Some(f) = &n.firewall {
+        net.firewall = Some(super::Firewall::parse(f.get_ref()).ok_or_else(|| {
+            invalid(
+                f.span().start,
+                format!(
+                    "`network.firewall` {:?} is not valid (use \"redact\" or \"block\")",
+                    f.get_ref()
+                ),
+            )
+        })?);
+    }
     for f in &n.forward {
         let r = f.get_ref();
         if r.listen == 0 {
@@ -537,8 +539,6 @@ fn merge_network(
                 "`network.forward.listen` must be a port 1-65535".into(),
             ));
         }
-        crate::plan::net::ForwardTo::parse(&r.to)
-            .map_err(|e| invalid(f.span().start, format!("`network.forward.to`: {e}")))?;
         net.forward.push(super::ForwardDecl {
             listen: r.listen,
             to: r.to.clone(),
