@@ -207,13 +207,22 @@ fn a_cell_whose_workspace_is_tmp_cannot_reach_a_control_socket() {
     .spawn()
     .expect("session A");
     let start = std::time::Instant::now();
-    loop {
+    let a_id = loop {
         let o = taskcell(ws.path(), &["sessions"])
             .env_remove("XDG_RUNTIME_DIR")
             .output()
             .expect("sessions");
-        if stdout(&o).contains("pending evil.test:9") {
-            break;
+        let mut current = None;
+        let mut found = None;
+        for line in stdout(&o).lines() {
+            if let Some(rest) = line.strip_prefix("session ") {
+                current = rest.split('\t').next().map(str::to_string);
+            } else if line.starts_with("pending evil.test:9\t") {
+                found = current.clone();
+            }
+        }
+        if let Some(id) = found {
+            break id;
         }
         assert!(
             start.elapsed().as_secs() < 6,
@@ -221,7 +230,7 @@ fn a_cell_whose_workspace_is_tmp_cannot_reach_a_control_socket() {
             stdout(&o)
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    };
     // A runtime dir outside /tmp (the cell's workspace).
     let rt_dir = tempfile::Builder::new()
         .prefix("taskcell-test-rt-")
@@ -230,7 +239,7 @@ fn a_cell_whose_workspace_is_tmp_cannot_reach_a_control_socket() {
     let rt = rt_dir.path().to_path_buf();
     let attack = "import glob, os, socket\n\
         n = 0\n\
-        for p in glob.glob('/tmp/taskcell-%d*/*.sock' % os.getuid()):\n\
+        for p in glob.glob('/tmp/taskcell-%d*/SESSION.sock' % os.getuid()):\n\
         \x20   s = socket.socket(socket.AF_UNIX)\n\
         \x20   try:\n\
         \x20       s.connect(p); n += 1\n\
@@ -241,7 +250,8 @@ fn a_cell_whose_workspace_is_tmp_cannot_reach_a_control_socket() {
         \x20   except OSError:\n\
         \x20       pass\n\
         \x20   print(p, s.recv(100))\n\
-        print('tried', n)\n";
+        print('tried', n)\n"
+        .replace("SESSION", &a_id);
     let b = taskcell(
         ws.path(),
         &[
@@ -253,7 +263,7 @@ fn a_cell_whose_workspace_is_tmp_cannot_reach_a_control_socket() {
             "--",
             "/usr/bin/python3",
             "-c",
-            attack,
+            &attack,
         ],
     )
     .env("XDG_RUNTIME_DIR", &rt)
