@@ -209,6 +209,13 @@ pub(crate) struct MatchScratch {
     lanes: [Vec<usize>; LANES],
 }
 
+/// taskcell's own words about the cell are masked with the same patterns.
+impl crate::display::Mask for Redactor {
+    fn mask(&self, text: &[u8]) -> Vec<u8> {
+        self.mask_all(text)
+    }
+}
+
 impl fmt::Debug for Redactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Redactor")
