@@ -247,7 +247,13 @@ pub fn run_with(
     let mut outcome = outcome?;
     outcome.leak_fail = f.leak_fail;
     // What the cell left for git outside to run: moved aside and reported.
-    let left = crate::leftover::check(&roots, &plan.home, git_since);
+    let protected: Vec<std::path::PathBuf> = plan
+        .paths
+        .iter()
+        .filter(|r| r.access == Access::Protect)
+        .map(|r| r.path.clone())
+        .collect();
+    let left = crate::leftover::check(&roots, &protected, &plan.home, git_since);
     for f in &left.findings {
         eprintln!("taskcell: {}", f.line());
         audit.record(
