@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::SystemTime;
 
-use crate::cell::hold;
+use crate::hold;
 
 /// taskcell's exit status when the cell left files git would run code from.
 pub const EXIT_LEFTOVER: i32 = 122;
