@@ -116,8 +116,18 @@ impl Audit {
             "not_started": not_started,
             "timed_out": out.timed_out,
             "duration_ms": out.duration.as_millis() as u64,
+            "reason": out.reason(),
         });
         self.record("session_end", fields);
+    }
+
+    /// The end record of a session stopped before its command ran (a signal to taskcell
+    /// while a secret's provider ran, or before the clone).
+    pub fn session_stopped(&mut self, reason: &str, exit_code: i32) {
+        self.record(
+            "session_end",
+            json!({ "exit_code": exit_code, "command_exit": null, "reason": reason }),
+        );
     }
 }
 

@@ -10,6 +10,7 @@ pub mod net;
 pub mod plan;
 pub mod profile;
 pub mod secrets;
+pub mod signals;
 pub mod spec;
 pub mod supervisor;
 pub mod tty;

@@ -9,11 +9,23 @@ use taskcell::profile::Loader;
 use taskcell::{audit, doctor, explain, supervisor, EXIT_SETUP};
 
 fn main() -> ExitCode {
+    // First: no terminating signal may end the supervisor between two steps (a secret
+    // fetched and not yet revoked); `run` turns each into an orderly ending.
+    let blocked = taskcell::signals::block_at_start();
     ensure_std_fds();
     let cli = Cli::parse();
     init_tracing(cli.verbose, cli.quiet);
+    if !matches!(cli.command, Command::Run(_)) {
+        taskcell::signals::unblock();
+    }
     let code = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => {
+            if let Err(e) = blocked {
+                return ExitCode::from(fail(&format!("blocking signals: {e}")) as u8);
+            }
+            taskcell::signals::harden_supervisor();
+            run(args)
+        }
         Command::Explain { cell, json } => match load_plan(&cell, &[]) {
             Ok(p) => {
                 if json {
@@ -250,6 +262,11 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
     }
     let outcome = match result {
         Ok(o) => o,
+        Err(e @ supervisor::RunError::Stopped(_)) => {
+            eprintln!("taskcell: {e}");
+            audit.session_stopped(&e.to_string(), e.exit_code());
+            return e.exit_code();
+        }
         Err(e) => {
             audit.record(
                 "session_error",

@@ -6,12 +6,15 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
-use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::audit::Audit;
 use crate::cell::{self, rootfs, Spec};
 use crate::plan::{Access, Plan};
 use crate::secrets::session::{SecretsError, Session, EXIT_LEAK};
+
+/// Exit code when the cell's init was killed (the OOM killer chose it, or someone outside
+/// killed it): the command's own status never arrived.
+pub const EXIT_INIT_KILLED: i32 = 121;
 
 /// How a cell ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,20 +41,42 @@ pub struct Outcome {
     pub enforcement: crate::plan::limits::Enforcement,
     /// The leak scan found a secret declared `on_leak = "fail"`.
     pub leak_fail: bool,
+    /// A terminating signal taskcell got while the cell ran (it stopped the cell).
+    pub stopped_by: Option<i32>,
 }
 
 impl Outcome {
+    /// Why the cell ended, in a few words (the `reason` of `session_end`).
+    pub fn reason(&self) -> String {
+        if self.timed_out {
+            return "timeout".into();
+        }
+        if let Some(sig) = self.stopped_by {
+            return format!("taskcell got {}", crate::signals::name(sig));
+        }
+        match &self.ending {
+            Ending::Exited(_) => "command exited".into(),
+            Ending::Signaled(s) => {
+                format!("command killed by {}", crate::signals::name(*s))
+            }
+            Ending::NotStarted { .. } => "not started".into(),
+            Ending::Lost => "cell init killed".into(),
+        }
+    }
+
     /// The exit code taskcell itself exits with.
     pub fn exit_code(&self) -> i32 {
         if self.timed_out {
             return 124;
         }
-        match &self.ending {
-            Ending::Exited(0) if self.leak_fail => EXIT_LEAK,
-            Ending::Exited(c) => *c,
-            Ending::Signaled(s) => 128 + s,
-            Ending::NotStarted { code, .. } => *code,
-            Ending::Lost => 125,
+        match (&self.ending, self.stopped_by) {
+            (Ending::Exited(0), _) if self.leak_fail => EXIT_LEAK,
+            (Ending::Exited(c), _) => *c,
+            // Stopped because taskcell got a signal: as a shell reports that signal.
+            (Ending::Signaled(_) | Ending::Lost, Some(s)) => 128 + s,
+            (Ending::Signaled(s), None) => 128 + s,
+            (Ending::NotStarted { code, .. }, _) => *code,
+            (Ending::Lost, None) => EXIT_INIT_KILLED,
         }
     }
 }
@@ -99,6 +124,19 @@ pub enum RunError {
     Spawn(#[from] cell::SpawnError),
     #[error(transparent)]
     Secrets(#[from] SecretsError),
+    /// A terminating signal arrived before the command ran: what was fetched is revoked.
+    #[error("stopped by {} before the command ran (secrets fetched so far were revoked)", crate::signals::name(*.0))]
+    Stopped(i32),
+}
+
+impl RunError {
+    /// The exit code: 128+N for a signal (as a shell reports it), else 125.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Stopped(sig) => 128 + sig,
+            _ => crate::EXIT_SETUP,
+        }
+    }
 }
 
 /// Run a plan's command in a cell and wait for it. Must be called while the process is
@@ -116,7 +154,15 @@ pub fn run_with(
 ) -> Result<Outcome, RunError> {
     let mut spec = spec_of(plan);
     // Secrets are fetched now, just in time, before anything of the cell exists.
-    let mut secrets = Session::prepare(&plan.secrets, &|k| std::env::var_os(k), audit)?;
+    let mut secrets = match Session::prepare(&plan.secrets, &|k| std::env::var_os(k), audit) {
+        Ok(s) => s,
+        // A signal stopped a provider (or arrived while they ran): what was fetched has
+        // been revoked by `prepare`.
+        Err(e) => match crate::signals::pending() {
+            Some(sig) => return Err(RunError::Stopped(sig)),
+            None => return Err(e.into()),
+        },
+    };
     (spec.secrets, spec.stdio) = secrets.cell_parts();
     // Interactive: the command's own terminal. Output from it is masked like pipes are.
     if plan.process.pty {
@@ -143,6 +189,14 @@ pub fn run_with(
         }
         _ => None,
     };
+    // The last moment a signal can stop the start without a cell to stop.
+    if let Some(sig) = crate::signals::pending() {
+        if let Some(i) = &injector {
+            i.remove_bundle();
+        }
+        secrets.finish(audit, &[], &[], std::time::SystemTime::now());
+        return Err(RunError::Stopped(sig));
+    }
     let (enforcement, cgroup) = cell::cgroup::prepare(&plan.limits.resources, plan.limits.timeout);
     // The human limits first; the profile's raw `[limits.rlimits]` after them, so they win.
     spec.rlimits = [enforcement.rlimits.clone(), spec.rlimits].concat();
@@ -287,15 +341,26 @@ fn wait(
     ),
     pty_master: Option<std::os::fd::RawFd>,
 ) -> Result<Outcome, RunError> {
-    // The forwarded signals were blocked by spawn; read them from a signalfd.
-    let sfd = SignalFd::with_flags(&cell::forwarded_set(), SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| cell::SpawnError::Io(std::io::Error::from(e)))?;
+    // The forwarded signals were blocked by spawn, every terminating one at start; read
+    // them from a signalfd.
+    let mut set = crate::signals::blocked();
+    for sig in cell::FORWARDED {
+        set.add(*sig as i32);
+    }
+    let sfd = crate::signals::open_fd(&set).map_err(cell::SpawnError::Io)?;
 
     let mut timed_out = false;
+    // A terminating signal to taskcell: the cell is stopped (SIGTERM, SIGKILL after grace).
+    let mut stopped_by: Option<i32> = None;
+    let mut kill_at: Option<Instant> = None;
     let mut deadline = plan.limits.timeout.and_then(|t| start.checked_add(t));
     let mut killed = false;
     loop {
-        let timeout = match deadline {
+        let next = match (deadline, kill_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = match next {
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
@@ -318,19 +383,44 @@ fn wait(
         let exited = fds[0].revents().is_some_and(|r| !r.is_empty());
         let signaled = fds[1].revents().is_some_and(|r| !r.is_empty());
         if signaled {
-            if let Ok(Some(info)) = sfd.read_signal() {
-                if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
-                    match (sig, pty_master) {
-                        // With its own terminal, the command learns of a resize from its
-                        // terminal: copy the size, and the kernel signals the foreground.
-                        (Signal::SIGWINCH, Some(master)) => {
-                            if let Some(ws) = crate::tty::window_size(0) {
-                                let _ = crate::tty::set_window_size(master, &ws);
-                            }
+            while let Some(signo) = crate::signals::read(sfd.as_raw_fd()) {
+                let sig = Signal::try_from(signo).ok();
+                match (sig, pty_master) {
+                    // With its own terminal, the command learns of a resize from its
+                    // terminal: copy the size, and the kernel signals the foreground.
+                    (Some(Signal::SIGWINCH), Some(master)) => {
+                        if let Some(ws) = crate::tty::window_size(0) {
+                            let _ = crate::tty::set_window_size(master, &ws);
                         }
-                        _ => {
-                            tracing::debug!("forwarding {sig} to the cell");
-                            let _ = nix::sys::signal::kill(c.init, sig);
+                    }
+                    (
+                        Some(Signal::SIGWINCH | Signal::SIGINT | Signal::SIGUSR1 | Signal::SIGUSR2),
+                        _,
+                    ) => {
+                        // The command decides what these mean (an interrupted REPL goes on).
+                        tracing::debug!("forwarding {} to the cell", crate::signals::name(signo));
+                        let _ = nix::sys::signal::kill(c.init, sig);
+                    }
+                    _ => {
+                        // Every other terminating signal ends the cell, in order: SIGTERM
+                        // (or the signal itself when the command may handle it), SIGKILL
+                        // after `grace`; then revocation and the end record as always.
+                        let fwd = match sig {
+                            Some(s @ (Signal::SIGTERM | Signal::SIGHUP | Signal::SIGQUIT)) => s,
+                            _ => Signal::SIGTERM,
+                        };
+                        tracing::debug!(
+                            "taskcell got {}: {fwd} to the cell",
+                            crate::signals::name(signo)
+                        );
+                        let _ = nix::sys::signal::kill(c.init, fwd);
+                        stopped_by.get_or_insert(signo);
+                        if kill_at.is_none() {
+                            kill_at = Some(
+                                Instant::now()
+                                    .checked_add(plan.limits.grace)
+                                    .unwrap_or_else(Instant::now),
+                            );
                         }
                     }
                 }
@@ -338,6 +428,13 @@ fn wait(
         }
         if exited {
             break;
+        }
+        if kill_at.is_some_and(|k| Instant::now() >= k) && !killed {
+            killed = true;
+            tracing::debug!("grace period over: SIGKILL to the cell");
+            let _ = nix::sys::signal::kill(c.init, Signal::SIGKILL);
+            kill_at = None;
+            deadline = None;
         }
         if let Some(d) = deadline {
             if Instant::now() >= d {
@@ -402,5 +499,6 @@ fn wait(
         limit_hits,
         enforcement,
         leak_fail: false,
+        stopped_by,
     })
 }
