@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod explain;
 pub mod net;
 pub mod plan;
+pub mod prepare;
 pub mod profile;
 pub mod secrets;
 pub mod signals;

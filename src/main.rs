@@ -250,6 +250,20 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
         eprintln!("taskcell: {}", m.degraded());
         audit.record("layer_missing", serde_json::json!({ "missing": m }));
     }
+    match taskcell::prepare::create(&plan.create) {
+        Ok(made) => {
+            for p in made {
+                audit.record(
+                    "created",
+                    serde_json::json!({ "path": p.display().to_string() }),
+                );
+            }
+        }
+        Err(e) => {
+            audit.record("session_error", serde_json::json!({ "error": e }));
+            return fail(&e);
+        }
+    }
     // A layer left out during the run (no user namespaces) is audited once it returns.
     let mut late: Vec<serde_json::Value> = Vec::new();
     let mut degraded = |m: &taskcell::spec::layers::Missing| {

@@ -103,6 +103,10 @@ impl NetMode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NetPlan {
     pub mode: NetMode,
+    /// The flag that turned `proxy` mode on when neither `--net` nor the profile asked for
+    /// it (`--allow`, `--ask`, `--resolve`, `--learn`); `explain` says so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub implied_by: Option<String>,
     /// `proxy` mode only: what the egress proxy enforces.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy: Option<crate::plan::net::ProxyPlan>,
@@ -170,6 +174,9 @@ pub struct Plan {
     /// The files the profile was read from, parent first.
     pub sources: Vec<String>,
     pub workspace: PathBuf,
+    /// Why the workspace is this directory: `-w`, the current directory, or the root of
+    /// the git repository the current directory is in.
+    pub workspace_from: WorkspaceFrom,
     pub home: PathBuf,
     /// Paths, sorted so that a parent comes before anything below it.
     pub paths: Vec<PathRule>,
@@ -181,6 +188,48 @@ pub struct Plan {
     /// Secrets: where each comes from and how it is delivered (never a value).
     pub secrets: Vec<secrets::SecretPlan>,
     pub security: SecurityPlan,
+    /// Declared `create` paths missing now: made on the host before the cell starts.
+    pub create: Vec<CreatePath>,
+}
+
+/// A path the launcher creates (as the caller, 0700 for a directory, 0600 for a file,
+/// missing parents 0700) before the cell starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CreatePath {
+    pub path: PathBuf,
+    pub kind: crate::profile::Create,
+    /// Where it was declared.
+    pub origin: String,
+}
+
+/// The directory `{cache}` expands to: taskcell's own cache for this profile,
+/// `$XDG_CACHE_HOME/taskcell/PROFILE` (else `~/.cache/taskcell/PROFILE`). Never a tool's
+/// own host cache: code outside the cell trusts those, and a cell must not poison them.
+pub fn cache_dir(env: &BTreeMap<String, String>, home: &Path, profile: &str) -> PathBuf {
+    let base = env
+        .get("XDG_CACHE_HOME")
+        .filter(|d| d.starts_with('/'))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".cache"));
+    let name: String = profile
+        .trim_end_matches(".toml")
+        .rsplit('/')
+        .next()
+        .unwrap_or("profile")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    base.join("taskcell").join(if name.is_empty() {
+        "profile".to_string()
+    } else {
+        name
+    })
 }
 
 impl Plan {
@@ -192,6 +241,31 @@ impl Plan {
         let out = h.finalize();
         out.iter().map(|b| format!("{b:02x}")).collect()
     }
+}
+
+/// Where the workspace came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkspaceFrom {
+    /// `-w DIR`.
+    Flag,
+    /// The current directory (not inside a git repository).
+    Cwd,
+    /// The root of the git repository around the current directory.
+    GitRoot,
+}
+
+/// The root of the git repository `dir` is in (the nearest ancestor holding `.git`, a
+/// directory or a worktree's file), unless that root is `/` or the home directory or
+/// above it: a dotfiles repository must not make the whole home the workspace.
+pub fn git_root(dir: &Path, home: &Path) -> Option<PathBuf> {
+    let root = dir
+        .ancestors()
+        .find(|d| std::fs::symlink_metadata(d.join(".git")).is_ok())?;
+    if root == Path::new("/") || home.starts_with(root) {
+        return None;
+    }
+    Some(root.to_path_buf())
 }
 
 /// Command-line overrides layered on the profile.
@@ -300,9 +374,12 @@ pub fn resolve(
     argv: &[String],
 ) -> Result<Plan, PlanError> {
     let cli = Origin::cli();
-    let workspace_raw = match &ov.workspace {
-        Some(w) => w.clone(),
-        None => ctx.cwd.clone(),
+    let (workspace_raw, workspace_from) = match &ov.workspace {
+        Some(w) => (w.clone(), WorkspaceFrom::Flag),
+        None => match git_root(&ctx.cwd, &ctx.home) {
+            Some(r) => (r, WorkspaceFrom::GitRoot),
+            None => (ctx.cwd.clone(), WorkspaceFrom::Cwd),
+        },
     };
     let workspace_abs = if workspace_raw.is_absolute() {
         workspace_raw.clone()
@@ -334,16 +411,26 @@ pub fn resolve(
             ),
         });
     }
+    let cache = cache_dir(&ctx.env, &ctx.home, &profile.name);
     let vars = Vars {
         workspace: &workspace,
+        cache: &cache,
         home: &ctx.home,
         cwd: &ctx.cwd,
         tmp: &ctx.tmp,
         env: &ctx.env,
     };
 
-    // Collect (path, access, optional, origin) from the profile and overrides.
-    let mut raw: Vec<(PathBuf, Access, bool, Origin, &'static str)> = Vec::new();
+    // Collect (path, access, optional, origin, key, create) from the profile and overrides.
+    type Raw = (
+        PathBuf,
+        Access,
+        bool,
+        Origin,
+        &'static str,
+        Option<crate::profile::Create>,
+    );
+    let mut raw: Vec<Raw> = Vec::new();
     let fs = &profile.filesystem;
     // For one path declared twice, the later kind here wins: tmpfs < read < write <
     // protect < hide, and the command line's --read/--write win over the profile.
@@ -356,7 +443,7 @@ pub fn resolve(
     ] {
         for e in list {
             let p = expand_path(e, key, &vars)?;
-            raw.push((p, access, e.optional, e.origin.clone(), key));
+            raw.push((p, access, e.optional, e.origin.clone(), key, e.create));
         }
     }
     for p in &ov.read {
@@ -366,6 +453,7 @@ pub fn resolve(
             false,
             cli.clone(),
             "--read",
+            None,
         ));
     }
     for p in &ov.write {
@@ -375,11 +463,13 @@ pub fn resolve(
             false,
             cli.clone(),
             "--write",
+            None,
         ));
     }
 
     let mut paths: Vec<PathRule> = Vec::new();
-    for (path, access, optional, origin, key) in raw {
+    let mut create: Vec<CreatePath> = Vec::new();
+    for (path, access, optional, origin, key, make) in raw {
         let path = normalize(&path);
         if FIXED.iter().any(|f| Path::new(f) == path)
             && access != Access::Tmpfs
@@ -408,7 +498,32 @@ pub fn resolve(
         }
         let meta = match std::fs::symlink_metadata(&path) {
             Ok(m) => m,
-            Err(_) if optional => continue,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && make.is_some()
+                    && creatable(&path, &ctx.home, &workspace) =>
+            {
+                let kind = make.unwrap_or(crate::profile::Create::Dir);
+                create.retain(|c| c.path != path);
+                create.push(CreatePath {
+                    path: path.clone(),
+                    kind,
+                    origin: origin.to_string(),
+                });
+                push_rule(
+                    &mut paths,
+                    PathRule {
+                        path,
+                        access,
+                        symlink: None,
+                        is_dir: kind == crate::profile::Create::Dir,
+                        optional,
+                    },
+                );
+                continue;
+            }
+            // A `create` path outside the caller's places is left out like an optional one.
+            Err(_) if optional || make.is_some() => continue,
             Err(_) => {
                 return Err(PlanError::Missing {
                     origin,
@@ -554,7 +669,28 @@ pub fn resolve(
         });
     }
 
-    let mode = ov.net.unwrap_or(profile.network.mode);
+    let implying = ov.netov.proxy_flag();
+    let (mode, implied_by) = match (ov.net, implying) {
+        (Some(m), Some(flag)) if m != NetMode::Proxy => {
+            return Err(PlanError::Other {
+                msg: format!(
+                    "{flag} needs `--net proxy` (the proxy is what enforces it), but --net {} was given (drop one of them)",
+                    m.as_str()
+                ),
+            })
+        }
+        (Some(m), _) => (m, None),
+        (None, Some(flag)) if profile.network.mode != NetMode::Proxy => {
+            (
+                NetMode::Proxy,
+                Some(format!(
+                    "{flag}, which only the proxy can enforce; the profile's mode is {:?}",
+                    profile.network.mode.as_str()
+                )),
+            )
+        }
+        (None, _) => (profile.network.mode, None),
+    };
     let proxy = if mode == NetMode::Proxy {
         let mut p = crate::plan::net::build(&profile.network, &ov.netov)
             .map_err(|msg| PlanError::Other { msg })?;
@@ -588,7 +724,11 @@ pub fn resolve(
         }
         None
     };
-    let net = NetPlan { mode, proxy };
+    let net = NetPlan {
+        mode,
+        implied_by,
+        proxy,
+    };
     let cwd = if ctx.cwd.starts_with(&workspace) {
         ctx.cwd.clone()
     } else {
@@ -607,6 +747,7 @@ pub fn resolve(
         description: profile.description.clone(),
         sources: profile.sources.clone(),
         workspace,
+        workspace_from,
         home: ctx.home.clone(),
         paths,
         net,
@@ -637,6 +778,7 @@ pub fn resolve(
         strict: ov.strict.unwrap_or(profile.strict),
         secrets,
         security,
+        create,
     })
 }
 
@@ -658,6 +800,21 @@ fn security_plan(sec: &crate::profile::Security) -> SecurityPlan {
         tcp_ports,
         tcp_any_port: sec.tcp_any_port,
     }
+}
+
+/// Whether a missing `create` path may be made: its nearest existing ancestor is the
+/// home directory or the workspace, or below one of them. taskcell makes missing
+/// directories inside the caller's own places, never a new tree elsewhere (e.g. a home
+/// directory that does not exist).
+fn creatable(path: &Path, home: &Path, workspace: &Path) -> bool {
+    let Some(existing) = path
+        .ancestors()
+        .skip(1)
+        .find(|a| std::fs::symlink_metadata(a).is_ok())
+    else {
+        return false;
+    };
+    existing.starts_with(home) || existing.starts_with(workspace)
 }
 
 /// Whether the caller may read `p` (access(2) with the real uid, as the cell will have).
@@ -730,6 +887,7 @@ pub fn normalize(p: &Path) -> PathBuf {
 
 struct Vars<'a> {
     workspace: &'a Path,
+    cache: &'a Path,
     home: &'a Path,
     cwd: &'a Path,
     tmp: &'a Path,
@@ -751,7 +909,7 @@ fn expand_path(e: &PathEntry, key: &'static str, vars: &Vars) -> Result<PathBuf,
     Ok(PathBuf::from(s))
 }
 
-/// Expand `{workspace}`, `{home}`, `{cwd}`, `{tmp}` and `{env:NAME}`.
+/// Expand `{workspace}`, `{home}`, `{cwd}`, `{tmp}`, `{cache}` and `{env:NAME}`.
 fn expand_str(s: &str, vars: &Vars) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
@@ -764,6 +922,7 @@ fn expand_str(s: &str, vars: &Vars) -> Result<String, String> {
         let name = &after[..end];
         let val = match name {
             "workspace" => vars.workspace.display().to_string(),
+            "cache" => vars.cache.display().to_string(),
             "home" => vars.home.display().to_string(),
             "cwd" => vars.cwd.display().to_string(),
             "tmp" => vars.tmp.display().to_string(),
@@ -778,7 +937,7 @@ fn expand_str(s: &str, vars: &Vars) -> Result<String, String> {
                 },
                 None => {
                     return Err(format!(
-                    "unknown variable {{{name}}} (known: {{workspace}}, {{home}}, {{cwd}}, {{tmp}}, {{env:NAME}})"
+                    "unknown variable {{{name}}} (known: {{workspace}}, {{home}}, {{cwd}}, {{tmp}}, {{cache}}, {{env:NAME}})"
                 ))
                 }
             },

@@ -201,7 +201,21 @@ pub struct NetOverrides {
     pub upstream_ca: Option<PathBuf>,
 }
 
-/// Build the ProxyPlan from the profile's `[network]` table and the overrides.
+impl NetOverrides {
+    /// The first flag given that only means something in `proxy` mode.
+    pub fn proxy_flag(&self) -> Option<&'static str> {
+        if !self.allow.is_empty() {
+            Some("--allow")
+        } else if self.ask {
+            Some("--ask")
+        } else if !self.resolve.is_empty() {
+            Some("--resolve")
+        } else {
+            None
+        }
+    }
+}
+
 /// The directory of the control sockets for a user with this `XDG_RUNTIME_DIR` and uid
 /// (the supervisor serves there; `taskcell sessions/approve/deny` look there).
 pub fn control_dir(xdg_runtime_dir: Option<&str>, uid: u32) -> PathBuf {
@@ -211,6 +225,7 @@ pub fn control_dir(xdg_runtime_dir: Option<&str>, uid: u32) -> PathBuf {
     }
 }
 
+/// Build the ProxyPlan from the profile's `[network]` table and the overrides.
 pub fn build(net: &Network, ov: &NetOverrides) -> Result<ProxyPlan, String> {
     let mut allowlist = Allowlist::default();
     for v in &net.allow {

@@ -59,7 +59,20 @@ pub struct PathEntry {
     /// As written, variables not yet expanded.
     pub path: String,
     pub optional: bool,
+    /// `create = "dir"` / `"file"`: made on the host (owned by the caller, 0700 / 0600)
+    /// before the cell starts when it does not exist yet, so what the command writes
+    /// there (an agent's sign-in, a package cache) outlives the cell.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub create: Option<Create>,
     pub origin: Origin,
+}
+
+/// What `create` makes when the path is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Create {
+    Dir,
+    File,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

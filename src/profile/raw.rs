@@ -53,6 +53,8 @@ pub struct RawPathTable {
     pub path: String,
     #[serde(default)]
     pub optional: bool,
+    /// "dir" or "file": create it on the host when missing (read and write only).
+    pub create: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,17 +234,36 @@ pub fn merge_into(
         p.strict = *s.get_ref();
     }
     let fs = &raw.filesystem;
-    for (src, dst) in [
-        (&fs.read, &mut p.filesystem.read),
-        (&fs.write, &mut p.filesystem.write),
-        (&fs.tmpfs, &mut p.filesystem.tmpfs),
-        (&fs.protect, &mut p.filesystem.protect),
-        (&fs.hide, &mut p.filesystem.hide),
+    for (src, dst, key) in [
+        (&fs.read, &mut p.filesystem.read, "read"),
+        (&fs.write, &mut p.filesystem.write, "write"),
+        (&fs.tmpfs, &mut p.filesystem.tmpfs, "tmpfs"),
+        (&fs.protect, &mut p.filesystem.protect, "protect"),
+        (&fs.hide, &mut p.filesystem.hide, "hide"),
     ] {
         for e in src {
-            let (path, optional) = match e.get_ref() {
-                super::raw::RawPath::Plain(s) => (s.clone(), false),
-                super::raw::RawPath::Full(t) => (t.path.clone(), t.optional),
+            let (path, optional, create) = match e.get_ref() {
+                super::raw::RawPath::Plain(s) => (s.clone(), false, None),
+                super::raw::RawPath::Full(t) => (t.path.clone(), t.optional, t.create.clone()),
+            };
+            let create = match create.as_deref() {
+                None => None,
+                Some(c) if !matches!(key, "read" | "write") => {
+                    return Err(ProfileError::Invalid {
+                        origin: origin(e.span().start),
+                        msg: format!(
+                            "`create = {c:?}` on a `{key}` path: only `read` and `write` paths can be created"
+                        ),
+                    })
+                }
+                Some("dir") => Some(super::Create::Dir),
+                Some("file") => Some(super::Create::File),
+                Some(c) => {
+                    return Err(ProfileError::Invalid {
+                        origin: origin(e.span().start),
+                        msg: format!("`create = {c:?}` is not \"dir\" or \"file\""),
+                    })
+                }
             };
             if path.is_empty() {
                 return Err(ProfileError::Invalid {
@@ -253,6 +274,7 @@ pub fn merge_into(
             dst.push(PathEntry {
                 path,
                 optional,
+                create,
                 origin: origin(e.span().start),
             });
         }

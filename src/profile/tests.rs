@@ -399,3 +399,29 @@ fn limits_keys_parse_with_their_line() {
     let e = err_of(d.path(), "c.toml", "[limits]\nprocesses = 0\n");
     assert!(e.contains("line 2"), "{e}");
 }
+
+#[test]
+fn create_is_dir_or_file_on_read_and_write_paths_only() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(
+        d.path(),
+        "c.toml",
+        "[filesystem]\nwrite = [{ path = \"{home}/.x\", create = \"dir\" }, { path = \"{home}/.x.json\", create = \"file\" }]\n",
+    );
+    let prof = loader_with(d.path()).load(&p).unwrap();
+    let kinds: Vec<_> = prof.filesystem.write.iter().map(|e| e.create).collect();
+    assert_eq!(kinds, vec![Some(Create::Dir), Some(Create::File)]);
+    for (text, want) in [
+        (
+            "[filesystem]\nhide = [{ path = \"/x\", create = \"dir\" }]\n",
+            "only `read` and `write`",
+        ),
+        (
+            "[filesystem]\nwrite = [{ path = \"/x\", create = \"fifo\" }]\n",
+            "not \"dir\" or \"file\"",
+        ),
+    ] {
+        let e = err_of(d.path(), "e.toml", text);
+        assert!(e.contains(want) && e.contains("line 2"), "{e}");
+    }
+}
