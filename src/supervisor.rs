@@ -279,48 +279,93 @@ pub fn run_with(
         Some(_) if crate::tty::stdio_is_terminal() => crate::tty::RawMode::enter(0).ok(),
         _ => None,
     };
-    // Threads may start now: the output relay, one per stream.
-    let (outcome, counts) = std::thread::scope(|scope| {
-        let mut relays = Vec::new();
-        let mut input = None;
-        match (&pty, redactor, relay_fds) {
-            (Some(master), r, _) => match crate::tty::Relay::new(master) {
-                Ok(relay) => {
-                    let out = relay.output;
-                    relays.push(scope.spawn(move || match r {
-                        Some(r) => crate::secrets::relay::relay(r, out, 1),
+    // Threads may start now: the output relay, one per stream. Not scoped: a relay
+    // stuck writing to a reader that stopped reading must not hold the ending back.
+    let (tx, rx) = std::sync::mpsc::channel::<(i32, Vec<(String, u64)>)>();
+    let mut relays: Vec<i32> = Vec::new();
+    let mut input = None;
+    let mut spawn_relay = |fd: i32, f: Box<dyn FnOnce() -> Vec<(String, u64)> + Send>| {
+        let tx = tx.clone();
+        let started = std::thread::Builder::new()
+            .name(format!("relay-{fd}"))
+            .spawn(move || {
+                let _ = tx.send((fd, f()));
+            });
+        match started {
+            Ok(_) => relays.push(fd),
+            Err(e) => tracing::warn!("starting the output relay: {e}"),
+        }
+    };
+    match (&pty, redactor, relay_fds) {
+        (Some(master), r, _) => match crate::tty::Relay::new(master) {
+            Ok(relay) => {
+                let out = relay.output;
+                spawn_relay(
+                    1,
+                    Box::new(move || match r {
+                        Some(r) => crate::secrets::relay::relay(&r, out, 1),
                         None => crate::tty::copy_out(out, 1),
-                    }));
-                    input = Some(relay.input);
-                }
-                Err(e) => tracing::warn!("relaying the cell's terminal: {e}"),
-            },
-            (None, Some(r), Some((out_r, err_r))) => {
-                relays.push(scope.spawn(move || crate::secrets::relay::relay(r, out_r, 1)));
-                relays.push(scope.spawn(move || crate::secrets::relay::relay(r, err_r, 2)));
+                    }),
+                );
+                input = Some(relay.input);
             }
-            _ => {}
+            Err(e) => tracing::warn!("relaying the cell's terminal: {e}"),
+        },
+        (None, Some(r), Some((out_r, err_r))) => {
+            let r2 = r.clone();
+            spawn_relay(
+                1,
+                Box::new(move || crate::secrets::relay::relay(&r, out_r, 1)),
+            );
+            spawn_relay(
+                2,
+                Box::new(move || crate::secrets::relay::relay(&r2, err_r, 2)),
+            );
         }
-        let input = input.map(|i| scope.spawn(move || i.run()));
-        let master = pty.as_ref().map(|m| m.as_raw_fd());
-        let outcome = wait(
-            plan,
-            &spec.rlimits,
-            c,
-            failure,
-            start,
-            (enforcement, cgroup),
-            master,
-        );
-        let mut counts = Vec::new();
-        for h in relays {
-            counts.extend(h.join().unwrap_or_default());
-        }
-        if let Some(h) = input {
+        _ => {}
+    }
+    drop(tx);
+    let input = input.and_then(|i| std::thread::Builder::new().spawn(move || i.run()).ok());
+    let master = pty.as_ref().map(|m| m.as_raw_fd());
+    let outcome = wait(
+        plan,
+        &spec.rlimits,
+        c,
+        failure,
+        start,
+        (enforcement, cgroup),
+        master,
+    );
+    // The relays drain what the cell wrote. When the cell was stopped (timeout, signal)
+    // they get until the timeout's end plus `grace` (at least half a second); a relay
+    // still writing then has a reader that stopped reading: it is left behind.
+    let forced = match &outcome {
+        Ok(o) => o.timed_out || o.stopped_by.is_some(),
+        Err(_) => true,
+    };
+    let drain_until = if forced {
+        let end = plan
+            .limits
+            .timeout
+            .and_then(|t| start.checked_add(t))
+            .and_then(|t| t.checked_add(plan.limits.grace));
+        let min = Instant::now() + Duration::from_millis(500);
+        Some(end.map_or(min, |e| e.max(min)))
+    } else {
+        plan.limits
+            .timeout
+            .and_then(|t| start.checked_add(t))
+            .and_then(|t| t.checked_add(plan.limits.grace))
+    };
+    let counts = drain_relays(&rx, &mut relays, drain_until);
+    if !relays.is_empty() {
+        drop_stuck_output(&relays);
+    }
+    if let Some(h) = input {
+        if relays.is_empty() {
             let _ = h.join();
         }
-        (outcome, counts)
-    });
+    }
     drop(_raw);
     drop(_private_tmp);
     // Revocation and the leak scan run on every ending the supervisor survives.
@@ -334,6 +379,68 @@ pub fn run_with(
     let mut outcome = outcome?;
     outcome.leak_fail = f.leak_fail;
     Ok(outcome)
+}
+
+/// Collect the relays' masked counts until each ended, `until` passed, or taskcell got a
+/// terminating signal; `relays` keeps the fds of those still running.
+fn drain_relays(
+    rx: &std::sync::mpsc::Receiver<(i32, Vec<(String, u64)>)>,
+    relays: &mut Vec<i32>,
+    until: Option<Instant>,
+) -> Vec<(String, u64)> {
+    let mut counts = Vec::new();
+    while !relays.is_empty() {
+        let step = Duration::from_millis(100);
+        let wait = match until {
+            Some(u) => u.saturating_duration_since(Instant::now()).min(step),
+            None => step,
+        };
+        match rx.recv_timeout(wait) {
+            Ok((fd, c)) => {
+                relays.retain(|r| *r != fd);
+                counts.extend(c);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                relays.clear();
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if until.is_some_and(|u| Instant::now() >= u) {
+                    break;
+                }
+                if crate::signals::pending().is_some() {
+                    break;
+                }
+            }
+        }
+    }
+    counts
+}
+
+/// A relay is stuck writing to taskcell's stdout/stderr (nobody reads it): from here on
+/// what taskcell would write there goes to /dev/null, so the ending (revocation, scan,
+/// audit) never blocks on it. A stream that still takes output keeps it.
+fn drop_stuck_output(stuck: &[i32]) {
+    let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") else {
+        return;
+    };
+    for fd in [1, 2] {
+        // SAFETY: fds 1 and 2 are taskcell's own, open for the whole run.
+        let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let mut p = [PollFd::new(bfd, PollFlags::POLLOUT)];
+        let writable = matches!(poll(&mut p, PollTimeout::ZERO), Ok(1))
+            && p[0]
+                .revents()
+                .is_some_and(|r| r.contains(PollFlags::POLLOUT));
+        if stuck.contains(&fd) || !writable {
+            if fd == 1 && writable {
+                eprintln!("taskcell: nobody reads taskcell's output: the rest of the cell's output is dropped");
+            }
+            // SAFETY: dup2 onto our own fd; the old file stays with the stuck writer.
+            unsafe {
+                libc::dup2(null.as_raw_fd(), fd);
+            }
+        }
+    }
 }
 
 fn wait(

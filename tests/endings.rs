@@ -432,3 +432,52 @@ fn the_supervisor_cannot_be_dumped_or_traced() {
         "/proc/PID/mem of the supervisor is not root's: it is dumpable"
     );
 }
+
+#[test]
+fn the_timeout_is_absolute_when_nobody_reads_the_masked_output() {
+    let ws = Ws::new();
+    let prof = ws.join("g.toml");
+    std::fs::write(&prof, "extends = \"base\"\n[limits]\ngrace = \"1s\"\n").unwrap();
+    for (what, script) in [
+        ("a command that stops at SIGTERM", "yes"),
+        ("a command that ignores SIGTERM", "trap '' TERM; yes"),
+    ] {
+        // stdout is a pipe the test never reads (a reader that stopped); stderr too.
+        let c = taskcell(
+            ws.path(),
+            &[
+                "run",
+                "-p",
+                prof.to_str().unwrap(),
+                "--timeout",
+                "2s",
+                "--secret",
+                "T=generate:16",
+                "--",
+                "/bin/sh",
+                "-c",
+                script,
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        let t = Instant::now();
+        let pid = c.id() as i32;
+        // Bounded: 2 s timeout + 1 s grace + the drain; it hung forever before.
+        let limit = Duration::from_secs(20);
+        let mut c = c;
+        let status = loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                break st;
+            }
+            if t.elapsed() > limit {
+                let _ = c.kill();
+                panic!("{what}: taskcell {pid} still running after {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(124), "{what}");
+    }
+}
