@@ -481,3 +481,57 @@ fn the_timeout_is_absolute_when_nobody_reads_the_masked_output() {
         assert_eq!(status.code(), Some(124), "{what}");
     }
 }
+
+#[test]
+fn the_stale_cgroup_cleanup_never_harms_a_live_cell_of_a_launcher_named_otherwise() {
+    let ws = Ws::new();
+    let aux = Ws::new();
+    // The launcher through a symlink called `tc`: its /proc/PID/comm is "tc".
+    let tc = aux.join("tc");
+    std::os::unix::fs::symlink(bin(), &tc).unwrap();
+    let mut first = std::process::Command::new(&tc)
+        .current_dir(ws.path())
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env(
+            "HOME",
+            std::env::var("HOME").unwrap_or_else(|_| "/nonexistent".into()),
+        )
+        .args([
+            "run",
+            "-p",
+            "base",
+            "--processes",
+            "64",
+            "--",
+            "/bin/sh",
+            "-c",
+            "cat /proc/self/cgroup; echo up; sleep 3; echo alive",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = String::new();
+    {
+        let mut r = std::io::BufReader::new(first.stdout.as_mut().unwrap());
+        loop {
+            let mut line = String::new();
+            if std::io::BufRead::read_line(&mut r, &mut line).unwrap() == 0 || line == "up\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+    }
+    // Another taskcell starts (and cleans up stale cgroups) while the first cell runs.
+    ok(&sh(ws.path(), "base", &["--processes", "64"], "true"));
+    let o = wait_bounded(first, Duration::from_secs(20), "the first cell");
+    assert!(
+        o.status.success() && stdout(&o).contains("alive"),
+        "the first cell was harmed (cgroup: {}): {:?} {}",
+        head.contains("taskcell-"),
+        o.status,
+        stderr(&o)
+    );
+}

@@ -445,23 +445,46 @@ fn random_hex() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// `taskcell-<pid>-<hex>` → pid.
-pub fn owner_pid(name: &str) -> Option<i32> {
+/// `taskcell-<pid>-<start>-<hex>` → (pid, start time); the older `taskcell-<pid>-<hex>`
+/// → (pid, None).
+pub fn owner_pid(name: &str) -> Option<(i32, Option<u64>)> {
     let rest = name.strip_prefix("taskcell-")?;
-    let (pid, hex) = rest.split_once('-')?;
+    let parts: Vec<&str> = rest.split('-').collect();
+    let hex = parts.last()?;
     if hex.is_empty() || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return None;
     }
-    pid.parse().ok()
+    match parts.as_slice() {
+        [pid, _] => Some((pid.parse().ok()?, None)),
+        [pid, start, _] => Some((pid.parse().ok()?, Some(start.parse().ok()?))),
+        _ => None,
+    }
 }
 
-fn taskcell_alive(pid: i32) -> bool {
+/// A process's start time (clock ticks after boot, field 22 of /proc/PID/stat): with the
+/// pid, it names one process for the whole uptime (a reused pid starts later).
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the taskcell that made a cgroup may still run. Decided by the pid and the start
+/// time recorded in the name (never by the process's name: a launcher run through a
+/// symlink `tc` is as alive as one called `taskcell`). A pid that is not visible here may
+/// belong to another PID namespace: then the cgroup is only removed once it is empty and
+/// was made more than a minute ago (see `cleanup_stale`).
+fn owner_alive(pid: i32, start: Option<u64>) -> bool {
     if pid == std::process::id() as i32 {
         return true;
     }
-    read(Path::new(&format!("/proc/{pid}/comm")))
-        .trim()
-        .starts_with("taskcell")
+    match (start, start_time(pid)) {
+        (_, None) => false,
+        (Some(s), Some(now)) => s == now,
+        // An old name without a start time: alive while the pid exists.
+        (None, Some(_)) => true,
+    }
 }
 
 /// Kill what is left in a cgroup directory and remove it (retrying while the kernel
@@ -503,8 +526,14 @@ fn kill_and_remove(path: &Path) -> Result<(), String> {
     ))
 }
 
+/// How long an empty cgroup of an owner that is not visible here is kept (its owner may
+/// run in another PID namespace and not have moved its cell in yet).
+const STALE_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Remove cgroups of taskcell processes that no longer run (a killed taskcell cannot clean
-/// up after itself). Returns what was removed.
+/// up after itself). Never kills anything: only an empty cgroup is removed (`rmdir`; the
+/// kernel refuses one that holds a process), so a live cell in it is never harmed, even
+/// when the liveness check was wrong. Returns what was removed.
 pub fn cleanup_stale(p: &Probe) -> Vec<PathBuf> {
     let mut parents: Vec<&PathBuf> = p.places.values().map(|pl| &pl.parent).collect();
     parents.sort();
@@ -516,19 +545,29 @@ pub fn cleanup_stale(p: &Probe) -> Vec<PathBuf> {
         };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(pid) = owner_pid(&name) else {
+            let Some((pid, start)) = owner_pid(&name) else {
                 continue;
             };
-            if taskcell_alive(pid) {
+            if owner_alive(pid, start) {
                 continue;
             }
             let path = e.path();
-            match kill_and_remove(&path) {
+            let young = e
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age < STALE_MIN_AGE);
+            if young && start_time(pid).is_none() {
+                continue;
+            }
+            match std::fs::remove_dir(&path) {
                 Ok(()) => {
                     tracing::info!("removed the stale cgroup {}", path.display());
                     removed.push(path);
                 }
-                Err(e) => tracing::warn!("{e}"),
+                // Not empty: something still runs in it; left alone.
+                Err(e) => tracing::debug!("stale cgroup {} kept: {e}", path.display()),
             }
         }
     }
@@ -538,7 +577,12 @@ pub fn cleanup_stale(p: &Probe) -> Vec<PathBuf> {
 impl CellCgroup {
     /// Create the cell's cgroup in every hierarchy `limits` needs and write the limits.
     pub fn create(limits: &CgroupLimits, p: &Probe) -> Result<CellCgroup, String> {
-        let name = format!("taskcell-{}-{}", std::process::id(), random_hex());
+        let me = std::process::id() as i32;
+        let name = format!(
+            "taskcell-{me}-{}-{}",
+            start_time(me).unwrap_or(0),
+            random_hex()
+        );
         let mut cg = CellCgroup {
             name: name.clone(),
             dirs: Vec::new(),
@@ -748,9 +792,24 @@ mod tests {
     }
 
     #[test]
+    fn start_time_names_one_process() {
+        let me = std::process::id() as i32;
+        let t = start_time(me).expect("own start time");
+        assert_eq!(start_time(me), Some(t));
+        assert!(owner_alive(me, Some(t)));
+        // The init of this PID namespace started before this test: another process.
+        assert!(!owner_alive(i32::MAX, Some(t)));
+    }
+
+    #[test]
     fn owner_pid_of_names() {
-        assert_eq!(owner_pid("taskcell-123-deadbeef"), Some(123));
+        assert_eq!(owner_pid("taskcell-123-deadbeef"), Some((123, None)));
+        assert_eq!(
+            owner_pid("taskcell-123-98765-deadbeef"),
+            Some((123, Some(98765)))
+        );
         assert_eq!(owner_pid("taskcell-123-"), None);
+        assert_eq!(owner_pid("taskcell-1-2-3-ab"), None);
         assert_eq!(owner_pid("taskcell-x-ab"), None);
         assert_eq!(owner_pid("other"), None);
     }
