@@ -473,8 +473,9 @@ pub fn start_time(pid: i32) -> Option<u64> {
 /// Whether the taskcell that made a cgroup may still run. Decided by the pid and the start
 /// time recorded in the name (never by the process's name: a launcher run through a
 /// symlink `tc` is as alive as one called `taskcell`). A pid that is not visible here may
-/// belong to another PID namespace: then the cgroup is only removed once it is empty and
-/// was made more than a minute ago (see `cleanup_stale`).
+/// belong to another PID namespace; that is safe because only an empty cgroup is ever
+/// removed, and a launcher whose empty cgroup vanished before it moved its cell in makes
+/// it again (`CellCgroup::add`).
 fn owner_alive(pid: i32, start: Option<u64>) -> bool {
     if pid == std::process::id() as i32 {
         return true;
@@ -526,9 +527,20 @@ fn kill_and_remove(path: &Path) -> Result<(), String> {
     ))
 }
 
-/// How long an empty cgroup of an owner that is not visible here is kept (its owner may
-/// run in another PID namespace and not have moved its cell in yet).
-const STALE_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+/// Whether every process left in a cgroup directory is already dying (a zombie, or being
+/// torn down with its PID namespace): then the directory is empty in a moment.
+fn only_dying(path: &Path) -> bool {
+    read(&path.join("cgroup.procs"))
+        .lines()
+        .filter_map(|l| l.trim().parse::<i32>().ok())
+        .all(|pid| {
+            let stat = read(Path::new(&format!("/proc/{pid}/stat")));
+            match stat.rfind(')') {
+                Some(i) => matches!(stat[i + 1..].trim_start().chars().next(), Some('Z' | 'X')),
+                None => true,
+            }
+        })
+}
 
 /// Remove cgroups of taskcell processes that no longer run (a killed taskcell cannot clean
 /// up after itself). Never kills anything: only an empty cgroup is removed (`rmdir`; the
@@ -552,22 +564,28 @@ pub fn cleanup_stale(p: &Probe) -> Vec<PathBuf> {
                 continue;
             }
             let path = e.path();
-            let young = e
-                .metadata()
-                .ok()
-                .and_then(|m| m.modified().ok())
-                .and_then(|t| t.elapsed().ok())
-                .is_none_or(|age| age < STALE_MIN_AGE);
-            if young && start_time(pid).is_none() {
-                continue;
-            }
-            match std::fs::remove_dir(&path) {
-                Ok(()) => {
-                    tracing::info!("removed the stale cgroup {}", path.display());
-                    removed.push(path);
+            // A cell whose launcher was just killed is still being torn down: wait a
+            // little for that, never for a process that runs.
+            for attempt in 0..20 {
+                match std::fs::remove_dir(&path) {
+                    Ok(()) => {
+                        tracing::info!("removed the stale cgroup {}", path.display());
+                        removed.push(path);
+                        break;
+                    }
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EBUSY)
+                            && attempt < 19
+                            && only_dying(&path) =>
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    // Not empty: something still runs in it; left alone.
+                    Err(e) => {
+                        tracing::debug!("stale cgroup {} kept: {e}", path.display());
+                        break;
+                    }
                 }
-                // Not empty: something still runs in it; left alone.
-                Err(e) => tracing::debug!("stale cgroup {} kept: {e}", path.display()),
             }
         }
     }
@@ -646,8 +664,33 @@ impl CellCgroup {
     pub fn add(&self, pid: Pid) -> Result<(), String> {
         for d in &self.dirs {
             let f = d.path.join("cgroup.procs");
-            std::fs::write(&f, pid.as_raw().to_string())
-                .map_err(|e| format!("moving the cell into {}: {e}", f.display()))?;
+            let mut r = std::fs::write(&f, pid.as_raw().to_string());
+            if r.as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            {
+                // Removed while empty by a taskcell in another PID namespace, which cannot
+                // see that this one runs: make it again.
+                self.recreate(d)?;
+                r = std::fs::write(&f, pid.as_raw().to_string());
+            }
+            r.map_err(|e| format!("moving the cell into {}: {e}", f.display()))?;
+        }
+        Ok(())
+    }
+
+    fn recreate(&self, d: &Dir) -> Result<(), String> {
+        std::fs::create_dir(&d.path)
+            .map_err(|e| format!("creating cgroup {}: {e}", d.path.display()))?;
+        for w in writes(&self.limits) {
+            if !d.controllers.contains(&w.controller) {
+                continue;
+            }
+            let f = d.path.join(w.file);
+            if w.optional && !f.exists() {
+                continue;
+            }
+            std::fs::write(&f, &w.value)
+                .map_err(|e| format!("writing {} to {}: {e}", w.value, f.display()))?;
         }
         Ok(())
     }
