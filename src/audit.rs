@@ -18,6 +18,8 @@ use crate::supervisor::{Ending, Outcome};
 pub struct Audit {
     file: Option<File>,
     pub session: String,
+    /// The first failed write (a full disk): said once, loudly, and at start an error.
+    write_error: Option<String>,
 }
 
 impl Audit {
@@ -37,6 +39,7 @@ impl Audit {
         Ok(Audit {
             file,
             session: new_session_id(),
+            write_error: None,
         })
     }
 
@@ -56,9 +59,20 @@ impl Audit {
             let mut line = fields.to_string();
             line.push('\n');
             if let Err(e) = f.write_all(line.as_bytes()) {
-                tracing::warn!("writing the audit log: {e}");
+                if self.write_error.is_none() {
+                    // Loud and once: from here on the session's records may be missing.
+                    eprintln!(
+                        "taskcell: WARNING: writing the audit log failed: {e} (is its disk full?); records of this session are being lost"
+                    );
+                    self.write_error = Some(e.to_string());
+                }
             }
         }
+    }
+
+    /// Why a write to the log failed (the first failure), if one did.
+    pub fn write_error(&self) -> Option<&str> {
+        self.write_error.as_deref()
     }
 
     pub fn session_start(&mut self, plan: &Plan) {

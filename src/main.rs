@@ -244,6 +244,14 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
             }
         };
     audit.session_start(&plan);
+    // The first record is the probe: a log that cannot be written (a full disk) is an
+    // error before anything runs, not a session without records.
+    if let Some(e) = audit.write_error() {
+        return fail(&format!(
+            "cannot write the audit log {}: {e} (free space on its disk, or choose another --audit-log)",
+            args.audit_log.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
+        ));
+    }
     let enforcement = taskcell::plan::limits::enforcement(
         &plan.limits.resources,
         plan.limits.timeout,
@@ -317,6 +325,16 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
     for hit in &outcome.limit_hits {
         eprintln!("taskcell: {}", hit.line());
         audit.record("limit_hit", serde_json::json!(hit));
+    }
+    if matches!(outcome.ending, supervisor::Ending::Lost)
+        && !outcome.timed_out
+        && outcome.stopped_by.is_none()
+    {
+        eprintln!(
+            "taskcell: {}: the command's own exit status is unknown (exit {})",
+            outcome.reason(),
+            supervisor::EXIT_INIT_KILLED
+        );
     }
     audit.session_end(&outcome);
     if let supervisor::Ending::NotStarted { message, .. } = &outcome.ending {

@@ -62,6 +62,9 @@ impl Outcome {
                 format!("command killed by {}", crate::signals::name(*s))
             }
             Ending::NotStarted { .. } => "not started".into(),
+            Ending::Lost if self.limit_hits.iter().any(|h| h.limit == "memory") => {
+                "cell init killed by the OOM killer (memory limit)".into()
+            }
             Ending::Lost => "cell init killed".into(),
         }
     }

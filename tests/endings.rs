@@ -535,3 +535,89 @@ fn the_stale_cgroup_cleanup_never_harms_a_live_cell_of_a_launcher_named_otherwis
         stderr(&o)
     );
 }
+
+#[test]
+fn an_audit_log_on_a_full_disk_is_an_error_before_anything_runs() {
+    let ws = Ws::new();
+    // /dev/full: every write fails with ENOSPC, as on a full disk.
+    let o = taskcell(
+        ws.path(),
+        &[
+            "run",
+            "-p",
+            "base",
+            "--audit-log",
+            "/dev/full",
+            "--",
+            "/bin/sh",
+            "-c",
+            "touch ran",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(
+        !ws.join("ran").exists(),
+        "the command ran without an audit log"
+    );
+}
+
+/// The cell's init: the child of taskcell `pid`.
+fn child_of(pid: u32) -> Option<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn a_killed_cell_init_is_said_in_one_line_with_its_own_exit_code() {
+    let ws = Ws::new();
+    let aux = Ws::new();
+    let log = aux.join("audit.jsonl");
+    let mut c = taskcell(
+        ws.path(),
+        &[
+            "run",
+            "-p",
+            "base",
+            "--audit-log",
+            log.to_str().unwrap(),
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo up; exec sleep 60",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let init = child_of(c.id()).expect("the cell's init");
+    // Someone (or the OOM killer) kills the cell's PID 1.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let o = wait_bounded(c, Duration::from_secs(20), "init killed");
+    assert_eq!(o.status.code(), Some(121), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(
+        err.lines().filter(|l| l.contains("init killed")).count(),
+        1,
+        "{err}"
+    );
+    let end = session_end(&log).expect("session_end");
+    assert_eq!(end["reason"], "cell init killed", "{end}");
+    assert_eq!(end["exit_code"], 121, "{end}");
+}
