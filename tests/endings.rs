@@ -621,3 +621,37 @@ fn a_killed_cell_init_is_said_in_one_line_with_its_own_exit_code() {
     assert_eq!(end["reason"], "cell init killed", "{end}");
     assert_eq!(end["exit_code"], 121, "{end}");
 }
+
+#[test]
+fn every_writable_tmpfs_is_bounded_by_the_memory_limit() {
+    let ws = Ws::new();
+    // Without a cgroup (a plain user) nothing else bounds what /tmp takes: 3 GiB went
+    // into /tmp under --memory 256M before.
+    let out = ok(&sh(
+        ws.path(),
+        "base",
+        &["--memory", "64M"],
+        "df -k /tmp /dev/shm | tail -n +2",
+    ));
+    let sizes: Vec<u64> = out
+        .lines()
+        .take(2)
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .collect();
+    assert_eq!(sizes, vec![65536, 65536], "{out}");
+    // Filling /tmp past it: ENOSPC (or, with a memory cgroup, the OOM killer first).
+    let o = sh(
+        ws.path(),
+        "base",
+        &["--memory", "64M"],
+        "dd if=/dev/zero of=/tmp/fill bs=1M count=100 2>&1 | tail -1",
+    );
+    assert!(
+        (o.status.success() && stdout(&o).contains("No space left on device"))
+            || o.status.code() == Some(121),
+        "{:?} {} {}",
+        o.status,
+        stdout(&o),
+        stderr(&o)
+    );
+}

@@ -160,7 +160,7 @@ pub fn main(
 }
 
 fn setup(spec: &Spec) -> Result<(), String> {
-    rootfs::execute(&spec.mounts).map_err(|e| e.to_string())?;
+    rootfs::execute(&spec.mounts, spec.tmpfs_size).map_err(|e| e.to_string())?;
     crate::secrets::deliver::populate(&spec.secrets)?;
     nix::unistd::sethostname(&spec.process.hostname)
         .map_err(|e| format!("setting the hostname {:?}: {e}", spec.process.hostname))?;

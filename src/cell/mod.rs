@@ -68,6 +68,9 @@ pub struct Spec {
     pub seccomp: Option<Vec<seccompiler::BpfProgram>>,
     /// false: no namespaces at all (the best-effort mode without user namespaces).
     pub namespaces: bool,
+    /// `size=` of every writable tmpfs the cell mounts (/tmp, /dev/shm, a tmpfs home, the
+    /// profile's `tmpfs` entries), in bytes; None: the kernel's default (half the RAM).
+    pub tmpfs_size: Option<u64>,
     /// Interactive: init allocates a pseudo-terminal of this size in the cell's own
     /// devpts and passes its master to the supervisor; the worker makes the slave its
     /// controlling terminal and stdin/stdout/stderr.

@@ -113,6 +113,9 @@ pub fn compile(plan: &Plan, offer: &Offer, h: &Handles) -> Spec {
             .map(|r| with_rules(r, extra)),
         seccomp: seccomp_programs(plan, &offer.kernel),
         namespaces: true,
+        // tmpfs pages are memory: without a cgroup nothing else would bound them, so each
+        // writable tmpfs is at most the cell's memory limit.
+        tmpfs_size: plan.limits.resources.memory,
         secrets: h.secrets.clone(),
         // Interactive: the command's own terminal; output from it is masked like pipes.
         stdio: if h.pty.is_some() { None } else { h.stdio },
