@@ -14,6 +14,7 @@ pub mod profile;
 pub mod secrets;
 pub mod signals;
 pub mod spec;
+pub mod state;
 pub mod supervisor;
 pub mod tty;
 

@@ -252,6 +252,34 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
             args.audit_log.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
         ));
     }
+    // Finish what killed launchers of this user left, then record this session.
+    let cdir = control_dir();
+    for line in taskcell::state::recover(&cdir) {
+        eprintln!("taskcell: {line}");
+    }
+    let state = taskcell::state::State {
+        session: audit.session.clone(),
+        audit_log: args.audit_log.as_deref().map(|p| {
+            std::env::current_dir()
+                .map(|d| d.join(p))
+                .unwrap_or_else(|_| p.to_path_buf())
+        }),
+        files: vec![cdir.join(format!("{}.sock", audit.session))],
+        revoke: plan
+            .secrets
+            .iter()
+            .filter(|s| s.revoke.is_some())
+            .map(|s| s.name.clone())
+            .collect(),
+        ..Default::default()
+    };
+    if let Err(e) = taskcell::state::begin(&cdir, state) {
+        tracing::warn!(
+            "cannot record the session's state in {}: {e}",
+            cdir.display()
+        );
+    }
+    let _state = taskcell::state::Guard;
     let enforcement = taskcell::plan::limits::enforcement(
         &plan.limits.resources,
         plan.limits.timeout,

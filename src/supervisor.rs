@@ -192,6 +192,7 @@ pub fn run_with(
             ) {
                 Ok(i) => {
                     handles.ca_bundle = Some(i.bundle_path());
+                    crate::state::note_file(&i.bundle_path());
                     Some(std::sync::Arc::new(i))
                 }
                 Err(e) => {

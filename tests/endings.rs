@@ -655,3 +655,70 @@ fn every_writable_tmpfs_is_bounded_by_the_memory_limit() {
         stderr(&o)
     );
 }
+
+#[test]
+fn after_a_sigkill_the_next_start_records_the_end_and_the_missed_revocation() {
+    let ws = Ws::new();
+    let aux = Ws::new();
+    let run = aux.join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let log = aux.join("audit.jsonl");
+    let prof = two_secrets(&ws, &aux, false, "");
+    let mut c = taskcell(
+        ws.path(),
+        &[
+            "run",
+            "-p",
+            prof.to_str().unwrap(),
+            "--audit-log",
+            log.to_str().unwrap(),
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo up; exec sleep 60",
+        ],
+    )
+    .env("XDG_RUNTIME_DIR", &run)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    // SIGKILL to taskcell's exact pid: it cannot revoke or record anything.
+    c.kill().unwrap();
+    c.wait().unwrap();
+    assert!(session_end(&log).is_none());
+    // The next start of the same user finishes the job.
+    let o = taskcell(ws.path(), &["run", "-p", "base", "--", "/bin/true"])
+        .env("XDG_RUNTIME_DIR", &run)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("launcher killed"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not revoked (revoke by hand): A"),
+        "{}",
+        stderr(&o)
+    );
+    let end = session_end(&log).expect("session_end written by the next start");
+    assert_eq!(end["reason"], "launcher killed", "{end}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("\"secret_revoked\"") && l.contains("\"ok\":false")),
+        "{text}"
+    );
+    // Nothing of the killed session is left in the state directory.
+    let left: Vec<_> = std::fs::read_dir(run.join("taskcell/state"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
