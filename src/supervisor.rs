@@ -189,6 +189,15 @@ pub fn run_with(
     };
     // Threads may start now: the cell is cloned. The network proxy of a `proxy` cell.
     let session = crate::net::Session {
+        // The proxy's threads count against the cell: no more connections at once than
+        // the cell may have processes.
+        max_connections: plan
+            .limits
+            .resources
+            .processes
+            .map_or(crate::net::MAX_CONNECTIONS, |p| {
+                usize::try_from(p).unwrap_or(usize::MAX)
+            }),
         id: audit.session.clone(),
         profile: plan.profile.clone(),
         command: plan.process.argv.clone(),
