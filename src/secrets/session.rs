@@ -245,8 +245,10 @@ impl Session {
         std::mem::take(&mut self.injected)
     }
 
-    pub fn redactor(&self) -> Option<&Redactor> {
-        self.redactor.as_deref()
+    /// The masker's patterns, shared with the output relay threads (which may outlive
+    /// the supervisor's wait when taskcell's own output is stuck).
+    pub fn redactor(&self) -> Option<std::sync::Arc<Redactor>> {
+        self.redactor.clone()
     }
 
     /// After the cell ended: record masked counts, revoke, scan what the cell wrote.
