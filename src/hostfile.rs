@@ -115,8 +115,9 @@ pub fn open(path: &Path, mode: Mode, roots: &[PathBuf], what: &str) -> Result<Fi
 }
 
 /// A program taskcell runs on the host (a secret's provider command, its revoke
-/// command): refused when its executable, or an argument naming an existing file, lies
-/// inside one of `roots` (a cell could have rewritten the script it will run outside).
+/// command): refused when its executable, or the script an interpreter (`sh`, `python3`,
+/// ...) is given, lies inside one of `roots` (a cell could have rewritten what taskcell
+/// will run outside it).
 pub fn check_argv(argv: &[String], roots: &[PathBuf], what: &str) -> Result<(), String> {
     let mut names: Vec<PathBuf> = Vec::new();
     if let Some(prog) = argv.first() {
@@ -131,7 +132,23 @@ pub fn check_argv(argv: &[String], roots: &[PathBuf], what: &str) -> Result<(), 
             }
         }
     }
-    names.extend(argv.iter().filter(|a| a.contains('/')).map(PathBuf::from));
+    // An interpreter runs its first argument: a script there counts as the program (data
+    // files a provider reads are not programs).
+    let interpreter = argv.first().is_some_and(|p| {
+        let base = p.rsplit('/').next().unwrap_or(p);
+        [
+            "sh", "bash", "dash", "zsh", "ksh", "python", "python3", "perl", "ruby", "node",
+        ]
+        .contains(&base)
+    });
+    if let Some(prog) = argv.first().filter(|p| p.contains('/')) {
+        names.push(PathBuf::from(prog));
+    }
+    if interpreter {
+        if let Some(script) = argv.iter().skip(1).find(|a| !a.starts_with('-')) {
+            names.push(PathBuf::from(script));
+        }
+    }
     for n in names {
         let Ok(real) = std::fs::canonicalize(&n) else {
             continue;
@@ -179,5 +196,13 @@ mod tests {
         assert!(check_argv(&["sh".into(), script.clone()], &roots, "r").is_err());
         assert!(check_argv(&[script], &[], "r").is_ok());
         assert!(check_argv(&["sh".into(), "-c".into(), "x".into()], &roots, "r").is_ok());
+        // A data file a provider reads is not a program.
+        let sed = [
+            "sed".into(),
+            "-n".into(),
+            "p".into(),
+            real.display().to_string(),
+        ];
+        assert!(check_argv(&sed, &roots, "r").is_ok());
     }
 }

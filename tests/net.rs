@@ -603,13 +603,18 @@ fn ask_answered_with_taskcell_approve_and_denied_on_timeout() {
             .output()
             .expect("sessions");
         let s = stdout(&o);
-        if s.contains(&format!("pending asked.test:{port}")) {
-            let id = s
-                .lines()
-                .find_map(|l| l.strip_prefix("session "))
-                .and_then(|l| l.split('\t').next())
-                .expect("session line")
-                .to_string();
+        // `sessions` lists every session of this user (other tests' too): take the one
+        // whose block holds the pending request.
+        let mut current = None;
+        let mut found = None;
+        for l in s.lines() {
+            if let Some(rest) = l.strip_prefix("session ") {
+                current = rest.split('\t').next().map(str::to_string);
+            } else if l.starts_with(&format!("pending asked.test:{port}\t")) {
+                found = current.clone();
+            }
+        }
+        if let Some(id) = found {
             break id;
         }
         std::thread::sleep(Duration::from_millis(100));
