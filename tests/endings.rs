@@ -647,8 +647,7 @@ fn every_writable_tmpfs_is_bounded_by_the_memory_limit() {
         "dd if=/dev/zero of=/tmp/fill bs=1M count=100 2>&1",
     );
     assert!(
-        stdout(&o).contains("No space left on device")
-            || o.status.code() == Some(121),
+        stdout(&o).contains("No space left on device") || o.status.code() == Some(121),
         "{:?} {} {}",
         o.status,
         stdout(&o),
