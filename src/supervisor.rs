@@ -11,7 +11,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use crate::audit::Audit;
 use crate::cell::{self, rootfs, Spec};
 use crate::plan::{Access, Plan};
-use crate::secrets::session::{SecretsError, Session, EXIT_LEAK};
+use crate::secrets::session::{SecretsError, Session, EXIT_LEAK, EXIT_SCAN_INCOMPLETE};
 
 /// How a cell ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +38,8 @@ pub struct Outcome {
     pub enforcement: crate::limits::Enforcement,
     /// The leak scan found a secret declared `on_leak = "fail"`.
     pub leak_fail: bool,
+    /// A secret is declared `on_leak = "fail"` and the leak scan was not complete.
+    pub scan_incomplete_fail: bool,
 }
 
 impl Outcome {
@@ -48,6 +50,7 @@ impl Outcome {
         }
         match &self.ending {
             Ending::Exited(0) if self.leak_fail => EXIT_LEAK,
+            Ending::Exited(0) if self.scan_incomplete_fail => EXIT_SCAN_INCOMPLETE,
             Ending::Exited(c) => *c,
             Ending::Signaled(s) => 128 + s,
             Ending::NotStarted { code, .. } => *code,
@@ -272,6 +275,7 @@ pub fn run_with(
     let f = secrets.finish(audit, &counts, &roots, since);
     let mut outcome = outcome?;
     outcome.leak_fail = f.leak_fail;
+    outcome.scan_incomplete_fail = f.scan_incomplete_fail;
     Ok(outcome)
 }
 
@@ -394,5 +398,6 @@ fn wait(
         limit_hits,
         enforcement,
         leak_fail: false,
+        scan_incomplete_fail: false,
     })
 }
