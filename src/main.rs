@@ -68,6 +68,7 @@ fn main() -> ExitCode {
         },
         Command::Approve { session, target } => control(&session, "approve", &target),
         Command::Deny { session, target } => control(&session, "deny", &target),
+        Command::Completions { shell } => completions(shell),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }
@@ -75,7 +76,7 @@ fn main() -> ExitCode {
 /// Where running sessions' control sockets are (the same rule the plan uses).
 fn control_dir() -> std::path::PathBuf {
     let xdg = std::env::var("XDG_RUNTIME_DIR").ok();
-    taskcell::netplan::control_dir(xdg.as_deref(), nix::unistd::getuid().as_raw())
+    taskcell::plan::net::control_dir(xdg.as_deref(), nix::unistd::getuid().as_raw())
 }
 
 fn control(session: &str, verb: &str, target: &str) -> i32 {
@@ -95,6 +96,20 @@ fn control(session: &str, verb: &str, target: &str) -> i32 {
         }
         Ok(a) => fail(a.trim()),
         Err(e) => fail(&e.to_string()),
+    }
+}
+
+/// `taskcell completions SHELL`: the script clap_complete derives from the CLI definition.
+fn completions(shell: clap_complete::Shell) -> i32 {
+    use std::io::Write;
+    let mut script = Vec::new();
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut cmd, "taskcell", &mut script);
+    match std::io::stdout().write_all(&script) {
+        Ok(()) => 0,
+        Err(e) => fail(&format!(
+            "cannot write the completion script to stdout: {e}"
+        )),
     }
 }
 
@@ -147,7 +162,7 @@ fn load_plan(cell: &CellArgs, argv: &[String]) -> Result<plan::Plan, String> {
         net: cell.net,
         env: cell.env.clone(),
         timeout: cell.timeout,
-        netov: taskcell::netplan::NetOverrides {
+        netov: taskcell::plan::net::NetOverrides {
             allow: cell.allow.clone(),
             ask: cell.ask,
             resolve: cell.resolve.clone(),
@@ -179,7 +194,10 @@ fn check(files: &[String]) -> i32 {
     let loader = Loader::from_env();
     let mut bad = 0;
     for f in files {
-        match loader.load(f) {
+        match loader.load(f).map_err(|e| e.to_string()).and_then(|p| {
+            plan::check::check(&p).map_err(|e| e.to_string())?;
+            Ok(p)
+        }) {
             Ok(p) => println!("{f}: ok ({})", p.sources.join(" <- ")),
             Err(e) => {
                 eprintln!("{e}");
@@ -216,17 +234,17 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
             ))
             }
         };
-    audit.session_start(&plan);
-    let enforcement = taskcell::limits::enforcement(
+    let enforcement = taskcell::plan::limits::enforcement(
         &plan.limits.resources,
         plan.limits.timeout,
         &taskcell::cell::cgroup::machine(),
     );
+    audit.session_start(&plan, &enforcement);
     for w in enforcement.unenforced() {
         eprintln!("taskcell: warning: {w}");
     }
-    let kernel = taskcell::layers::Kernel::probe();
-    let missing = taskcell::layers::missing(&plan, &kernel);
+    let kernel = taskcell::cell::confine::kernel();
+    let missing = taskcell::spec::layers::missing(&plan, &kernel);
     if plan.strict && !missing.is_empty() {
         for m in &missing {
             eprintln!("taskcell: {}", m.refusal());
@@ -238,9 +256,23 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
         eprintln!("taskcell: {}", m.degraded());
         audit.record("layer_missing", serde_json::json!({ "missing": m }));
     }
+    match taskcell::prepare::create(&plan.create) {
+        Ok(made) => {
+            for p in made {
+                audit.record(
+                    "created",
+                    serde_json::json!({ "path": p.display().to_string() }),
+                );
+            }
+        }
+        Err(e) => {
+            audit.record("session_error", serde_json::json!({ "error": e }));
+            return fail(&e);
+        }
+    }
     // A layer left out during the run (no user namespaces) is audited once it returns.
     let mut late: Vec<serde_json::Value> = Vec::new();
-    let mut degraded = |m: &taskcell::layers::Missing| {
+    let mut degraded = |m: &taskcell::spec::layers::Missing| {
         eprintln!("taskcell: {}", m.degraded());
         late.push(serde_json::json!({ "missing": m }));
     };

@@ -2,98 +2,54 @@
 //! turns the ending into an exit code.
 
 use std::os::fd::{AsFd, AsRawFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::audit::Audit;
-use crate::cell::{self, rootfs, Spec};
+use crate::cell;
 use crate::plan::{Access, Plan};
-use crate::secrets::session::{SecretsError, Session, EXIT_LEAK, EXIT_SCAN_INCOMPLETE};
+use crate::secrets::session::{SecretsError, Session};
 
-/// How a cell ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ending {
-    /// The command exited with this code.
-    Exited(i32),
-    /// The command was killed by this signal.
-    Signaled(i32),
-    /// taskcell or the kernel refused before the command ran (125/126/127).
-    NotStarted { code: i32, message: String },
-    /// The cell ended without reporting (its init was killed).
-    Lost,
-}
+pub use crate::outcome::{Ending, Outcome};
 
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub ending: Ending,
-    pub timed_out: bool,
-    pub duration: Duration,
-    /// Limits the cell ran into (OOM kill, pids exhausted, CPU time, timeout).
-    pub limit_hits: Vec<crate::limits::Hit>,
-    /// How the limits were enforced in the end (rlimits stand in when the cgroup could
-    /// not be created after all).
-    pub enforcement: crate::limits::Enforcement,
-    /// The leak scan found a secret declared `on_leak = "fail"`.
-    pub leak_fail: bool,
-    /// A secret is declared `on_leak = "fail"` and the leak scan was not complete.
-    pub scan_incomplete_fail: bool,
-}
-
-impl Outcome {
-    /// The exit code taskcell itself exits with.
-    pub fn exit_code(&self) -> i32 {
-        if self.timed_out {
-            return 124;
+/// Without user namespaces (best effort): a private TMPDIR (0700) and, when the plan's home
+/// is a private tmpfs, a private home inside it with links to the paths the plan grants
+/// below the real home (e.g. `~/.cargo`), so tools find them as in a cell.
+fn private_dirs(
+    plan: &Plan,
+) -> Result<(tempfile::TempDir, Option<std::path::PathBuf>), std::io::Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let base = std::env::temp_dir();
+    let tmp = tempfile::Builder::new()
+        .prefix("taskcell-tmp-")
+        .tempdir_in(&base)
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "creating the private TMPDIR in {}: {e} (set TMPDIR to a writable directory)",
+                    base.display()
+                ),
+            )
+        })?;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700))?;
+    if !crate::spec::home_is_private(plan) {
+        return Ok((tmp, None));
+    }
+    let new_home = tmp.path().join("home");
+    std::fs::create_dir(&new_home)?;
+    for (link, target) in crate::spec::private_home_links(plan, &new_home) {
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent)?;
         }
-        match &self.ending {
-            Ending::Exited(0) if self.leak_fail => EXIT_LEAK,
-            Ending::Exited(0) if self.scan_incomplete_fail => EXIT_SCAN_INCOMPLETE,
-            Ending::Exited(c) => *c,
-            Ending::Signaled(s) => 128 + s,
-            Ending::NotStarted { code, .. } => *code,
-            Ending::Lost => 125,
+        if !link.exists() {
+            std::os::unix::fs::symlink(&target, &link)?;
         }
     }
-}
-
-/// The part of the plan the cell mechanism gets.
-pub fn spec_of(plan: &Plan) -> Spec {
-    let mut mounts = mount_ops(plan);
-    let mut listen = Vec::new();
-    if let Some(p) = &plan.net.proxy {
-        listen = p.listen_ports();
-        crate::net::cell_mounts(&mut mounts);
-    }
-    let mut spec = Spec {
-        mounts,
-        listen,
-        net: plan.net.mode,
-        process: plan.process.clone(),
-        rlimits: plan.limits.rlimits.clone(),
-        landlock: None,
-        seccomp: None,
-        namespaces: true,
-        secrets: Vec::new(),
-        stdio: None,
-        pty: None,
-    };
-    let kernel = crate::layers::Kernel::probe();
-    crate::layers::add_to_spec(&mut spec, plan, &kernel, &crate::cell::landlock::Mode::Cell);
-    if plan.net.proxy.is_some() {
-        crate::net::cell_landlock(&mut spec);
-    }
-    crate::secrets::deliver::add_landlock_rule(&mut spec);
-    spec
-}
-
-/// The cell's mount sequence: the plan's paths, plus the secrets tmpfs.
-pub fn mount_ops(plan: &Plan) -> Vec<rootfs::MountOp> {
-    let mut ops = rootfs::mount_ops_for(&plan.paths, plan.process.uid);
-    crate::secrets::deliver::add_mount(&mut ops, &plan.secrets, plan.process.uid, plan.process.gid);
-    ops
+    Ok((tmp, Some(new_home)))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,27 +71,32 @@ pub fn run(plan: &Plan, audit: &mut Audit) -> Result<Outcome, RunError> {
 pub fn run_with(
     plan: &Plan,
     audit: &mut Audit,
-    degraded: &mut dyn FnMut(&crate::layers::Missing),
+    degraded: &mut dyn FnMut(&crate::spec::layers::Missing),
 ) -> Result<Outcome, RunError> {
-    let mut spec = spec_of(plan);
     // Secrets are fetched now, just in time, before anything of the cell exists.
     let mut secrets = Session::prepare(&plan.secrets, &|k| std::env::var_os(k), audit)?;
-    (spec.secrets, spec.stdio) = secrets.cell_parts();
-    // Interactive: the command's own terminal. Output from it is masked like pipes are.
+    let mut handles = crate::spec::Handles::default();
+    (handles.secrets, handles.stdio) = secrets.cell_parts();
+    // Interactive: the command's own terminal, as large as the user's.
     if plan.process.pty {
         let ws = crate::tty::window_size(0);
-        spec.pty = Some(cell::TermSize {
+        handles.pty = Some(cell::TermSize {
             rows: ws.map(|w| w.ws_row).filter(|r| *r > 0).unwrap_or(24),
             cols: ws.map(|w| w.ws_col).filter(|c| *c > 0).unwrap_or(80),
         });
-        spec.stdio = None;
     }
     // Injected credentials: the cell's CA and trust bundle, before the clone.
     let injector = match &plan.net.proxy {
-        Some(p) if !p.inject.is_empty() => {
-            match crate::net::inject::Injector::new(p, secrets.take_injected(), &audit.session) {
+        Some(p) if p.intercepts_any() => {
+            let watched = secrets.watched_values();
+            match crate::net::inject::Injector::new(
+                p,
+                secrets.take_injected(),
+                watched,
+                &audit.session,
+            ) {
                 Ok(i) => {
-                    i.add_to_spec(&mut spec);
+                    handles.ca_bundle = Some(i.bundle_path());
                     Some(std::sync::Arc::new(i))
                 }
                 Err(e) => {
@@ -147,9 +108,12 @@ pub fn run_with(
         _ => None,
     };
     let (enforcement, cgroup) = cell::cgroup::prepare(&plan.limits.resources, plan.limits.timeout);
-    // The human limits first; the profile's raw `[limits.rlimits]` after them, so they win.
-    spec.rlimits = [enforcement.rlimits.clone(), spec.rlimits].concat();
+    handles.limit_rlimits = enforcement.rlimits.clone();
+    let (proxy, inject) = crate::spec::Offer::wanted(plan);
+    let offer = cell::confine::offer(proxy, inject);
+    let mut spec = crate::spec::compile(plan, &offer, &handles);
     let since = std::time::SystemTime::now();
+    let git_since = crate::leftover::start_time();
     let start = Instant::now();
     let add_to_cgroup = |pid| match &cgroup {
         Some(cg) => cg.add(pid),
@@ -160,11 +124,18 @@ pub fn run_with(
     let mut _private_tmp: Option<tempfile::TempDir> = None;
     let spawned = match cell::spawn_with(&spec, add_to_cgroup) {
         Err(cell::SpawnError::Clone(msg)) if !plan.strict => {
-            degraded(&crate::layers::no_userns(&msg));
-            match crate::layers::no_namespace_spec(plan, spec.clone()) {
-                Ok((plain, tmp)) => {
+            degraded(&crate::spec::layers::no_userns(&msg));
+            match private_dirs(plan) {
+                Ok((tmp, home)) => {
+                    spec = crate::spec::without_namespaces(
+                        plan,
+                        &offer,
+                        &handles,
+                        tmp.path(),
+                        home.as_deref(),
+                        &cell::confine::list_dir,
+                    );
                     _private_tmp = Some(tmp);
-                    spec = plain;
                     cell::spawn_with(&spec, add_to_cgroup)
                 }
                 Err(e) => Err(e.into()),
@@ -276,6 +247,30 @@ pub fn run_with(
     let mut outcome = outcome?;
     outcome.leak_fail = f.leak_fail;
     outcome.scan_incomplete_fail = f.scan_incomplete_fail;
+    // What the cell left for git outside to run: moved aside and reported.
+    let protected: Vec<std::path::PathBuf> = plan
+        .paths
+        .iter()
+        .filter(|r| r.access == Access::Protect)
+        .map(|r| r.path.clone())
+        .collect();
+    let left = crate::leftover::check(&roots, &protected, &plan.home, git_since);
+    for f in &left.findings {
+        eprintln!("taskcell: {}", f.line());
+        audit.record(
+            "leftover",
+            serde_json::json!({
+                "path": f.path.display().to_string(),
+                "what": f.what,
+                "moved_to": f.moved_to.as_ref().map(|p| p.display().to_string()),
+                "error": f.error,
+            }),
+        );
+    }
+    if let Some(why) = &left.incomplete {
+        eprintln!("taskcell: warning: the check for git files the cell left was cut short: {why}");
+    }
+    outcome.leftover = !left.findings.is_empty();
     Ok(outcome)
 }
 
@@ -285,7 +280,10 @@ fn wait(
     c: cell::Cell,
     failure: Option<cell::SetupFailure>,
     start: Instant,
-    (enforcement, mut cgroup): (crate::limits::Enforcement, Option<cell::cgroup::CellCgroup>),
+    (enforcement, mut cgroup): (
+        crate::plan::limits::Enforcement,
+        Option<cell::cgroup::CellCgroup>,
+    ),
     pty_master: Option<std::os::fd::RawFd>,
 ) -> Result<Outcome, RunError> {
     // The forwarded signals were blocked by spawn; read them from a signalfd.
@@ -293,7 +291,7 @@ fn wait(
         .map_err(|e| cell::SpawnError::Io(std::io::Error::from(e)))?;
 
     let mut timed_out = false;
-    let mut deadline = plan.limits.timeout.map(|t| start + t);
+    let mut deadline = plan.limits.timeout.and_then(|t| start.checked_add(t));
     let mut killed = false;
     loop {
         let timeout = match deadline {
@@ -346,7 +344,12 @@ fn wait(
                     timed_out = true;
                     tracing::debug!("timeout: SIGTERM to the command");
                     let _ = nix::sys::signal::kill(c.init, Signal::SIGTERM);
-                    deadline = Some(Instant::now() + plan.limits.grace);
+                    // (Durations are at most MAX_DURATION; no overflow, and none would panic.)
+                    deadline = Some(
+                        Instant::now()
+                            .checked_add(plan.limits.grace)
+                            .unwrap_or_else(Instant::now),
+                    );
                 } else if !killed {
                     killed = true;
                     tracing::debug!("grace period over: SIGKILL to the cell");
@@ -390,7 +393,7 @@ fn wait(
         .timeout
         .filter(|_| timed_out)
         .map(|t| (t, plan.limits.grace));
-    limit_hits.extend(crate::limits::signal_hits(rlimits, signal, timeout));
+    limit_hits.extend(crate::plan::limits::signal_hits(rlimits, signal, timeout));
     Ok(Outcome {
         ending,
         timed_out,
@@ -399,5 +402,6 @@ fn wait(
         enforcement,
         leak_fail: false,
         scan_incomplete_fail: false,
+        leftover: false,
     })
 }

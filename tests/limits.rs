@@ -511,7 +511,7 @@ fn cpu_share_is_a_cgroup_quota_or_a_cpu_time_budget() {
                 .trim()
                 .to_string()
         };
-        let v1 = p.places["cpu"].version == taskcell::limits::CgVersion::V1;
+        let v1 = p.places["cpu"].version == taskcell::plan::limits::CgVersion::V1;
         if v1 {
             assert_eq!(file("cpu", "cpu.cfs_quota_us"), "150000");
             assert_eq!(file("memory", "memory.limit_in_bytes"), "314572800");

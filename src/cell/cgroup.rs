@@ -5,7 +5,7 @@
 //! the limit counters when the cell has ended and removes the cgroup. A cgroup left behind
 //! by a taskcell that was killed is removed by the next taskcell that starts.
 //!
-//! The decision which limit goes where is made in [`crate::limits::enforcement`]; this
+//! The decision which limit goes where is made in [`crate::plan::limits::enforcement`]; this
 //! module computes the file writes from it as data ([`writes`]) and performs them.
 
 use std::collections::BTreeMap;
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::Pid;
 
-use crate::limits::{human_bytes, CgVersion, CgroupLimits, Hit, Machine};
+use crate::plan::limits::{human_bytes, CgVersion, CgroupLimits, Hit, Machine};
 
 /// The controllers taskcell uses.
 pub const CONTROLLERS: [&str; 3] = ["pids", "memory", "cpu"];
@@ -78,20 +78,20 @@ pub fn writes(limits: &CgroupLimits) -> Vec<Write> {
     }
     match limits.cpu_milli {
         Some((m, CgVersion::V2)) => {
-            let quota = m * crate::limits::CPU_PERIOD_US / 1000;
+            let quota = m * crate::plan::limits::CPU_PERIOD_US / 1000;
             out.push(w(
                 "cpu",
                 "cpu.max",
-                format!("{quota} {}", crate::limits::CPU_PERIOD_US),
+                format!("{quota} {}", crate::plan::limits::CPU_PERIOD_US),
                 false,
             ));
         }
         Some((m, CgVersion::V1)) => {
-            let quota = m * crate::limits::CPU_PERIOD_US / 1000;
+            let quota = m * crate::plan::limits::CPU_PERIOD_US / 1000;
             out.push(w(
                 "cpu",
                 "cpu.cfs_period_us",
-                crate::limits::CPU_PERIOD_US.to_string(),
+                crate::plan::limits::CPU_PERIOD_US.to_string(),
                 false,
             ));
             out.push(w("cpu", "cpu.cfs_quota_us", quota.to_string(), false));
@@ -300,7 +300,7 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
     }
 }
 
-/// This machine as [`crate::limits::enforcement`] needs it.
+/// This machine as [`crate::plan::limits::enforcement`] needs it.
 pub fn machine_from(p: &Probe) -> Machine {
     use nix::sys::resource::{getrlimit, Resource as R};
     let mut hard = BTreeMap::new();
@@ -386,13 +386,13 @@ pub fn doctor_rows(p: &Probe) -> Vec<(&'static str, bool, String)> {
 /// create the cell's cgroup when a limit needs one. When the cgroup cannot be created after
 /// all, rlimits stand in (and the returned table says so).
 pub fn prepare(
-    res: &crate::limits::Resources,
+    res: &crate::plan::limits::Resources,
     timeout: Option<std::time::Duration>,
-) -> (crate::limits::Enforcement, Option<CellCgroup>) {
+) -> (crate::plan::limits::Enforcement, Option<CellCgroup>) {
     let p = probe();
     cleanup_stale(&p);
     let m = machine_from(&p);
-    let e = crate::limits::enforcement(res, timeout, &m);
+    let e = crate::plan::limits::enforcement(res, timeout, &m);
     if e.cgroup.is_empty() {
         return (e, None);
     }
@@ -410,7 +410,7 @@ pub fn prepare(
                     .collect(),
                 ..m
             };
-            (crate::limits::enforcement(res, timeout, &m), None)
+            (crate::plan::limits::enforcement(res, timeout, &m), None)
         }
     }
 }

@@ -42,7 +42,7 @@ pub fn pass_listeners(ports: &[u16], sock: &std::os::fd::OwnedFd) -> Result<(), 
         held.push(l);
     }
     let fds: Vec<i32> = held.iter().map(|l| l.as_raw_fd()).collect();
-    crate::net::fdpass::send(sock, &fds)
+    crate::cell::fdpass::send(sock, &fds)
         .map_err(|e| format!("passing the listeners to the supervisor: {e}"))?;
     Ok(())
 }

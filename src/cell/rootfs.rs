@@ -1,6 +1,5 @@
-//! The cell's root filesystem: first computed as a list of [`MountOp`]s from the plan's
-//! paths (pure; unit-tested; printed by `explain --mounts`), then executed by
-//! [`execute`] inside the cell's mount namespace.
+//! The cell's root filesystem: the Spec's [`MountOp`]s (computed from the plan by
+//! `spec::mounts`), executed by [`execute`] inside the cell's mount namespace.
 //!
 //! Execution follows bubblewrap's scheme: a tmpfs is mounted on `/tmp` (private to our
 //! mount namespace) and becomes the root with `pivot_root`, the host's root staying
@@ -10,282 +9,15 @@
 
 use std::fs;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use crate::plan::{Access, PathRule};
+use crate::hold;
 
-/// One step in building the root. Paths are as seen inside the cell (absolute).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MountOp {
-    /// An empty tmpfs at `path` with `mode` (octal), read-only when `readonly`.
-    Tmpfs {
-        path: PathBuf,
-        mode: u32,
-        readonly: bool,
-    },
-    /// Bind the host's `src` at `path` (recursively), then make it read-only or not.
-    Bind {
-        src: PathBuf,
-        path: PathBuf,
-        readonly: bool,
-        is_dir: bool,
-    },
-    /// A fresh procfs for the cell's PID namespace.
-    Proc {
-        path: PathBuf,
-    },
-    /// The host's device node `src` bound at `path` (null, zero, ...).
-    Dev {
-        src: PathBuf,
-        path: PathBuf,
-    },
-    /// A new, private devpts instance.
-    Devpts {
-        path: PathBuf,
-    },
-    Symlink {
-        target: PathBuf,
-        path: PathBuf,
-    },
-    /// Remount `path` read-only (the root and `/dev` once they are populated).
-    RemountRo {
-        path: PathBuf,
-    },
-    /// The private tmpfs for file-delivered secrets: mode 0700 owned by `uid:gid` while
-    /// init fills it (`secrets::deliver::populate` then makes it 0500 and read-only),
-    /// nosuid,nodev,noexec, `noswap` where the kernel has it, at most `size` bytes.
-    SecretsTmpfs {
-        path: PathBuf,
-        size: u64,
-        uid: u32,
-        gid: u32,
-    },
-    /// Bind a path of the new root onto itself read-only (parts of /proc); skipped when
-    /// the kernel has no such path.
-    SelfRo {
-        path: PathBuf,
-    },
-    /// Hide a path of the new root under an empty file or directory (parts of /proc);
-    /// skipped when the kernel has no such path.
-    Mask {
-        path: PathBuf,
-    },
-}
-
-/// Parts of /proc through which uid 0 (the caller's uid when root started the cell,
-/// since ids are mapped 1:1) could change the host: the kernel checks many of these by
-/// file mode only. Made read-only, as container runtimes do.
-const PROC_READ_ONLY: &[&str] = &["/proc/sys", "/proc/irq", "/proc/bus", "/proc/fs"];
-/// Kernel state a cell has no business reading or triggering.
-const PROC_MASKED: &[&str] = &[
-    "/proc/sysrq-trigger",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/key-users",
-    "/proc/kmsg",
-    "/proc/timer_list",
-    "/proc/sched_debug",
-    "/proc/latency_stats",
-    "/proc/acpi",
-    "/proc/scsi",
-    "/proc/asound",
-];
-
-const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
-
-/// Compute the full sequence of mount operations for a plan's paths, as for a cell
-/// started by root.
-pub fn mount_ops(paths: &[PathRule]) -> Vec<MountOp> {
-    mount_ops_for(paths, 0)
-}
-
-/// The mount operations for a cell whose ids are `caller_uid`'s. The read-only and masked
-/// parts of /proc are there because uid 0 inside is the host's root to procfs's
-/// file-mode checks; for any other uid procfs refuses those writes itself, so they are
-/// left out (a dozen mounts less on every start).
-pub fn mount_ops_for(paths: &[PathRule], caller_uid: u32) -> Vec<MountOp> {
-    let mut ops = Vec::new();
-    ops.push(MountOp::Proc {
-        path: "/proc".into(),
-    });
-    if caller_uid == 0 {
-        for p in PROC_READ_ONLY {
-            ops.push(MountOp::SelfRo { path: p.into() });
-        }
-        for p in PROC_MASKED {
-            ops.push(MountOp::Mask { path: p.into() });
-        }
-    }
-    ops.push(MountOp::Tmpfs {
-        path: "/dev".into(),
-        mode: 0o755,
-        readonly: false,
-    });
-    for n in DEV_NODES {
-        ops.push(MountOp::Dev {
-            src: Path::new("/dev").join(n),
-            path: Path::new("/dev").join(n),
-        });
-    }
-    ops.push(MountOp::Devpts {
-        path: "/dev/pts".into(),
-    });
-    ops.push(MountOp::Tmpfs {
-        path: "/dev/shm".into(),
-        mode: 0o1777,
-        readonly: false,
-    });
-    for (link, target) in [
-        ("/dev/ptmx", "pts/ptmx"),
-        ("/dev/fd", "/proc/self/fd"),
-        ("/dev/stdin", "/proc/self/fd/0"),
-        ("/dev/stdout", "/proc/self/fd/1"),
-        ("/dev/stderr", "/proc/self/fd/2"),
-    ] {
-        ops.push(MountOp::Symlink {
-            target: target.into(),
-            path: link.into(),
-        });
-    }
-    ops.push(MountOp::Tmpfs {
-        path: "/tmp".into(),
-        mode: 0o1777,
-        readonly: false,
-    });
-    let mut binds: Vec<&PathRule> = Vec::new();
-    let mut self_bound: Vec<PathBuf> = Vec::new();
-    for r in paths {
-        if let Some(target) = &r.symlink {
-            // A symlink is only recreated where its parent is the cell's own tmpfs; inside
-            // a bound directory the link is already there.
-            let inside_bind = binds.iter().any(|b| r.path.starts_with(&b.path));
-            if !inside_bind && matches!(r.access, Access::Read | Access::Write) {
-                ops.push(MountOp::Symlink {
-                    target: target.clone(),
-                    path: r.path.clone(),
-                });
-            }
-            continue;
-        }
-        if matches!(r.access, Access::Protect | Access::Hide) {
-            // Inside a writable bind, a protected path could be moved away with its parent
-            // (`mv .git .git-old`) and recreated writable. Renaming a mount point fails with
-            // EBUSY, so every directory between the writable bind and the protected path
-            // is made a mount point (bound onto itself, still writable).
-            let parent_bind = binds
-                .iter()
-                .filter(|b| r.path.starts_with(&b.path) && b.path != r.path)
-                .max_by_key(|b| b.path.components().count())
-                .copied();
-            if let Some(pb) = parent_bind.filter(|b| b.access == Access::Write) {
-                let mut ancestors: Vec<&Path> = r
-                    .path
-                    .ancestors()
-                    .skip(1)
-                    .take_while(|a| *a != pb.path.as_path())
-                    .collect();
-                ancestors.reverse();
-                for a in ancestors {
-                    if !self_bound.iter().any(|p| p == a) {
-                        ops.push(MountOp::Bind {
-                            src: a.to_path_buf(),
-                            path: a.to_path_buf(),
-                            readonly: false,
-                            is_dir: true,
-                        });
-                        self_bound.push(a.to_path_buf());
-                    }
-                }
-            }
-        }
-        match r.access {
-            Access::Read | Access::Protect => ops.push(MountOp::Bind {
-                src: r.path.clone(),
-                path: r.path.clone(),
-                readonly: true,
-                is_dir: r.is_dir,
-            }),
-            Access::Write => ops.push(MountOp::Bind {
-                src: r.path.clone(),
-                path: r.path.clone(),
-                readonly: false,
-                is_dir: r.is_dir,
-            }),
-            Access::Tmpfs => ops.push(MountOp::Tmpfs {
-                path: r.path.clone(),
-                mode: 0o755,
-                readonly: false,
-            }),
-            Access::Hide => {
-                if r.is_dir {
-                    ops.push(MountOp::Tmpfs {
-                        path: r.path.clone(),
-                        mode: 0o555,
-                        readonly: true,
-                    })
-                } else {
-                    ops.push(MountOp::Bind {
-                        src: "/dev/null".into(),
-                        path: r.path.clone(),
-                        readonly: true,
-                        is_dir: false,
-                    })
-                }
-            }
-        }
-        binds.push(r);
-    }
-    ops.push(MountOp::RemountRo {
-        path: "/dev".into(),
-    });
-    ops.push(MountOp::RemountRo { path: "/".into() });
-    ops
-}
-
-/// Render the ops for `explain --mounts`.
-pub fn describe(op: &MountOp) -> String {
-    match op {
-        MountOp::Tmpfs {
-            path,
-            mode,
-            readonly,
-        } => format!(
-            "tmpfs    {} (mode {mode:o}{})",
-            path.display(),
-            if *readonly { ", read-only" } else { "" }
-        ),
-        MountOp::Bind {
-            src,
-            path,
-            readonly,
-            ..
-        } => {
-            let mode = if *readonly { "ro" } else { "rw" };
-            if src == path {
-                format!("bind-{mode}  {}", path.display())
-            } else {
-                format!("bind-{mode}  {} <- {}", path.display(), src.display())
-            }
-        }
-        MountOp::Proc { path } => format!("proc     {}", path.display()),
-        MountOp::Dev { path, .. } => format!("dev      {}", path.display()),
-        MountOp::Devpts { path } => format!("devpts   {} (new instance)", path.display()),
-        MountOp::Symlink { target, path } => {
-            format!("symlink  {} -> {}", path.display(), target.display())
-        }
-        MountOp::RemountRo { path } => format!("remount  {} read-only", path.display()),
-        MountOp::SecretsTmpfs { path, size, .. } => format!(
-            "tmpfs    {} (secrets: 0500, files 0400, nosuid,nodev,noexec, noswap if allowed, {} KiB, read-only once filled)",
-            path.display(),
-            size / 1024
-        ),
-        MountOp::SelfRo { path } => format!("bind-ro  {} (if present)", path.display()),
-        MountOp::Mask { path } => format!("mask     {} (if present)", path.display()),
-    }
-}
+use crate::spec::mounts::MountOp;
 
 /// Errors carry the op that failed, so the user sees which path could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -332,9 +64,6 @@ pub fn execute(ops: &[MountOp]) -> Result<(), RootfsError> {
         None::<&str>,
     )
     .map_err(err("making / private"))?;
-    // The host's mount points, read once: a recursive bind of X carries the mounts below
-    // X, and each of them must be made read-only too.
-    let host = mount_points();
     let base = "/tmp";
     mount(
         Some("tmpfs"),
@@ -359,9 +88,11 @@ pub fn execute(ops: &[MountOp]) -> Result<(), RootfsError> {
     )
     .map_err(err("mounting the root tmpfs"))?;
 
+    let oldroot = hold::open_dir(Path::new(OLDROOT)).map_err(ioerr("opening the host's root"))?;
     for op in ops {
-        apply(op, &host)?;
+        apply(op, &oldroot)?;
     }
+    drop(oldroot);
 
     umount2(OLDROOT, MntFlags::MNT_DETACH).map_err(err("detaching the host's root"))?;
     nix::unistd::chdir(NEWROOT).map_err(err("chdir /newroot"))?;
@@ -383,7 +114,7 @@ pub fn execute(ops: &[MountOp]) -> Result<(), RootfsError> {
     Ok(())
 }
 
-fn apply(op: &MountOp, host: &[PathBuf]) -> Result<(), RootfsError> {
+fn apply(op: &MountOp, oldroot: &OwnedFd) -> Result<(), RootfsError> {
     match op {
         MountOp::Proc { path } => {
             let dst = under(NEWROOT, path);
@@ -404,20 +135,24 @@ fn apply(op: &MountOp, host: &[PathBuf]) -> Result<(), RootfsError> {
             mode,
             readonly,
         } => {
-            let dst = under(NEWROOT, path);
-            mkdir_p(&dst)?;
+            // The target may lie in a host directory bound earlier: opened without
+            // following symlinks, then mounted on through the cwd.
+            let dst = hold::open_target(&under(NEWROOT, path), true)
+                .map_err(ioerr(format!("mounting a tmpfs on {}", path.display())))?;
             let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
             if *readonly {
                 flags |= MsFlags::MS_RDONLY | MsFlags::MS_NOEXEC;
             }
-            mount(
+            nix::unistd::fchdir(dst.as_raw_fd()).map_err(err("entering a mount target"))?;
+            let r = mount(
                 Some("tmpfs"),
-                &dst,
+                ".",
                 Some("tmpfs"),
                 flags,
                 Some(format!("mode={mode:o}").as_str()),
-            )
-            .map_err(err(format!("mounting a tmpfs on {}", path.display())))?;
+            );
+            nix::unistd::chdir("/").map_err(err("chdir /"))?;
+            r.map_err(err(format!("mounting a tmpfs on {}", path.display())))?;
         }
         MountOp::Bind {
             src,
@@ -425,24 +160,30 @@ fn apply(op: &MountOp, host: &[PathBuf]) -> Result<(), RootfsError> {
             readonly,
             is_dir,
         } => {
-            let s = under(OLDROOT, src);
-            let dst = under(NEWROOT, path);
-            make_target(&dst, *is_dir)?;
-            mount(
-                Some(&s),
-                &dst,
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )
-            .map_err(err(format!("binding {}", path.display())))?;
+            // The one resolution of the host path that is used: opened beneath the host's
+            // root without following any symlink, then mounted from that fd onto a target
+            // opened the same way (see `hold`).
+            let what = || format!("binding {}", path.display());
+            let rel = src.strip_prefix("/").unwrap_or(src);
+            let held = hold::open_nofollow(oldroot.as_raw_fd(), rel, Path::new("/"))
+                .map_err(ioerr(what()))?;
+            let tree = hold::clone_tree(&held).map_err(ioerr(what()))?;
+            let mut attrs = hold::MOUNT_ATTR_NOSUID | hold::MOUNT_ATTR_NODEV;
             if *readonly {
-                let subs: Vec<PathBuf> = below(host, src).map(|m| under(NEWROOT, m)).collect();
-                remount_ro(&dst, &path.display().to_string(), &subs)?;
-            } else {
-                remount(&dst, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
-                    .map_err(err(format!("remounting {} nosuid,nodev", path.display())))?;
+                attrs |= hold::MOUNT_ATTR_RDONLY;
             }
+            // Every mount of the copied tree, submounts included.
+            hold::set_attr_recursive(&tree, attrs).map_err(ioerr(format!(
+                "making {} {}",
+                path.display(),
+                if *readonly {
+                    "read-only"
+                } else {
+                    "nosuid,nodev"
+                }
+            )))?;
+            let dst = hold::open_target(&under(NEWROOT, path), *is_dir).map_err(ioerr(what()))?;
+            hold::move_onto(&tree, &dst).map_err(ioerr(what()))?;
         }
         MountOp::Dev { src, path } => {
             let s = under(OLDROOT, src);
@@ -629,182 +370,4 @@ fn remount_ro(p: &Path, what: &str, subs: &[PathBuf]) -> Result<(), RootfsError>
         )))?;
     }
     Ok(())
-}
-
-/// Every mount point of this mount namespace, from /proc/self/mountinfo, parents first.
-fn mount_points() -> Vec<PathBuf> {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    let mut out: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_mountinfo)
-        .map(PathBuf::from)
-        .collect();
-    out.sort_by_key(|m| m.components().count());
-    out.dedup();
-    out
-}
-
-/// The mount points strictly below `p`, parents first.
-fn below<'a>(all: &'a [PathBuf], p: &'a Path) -> impl Iterator<Item = &'a PathBuf> + 'a {
-    all.iter()
-        .filter(move |m| m.as_path() != p && m.starts_with(p))
-}
-
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rule(p: &str, access: Access, is_dir: bool) -> PathRule {
-        PathRule {
-            path: p.into(),
-            access,
-            symlink: None,
-            is_dir,
-            optional: false,
-        }
-    }
-
-    #[test]
-    fn ops_start_with_proc_dev_tmp_and_end_with_read_only_root() {
-        let ops = mount_ops(&[]);
-        assert_eq!(
-            ops[0],
-            MountOp::Proc {
-                path: "/proc".into()
-            }
-        );
-        assert!(ops.contains(&MountOp::Tmpfs {
-            path: "/tmp".into(),
-            mode: 0o1777,
-            readonly: false
-        }));
-        assert_eq!(ops.last(), Some(&MountOp::RemountRo { path: "/".into() }));
-    }
-
-    #[test]
-    fn read_write_protect_hide_map_to_binds() {
-        let ops = mount_ops(&[
-            rule("/usr", Access::Read, true),
-            rule("/w", Access::Write, true),
-            rule("/w/.git/hooks", Access::Protect, true),
-            rule("/etc/shadow", Access::Hide, false),
-            rule("/home/u", Access::Tmpfs, true),
-        ]);
-        let user: Vec<_> = ops
-            .iter()
-            .filter(|o| match o {
-                MountOp::Bind { path, .. } | MountOp::Tmpfs { path, .. } => {
-                    !path.starts_with("/dev") && path != Path::new("/tmp")
-                }
-                _ => false,
-            })
-            .cloned()
-            .collect();
-        assert_eq!(
-            user,
-            vec![
-                MountOp::Bind {
-                    src: "/usr".into(),
-                    path: "/usr".into(),
-                    readonly: true,
-                    is_dir: true
-                },
-                MountOp::Bind {
-                    src: "/w".into(),
-                    path: "/w".into(),
-                    readonly: false,
-                    is_dir: true
-                },
-                MountOp::Bind {
-                    src: "/w/.git".into(),
-                    path: "/w/.git".into(),
-                    readonly: false,
-                    is_dir: true
-                },
-                MountOp::Bind {
-                    src: "/w/.git/hooks".into(),
-                    path: "/w/.git/hooks".into(),
-                    readonly: true,
-                    is_dir: true
-                },
-                MountOp::Bind {
-                    src: "/dev/null".into(),
-                    path: "/etc/shadow".into(),
-                    readonly: true,
-                    is_dir: false
-                },
-                MountOp::Tmpfs {
-                    path: "/home/u".into(),
-                    mode: 0o755,
-                    readonly: false
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn ancestors_of_protected_paths_become_mount_points() {
-        let ops = mount_ops(&[
-            rule("/w", Access::Write, true),
-            rule("/w/.git/config", Access::Protect, false),
-            rule("/w/.git/hooks", Access::Protect, true),
-        ]);
-        let git_binds = ops
-            .iter()
-            .filter(|o| matches!(o, MountOp::Bind { path, readonly: false, .. } if path == Path::new("/w/.git")))
-            .count();
-        assert_eq!(git_binds, 1, "{ops:#?}");
-        let pos = |p: &str| {
-            ops.iter()
-                .position(|o| matches!(o, MountOp::Bind { path, .. } if path == Path::new(p)))
-                .expect(p)
-        };
-        assert!(pos("/w") < pos("/w/.git"));
-        assert!(pos("/w/.git") < pos("/w/.git/config"));
-    }
-
-    #[test]
-    fn symlink_recreated_only_outside_binds() {
-        let mut bin = rule("/bin", Access::Read, true);
-        bin.symlink = Some("usr/bin".into());
-        let mut inner = rule("/etc/resolv.conf", Access::Read, false);
-        inner.symlink = Some("/run/x".into());
-        let ops = mount_ops(&[rule("/etc", Access::Read, true), bin, inner]);
-        assert!(ops.contains(&MountOp::Symlink {
-            target: "usr/bin".into(),
-            path: "/bin".into()
-        }));
-        assert!(!ops.iter().any(
-            |o| matches!(o, MountOp::Symlink { path, .. } if path == Path::new("/etc/resolv.conf"))
-        ));
-    }
-
-    #[test]
-    fn mountinfo_octal_escapes() {
-        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
-        assert_eq!(unescape_mountinfo("/plain"), "/plain");
-    }
 }

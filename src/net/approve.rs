@@ -5,8 +5,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::allowlist::normalize_host;
 use super::Shared;
+use crate::plan::allowlist::normalize_host;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::{relay, Shared, CONNECT_TIMEOUT, HALF_OPEN_TIMEOUT};
-use crate::netplan::{Forward, ForwardTo};
+use crate::plan::net::{Forward, ForwardTo};
 
 pub fn serve(shared: &Shared, f: &Forward, conn: TcpStream) {
     let started = Instant::now();

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::allowlist::HostVerdict;
 use super::approve::Answer;
 use super::{resolve, Shared, CONNECT_TIMEOUT};
+use crate::plan::allowlist::HostVerdict;
 
 /// Why a destination is not reached.
 #[derive(Debug, Clone, PartialEq, Eq)]

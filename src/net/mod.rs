@@ -1,7 +1,7 @@
 //! The network boundary of `proxy` mode, served by the supervisor from outside the cell.
 //!
 //! The cell has its own network namespace with `lo` only; its init binds the listeners
-//! ([`crate::netplan::ProxyPlan::listen_ports`]) on 127.0.0.1 inside and passes them here
+//! ([`crate::plan::net::ProxyPlan::listen_ports`]) on 127.0.0.1 inside and passes them here
 //! ([`fdpass`]). Each accepted connection gets a thread: the HTTP proxy ([`proxy`]:
 //! CONNECT and absolute-form requests), the SOCKS5 proxy ([`socks`]) and the port
 //! forwards ([`forward`]). Every destination is checked by [`gate`]: the allowlist
@@ -10,12 +10,9 @@
 //! [`control`] is the per-session control socket (`taskcell sessions/approve/deny`),
 //! [`connect`] the `taskcell connect HOST PORT` client used inside the cell.
 
-pub mod allowlist;
 pub mod approve;
-pub mod audit;
 pub mod connect;
 pub mod control;
-pub mod fdpass;
 pub mod forward;
 pub mod gate;
 pub mod http;
@@ -35,8 +32,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cell::rootfs::MountOp;
-use crate::netplan::{ProxyPlan, BINARY_IN_CELL};
+use crate::plan::net::ProxyPlan;
 
 /// Who runs the cell (for the control socket and the audit lines).
 #[derive(Debug, Default)]
@@ -66,7 +62,7 @@ pub struct Shared {
     pub session: String,
     pub profile: String,
     pub command: Vec<String>,
-    pub audit: audit::Sink,
+    pub audit: crate::audit::Sink,
     pub approvals: approve::Approvals,
     pub active: AtomicUsize,
     pub inject: Option<Arc<inject::Injector>>,
@@ -83,39 +79,6 @@ impl Drop for NetService {
         if let Some(p) = &self.control {
             let _ = std::fs::remove_file(p);
         }
-    }
-}
-
-/// Mount ops a `proxy` cell gets in addition to its paths: the taskcell binary,
-/// read-only at [`BINARY_IN_CELL`] (for `taskcell connect`). Inserted before the final
-/// read-only remounts.
-pub fn cell_mounts(ops: &mut Vec<MountOp>) {
-    let Ok(exe) = std::fs::canonicalize("/proc/self/exe") else {
-        return;
-    };
-    let at = ops
-        .iter()
-        .position(|o| matches!(o, MountOp::RemountRo { .. }))
-        .unwrap_or(ops.len());
-    ops.insert(
-        at,
-        MountOp::Bind {
-            src: exe,
-            path: PathBuf::from(BINARY_IN_CELL),
-            readonly: true,
-            is_dir: false,
-        },
-    );
-}
-
-/// Landlock must let the cell read and execute the binary bound by [`cell_mounts`].
-pub fn cell_landlock(spec: &mut crate::cell::Spec) {
-    if let Some(rules) = spec.landlock.as_mut() {
-        rules.fs.push(crate::cell::landlock::FsRule {
-            path: PathBuf::from(BINARY_IN_CELL),
-            class: crate::cell::landlock::Class::Read,
-            optional: true,
-        });
     }
 }
 
@@ -137,7 +100,7 @@ pub fn start(
     session: &Session,
 ) -> io::Result<NetService> {
     raise_nofile();
-    let audit = audit::Sink::new(
+    let audit = crate::audit::Sink::new(
         session.audit.as_ref().and_then(|f| f.try_clone().ok()),
         &session.id,
     );
@@ -250,84 +213,4 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::SeqCst);
     }
-}
-
-/// The proxy plan in words, for `explain`.
-pub fn describe(p: &ProxyPlan) -> String {
-    use std::fmt::Write;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "  proxy    http://127.0.0.1:{} (CONNECT and plain HTTP), socks5h://127.0.0.1:{}",
-        p.http_port, p.socks_port
-    );
-    for r in &p.allowlist.allow {
-        let _ = writeln!(s, "  allow    {:<28} ({})", r.text, r.origin);
-    }
-    for r in &p.allowlist.deny {
-        let _ = writeln!(s, "  deny     {:<28} ({})", r.text, r.origin);
-    }
-    if p.allowlist.allow.is_empty() {
-        let _ = writeln!(s, "  allow    (nothing)");
-    }
-    let _ = writeln!(
-        s,
-        "  private, loopback, link-local (metadata), CGNAT, multicast addresses: refused unless an address rule names them"
-    );
-    let _ = writeln!(
-        s,
-        "  unlisted {}",
-        if p.ask {
-            match &p.approval_command {
-                Some(c) => format!(
-                    "ask: approval_command {:?}, else deny after {}s",
-                    c,
-                    p.ask_timeout.as_secs()
-                ),
-                None => format!(
-                    "ask: `taskcell approve SESSION HOST[:PORT]`, else deny after {}s",
-                    p.ask_timeout.as_secs()
-                ),
-            }
-        } else {
-            "refused (403)".into()
-        }
-    );
-    for r in &p.inject {
-        let _ = writeln!(
-            s,
-            "  inject   {} -> {} (TLS to these hosts is intercepted with the cell's own CA; placeholders elsewhere are blocked)",
-            r.secret,
-            r.hosts.join(", ")
-        );
-    }
-    if !p.inject.is_empty() {
-        let _ = writeln!(
-            s,
-            "  trust    {} (system roots + the cell CA, also over {}); upstream verified against the system roots{}",
-            crate::netplan::CA_BUNDLE_IN_CELL,
-            crate::netplan::SYSTEM_BUNDLE,
-            match &p.upstream_ca {
-                Some(c) => format!(" + {}", c.display()),
-                None => String::new(),
-            }
-        );
-    }
-    for (h, a) in &p.resolve {
-        let _ = writeln!(s, "  resolve  {h} -> {a} (fixed answer)");
-    }
-    for f in &p.forwards {
-        let _ = writeln!(
-            s,
-            "  forward  127.0.0.1:{} -> {} ({})",
-            f.listen,
-            f.to.describe(),
-            f.origin
-        );
-    }
-    let _ = writeln!(
-        s,
-        "  connect  {BINARY_IN_CELL} connect HOST PORT (ssh ProxyCommand)"
-    );
-    s
 }

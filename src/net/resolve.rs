@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, ToSocketAddrs};
 
-use super::allowlist::{host_as_addr, normalize_host};
+use crate::plan::allowlist::{host_as_addr, normalize_host};
 
 /// Addresses for `host`: an address literal as is, a fixed answer from the plan
 /// (`[network] resolve`, `--resolve`), else the system resolver (getaddrinfo).
@@ -18,7 +18,7 @@ pub fn lookup(host: &str, port: u16, fixed: &BTreeMap<String, IpAddr>) -> io::Re
     }
     let mut out: Vec<IpAddr> = Vec::new();
     for sa in (name.as_str(), port).to_socket_addrs()? {
-        let ip = super::allowlist::canonical(sa.ip());
+        let ip = crate::plan::allowlist::canonical(sa.ip());
         if !out.contains(&ip) {
             out.push(ip);
         }

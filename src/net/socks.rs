@@ -48,7 +48,7 @@ pub fn read_request(r: &mut impl Read) -> Option<Parsed> {
             let mut name = vec![0u8; len[0] as usize];
             r.read_exact(&mut name).ok()?;
             let name = String::from_utf8(name).ok()?;
-            if !super::allowlist::valid_name(&super::allowlist::normalize_host(&name)) {
+            if !crate::plan::allowlist::valid_name(&crate::plan::allowlist::normalize_host(&name)) {
                 return None;
             }
             name

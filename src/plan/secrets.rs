@@ -7,9 +7,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{expand_str, Access, PathRule, PlanError, Vars};
-use crate::profile::secrets::{
-    apply_cli_opt, parse_cli, Deliver, InjectDecl, OnLeak, SecretDecl, Source,
-};
+pub use crate::profile::secrets::OnLeak;
+use crate::profile::secrets::{apply_cli_opt, parse_cli, Deliver, InjectDecl, SecretDecl, Source};
 
 /// Where file-delivered secrets appear inside the cell.
 pub const SECRETS_DIR: &str = "/run/secrets";
@@ -56,6 +55,8 @@ pub enum Delivery {
     Fd { fd: i32, var: String },
     /// The value itself in the variable `var` (weakest).
     Env { var: String },
+    /// Watch-only (`deliver = "none"`): not delivered; masked, scanned for, firewalled.
+    None,
 }
 
 impl Delivery {
@@ -64,9 +65,13 @@ impl Delivery {
             Delivery::File { .. } => "file",
             Delivery::Fd { .. } => "fd",
             Delivery::Env { .. } => "env",
+            Delivery::None => "none",
         }
     }
 }
+
+/// Largest secret value, in bytes (also sizes the /run/secrets tmpfs).
+pub const MAX_VALUE: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SecretPlan {
@@ -198,14 +203,32 @@ pub(super) fn resolve(
             Deliver::Env => Delivery::Env {
                 var: d.var.clone().unwrap_or_else(|| name.clone()),
             },
+            Deliver::None => {
+                if !d.mask {
+                    return Err(err(
+                        "`deliver = \"none\"` (watch-only) with `mask = false` would do nothing: a watch-only secret is only masked, scanned for and firewalled".into(),
+                    ));
+                }
+                if d.var.is_some() {
+                    return Err(err(
+                        "`var` is set but `deliver` is \"none\" (nothing is delivered)".into(),
+                    ));
+                }
+                Delivery::None
+            }
         };
         let var = match &delivery {
-            Delivery::File { var, .. } | Delivery::Fd { var, .. } | Delivery::Env { var } => var,
+            Delivery::File { var, .. } | Delivery::Fd { var, .. } | Delivery::Env { var } => {
+                Some(var)
+            }
+            Delivery::None => None,
         };
-        if let Some(other) = used_vars.insert(var.clone(), name.clone()) {
-            return Err(err(format!(
-                "variable {var} is also used by secret {other} (set `var` to tell them apart)"
-            )));
+        if let Some(var) = var {
+            if let Some(other) = used_vars.insert(var.clone(), name.clone()) {
+                return Err(err(format!(
+                    "variable {var} is also used by secret {other} (set `var` to tell them apart)"
+                )));
+            }
         }
         if let Some(t) = d.ttl {
             ttl = Some(ttl.map_or(t, |x| x.min(t)));
@@ -239,6 +262,7 @@ pub(super) fn resolve(
             Delivery::Env { var } => {
                 env.remove(var);
             }
+            Delivery::None => {}
         }
     }
     if out
@@ -262,79 +286,81 @@ pub(super) fn resolve(
     Ok((out, ttl))
 }
 
+/// Refuse an injected secret the cell could read anyway (the placeholder would protect
+/// nothing): a `from.file` inside a path the cell sees, or the value of a `from.env`
+/// variable copied into the cell's environment (`{env:NAME}`, `--env`, `pass`).
+/// `host_env` is the launcher's environment, `env` the command's.
+pub(super) fn check_unreachable(
+    secrets: &[SecretPlan],
+    paths: &[PathRule],
+    host_env: &BTreeMap<String, String>,
+    env: &BTreeMap<String, String>,
+) -> Result<(), PlanError> {
+    for s in secrets.iter().filter(|s| s.inject.is_some()) {
+        let refuse = |why: String| {
+            PlanError::Other {
+            msg: format!(
+                "secret {}: deliver = \"inject\" keeps the value out of the cell, but {why}; the cell could read the value and send it anywhere. Keep the source outside every path the cell sees, or deliver the secret another way",
+                s.name
+            ),
+        }
+        };
+        match &s.provider {
+            Provider::File { path } => {
+                // Resolve symlinks where the file exists: the cell sees the target.
+                let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+                for p in [path, &real] {
+                    if let Some(r) = visible_in(paths, p) {
+                        return Err(refuse(format!(
+                            "its source {} is inside {} ({}), which the cell sees",
+                            p.display(),
+                            r.path.display(),
+                            r.access.as_str()
+                        )));
+                    }
+                }
+            }
+            Provider::Env { var } => {
+                let Some(v) = host_env.get(var).filter(|v| !v.is_empty()) else {
+                    continue;
+                };
+                // Short values only when equal (a digit is in many variables).
+                let copied = |x: &String| x == v || v.len() >= 8 && x.contains(v.as_str());
+                if let Some((k, _)) = env.iter().find(|(_, x)| copied(x)) {
+                    return Err(refuse(format!(
+                        "its source ${var} is copied into the cell's environment as ${k}"
+                    )));
+                }
+            }
+            Provider::Command { .. } | Provider::Generate { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+/// The rule that decides whether `p` is visible in the cell (the deepest rule above it),
+/// if it makes it visible.
+fn visible_in<'a>(paths: &'a [PathRule], p: &Path) -> Option<&'a PathRule> {
+    let r = paths
+        .iter()
+        .filter(|r| p.starts_with(&r.path))
+        .max_by_key(|r| r.path.components().count())?;
+    matches!(r.access, Access::Read | Access::Write | Access::Protect).then_some(r)
+}
+
 /// The proxy's part of the injected secrets: names and hosts, never a value.
-pub fn inject_rules(secrets: &[SecretPlan]) -> Vec<crate::netplan::InjectRule> {
+pub fn inject_rules(secrets: &[SecretPlan]) -> Vec<crate::plan::net::InjectRule> {
     secrets
         .iter()
         .filter_map(|s| {
             let i = s.inject.as_ref()?;
-            Some(crate::netplan::InjectRule {
+            Some(crate::plan::net::InjectRule {
                 secret: s.name.clone(),
                 hosts: i.hosts.clone(),
                 body: i.body,
             })
         })
         .collect()
-}
-
-/// The `secrets:` section of `taskcell explain`.
-pub fn explain(plan: &super::Plan, s: &mut String) {
-    use std::fmt::Write;
-    if plan.secrets.is_empty() {
-        return;
-    }
-    let _ = writeln!(
-        s,
-        "\nsecrets (fetched when the cell starts; values never stored on disk):"
-    );
-    for sp in &plan.secrets {
-        let how = match &sp.delivery {
-            Delivery::File { path, var } => {
-                format!(
-                    "file {} (read-only tmpfs; ${var} has the path)",
-                    path.display()
-                )
-            }
-            Delivery::Fd { fd, var } => format!("fd {fd} (sealed memfd; ${var} has the number)"),
-            Delivery::Env { var } if sp.inject.is_some() => format!("env ${var}"),
-            Delivery::Env { var } => {
-                format!("env ${var} (WEAKEST: inherited by every descendant, in /proc/PID/environ)")
-            }
-        };
-        let _ = writeln!(s, "  {:<14} from {}", sp.name, sp.provider.describe());
-        let _ = writeln!(s, "  {:<14} to   {how}", "");
-        if let Some(i) = &sp.inject {
-            let _ = writeln!(
-                s,
-                "  {:<14}      a PLACEHOLDER of the same shape; the proxy puts the value into requests to {} only{}",
-                "",
-                i.hosts.join(", "),
-                if i.body { " (headers and bodies)" } else { " (request line and headers)" }
-            );
-        }
-        let mut extra = vec![
-            if sp.mask {
-                "masked in output, leak scan".to_string()
-            } else {
-                "NOT masked, not scanned".to_string()
-            },
-            format!(
-                "on leak: {}",
-                if sp.on_leak == OnLeak::Fail {
-                    "fail"
-                } else {
-                    "warn"
-                }
-            ),
-        ];
-        if let Some(r) = &sp.revoke {
-            extra.push(format!("revoke {r:?}"));
-        }
-        if let Some(t) = sp.ttl {
-            extra.push(format!("ttl {}s", t.as_secs_f64()));
-        }
-        let _ = writeln!(s, "  {:<14}      {}", "", extra.join("; "));
-    }
 }
 
 #[cfg(test)]
@@ -443,8 +469,7 @@ mod tests {
         );
         let json = serde_json::to_string(&p).unwrap();
         assert!(!json.contains("value-must-not-appear"));
-        let mut s = String::new();
-        explain(&p, &mut s);
+        let s = crate::explain::text(&p);
         assert!(s.contains("WEAKEST"), "{s}");
     }
 

@@ -2,13 +2,15 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
-use toml::Spanned;
 
+use super::spanned::Spanned;
+
+use super::NetMode;
 use super::{parse_duration, Origin, PathEntry, Profile, ProfileError, Val};
-use crate::plan::NetMode;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawProfile {
     pub description: Option<Spanned<String>>,
@@ -25,7 +27,7 @@ pub struct RawProfile {
     pub security: Option<RawSecurity>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFilesystem {
     #[serde(default)]
@@ -40,22 +42,24 @@ pub struct RawFilesystem {
     pub hide: Vec<Spanned<RawPath>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RawPath {
     Plain(String),
     Full(RawPathTable),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPathTable {
     pub path: String,
     #[serde(default)]
     pub optional: bool,
+    /// "dir" or "file": create it on the host when missing (read and write only).
+    pub create: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawNetwork {
     pub mode: Option<Spanned<String>>,
@@ -72,16 +76,22 @@ pub struct RawNetwork {
     pub resolve: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     pub forward: Vec<Spanned<RawForward>>,
+    /// Hosts whose TLS is intercepted even with no secret injected (the secret firewall).
+    #[serde(default)]
+    pub intercept: Vec<Spanned<String>>,
+    /// `"redact"` or `"block"`: what the secret firewall does with a secret on its way
+    /// to an intercepted host.
+    pub firewall: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawForward {
     pub listen: u16,
     pub to: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawEnv {
     #[serde(default)]
@@ -90,7 +100,7 @@ pub struct RawEnv {
     pub set: BTreeMap<String, Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     pub timeout: Option<Spanned<String>>,
@@ -106,7 +116,7 @@ pub struct RawLimits {
 }
 
 /// `[security]`: the layers under the namespaces (Landlock, seccomp).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSecurity {
     pub landlock: Option<Spanned<bool>>,
@@ -117,7 +127,7 @@ pub struct RawSecurity {
     pub tcp_any_port: Option<Spanned<bool>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSeccomp {
     #[serde(default)]
@@ -127,7 +137,7 @@ pub struct RawSeccomp {
 }
 
 /// A limit as written: `4096`, `1.5` or `"4G"`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RawQty {
     Int(i64),
@@ -142,6 +152,26 @@ impl RawQty {
             RawQty::Float(f) => f.to_string(),
             RawQty::Str(s) => s.clone(),
         }
+    }
+}
+
+/// The offsets of a text's newlines, to find the line of many offsets in log time each.
+pub struct Lines(Vec<usize>);
+
+impl Lines {
+    pub fn new(text: &str) -> Lines {
+        Lines(
+            text.bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i)
+                .collect(),
+        )
+    }
+
+    /// 1-based line of a byte offset (the newlines before it, plus one).
+    pub fn line_of(&self, offset: usize) -> usize {
+        self.0.partition_point(|&nl| nl < offset) + 1
     }
 }
 
@@ -165,7 +195,7 @@ pub fn parse(file: &str, text: &str) -> Result<RawProfile, ProfileError> {
                 .into();
         }
         if msg.starts_with("unknown field") {
-            msg.push_str(" (see the profile reference in README.md)");
+            msg.push_str(" (see the profile reference in docs/profile.md)");
         }
         ProfileError::Invalid {
             origin: Origin {
@@ -183,9 +213,11 @@ pub fn merge_into(
     text: &str,
     raw: &RawProfile,
 ) -> Result<(), ProfileError> {
+    // Line numbers from one index of the newlines: linear in the file, not per entry.
+    let lines = Lines::new(text);
     let origin = |start: usize| Origin {
         file: file.to_string(),
-        line: line_of(text, start),
+        line: lines.line_of(start),
     };
     p.sources.push(file.to_string());
     if let Some(d) = &raw.description {
@@ -210,17 +242,36 @@ pub fn merge_into(
         p.strict = *s.get_ref();
     }
     let fs = &raw.filesystem;
-    for (src, dst) in [
-        (&fs.read, &mut p.filesystem.read),
-        (&fs.write, &mut p.filesystem.write),
-        (&fs.tmpfs, &mut p.filesystem.tmpfs),
-        (&fs.protect, &mut p.filesystem.protect),
-        (&fs.hide, &mut p.filesystem.hide),
+    for (src, dst, key) in [
+        (&fs.read, &mut p.filesystem.read, "read"),
+        (&fs.write, &mut p.filesystem.write, "write"),
+        (&fs.tmpfs, &mut p.filesystem.tmpfs, "tmpfs"),
+        (&fs.protect, &mut p.filesystem.protect, "protect"),
+        (&fs.hide, &mut p.filesystem.hide, "hide"),
     ] {
         for e in src {
-            let (path, optional) = match e.get_ref() {
-                super::raw::RawPath::Plain(s) => (s.clone(), false),
-                super::raw::RawPath::Full(t) => (t.path.clone(), t.optional),
+            let (path, optional, create) = match e.get_ref() {
+                super::raw::RawPath::Plain(s) => (s.clone(), false, None),
+                super::raw::RawPath::Full(t) => (t.path.clone(), t.optional, t.create.clone()),
+            };
+            let create = match create.as_deref() {
+                None => None,
+                Some(c) if !matches!(key, "read" | "write") => {
+                    return Err(ProfileError::Invalid {
+                        origin: origin(e.span().start),
+                        msg: format!(
+                            "`create = {c:?}` on a `{key}` path: only `read` and `write` paths can be created"
+                        ),
+                    })
+                }
+                Some("dir") => Some(super::Create::Dir),
+                Some("file") => Some(super::Create::File),
+                Some(c) => {
+                    return Err(ProfileError::Invalid {
+                        origin: origin(e.span().start),
+                        msg: format!("`create = {c:?}` is not \"dir\" or \"file\""),
+                    })
+                }
             };
             if path.is_empty() {
                 return Err(ProfileError::Invalid {
@@ -231,6 +282,7 @@ pub fn merge_into(
             dst.push(PathEntry {
                 path,
                 optional,
+                create,
                 origin: origin(e.span().start),
             });
         }
@@ -293,10 +345,6 @@ pub fn merge_into(
         ] {
             if let Some(v) = slot {
                 let text = v.get_ref().text();
-                crate::limits::check(key, &text).map_err(|msg| ProfileError::Invalid {
-                    origin: origin(v.span().start),
-                    msg: format!("`limits.{key}`: {msg}"),
-                })?;
                 p.limits.resources.insert(
                     key.to_string(),
                     Val {
@@ -307,15 +355,6 @@ pub fn merge_into(
             }
         }
         for (k, v) in &l.rlimits {
-            if !crate::plan::RLIMIT_NAMES.contains(&k.as_str()) {
-                return Err(ProfileError::Invalid {
-                    origin: origin(v.span().start),
-                    msg: format!(
-                        "unknown rlimit `{k}` (known: {})",
-                        crate::plan::RLIMIT_NAMES.join(", ")
-                    ),
-                });
-            }
             p.limits.rlimits.insert(
                 k.clone(),
                 Val {
@@ -360,22 +399,14 @@ fn merge_security(
         });
     }
     if let Some(sc) = &sec.seccomp {
-        for (list, key, dst) in [
-            (&sc.deny, "deny", &mut p.security.seccomp_deny),
-            (&sc.allow, "allow", &mut p.security.seccomp_allow),
+        // Names are checked by the plan (`plan::check`), with this origin.
+        for (list, dst) in [
+            (&sc.deny, &mut p.security.seccomp_deny),
+            (&sc.allow, &mut p.security.seccomp_allow),
         ] {
             for name in list {
-                let n = name.get_ref();
-                if crate::cell::syscalls::number(n).is_none() {
-                    return Err(ProfileError::Invalid {
-                        origin: origin(name.span().start),
-                        msg: format!(
-                            "`security.seccomp.{key}`: {n:?} is not a system call on this architecture (names as in `man 2 syscalls`, e.g. \"ptrace\")"
-                        ),
-                    });
-                }
                 dst.push(Val {
-                    value: n.clone(),
+                    value: name.get_ref().clone(),
                     origin: origin(name.span().start),
                 });
             }
@@ -390,8 +421,8 @@ pub fn valid_env_name(k: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// The `proxy`-mode keys of `[network]`: lists are appended, scalars override. Each
-/// entry is checked here so that an error points at its line.
+/// The `proxy`-mode keys of `[network]`: lists are appended, scalars override. Every
+/// entry keeps its origin, so an error (here or in `plan::check`) points at its line.
 fn merge_network(
     net: &mut super::Network,
     n: &RawNetwork,
@@ -401,13 +432,9 @@ fn merge_network(
         origin: origin(start),
         msg,
     };
-    for (src, dst, key) in [
-        (&n.allow, &mut net.allow, "allow"),
-        (&n.deny, &mut net.deny, "deny"),
-    ] {
+    // Rules are checked by the plan (`plan::check`), with this origin.
+    for (src, dst) in [(&n.allow, &mut net.allow), (&n.deny, &mut net.deny)] {
         for v in src {
-            crate::net::allowlist::Rule::parse(v.get_ref(), "")
-                .map_err(|e| invalid(v.span().start, format!("`network.{key}`: {e}")))?;
             dst.push(Val {
                 value: v.get_ref().clone(),
                 origin: origin(v.span().start),
@@ -473,6 +500,25 @@ fn merge_network(
             },
         );
     }
+    for h in &n.intercept {
+        let v = super::secrets::check_inject_host(h.get_ref())
+            .map_err(|m| invalid(h.span().start, format!("`network.intercept`: {m}")))?;
+        net.intercept.push(Val {
+            value: v,
+            origin: origin(h.span().start),
+        });
+    }
+    if let Some(f) = &n.firewall {
+        net.firewall = Some(super::Firewall::parse(f.get_ref()).ok_or_else(|| {
+            invalid(
+                f.span().start,
+                format!(
+                    "`network.firewall` {:?} is not valid (use \"redact\" or \"block\")",
+                    f.get_ref()
+                ),
+            )
+        })?);
+    }
     for f in &n.forward {
         let r = f.get_ref();
         if r.listen == 0 {
@@ -481,8 +527,6 @@ fn merge_network(
                 "`network.forward.listen` must be a port 1-65535".into(),
             ));
         }
-        crate::netplan::ForwardTo::parse(&r.to)
-            .map_err(|e| invalid(f.span().start, format!("`network.forward.to`: {e}")))?;
         net.forward.push(super::ForwardDecl {
             listen: r.listen,
             to: r.to.clone(),

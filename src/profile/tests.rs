@@ -19,7 +19,11 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
 
 fn err_of(dir: &std::path::Path, name: &str, text: &str) -> String {
     let p = write(dir, name, text);
-    loader_with(dir).load(&p).unwrap_err().to_string()
+    // What the format cannot know (names, units, rules) is checked by the plan.
+    match loader_with(dir).load(&p) {
+        Ok(prof) => plan::check::check(&prof).unwrap_err().to_string(),
+        Err(e) => e.to_string(),
+    }
 }
 
 #[test]
@@ -181,6 +185,19 @@ fn durations() {
     assert!(parse_duration("0s").is_err());
     assert!(parse_duration("5 parsecs").is_err());
     assert!(parse_duration("m").is_err());
+    // The documented maximum, and one-line errors past it (these panicked).
+    assert_eq!(parse_duration("365d").unwrap(), super::MAX_DURATION);
+    for s in [
+        "99999999999999999999d",
+        "200000000000000d",
+        "366d",
+        "364d2d",
+        "1e309",
+        &"9".repeat(500),
+    ] {
+        let e = parse_duration(s).unwrap_err();
+        assert!(!e.contains('\n'), "{s}: {e}");
+    }
 }
 
 // ---- plan resolution (pure apart from stat) ----
@@ -385,4 +402,30 @@ fn limits_keys_parse_with_their_line() {
     );
     let e = err_of(d.path(), "c.toml", "[limits]\nprocesses = 0\n");
     assert!(e.contains("line 2"), "{e}");
+}
+
+#[test]
+fn create_is_dir_or_file_on_read_and_write_paths_only() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(
+        d.path(),
+        "c.toml",
+        "[filesystem]\nwrite = [{ path = \"{home}/.x\", create = \"dir\" }, { path = \"{home}/.x.json\", create = \"file\" }]\n",
+    );
+    let prof = loader_with(d.path()).load(&p).unwrap();
+    let kinds: Vec<_> = prof.filesystem.write.iter().map(|e| e.create).collect();
+    assert_eq!(kinds, vec![Some(Create::Dir), Some(Create::File)]);
+    for (text, want) in [
+        (
+            "[filesystem]\nhide = [{ path = \"/x\", create = \"dir\" }]\n",
+            "only `read` and `write`",
+        ),
+        (
+            "[filesystem]\nwrite = [{ path = \"/x\", create = \"fifo\" }]\n",
+            "not \"dir\" or \"file\"",
+        ),
+    ] {
+        let e = err_of(d.path(), "e.toml", text);
+        assert!(e.contains(want) && e.contains("line 2"), "{e}");
+    }
 }

@@ -10,24 +10,16 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
-use super::deliver::{self, CellSecret, How};
+use super::deliver;
 use super::provider::{self, Value};
 use super::redact::{Redactor, MIN_LEN};
 use super::relay::Pipes;
 use super::revoke;
 use super::scan::{self, ScanLimits};
 use crate::audit::Audit;
-use crate::plan::secrets::{Delivery, SecretPlan};
-use crate::profile::secrets::OnLeak;
-
-/// Exit code when the command succeeded but the leak scan found a secret declared with
-/// `on_leak = "fail"`.
-pub const EXIT_LEAK: i32 = 120;
-
-/// Exit code when the command succeeded, a secret is declared with `on_leak = "fail"`,
-/// and the leak scan could not search everything the cell wrote (a bound cut it short,
-/// or something could not be read or decompressed): it fails closed.
-pub const EXIT_SCAN_INCOMPLETE: i32 = 121;
+use crate::plan::secrets::{Delivery, OnLeak, SecretPlan};
+use crate::spec::{CellSecret, How};
+use crate::{EXIT_LEAK, EXIT_SCAN_INCOMPLETE};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -43,7 +35,7 @@ pub struct Session {
     held: Vec<Held>,
     /// `deliver = "inject"`: values and placeholders for the proxy (taken by
     /// [`Session::take_injected`]).
-    injected: Vec<crate::net::inject::Secret>,
+    injected: Vec<super::injected::Secret>,
     redactor: Option<Redactor>,
     pipes: Option<Pipes>,
     session_id: String,
@@ -143,7 +135,7 @@ impl Session {
                             p.name
                         ))
                     })?;
-                    self.injected.push(crate::net::inject::Secret::new(
+                    self.injected.push(super::injected::Secret::new(
                         &p.name,
                         v.bytes().to_vec(),
                         ph.clone(),
@@ -153,6 +145,10 @@ impl Session {
                 }
                 None => None,
             };
+            if matches!(p.delivery, Delivery::None) {
+                // Watch-only: no memfd, nothing reaches the cell.
+                continue;
+            }
             let delivered = placeholder.as_ref().map_or(v.bytes(), |p| &p[..]);
             let fd = deliver::sealed_memfd(&p.name, delivered).map_err(|e| {
                 SecretsError(format!(
@@ -188,7 +184,7 @@ impl Session {
                 Some(CellSecret {
                     name: h.plan.name.clone(),
                     memfd: h.memfd.as_ref()?.as_raw_fd(),
-                    how: How::of(&h.plan.delivery),
+                    how: How::of(&h.plan.delivery)?,
                 })
             })
             .collect();
@@ -216,8 +212,22 @@ impl Session {
         })
     }
 
+    /// The values the proxy's secret firewall keeps out of requests to intercepted
+    /// hosts: every masked secret (watch-only ones included) and every injected one.
+    /// Call before [`Session::after_spawn`], which drops the values.
+    pub fn watched_values(&self) -> Vec<(String, zeroize::Zeroizing<Vec<u8>>)> {
+        self.held
+            .iter()
+            .filter(|h| h.plan.mask || h.plan.inject.is_some())
+            .filter_map(|h| {
+                let v = h.value.as_ref()?.bytes();
+                (!v.is_empty()).then(|| (h.plan.name.clone(), zeroize::Zeroizing::new(v.to_vec())))
+            })
+            .collect()
+    }
+
     /// The injected secrets (values and placeholders), for the proxy.
-    pub fn take_injected(&mut self) -> Vec<crate::net::inject::Secret> {
+    pub fn take_injected(&mut self) -> Vec<super::injected::Secret> {
         std::mem::take(&mut self.injected)
     }
 

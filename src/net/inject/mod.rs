@@ -8,8 +8,9 @@
 //! the request, and values in responses become placeholders again ([`subst`]). Upstream
 //! TLS is verified against the system roots (plus `upstream_ca`), never weaker.
 //! The cell trusts the CA through a bundle (system roots + the CA) bound over the
-//! system bundle and at [`CA_BUNDLE_IN_CELL`].
+//! system bundle and at [`crate::plan::net::CA_BUNDLE_IN_CELL`].
 
+pub mod firewall;
 pub mod h1;
 pub mod h2;
 pub mod subst;
@@ -24,41 +25,21 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use zeroize::Zeroizing;
 
-use crate::cell::rootfs::MountOp;
-use crate::netplan::{InjectRule, ProxyPlan, CA_BUNDLE_IN_CELL, SYSTEM_BUNDLE};
+use crate::plan::net::{InjectRule, ProxyPlan, SYSTEM_BUNDLE};
 
-/// One injected secret as the proxy holds it: the value (zeroized on drop, never in
-/// Debug) and the placeholder the cell got.
-pub struct Secret {
-    pub name: String,
-    pub value: Zeroizing<Vec<u8>>,
-    pub placeholder: Vec<u8>,
-    /// Substitute in request bodies too.
-    pub body: bool,
-}
-
-impl Secret {
-    pub fn new(name: &str, value: Vec<u8>, placeholder: Vec<u8>, body: bool) -> Secret {
-        Secret {
-            name: name.into(),
-            value: Zeroizing::new(value),
-            placeholder,
-            body,
-        }
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Secret")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
+pub use crate::secrets::injected::Secret;
 
 /// The per-cell interception state.
 pub struct Injector {
     rules: Vec<InjectRule>,
+    /// `[network] intercept` host patterns.
+    intercept: Vec<String>,
+    /// Every declared secret the firewall keeps out of intercepted requests: (name,
+    /// value). Zeroized on drop, never in Debug.
+    watched: Vec<(String, Zeroizing<Vec<u8>>)>,
+    block: bool,
+    /// The firewall per set of excluded secrets (those injected for the destination).
+    walls: Mutex<HashMap<Vec<bool>, Option<firewall::Wall>>>,
     /// In `rules` order.
     secrets: Vec<Secret>,
     ca_cert: rcgen::Certificate,
@@ -102,7 +83,14 @@ fn pem_certs(path: &Path) -> io::Result<Vec<CertificateDer<'static>>> {
 impl Injector {
     /// Generate the cell's CA, load the upstream roots and write the cell's trust
     /// bundle. `secrets` must hold one entry per `plan.inject` rule (matched by name).
-    pub fn new(plan: &ProxyPlan, mut secrets: Vec<Secret>, session: &str) -> io::Result<Injector> {
+    /// `watched` are the values the secret firewall keeps out of requests to
+    /// intercepted hosts (every masked secret, watch-only ones included).
+    pub fn new(
+        plan: &ProxyPlan,
+        mut secrets: Vec<Secret>,
+        watched: Vec<(String, Zeroizing<Vec<u8>>)>,
+        session: &str,
+    ) -> io::Result<Injector> {
         let mut ordered = Vec::new();
         for r in &plan.inject {
             let i = secrets
@@ -164,7 +152,8 @@ impl Injector {
             .inject
             .iter()
             .flat_map(|r| r.hosts.iter())
-            .map(|h| h.trim_start_matches("*.").to_string())
+            .chain(plan.intercept.iter())
+            .map(|h| crate::plan::net::pattern_host(h).to_string())
             .collect();
         permitted.sort();
         permitted.dedup();
@@ -202,6 +191,10 @@ impl Injector {
 
         Ok(Injector {
             rules: plan.inject.clone(),
+            intercept: plan.intercept.clone(),
+            watched,
+            block: plan.firewall == crate::plan::net::Firewall::Block,
+            walls: Mutex::new(HashMap::new()),
             secrets: ordered,
             ca_cert,
             ca_key,
@@ -219,14 +212,58 @@ impl Injector {
         self.ca_cert.pem()
     }
 
-    /// Is a CONNECT to `host` terminated here (some secret is bound to it)?
-    pub fn intercepts(&self, host: &str) -> bool {
-        self.rules.iter().any(|r| r.binds(host))
+    /// Is a CONNECT to `host`:`port` terminated here (some secret is bound to it, or
+    /// `[network] intercept` names it)?
+    pub fn intercepts(&self, host: &str, port: u16) -> bool {
+        self.rules.iter().any(|r| r.binds(host, port))
+            || self
+                .intercept
+                .iter()
+                .any(|p| crate::plan::net::host_matches(p, host, port))
     }
 
-    /// Per secret: is it bound to `host`?
-    pub fn bound(&self, host: &str) -> Vec<bool> {
-        self.rules.iter().map(|r| r.binds(host)).collect()
+    /// Per secret: is it bound to `host`:`port`?
+    pub fn bound(&self, host: &str, port: u16) -> Vec<bool> {
+        self.rules.iter().map(|r| r.binds(host, port)).collect()
+    }
+
+    /// The secret firewall for requests to a destination with these `bound` secrets
+    /// (which it leaves alone: their values are meant for it). None when there is
+    /// nothing to watch. Built once per set.
+    pub fn wall(&self, bound: &[bool]) -> io::Result<Option<firewall::Wall>> {
+        if let Ok(m) = self.walls.lock() {
+            if let Some(w) = m.get(bound) {
+                return Ok(w.clone());
+            }
+        }
+        let own: Vec<&str> = self
+            .secrets
+            .iter()
+            .zip(bound)
+            .filter(|(_, b)| **b)
+            .map(|(s, _)| s.name.as_str())
+            .collect();
+        let list: Vec<(String, &[u8])> = self
+            .watched
+            .iter()
+            .filter(|(n, _)| !own.contains(&n.as_str()))
+            .map(|(n, v)| (n.clone(), &v[..]))
+            .collect();
+        let wall = if list.is_empty() {
+            None
+        } else {
+            let r = crate::secrets::redact::Redactor::with_options(&list, true)
+                .map_err(|e| err("the secret firewall", e))?
+                .with_replacement(firewall::replacement);
+            Some(firewall::Wall {
+                r: Arc::new(r),
+                block: self.block,
+            })
+        };
+        if let Ok(mut m) = self.walls.lock() {
+            m.insert(bound.to_vec(), wall.clone());
+        }
+        Ok(wall)
     }
 
     pub fn secrets(&self) -> &[Secret] {
@@ -293,40 +330,6 @@ impl Injector {
             }
         }
     }
-
-    /// Bind the trust bundle at [`CA_BUNDLE_IN_CELL`] and over the system bundle (before
-    /// the final read-only remounts), and let Landlock read both.
-    pub fn add_to_spec(&self, spec: &mut crate::cell::Spec) {
-        let at = spec
-            .mounts
-            .iter()
-            .position(|o| matches!(o, MountOp::RemountRo { .. }))
-            .unwrap_or(spec.mounts.len());
-        for path in [CA_BUNDLE_IN_CELL, SYSTEM_BUNDLE] {
-            // Over the system bundle only where there is one to replace.
-            if path == SYSTEM_BUNDLE && !Path::new(SYSTEM_BUNDLE).is_file() {
-                continue;
-            }
-            spec.mounts.insert(
-                at,
-                MountOp::Bind {
-                    src: self.bundle_path(),
-                    path: PathBuf::from(path),
-                    readonly: true,
-                    is_dir: false,
-                },
-            );
-        }
-        if let Some(rules) = spec.landlock.as_mut() {
-            for path in [CA_BUNDLE_IN_CELL, SYSTEM_BUNDLE] {
-                rules.fs.push(crate::cell::landlock::FsRule {
-                    path: PathBuf::from(path),
-                    class: crate::cell::landlock::Class::Read,
-                    optional: true,
-                });
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -347,5 +350,19 @@ mod tests {
         let m = subst::Matcher::new(std::slice::from_ref(&s), &[true], subst::Part::Response);
         let d = format!("{m:?}");
         assert!(!d.contains("VALUE") && !d.contains("PLACE"), "{d}");
+        let plan = crate::plan::net::build(
+            &crate::profile::Network::default(),
+            &crate::plan::net::NetOverrides::default(),
+        )
+        .unwrap();
+        let inj = Injector::new(
+            &plan,
+            Vec::new(),
+            vec![("W".into(), Zeroizing::new(b"watchedVALUE123".to_vec()))],
+            "t",
+        )
+        .unwrap();
+        let d = format!("{inj:?} {:?}", inj.wall(&[]).unwrap());
+        assert!(d.contains('W') && !d.contains("VALUE"), "{d}");
     }
 }

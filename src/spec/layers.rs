@@ -6,34 +6,18 @@
 //! log. The one layer only known when the cell is cloned, user namespaces, is reported the
 //! same way by the supervisor ([`no_userns`]).
 
-use std::fmt::Write;
-
 use serde::Serialize;
 
-use crate::cell::landlock::{self, ABI_SCOPES, ABI_TCP};
-use crate::cell::seccomp;
+use super::landlock::{ABI_SCOPES, ABI_TCP};
 use crate::plan::{NetMode, Plan};
 
-/// What the kernel offers (probed once per run; cheap: one syscall and one prctl).
+/// What the kernel offers (probed once per run by `cell::confine::kernel`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Kernel {
     /// Landlock ABI, or why there is none.
     pub landlock: Result<i32, String>,
     /// Seccomp filters returning errno, or why not.
     pub seccomp: Result<(), String>,
-}
-
-impl Kernel {
-    /// Probed once per process: the kernel's features do not change during a run, and
-    /// `run`, the spec and `explain` all ask.
-    pub fn probe() -> Kernel {
-        static ONCE: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
-        ONCE.get_or_init(|| Kernel {
-            landlock: landlock::kernel_abi(),
-            seccomp: seccomp::available(),
-        })
-        .clone()
-    }
 }
 
 /// A layer the plan needs that cannot be enforced here.
@@ -138,193 +122,6 @@ pub fn no_userns(err: &str) -> Missing {
             NO_USERNS_LOST.join("; ")
         ),
     }
-}
-
-/// The `explain` section: the layers the cell gets.
-pub fn explain(plan: &Plan) -> String {
-    let k = Kernel::probe();
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "\nlandlock (what may be opened, bound, connected, signalled):"
-    );
-    if !plan.security.landlock {
-        let _ = writeln!(s, "  off (security.landlock = false)");
-    } else {
-        match &k.landlock {
-            Ok(abi) => {
-                let r = landlock::rules(&landlock_policy(plan), &landlock::Mode::Cell, *abi);
-                for l in landlock::describe(&r) {
-                    let _ = writeln!(s, "  {l}");
-                }
-            }
-            Err(e) => {
-                let _ = writeln!(s, "  not available: {e}");
-            }
-        }
-    }
-    let _ = writeln!(s, "\nseccomp (default allow; refused syscalls):");
-    for l in seccomp::describe(&seccomp::filter(&seccomp_policy(plan))) {
-        let _ = writeln!(s, "  {l}");
-    }
-    let miss = missing(plan, &k);
-    if !miss.is_empty() {
-        let _ = writeln!(s, "\nmissing on this kernel:");
-        for m in &miss {
-            let _ = writeln!(s, "  {}: {} (fix: {})", m.layer, m.detail, m.fix);
-        }
-    }
-    let _ = writeln!(
-        s,
-        "\nwithout user namespaces (only with --best-effort), these promises are lost:"
-    );
-    for l in NO_USERNS_LOST {
-        let _ = writeln!(s, "  - {l}");
-    }
-    s
-}
-
-pub fn landlock_policy(plan: &Plan) -> landlock::Policy<'_> {
-    landlock::Policy {
-        paths: &plan.paths,
-        net: plan.net.mode,
-        tcp_ports: &plan.security.tcp_ports,
-        tcp_any_port: plan.security.tcp_any_port,
-        allow_userns: plan.security.allow_userns,
-    }
-}
-
-pub fn seccomp_policy(plan: &Plan) -> seccomp::Policy<'_> {
-    seccomp::Policy {
-        net: Some(plan.net.mode),
-        deny: &plan.security.seccomp_deny,
-        allow: &plan.security.seccomp_allow,
-        allow_userns: plan.security.allow_userns,
-    }
-}
-
-/// Fill in the Landlock rules and seccomp programs of a cell's spec from the plan and the
-/// kernel: a layer the kernel lacks is left out (`missing` reported it already; a strict
-/// plan never gets here with something missing).
-pub fn add_to_spec(spec: &mut crate::cell::Spec, plan: &Plan, k: &Kernel, mode: &landlock::Mode) {
-    spec.landlock = match (&k.landlock, plan.security.landlock) {
-        (Ok(abi), true) => Some(landlock::rules(&landlock_policy(plan), mode, *abi)),
-        _ => None,
-    };
-    spec.seccomp = match &k.seccomp {
-        // A filter that does not compile is installed as an empty program, which the
-        // worker refuses to install: fail closed.
-        Ok(()) => Some(
-            seccomp::compile(&seccomp::filter(&seccomp_policy(plan))).unwrap_or_else(|e| {
-                tracing::error!("{e}");
-                vec![Vec::new()]
-            }),
-        ),
-        Err(_) => None,
-    };
-}
-
-/// The spec for running without namespaces: no mounts, a private TMPDIR, Landlock rules
-/// for the host's filesystem.
-pub fn no_namespace_spec(
-    plan: &Plan,
-    mut spec: crate::cell::Spec,
-) -> Result<(crate::cell::Spec, tempfile::TempDir), std::io::Error> {
-    let base = std::env::temp_dir();
-    let tmp = tempfile::Builder::new()
-        .prefix("taskcell-tmp-")
-        .tempdir_in(&base)
-        .map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!(
-                    "creating the private TMPDIR in {}: {e} (set TMPDIR to a writable directory)",
-                    base.display()
-                ),
-            )
-        })?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700))?;
-    }
-    spec.namespaces = false;
-    spec.mounts.clear();
-    private_home(plan, &mut spec, tmp.path())?;
-    spec.process.env.retain(|(k, _)| k != "TMPDIR");
-    spec.process
-        .env
-        .push(("TMPDIR".into(), tmp.path().display().to_string()));
-    spec.process.env.sort();
-    let k = Kernel::probe();
-    let mode = landlock::Mode::NoNamespaces {
-        private_tmp: tmp.path().to_path_buf(),
-    };
-    add_to_spec(&mut spec, plan, &k, &mode);
-    if let Some(rules) = &mut spec.landlock {
-        let hidden: Vec<std::path::PathBuf> = plan
-            .paths
-            .iter()
-            .filter(|r| r.access == crate::plan::Access::Hide)
-            .map(|r| r.path.clone())
-            .collect();
-        landlock::split_for_hidden(rules, &hidden, &landlock::list_dir);
-    }
-    Ok((spec, tmp))
-}
-
-/// Without a mount namespace the plan's private (tmpfs) home cannot be mounted: make it a
-/// directory inside the private TMPDIR instead, point HOME at it, and link the paths the
-/// plan grants below the real home (e.g. `~/.cargo`) into it, so tools find them as in a
-/// cell.
-fn private_home(
-    plan: &Plan,
-    spec: &mut crate::cell::Spec,
-    tmp: &std::path::Path,
-) -> Result<(), std::io::Error> {
-    use crate::plan::Access;
-    let home = &plan.home;
-    if !plan
-        .paths
-        .iter()
-        .any(|r| r.access == Access::Tmpfs && &r.path == home)
-    {
-        return Ok(());
-    }
-    let new_home = tmp.join("home");
-    std::fs::create_dir(&new_home)?;
-    for r in &plan.paths {
-        if !matches!(r.access, Access::Read | Access::Write | Access::Protect) {
-            continue;
-        }
-        let Ok(rel) = r.path.strip_prefix(home) else {
-            continue;
-        };
-        if rel.as_os_str().is_empty() {
-            continue;
-        }
-        let link = new_home.join(rel);
-        if let Some(parent) = link.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        if !link.exists() {
-            std::os::unix::fs::symlink(&r.path, &link)?;
-        }
-    }
-    let home_str = home.display().to_string();
-    for (k, v) in spec.process.env.iter_mut() {
-        if k == "HOME" && *v == home_str {
-            *v = new_home.display().to_string();
-        }
-    }
-    Ok(())
-}
-
-/// The cell's Landlock rules on this kernel (for `explain --json`); None when off or absent.
-pub fn landlock_rules(plan: &Plan) -> Option<landlock::Rules> {
-    let abi = landlock::kernel_abi().ok()?;
-    plan.security
-        .landlock
-        .then(|| landlock::rules(&landlock_policy(plan), &landlock::Mode::Cell, abi))
 }
 
 #[cfg(test)]

@@ -10,13 +10,16 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::net::allowlist::{Allowlist, Rule};
+use crate::plan::allowlist::{Allowlist, Rule};
+pub use crate::profile::Firewall;
 use crate::profile::Network;
 
 /// The HTTP proxy's port on 127.0.0.1 inside the cell.
 pub const HTTP_PORT: u16 = 3128;
 /// The SOCKS5 proxy's port on 127.0.0.1 inside the cell.
 pub const SOCKS_PORT: u16 = 1080;
+/// Most listeners a cell passes out (the proxy's two and the forwards), in one message.
+pub const MAX_LISTENERS: usize = 64;
 /// Where the taskcell binary is visible (read-only) inside a `proxy` cell, for
 /// `taskcell connect HOST PORT` (an ssh ProxyCommand).
 pub const BINARY_IN_CELL: &str = "/run/taskcell/taskcell";
@@ -78,18 +81,38 @@ pub struct InjectRule {
 }
 
 impl InjectRule {
-    /// Is `host` (any case, no port) one this secret is bound to?
-    pub fn binds(&self, host: &str) -> bool {
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        self.hosts.iter().any(|p| match p.strip_prefix("*.") {
-            Some(dom) => {
-                host.len() > dom.len() + 1
-                    && host.ends_with(dom)
-                    && host.as_bytes()[host.len() - dom.len() - 1] == b'.'
-            }
-            None => *p == host,
-        })
+    /// Is `host` (any case) on `port` one this secret is bound to?
+    pub fn binds(&self, host: &str, port: u16) -> bool {
+        self.hosts.iter().any(|p| host_matches(p, host, port))
     }
+}
+
+/// Does a host pattern (`HOST`, `*.DOMAIN`, either with an optional `:PORT`) match
+/// `host` (any case, a trailing dot ignored) on `port`? Without a port in the pattern,
+/// every port matches.
+pub fn host_matches(pattern: &str, host: &str, port: u16) -> bool {
+    let (name, want) = match pattern.rsplit_once(':') {
+        Some((n, p)) => (n, p.parse::<u16>().ok()),
+        None => (pattern, None),
+    };
+    if want.is_some_and(|w| w != port) {
+        return false;
+    }
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    match name.strip_prefix("*.") {
+        Some(dom) => {
+            host.len() > dom.len() + 1
+                && host.ends_with(dom)
+                && host.as_bytes()[host.len() - dom.len() - 1] == b'.'
+        }
+        None => name == host,
+    }
+}
+
+/// The host name of a pattern (for the CA's name constraints).
+pub fn pattern_host(pattern: &str) -> &str {
+    let name = pattern.rsplit_once(':').map_or(pattern, |(n, _)| n);
+    name.trim_start_matches("*.")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -124,6 +147,12 @@ pub struct ProxyPlan {
     pub inject: Vec<InjectRule>,
     /// Extra CA certificates (PEM) trusted for upstream TLS besides the system roots.
     pub upstream_ca: Option<PathBuf>,
+    /// Hosts whose TLS is intercepted without an injected secret (`[network] intercept`),
+    /// so that the secret firewall sees their requests.
+    pub intercept: Vec<String>,
+    /// What the secret firewall does with a declared secret in a request to an
+    /// intercepted host.
+    pub firewall: Firewall,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -131,6 +160,11 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 }
 
 impl ProxyPlan {
+    /// Does the proxy terminate TLS for some host (an injected secret or `intercept`)?
+    pub fn intercepts_any(&self) -> bool {
+        !self.inject.is_empty() || !self.intercept.is_empty()
+    }
+
     /// The ports bound on 127.0.0.1 inside the cell, in the order the listeners are
     /// passed to the supervisor: HTTP, SOCKS5, then each forward. These are the only
     /// ports a cell may `connect` to (Landlock TCP rules use this list).
@@ -177,7 +211,7 @@ impl ProxyPlan {
             "GIT_SSH_COMMAND".into(),
             format!("ssh -o ProxyCommand='{BINARY_IN_CELL} connect %h %p'"),
         ));
-        if !self.inject.is_empty() {
+        if self.intercepts_any() {
             for k in CA_VARS {
                 v.push((k.into(), CA_BUNDLE_IN_CELL.into()));
             }
@@ -201,7 +235,21 @@ pub struct NetOverrides {
     pub upstream_ca: Option<PathBuf>,
 }
 
-/// Build the ProxyPlan from the profile's `[network]` table and the overrides.
+impl NetOverrides {
+    /// The first flag given that only means something in `proxy` mode.
+    pub fn proxy_flag(&self) -> Option<&'static str> {
+        if !self.allow.is_empty() {
+            Some("--allow")
+        } else if self.ask {
+            Some("--ask")
+        } else if !self.resolve.is_empty() {
+            Some("--resolve")
+        } else {
+            None
+        }
+    }
+}
+
 /// The directory of the control sockets for a user with this `XDG_RUNTIME_DIR` and uid
 /// (the supervisor serves there; `taskcell sessions/approve/deny` look there).
 pub fn control_dir(xdg_runtime_dir: Option<&str>, uid: u32) -> PathBuf {
@@ -211,6 +259,7 @@ pub fn control_dir(xdg_runtime_dir: Option<&str>, uid: u32) -> PathBuf {
     }
 }
 
+/// Build the ProxyPlan from the profile's `[network]` table and the overrides.
 pub fn build(net: &Network, ov: &NetOverrides) -> Result<ProxyPlan, String> {
     let mut allowlist = Allowlist::default();
     for v in &net.allow {
@@ -238,7 +287,7 @@ pub fn build(net: &Network, ov: &NetOverrides) -> Result<ProxyPlan, String> {
                 v.origin, v.value
             )
         })?;
-        resolve.insert(crate::net::allowlist::normalize_host(k), addr);
+        resolve.insert(crate::plan::allowlist::normalize_host(k), addr);
     }
     for r in &ov.resolve {
         let (h, a) = r
@@ -248,14 +297,14 @@ pub fn build(net: &Network, ov: &NetOverrides) -> Result<ProxyPlan, String> {
             .trim_matches(|c| c == '[' || c == ']')
             .parse()
             .map_err(|_| format!("--resolve {r:?}: {a:?} is not an IP address"))?;
-        resolve.insert(crate::net::allowlist::normalize_host(h), addr);
+        resolve.insert(crate::plan::allowlist::normalize_host(h), addr);
     }
     let mut forwards = Vec::new();
-    if net.forward.len() + 2 > crate::net::fdpass::MAX_FDS {
+    if net.forward.len() + 2 > MAX_LISTENERS {
         return Err(format!(
             "{}: at most {} port forwards",
             net.forward[0].origin,
-            crate::net::fdpass::MAX_FDS - 2
+            MAX_LISTENERS - 2
         ));
     }
     for f in &net.forward {
@@ -293,6 +342,8 @@ pub fn build(net: &Network, ov: &NetOverrides) -> Result<ProxyPlan, String> {
             Some(p) => Some(p.clone()),
             None => net.upstream_ca.as_ref().map(|v| PathBuf::from(&v.value)),
         },
+        intercept: net.intercept.iter().map(|v| v.value.clone()).collect(),
+        firewall: net.firewall.unwrap_or_default(),
     })
 }
 
@@ -359,17 +410,26 @@ mod tests {
     fn inject_host_patterns() {
         let r = InjectRule {
             secret: "T".into(),
-            hosts: vec!["api.example.com".into(), "*.example.org".into()],
+            hosts: vec![
+                "api.example.com".into(),
+                "*.example.org".into(),
+                "api.github.com:443".into(),
+            ],
             body: false,
         };
-        assert!(r.binds("api.example.com"));
-        assert!(r.binds("API.Example.com."));
-        assert!(!r.binds("example.com"));
-        assert!(!r.binds("xapi.example.com"));
-        assert!(r.binds("a.example.org"));
-        assert!(r.binds("a.b.example.org"));
-        assert!(!r.binds("example.org"));
-        assert!(!r.binds("badexample.org"));
+        assert!(r.binds("api.example.com", 443));
+        assert!(r.binds("API.Example.com.", 8443));
+        assert!(!r.binds("example.com", 443));
+        assert!(!r.binds("xapi.example.com", 443));
+        assert!(r.binds("a.example.org", 443));
+        assert!(r.binds("a.b.example.org", 443));
+        assert!(!r.binds("example.org", 443));
+        assert!(!r.binds("badexample.org", 443));
+        // A port in the binding binds that port only.
+        assert!(r.binds("api.github.com", 443));
+        assert!(!r.binds("api.github.com", 8443));
+        assert_eq!(pattern_host("*.example.org:443"), "example.org");
+        assert_eq!(pattern_host("api.github.com"), "api.github.com");
     }
 
     #[test]

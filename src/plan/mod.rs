@@ -13,9 +13,17 @@ use std::time::Duration;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+pub use crate::profile::NetMode;
 use crate::profile::{Origin, PathEntry, Profile};
 
+pub mod allowlist;
+pub mod check;
+pub mod git;
+pub mod limits;
+pub mod net;
+pub mod paths;
 pub mod secrets;
+pub mod syscalls;
 
 /// How a path is made visible inside the cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -61,47 +69,16 @@ pub struct PathRule {
     pub optional: bool,
 }
 
-/// The network a cell gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NetMode {
-    /// Own network namespace, `lo` down: no network at all.
-    None,
-    /// Own network namespace, `lo` up: the cell can talk to itself only.
-    Loopback,
-    /// Own network namespace, `lo` up, and the supervisor's egress proxy (host allowlist,
-    /// approvals, port forwards) as the only way out.
-    Proxy,
-    /// No network namespace: the host's network. Unsafe; `explain` says so.
-    Host,
-}
-
-impl NetMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NetMode::None => "none",
-            NetMode::Loopback => "loopback",
-            NetMode::Proxy => "proxy",
-            NetMode::Host => "host",
-        }
-    }
-    pub fn parse(s: &str) -> Option<NetMode> {
-        match s {
-            "none" => Some(NetMode::None),
-            "loopback" => Some(NetMode::Loopback),
-            "proxy" => Some(NetMode::Proxy),
-            "host" => Some(NetMode::Host),
-            _ => None,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NetPlan {
     pub mode: NetMode,
+    /// The flag that turned `proxy` mode on when neither `--net` nor the profile asked for
+    /// it (`--allow`, `--ask`, `--resolve`, `--learn`); `explain` says so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub implied_by: Option<String>,
     /// `proxy` mode only: what the egress proxy enforces.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub proxy: Option<crate::netplan::ProxyPlan>,
+    pub proxy: Option<crate::plan::net::ProxyPlan>,
 }
 
 /// One resource limit applied with `setrlimit` in the worker.
@@ -121,8 +98,8 @@ pub struct Limits {
     #[serde(with = "duration_secs")]
     pub grace: Duration,
     pub rlimits: Vec<Rlimit>,
-    /// processes, memory, cpu, open files, file size, core (see `crate::limits`).
-    pub resources: crate::limits::Resources,
+    /// processes, memory, cpu, open files, file size, core (see `crate::plan::limits`).
+    pub resources: crate::plan::limits::Resources,
 }
 
 /// The process the worker becomes.
@@ -166,6 +143,9 @@ pub struct Plan {
     /// The files the profile was read from, parent first.
     pub sources: Vec<String>,
     pub workspace: PathBuf,
+    /// Why the workspace is this directory: `-w`, the current directory, or the root of
+    /// the git repository the current directory is in.
+    pub workspace_from: WorkspaceFrom,
     pub home: PathBuf,
     /// Paths, sorted so that a parent comes before anything below it.
     pub paths: Vec<PathRule>,
@@ -177,6 +157,48 @@ pub struct Plan {
     /// Secrets: where each comes from and how it is delivered (never a value).
     pub secrets: Vec<secrets::SecretPlan>,
     pub security: SecurityPlan,
+    /// Declared `create` paths missing now: made on the host before the cell starts.
+    pub create: Vec<CreatePath>,
+}
+
+/// A path the launcher creates (as the caller, 0700 for a directory, 0600 for a file,
+/// missing parents 0700) before the cell starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CreatePath {
+    pub path: PathBuf,
+    pub kind: crate::profile::Create,
+    /// Where it was declared.
+    pub origin: String,
+}
+
+/// The directory `{cache}` expands to: taskcell's own cache for this profile,
+/// `$XDG_CACHE_HOME/taskcell/PROFILE` (else `~/.cache/taskcell/PROFILE`). Never a tool's
+/// own host cache: code outside the cell trusts those, and a cell must not poison them.
+pub fn cache_dir(env: &BTreeMap<String, String>, home: &Path, profile: &str) -> PathBuf {
+    let base = env
+        .get("XDG_CACHE_HOME")
+        .filter(|d| d.starts_with('/'))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".cache"));
+    let name: String = profile
+        .trim_end_matches(".toml")
+        .rsplit('/')
+        .next()
+        .unwrap_or("profile")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    base.join("taskcell").join(if name.is_empty() {
+        "profile".to_string()
+    } else {
+        name
+    })
 }
 
 impl Plan {
@@ -188,6 +210,31 @@ impl Plan {
         let out = h.finalize();
         out.iter().map(|b| format!("{b:02x}")).collect()
     }
+}
+
+/// Where the workspace came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkspaceFrom {
+    /// `-w DIR`.
+    Flag,
+    /// The current directory (not inside a git repository).
+    Cwd,
+    /// The root of the git repository around the current directory.
+    GitRoot,
+}
+
+/// The root of the git repository `dir` is in (the nearest ancestor holding `.git`, a
+/// directory or a worktree's file), unless that root is `/` or the home directory or
+/// above it: a dotfiles repository must not make the whole home the workspace.
+pub fn git_root(dir: &Path, home: &Path) -> Option<PathBuf> {
+    let root = dir
+        .ancestors()
+        .find(|d| std::fs::symlink_metadata(d.join(".git")).is_ok())?;
+    if root == Path::new("/") || home.starts_with(root) {
+        return None;
+    }
+    Some(root.to_path_buf())
 }
 
 /// Command-line overrides layered on the profile.
@@ -202,7 +249,7 @@ pub struct Overrides {
     pub timeout: Option<Duration>,
     pub strict: Option<bool>,
     /// `--allow`, `--ask`, `--resolve`.
-    pub netov: crate::netplan::NetOverrides,
+    pub netov: crate::plan::net::NetOverrides,
     /// `--secret NAME=PROVIDER:ARG`.
     pub secrets: Vec<String>,
     /// `--secret-opt NAME.KEY=VALUE`.
@@ -286,7 +333,7 @@ pub enum PlanError {
 }
 
 /// Paths every cell gets whatever the profile says; the profile cannot remove them.
-const FIXED: &[&str] = &["/proc", "/dev", "/tmp"];
+pub(crate) const FIXED: &[&str] = &["/proc", "/dev", "/tmp"];
 
 /// Resolve a merged profile, the overrides and the context into a Plan.
 pub fn resolve(
@@ -295,51 +342,41 @@ pub fn resolve(
     ctx: &Context,
     argv: &[String],
 ) -> Result<Plan, PlanError> {
+    check::check(profile)?;
     let cli = Origin::cli();
-    let workspace_raw = match &ov.workspace {
-        Some(w) => w.clone(),
-        None => ctx.cwd.clone(),
+    let (workspace_raw, workspace_from) = match &ov.workspace {
+        Some(w) => (w.clone(), WorkspaceFrom::Flag),
+        None => match git_root(&ctx.cwd, &ctx.home) {
+            Some(r) => (r, WorkspaceFrom::GitRoot),
+            None => (ctx.cwd.clone(), WorkspaceFrom::Cwd),
+        },
     };
     let workspace_abs = if workspace_raw.is_absolute() {
         workspace_raw.clone()
     } else {
         ctx.cwd.join(&workspace_raw)
     };
-    let workspace = std::fs::canonicalize(&workspace_abs).map_err(|e| PlanError::Other {
-        msg: format!(
-            "workspace {} cannot be used: {e} (create it, or pass an existing directory with -w)",
-            workspace_abs.display()
-        ),
-    })?;
-    if ["/", "/proc", "/dev", "/sys"]
-        .iter()
-        .any(|p| workspace == Path::new(p))
-    {
-        return Err(PlanError::Other {
-            msg: format!(
-                "{} cannot be a workspace (pass a project directory with -w)",
-                workspace.display()
-            ),
-        });
-    }
-    if !workspace.is_dir() {
-        return Err(PlanError::Other {
-            msg: format!(
-                "workspace {} is not a directory (pass a directory with -w)",
-                workspace.display()
-            ),
-        });
-    }
+    let workspace = paths::workspace(&normalize(&workspace_abs), &ctx.home)?;
+    let cache = cache_dir(&ctx.env, &ctx.home, &profile.name);
     let vars = Vars {
         workspace: &workspace,
+        cache: &cache,
         home: &ctx.home,
         cwd: &ctx.cwd,
         tmp: &ctx.tmp,
         env: &ctx.env,
     };
 
-    // Collect (path, access, optional, origin) from the profile and overrides.
-    let mut raw: Vec<(PathBuf, Access, bool, Origin, &'static str)> = Vec::new();
+    // Collect (path, access, optional, origin, key, create) from the profile and overrides.
+    type Raw = (
+        PathBuf,
+        Access,
+        bool,
+        Origin,
+        &'static str,
+        Option<crate::profile::Create>,
+    );
+    let mut raw: Vec<Raw> = Vec::new();
     let fs = &profile.filesystem;
     // For one path declared twice, the later kind here wins: tmpfs < read < write <
     // protect < hide, and the command line's --read/--write win over the profile.
@@ -352,7 +389,7 @@ pub fn resolve(
     ] {
         for e in list {
             let p = expand_path(e, key, &vars)?;
-            raw.push((p, access, e.optional, e.origin.clone(), key));
+            raw.push((p, access, e.optional, e.origin.clone(), key, e.create));
         }
     }
     for p in &ov.read {
@@ -362,6 +399,7 @@ pub fn resolve(
             false,
             cli.clone(),
             "--read",
+            None,
         ));
     }
     for p in &ov.write {
@@ -371,114 +409,11 @@ pub fn resolve(
             false,
             cli.clone(),
             "--write",
+            None,
         ));
     }
 
-    let mut paths: Vec<PathRule> = Vec::new();
-    for (path, access, optional, origin, key) in raw {
-        let path = normalize(&path);
-        if FIXED.iter().any(|f| Path::new(f) == path)
-            && access != Access::Tmpfs
-            && path != workspace
-        {
-            // /proc, /dev and /tmp are always the cell's own (unless /tmp is the workspace).
-            continue;
-        }
-        if access == Access::Tmpfs {
-            push_rule(
-                &mut paths,
-                PathRule {
-                    path,
-                    access,
-                    symlink: None,
-                    is_dir: true,
-                    optional,
-                },
-            );
-            continue;
-        }
-        if access == Access::Hide && !readable(&path) {
-            // What the caller cannot read, the cell cannot either (same uid, no
-            // capabilities): nothing to hide, and no mount to pay for.
-            continue;
-        }
-        let meta = match std::fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            Err(_) if optional => continue,
-            Err(_) => {
-                return Err(PlanError::Missing {
-                    origin,
-                    key,
-                    path: path.display().to_string(),
-                })
-            }
-        };
-        if meta.file_type().is_symlink() {
-            // Recreate the link inside; bind what it points to (with the same access).
-            let target = std::fs::read_link(&path).map_err(|e| PlanError::Other {
-                msg: format!("{origin}: cannot read symlink {}: {e}", path.display()),
-            })?;
-            if access == Access::Protect {
-                // A link inside a writable path can be replaced by the cell, and following
-                // it would show its target to the cell.
-                return Err(PlanError::Other {
-                    msg: format!(
-                        "{origin}: `protect` path {} is a symlink (to {}): a cell could replace it, and taskcell does not follow it (remove the symlink, or protect its target)",
-                        path.display(),
-                        target.display()
-                    ),
-                });
-            }
-            let real = match std::fs::canonicalize(&path) {
-                Ok(r) => r,
-                Err(_) if optional => continue,
-                Err(_) => {
-                    return Err(PlanError::Missing {
-                        origin,
-                        key,
-                        path: format!("{} (a dangling symlink)", path.display()),
-                    })
-                }
-            };
-            let is_dir = real.is_dir();
-            push_rule(
-                &mut paths,
-                PathRule {
-                    path: path.clone(),
-                    access,
-                    symlink: Some(target),
-                    is_dir,
-                    optional,
-                },
-            );
-            if real != path {
-                push_rule(
-                    &mut paths,
-                    PathRule {
-                        path: real,
-                        access,
-                        symlink: None,
-                        is_dir,
-                        optional,
-                    },
-                );
-            }
-            continue;
-        }
-        // A symlink in a parent directory: bind at the real location, which is what the
-        // kernel resolves to anyway; the parent link must be declared to be usable.
-        let real = std::fs::canonicalize(&path).unwrap_or(path.clone());
-        push_rule(
-            &mut paths,
-            PathRule {
-                path: real,
-                access,
-                symlink: None,
-                is_dir: meta.is_dir(),
-                optional,
-            },
-        );
-    }
+    let (mut paths, create) = paths::rules(raw, &workspace, &ctx.home)?;
     // The workspace is always there: read-write unless the profile made it read-only.
     if !paths.iter().any(|r| r.path == workspace) {
         push_rule(
@@ -492,6 +427,7 @@ pub fn resolve(
             },
         );
     }
+    git::protect(&mut paths, &ctx.home)?;
     sort_rules(&mut paths);
 
     // Environment.
@@ -531,6 +467,7 @@ pub fn resolve(
 
     let decls = secrets::declarations(&profile.secrets, &ov.secrets, &ov.secret_opts)?;
     let (secrets, ttl) = secrets::resolve(&decls, &paths, &vars, &ctx.cwd, &mut env)?;
+    secrets::check_unreachable(&secrets, &paths, &ctx.env, &env)?;
 
     let mut rlimits: Vec<Rlimit> = Vec::new();
     for (name, val) in &profile.limits.rlimits {
@@ -550,12 +487,33 @@ pub fn resolve(
         });
     }
 
-    let mode = ov.net.unwrap_or(profile.network.mode);
+    let implying = ov.netov.proxy_flag();
+    let (mode, implied_by) = match (ov.net, implying) {
+        (Some(m), Some(flag)) if m != NetMode::Proxy => {
+            return Err(PlanError::Other {
+                msg: format!(
+                    "{flag} needs `--net proxy` (the proxy is what enforces it), but --net {} was given (drop one of them)",
+                    m.as_str()
+                ),
+            })
+        }
+        (Some(m), _) => (m, None),
+        (None, Some(flag)) if profile.network.mode != NetMode::Proxy => {
+            (
+                NetMode::Proxy,
+                Some(format!(
+                    "{flag}, which only the proxy can enforce; the profile's mode is {:?}",
+                    profile.network.mode.as_str()
+                )),
+            )
+        }
+        (None, _) => (profile.network.mode, None),
+    };
     let proxy = if mode == NetMode::Proxy {
-        let mut p = crate::netplan::build(&profile.network, &ov.netov)
+        let mut p = crate::plan::net::build(&profile.network, &ov.netov)
             .map_err(|msg| PlanError::Other { msg })?;
         p.inject = secrets::inject_rules(&secrets);
-        p.control_dir = crate::netplan::control_dir(
+        p.control_dir = crate::plan::net::control_dir(
             ctx.env.get("XDG_RUNTIME_DIR").map(String::as_str),
             ctx.uid,
         );
@@ -584,7 +542,11 @@ pub fn resolve(
         }
         None
     };
-    let net = NetPlan { mode, proxy };
+    let net = NetPlan {
+        mode,
+        implied_by,
+        proxy,
+    };
     let cwd = if ctx.cwd.starts_with(&workspace) {
         ctx.cwd.clone()
     } else {
@@ -603,6 +565,7 @@ pub fn resolve(
         description: profile.description.clone(),
         sources: profile.sources.clone(),
         workspace,
+        workspace_from,
         home: ctx.home.clone(),
         paths,
         net,
@@ -614,10 +577,10 @@ pub fn resolve(
             },
             grace: profile.limits.grace.unwrap_or(Duration::from_secs(5)),
             rlimits,
-            resources: crate::limits::resolve(
+            resources: crate::plan::limits::resolve(
                 &profile.limits.resources,
                 &ov.limits,
-                crate::limits::mem_total(),
+                crate::plan::limits::mem_total(),
             )
             .map_err(|msg| PlanError::Other { msg })?,
         },
@@ -633,6 +596,7 @@ pub fn resolve(
         strict: ov.strict.unwrap_or(profile.strict),
         secrets,
         security,
+        create,
     })
 }
 
@@ -656,8 +620,23 @@ fn security_plan(sec: &crate::profile::Security) -> SecurityPlan {
     }
 }
 
+/// Whether a missing `create` path may be made: its nearest existing ancestor is the
+/// home directory or the workspace, or below one of them. taskcell makes missing
+/// directories inside the caller's own places, never a new tree elsewhere (e.g. a home
+/// directory that does not exist).
+pub(crate) fn creatable(path: &Path, home: &Path, workspace: &Path) -> bool {
+    let Some(existing) = path
+        .ancestors()
+        .skip(1)
+        .find(|a| std::fs::symlink_metadata(a).is_ok())
+    else {
+        return false;
+    };
+    existing.starts_with(home) || existing.starts_with(workspace)
+}
+
 /// Whether the caller may read `p` (access(2) with the real uid, as the cell will have).
-fn readable(p: &Path) -> bool {
+pub(crate) fn readable(p: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
         return true;
@@ -671,7 +650,7 @@ pub const RLIMIT_NAMES: &[&str] = &[
     "as", "core", "cpu", "data", "fsize", "memlock", "nofile", "nproc", "stack",
 ];
 
-fn push_rule(paths: &mut Vec<PathRule>, rule: PathRule) {
+pub(crate) fn push_rule(paths: &mut Vec<PathRule>, rule: PathRule) {
     // The last declaration of a path wins (CLI overrides come last).
     paths.retain(|r| r.path != rule.path);
     paths.push(rule);
@@ -726,6 +705,7 @@ pub fn normalize(p: &Path) -> PathBuf {
 
 struct Vars<'a> {
     workspace: &'a Path,
+    cache: &'a Path,
     home: &'a Path,
     cwd: &'a Path,
     tmp: &'a Path,
@@ -747,7 +727,7 @@ fn expand_path(e: &PathEntry, key: &'static str, vars: &Vars) -> Result<PathBuf,
     Ok(PathBuf::from(s))
 }
 
-/// Expand `{workspace}`, `{home}`, `{cwd}`, `{tmp}` and `{env:NAME}`.
+/// Expand `{workspace}`, `{home}`, `{cwd}`, `{tmp}`, `{cache}` and `{env:NAME}`.
 fn expand_str(s: &str, vars: &Vars) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
@@ -760,6 +740,7 @@ fn expand_str(s: &str, vars: &Vars) -> Result<String, String> {
         let name = &after[..end];
         let val = match name {
             "workspace" => vars.workspace.display().to_string(),
+            "cache" => vars.cache.display().to_string(),
             "home" => vars.home.display().to_string(),
             "cwd" => vars.cwd.display().to_string(),
             "tmp" => vars.tmp.display().to_string(),
@@ -774,7 +755,7 @@ fn expand_str(s: &str, vars: &Vars) -> Result<String, String> {
                 },
                 None => {
                     return Err(format!(
-                    "unknown variable {{{name}}} (known: {{workspace}}, {{home}}, {{cwd}}, {{tmp}}, {{env:NAME}})"
+                    "unknown variable {{{name}}} (known: {{workspace}}, {{home}}, {{cwd}}, {{tmp}}, {{cache}}, {{env:NAME}})"
                 ))
                 }
             },
