@@ -5,7 +5,7 @@
 //! output and found by the leak scan in the files it wrote. And the leak scan as the
 //! attacker's target: symlinked git object directories, a 2 GiB sparse git object
 //! (the supervisor's memory must stay flat), a decompression bomb that cuts the scan
-//! short (on_leak = "fail" must then fail, exit 121).
+//! short (on_leak = "fail" must then fail, exit 123).
 
 mod common;
 use common::*;
@@ -431,7 +431,7 @@ fn leak_scan_memory_stays_flat_on_a_2_gib_sparse_git_object() {
 
 /// A decompression bomb (100 MiB of zeros in 100 KiB of gzip) cuts the scan short: with
 /// on_leak = "warn" that is said; with on_leak = "fail" the successful run fails with
-/// 121, and a leak found besides still means 120.
+/// 123, and a leak found besides still means 120.
 #[test]
 fn leak_scan_cut_short_fails_closed_with_on_leak_fail() {
     let ws = Ws::new();
@@ -471,7 +471,7 @@ fn leak_scan_cut_short_fails_closed_with_on_leak_fail() {
         &[("S", &t)],
         &format!("rm -f bomb.gz; {bomb}"),
     );
-    assert_eq!(o.status.code(), Some(121), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(123), "{}", stderr(&o));
     assert!(stderr(&o).contains("failing closed"), "{}", stderr(&o));
 
     // A leak hidden in the bomb's company is still a leak (120 wins).
@@ -496,7 +496,7 @@ fn leak_scan_cut_short_fails_closed_with_on_leak_fail() {
         &[("S", &t)],
         "rm -f bomb.gz leak.gz; cat $T_FILE > hidden; chmod 000 hidden",
     );
-    let want = if is_root() { 120 } else { 121 };
+    let want = if is_root() { 120 } else { 123 };
     assert_eq!(o.status.code(), Some(want), "{}", stderr(&o));
     let _ = std::fs::remove_file(ws.join("hidden"));
 }
