@@ -329,6 +329,7 @@ pub fn run_with(
     let f = secrets.finish(audit, &counts, &roots, since);
     let mut outcome = outcome?;
     outcome.leak_fail = f.leak_fail;
+    outcome.scan_incomplete_fail = f.scan_incomplete_fail;
     // What the cell left for git outside to run: moved aside and reported.
     let protected: Vec<std::path::PathBuf> = plan
         .paths
@@ -588,6 +589,7 @@ fn wait(
         limit_hits,
         enforcement,
         leak_fail: false,
+        scan_incomplete_fail: false,
         stopped_by,
         leftover: false,
     })
