@@ -81,7 +81,15 @@ pub fn text(plan: &Plan) -> String {
             ),
             None => String::new(),
         };
-        let _ = writeln!(s, "  {mode:<8} {what}{created}");
+        let why = match plan.command_binds.iter().find(|b| b.dir == r.path) {
+            Some(b) => format!(
+                " (the command {} is a symlink to {})",
+                b.command.display(),
+                b.target.display()
+            ),
+            None => String::new(),
+        };
+        let _ = writeln!(s, "  {mode:<8} {what}{created}{why}");
     }
     let _ = writeln!(
         s,
