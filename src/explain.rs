@@ -4,8 +4,11 @@ use std::fmt::Write;
 
 use serde_json::json;
 
-use crate::cell::rootfs;
+use crate::cell::rootfs::{self, MountOp};
+use crate::cell::{landlock, seccomp, Spec};
 use crate::plan::{Access, NetMode, Plan};
+use crate::spec::layers::{self, Kernel};
+use crate::spec::{self, Handles, Offer};
 
 /// Warnings about weak spots of a plan, shown by explain and `run`.
 pub fn warnings(plan: &Plan) -> Vec<String> {
@@ -176,12 +179,123 @@ pub fn text(plan: &Plan) -> String {
     for w in warnings(plan) {
         let _ = writeln!(s, "\nWARNING: {w}");
     }
-    s.push_str(&crate::spec::layers::explain(plan));
+    let spec = compiled(plan);
+    layers(plan, &spec, &mut s);
     let _ = writeln!(s, "\nmount sequence:");
-    for op in crate::supervisor::mount_ops(plan) {
-        let _ = writeln!(s, "  {}", rootfs::describe(&op));
+    for op in &spec.mounts {
+        let _ = writeln!(s, "  {}", rootfs::describe(op));
     }
     s
+}
+
+/// The spec `run` would execute here (the handles made at start shown by description).
+fn compiled(plan: &Plan) -> Spec {
+    let handles = Handles::planned(plan, limits_here(plan).rlimits);
+    spec::compile(plan, &Offer::probe(plan), &handles)
+}
+
+/// The layers the cell gets: Landlock, seccomp, what this kernel lacks, what is lost
+/// without user namespaces.
+fn layers(plan: &Plan, spec: &Spec, s: &mut String) {
+    let k = Kernel::probe();
+    let _ = writeln!(
+        s,
+        "\nlandlock (what may be opened, bound, connected, signalled):"
+    );
+    match (&spec.landlock, &k.landlock) {
+        _ if !plan.security.landlock => {
+            let _ = writeln!(s, "  off (security.landlock = false)");
+        }
+        (Some(r), _) => {
+            for l in landlock::describe(r) {
+                let _ = writeln!(s, "  {l}");
+            }
+        }
+        (None, Err(e)) => {
+            let _ = writeln!(s, "  not available: {e}");
+        }
+        (None, Ok(_)) => {}
+    }
+    let _ = writeln!(s, "\nseccomp (default allow; refused syscalls):");
+    for l in seccomp::describe(&spec::seccomp_filter(plan)) {
+        let _ = writeln!(s, "  {l}");
+    }
+    let miss = layers::missing(plan, &k);
+    if !miss.is_empty() {
+        let _ = writeln!(s, "\nmissing on this kernel:");
+        for m in &miss {
+            let _ = writeln!(s, "  {}: {} (fix: {})", m.layer, m.detail, m.fix);
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nwithout user namespaces (only with --best-effort), these promises are lost:"
+    );
+    for l in layers::NO_USERNS_LOST {
+        let _ = writeln!(s, "  - {l}");
+    }
+}
+
+/// A mount op as `explain --json` gives it: what kind of mount, where in the cell, from
+/// where on the host (binds), with which options.
+pub fn mount_json(op: &MountOp) -> serde_json::Value {
+    let p = |p: &std::path::Path| p.display().to_string();
+    let (kind, target, source, options): (&str, String, Option<String>, Vec<String>) = match op {
+        MountOp::Tmpfs {
+            path,
+            mode,
+            readonly,
+        } => (
+            "tmpfs",
+            p(path),
+            None,
+            [format!("mode={mode:o}")]
+                .into_iter()
+                .chain(readonly.then(|| "ro".to_string()))
+                .collect(),
+        ),
+        MountOp::Bind {
+            src,
+            path,
+            readonly,
+            is_dir,
+        } => (
+            "bind",
+            p(path),
+            Some(p(src)),
+            vec![
+                if *readonly { "ro" } else { "rw" }.into(),
+                "rec".into(),
+                if *is_dir { "dir" } else { "file" }.into(),
+            ],
+        ),
+        MountOp::Proc { path } => ("proc", p(path), None, vec![]),
+        MountOp::Dev { src, path } => ("dev", p(path), Some(p(src)), vec![]),
+        MountOp::Devpts { path } => ("devpts", p(path), None, vec!["newinstance".into()]),
+        MountOp::Symlink { target, path } => ("symlink", p(path), Some(p(target)), vec![]),
+        MountOp::RemountRo { path } => ("remount", p(path), None, vec!["ro".into()]),
+        MountOp::SecretsTmpfs { path, size, .. } => (
+            "secrets",
+            p(path),
+            None,
+            vec![
+                "mode=500".into(),
+                "nosuid".into(),
+                "nodev".into(),
+                "noexec".into(),
+                format!("size={size}"),
+                "ro-once-filled".into(),
+            ],
+        ),
+        MountOp::SelfRo { path } => (
+            "bind",
+            p(path),
+            Some(p(path)),
+            vec!["ro".into(), "if-present".into()],
+        ),
+        MountOp::Mask { path } => ("mask", p(path), None, vec!["if-present".into()]),
+    };
+    json!({ "kind": kind, "target": target, "source": source, "options": options })
 }
 
 /// How this machine enforces the plan's resource limits.
@@ -194,14 +308,15 @@ fn limits_here(plan: &Plan) -> crate::plan::limits::Enforcement {
 }
 
 pub fn json(plan: &Plan) -> serde_json::Value {
+    let spec = compiled(plan);
     json!({
         "limits": limits_here(plan).rows,
         "plan": plan,
         "plan_sha256": plan.digest(),
-        "mounts": crate::supervisor::mount_ops(plan).iter().map(rootfs::describe).collect::<Vec<_>>(),
+        "mounts": spec.mounts.iter().map(mount_json).collect::<Vec<_>>(),
         "warnings": warnings(plan),
-        "seccomp": crate::cell::seccomp::describe(&crate::cell::seccomp::filter(&crate::spec::layers::seccomp_policy(plan))),
-        "landlock": crate::spec::layers::landlock_rules(plan),
+        "seccomp": seccomp::describe(&spec::seccomp_filter(plan)),
+        "landlock": spec.landlock,
         "no_userns_lost": crate::spec::layers::NO_USERNS_LOST,
     })
 }

@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::audit::Audit;
-use crate::cell::{self, rootfs, Spec};
+use crate::cell;
 use crate::plan::{Access, Plan};
 use crate::secrets::session::{SecretsError, Session, EXIT_LEAK};
 
@@ -56,41 +56,41 @@ impl Outcome {
     }
 }
 
-/// The part of the plan the cell mechanism gets.
-pub fn spec_of(plan: &Plan) -> Spec {
-    let mut mounts = mount_ops(plan);
-    let mut listen = Vec::new();
-    if let Some(p) = &plan.net.proxy {
-        listen = p.listen_ports();
-        crate::net::cell_mounts(&mut mounts);
+/// Without user namespaces (best effort): a private TMPDIR (0700) and, when the plan's home
+/// is a private tmpfs, a private home inside it with links to the paths the plan grants
+/// below the real home (e.g. `~/.cargo`), so tools find them as in a cell.
+fn private_dirs(
+    plan: &Plan,
+) -> Result<(tempfile::TempDir, Option<std::path::PathBuf>), std::io::Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let base = std::env::temp_dir();
+    let tmp = tempfile::Builder::new()
+        .prefix("taskcell-tmp-")
+        .tempdir_in(&base)
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "creating the private TMPDIR in {}: {e} (set TMPDIR to a writable directory)",
+                    base.display()
+                ),
+            )
+        })?;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700))?;
+    if !crate::spec::home_is_private(plan) {
+        return Ok((tmp, None));
     }
-    let mut spec = Spec {
-        mounts,
-        listen,
-        net: plan.net.mode,
-        process: plan.process.clone(),
-        rlimits: plan.limits.rlimits.clone(),
-        landlock: None,
-        seccomp: None,
-        namespaces: true,
-        secrets: Vec::new(),
-        stdio: None,
-        pty: None,
-    };
-    let kernel = crate::spec::layers::Kernel::probe();
-    crate::spec::layers::add_to_spec(&mut spec, plan, &kernel, &crate::cell::landlock::Mode::Cell);
-    if plan.net.proxy.is_some() {
-        crate::net::cell_landlock(&mut spec);
+    let new_home = tmp.path().join("home");
+    std::fs::create_dir(&new_home)?;
+    for (link, target) in crate::spec::private_home_links(plan, &new_home) {
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        if !link.exists() {
+            std::os::unix::fs::symlink(&target, &link)?;
+        }
     }
-    crate::secrets::deliver::add_landlock_rule(&mut spec);
-    spec
-}
-
-/// The cell's mount sequence: the plan's paths, plus the secrets tmpfs.
-pub fn mount_ops(plan: &Plan) -> Vec<rootfs::MountOp> {
-    let mut ops = rootfs::mount_ops_for(&plan.paths, plan.process.uid);
-    crate::secrets::deliver::add_mount(&mut ops, &plan.secrets, plan.process.uid, plan.process.gid);
-    ops
+    Ok((tmp, Some(new_home)))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,25 +114,24 @@ pub fn run_with(
     audit: &mut Audit,
     degraded: &mut dyn FnMut(&crate::spec::layers::Missing),
 ) -> Result<Outcome, RunError> {
-    let mut spec = spec_of(plan);
     // Secrets are fetched now, just in time, before anything of the cell exists.
     let mut secrets = Session::prepare(&plan.secrets, &|k| std::env::var_os(k), audit)?;
-    (spec.secrets, spec.stdio) = secrets.cell_parts();
-    // Interactive: the command's own terminal. Output from it is masked like pipes are.
+    let mut handles = crate::spec::Handles::default();
+    (handles.secrets, handles.stdio) = secrets.cell_parts();
+    // Interactive: the command's own terminal, as large as the user's.
     if plan.process.pty {
         let ws = crate::tty::window_size(0);
-        spec.pty = Some(cell::TermSize {
+        handles.pty = Some(cell::TermSize {
             rows: ws.map(|w| w.ws_row).filter(|r| *r > 0).unwrap_or(24),
             cols: ws.map(|w| w.ws_col).filter(|c| *c > 0).unwrap_or(80),
         });
-        spec.stdio = None;
     }
     // Injected credentials: the cell's CA and trust bundle, before the clone.
     let injector = match &plan.net.proxy {
         Some(p) if !p.inject.is_empty() => {
             match crate::net::inject::Injector::new(p, secrets.take_injected(), &audit.session) {
                 Ok(i) => {
-                    i.add_to_spec(&mut spec);
+                    handles.ca_bundle = Some(i.bundle_path());
                     Some(std::sync::Arc::new(i))
                 }
                 Err(e) => {
@@ -144,8 +143,9 @@ pub fn run_with(
         _ => None,
     };
     let (enforcement, cgroup) = cell::cgroup::prepare(&plan.limits.resources, plan.limits.timeout);
-    // The human limits first; the profile's raw `[limits.rlimits]` after them, so they win.
-    spec.rlimits = [enforcement.rlimits.clone(), spec.rlimits].concat();
+    handles.limit_rlimits = enforcement.rlimits.clone();
+    let offer = crate::spec::Offer::probe(plan);
+    let mut spec = crate::spec::compile(plan, &offer, &handles);
     let since = std::time::SystemTime::now();
     let start = Instant::now();
     let add_to_cgroup = |pid| match &cgroup {
@@ -158,10 +158,17 @@ pub fn run_with(
     let spawned = match cell::spawn_with(&spec, add_to_cgroup) {
         Err(cell::SpawnError::Clone(msg)) if !plan.strict => {
             degraded(&crate::spec::layers::no_userns(&msg));
-            match crate::spec::layers::no_namespace_spec(plan, spec.clone()) {
-                Ok((plain, tmp)) => {
+            match private_dirs(plan) {
+                Ok((tmp, home)) => {
+                    spec = crate::spec::without_namespaces(
+                        plan,
+                        &offer,
+                        &handles,
+                        tmp.path(),
+                        home.as_deref(),
+                        &cell::landlock::list_dir,
+                    );
                     _private_tmp = Some(tmp);
-                    spec = plain;
                     cell::spawn_with(&spec, add_to_cgroup)
                 }
                 Err(e) => Err(e.into()),
@@ -292,7 +299,7 @@ fn wait(
         .map_err(|e| cell::SpawnError::Io(std::io::Error::from(e)))?;
 
     let mut timed_out = false;
-    let mut deadline = plan.limits.timeout.map(|t| start + t);
+    let mut deadline = plan.limits.timeout.and_then(|t| start.checked_add(t));
     let mut killed = false;
     loop {
         let timeout = match deadline {
@@ -345,7 +352,12 @@ fn wait(
                     timed_out = true;
                     tracing::debug!("timeout: SIGTERM to the command");
                     let _ = nix::sys::signal::kill(c.init, Signal::SIGTERM);
-                    deadline = Some(Instant::now() + plan.limits.grace);
+                    // (Durations are at most MAX_DURATION; no overflow, and none would panic.)
+                    deadline = Some(
+                        Instant::now()
+                            .checked_add(plan.limits.grace)
+                            .unwrap_or_else(Instant::now),
+                    );
                 } else if !killed {
                     killed = true;
                     tracing::debug!("grace period over: SIGKILL to the cell");

@@ -97,16 +97,29 @@ const PROC_MASKED: &[&str] = &[
 const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Compute the full sequence of mount operations for a plan's paths, as for a cell
-/// started by root.
+/// started by root (the cell's spec adds what the mechanisms bind before the seal:
+/// `spec::mounts`).
 pub fn mount_ops(paths: &[PathRule]) -> Vec<MountOp> {
-    mount_ops_for(paths, 0)
+    let mut ops = tree_ops(paths, 0);
+    ops.extend(seal_ops());
+    ops
 }
 
-/// The mount operations for a cell whose ids are `caller_uid`'s. The read-only and masked
+/// The last steps: /dev and the root made read-only once everything is in place.
+pub fn seal_ops() -> [MountOp; 2] {
+    [
+        MountOp::RemountRo {
+            path: "/dev".into(),
+        },
+        MountOp::RemountRo { path: "/".into() },
+    ]
+}
+
+/// The mount operations for a cell whose ids are `caller_uid`'s, up to the seal. The read-only and masked
 /// parts of /proc are there because uid 0 inside is the host's root to procfs's
 /// file-mode checks; for any other uid procfs refuses those writes itself, so they are
 /// left out (a dozen mounts less on every start).
-pub fn mount_ops_for(paths: &[PathRule], caller_uid: u32) -> Vec<MountOp> {
+pub fn tree_ops(paths: &[PathRule], caller_uid: u32) -> Vec<MountOp> {
     let mut ops = Vec::new();
     ops.push(MountOp::Proc {
         path: "/proc".into(),
@@ -238,10 +251,6 @@ pub fn mount_ops_for(paths: &[PathRule], caller_uid: u32) -> Vec<MountOp> {
         }
         binds.push(r);
     }
-    ops.push(MountOp::RemountRo {
-        path: "/dev".into(),
-    });
-    ops.push(MountOp::RemountRo { path: "/".into() });
     ops
 }
 

@@ -33,7 +33,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cell::rootfs::MountOp;
 use crate::plan::net::{ProxyPlan, BINARY_IN_CELL};
 
 /// Who runs the cell (for the control socket and the audit lines).
@@ -81,39 +80,6 @@ impl Drop for NetService {
         if let Some(p) = &self.control {
             let _ = std::fs::remove_file(p);
         }
-    }
-}
-
-/// Mount ops a `proxy` cell gets in addition to its paths: the taskcell binary,
-/// read-only at [`BINARY_IN_CELL`] (for `taskcell connect`). Inserted before the final
-/// read-only remounts.
-pub fn cell_mounts(ops: &mut Vec<MountOp>) {
-    let Ok(exe) = std::fs::canonicalize("/proc/self/exe") else {
-        return;
-    };
-    let at = ops
-        .iter()
-        .position(|o| matches!(o, MountOp::RemountRo { .. }))
-        .unwrap_or(ops.len());
-    ops.insert(
-        at,
-        MountOp::Bind {
-            src: exe,
-            path: PathBuf::from(BINARY_IN_CELL),
-            readonly: true,
-            is_dir: false,
-        },
-    );
-}
-
-/// Landlock must let the cell read and execute the binary bound by [`cell_mounts`].
-pub fn cell_landlock(spec: &mut crate::cell::Spec) {
-    if let Some(rules) = spec.landlock.as_mut() {
-        rules.fs.push(crate::cell::landlock::FsRule {
-            path: PathBuf::from(BINARY_IN_CELL),
-            class: crate::cell::landlock::Class::Read,
-            optional: true,
-        });
     }
 }
 

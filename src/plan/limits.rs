@@ -47,19 +47,44 @@ fn is_unlimited(s: &str) -> bool {
     matches!(s, "unlimited" | "none" | "infinity" | "max")
 }
 
-/// A count: `4096`, `64k` is not accepted (counts are written as numbers).
-pub fn parse_count(s: &str) -> Result<Option<u64>, String> {
+/// Largest size any limit takes: 1024T (1 PiB). Larger is an error, not a wrap-around.
+pub const MAX_SIZE: u64 = 1 << 50;
+/// Largest `processes`: the kernel's own ceiling on PIDs (PID_MAX_LIMIT, 4194304).
+pub const MAX_PROCESSES: u64 = 1 << 22;
+/// Largest `open_files`: the kernel's ceiling on `fs.nr_open` (1073741816).
+pub const MAX_OPEN_FILES: u64 = 1_073_741_816;
+
+/// A count: `4096`, `64k` is not accepted (counts are written as numbers). At most `max`.
+pub fn parse_count_max(s: &str, max: u64) -> Result<Option<u64>, String> {
     let s = s.trim();
     if is_unlimited(s) {
         return Ok(None);
     }
-    let n: u64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a whole number (write e.g. 4096, or \"unlimited\")"))?;
+    let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    // All digits but no u64: past any maximum.
+    let n: u64 = match s.parse() {
+        Ok(n) => n,
+        Err(_) if digits => u64::MAX,
+        Err(_) => {
+            return Err(format!(
+                "{s:?} is not a whole number (write e.g. 4096, or \"unlimited\")"
+            ))
+        }
+    };
     if n == 0 {
         return Err("0 would forbid everything (write a number above 0, or \"unlimited\")".into());
     }
+    if n > max {
+        return Err(format!(
+            "{s} is above the maximum {max} (write at most {max}, or \"unlimited\")"
+        ));
+    }
     Ok(Some(n))
+}
+
+/// A count of at most [`MAX_OPEN_FILES`].
+pub fn parse_count(s: &str) -> Result<Option<u64>, String> {
+    parse_count_max(s, MAX_OPEN_FILES)
 }
 
 /// A size: `512M`, `4G`, `1.5G`, `100k`, `1048576` (bytes), binary units (K = 1024),
@@ -94,8 +119,10 @@ pub fn parse_size(s: &str, allow_zero: bool) -> Result<Option<u64>, String> {
         }
     };
     let bytes = n * mult as f64;
-    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-        return Err(format!("size {s:?} is too large"));
+    if !bytes.is_finite() || bytes > MAX_SIZE as f64 {
+        return Err(format!(
+            "size {s:?} is above the maximum 1024T (write at most 1024T, or \"unlimited\")"
+        ));
     }
     let bytes = bytes.round() as u64;
     if bytes == 0 && !allow_zero {
@@ -151,7 +178,8 @@ pub fn parse_cores(s: &str) -> Result<Option<u64>, String> {
 /// Validate the text of one human key (used by the profile parser and the CLI).
 pub fn check(key: &str, value: &str) -> Result<(), String> {
     match key {
-        "processes" | "open_files" => parse_count(value).map(|_| ()),
+        "processes" => parse_count_max(value, MAX_PROCESSES).map(|_| ()),
+        "open_files" => parse_count_max(value, MAX_OPEN_FILES).map(|_| ()),
         "memory" => parse_memory(value).map(|_| ()),
         "cpu" => parse_cores(value).map(|_| ()),
         "file_size" => parse_size(value, false).map(|_| ()),
@@ -192,8 +220,8 @@ pub fn resolve(
     for (k, (v, origin)) in all {
         let err = |m: String| format!("{origin}: `limits.{k}`: {m}");
         match k {
-            "processes" => r.processes = parse_count(&v).map_err(err)?,
-            "open_files" => r.open_files = parse_count(&v).map_err(err)?,
+            "processes" => r.processes = parse_count_max(&v, MAX_PROCESSES).map_err(err)?,
+            "open_files" => r.open_files = parse_count_max(&v, MAX_OPEN_FILES).map_err(err)?,
             "cpu" => r.cpu_milli = parse_cores(&v).map_err(err)?,
             "file_size" => r.file_size = parse_size(&v, false).map_err(err)?,
             "core" => r.core = parse_size(&v, true).map_err(err)?,
@@ -644,6 +672,17 @@ mod tests {
         assert!(parse_size("4X", false).is_err());
         assert!(parse_size("G", false).is_err());
         assert!(parse_size("-1", false).is_err());
+        // Past the documented maximum: one-line errors, never a wrap-around or a panic.
+        assert_eq!(parse_size("1024T", false), Ok(Some(MAX_SIZE)));
+        for s in [
+            "1025T",
+            "99999999999999999999999G",
+            "1e400",
+            &"9".repeat(400),
+        ] {
+            let e = parse_size(s, false).unwrap_err();
+            assert!(!e.contains('\n'), "{e}");
+        }
     }
 
     #[test]
@@ -651,6 +690,14 @@ mod tests {
         assert_eq!(parse_count("64"), Ok(Some(64)));
         assert!(parse_count("0").is_err());
         assert!(parse_count("1.5").is_err());
+        assert_eq!(
+            parse_count_max("4194304", MAX_PROCESSES),
+            Ok(Some(MAX_PROCESSES))
+        );
+        assert!(check("processes", "4194305").is_err());
+        assert!(check("open_files", "99999999999999999999999").is_err());
+        assert!(check("cpu", "1e300").is_err());
+        assert!(check("memory", "100000000000%").is_err());
         assert_eq!(parse_cores("1.5"), Ok(Some(1500)));
         assert_eq!(parse_cores("2"), Ok(Some(2000)));
         assert!(parse_cores("0").is_err());

@@ -259,7 +259,7 @@ impl Loader {
     /// profile, or a built-in one (user profiles shadow built-in ones of the same name).
     pub fn find(&self, name: &str) -> Result<(String, String), ProfileError> {
         if name.contains('/') || name.ends_with(".toml") {
-            let text = std::fs::read_to_string(name).map_err(|err| ProfileError::Read {
+            let text = read_profile_file(Path::new(name)).map_err(|err| ProfileError::Read {
                 file: name.to_string(),
                 err,
             })?;
@@ -269,7 +269,7 @@ impl Loader {
             let p = dir.join(format!("{name}.toml"));
             if p.exists() {
                 let file = p.display().to_string();
-                let text = std::fs::read_to_string(&p).map_err(|err| ProfileError::Read {
+                let text = read_profile_file(&p).map_err(|err| ProfileError::Read {
                     file: file.clone(),
                     err,
                 })?;
@@ -342,7 +342,7 @@ impl Loader {
                 files.sort();
                 for p in files {
                     let name = display_name(&p.display().to_string());
-                    let description = std::fs::read_to_string(&p)
+                    let description = read_profile_file(&p)
                         .ok()
                         .and_then(|t| raw::parse(&name, &t).ok())
                         .and_then(|r| r.description.map(|d| d.into_inner()))
@@ -365,6 +365,67 @@ impl Loader {
     }
 }
 
+/// The largest profile file taskcell reads (1 MiB; the built-in ones are a few KiB).
+pub const MAX_PROFILE_BYTES: u64 = 1 << 20;
+
+/// Read a profile file: a regular file of at most [`MAX_PROFILE_BYTES`]. Opened without
+/// blocking, so a FIFO or a device (`-p /dev/zero`, an `extends` to a FIFO) is an error
+/// at once instead of a hang or an unbounded read.
+pub fn read_profile_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = f.metadata()?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let kind = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else if ft.is_dir() {
+            "a directory"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(std::io::Error::other(format!(
+            "it is {kind}; a profile is a regular file"
+        )));
+    }
+    let too_big = || {
+        std::io::Error::other(format!(
+            "it is larger than {} KiB, the most a profile may be",
+            MAX_PROFILE_BYTES >> 10
+        ))
+    };
+    if meta.len() > MAX_PROFILE_BYTES {
+        return Err(too_big());
+    }
+    let mut text = String::with_capacity(meta.len() as usize);
+    // The file may grow while it is read: never more than the maximum.
+    f.take(MAX_PROFILE_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_PROFILE_BYTES {
+        return Err(too_big());
+    }
+    Ok(text)
+}
+
+/// Parse one profile's text and merge it onto the defaults, without following `extends`
+/// (what `load` does for each file of a chain; the fuzz target's entry point).
+pub fn from_text(file: &str, text: &str) -> Result<Profile, ProfileError> {
+    let raw = raw::parse(file, text)?;
+    let mut profile = Profile {
+        name: display_name(file),
+        ..Profile::default()
+    };
+    raw::merge_into(&mut profile, file, text, &raw)?;
+    Ok(profile)
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ProfileSummary {
     pub name: String,
@@ -379,7 +440,12 @@ fn display_name(name: &str) -> String {
         .unwrap_or_else(|| name.to_string())
 }
 
-/// Parse durations the way people write them: `90`, `90s`, `10m`, `1h30m`, `500ms`.
+/// The longest duration anything takes (timeout, grace, ttl, a secret's timeout, the
+/// network's timeouts): 365 days. Longer is a one-line error, never an overflow later.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86400);
+
+/// Parse durations the way people write them: `90`, `90s`, `10m`, `1h30m`, `500ms`; at
+/// most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s.is_empty() {
@@ -415,6 +481,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
                 ))
             }
         };
+        let max = MAX_DURATION.as_secs_f64();
+        if !secs.is_finite() || secs > max || total.as_secs_f64() + secs > max {
+            return Err(format!(
+                "duration {s:?} is longer than the maximum 365d (write at most 365d)"
+            ));
+        }
         total += Duration::from_secs_f64(secs);
     }
     if total.is_zero() {

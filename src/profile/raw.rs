@@ -147,6 +147,26 @@ impl RawQty {
     }
 }
 
+/// The offsets of a text's newlines, to find the line of many offsets in log time each.
+pub struct Lines(Vec<usize>);
+
+impl Lines {
+    pub fn new(text: &str) -> Lines {
+        Lines(
+            text.bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i)
+                .collect(),
+        )
+    }
+
+    /// 1-based line of a byte offset (the newlines before it, plus one).
+    pub fn line_of(&self, offset: usize) -> usize {
+        self.0.partition_point(|&nl| nl < offset) + 1
+    }
+}
+
 /// 1-based line of a byte offset.
 pub fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
@@ -185,9 +205,11 @@ pub fn merge_into(
     text: &str,
     raw: &RawProfile,
 ) -> Result<(), ProfileError> {
+    // Line numbers from one index of the newlines: linear in the file, not per entry.
+    let lines = Lines::new(text);
     let origin = |start: usize| Origin {
         file: file.to_string(),
-        line: line_of(text, start),
+        line: lines.line_of(start),
     };
     p.sources.push(file.to_string());
     if let Some(d) = &raw.description {

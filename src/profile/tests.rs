@@ -181,6 +181,19 @@ fn durations() {
     assert!(parse_duration("0s").is_err());
     assert!(parse_duration("5 parsecs").is_err());
     assert!(parse_duration("m").is_err());
+    // The documented maximum, and one-line errors past it (these panicked).
+    assert_eq!(parse_duration("365d").unwrap(), super::MAX_DURATION);
+    for s in [
+        "99999999999999999999d",
+        "200000000000000d",
+        "366d",
+        "364d2d",
+        "1e309",
+        &"9".repeat(500),
+    ] {
+        let e = parse_duration(s).unwrap_err();
+        assert!(!e.contains('\n'), "{s}: {e}");
+    }
 }
 
 // ---- plan resolution (pure apart from stat) ----

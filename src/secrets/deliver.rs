@@ -1,6 +1,6 @@
 //! Delivery into the cell. The supervisor puts each value in a sealed memfd before the
 //! clone; the cell inherits the fds, so no value is ever on a disk or in the `Spec`:
-//! - `file`: init mounts a private tmpfs at /run/secrets (a [`MountOp::SecretsTmpfs`]),
+//! - `file`: init mounts a private tmpfs at /run/secrets (a `MountOp::SecretsTmpfs`, see `spec::secrets_tmpfs`),
 //!   copies each value from its memfd into a 0400 file, makes the directory 0500 and
 //!   remounts the tmpfs read-only; then closes the memfds.
 //! - `fd`: the worker `dup2`s the memfd to the declared number after `close_range`.
@@ -11,8 +11,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
-use crate::cell::rootfs::MountOp;
-use crate::plan::secrets::{Delivery, SecretPlan, SECRETS_DIR};
+use crate::plan::secrets::{Delivery, SECRETS_DIR};
 
 /// Largest secret value, in bytes (also sizes the /run/secrets tmpfs).
 pub const MAX_VALUE: usize = 1 << 20;
@@ -40,48 +39,6 @@ impl How {
             Delivery::Fd { fd, .. } => How::Fd { target: *fd },
             Delivery::Env { var } => How::Env { var: var.clone() },
         }
-    }
-}
-
-/// The tmpfs for file-delivered secrets, if any is declared.
-pub fn mount_op(secrets: &[SecretPlan], uid: u32, gid: u32) -> Option<MountOp> {
-    let n = secrets
-        .iter()
-        .filter(|s| matches!(s.delivery, Delivery::File { .. }))
-        .count();
-    (n > 0).then(|| MountOp::SecretsTmpfs {
-        path: SECRETS_DIR.into(),
-        size: (n * MAX_VALUE + 64 * 1024) as u64,
-        uid,
-        gid,
-    })
-}
-
-/// Insert the secrets tmpfs into a mount sequence (before the final read-only remounts).
-pub fn add_mount(ops: &mut Vec<MountOp>, secrets: &[SecretPlan], uid: u32, gid: u32) {
-    if let Some(op) = mount_op(secrets, uid, gid) {
-        let at = ops
-            .iter()
-            .position(|o| matches!(o, MountOp::RemountRo { .. }))
-            .unwrap_or(ops.len());
-        ops.insert(at, op);
-    }
-}
-
-/// Let the command read /run/secrets under Landlock when the cell has file-delivered
-/// secrets (the Landlock rules are computed from the plan's paths, which do not list it).
-pub fn add_landlock_rule(spec: &mut crate::cell::Spec) {
-    use crate::cell::landlock::{Class, FsRule};
-    let has_tmpfs = spec
-        .mounts
-        .iter()
-        .any(|o| matches!(o, MountOp::SecretsTmpfs { .. }));
-    if let (true, Some(rules)) = (has_tmpfs, spec.landlock.as_mut()) {
-        rules.fs.push(FsRule {
-            path: SECRETS_DIR.into(),
-            class: Class::Read,
-            optional: false,
-        });
     }
 }
 
@@ -293,62 +250,6 @@ pub fn env_entries(secrets: &[CellSecret]) -> Result<Vec<CString>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::secrets::{Provider, DEFAULT_TIMEOUT};
-    use crate::profile::secrets::OnLeak;
-
-    fn plan(name: &str, delivery: Delivery) -> SecretPlan {
-        SecretPlan {
-            name: name.into(),
-            provider: Provider::Generate { bytes: 16 },
-            delivery,
-            revoke: None,
-            ttl: None,
-            timeout: DEFAULT_TIMEOUT,
-            mask: true,
-            on_leak: OnLeak::Warn,
-            inject: None,
-        }
-    }
-
-    #[test]
-    fn tmpfs_only_with_file_delivery_and_before_read_only_remounts() {
-        let fd_only = [plan(
-            "A",
-            Delivery::Fd {
-                fd: 3,
-                var: "A_FD".into(),
-            },
-        )];
-        assert_eq!(mount_op(&fd_only, 1, 1), None);
-        let both = [
-            fd_only[0].clone(),
-            plan(
-                "B",
-                Delivery::File {
-                    path: "/run/secrets/B".into(),
-                    var: "B_FILE".into(),
-                },
-            ),
-        ];
-        let mut ops = crate::cell::rootfs::mount_ops(&[]);
-        add_mount(&mut ops, &both, 1000, 1000);
-        let at = ops
-            .iter()
-            .position(|o| matches!(o, MountOp::SecretsTmpfs { .. }))
-            .expect("secrets tmpfs");
-        assert_eq!(
-            ops[at],
-            MountOp::SecretsTmpfs {
-                path: "/run/secrets".into(),
-                size: (MAX_VALUE + 64 * 1024) as u64,
-                uid: 1000,
-                gid: 1000
-            }
-        );
-        assert!(ops[at + 1..]
-            .iter()
-            .all(|o| matches!(o, MountOp::RemountRo { .. })));
-    }
 
     #[test]
     fn memfd_is_sealed_and_readable_from_start() {

@@ -1,3 +1,463 @@
-//! Plan → the cell's Spec: which layers the kernel offers and what each adds.
+//! The compiler: a checked [`Plan`], what this machine offers ([`Offer`]) and the handles
+//! made before the clone ([`Handles`]: memfds, relay pipes, the CA bundle, limits that
+//! fell back to rlimits) → the [`Spec`] the cell executes: every mount op, Landlock rule,
+//! seccomp program, fd and environment entry, in order.
+//!
+//! Pure: nothing here opens, mounts or probes. `run` executes the result; `explain` and
+//! `run --dry-run` print the same result, compiled with [`Handles::planned`] (the only
+//! difference is that the CA bundle's host file is not written yet).
+//!
+//! Each mechanism is asked for data (the secrets tmpfs, the binary `taskcell connect`
+//! runs, the trust bundle); no mechanism adds to a spec itself.
 
 pub mod layers;
+
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+
+use crate::cell::landlock::{self, Class, FsRule};
+use crate::cell::rootfs::{self, MountOp};
+use crate::cell::seccomp;
+use crate::cell::{Spec, TermSize};
+use crate::plan::net::{BINARY_IN_CELL, CA_BUNDLE_IN_CELL, SYSTEM_BUNDLE};
+use crate::plan::secrets::{Delivery, SECRETS_DIR};
+use crate::plan::{Access, Plan, Rlimit};
+use crate::secrets::deliver::{CellSecret, MAX_VALUE};
+
+use layers::Kernel;
+
+/// What this machine offers the compiler (probed once, before it runs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    /// Landlock ABI and seccomp.
+    pub kernel: Kernel,
+    /// The running taskcell binary, bound read-only at [`BINARY_IN_CELL`] in `proxy` mode
+    /// (None: not a `proxy` cell, or the binary cannot be named).
+    pub exe: Option<PathBuf>,
+    /// The host has a system CA bundle at [`SYSTEM_BUNDLE`], over which the cell's trust
+    /// bundle is bound when credentials are injected.
+    pub system_bundle: bool,
+}
+
+impl Offer {
+    /// Probe what `plan` needs to know about this machine.
+    pub fn probe(plan: &Plan) -> Offer {
+        let proxy = plan.net.proxy.as_ref();
+        Offer {
+            kernel: Kernel::probe(),
+            exe: proxy.and_then(|_| std::fs::canonicalize("/proc/self/exe").ok()),
+            system_bundle: proxy.is_some_and(|p| !p.inject.is_empty())
+                && Path::new(SYSTEM_BUNDLE).is_file(),
+        }
+    }
+}
+
+/// Handles made before the clone, which the cell inherits or binds.
+#[derive(Debug, Clone, Default)]
+pub struct Handles {
+    /// Secrets in their sealed memfds.
+    pub secrets: Vec<CellSecret>,
+    /// Write ends of the stdout/stderr relay pipes, when output is masked.
+    pub stdio: Option<(RawFd, RawFd)>,
+    /// The cell's trust bundle on the host (system roots + the cell's CA), when
+    /// credentials are injected.
+    pub ca_bundle: Option<PathBuf>,
+    /// The size of the cell's terminal (a `pty` plan).
+    pub pty: Option<TermSize>,
+    /// Resource limits enforced as rlimits ([`crate::plan::limits::Enforcement`]); the
+    /// profile's raw `[limits.rlimits]` are set after them, so they win.
+    pub limit_rlimits: Vec<Rlimit>,
+}
+
+impl Handles {
+    /// What `explain` shows in place of the handles `run` makes: no fds, the CA bundle by
+    /// description, the limits as this machine would enforce them.
+    pub fn planned(plan: &Plan, limit_rlimits: Vec<Rlimit>) -> Handles {
+        let inject = plan
+            .net
+            .proxy
+            .as_ref()
+            .is_some_and(|p| !p.inject.is_empty());
+        Handles {
+            ca_bundle: inject.then(|| PathBuf::from("(the cell's CA bundle, written at start)")),
+            pty: plan.process.pty.then_some(TermSize { rows: 24, cols: 80 }),
+            limit_rlimits,
+            ..Handles::default()
+        }
+    }
+}
+
+/// Compile the cell's spec (with namespaces).
+pub fn compile(plan: &Plan, offer: &Offer, h: &Handles) -> Spec {
+    let mounts = mounts(plan, offer, h.ca_bundle.as_deref());
+    // Landlock must let the command read what the mechanisms bound.
+    let mut extra = Vec::new();
+    if secrets_tmpfs(plan).is_some() {
+        extra.push(read_rule(SECRETS_DIR, false));
+    }
+    if plan.net.proxy.is_some() {
+        extra.push(read_rule(BINARY_IN_CELL, true));
+    }
+    if h.ca_bundle.is_some() {
+        extra.push(read_rule(CA_BUNDLE_IN_CELL, true));
+        extra.push(read_rule(SYSTEM_BUNDLE, true));
+    }
+    Spec {
+        mounts,
+        listen: plan
+            .net
+            .proxy
+            .as_ref()
+            .map(|p| p.listen_ports())
+            .unwrap_or_default(),
+        net: plan.net.mode,
+        process: plan.process.clone(),
+        rlimits: [h.limit_rlimits.clone(), plan.limits.rlimits.clone()].concat(),
+        landlock: landlock_rules(plan, &offer.kernel, &landlock::Mode::Cell)
+            .map(|r| with_rules(r, extra)),
+        seccomp: seccomp_programs(plan, &offer.kernel),
+        namespaces: true,
+        secrets: h.secrets.clone(),
+        // Interactive: the command's own terminal; output from it is masked like pipes.
+        stdio: if h.pty.is_some() { None } else { h.stdio },
+        pty: h.pty,
+    }
+}
+
+/// The cell's mount sequence: the plan's paths, then what the mechanisms need bound (the
+/// secrets tmpfs, the `taskcell` binary, the trust bundle), then the root and /dev made
+/// read-only.
+pub fn mounts(plan: &Plan, offer: &Offer, ca_bundle: Option<&Path>) -> Vec<MountOp> {
+    let mut ops = rootfs::tree_ops(&plan.paths, plan.process.uid);
+    ops.extend(secrets_tmpfs(plan));
+    if let Some(exe) = &offer.exe {
+        ops.push(ro_file(exe, BINARY_IN_CELL));
+    }
+    if let Some(bundle) = ca_bundle {
+        ops.push(ro_file(bundle, CA_BUNDLE_IN_CELL));
+        // Over the system bundle only where there is one to replace.
+        if offer.system_bundle {
+            ops.push(ro_file(bundle, SYSTEM_BUNDLE));
+        }
+    }
+    ops.extend(rootfs::seal_ops());
+    ops
+}
+
+fn ro_file(src: &Path, at: &str) -> MountOp {
+    MountOp::Bind {
+        src: src.to_path_buf(),
+        path: PathBuf::from(at),
+        readonly: true,
+        is_dir: false,
+    }
+}
+
+fn read_rule(path: &str, optional: bool) -> FsRule {
+    FsRule {
+        path: PathBuf::from(path),
+        class: Class::Read,
+        optional,
+    }
+}
+
+fn with_rules(mut r: landlock::Rules, extra: Vec<FsRule>) -> landlock::Rules {
+    r.fs.extend(extra);
+    r
+}
+
+/// The private tmpfs for file-delivered secrets, if any is declared: sized for every
+/// value at its largest, owned by the command's ids while init fills it.
+pub fn secrets_tmpfs(plan: &Plan) -> Option<MountOp> {
+    let n = plan
+        .secrets
+        .iter()
+        .filter(|s| matches!(s.delivery, Delivery::File { .. }))
+        .count();
+    (n > 0).then(|| MountOp::SecretsTmpfs {
+        path: SECRETS_DIR.into(),
+        size: (n * MAX_VALUE + 64 * 1024) as u64,
+        uid: plan.process.uid,
+        gid: plan.process.gid,
+    })
+}
+
+pub fn landlock_policy(plan: &Plan) -> landlock::Policy<'_> {
+    landlock::Policy {
+        paths: &plan.paths,
+        net: plan.net.mode,
+        tcp_ports: &plan.security.tcp_ports,
+        tcp_any_port: plan.security.tcp_any_port,
+        allow_userns: plan.security.allow_userns,
+    }
+}
+
+/// The plan's Landlock rules for kernel `k` (None: off, or the kernel has none; a strict
+/// plan never gets here with Landlock missing).
+pub fn landlock_rules(plan: &Plan, k: &Kernel, mode: &landlock::Mode) -> Option<landlock::Rules> {
+    match (&k.landlock, plan.security.landlock) {
+        (Ok(abi), true) => Some(landlock::rules(&landlock_policy(plan), mode, *abi)),
+        _ => None,
+    }
+}
+
+/// The plan's seccomp filter as rules (what `explain` prints and [`compile`] compiles).
+pub fn seccomp_filter(plan: &Plan) -> seccomp::Filter {
+    seccomp::filter(&seccomp::Policy {
+        net: Some(plan.net.mode),
+        deny: &plan.security.seccomp_deny,
+        allow: &plan.security.seccomp_allow,
+        allow_userns: plan.security.allow_userns,
+    })
+}
+
+/// The filter compiled to BPF (None: the kernel has no seccomp filters). A filter that
+/// does not compile becomes an empty program, which the worker refuses to install: fail
+/// closed.
+fn seccomp_programs(plan: &Plan, k: &Kernel) -> Option<Vec<seccompiler::BpfProgram>> {
+    k.seccomp.as_ref().ok()?;
+    Some(seccomp::compile(&seccomp_filter(plan)).unwrap_or_else(|e| {
+        tracing::error!("{e}");
+        vec![Vec::new()]
+    }))
+}
+
+/// The spec for running without namespaces (best effort, no user namespaces): no mounts,
+/// `TMPDIR` the private directory `private_tmp`, `HOME` the private `new_home` when the
+/// plan's home is a tmpfs, Landlock rules for the host's filesystem with hidden paths
+/// carved out of their parents' rules (`list` reads a directory).
+pub fn without_namespaces(
+    plan: &Plan,
+    offer: &Offer,
+    h: &Handles,
+    private_tmp: &Path,
+    new_home: Option<&Path>,
+    list: landlock::Lister,
+) -> Spec {
+    let mut spec = compile(plan, offer, h);
+    spec.namespaces = false;
+    spec.mounts.clear();
+    if let Some(new_home) = new_home {
+        let home_str = plan.home.display().to_string();
+        for (k, v) in spec.process.env.iter_mut() {
+            if k == "HOME" && *v == home_str {
+                *v = new_home.display().to_string();
+            }
+        }
+    }
+    spec.process.env.retain(|(k, _)| k != "TMPDIR");
+    spec.process
+        .env
+        .push(("TMPDIR".into(), private_tmp.display().to_string()));
+    spec.process.env.sort();
+    let mode = landlock::Mode::NoNamespaces {
+        private_tmp: private_tmp.to_path_buf(),
+    };
+    spec.landlock = landlock_rules(plan, &offer.kernel, &mode).map(|mut rules| {
+        let hidden: Vec<PathBuf> = plan
+            .paths
+            .iter()
+            .filter(|r| r.access == Access::Hide)
+            .map(|r| r.path.clone())
+            .collect();
+        landlock::split_for_hidden(&mut rules, &hidden, list);
+        rules
+    });
+    spec
+}
+
+/// The links a private home (without a mount namespace) gets: for each path the plan
+/// grants below the real home, (link below `new_home`, target).
+pub fn private_home_links(plan: &Plan, new_home: &Path) -> Vec<(PathBuf, PathBuf)> {
+    plan.paths
+        .iter()
+        .filter(|r| matches!(r.access, Access::Read | Access::Write | Access::Protect))
+        .filter_map(|r| {
+            let rel = r.path.strip_prefix(&plan.home).ok()?;
+            (!rel.as_os_str().is_empty()).then(|| (new_home.join(rel), r.path.clone()))
+        })
+        .collect()
+}
+
+/// The plan's home is a private tmpfs (so without namespaces it becomes a directory in
+/// the private TMPDIR).
+pub fn home_is_private(plan: &Plan) -> bool {
+    plan.paths
+        .iter()
+        .any(|r| r.access == Access::Tmpfs && r.path == plan.home)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::secrets::{Provider, SecretPlan, DEFAULT_TIMEOUT};
+    use crate::plan::{resolve, Context, NetMode, Overrides};
+    use crate::profile::secrets::OnLeak;
+    use crate::profile::Profile;
+
+    fn plan(net: NetMode) -> Plan {
+        let mut p = Profile::default();
+        p.network.mode = net;
+        let ctx = Context {
+            cwd: "/tmp".into(),
+            home: "/nonexistent-home".into(),
+            tmp: "/tmp".into(),
+            uid: 1000,
+            gid: 1000,
+            env: Default::default(),
+            terminal: false,
+        };
+        resolve(&p, &Overrides::default(), &ctx, &["true".into()]).expect("plan")
+    }
+
+    fn secret(name: &str, delivery: Delivery) -> SecretPlan {
+        SecretPlan {
+            name: name.into(),
+            provider: Provider::Generate { bytes: 16 },
+            delivery,
+            revoke: None,
+            ttl: None,
+            timeout: DEFAULT_TIMEOUT,
+            mask: true,
+            on_leak: OnLeak::Warn,
+            inject: None,
+        }
+    }
+
+    fn offer(exe: bool, system_bundle: bool) -> Offer {
+        Offer {
+            kernel: Kernel {
+                landlock: Ok(6),
+                seccomp: Ok(()),
+            },
+            exe: exe.then(|| PathBuf::from("/opt/bin/taskcell")),
+            system_bundle,
+        }
+    }
+
+    #[test]
+    fn secrets_tmpfs_only_with_file_delivery() {
+        let mut p = plan(NetMode::None);
+        p.secrets = vec![secret(
+            "A",
+            Delivery::Fd {
+                fd: 3,
+                var: "A_FD".into(),
+            },
+        )];
+        assert_eq!(secrets_tmpfs(&p), None);
+        let spec = compile(&p, &offer(false, false), &Handles::default());
+        assert!(!spec
+            .mounts
+            .iter()
+            .any(|o| matches!(o, MountOp::SecretsTmpfs { .. })));
+        let rules = spec.landlock.expect("landlock");
+        assert!(!rules.fs.iter().any(|r| r.path == Path::new(SECRETS_DIR)));
+    }
+
+    /// What the mechanisms need bound comes after the plan's paths and before the seal,
+    /// in this order, each with a Landlock rule to read it.
+    #[test]
+    fn mechanism_mounts_before_the_seal_with_their_rules() {
+        let mut p = plan(NetMode::None);
+        p.secrets = vec![secret(
+            "B",
+            Delivery::File {
+                path: "/run/secrets/B".into(),
+                var: "B_FILE".into(),
+            },
+        )];
+        let bundle = PathBuf::from("/tmp/bundle.pem");
+        let h = Handles {
+            ca_bundle: Some(bundle.clone()),
+            ..Handles::default()
+        };
+        // Without a proxy there is no binary to bind even when it could be named.
+        let off = offer(false, true);
+        let spec = compile(&p, &off, &h);
+        let n = spec.mounts.len();
+        assert_eq!(
+            spec.mounts[n - 5..],
+            [
+                MountOp::SecretsTmpfs {
+                    path: "/run/secrets".into(),
+                    size: (MAX_VALUE + 64 * 1024) as u64,
+                    uid: 1000,
+                    gid: 1000
+                },
+                ro_file(&bundle, CA_BUNDLE_IN_CELL),
+                ro_file(&bundle, SYSTEM_BUNDLE),
+                rootfs::seal_ops()[0].clone(),
+                rootfs::seal_ops()[1].clone(),
+            ]
+        );
+        assert_eq!(spec.mounts[..n - 5], rootfs::tree_ops(&p.paths, 1000)[..]);
+        let fs = spec.landlock.expect("landlock").fs;
+        for path in [SECRETS_DIR, CA_BUNDLE_IN_CELL, SYSTEM_BUNDLE] {
+            assert!(
+                fs.iter()
+                    .any(|r| r.path == Path::new(path) && r.class == Class::Read),
+                "{path}: {fs:?}"
+            );
+        }
+        // No system bundle here: only the cell's own path.
+        let spec = compile(&p, &offer(true, false), &h);
+        assert!(!spec
+            .mounts
+            .iter()
+            .any(|o| matches!(o, MountOp::Bind { path, .. } if path == Path::new(SYSTEM_BUNDLE))));
+        assert!(spec
+            .mounts
+            .iter()
+            .any(|o| matches!(o, MountOp::Bind { path, .. } if path == Path::new(BINARY_IN_CELL))));
+    }
+
+    #[test]
+    fn pty_replaces_the_relay_pipes_and_limits_come_first() {
+        let mut p = plan(NetMode::None);
+        p.limits.rlimits = vec![Rlimit {
+            name: "nofile",
+            soft: 64,
+            hard: 64,
+        }];
+        let mut h = Handles {
+            stdio: Some((7, 8)),
+            limit_rlimits: vec![Rlimit {
+                name: "nofile",
+                soft: 1024,
+                hard: 1024,
+            }],
+            ..Handles::default()
+        };
+        let spec = compile(&p, &offer(false, false), &h);
+        assert_eq!(spec.stdio, Some((7, 8)));
+        assert_eq!(
+            spec.rlimits.iter().map(|r| r.soft).collect::<Vec<_>>(),
+            [1024, 64]
+        );
+        h.pty = Some(TermSize { rows: 24, cols: 80 });
+        assert_eq!(compile(&p, &offer(false, false), &h).stdio, None);
+    }
+
+    #[test]
+    fn without_namespaces_no_mounts_private_tmp_and_no_mechanism_rules() {
+        let p = plan(NetMode::None);
+        let spec = without_namespaces(
+            &p,
+            &offer(false, false),
+            &Handles::default(),
+            Path::new("/tmp/private"),
+            None,
+            &|_| Vec::new(),
+        );
+        assert!(!spec.namespaces && spec.mounts.is_empty());
+        assert!(spec
+            .process
+            .env
+            .contains(&("TMPDIR".into(), "/tmp/private".into())));
+        let fs = spec.landlock.expect("landlock").fs;
+        assert!(fs.iter().any(|r| r.path == Path::new("/tmp/private")));
+        // The host's root is not the cell's own: no rule to list it.
+        assert!(!fs.iter().any(|r| r.path == Path::new("/")));
+    }
+}

@@ -8,7 +8,7 @@
 //! the request, and values in responses become placeholders again ([`subst`]). Upstream
 //! TLS is verified against the system roots (plus `upstream_ca`), never weaker.
 //! The cell trusts the CA through a bundle (system roots + the CA) bound over the
-//! system bundle and at [`CA_BUNDLE_IN_CELL`].
+//! system bundle and at [`crate::plan::net::CA_BUNDLE_IN_CELL`].
 
 pub mod h1;
 pub mod h2;
@@ -24,8 +24,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use zeroize::Zeroizing;
 
-use crate::cell::rootfs::MountOp;
-use crate::plan::net::{InjectRule, ProxyPlan, CA_BUNDLE_IN_CELL, SYSTEM_BUNDLE};
+use crate::plan::net::{InjectRule, ProxyPlan, SYSTEM_BUNDLE};
 
 /// One injected secret as the proxy holds it: the value (zeroized on drop, never in
 /// Debug) and the placeholder the cell got.
@@ -290,40 +289,6 @@ impl Injector {
                 if let Err(e) = f.close() {
                     tracing::warn!("removing the cell's CA bundle file: {e}");
                 }
-            }
-        }
-    }
-
-    /// Bind the trust bundle at [`CA_BUNDLE_IN_CELL`] and over the system bundle (before
-    /// the final read-only remounts), and let Landlock read both.
-    pub fn add_to_spec(&self, spec: &mut crate::cell::Spec) {
-        let at = spec
-            .mounts
-            .iter()
-            .position(|o| matches!(o, MountOp::RemountRo { .. }))
-            .unwrap_or(spec.mounts.len());
-        for path in [CA_BUNDLE_IN_CELL, SYSTEM_BUNDLE] {
-            // Over the system bundle only where there is one to replace.
-            if path == SYSTEM_BUNDLE && !Path::new(SYSTEM_BUNDLE).is_file() {
-                continue;
-            }
-            spec.mounts.insert(
-                at,
-                MountOp::Bind {
-                    src: self.bundle_path(),
-                    path: PathBuf::from(path),
-                    readonly: true,
-                    is_dir: false,
-                },
-            );
-        }
-        if let Some(rules) = spec.landlock.as_mut() {
-            for path in [CA_BUNDLE_IN_CELL, SYSTEM_BUNDLE] {
-                rules.fs.push(crate::cell::landlock::FsRule {
-                    path: PathBuf::from(path),
-                    class: crate::cell::landlock::Class::Read,
-                    optional: true,
-                });
             }
         }
     }
