@@ -269,6 +269,15 @@ pub fn run_with(
     });
     drop(_raw);
     drop(_private_tmp);
+    if let Some(net) = _net.as_ref().filter(|n| n.shared.plan.learn) {
+        let rules = net.shared.learned.rules();
+        let block = crate::net::learn::block(&rules);
+        eprintln!("taskcell: --learn: the hosts this run connected to, for the profile:\n{block}");
+        audit.record(
+            "learned",
+            serde_json::json!({ "allow": rules, "profile_block": block }),
+        );
+    }
     // Revocation and the leak scan run on every ending the supervisor survives.
     let roots: Vec<std::path::PathBuf> = plan
         .paths

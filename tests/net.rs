@@ -928,3 +928,84 @@ fn ask_on_the_launching_terminal() {
         "{out}"
     );
 }
+
+#[test]
+fn learn_allows_every_host_audits_each_and_prints_a_paste_ready_block() {
+    let port = http_server();
+    let ws = Ws::new();
+    let log = ws.join("audit.jsonl");
+    let allow_addr = format!("127.0.0.1:{port}");
+    // `build` has no network: --learn turns the proxy on and allows names nobody listed.
+    let o = taskcell(
+        ws.path(),
+        &[
+            "run",
+            "-p",
+            "build",
+            "--learn",
+            "--resolve",
+            "one.test:127.0.0.1",
+            "--resolve",
+            "two.test:127.0.0.1",
+            "--allow",
+            &allow_addr,
+            "--audit-log",
+            log.to_str().unwrap(),
+            "--",
+            "/bin/sh",
+            "-c",
+            &format!(
+                "curl -sf http://one.test:{port}/a >/dev/null && curl -sf http://two.test:{port}/b >/dev/null && \
+                 curl -sf http://one.test:{port}/c >/dev/null && echo fetched"
+            ),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(ok(&o).contains("fetched"), "{}", stderr(&o));
+    let e = stderr(&o);
+    let want = format!(
+        "[network]\nmode = \"proxy\"\nallow = [\n  \"one.test:{port}\",\n  \"two.test:{port}\",\n]\n"
+    );
+    assert!(e.contains(&want), "{e}");
+    // Paste-ready: the block is a profile that parses.
+    std::fs::write(ws.join("learned.toml"), &want).unwrap();
+    ok(&taskcell(
+        ws.path(),
+        &["check", ws.join("learned.toml").to_str().unwrap()],
+    )
+    .output()
+    .unwrap());
+    let audit = std::fs::read_to_string(&log).unwrap();
+    let conns = audit
+        .lines()
+        .filter(|l| l.contains("\"net_connection\"") && l.contains("allowed by --learn"))
+        .count();
+    assert_eq!(conns, 3, "{audit}");
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"learned\"") && l.contains(&format!("one.test:{port}"))),
+        "{audit}"
+    );
+    // Without --learn the same names are refused.
+    let o = taskcell(
+        ws.path(),
+        &[
+            "run",
+            "-p",
+            "build",
+            "--resolve",
+            "one.test:127.0.0.1",
+            "--allow",
+            &allow_addr,
+            "--",
+            "/bin/sh",
+            "-c",
+            &format!("curl -sf http://one.test:{port}/a || echo refused"),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(ok(&o).contains("refused"));
+}

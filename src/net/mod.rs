@@ -18,6 +18,7 @@ pub mod forward;
 pub mod gate;
 pub mod http;
 pub mod inject;
+pub mod learn;
 pub mod proxy;
 pub mod relay;
 pub mod resolve;
@@ -67,6 +68,8 @@ pub struct Shared {
     pub approvals: approve::Approvals,
     pub active: AtomicUsize,
     pub inject: Option<Arc<inject::Injector>>,
+    /// `--learn`: the host:port pairs connected to.
+    pub learned: learn::Learned,
 }
 
 /// The running network service; dropping it removes the control socket.
@@ -114,6 +117,7 @@ pub fn start(
         approvals: approve::Approvals::default(),
         active: AtomicUsize::new(0),
         inject: session.inject.clone(),
+        learned: learn::Learned::default(),
     });
     // The launching user's terminal, when the cell does not use it (taskcell's stdin is
     // not a terminal): `ask` prompts there too.
@@ -241,7 +245,9 @@ pub fn describe(p: &ProxyPlan) -> String {
     let _ = writeln!(
         s,
         "  unlisted {}",
-        if p.ask {
+        if p.learn {
+            "allowed and audited (--learn: the hosts used are printed at the end as a [network] allow block)".into()
+        } else if p.ask {
             match &p.approval_command {
                 Some(c) => format!(
                     "ask: approval_command {:?}, else deny after {}s",

@@ -124,6 +124,10 @@ pub struct ProxyPlan {
     pub inject: Vec<InjectRule>,
     /// Extra CA certificates (PEM) trusted for upstream TLS besides the system roots.
     pub upstream_ca: Option<PathBuf>,
+    /// `--learn`: every host is allowed without asking (address rules and `deny` still
+    /// hold), each connection audited, and the hosts used are printed at the end as a
+    /// `[network] allow = [...]` block.
+    pub learn: bool,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -199,12 +203,16 @@ pub struct NetOverrides {
     pub resolve: Vec<String>,
     /// `--upstream-ca PATH`.
     pub upstream_ca: Option<PathBuf>,
+    /// `--learn`.
+    pub learn: bool,
 }
 
 impl NetOverrides {
     /// The first flag given that only means something in `proxy` mode.
     pub fn proxy_flag(&self) -> Option<&'static str> {
-        if !self.allow.is_empty() {
+        if self.learn {
+            Some("--learn")
+        } else if !self.allow.is_empty() {
             Some("--allow")
         } else if self.ask {
             Some("--ask")
@@ -308,6 +316,7 @@ pub fn build(net: &Network, ov: &NetOverrides) -> Result<ProxyPlan, String> {
             Some(p) => Some(p.clone()),
             None => net.upstream_ca.as_ref().map(|v| PathBuf::from(&v.value)),
         },
+        learn: ov.learn,
     })
 }
 
@@ -339,6 +348,7 @@ mod tests {
                 ask: true,
                 resolve: vec!["other.test:10.0.0.1".into()],
                 upstream_ca: None,
+                learn: false,
             },
         )
         .unwrap();
