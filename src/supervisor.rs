@@ -142,6 +142,20 @@ pub fn run_with(
         }
         _ => None,
     };
+    // A `proxy` cell's resolv.conf names its refusing resolver (kept until the clone).
+    let _resolv = match &plan.net.proxy {
+        Some(_) => match resolv_conf_file() {
+            Ok(f) => {
+                handles.resolv_conf = Some(f.path().to_path_buf());
+                Some(f)
+            }
+            Err(e) => {
+                secrets.finish(audit, &[], &[], std::time::SystemTime::now());
+                return Err(cell::SpawnError::Io(e).into());
+            }
+        },
+        None => None,
+    };
     let (enforcement, cgroup) = cell::cgroup::prepare(&plan.limits.resources, plan.limits.timeout);
     handles.limit_rlimits = enforcement.rlimits.clone();
     let offer = crate::spec::Offer::probe(plan);
@@ -180,6 +194,7 @@ pub fn run_with(
         other => other,
     };
     let relay_fds = secrets.after_spawn();
+    drop(_resolv);
     // The cell has bound the trust bundle (or failed): the host file is not needed.
     if let Some(i) = &injector {
         i.remove_bundle();
@@ -289,6 +304,17 @@ pub fn run_with(
     let mut outcome = outcome?;
     outcome.leak_fail = f.leak_fail;
     Ok(outcome)
+}
+
+/// The host file bound over a `proxy` cell's /etc/resolv.conf (readable: the cell's
+/// init binds it as the caller).
+fn resolv_conf_file() -> std::io::Result<tempfile::NamedTempFile> {
+    use std::io::Write;
+    let mut f = tempfile::Builder::new()
+        .prefix("taskcell-resolv-")
+        .tempfile()?;
+    f.write_all(crate::plan::net::RESOLV_CONF_TEXT.as_bytes())?;
+    Ok(f)
 }
 
 fn wait(

@@ -57,6 +57,9 @@ pub struct Spec {
     /// Ports init binds on 127.0.0.1 inside the cell and passes to the supervisor
     /// (`proxy` mode: the proxy and forward listeners), in this order.
     pub listen: Vec<u16>,
+    /// Also bind UDP 127.0.0.1:53 (the refusing resolver of a `proxy` cell) and pass it
+    /// after the listeners.
+    pub dns: bool,
     /// Secrets to deliver (each held in an inherited memfd; no value here).
     pub secrets: Vec<crate::secrets::deliver::CellSecret>,
     /// Write ends of the stdout/stderr relay pipes, when output is masked.
@@ -247,12 +250,12 @@ pub fn spawn_with(
     let mut listeners = Vec::new();
     if let (Some(sock), None) = (&lsock, &failure) {
         listeners = crate::cell::fdpass::recv(sock)?;
-        if listeners.len() != spec.listen.len() {
+        let want = spec.listen.len() + usize::from(spec.dns);
+        if listeners.len() != want {
             kill_child();
             return Err(SpawnError::Io(io::Error::other(format!(
-                "the cell passed {} of its {} listening sockets",
+                "the cell passed {} of its {want} listening sockets",
                 listeners.len(),
-                spec.listen.len()
             ))));
         }
     }

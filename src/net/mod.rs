@@ -14,6 +14,7 @@ pub mod approve;
 pub mod audit;
 pub mod connect;
 pub mod control;
+pub mod dns;
 pub mod forward;
 pub mod gate;
 pub mod http;
@@ -152,6 +153,17 @@ pub fn start(
         spawn_acceptor("taskcell-fwd", l, shared.clone(), move |s, c| {
             forward::serve(&s, &f, c)
         });
+    }
+    // The refusing resolver, when the cell bound one (last).
+    if let Some(fd) = it.next() {
+        let sock = std::net::UdpSocket::from(fd);
+        let s = shared.clone();
+        if let Err(e) = std::thread::Builder::new()
+            .name("taskcell-dns".into())
+            .spawn(move || dns::serve(s, sock))
+        {
+            tracing::warn!("cannot start the cell's resolver thread: {e}");
+        }
     }
     let control = if !session.id.is_empty() {
         match control::start(shared.clone()) {

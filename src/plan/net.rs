@@ -23,6 +23,11 @@ pub const BINARY_IN_CELL: &str = "/run/taskcell/taskcell";
 /// The trust bundle (system roots + the cell's own CA) inside a cell whose proxy
 /// intercepts TLS for injected secrets; also bound over [`SYSTEM_BUNDLE`].
 pub const CA_BUNDLE_IN_CELL: &str = "/run/taskcell/ca-certificates.crt";
+/// The resolver configuration; in a `proxy` cell it names 127.0.0.1, where nothing but
+/// taskcell's refusing resolver answers (tools must use the proxy).
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+/// The resolver configuration bound over [`RESOLV_CONF`] in a `proxy` cell.
+pub const RESOLV_CONF_TEXT: &str = "# taskcell: no DNS in this cell; connect through the proxy (HTTPS_PROXY)\nnameserver 127.0.0.1\noptions attempts:1 timeout:1\n";
 /// The system's CA bundle (read by the supervisor; replaced inside the cell).
 pub const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// Variables that point TLS clients at [`CA_BUNDLE_IN_CELL`].
