@@ -91,6 +91,14 @@ pub enum Command {
         #[arg(value_name = "HOST[:PORT]")]
         target: String,
     },
+    /// Print a shell completion script for taskcell.
+    #[command(
+        after_help = "Examples:\n  taskcell completions bash > ~/.local/share/bash-completion/completions/taskcell\n  taskcell completions zsh > ~/.zfunc/_taskcell\n  taskcell completions fish > ~/.config/fish/completions/taskcell.fish"
+    )]
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// What defines a cell: the profile and the overrides (shared by `run` and `explain`).

@@ -6,6 +6,7 @@ pub mod cell;
 pub mod cli;
 pub mod doctor;
 pub mod explain;
+pub mod leftover;
 pub mod net;
 pub mod plan;
 pub mod prepare;

@@ -68,6 +68,7 @@ fn main() -> ExitCode {
         },
         Command::Approve { session, target } => control(&session, "approve", &target),
         Command::Deny { session, target } => control(&session, "deny", &target),
+        Command::Completions { shell } => completions(shell),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }
@@ -95,6 +96,20 @@ fn control(session: &str, verb: &str, target: &str) -> i32 {
         }
         Ok(a) => fail(a.trim()),
         Err(e) => fail(&e.to_string()),
+    }
+}
+
+/// `taskcell completions SHELL`: the script clap_complete derives from the CLI definition.
+fn completions(shell: clap_complete::Shell) -> i32 {
+    use std::io::Write;
+    let mut script = Vec::new();
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut cmd, "taskcell", &mut script);
+    match std::io::stdout().write_all(&script) {
+        Ok(()) => 0,
+        Err(e) => fail(&format!(
+            "cannot write the completion script to stdout: {e}"
+        )),
     }
 }
 

@@ -38,6 +38,8 @@ pub struct Outcome {
     pub enforcement: crate::plan::limits::Enforcement,
     /// The leak scan found a secret declared `on_leak = "fail"`.
     pub leak_fail: bool,
+    /// The cell left files git would run code from (moved aside, see `leftover`).
+    pub leftover: bool,
 }
 
 impl Outcome {
@@ -45,6 +47,9 @@ impl Outcome {
     pub fn exit_code(&self) -> i32 {
         if self.timed_out {
             return 124;
+        }
+        if self.leftover {
+            return crate::leftover::EXIT_LEFTOVER;
         }
         match &self.ending {
             Ending::Exited(0) if self.leak_fail => EXIT_LEAK,
@@ -128,8 +133,14 @@ pub fn run_with(
     }
     // Injected credentials: the cell's CA and trust bundle, before the clone.
     let injector = match &plan.net.proxy {
-        Some(p) if !p.inject.is_empty() => {
-            match crate::net::inject::Injector::new(p, secrets.take_injected(), &audit.session) {
+        Some(p) if p.intercepts_any() => {
+            let watched = secrets.watched_values();
+            match crate::net::inject::Injector::new(
+                p,
+                secrets.take_injected(),
+                watched,
+                &audit.session,
+            ) {
                 Ok(i) => {
                     handles.ca_bundle = Some(i.bundle_path());
                     Some(std::sync::Arc::new(i))
@@ -161,6 +172,7 @@ pub fn run_with(
     let offer = crate::spec::Offer::probe(plan);
     let mut spec = crate::spec::compile(plan, &offer, &handles);
     let since = std::time::SystemTime::now();
+    let git_since = crate::leftover::start_time();
     let start = Instant::now();
     let add_to_cgroup = |pid| match &cgroup {
         Some(cg) => cg.add(pid),
@@ -303,6 +315,24 @@ pub fn run_with(
     let f = secrets.finish(audit, &counts, &roots, since);
     let mut outcome = outcome?;
     outcome.leak_fail = f.leak_fail;
+    // What the cell left for git outside to run: moved aside and reported.
+    let left = crate::leftover::check(&roots, &plan.home, git_since);
+    for f in &left.findings {
+        eprintln!("taskcell: {}", f.line());
+        audit.record(
+            "leftover",
+            serde_json::json!({
+                "path": f.path.display().to_string(),
+                "what": f.what,
+                "moved_to": f.moved_to.as_ref().map(|p| p.display().to_string()),
+                "error": f.error,
+            }),
+        );
+    }
+    if let Some(why) = &left.incomplete {
+        eprintln!("taskcell: warning: the check for git files the cell left was cut short: {why}");
+    }
+    outcome.leftover = !left.findings.is_empty();
     Ok(outcome)
 }
 
@@ -444,5 +474,6 @@ fn wait(
         limit_hits,
         enforcement,
         leak_fail: false,
+        leftover: false,
     })
 }

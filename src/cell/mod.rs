@@ -12,6 +12,7 @@
 
 pub mod cgroup;
 pub mod fdpass;
+pub mod hold;
 pub mod init;
 pub mod landlock;
 pub mod net;

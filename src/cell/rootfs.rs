@@ -10,10 +10,13 @@
 
 use std::fs;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use super::hold;
 
 use crate::plan::{Access, PathRule};
 
@@ -341,9 +344,6 @@ pub fn execute(ops: &[MountOp]) -> Result<(), RootfsError> {
         None::<&str>,
     )
     .map_err(err("making / private"))?;
-    // The host's mount points, read once: a recursive bind of X carries the mounts below
-    // X, and each of them must be made read-only too.
-    let host = mount_points();
     let base = "/tmp";
     mount(
         Some("tmpfs"),
@@ -368,9 +368,11 @@ pub fn execute(ops: &[MountOp]) -> Result<(), RootfsError> {
     )
     .map_err(err("mounting the root tmpfs"))?;
 
+    let oldroot = hold::open_dir(Path::new(OLDROOT)).map_err(ioerr("opening the host's root"))?;
     for op in ops {
-        apply(op, &host)?;
+        apply(op, &oldroot)?;
     }
+    drop(oldroot);
 
     umount2(OLDROOT, MntFlags::MNT_DETACH).map_err(err("detaching the host's root"))?;
     nix::unistd::chdir(NEWROOT).map_err(err("chdir /newroot"))?;
@@ -392,7 +394,7 @@ pub fn execute(ops: &[MountOp]) -> Result<(), RootfsError> {
     Ok(())
 }
 
-fn apply(op: &MountOp, host: &[PathBuf]) -> Result<(), RootfsError> {
+fn apply(op: &MountOp, oldroot: &OwnedFd) -> Result<(), RootfsError> {
     match op {
         MountOp::Proc { path } => {
             let dst = under(NEWROOT, path);
@@ -413,20 +415,24 @@ fn apply(op: &MountOp, host: &[PathBuf]) -> Result<(), RootfsError> {
             mode,
             readonly,
         } => {
-            let dst = under(NEWROOT, path);
-            mkdir_p(&dst)?;
+            // The target may lie in a host directory bound earlier: opened without
+            // following symlinks, then mounted on through the cwd.
+            let dst = hold::open_target(&under(NEWROOT, path), true)
+                .map_err(ioerr(format!("mounting a tmpfs on {}", path.display())))?;
             let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
             if *readonly {
                 flags |= MsFlags::MS_RDONLY | MsFlags::MS_NOEXEC;
             }
-            mount(
+            nix::unistd::fchdir(dst.as_raw_fd()).map_err(err("entering a mount target"))?;
+            let r = mount(
                 Some("tmpfs"),
-                &dst,
+                ".",
                 Some("tmpfs"),
                 flags,
                 Some(format!("mode={mode:o}").as_str()),
-            )
-            .map_err(err(format!("mounting a tmpfs on {}", path.display())))?;
+            );
+            nix::unistd::chdir("/").map_err(err("chdir /"))?;
+            r.map_err(err(format!("mounting a tmpfs on {}", path.display())))?;
         }
         MountOp::Bind {
             src,
@@ -434,24 +440,30 @@ fn apply(op: &MountOp, host: &[PathBuf]) -> Result<(), RootfsError> {
             readonly,
             is_dir,
         } => {
-            let s = under(OLDROOT, src);
-            let dst = under(NEWROOT, path);
-            make_target(&dst, *is_dir)?;
-            mount(
-                Some(&s),
-                &dst,
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )
-            .map_err(err(format!("binding {}", path.display())))?;
+            // The one resolution of the host path that is used: opened beneath the host's
+            // root without following any symlink, then mounted from that fd onto a target
+            // opened the same way (see `hold`).
+            let what = || format!("binding {}", path.display());
+            let rel = src.strip_prefix("/").unwrap_or(src);
+            let held = hold::open_nofollow(oldroot.as_raw_fd(), rel, Path::new("/"))
+                .map_err(ioerr(what()))?;
+            let tree = hold::clone_tree(&held).map_err(ioerr(what()))?;
+            let mut attrs = hold::MOUNT_ATTR_NOSUID | hold::MOUNT_ATTR_NODEV;
             if *readonly {
-                let subs: Vec<PathBuf> = below(host, src).map(|m| under(NEWROOT, m)).collect();
-                remount_ro(&dst, &path.display().to_string(), &subs)?;
-            } else {
-                remount(&dst, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
-                    .map_err(err(format!("remounting {} nosuid,nodev", path.display())))?;
+                attrs |= hold::MOUNT_ATTR_RDONLY;
             }
+            // Every mount of the copied tree, submounts included.
+            hold::set_attr_recursive(&tree, attrs).map_err(ioerr(format!(
+                "making {} {}",
+                path.display(),
+                if *readonly {
+                    "read-only"
+                } else {
+                    "nosuid,nodev"
+                }
+            )))?;
+            let dst = hold::open_target(&under(NEWROOT, path), *is_dir).map_err(ioerr(what()))?;
+            hold::move_onto(&tree, &dst).map_err(ioerr(what()))?;
         }
         MountOp::Dev { src, path } => {
             let s = under(OLDROOT, src);
@@ -640,48 +652,6 @@ fn remount_ro(p: &Path, what: &str, subs: &[PathBuf]) -> Result<(), RootfsError>
     Ok(())
 }
 
-/// Every mount point of this mount namespace, from /proc/self/mountinfo, parents first.
-fn mount_points() -> Vec<PathBuf> {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    let mut out: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_mountinfo)
-        .map(PathBuf::from)
-        .collect();
-    out.sort_by_key(|m| m.components().count());
-    out.dedup();
-    out
-}
-
-/// The mount points strictly below `p`, parents first.
-fn below<'a>(all: &'a [PathBuf], p: &'a Path) -> impl Iterator<Item = &'a PathBuf> + 'a {
-    all.iter()
-        .filter(move |m| m.as_path() != p && m.starts_with(p))
-}
-
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -809,11 +779,5 @@ mod tests {
         assert!(!ops.iter().any(
             |o| matches!(o, MountOp::Symlink { path, .. } if path == Path::new("/etc/resolv.conf"))
         ));
-    }
-
-    #[test]
-    fn mountinfo_octal_escapes() {
-        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
-        assert_eq!(unescape_mountinfo("/plain"), "/plain");
     }
 }

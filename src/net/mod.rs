@@ -283,7 +283,23 @@ pub fn describe(p: &ProxyPlan) -> String {
             r.hosts.join(", ")
         );
     }
-    if !p.inject.is_empty() {
+    for h in &p.intercept {
+        let _ = writeln!(
+            s,
+            "  intercept {h} (TLS intercepted with the cell's own CA, no secret injected: the secret firewall reads every request)"
+        );
+    }
+    if p.intercepts_any() {
+        let _ = writeln!(
+            s,
+            "  firewall {} (every declared secret and its encodings, in requests to intercepted hosts, except a secret injected for that host)",
+            match p.firewall {
+                crate::profile::Firewall::Redact => "redact: replaced by [secret NAME removed], lengths fixed up",
+                crate::profile::Firewall::Block => "block: the request is refused (403)",
+            }
+        );
+    }
+    if p.intercepts_any() {
         let _ = writeln!(
             s,
             "  trust    {} (system roots + the cell CA, also over {}); upstream verified against the system roots{}",

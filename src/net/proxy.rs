@@ -81,9 +81,23 @@ pub fn serve(shared: &Arc<Shared>, mut conn: TcpStream) {
             let _ = conn.write_all(&http::response(403, "Forbidden", &msg));
             return;
         }
+        // The secret firewall reads HTTPS requests to intercepted hosts; plain HTTP to
+        // them would pass it by.
+        if inj.intercepts(&host, port) && !matches!(inj.wall(&inj.bound(&host, port)), Ok(None)) {
+            let msg = format!(
+                "refused: {host}:{port} is an intercepted host and the secret firewall only passes HTTPS requests to it"
+            );
+            tracing::warn!("network: {msg}");
+            shared.audit.record(
+                "secret_firewall",
+                serde_json::json!({ "host": host, "port": port, "action": "blocked", "where": "plain HTTP" }),
+            );
+            let _ = conn.write_all(&http::response(403, "Forbidden", &msg));
+            return;
+        }
     }
-    let intercept =
-        matches!(req.target, Target::Connect { .. }) && inject.is_some_and(|i| i.intercepts(&host));
+    let intercept = matches!(req.target, Target::Connect { .. })
+        && inject.is_some_and(|i| i.intercepts(&host, port));
     let via = if intercept { "connect-inject" } else { via };
     let mut opened = match gate::open(shared, &host, port, via) {
         Ok(o) => o,

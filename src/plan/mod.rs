@@ -17,8 +17,10 @@ use crate::profile::{Origin, PathEntry, Profile};
 
 pub mod allowlist;
 pub mod command;
+pub mod git;
 pub mod limits;
 pub mod net;
+pub mod paths;
 pub mod secrets;
 pub mod syscalls;
 
@@ -367,7 +369,7 @@ pub enum PlanError {
 }
 
 /// Paths every cell gets whatever the profile says; the profile cannot remove them.
-const FIXED: &[&str] = &["/proc", "/dev", "/tmp"];
+pub(crate) const FIXED: &[&str] = &["/proc", "/dev", "/tmp"];
 
 /// Resolve a merged profile, the overrides and the context into a Plan.
 pub fn resolve(
@@ -389,31 +391,7 @@ pub fn resolve(
     } else {
         ctx.cwd.join(&workspace_raw)
     };
-    let workspace = std::fs::canonicalize(&workspace_abs).map_err(|e| PlanError::Other {
-        msg: format!(
-            "workspace {} cannot be used: {e} (create it, or pass an existing directory with -w)",
-            workspace_abs.display()
-        ),
-    })?;
-    if ["/", "/proc", "/dev", "/sys"]
-        .iter()
-        .any(|p| workspace == Path::new(p))
-    {
-        return Err(PlanError::Other {
-            msg: format!(
-                "{} cannot be a workspace (pass a project directory with -w)",
-                workspace.display()
-            ),
-        });
-    }
-    if !workspace.is_dir() {
-        return Err(PlanError::Other {
-            msg: format!(
-                "workspace {} is not a directory (pass a directory with -w)",
-                workspace.display()
-            ),
-        });
-    }
+    let workspace = paths::workspace(&normalize(&workspace_abs), &ctx.home)?;
     let cache = cache_dir(&ctx.env, &ctx.home, &profile.name);
     let vars = Vars {
         workspace: &workspace,
@@ -470,137 +448,7 @@ pub fn resolve(
         ));
     }
 
-    let mut paths: Vec<PathRule> = Vec::new();
-    let mut create: Vec<CreatePath> = Vec::new();
-    for (path, access, optional, origin, key, make) in raw {
-        let path = normalize(&path);
-        if FIXED.iter().any(|f| Path::new(f) == path)
-            && access != Access::Tmpfs
-            && path != workspace
-        {
-            // /proc, /dev and /tmp are always the cell's own (unless /tmp is the workspace).
-            continue;
-        }
-        if access == Access::Tmpfs {
-            push_rule(
-                &mut paths,
-                PathRule {
-                    path,
-                    access,
-                    symlink: None,
-                    is_dir: true,
-                    optional,
-                },
-            );
-            continue;
-        }
-        if access == Access::Hide && !readable(&path) {
-            // What the caller cannot read, the cell cannot either (same uid, no
-            // capabilities): nothing to hide, and no mount to pay for.
-            continue;
-        }
-        let meta = match std::fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::NotFound
-                    && make.is_some()
-                    && creatable(&path, &ctx.home, &workspace) =>
-            {
-                let kind = make.unwrap_or(crate::profile::Create::Dir);
-                create.retain(|c| c.path != path);
-                create.push(CreatePath {
-                    path: path.clone(),
-                    kind,
-                    origin: origin.to_string(),
-                });
-                push_rule(
-                    &mut paths,
-                    PathRule {
-                        path,
-                        access,
-                        symlink: None,
-                        is_dir: kind == crate::profile::Create::Dir,
-                        optional,
-                    },
-                );
-                continue;
-            }
-            // A `create` path outside the caller's places is left out like an optional one.
-            Err(_) if optional || make.is_some() => continue,
-            Err(_) => {
-                return Err(PlanError::Missing {
-                    origin,
-                    key,
-                    path: path.display().to_string(),
-                })
-            }
-        };
-        if meta.file_type().is_symlink() {
-            // Recreate the link inside; bind what it points to (with the same access).
-            let target = std::fs::read_link(&path).map_err(|e| PlanError::Other {
-                msg: format!("{origin}: cannot read symlink {}: {e}", path.display()),
-            })?;
-            if access == Access::Protect {
-                // A link inside a writable path can be replaced by the cell, and following
-                // it would show its target to the cell.
-                return Err(PlanError::Other {
-                    msg: format!(
-                        "{origin}: `protect` path {} is a symlink (to {}): a cell could replace it, and taskcell does not follow it (remove the symlink, or protect its target)",
-                        path.display(),
-                        target.display()
-                    ),
-                });
-            }
-            let real = match std::fs::canonicalize(&path) {
-                Ok(r) => r,
-                Err(_) if optional => continue,
-                Err(_) => {
-                    return Err(PlanError::Missing {
-                        origin,
-                        key,
-                        path: format!("{} (a dangling symlink)", path.display()),
-                    })
-                }
-            };
-            let is_dir = real.is_dir();
-            push_rule(
-                &mut paths,
-                PathRule {
-                    path: path.clone(),
-                    access,
-                    symlink: Some(target),
-                    is_dir,
-                    optional,
-                },
-            );
-            if real != path {
-                push_rule(
-                    &mut paths,
-                    PathRule {
-                        path: real,
-                        access,
-                        symlink: None,
-                        is_dir,
-                        optional,
-                    },
-                );
-            }
-            continue;
-        }
-        // A symlink in a parent directory: bind at the real location, which is what the
-        // kernel resolves to anyway; the parent link must be declared to be usable.
-        let real = std::fs::canonicalize(&path).unwrap_or(path.clone());
-        push_rule(
-            &mut paths,
-            PathRule {
-                path: real,
-                access,
-                symlink: None,
-                is_dir: meta.is_dir(),
-                optional,
-            },
-        );
-    }
+    let (mut paths, create) = paths::rules(raw, &workspace, &ctx.home)?;
     // The workspace is always there: read-write unless the profile made it read-only.
     if !paths.iter().any(|r| r.path == workspace) {
         push_rule(
@@ -614,6 +462,7 @@ pub fn resolve(
             },
         );
     }
+    git::protect(&mut paths, &ctx.home)?;
     sort_rules(&mut paths);
 
     // Environment.
@@ -686,6 +535,7 @@ pub fn resolve(
 
     let decls = secrets::declarations(&profile.secrets, &ov.secrets, &ov.secret_opts)?;
     let (secrets, ttl) = secrets::resolve(&decls, &paths, &vars, &ctx.cwd, &mut env)?;
+    secrets::check_unreachable(&secrets, &paths, &ctx.env, &env)?;
 
     let mut rlimits: Vec<Rlimit> = Vec::new();
     for (name, val) in &profile.limits.rlimits {
@@ -843,7 +693,7 @@ fn security_plan(sec: &crate::profile::Security) -> SecurityPlan {
 /// home directory or the workspace, or below one of them. taskcell makes missing
 /// directories inside the caller's own places, never a new tree elsewhere (e.g. a home
 /// directory that does not exist).
-fn creatable(path: &Path, home: &Path, workspace: &Path) -> bool {
+pub(crate) fn creatable(path: &Path, home: &Path, workspace: &Path) -> bool {
     let Some(existing) = path
         .ancestors()
         .skip(1)
@@ -855,7 +705,7 @@ fn creatable(path: &Path, home: &Path, workspace: &Path) -> bool {
 }
 
 /// Whether the caller may read `p` (access(2) with the real uid, as the cell will have).
-fn readable(p: &Path) -> bool {
+pub(crate) fn readable(p: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
         return true;
@@ -869,7 +719,7 @@ pub const RLIMIT_NAMES: &[&str] = &[
     "as", "core", "cpu", "data", "fsize", "memlock", "nofile", "nproc", "stack",
 ];
 
-fn push_rule(paths: &mut Vec<PathRule>, rule: PathRule) {
+pub(crate) fn push_rule(paths: &mut Vec<PathRule>, rule: PathRule) {
     // The last declaration of a path wins (CLI overrides come last).
     paths.retain(|r| r.path != rule.path);
     paths.push(rule);

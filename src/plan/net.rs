@@ -83,18 +83,38 @@ pub struct InjectRule {
 }
 
 impl InjectRule {
-    /// Is `host` (any case, no port) one this secret is bound to?
-    pub fn binds(&self, host: &str) -> bool {
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        self.hosts.iter().any(|p| match p.strip_prefix("*.") {
-            Some(dom) => {
-                host.len() > dom.len() + 1
-                    && host.ends_with(dom)
-                    && host.as_bytes()[host.len() - dom.len() - 1] == b'.'
-            }
-            None => *p == host,
-        })
+    /// Is `host` (any case) on `port` one this secret is bound to?
+    pub fn binds(&self, host: &str, port: u16) -> bool {
+        self.hosts.iter().any(|p| host_matches(p, host, port))
     }
+}
+
+/// Does a host pattern (`HOST`, `*.DOMAIN`, either with an optional `:PORT`) match
+/// `host` (any case, a trailing dot ignored) on `port`? Without a port in the pattern,
+/// every port matches.
+pub fn host_matches(pattern: &str, host: &str, port: u16) -> bool {
+    let (name, want) = match pattern.rsplit_once(':') {
+        Some((n, p)) => (n, p.parse::<u16>().ok()),
+        None => (pattern, None),
+    };
+    if want.is_some_and(|w| w != port) {
+        return false;
+    }
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    match name.strip_prefix("*.") {
+        Some(dom) => {
+            host.len() > dom.len() + 1
+                && host.ends_with(dom)
+                && host.as_bytes()[host.len() - dom.len() - 1] == b'.'
+        }
+        None => name == host,
+    }
+}
+
+/// The host name of a pattern (for the CA's name constraints).
+pub fn pattern_host(pattern: &str) -> &str {
+    let name = pattern.rsplit_once(':').map_or(pattern, |(n, _)| n);
+    name.trim_start_matches("*.")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -133,6 +153,12 @@ pub struct ProxyPlan {
     /// hold), each connection audited, and the hosts used are printed at the end as a
     /// `[network] allow = [...]` block.
     pub learn: bool,
+    /// Hosts whose TLS is intercepted without an injected secret (`[network] intercept`),
+    /// so that the secret firewall sees their requests.
+    pub intercept: Vec<String>,
+    /// What the secret firewall does with a declared secret in a request to an
+    /// intercepted host.
+    pub firewall: crate::profile::Firewall,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -140,6 +166,11 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 }
 
 impl ProxyPlan {
+    /// Does the proxy terminate TLS for some host (an injected secret or `intercept`)?
+    pub fn intercepts_any(&self) -> bool {
+        !self.inject.is_empty() || !self.intercept.is_empty()
+    }
+
     /// The ports bound on 127.0.0.1 inside the cell, in the order the listeners are
     /// passed to the supervisor: HTTP, SOCKS5, then each forward. These are the only
     /// ports a cell may `connect` to (Landlock TCP rules use this list).
@@ -186,7 +217,7 @@ impl ProxyPlan {
             "GIT_SSH_COMMAND".into(),
             format!("ssh -o ProxyCommand='{BINARY_IN_CELL} connect %h %p'"),
         ));
-        if !self.inject.is_empty() {
+        if self.intercepts_any() {
             for k in CA_VARS {
                 v.push((k.into(), CA_BUNDLE_IN_CELL.into()));
             }
@@ -322,6 +353,8 @@ pub fn build(net: &Network, ov: &NetOverrides) -> Result<ProxyPlan, String> {
             None => net.upstream_ca.as_ref().map(|v| PathBuf::from(&v.value)),
         },
         learn: ov.learn,
+        intercept: net.intercept.iter().map(|v| v.value.clone()).collect(),
+        firewall: net.firewall.unwrap_or_default(),
     })
 }
 
@@ -389,17 +422,26 @@ mod tests {
     fn inject_host_patterns() {
         let r = InjectRule {
             secret: "T".into(),
-            hosts: vec!["api.example.com".into(), "*.example.org".into()],
+            hosts: vec![
+                "api.example.com".into(),
+                "*.example.org".into(),
+                "api.github.com:443".into(),
+            ],
             body: false,
         };
-        assert!(r.binds("api.example.com"));
-        assert!(r.binds("API.Example.com."));
-        assert!(!r.binds("example.com"));
-        assert!(!r.binds("xapi.example.com"));
-        assert!(r.binds("a.example.org"));
-        assert!(r.binds("a.b.example.org"));
-        assert!(!r.binds("example.org"));
-        assert!(!r.binds("badexample.org"));
+        assert!(r.binds("api.example.com", 443));
+        assert!(r.binds("API.Example.com.", 8443));
+        assert!(!r.binds("example.com", 443));
+        assert!(!r.binds("xapi.example.com", 443));
+        assert!(r.binds("a.example.org", 443));
+        assert!(r.binds("a.b.example.org", 443));
+        assert!(!r.binds("example.org", 443));
+        assert!(!r.binds("badexample.org", 443));
+        // A port in the binding binds that port only.
+        assert!(r.binds("api.github.com", 443));
+        assert!(!r.binds("api.github.com", 8443));
+        assert_eq!(pattern_host("*.example.org:443"), "example.org");
+        assert_eq!(pattern_host("api.github.com"), "api.github.com");
     }
 
     #[test]

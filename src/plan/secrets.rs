@@ -56,6 +56,8 @@ pub enum Delivery {
     Fd { fd: i32, var: String },
     /// The value itself in the variable `var` (weakest).
     Env { var: String },
+    /// Watch-only (`deliver = "none"`): not delivered; masked, scanned for, firewalled.
+    None,
 }
 
 impl Delivery {
@@ -64,6 +66,7 @@ impl Delivery {
             Delivery::File { .. } => "file",
             Delivery::Fd { .. } => "fd",
             Delivery::Env { .. } => "env",
+            Delivery::None => "none",
         }
     }
 }
@@ -198,14 +201,32 @@ pub(super) fn resolve(
             Deliver::Env => Delivery::Env {
                 var: d.var.clone().unwrap_or_else(|| name.clone()),
             },
+            Deliver::None => {
+                if !d.mask {
+                    return Err(err(
+                        "`deliver = \"none\"` (watch-only) with `mask = false` would do nothing: a watch-only secret is only masked, scanned for and firewalled".into(),
+                    ));
+                }
+                if d.var.is_some() {
+                    return Err(err(
+                        "`var` is set but `deliver` is \"none\" (nothing is delivered)".into(),
+                    ));
+                }
+                Delivery::None
+            }
         };
         let var = match &delivery {
-            Delivery::File { var, .. } | Delivery::Fd { var, .. } | Delivery::Env { var } => var,
+            Delivery::File { var, .. } | Delivery::Fd { var, .. } | Delivery::Env { var } => {
+                Some(var)
+            }
+            Delivery::None => None,
         };
-        if let Some(other) = used_vars.insert(var.clone(), name.clone()) {
-            return Err(err(format!(
-                "variable {var} is also used by secret {other} (set `var` to tell them apart)"
-            )));
+        if let Some(var) = var {
+            if let Some(other) = used_vars.insert(var.clone(), name.clone()) {
+                return Err(err(format!(
+                    "variable {var} is also used by secret {other} (set `var` to tell them apart)"
+                )));
+            }
         }
         if let Some(t) = d.ttl {
             ttl = Some(ttl.map_or(t, |x| x.min(t)));
@@ -239,6 +260,7 @@ pub(super) fn resolve(
             Delivery::Env { var } => {
                 env.remove(var);
             }
+            Delivery::None => {}
         }
     }
     if out
@@ -260,6 +282,68 @@ pub(super) fn resolve(
         }
     }
     Ok((out, ttl))
+}
+
+/// Refuse an injected secret the cell could read anyway (the placeholder would protect
+/// nothing): a `from.file` inside a path the cell sees, or the value of a `from.env`
+/// variable copied into the cell's environment (`{env:NAME}`, `--env`, `pass`).
+/// `host_env` is the launcher's environment, `env` the command's.
+pub(super) fn check_unreachable(
+    secrets: &[SecretPlan],
+    paths: &[PathRule],
+    host_env: &BTreeMap<String, String>,
+    env: &BTreeMap<String, String>,
+) -> Result<(), PlanError> {
+    for s in secrets.iter().filter(|s| s.inject.is_some()) {
+        let refuse = |why: String| {
+            PlanError::Other {
+            msg: format!(
+                "secret {}: deliver = \"inject\" keeps the value out of the cell, but {why}; the cell could read the value and send it anywhere. Keep the source outside every path the cell sees, or deliver the secret another way",
+                s.name
+            ),
+        }
+        };
+        match &s.provider {
+            Provider::File { path } => {
+                // Resolve symlinks where the file exists: the cell sees the target.
+                let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+                for p in [path, &real] {
+                    if let Some(r) = visible_in(paths, p) {
+                        return Err(refuse(format!(
+                            "its source {} is inside {} ({}), which the cell sees",
+                            p.display(),
+                            r.path.display(),
+                            r.access.as_str()
+                        )));
+                    }
+                }
+            }
+            Provider::Env { var } => {
+                let Some(v) = host_env.get(var).filter(|v| !v.is_empty()) else {
+                    continue;
+                };
+                // Short values only when equal (a digit is in many variables).
+                let copied = |x: &String| x == v || v.len() >= 8 && x.contains(v.as_str());
+                if let Some((k, _)) = env.iter().find(|(_, x)| copied(x)) {
+                    return Err(refuse(format!(
+                        "its source ${var} is copied into the cell's environment as ${k}"
+                    )));
+                }
+            }
+            Provider::Command { .. } | Provider::Generate { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+/// The rule that decides whether `p` is visible in the cell (the deepest rule above it),
+/// if it makes it visible.
+fn visible_in<'a>(paths: &'a [PathRule], p: &Path) -> Option<&'a PathRule> {
+    let r = paths
+        .iter()
+        .filter(|r| p.starts_with(&r.path))
+        .max_by_key(|r| r.path.components().count())?;
+    matches!(r.access, Access::Read | Access::Write | Access::Protect).then_some(r)
 }
 
 /// The proxy's part of the injected secrets: names and hosts, never a value.
@@ -299,6 +383,9 @@ pub fn explain(plan: &super::Plan, s: &mut String) {
             Delivery::Env { var } if sp.inject.is_some() => format!("env ${var}"),
             Delivery::Env { var } => {
                 format!("env ${var} (WEAKEST: inherited by every descendant, in /proc/PID/environ)")
+            }
+            Delivery::None => {
+                "nowhere (watch-only: masked, scanned for, kept out of requests to intercepted hosts)".into()
             }
         };
         let _ = writeln!(s, "  {:<14} from {}", sp.name, sp.provider.describe());

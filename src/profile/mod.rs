@@ -7,7 +7,9 @@
 
 mod builtin;
 mod raw;
+mod schema;
 pub mod secrets;
+mod spanned;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,6 +20,7 @@ use serde::Serialize;
 
 use crate::plan::NetMode;
 pub use builtin::BUILTIN;
+pub use schema::json_schema;
 
 /// Where a value came from: a profile file and line, or the command line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -100,6 +103,38 @@ pub struct Network {
     /// Fixed name → address answers (a test hook like curl's `--resolve`).
     pub resolve: BTreeMap<String, Val<String>>,
     pub forward: Vec<ForwardDecl>,
+    /// Hosts (`HOST`, `*.DOMAIN`, optionally `:PORT`) whose TLS the proxy intercepts even
+    /// when no secret is injected there, so that the secret firewall sees the requests.
+    pub intercept: Vec<Val<String>>,
+    /// What the secret firewall does (default: redact).
+    pub firewall: Option<Firewall>,
+}
+
+/// The secret firewall's action on a declared secret in a request to an intercepted host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firewall {
+    /// Replace it by `[secret NAME removed]` (lengths fixed up) and send the request.
+    #[default]
+    Redact,
+    /// Refuse the request (403).
+    Block,
+}
+
+impl Firewall {
+    pub fn parse(s: &str) -> Option<Firewall> {
+        match s {
+            "redact" => Some(Firewall::Redact),
+            "block" => Some(Firewall::Block),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Firewall::Redact => "redact",
+            Firewall::Block => "block",
+        }
+    }
 }
 
 impl Default for Network {
@@ -115,6 +150,8 @@ impl Default for Network {
             upstream_ca: None,
             resolve: BTreeMap::new(),
             forward: Vec::new(),
+            intercept: Vec::new(),
+            firewall: None,
         }
     }
 }

@@ -2,13 +2,15 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
-use toml::Spanned;
+
+use super::spanned::Spanned;
 
 use super::{parse_duration, Origin, PathEntry, Profile, ProfileError, Val};
 use crate::plan::NetMode;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawProfile {
     pub description: Option<Spanned<String>>,
@@ -25,7 +27,7 @@ pub struct RawProfile {
     pub security: Option<RawSecurity>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFilesystem {
     #[serde(default)]
@@ -40,14 +42,14 @@ pub struct RawFilesystem {
     pub hide: Vec<Spanned<RawPath>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RawPath {
     Plain(String),
     Full(RawPathTable),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPathTable {
     pub path: String,
@@ -57,7 +59,7 @@ pub struct RawPathTable {
     pub create: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawNetwork {
     pub mode: Option<Spanned<String>>,
@@ -74,16 +76,22 @@ pub struct RawNetwork {
     pub resolve: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     pub forward: Vec<Spanned<RawForward>>,
+    /// Hosts whose TLS is intercepted even with no secret injected (the secret firewall).
+    #[serde(default)]
+    pub intercept: Vec<Spanned<String>>,
+    /// `"redact"` or `"block"`: what the secret firewall does with a secret on its way
+    /// to an intercepted host.
+    pub firewall: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawForward {
     pub listen: u16,
     pub to: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawEnv {
     #[serde(default)]
@@ -92,7 +100,7 @@ pub struct RawEnv {
     pub set: BTreeMap<String, Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     pub timeout: Option<Spanned<String>>,
@@ -108,7 +116,7 @@ pub struct RawLimits {
 }
 
 /// `[security]`: the layers under the namespaces (Landlock, seccomp).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSecurity {
     pub landlock: Option<Spanned<bool>>,
@@ -119,7 +127,7 @@ pub struct RawSecurity {
     pub tcp_any_port: Option<Spanned<bool>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSeccomp {
     #[serde(default)]
@@ -129,7 +137,7 @@ pub struct RawSeccomp {
 }
 
 /// A limit as written: `4096`, `1.5` or `"4G"`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RawQty {
     Int(i64),
@@ -516,6 +524,25 @@ fn merge_network(
                 origin: origin(v.span().start),
             },
         );
+    }
+    for h in &n.intercept {
+        let v = super::secrets::check_inject_host(h.get_ref())
+            .map_err(|m| invalid(h.span().start, format!("`network.intercept`: {m}")))?;
+        net.intercept.push(Val {
+            value: v,
+            origin: origin(h.span().start),
+        });
+    }
+    if let Some(f) = &n.firewall {
+        net.firewall = Some(super::Firewall::parse(f.get_ref()).ok_or_else(|| {
+            invalid(
+                f.span().start,
+                format!(
+                    "`network.firewall` {:?} is not valid (use \"redact\" or \"block\")",
+                    f.get_ref()
+                ),
+            )
+        })?);
     }
     for f in &n.forward {
         let r = f.get_ref();

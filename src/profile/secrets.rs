@@ -6,8 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use toml::Spanned;
+
+use super::spanned::Spanned;
 
 use super::{parse_duration, Origin, ProfileError};
 
@@ -43,6 +45,9 @@ pub enum Deliver {
     File,
     Fd,
     Env,
+    /// Watch-only: delivered nowhere; the value is only masked, scanned for and kept out
+    /// of requests to intercepted hosts (the secret firewall).
+    None,
 }
 
 impl Deliver {
@@ -51,6 +56,7 @@ impl Deliver {
             "file" => Some(Deliver::File),
             "fd" => Some(Deliver::Fd),
             "env" => Some(Deliver::Env),
+            "none" => Some(Deliver::None),
             _ => None,
         }
     }
@@ -59,6 +65,7 @@ impl Deliver {
             Deliver::File => "file",
             Deliver::Fd => "fd",
             Deliver::Env => "env",
+            Deliver::None => "none",
         }
     }
 }
@@ -137,10 +144,17 @@ pub struct InjectDecl {
     pub body: bool,
 }
 
-/// Check an `inject` host pattern: a host name or `*.` followed by one.
+/// Check a host pattern of `hosts` or `network.intercept`: a host name or `*.` followed
+/// by one, optionally with `:PORT` (then only that port is bound).
 pub fn check_inject_host(h: &str) -> Result<String, String> {
-    let bare = h.strip_prefix("*.").unwrap_or(h);
-    let ok = !bare.is_empty()
+    let (name, port) = match h.rsplit_once(':') {
+        Some((n, p)) => (n, Some(p)),
+        None => (h, None),
+    };
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
+    let bare = name.strip_prefix("*.").unwrap_or(name);
+    let ok = port_ok
+        && !bare.is_empty()
         && bare.len() <= 253
         && !bare.starts_with('.')
         && !bare.ends_with('.')
@@ -151,7 +165,7 @@ pub fn check_inject_host(h: &str) -> Result<String, String> {
         Ok(h.to_ascii_lowercase())
     } else {
         Err(format!(
-            "{h:?} is not a host name or `*.` pattern (e.g. \"api.example.com\" or \"*.example.org\"; no port, no scheme)"
+            "{h:?} is not a host name or `*.` pattern with an optional port (e.g. \"api.example.com\", \"api.example.com:443\" or \"*.example.org\"; no scheme, no path)"
         ))
     }
 }
@@ -163,7 +177,7 @@ pub fn valid_name(n: &str) -> bool {
         && c.all(|x| x.is_ascii_uppercase() || x.is_ascii_digit() || x == '_')
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSecret {
     pub from: Spanned<RawFrom>,
@@ -182,7 +196,7 @@ pub struct RawSecret {
     pub optional: Option<Spanned<bool>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFrom {
     pub command: Option<Vec<String>>,
@@ -191,7 +205,7 @@ pub struct RawFrom {
     pub generate: Option<RawGenerate>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawGenerate {
     pub bytes: i64,
@@ -293,7 +307,7 @@ pub fn merge(
             });
             d.deliver = Deliver::Env;
             if let Some(p) = &s.placeholder {
-                d.deliver = Deliver::parse(p.get_ref()).ok_or_else(|| {
+                d.deliver = Deliver::parse(p.get_ref()).filter(|d| *d != Deliver::None).ok_or_else(|| {
                     inv(
                         p.span().start,
                         format!(
@@ -485,7 +499,7 @@ pub fn apply_cli_opt(secrets: &mut BTreeMap<String, SecretDecl>, opt: &str) -> R
         "deliver" => {
             d.inject = None;
             d.deliver = Deliver::parse(val)
-                .ok_or_else(|| e(format!("{val:?} is not file, fd, env or inject")))?
+                .ok_or_else(|| e(format!("{val:?} is not file, fd, env, inject or none")))?
         }
         "hosts" => {
             let inj = d
@@ -501,8 +515,9 @@ pub fn apply_cli_opt(secrets: &mut BTreeMap<String, SecretDecl>, opt: &str) -> R
             if d.inject.is_none() {
                 return Err(e("set NAME.deliver=inject first".into()));
             }
-            d.deliver =
-                Deliver::parse(val).ok_or_else(|| e(format!("{val:?} is not file, fd or env")))?
+            d.deliver = Deliver::parse(val)
+                .filter(|d| *d != Deliver::None)
+                .ok_or_else(|| e(format!("{val:?} is not file, fd or env")))?
         }
         "inject_body" => {
             let inj = d
@@ -723,7 +738,14 @@ mod tests {
         assert_eq!(i.hosts, vec!["api.test", "*.example.org"]);
         assert!(i.body);
         assert!(apply_cli_opt(&mut m, "T.hosts=https://x.test/").is_err());
-        assert!(apply_cli_opt(&mut m, "T.hosts=x.test:443").is_err());
+        // A port binds that port only.
+        apply_cli_opt(&mut m, "T.hosts=x.test:443").unwrap();
+        assert_eq!(m["T"].inject.as_ref().unwrap().hosts, vec!["x.test:443"]);
+        assert!(apply_cli_opt(&mut m, "T.hosts=x.test:0").is_err());
+        assert!(apply_cli_opt(&mut m, "T.hosts=x.test:99999").is_err());
+        assert!(apply_cli_opt(&mut m, "T.placeholder=none").is_err());
+        apply_cli_opt(&mut m, "T.deliver=none").unwrap();
+        assert_eq!(m["T"].deliver, Deliver::None);
         apply_cli_opt(&mut m, "T.deliver=env").unwrap();
         assert!(m["T"].inject.is_none());
     }

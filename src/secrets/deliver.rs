@@ -33,11 +33,13 @@ pub enum How {
 }
 
 impl How {
-    pub fn of(d: &Delivery) -> How {
+    /// None for a watch-only secret (not delivered).
+    pub fn of(d: &Delivery) -> Option<How> {
         match d {
-            Delivery::File { path, .. } => How::File { path: path.clone() },
-            Delivery::Fd { fd, .. } => How::Fd { target: *fd },
-            Delivery::Env { var } => How::Env { var: var.clone() },
+            Delivery::File { path, .. } => Some(How::File { path: path.clone() }),
+            Delivery::Fd { fd, .. } => Some(How::Fd { target: *fd }),
+            Delivery::Env { var } => Some(How::Env { var: var.clone() }),
+            Delivery::None => None,
         }
     }
 }

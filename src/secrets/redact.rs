@@ -309,6 +309,13 @@ impl Redactor {
         })
     }
 
+    /// Replace what each secret's matches become (default `[taskcell:NAME]`); the
+    /// proxy's secret firewall writes `[secret NAME removed]`.
+    pub fn with_replacement(mut self, f: impl Fn(&str) -> String) -> Redactor {
+        self.replacements = self.names.iter().map(|n| f(n).into_bytes()).collect();
+        self
+    }
+
     /// A masker for one output stream.
     pub fn stream(&self) -> Masker<'_> {
         Masker {

@@ -146,6 +146,10 @@ impl Session {
                 }
                 None => None,
             };
+            if matches!(p.delivery, Delivery::None) {
+                // Watch-only: no memfd, nothing reaches the cell.
+                continue;
+            }
             let delivered = placeholder.as_ref().map_or(v.bytes(), |p| &p[..]);
             let fd = deliver::sealed_memfd(&p.name, delivered).map_err(|e| {
                 SecretsError(format!(
@@ -181,7 +185,7 @@ impl Session {
                 Some(CellSecret {
                     name: h.plan.name.clone(),
                     memfd: h.memfd.as_ref()?.as_raw_fd(),
-                    how: How::of(&h.plan.delivery),
+                    how: How::of(&h.plan.delivery)?,
                 })
             })
             .collect();
@@ -207,6 +211,20 @@ impl Session {
             drop(p.err_w);
             (p.out_r, p.err_r)
         })
+    }
+
+    /// The values the proxy's secret firewall keeps out of requests to intercepted
+    /// hosts: every masked secret (watch-only ones included) and every injected one.
+    /// Call before [`Session::after_spawn`], which drops the values.
+    pub fn watched_values(&self) -> Vec<(String, zeroize::Zeroizing<Vec<u8>>)> {
+        self.held
+            .iter()
+            .filter(|h| h.plan.mask || h.plan.inject.is_some())
+            .filter_map(|h| {
+                let v = h.value.as_ref()?.bytes();
+                (!v.is_empty()).then(|| (h.plan.name.clone(), zeroize::Zeroizing::new(v.to_vec())))
+            })
+            .collect()
     }
 
     /// The injected secrets (values and placeholders), for the proxy.

@@ -50,7 +50,7 @@ impl Offer {
         Offer {
             kernel: Kernel::probe(),
             exe: proxy.and_then(|_| std::fs::canonicalize("/proc/self/exe").ok()),
-            system_bundle: proxy.is_some_and(|p| !p.inject.is_empty())
+            system_bundle: proxy.is_some_and(|p| p.intercepts_any())
                 && Path::new(SYSTEM_BUNDLE).is_file(),
             resolv_conf: proxy.is_some()
                 && std::fs::symlink_metadata(RESOLV_CONF).is_ok_and(|m| m.is_file()),
@@ -82,11 +82,7 @@ impl Handles {
     /// What `explain` shows in place of the handles `run` makes: no fds, the CA bundle by
     /// description, the limits as this machine would enforce them.
     pub fn planned(plan: &Plan, limit_rlimits: Vec<Rlimit>) -> Handles {
-        let inject = plan
-            .net
-            .proxy
-            .as_ref()
-            .is_some_and(|p| !p.inject.is_empty());
+        let inject = plan.net.proxy.as_ref().is_some_and(|p| p.intercepts_any());
         Handles {
             ca_bundle: inject.then(|| PathBuf::from("(the cell's CA bundle, written at start)")),
             resolv_conf: plan

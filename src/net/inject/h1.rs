@@ -14,10 +14,12 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, ServerConnection, StreamOwned};
 use serde_json::json;
 
+use super::firewall::{self, Found};
 use super::h2::Accepted;
 use super::subst::{self, Hit, Leak, Matcher, Part, Stream};
 use super::Injector;
 use crate::net::Shared;
+use crate::secrets::redact::Masker;
 
 /// Largest head (request or response) relayed.
 const MAX_HEAD: usize = 64 * 1024;
@@ -187,6 +189,8 @@ fn framing(headers: &[httparse::Header<'_>], otherwise: Framing) -> Result<Frami
 enum BodyError {
     Io(io::Error),
     Leak(Leak),
+    /// A declared secret on its way out, with the firewall set to block.
+    Firewall(Vec<Found>),
 }
 
 impl From<io::Error> for BodyError {
@@ -195,29 +199,69 @@ impl From<io::Error> for BodyError {
     }
 }
 
-/// Copy one body with substitution; returns the bytes written.
+/// The secret firewall as a stage of a streamed body.
+struct FwStage<'a> {
+    m: Masker<'a>,
+    block: bool,
+    scratch: Vec<u8>,
+}
+
+impl FwStage<'_> {
+    /// Redact `out` in place (bytes that could start a match are held back).
+    fn pass(&mut self, out: &mut Vec<u8>, last: bool) -> Result<(), BodyError> {
+        self.scratch.clear();
+        self.m.push(out, &mut self.scratch);
+        if last {
+            self.m.flush(&mut self.scratch);
+        }
+        out.clear();
+        if self.block {
+            let f = firewall::found(&self.m.counts(), "body");
+            if !f.is_empty() {
+                return Err(BodyError::Firewall(f));
+            }
+        }
+        out.extend_from_slice(&self.scratch);
+        self.scratch.clear();
+        Ok(())
+    }
+}
+
+/// Copy one body with substitution (and the firewall, when given); returns the bytes
+/// written. `out_chunked`: write it chunked (whatever the source's framing).
 fn copy_body<A: Read + Write, B: Write>(
     src: &mut Buffered<A>,
     dst: &mut B,
     f: Framing,
     st: &mut Stream<&Matcher>,
     hits: &mut Vec<Hit>,
+    mut fw: Option<&mut FwStage<'_>>,
+    out_chunked: bool,
 ) -> Result<u64, BodyError> {
     let mut out = zeroize::Zeroizing::new(Vec::with_capacity(32 * 1024));
     let mut sent = 0u64;
-    let mut emit = |dst: &mut B, out: &mut Vec<u8>, chunked: bool| -> io::Result<()> {
-        if out.is_empty() {
-            return Ok(());
+    let mut emit = |dst: &mut B,
+                    out: &mut Vec<u8>,
+                    fw: &mut Option<&mut FwStage<'_>>,
+                    last: bool|
+     -> Result<(), BodyError> {
+        if let Some(fw) = fw.as_mut() {
+            fw.pass(out, last)?;
         }
-        if chunked {
-            dst.write_all(format!("{:x}\r\n", out.len()).as_bytes())?;
-            dst.write_all(out)?;
-            dst.write_all(b"\r\n")?;
-        } else {
-            dst.write_all(out)?;
+        if !out.is_empty() {
+            if out_chunked {
+                dst.write_all(format!("{:x}\r\n", out.len()).as_bytes())?;
+                dst.write_all(out)?;
+                dst.write_all(b"\r\n")?;
+            } else {
+                dst.write_all(out)?;
+            }
+            sent += out.len() as u64;
+            out.clear();
         }
-        sent += out.len() as u64;
-        out.clear();
+        if last && out_chunked && f != Framing::None {
+            dst.write_all(b"0\r\n\r\n")?;
+        }
         Ok(())
     };
     match f {
@@ -230,20 +274,20 @@ fn copy_body<A: Read + Write, B: Write>(
                 }
                 left -= piece.len() as u64;
                 st.feed(&piece, &mut out, hits).map_err(BodyError::Leak)?;
-                emit(dst, &mut out, false)?;
+                emit(dst, &mut out, &mut fw, false)?;
             }
             st.finish(&mut out);
-            emit(dst, &mut out, false)?;
+            emit(dst, &mut out, &mut fw, true)?;
         }
         Framing::Close => loop {
             let piece = src.some(64 * 1024)?;
             if piece.is_empty() {
                 st.finish(&mut out);
-                emit(dst, &mut out, false)?;
+                emit(dst, &mut out, &mut fw, true)?;
                 break;
             }
             st.feed(&piece, &mut out, hits).map_err(BodyError::Leak)?;
-            emit(dst, &mut out, false)?;
+            emit(dst, &mut out, &mut fw, false)?;
         },
         Framing::Chunked => loop {
             let line = src.line()?;
@@ -255,8 +299,7 @@ fn copy_body<A: Read + Write, B: Write>(
                 // Trailers (dropped), then the blank line.
                 while !src.line()?.is_empty() {}
                 st.finish(&mut out);
-                emit(dst, &mut out, true)?;
-                dst.write_all(b"0\r\n\r\n")?;
+                emit(dst, &mut out, &mut fw, true)?;
                 break;
             }
             while left > 0 {
@@ -266,7 +309,7 @@ fn copy_body<A: Read + Write, B: Write>(
                 }
                 left -= piece.len() as u64;
                 st.feed(&piece, &mut out, hits).map_err(BodyError::Leak)?;
-                emit(dst, &mut out, true)?;
+                emit(dst, &mut out, &mut fw, false)?;
             }
             if !src.line()?.is_empty() {
                 return Err(io::Error::other("chunk without CRLF").into());
@@ -275,6 +318,101 @@ fn copy_body<A: Read + Write, B: Write>(
     }
     dst.flush()?;
     Ok(sent)
+}
+
+/// Read a whole `Content-Length` body (for the firewall, which fixes up the length).
+fn read_body<A: Read + Write>(src: &mut Buffered<A>, mut left: u64) -> io::Result<Vec<u8>> {
+    let mut v = Vec::with_capacity(left.min(firewall::MAX_BUFFERED) as usize);
+    while left > 0 {
+        let piece = src.some(left.min(64 * 1024) as usize)?;
+        if piece.is_empty() {
+            return Err(io::Error::other("body ended early"));
+        }
+        left -= piece.len() as u64;
+        v.extend_from_slice(&piece);
+    }
+    Ok(v)
+}
+
+/// A head with its framing headers replaced: `Content-Length: n`, or chunked.
+fn reframe(head: &[u8], length: Option<usize>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(head.len() + 32);
+    let end = head.len().saturating_sub(2);
+    for line in head[..end].split_inclusive(|b| *b == b'\n') {
+        let l = line.to_ascii_lowercase();
+        if l.starts_with(b"content-length:") || l.starts_with(b"transfer-encoding:") {
+            continue;
+        }
+        out.extend_from_slice(line);
+    }
+    match length {
+        Some(n) => out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes()),
+        None => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Audit what the firewall found (per secret and place), and say what it did.
+pub(super) fn record_firewall(
+    shared: &Shared,
+    host: &str,
+    port: u16,
+    found: &[Found],
+    blocked: bool,
+) -> String {
+    let mut by: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for f in found {
+        *by.entry((&f.secret, &f.place)).or_default() += f.count;
+    }
+    let action = if blocked { "blocked" } else { "redacted" };
+    let mut names: Vec<&str> = Vec::new();
+    for ((name, place), count) in by {
+        shared.audit.record(
+            "secret_firewall",
+            json!({ "name": name, "host": host, "port": port, "where": place, "count": count, "action": action }),
+        );
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    let msg = if blocked {
+        format!(
+            "blocked by the secret firewall: secret {} was on its way to {host}:{port} ([network] firewall = \"block\")",
+            names.join(", ")
+        )
+    } else {
+        format!(
+            "secret firewall: removed secret {} from a request to {host}:{port}",
+            names.join(", ")
+        )
+    };
+    tracing::warn!("network: {msg}");
+    msg
+}
+
+/// Refuse a request whose destination is not the CONNECT host (audited).
+pub(super) fn record_misdirected(
+    shared: &Shared,
+    host: &str,
+    port: u16,
+    what: &str,
+    named: &str,
+) -> String {
+    let named: String = named
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    let msg = format!(
+        "refused: the {what} names {named:?}, but this tunnel goes to {host}:{port} (an intercepted request must stay on its CONNECT host)"
+    );
+    tracing::warn!("network: {msg}");
+    shared.audit.record(
+        "request_misdirected",
+        json!({ "host": host, "port": port, "where": what, "named": named }),
+    );
+    msg
 }
 
 fn respond<W: Write>(w: &mut W, code: u16, reason: &str, msg: &str) {
@@ -404,6 +542,16 @@ pub fn serve(
             return (0, 0);
         }
     }
+    // The server name the cell asked for must be the CONNECT host: a client that
+    // checks no certificate could otherwise talk to another virtual host through it.
+    if !firewall::sni_matches(down.conn.server_name(), host) {
+        let named = down.conn.server_name().unwrap_or("(none)").to_string();
+        let msg = record_misdirected(shared, host, port, "TLS server name", &named);
+        respond(&mut down, 403, "Forbidden", &msg);
+        down.conn.send_close_notify();
+        let _ = down.flush();
+        return (0, 0);
+    }
     let up = match up_result {
         Ok(s) => s,
         Err(e) => {
@@ -417,7 +565,16 @@ pub fn serve(
             return (0, 0);
         }
     };
-    let bound = inj.bound(host);
+    let bound = inj.bound(host, port);
+    let wall = match inj.wall(&bound) {
+        Ok(w) => w,
+        Err(e) => {
+            // Fail closed: no request passes a firewall that could not be built.
+            fail("secret firewall", &e);
+            respond(&mut down, 500, "Internal Server Error", &e.to_string());
+            return (0, 0);
+        }
+    };
     let req_head = Matcher::new(inj.secrets(), &bound, Part::RequestHead);
     let req_body = Matcher::new(inj.secrets(), &bound, Part::RequestBody);
     let resp = Matcher::new(inj.secrets(), &bound, Part::Response);
@@ -441,6 +598,23 @@ pub fn serve(
                 respond(&mut cell.s, 400, "Bad Request", "malformed request head");
                 break;
             }
+        }
+        // The request must name the CONNECT host (and port): Host, absolute target.
+        let target = req.path.unwrap_or("");
+        let misdirected = firewall::absolute_authority(target)
+            .filter(|a| !firewall::authority_matches(a.as_bytes(), host, port))
+            .map(|a| ("request target", a.to_string()))
+            .or_else(|| {
+                req.headers
+                    .iter()
+                    .filter(|h| h.name.eq_ignore_ascii_case("host"))
+                    .find(|h| !firewall::authority_matches(h.value, host, port))
+                    .map(|h| ("Host header", String::from_utf8_lossy(h.value).to_string()))
+            });
+        if let Some((what, named)) = misdirected {
+            let msg = record_misdirected(shared, host, port, what, &named);
+            respond(&mut cell.s, 403, "Forbidden", &msg);
+            break;
         }
         let method = req.method.unwrap_or("").to_string();
         let close_req =
@@ -468,7 +642,7 @@ pub fn serve(
             kept.extend_from_slice(line);
         }
         let mut hits = Vec::new();
-        let out_head = match subst::head(&req_head, &kept, &mut hits) {
+        let mut out_head = match subst::head(&req_head, &kept, &mut hits) {
             Ok(h) => zeroize::Zeroizing::new(h),
             Err(l) => {
                 let msg = record_leak(shared, host, port, &l);
@@ -476,10 +650,70 @@ pub fn serve(
                 break;
             }
         };
+        let mut found = Vec::new();
+        if let Some(w) = &wall {
+            out_head = zeroize::Zeroizing::new(firewall::clean_head(&w.r, &out_head, &mut found));
+            if w.block && !found.is_empty() {
+                let msg = record_firewall(shared, host, port, &found, true);
+                respond(&mut cell.s, 403, "Forbidden", &msg);
+                break;
+            }
+        }
         if expect && body_framing != Framing::None {
             let _ = cell.s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
             let _ = cell.s.flush();
         }
+        // With the firewall, a body whose length is known and bounded is read whole
+        // (its length changes when a secret is removed); a longer one or a chunked one
+        // is streamed chunked.
+        let mut whole: Option<zeroize::Zeroizing<Vec<u8>>> = None;
+        let mut out_chunked = body_framing == Framing::Chunked;
+        if let Some(w) = &wall {
+            match body_framing {
+                Framing::Length(n) if n <= firewall::MAX_BUFFERED => {
+                    let raw = match read_body(&mut cell, n) {
+                        Ok(b) => zeroize::Zeroizing::new(b),
+                        Err(e) => {
+                            tracing::debug!("network: {host}:{port}: request body: {e}");
+                            break;
+                        }
+                    };
+                    let mut st = Stream::new(&req_body, "body");
+                    let mut subbed = zeroize::Zeroizing::new(Vec::with_capacity(raw.len()));
+                    let done = st
+                        .feed(&raw, &mut subbed, &mut hits)
+                        .map(|_| st.finish(&mut subbed));
+                    if let Err(l) = done {
+                        let msg = record_leak(shared, host, port, &l);
+                        respond(&mut cell.s, 403, "Forbidden", &msg);
+                        break;
+                    }
+                    let mut clean = zeroize::Zeroizing::new(Vec::with_capacity(subbed.len()));
+                    let f = firewall::clean(&w.r, &subbed, "body", &mut clean);
+                    if w.block && !f.is_empty() {
+                        let msg = record_firewall(shared, host, port, &f, true);
+                        respond(&mut cell.s, 403, "Forbidden", &msg);
+                        break;
+                    }
+                    found.extend(f);
+                    out_head = zeroize::Zeroizing::new(reframe(&out_head, Some(clean.len())));
+                    whole = Some(clean);
+                }
+                Framing::Length(_) => {
+                    out_head = zeroize::Zeroizing::new(reframe(&out_head, None));
+                    out_chunked = true;
+                }
+                _ => {}
+            }
+        }
+        let mut fw = match (&wall, &whole, body_framing) {
+            (Some(w), None, f) if f != Framing::None => Some(FwStage {
+                m: w.r.stream(),
+                block: w.block,
+                scratch: Vec::new(),
+            }),
+            _ => None,
+        };
         if origin.s.write_all(&out_head).is_err() {
             respond(
                 &mut cell.s,
@@ -490,18 +724,45 @@ pub fn serve(
             break;
         }
         total_up += out_head.len() as u64;
-        let mut st = Stream::new(&req_body, "body");
-        match copy_body(&mut cell, &mut origin.s, body_framing, &mut st, &mut hits) {
-            Ok(n) => total_up += n,
-            Err(BodyError::Leak(l)) => {
-                let msg = record_leak(shared, host, port, &l);
-                respond(&mut cell.s, 403, "Forbidden", &msg);
+        if let Some(b) = &whole {
+            if origin.s.write_all(b).is_err() {
                 break;
             }
-            Err(BodyError::Io(e)) => {
-                tracing::debug!("network: {host}:{port}: request body: {e}");
-                break;
+            total_up += b.len() as u64;
+        } else {
+            let mut st = Stream::new(&req_body, "body");
+            match copy_body(
+                &mut cell,
+                &mut origin.s,
+                body_framing,
+                &mut st,
+                &mut hits,
+                fw.as_mut(),
+                out_chunked,
+            ) {
+                Ok(n) => total_up += n,
+                Err(BodyError::Leak(l)) => {
+                    let msg = record_leak(shared, host, port, &l);
+                    respond(&mut cell.s, 403, "Forbidden", &msg);
+                    break;
+                }
+                Err(BodyError::Firewall(f)) => {
+                    // The origin got an unfinished body: it never completes the request.
+                    let msg = record_firewall(shared, host, port, &f, true);
+                    respond(&mut cell.s, 403, "Forbidden", &msg);
+                    break;
+                }
+                Err(BodyError::Io(e)) => {
+                    tracing::debug!("network: {host}:{port}: request body: {e}");
+                    break;
+                }
             }
+        }
+        if let Some(fw) = &fw {
+            found.extend(firewall::found(&fw.m.counts(), "body"));
+        }
+        if !found.is_empty() {
+            record_firewall(shared, host, port, &found, false);
         }
         let _ = origin.s.flush();
         record_hits(shared, host, port, &hits);
@@ -555,7 +816,16 @@ pub fn serve(
                 return (total_up, total_down);
             }
             let mut st = Stream::new(&resp, "response body");
-            match copy_body(&mut origin, &mut cell.s, f, &mut st, &mut rhits) {
+            let chunked = f == Framing::Chunked;
+            match copy_body(
+                &mut origin,
+                &mut cell.s,
+                f,
+                &mut st,
+                &mut rhits,
+                None,
+                chunked,
+            ) {
                 Ok(n) => total_down += n,
                 Err(_) => return (total_up, total_down),
             }

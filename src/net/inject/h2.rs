@@ -21,6 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::ServerConnection;
 use zeroize::Zeroizing;
 
+use super::firewall::{self, Wall};
 use super::subst::{self, Hit, Leak, Matcher, Part, Stream};
 use super::Injector;
 use crate::net::{Shared, HALF_OPEN_TIMEOUT, HANDSHAKE_TIMEOUT};
@@ -138,14 +139,24 @@ const HOP: [&str; 7] = [
     "trailer",
 ];
 
+type Sender = hyper::client::conn::http1::SendRequest<RespBody>;
+
 struct Ctx {
     shared: Arc<Shared>,
+    inj: Arc<Injector>,
     host: String,
     port: u16,
     req_head: Matcher,
     req_body: Arc<Matcher>,
     resp: Arc<Matcher>,
-    sender: tokio::sync::Mutex<Option<hyper::client::conn::http1::SendRequest<SubstBody>>>,
+    /// The secret firewall for this destination, if anything is watched.
+    wall: Option<Wall>,
+    /// Why every request on this connection is refused (a TLS server name that is not
+    /// the CONNECT host; a firewall that could not be built).
+    refused: Option<(u16, String)>,
+    /// The origin connection; None once it has ended (a new one is opened, through
+    /// the gate again, for the next request).
+    sender: tokio::sync::Mutex<Option<Sender>>,
     upstream_error: Option<String>,
     up: Arc<AtomicU64>,
     down: Arc<AtomicU64>,
@@ -153,10 +164,37 @@ struct Ctx {
 
 async fn handle(c: Arc<Ctx>, req: hyper::Request<Incoming>) -> hyper::Response<RespBody> {
     let (host, port) = (c.host.as_str(), c.port);
+    if let Some((code, msg)) = &c.refused {
+        return text(*code, msg);
+    }
     if let Some(e) = &c.upstream_error {
         return text(502, &format!("TLS to {host}:{port} failed: {e} (the origin is verified against the system roots and [network] upstream_ca)"));
     }
     let (parts, body) = req.into_parts();
+    // The request must name the CONNECT host (and port): :authority and Host.
+    let named = parts
+        .uri
+        .authority()
+        .map(|a| (":authority", a.as_str().as_bytes().to_vec()))
+        .into_iter()
+        .chain(
+            parts
+                .headers
+                .get_all(hyper::header::HOST)
+                .iter()
+                .map(|v| ("Host header", v.as_bytes().to_vec())),
+        )
+        .find(|(_, a)| !firewall::authority_matches(a, host, port));
+    if let Some((what, a)) = named {
+        let msg = super::h1::record_misdirected(
+            &c.shared,
+            host,
+            port,
+            what,
+            &String::from_utf8_lossy(&a),
+        );
+        return text(403, &msg);
+    }
     let pq = parts
         .uri
         .path_and_query()
@@ -185,13 +223,21 @@ async fn handle(c: Arc<Ctx>, req: hyper::Request<Incoming>) -> hyper::Response<R
     }
     fake.extend_from_slice(b"\r\n");
     let mut hits = Vec::new();
-    let head = match subst::head(&c.req_head, &fake, &mut hits) {
+    let mut head = match subst::head(&c.req_head, &fake, &mut hits) {
         Ok(h) => Zeroizing::new(h),
         Err(l) => {
             let msg = super::h1::record_leak(&c.shared, host, port, &l);
             return text(403, &msg);
         }
     };
+    let mut found = Vec::new();
+    if let Some(w) = &c.wall {
+        head = Zeroizing::new(firewall::clean_head(&w.r, &head, &mut found));
+        if w.block && !found.is_empty() {
+            let msg = super::h1::record_firewall(&c.shared, host, port, &found, true);
+            return text(403, &msg);
+        }
+    }
     let mut hdrs = [httparse::EMPTY_HEADER; 128];
     let mut p = httparse::Request::new(&mut hdrs);
     if !matches!(p.parse(&head), Ok(httparse::Status::Complete(_))) {
@@ -201,7 +247,11 @@ async fn handle(c: Arc<Ctx>, req: hyper::Request<Incoming>) -> hyper::Response<R
         .method(parts.method.clone())
         .uri(p.path.unwrap_or("/"))
         .version(hyper::Version::HTTP_11);
+    let buffered = c.wall.is_some();
     for h in p.headers.iter() {
+        if buffered && h.name.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
         b = b.header(h.name, h.value);
     }
     let body_hits = Arc::new(Mutex::new(Vec::new()));
@@ -211,21 +261,71 @@ async fn handle(c: Arc<Ctx>, req: hyper::Request<Incoming>) -> hyper::Response<R
         st: Stream::new(c.req_body.clone(), "body"),
         hits: body_hits.clone(),
         leak: leak.clone(),
-        count: c.up.clone(),
+        // With the firewall the cleaned body is counted instead.
+        count: match c.wall {
+            None => c.up.clone(),
+            Some(_) => Arc::new(AtomicU64::new(0)),
+        },
         done: false,
     };
+    let body: RespBody = match &c.wall {
+        None => body.boxed(),
+        Some(w) => {
+            // The firewall changes lengths: the body is read whole (bounded), then
+            // cleaned, and sent with its new length.
+            let limited = http_body_util::Limited::new(body, firewall::MAX_BUFFERED as usize);
+            let whole = match limited.collect().await {
+                Ok(b) => Zeroizing::new(b.to_bytes().to_vec()),
+                Err(e) => {
+                    if let Some(l) = leak.lock().ok().and_then(|mut g| g.take()) {
+                        let msg = super::h1::record_leak(&c.shared, host, port, &l);
+                        return text(403, &msg);
+                    }
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        return text(413, &format!("request body larger than {} bytes: the secret firewall does not pass it to {host}:{port}", firewall::MAX_BUFFERED));
+                    }
+                    return text(400, &format!("request body: {e}"));
+                }
+            };
+            let mut clean = Vec::with_capacity(whole.len());
+            let f = firewall::clean(&w.r, &whole, "body", &mut clean);
+            if w.block && !f.is_empty() {
+                let msg = super::h1::record_firewall(&c.shared, host, port, &f, true);
+                return text(403, &msg);
+            }
+            found.extend(f);
+            b = b.header(hyper::header::CONTENT_LENGTH, clean.len());
+            c.up.fetch_add(clean.len() as u64, Ordering::Relaxed);
+            Full::new(Bytes::from(clean))
+                .map_err(|e| match e {})
+                .boxed()
+        }
+    };
+    if !found.is_empty() {
+        super::h1::record_firewall(&c.shared, host, port, &found, false);
+    }
     let Ok(upreq) = b.body(body) else {
         return text(400, "request not representable in HTTP/1.1");
     };
     c.up.fetch_add(head.len() as u64, Ordering::Relaxed);
     let resp = {
         let mut g = c.sender.lock().await;
+        let alive = match g.as_mut() {
+            Some(s) => s.ready().await.is_ok(),
+            None => false,
+        };
+        if !alive {
+            // The origin ended the connection (e.g. after a response delimited by its
+            // close): open another one, checked by the gate like the first.
+            *g = None;
+            match reconnect(&c).await {
+                Ok(s) => *g = Some(s),
+                Err(e) => return text(502, &format!("{host}:{port}: {e}")),
+            }
+        }
         let Some(s) = g.as_mut() else {
             return text(502, &format!("{host}:{port} closed the connection"));
         };
-        if s.ready().await.is_err() {
-            return text(502, &format!("{host}:{port} closed the connection"));
-        }
         s.send_request(upreq).await
     };
     let leaked = leak.lock().ok().and_then(|mut g| g.take());
@@ -265,6 +365,76 @@ async fn handle(c: Arc<Ctx>, req: hyper::Request<Incoming>) -> hyper::Response<R
     };
     out.body(body.boxed())
         .unwrap_or_else(|_| text(502, "response not representable"))
+}
+
+/// A TLS stream whose peer may close without `close_notify`: that ends the stream
+/// (as the HTTP/1.1 path does), so a response delimited by the origin closing the
+/// connection (HTTP/1.0 style, no length) ends cleanly instead of as an error.
+struct EofOk<S>(S);
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for EofOk<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.0).poll_read(cx, buf) {
+            Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Poll::Ready(Ok(()))
+            }
+            r => r,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for EofOk<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// TLS and HTTP/1.1 to the origin over a connected socket, verified like every
+/// intercepted origin.
+async fn connect_origin(inj: &Injector, host: &str, upstream: StdTcp) -> std::io::Result<Sender> {
+    upstream.set_nonblocking(true)?;
+    let tcp = tokio::net::TcpStream::from_std(upstream)?;
+    let name = rustls::pki_types::ServerName::try_from(
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+    )
+    .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let conn = tokio_rustls::TlsConnector::from(inj.client_config())
+        .connect(name, tcp)
+        .await?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(EofOk(conn)))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// Another origin connection for this tunnel, through the gate (allowlist, DNS,
+/// address checks) like the first.
+async fn reconnect(c: &Arc<Ctx>) -> std::io::Result<Sender> {
+    let (shared, host, port) = (c.shared.clone(), c.host.clone(), c.port);
+    let opened = tokio::task::spawn_blocking(move || {
+        crate::net::gate::open(&shared, &host, port, "connect-inject")
+    })
+    .await
+    .map_err(std::io::Error::other)?
+    .map_err(|r| std::io::Error::other(r.message().to_string()))?;
+    connect_origin(&c.inj, &c.host, opened.stream).await
 }
 
 /// TLS with the cell (offering h2 and http/1.1); serve HTTP/2 here or hand HTTP/1.1 back.
@@ -327,7 +497,12 @@ pub fn accept(
                 }
             };
         }
-        let (u, d) = serve_h2(shared.clone(), inj, tls, upstream, host, port).await;
+        let sni = tls.get_ref().1.server_name().map(str::to_string);
+        let refused = (!firewall::sni_matches(sni.as_deref(), host)).then(|| {
+            let named = sni.as_deref().unwrap_or("(none)");
+            (403, super::h1::record_misdirected(shared, host, port, "TLS server name", named))
+        });
+        let (u, d) = serve_h2(shared.clone(), inj, tls, upstream, host, port, refused).await;
         (Accepted::Done(u, d), None)
     })
 }
@@ -339,37 +514,39 @@ async fn serve_h2(
     upstream: StdTcp,
     host: &str,
     port: u16,
+    mut refused: Option<(u16, String)>,
 ) -> (u64, u64) {
-    // The origin over HTTP/1.1, verified like every intercepted origin.
-    let up = async {
-        upstream.set_nonblocking(true)?;
-        let tcp = tokio::net::TcpStream::from_std(upstream)?;
-        let name = rustls::pki_types::ServerName::try_from(host.to_string())
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let conn = tokio_rustls::TlsConnector::from(inj.client_config())
-            .connect(name, tcp)
-            .await?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(conn))
-            .await
-            .map_err(std::io::Error::other)?;
-        tokio::spawn(connection);
-        Ok::<_, std::io::Error>(sender)
-    };
-    let (sender, upstream_error) = match up.await {
-        Ok(s) => (Some(s), None),
+    let bound = inj.bound(host, port);
+    let wall = match inj.wall(&bound) {
+        Ok(w) => w,
         Err(e) => {
-            super::h1::report(&shared, host, port, "TLS to the origin", &e);
-            (None, Some(e.to_string()))
+            // Fail closed: no request passes a firewall that could not be built.
+            super::h1::report(&shared, host, port, "secret firewall", &e);
+            refused = refused.or(Some((500, e.to_string())));
+            None
         }
     };
-    let bound = inj.bound(host);
+    let (sender, upstream_error) = if refused.is_some() {
+        (None, None)
+    } else {
+        match connect_origin(inj, host, upstream).await {
+            Ok(s) => (Some(s), None),
+            Err(e) => {
+                super::h1::report(&shared, host, port, "TLS to the origin", &e);
+                (None, Some(e.to_string()))
+            }
+        }
+    };
     let ctx = Arc::new(Ctx {
         shared: shared.clone(),
+        inj: inj.clone(),
         host: host.to_string(),
         port,
         req_head: Matcher::new(inj.secrets(), &bound, Part::RequestHead),
         req_body: Arc::new(Matcher::new(inj.secrets(), &bound, Part::RequestBody)),
         resp: Arc::new(Matcher::new(inj.secrets(), &bound, Part::Response)),
+        wall,
+        refused,
         sender: tokio::sync::Mutex::new(sender),
         upstream_error,
         up: Arc::new(AtomicU64::new(0)),

@@ -10,6 +10,7 @@
 //! The cell trusts the CA through a bundle (system roots + the CA) bound over the
 //! system bundle and at [`crate::plan::net::CA_BUNDLE_IN_CELL`].
 
+pub mod firewall;
 pub mod h1;
 pub mod h2;
 pub mod subst;
@@ -58,6 +59,14 @@ impl std::fmt::Debug for Secret {
 /// The per-cell interception state.
 pub struct Injector {
     rules: Vec<InjectRule>,
+    /// `[network] intercept` host patterns.
+    intercept: Vec<String>,
+    /// Every declared secret the firewall keeps out of intercepted requests: (name,
+    /// value). Zeroized on drop, never in Debug.
+    watched: Vec<(String, Zeroizing<Vec<u8>>)>,
+    block: bool,
+    /// The firewall per set of excluded secrets (those injected for the destination).
+    walls: Mutex<HashMap<Vec<bool>, Option<firewall::Wall>>>,
     /// In `rules` order.
     secrets: Vec<Secret>,
     ca_cert: rcgen::Certificate,
@@ -101,7 +110,14 @@ fn pem_certs(path: &Path) -> io::Result<Vec<CertificateDer<'static>>> {
 impl Injector {
     /// Generate the cell's CA, load the upstream roots and write the cell's trust
     /// bundle. `secrets` must hold one entry per `plan.inject` rule (matched by name).
-    pub fn new(plan: &ProxyPlan, mut secrets: Vec<Secret>, session: &str) -> io::Result<Injector> {
+    /// `watched` are the values the secret firewall keeps out of requests to
+    /// intercepted hosts (every masked secret, watch-only ones included).
+    pub fn new(
+        plan: &ProxyPlan,
+        mut secrets: Vec<Secret>,
+        watched: Vec<(String, Zeroizing<Vec<u8>>)>,
+        session: &str,
+    ) -> io::Result<Injector> {
         let mut ordered = Vec::new();
         for r in &plan.inject {
             let i = secrets
@@ -163,7 +179,8 @@ impl Injector {
             .inject
             .iter()
             .flat_map(|r| r.hosts.iter())
-            .map(|h| h.trim_start_matches("*.").to_string())
+            .chain(plan.intercept.iter())
+            .map(|h| crate::plan::net::pattern_host(h).to_string())
             .collect();
         permitted.sort();
         permitted.dedup();
@@ -201,6 +218,10 @@ impl Injector {
 
         Ok(Injector {
             rules: plan.inject.clone(),
+            intercept: plan.intercept.clone(),
+            watched,
+            block: plan.firewall == crate::profile::Firewall::Block,
+            walls: Mutex::new(HashMap::new()),
             secrets: ordered,
             ca_cert,
             ca_key,
@@ -218,14 +239,58 @@ impl Injector {
         self.ca_cert.pem()
     }
 
-    /// Is a CONNECT to `host` terminated here (some secret is bound to it)?
-    pub fn intercepts(&self, host: &str) -> bool {
-        self.rules.iter().any(|r| r.binds(host))
+    /// Is a CONNECT to `host`:`port` terminated here (some secret is bound to it, or
+    /// `[network] intercept` names it)?
+    pub fn intercepts(&self, host: &str, port: u16) -> bool {
+        self.rules.iter().any(|r| r.binds(host, port))
+            || self
+                .intercept
+                .iter()
+                .any(|p| crate::plan::net::host_matches(p, host, port))
     }
 
-    /// Per secret: is it bound to `host`?
-    pub fn bound(&self, host: &str) -> Vec<bool> {
-        self.rules.iter().map(|r| r.binds(host)).collect()
+    /// Per secret: is it bound to `host`:`port`?
+    pub fn bound(&self, host: &str, port: u16) -> Vec<bool> {
+        self.rules.iter().map(|r| r.binds(host, port)).collect()
+    }
+
+    /// The secret firewall for requests to a destination with these `bound` secrets
+    /// (which it leaves alone: their values are meant for it). None when there is
+    /// nothing to watch. Built once per set.
+    pub fn wall(&self, bound: &[bool]) -> io::Result<Option<firewall::Wall>> {
+        if let Ok(m) = self.walls.lock() {
+            if let Some(w) = m.get(bound) {
+                return Ok(w.clone());
+            }
+        }
+        let own: Vec<&str> = self
+            .secrets
+            .iter()
+            .zip(bound)
+            .filter(|(_, b)| **b)
+            .map(|(s, _)| s.name.as_str())
+            .collect();
+        let list: Vec<(String, &[u8])> = self
+            .watched
+            .iter()
+            .filter(|(n, _)| !own.contains(&n.as_str()))
+            .map(|(n, v)| (n.clone(), &v[..]))
+            .collect();
+        let wall = if list.is_empty() {
+            None
+        } else {
+            let r = crate::secrets::redact::Redactor::with_options(&list, true)
+                .map_err(|e| err("the secret firewall", e))?
+                .with_replacement(firewall::replacement);
+            Some(firewall::Wall {
+                r: Arc::new(r),
+                block: self.block,
+            })
+        };
+        if let Ok(mut m) = self.walls.lock() {
+            m.insert(bound.to_vec(), wall.clone());
+        }
+        Ok(wall)
     }
 
     pub fn secrets(&self) -> &[Secret] {
@@ -312,5 +377,19 @@ mod tests {
         let m = subst::Matcher::new(std::slice::from_ref(&s), &[true], subst::Part::Response);
         let d = format!("{m:?}");
         assert!(!d.contains("VALUE") && !d.contains("PLACE"), "{d}");
+        let plan = crate::plan::net::build(
+            &crate::profile::Network::default(),
+            &crate::plan::net::NetOverrides::default(),
+        )
+        .unwrap();
+        let inj = Injector::new(
+            &plan,
+            Vec::new(),
+            vec![("W".into(), Zeroizing::new(b"watchedVALUE123".to_vec()))],
+            "t",
+        )
+        .unwrap();
+        let d = format!("{inj:?} {:?}", inj.wall(&[]).unwrap());
+        assert!(d.contains('W') && !d.contains("VALUE"), "{d}");
     }
 }
