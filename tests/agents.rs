@@ -375,7 +375,7 @@ fn package_caches_are_taskcells_own_and_persist_between_cells_of_a_profile() {
     // The host's own caches exist and must stay out of reach.
     std::fs::create_dir_all(home.join(".npm")).unwrap();
     std::fs::create_dir_all(home.join(".cache/pip")).unwrap();
-    let script = "for v in CARGO_HOME npm_config_cache PIP_CACHE_DIR YARN_CACHE_FOLDER npm_config_store_dir; do \
+    let script = "for v in CARGO_HOME npm_config_cache PIP_CACHE_DIR YARN_CACHE_FOLDER; do \
                     d=$(printenv $v); test -d \"$d\" || echo missing $v; done; \
                   cat $npm_config_cache/seen 2>/dev/null || echo first; echo cached > $npm_config_cache/seen; \
                   echo x > ~/.npm/poison 2>/dev/null || echo host-npm-out-of-reach; \

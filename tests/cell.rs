@@ -599,7 +599,6 @@ fn environment_is_cleared() {
                 "npm_config_cache",
                 "PIP_CACHE_DIR",
                 "YARN_CACHE_FOLDER",
-                "npm_config_store_dir"
             ]
             .contains(n),
             "unexpected variable {n}: {out}"
