@@ -19,7 +19,9 @@
 # syscalls: ns per getppid() natively, under an allow-all seccomp filter and inside a cell
 #         (Landlock + seccomp), interleaved; BIN_DIR=dir with taskcell and taskcell-probe.
 # inject: HTTPS requests/s on a keep-alive connection and the time of a new connection,
-#         through an intercepting tunnel (injected secret) against a plain CONNECT tunnel.
+#         through an intercepting tunnel (injected secret; the secret firewall watching
+#         INJECT_WATCHED secrets, default 8) against a plain CONNECT tunnel. INJECT_BODY=N:
+#         the Python client POSTs N-byte JSON bodies instead of GETs.
 # Needs: hyperfine, bubblewrap (apt-get install hyperfine bubblewrap), python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -179,7 +181,7 @@ WORK=""
 PIDS=()
 proxy_cleanup() {
     for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-    [ -n "$WORK" ] && rm -rf "$WORK"
+    [ -n "$WORK" ] && rm -rf "$WORK" "$WORK.vault"
 }
 
 free_port() {
@@ -348,6 +350,9 @@ import http.server, ssl, sys
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.do_GET()
     def do_GET(self):
         body = b"ok\n"
         self.send_response(200)
@@ -371,12 +376,18 @@ import http.client, os, ssl, statistics, sys, time
 host, port, reqs, conns, cafile = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 ctx = ssl.create_default_context(cafile=None if cafile == "-" else cafile)
 tok = os.environ["TOK"]
+# INJECT_BODY=N: POST a JSON body of about N bytes (a model API request) instead of GET.
+n = int(os.environ.get("INJECT_BODY", "0"))
+payload = ('{"messages":[{"role":"user","content":"' + "x" * max(n - 48, 0) + '"}]}').encode() if n else None
 def conn():
     c = http.client.HTTPSConnection("127.0.0.1", 3128, context=ctx)
     c.set_tunnel(host, port)
     return c
 def get(c):
-    c.request("GET", "/", headers={"Authorization": "Bearer " + tok})
+    if payload is None:
+        c.request("GET", "/", headers={"Authorization": "Bearer " + tok})
+    else:
+        c.request("POST", "/", body=payload, headers={"Authorization": "Bearer " + tok, "Content-Type": "application/json"})
     r = c.getresponse(); r.read()
     assert r.status == 200, r.status
 c = conn(); get(c)
@@ -390,7 +401,9 @@ for _ in range(conns):
     t = time.perf_counter(); c = conn(); get(c); lat.append(time.perf_counter() - t); c.close()
 print(f"{rate:.0f} {statistics.median(lat)*1000:.2f}")
 PY
-    printf 'ghp_%s\n' "$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$WORK/token"
+    # The token outside the workspace (an injected secret the cell could read is refused).
+    mkdir -p "$WORK.vault"
+    printf 'ghp_%s\n' "$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$WORK.vault/token"
     cat > "$WORK/inject.toml" <<TOML
 extends = "build"
 [network]
@@ -399,14 +412,19 @@ allow = ["inj.test:$port", "plain.test:$port", "127.0.0.1:$port"]
 resolve = { "inj.test" = "127.0.0.1", "plain.test" = "127.0.0.1" }
 upstream_ca = "$WORK/ca.pem"
 [secrets.TOK]
-from = { file = "$WORK/token" }
+from = { file = "$WORK.vault/token" }
 deliver = "inject"
 hosts = ["inj.test"]
 TOML
+    # Watch-only secrets: the secret firewall searches every intercepted request for
+    # them (and their encodings). INJECT_WATCHED=0 measures without the firewall.
+    for i in $(seq 1 "${INJECT_WATCHED:-8}"); do
+        printf '[secrets.WATCH%s]\nfrom = { generate = { bytes = 24 } }\ndeliver = "none"\n' "$i" >> "$WORK/inject.toml"
+    done
     local r_inj l_inj r_plain l_plain
-    read -r r_plain l_plain < <("$TASKCELL" run -q -p "$WORK/inject.toml" -w "$WORK" -- \
+    read -r r_plain l_plain < <("$TASKCELL" run -q -p "$WORK/inject.toml" -w "$WORK" -e "INJECT_BODY=${INJECT_BODY:-0}" -- \
         /usr/bin/python3 "$WORK/client.py" plain.test "$port" "$reqs" "$conns" "$WORK/ca.pem")
-    read -r r_inj l_inj < <("$TASKCELL" run -q -p "$WORK/inject.toml" -w "$WORK" -- \
+    read -r r_inj l_inj < <("$TASKCELL" run -q -p "$WORK/inject.toml" -w "$WORK" -e "INJECT_BODY=${INJECT_BODY:-0}" -- \
         /usr/bin/python3 "$WORK/client.py" inj.test "$port" "$reqs" "$conns" -)
     # curl, $reqs GETs on one connection (HTTP/2 to the proxy where it intercepts).
     local c_inj c_plain

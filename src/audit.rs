@@ -8,12 +8,14 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use crate::outcome::{Ending, Outcome};
+use crate::plan::limits::Enforcement;
 use crate::plan::{Access, Plan};
-use crate::supervisor::{Ending, Outcome};
 
 pub struct Audit {
     file: Option<File>,
@@ -45,23 +47,13 @@ impl Audit {
         self.file.as_ref().and_then(|f| f.try_clone().ok())
     }
 
-    pub fn record(&mut self, event: &str, mut fields: Value) {
-        if let Value::Object(m) = &mut fields {
-            m.insert("ts".into(), Value::String(rfc3339_now()));
-            m.insert("event".into(), Value::String(event.into()));
-            m.insert("session".into(), Value::String(self.session.clone()));
-        }
-        tracing::debug!(target: "audit", "{fields}");
-        if let Some(f) = &mut self.file {
-            let mut line = fields.to_string();
-            line.push('\n');
-            if let Err(e) = f.write_all(line.as_bytes()) {
-                tracing::warn!("writing the audit log: {e}");
-            }
-        }
+    pub fn record(&mut self, event: &str, fields: Value) {
+        write_record(self.file.as_mut(), &self.session, event, fields);
     }
 
-    pub fn session_start(&mut self, plan: &Plan) {
+    /// The first record: the plan's boundary, with each resource limit and the mechanism
+    /// that enforces it on this machine (`limits`).
+    pub fn session_start(&mut self, plan: &Plan, limits: &Enforcement) {
         // The plan's digest is a hash of its whole JSON form: not worth computing on the
         // launch path when nobody reads it.
         if self.file.is_none() && !tracing::enabled!(target: "audit", tracing::Level::DEBUG) {
@@ -89,12 +81,7 @@ impl Audit {
                 "env": plan.process.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
                 "timeout_s": plan.limits.timeout.map(|t| t.as_secs_f64()),
                 // Each resource limit with the mechanism that enforces it on this machine.
-                "limits": crate::plan::limits::enforcement(
-                    &plan.limits.resources,
-                    plan.limits.timeout,
-                    &crate::cell::cgroup::machine(),
-                )
-                .rows,
+                "limits": limits.rows,
             },
             "uid": plan.process.uid,
             "gid": plan.process.gid,
@@ -118,6 +105,50 @@ impl Audit {
             "duration_ms": out.duration.as_millis() as u64,
         });
         self.record("session_end", fields);
+    }
+}
+
+/// The audit log shared by the network proxy's threads: the same records, one `write`
+/// each, through a lock.
+pub struct Sink {
+    file: Option<Mutex<File>>,
+    session: String,
+}
+
+impl Sink {
+    pub fn new(file: Option<File>, session: &str) -> Sink {
+        Sink {
+            file: file.map(Mutex::new),
+            session: session.to_string(),
+        }
+    }
+
+    pub fn record(&self, event: &str, fields: Value) {
+        match &self.file {
+            Some(f) => match f.lock() {
+                Ok(mut f) => write_record(Some(&mut *f), &self.session, event, fields),
+                Err(_) => tracing::warn!("writing the audit log: a writer panicked"),
+            },
+            None => write_record(None, &self.session, event, fields),
+        }
+    }
+}
+
+/// The one writer of records: `ts`, `event` and `session` added, one line in one `write`
+/// (also a `tracing` event, target `audit`).
+fn write_record(file: Option<&mut File>, session: &str, event: &str, mut fields: Value) {
+    if let Value::Object(m) = &mut fields {
+        m.insert("ts".into(), Value::String(rfc3339_now()));
+        m.insert("event".into(), Value::String(event.into()));
+        m.insert("session".into(), Value::String(session.to_string()));
+    }
+    tracing::debug!(target: "audit", "{fields}");
+    if let Some(f) = file {
+        let mut line = fields.to_string();
+        line.push('\n');
+        if let Err(e) = f.write_all(line.as_bytes()) {
+            tracing::warn!("writing the audit log: {e}");
+        }
     }
 }
 

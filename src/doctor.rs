@@ -168,16 +168,16 @@ pub fn run() -> Report {
     });
 
     // `run` (strict) needs Landlock with TCP rules and scopes, and seccomp.
-    match crate::cell::landlock::kernel_abi() {
+    match crate::cell::confine::landlock_abi() {
         Ok(v) => checks.push(Check {
             name: "landlock",
-            ok: v >= crate::cell::landlock::ABI_SCOPES,
+            ok: v >= crate::spec::landlock::ABI_SCOPES,
             required: true,
             detail: format!(
                 "ABI {v}{}",
-                if v >= crate::cell::landlock::ABI_SCOPES {
+                if v >= crate::spec::landlock::ABI_SCOPES {
                     " (filesystem and TCP rules, signal and abstract-socket scopes)"
-                } else if v >= crate::cell::landlock::ABI_TCP {
+                } else if v >= crate::spec::landlock::ABI_TCP {
                     " (no scopes for signals and abstract sockets: ABI 6, Linux 6.12; a newer kernel, or run --best-effort)"
                 } else {
                     " (filesystem rules only; TCP rules need ABI 4, Linux 6.7, scopes ABI 6, Linux 6.12; a newer kernel, or run --best-effort)"

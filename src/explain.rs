@@ -4,11 +4,12 @@ use std::fmt::Write;
 
 use serde_json::json;
 
-use crate::cell::rootfs::{self, MountOp};
-use crate::cell::{landlock, seccomp, Spec};
+use crate::plan::net::{ProxyPlan, BINARY_IN_CELL, CA_BUNDLE_IN_CELL, SYSTEM_BUNDLE};
+use crate::plan::secrets::{Delivery, OnLeak};
 use crate::plan::{Access, NetMode, Plan};
-use crate::spec::layers::{self, Kernel};
-use crate::spec::{self, Handles, Offer};
+use crate::spec::layers;
+use crate::spec::mounts::MountOp;
+use crate::spec::{self, landlock, seccomp, Handles, Spec};
 
 /// Warnings about weak spots of a plan, shown by explain and `run`.
 pub fn warnings(plan: &Plan) -> Vec<String> {
@@ -25,7 +26,7 @@ pub fn warnings(plan: &Plan) -> Vec<String> {
     }
     for sp in &plan.secrets {
         // An injected secret's environment variable holds only a placeholder.
-        if let (crate::plan::secrets::Delivery::Env { var }, None) = (&sp.delivery, &sp.inject) {
+        if let (Delivery::Env { var }, None) = (&sp.delivery, &sp.inject) {
             w.push(format!("secret {} is delivered in the environment (${var}), the weakest channel: every descendant inherits it and it is readable in /proc/PID/environ; prefer deliver = \"file\" or \"fd\"", sp.name));
         }
         if !sp.mask {
@@ -54,6 +55,24 @@ pub fn text(plan: &Plan) -> String {
         }
     );
     let _ = writeln!(s, "cwd:       {}", plan.process.cwd.display());
+    filesystem(plan, &mut s);
+    network_and_process(plan, &mut s);
+    secrets(plan, &mut s);
+    limits(plan, &mut s);
+    for w in warnings(plan) {
+        let _ = writeln!(s, "\nWARNING: {w}");
+    }
+    let spec = compiled(plan);
+    layers(plan, &spec, &mut s);
+    let _ = writeln!(s, "\nmount sequence:");
+    for op in &spec.mounts {
+        let _ = writeln!(s, "  {}", describe(op));
+    }
+    s
+}
+
+/// Every path the cell gets, with its mode.
+fn filesystem(plan: &Plan, s: &mut String) {
     let _ = writeln!(
         s,
         "\nfilesystem (everything else does not exist in the cell):"
@@ -94,6 +113,10 @@ pub fn text(plan: &Plan) -> String {
         };
         let _ = writeln!(s, "  {mode:<8} {what}{created}{why}");
     }
+}
+
+/// The network, hostname, terminal, ids and environment.
+fn network_and_process(plan: &Plan, s: &mut String) {
     let _ = writeln!(
         s,
         "\nnetwork:   {}",
@@ -108,7 +131,7 @@ pub fn text(plan: &Plan) -> String {
         let _ = writeln!(s, "           (implied by {flag})");
     }
     if let Some(p) = &plan.net.proxy {
-        s.push_str(&crate::net::describe(p));
+        s.push_str(&proxy(p));
     }
     let _ = writeln!(s, "hostname:  {}", plan.process.hostname);
     let _ = writeln!(
@@ -129,7 +152,11 @@ pub fn text(plan: &Plan) -> String {
     for (k, v) in &plan.process.env {
         let _ = writeln!(s, "  {k}={v}");
     }
-    crate::plan::secrets::explain(plan, &mut s);
+}
+
+/// The timeout, each resource limit with what enforces it here, the raw rlimits, and
+/// whether a missing layer refuses the run.
+fn limits(plan: &Plan, s: &mut String) {
     let _ = writeln!(s, "\nlimits:");
     match plan.limits.timeout {
         Some(t) => {
@@ -176,28 +203,19 @@ pub fn text(plan: &Plan) -> String {
             "best effort (run with what the kernel has; say what is missing)"
         }
     );
-    for w in warnings(plan) {
-        let _ = writeln!(s, "\nWARNING: {w}");
-    }
-    let spec = compiled(plan);
-    layers(plan, &spec, &mut s);
-    let _ = writeln!(s, "\nmount sequence:");
-    for op in &spec.mounts {
-        let _ = writeln!(s, "  {}", rootfs::describe(op));
-    }
-    s
 }
 
 /// The spec `run` would execute here (the handles made at start shown by description).
 fn compiled(plan: &Plan) -> Spec {
     let handles = Handles::planned(plan, limits_here(plan).rlimits);
-    spec::compile(plan, &Offer::probe(plan), &handles)
+    let (proxy, inject) = spec::Offer::wanted(plan);
+    spec::compile(plan, &crate::cell::confine::offer(proxy, inject), &handles)
 }
 
 /// The layers the cell gets: Landlock, seccomp, what this kernel lacks, what is lost
 /// without user namespaces.
 fn layers(plan: &Plan, spec: &Spec, s: &mut String) {
-    let k = Kernel::probe();
+    let k = crate::cell::confine::kernel();
     let _ = writeln!(
         s,
         "\nlandlock (what may be opened, bound, connected, signalled):"
@@ -319,4 +337,205 @@ pub fn json(plan: &Plan) -> serde_json::Value {
         "landlock": spec.landlock,
         "no_userns_lost": crate::spec::layers::NO_USERNS_LOST,
     })
+}
+
+/// A mount op in words (the mount sequence of `explain` and `run --dry-run`).
+pub fn describe(op: &MountOp) -> String {
+    match op {
+        MountOp::Tmpfs {
+            path,
+            mode,
+            readonly,
+        } => format!(
+            "tmpfs    {} (mode {mode:o}{})",
+            path.display(),
+            if *readonly { ", read-only" } else { "" }
+        ),
+        MountOp::Bind {
+            src,
+            path,
+            readonly,
+            ..
+        } => {
+            let mode = if *readonly { "ro" } else { "rw" };
+            if src == path {
+                format!("bind-{mode}  {}", path.display())
+            } else {
+                format!("bind-{mode}  {} <- {}", path.display(), src.display())
+            }
+        }
+        MountOp::Proc { path } => format!("proc     {}", path.display()),
+        MountOp::Dev { path, .. } => format!("dev      {}", path.display()),
+        MountOp::Devpts { path } => format!("devpts   {} (new instance)", path.display()),
+        MountOp::Symlink { target, path } => {
+            format!("symlink  {} -> {}", path.display(), target.display())
+        }
+        MountOp::RemountRo { path } => format!("remount  {} read-only", path.display()),
+        MountOp::SecretsTmpfs { path, size, .. } => format!(
+            "tmpfs    {} (secrets: 0500, files 0400, nosuid,nodev,noexec, noswap if allowed, {} KiB, read-only once filled)",
+            path.display(),
+            size / 1024
+        ),
+        MountOp::SelfRo { path } => format!("bind-ro  {} (if present)", path.display()),
+        MountOp::Mask { path } => format!("mask     {} (if present)", path.display()),
+    }
+}
+
+/// The proxy plan in words, for `explain`.
+fn proxy(p: &ProxyPlan) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "  proxy    http://127.0.0.1:{} (CONNECT and plain HTTP), socks5h://127.0.0.1:{}",
+        p.http_port, p.socks_port
+    );
+    for r in &p.allowlist.allow {
+        let _ = writeln!(s, "  allow    {:<28} ({})", r.text, r.origin);
+    }
+    for r in &p.allowlist.deny {
+        let _ = writeln!(s, "  deny     {:<28} ({})", r.text, r.origin);
+    }
+    if p.allowlist.allow.is_empty() {
+        let _ = writeln!(s, "  allow    (nothing)");
+    }
+    let _ = writeln!(
+        s,
+        "  private, loopback, link-local (metadata), CGNAT, multicast addresses: refused unless an address rule names them"
+    );
+    let _ = writeln!(
+        s,
+        "  unlisted {}",
+        if p.learn {
+            "allowed and audited (--learn: the hosts used are printed at the end as a [network] allow block)".into()
+        } else if p.ask {
+            match &p.approval_command {
+                Some(c) => format!(
+                    "ask: approval_command {:?}, else deny after {}s",
+                    c,
+                    p.ask_timeout.as_secs()
+                ),
+                None => format!(
+                    "ask: `taskcell approve SESSION HOST[:PORT]`, else deny after {}s",
+                    p.ask_timeout.as_secs()
+                ),
+            }
+        } else {
+            "refused (403)".into()
+        }
+    );
+    for r in &p.inject {
+        let _ = writeln!(
+            s,
+            "  inject   {} -> {} (TLS to these hosts is intercepted with the cell's own CA; placeholders elsewhere are blocked)",
+            r.secret,
+            r.hosts.join(", ")
+        );
+    }
+    for h in &p.intercept {
+        let _ = writeln!(
+            s,
+            "  intercept {h} (TLS intercepted with the cell's own CA, no secret injected: the secret firewall reads every request)"
+        );
+    }
+    if p.intercepts_any() {
+        let _ = writeln!(
+            s,
+            "  firewall {} (every declared secret and its encodings, in requests to intercepted hosts, except a secret injected for that host)",
+            match p.firewall {
+                crate::plan::net::Firewall::Redact => "redact: replaced by [secret NAME removed], lengths fixed up",
+                crate::plan::net::Firewall::Block => "block: the request is refused (403)",
+            }
+        );
+    }
+    if p.intercepts_any() {
+        let _ = writeln!(
+            s,
+            "  trust    {} (system roots + the cell CA, also over {}); upstream verified against the system roots{}",
+            CA_BUNDLE_IN_CELL,
+            SYSTEM_BUNDLE,
+            match &p.upstream_ca {
+                Some(c) => format!(" + {}", c.display()),
+                None => String::new(),
+            }
+        );
+    }
+    for (h, a) in &p.resolve {
+        let _ = writeln!(s, "  resolve  {h} -> {a} (fixed answer)");
+    }
+    for f in &p.forwards {
+        let _ = writeln!(
+            s,
+            "  forward  127.0.0.1:{} -> {} ({})",
+            f.listen,
+            f.to.describe(),
+            f.origin
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  connect  {BINARY_IN_CELL} connect HOST PORT (ssh ProxyCommand)"
+    );
+    s
+}
+
+/// The `secrets:` section of `taskcell explain`.
+fn secrets(plan: &Plan, s: &mut String) {
+    if plan.secrets.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\nsecrets (fetched when the cell starts; values never stored on disk):"
+    );
+    for sp in &plan.secrets {
+        let how = match &sp.delivery {
+            Delivery::File { path, var } => {
+                format!(
+                    "file {} (read-only tmpfs; ${var} has the path)",
+                    path.display()
+                )
+            }
+            Delivery::Fd { fd, var } => format!("fd {fd} (sealed memfd; ${var} has the number)"),
+            Delivery::Env { var } if sp.inject.is_some() => format!("env ${var}"),
+            Delivery::Env { var } => {
+                format!("env ${var} (WEAKEST: inherited by every descendant, in /proc/PID/environ)")
+            }
+            Delivery::None => {
+                "nowhere (watch-only: masked, scanned for, kept out of requests to intercepted hosts)".into()
+            }
+        };
+        let _ = writeln!(s, "  {:<14} from {}", sp.name, sp.provider.describe());
+        let _ = writeln!(s, "  {:<14} to   {how}", "");
+        if let Some(i) = &sp.inject {
+            let _ = writeln!(
+                s,
+                "  {:<14}      a PLACEHOLDER of the same shape; the proxy puts the value into requests to {} only{}",
+                "",
+                i.hosts.join(", "),
+                if i.body { " (headers and bodies)" } else { " (request line and headers)" }
+            );
+        }
+        let mut extra = vec![
+            if sp.mask {
+                "masked in output, leak scan".to_string()
+            } else {
+                "NOT masked, not scanned".to_string()
+            },
+            format!(
+                "on leak: {}",
+                if sp.on_leak == OnLeak::Fail {
+                    "fail"
+                } else {
+                    "warn"
+                }
+            ),
+        ];
+        if let Some(r) = &sp.revoke {
+            extra.push(format!("revoke {r:?}"));
+        }
+        if let Some(t) = sp.ttl {
+            extra.push(format!("ttl {}s", t.as_secs_f64()));
+        }
+        let _ = writeln!(s, "  {:<14}      {}", "", extra.join("; "));
+    }
 }

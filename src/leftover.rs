@@ -17,9 +17,10 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::SystemTime;
 
-use crate::cell::hold;
+use crate::hold;
 
 /// taskcell's exit status when the cell left files git would run code from.
 pub const EXIT_LEFTOVER: i32 = 122;
@@ -72,6 +73,8 @@ struct Walk {
     since: (i64, i64),
     home: PathBuf,
     roots: Vec<PathBuf>,
+    /// Paths the cell had read-only: a change there came from outside the cell.
+    protected: Vec<PathBuf>,
     entries: usize,
     report: Report,
 }
@@ -132,6 +135,45 @@ fn list(dir: &OwnedFd) -> Vec<OsString> {
         .collect()
 }
 
+/// One directory's subdirectories (not `.git`), whether it has a `.git` entry, and how
+/// many entries it has.
+fn scan_dir(dir: &OwnedFd) -> (Vec<OsString>, bool, usize) {
+    let mut subdirs = Vec::new();
+    let mut dotgit = false;
+    let mut n = 0;
+    let Ok(d) = hold::openat(
+        dir.as_raw_fd(),
+        OsStr::new("."),
+        libc::O_RDONLY | libc::O_DIRECTORY,
+        0,
+    ) else {
+        return (subdirs, dotgit, n);
+    };
+    let Ok(mut d) = nix::dir::Dir::from_fd(std::os::fd::IntoRawFd::into_raw_fd(d)) else {
+        return (subdirs, dotgit, n);
+    };
+    for e in d.iter().flatten() {
+        let name = e.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        n += 1;
+        if name == b".git" {
+            dotgit = true;
+            continue;
+        }
+        let is_dir = match e.file_type() {
+            Some(t) => t == nix::dir::Type::Directory,
+            None => lstatat(dir.as_raw_fd(), OsStr::from_bytes(name))
+                .is_some_and(|st| is(st.mode, libc::S_IFDIR)),
+        };
+        if is_dir {
+            subdirs.push(OsStr::from_bytes(name).to_os_string());
+        }
+    }
+    (subdirs, dotgit, n)
+}
+
 impl Walk {
     fn changed(&self, st: &Stat) -> bool {
         is(st.mode, libc::S_IFLNK) || st.ctime >= self.since
@@ -139,6 +181,9 @@ impl Walk {
 
     /// Move `name` in `dir` aside and record it.
     fn quarantine(&mut self, dir: RawFd, name: &OsStr, path: PathBuf, what: &'static str) {
+        if self.protected.iter().any(|p| path.starts_with(p)) {
+            return;
+        }
         let mut err = None;
         for i in 0..100 {
             let mut new = name.to_os_string();
@@ -313,47 +358,55 @@ impl Walk {
         }
     }
 
-    /// Walk the directory `dir` at `path`.
+    /// Walk the directory `dir` at `path`. Directories are opened when their turn comes
+    /// (a pending one holds only its parent's fd), so a wide tree costs few fds.
     fn tree(&mut self, dir: &OwnedFd, path: &Path) {
-        let mut stack: Vec<(OwnedFd, PathBuf)> = Vec::new();
-        let first = hold::openat(
+        let Ok(first) = hold::openat(
             dir.as_raw_fd(),
             OsStr::new("."),
             libc::O_RDONLY | libc::O_DIRECTORY,
             0,
-        );
-        let Ok(first) = first else {
+        ) else {
             return;
         };
-        stack.push((first, path.to_path_buf()));
-        while let Some((d, p)) = stack.pop() {
-            for name in list(&d) {
-                self.entries += 1;
-                if self.entries > MAX_ENTRIES {
-                    self.report.incomplete = Some(format!(
-                        "stopped after {MAX_ENTRIES} entries, in {}",
-                        p.display()
-                    ));
-                    return;
-                }
-                let Some(st) = lstatat(d.as_raw_fd(), &name) else {
+        let mut stack: Vec<(Rc<OwnedFd>, Option<OsString>, PathBuf)> =
+            vec![(Rc::new(first), None, path.to_path_buf())];
+        while let Some((parent, name, p)) = stack.pop() {
+            let d = match name {
+                None => parent,
+                Some(n) => match open_subdir(parent.as_raw_fd(), &n) {
+                    Some(fd) => Rc::new(fd),
+                    None => continue,
+                },
+            };
+            // Only `.git` entries are looked at closely; of the others only directories
+            // are kept (their type from getdents, or one fstatat where the filesystem
+            // does not give it), and files cost no allocation.
+            let (subdirs, dotgit, n) = scan_dir(&d);
+            self.entries += n;
+            if self.entries > MAX_ENTRIES {
+                self.report.incomplete = Some(format!(
+                    "stopped after {MAX_ENTRIES} entries, in {}",
+                    p.display()
+                ));
+                return;
+            }
+            for name in subdirs {
+                let sub = p.join(&name);
+                stack.push((d.clone(), Some(name), sub));
+            }
+            if dotgit {
+                let name = OsStr::new(".git");
+                let Some(st) = lstatat(d.as_raw_fd(), name) else {
                     continue;
                 };
-                if name == ".git" {
-                    let full = p.join(&name);
-                    if is(st.mode, libc::S_IFDIR) {
-                        if let Some(g) = open_subdir(d.as_raw_fd(), &name) {
-                            self.gitdir(&g, &full, 0);
-                        }
-                    } else if self.changed(&st) {
-                        self.quarantine(d.as_raw_fd(), &name, full, "a .git file or link");
-                    }
-                    continue;
-                }
+                let full = p.join(name);
                 if is(st.mode, libc::S_IFDIR) {
-                    if let Some(sub) = open_subdir(d.as_raw_fd(), &name) {
-                        stack.push((sub, p.join(&name)));
+                    if let Some(g) = open_subdir(d.as_raw_fd(), name) {
+                        self.gitdir(&g, &full, 0);
                     }
+                } else if self.changed(&st) {
+                    self.quarantine(d.as_raw_fd(), name, full, "a .git file or link");
                 }
             }
         }
@@ -376,7 +429,9 @@ pub fn start_time() -> SystemTime {
 
 /// Look at every writable directory `roots` after a cell that started at `since`
 /// ([`start_time`]).
-pub fn check(roots: &[PathBuf], home: &Path, since: SystemTime) -> Report {
+/// `protected`: the paths the cell had read-only inside them (changed only from outside,
+/// so left alone).
+pub fn check(roots: &[PathBuf], protected: &[PathBuf], home: &Path, since: SystemTime) -> Report {
     let d = since
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
@@ -384,6 +439,7 @@ pub fn check(roots: &[PathBuf], home: &Path, since: SystemTime) -> Report {
         since: (d.as_secs() as i64, d.subsec_nanos() as i64),
         home: home.to_path_buf(),
         roots: roots.to_vec(),
+        protected: protected.to_vec(),
         entries: 0,
         report: Report::default(),
     };
@@ -433,11 +489,18 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(200));
         std::fs::write(ws.join(".git/hooks/post-checkout"), "#!/bin/sh\n").unwrap();
         std::fs::write(ws.join(".git/hooks/x.sample"), "").unwrap();
+        // Changed from outside: the cell had it read-only.
+        std::fs::write(ws.join(".git/hooks/pre-push"), "#!/bin/sh\n").unwrap();
         std::fs::write(ws.join(".git/modules/sub/HEAD"), "x\n").unwrap();
         std::fs::write(ws.join(".git/modules/sub/config"), "[core]\nfsmonitor=x\n").unwrap();
         std::fs::create_dir(ws.join("vendor")).unwrap();
         std::fs::write(ws.join("vendor/.git"), "gitdir: ../.git/modules/sub\n").unwrap();
-        let r = check(std::slice::from_ref(&ws), Path::new("/nonexistent"), since);
+        let r = check(
+            std::slice::from_ref(&ws),
+            &[ws.join(".git/hooks/pre-push")],
+            Path::new("/nonexistent"),
+            since,
+        );
         let mut got: Vec<PathBuf> = r.findings.iter().map(|f| f.path.clone()).collect();
         got.sort();
         assert_eq!(

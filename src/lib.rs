@@ -6,8 +6,10 @@ pub mod cell;
 pub mod cli;
 pub mod doctor;
 pub mod explain;
+pub mod hold;
 pub mod leftover;
 pub mod net;
+pub mod outcome;
 pub mod plan;
 pub mod prepare;
 pub mod profile;
@@ -18,3 +20,6 @@ pub mod tty;
 
 /// Exit code when taskcell fails before the command runs.
 pub const EXIT_SETUP: i32 = 125;
+/// Exit code when the command succeeded but the leak scan found a secret declared with
+/// `on_leak = "fail"`.
+pub const EXIT_LEAK: i32 = 120;

@@ -195,7 +195,10 @@ fn check(files: &[String]) -> i32 {
     let loader = Loader::from_env();
     let mut bad = 0;
     for f in files {
-        match loader.load(f) {
+        match loader.load(f).map_err(|e| e.to_string()).and_then(|p| {
+            plan::check::check(&p).map_err(|e| e.to_string())?;
+            Ok(p)
+        }) {
             Ok(p) => println!("{f}: ok ({})", p.sources.join(" <- ")),
             Err(e) => {
                 eprintln!("{e}");
@@ -232,16 +235,16 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
             ))
             }
         };
-    audit.session_start(&plan);
     let enforcement = taskcell::plan::limits::enforcement(
         &plan.limits.resources,
         plan.limits.timeout,
         &taskcell::cell::cgroup::machine(),
     );
+    audit.session_start(&plan, &enforcement);
     for w in enforcement.unenforced() {
         eprintln!("taskcell: warning: {w}");
     }
-    let kernel = taskcell::spec::layers::Kernel::probe();
+    let kernel = taskcell::cell::confine::kernel();
     let missing = taskcell::spec::layers::missing(&plan, &kernel);
     if plan.strict && !missing.is_empty() {
         for m in &missing {

@@ -2,7 +2,7 @@
 //! turns the ending into an exit code.
 
 use std::os::fd::{AsFd, AsRawFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
@@ -11,55 +11,9 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use crate::audit::Audit;
 use crate::cell;
 use crate::plan::{Access, Plan};
-use crate::secrets::session::{SecretsError, Session, EXIT_LEAK};
+use crate::secrets::session::{SecretsError, Session};
 
-/// How a cell ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ending {
-    /// The command exited with this code.
-    Exited(i32),
-    /// The command was killed by this signal.
-    Signaled(i32),
-    /// taskcell or the kernel refused before the command ran (125/126/127).
-    NotStarted { code: i32, message: String },
-    /// The cell ended without reporting (its init was killed).
-    Lost,
-}
-
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub ending: Ending,
-    pub timed_out: bool,
-    pub duration: Duration,
-    /// Limits the cell ran into (OOM kill, pids exhausted, CPU time, timeout).
-    pub limit_hits: Vec<crate::plan::limits::Hit>,
-    /// How the limits were enforced in the end (rlimits stand in when the cgroup could
-    /// not be created after all).
-    pub enforcement: crate::plan::limits::Enforcement,
-    /// The leak scan found a secret declared `on_leak = "fail"`.
-    pub leak_fail: bool,
-    /// The cell left files git would run code from (moved aside, see `leftover`).
-    pub leftover: bool,
-}
-
-impl Outcome {
-    /// The exit code taskcell itself exits with.
-    pub fn exit_code(&self) -> i32 {
-        if self.timed_out {
-            return 124;
-        }
-        if self.leftover {
-            return crate::leftover::EXIT_LEFTOVER;
-        }
-        match &self.ending {
-            Ending::Exited(0) if self.leak_fail => EXIT_LEAK,
-            Ending::Exited(c) => *c,
-            Ending::Signaled(s) => 128 + s,
-            Ending::NotStarted { code, .. } => *code,
-            Ending::Lost => 125,
-        }
-    }
-}
+pub use crate::outcome::{Ending, Outcome};
 
 /// Without user namespaces (best effort): a private TMPDIR (0700) and, when the plan's home
 /// is a private tmpfs, a private home inside it with links to the paths the plan grants
@@ -169,7 +123,8 @@ pub fn run_with(
     };
     let (enforcement, cgroup) = cell::cgroup::prepare(&plan.limits.resources, plan.limits.timeout);
     handles.limit_rlimits = enforcement.rlimits.clone();
-    let offer = crate::spec::Offer::probe(plan);
+    let (proxy, inject) = crate::spec::Offer::wanted(plan);
+    let offer = cell::confine::offer(proxy, inject);
     let mut spec = crate::spec::compile(plan, &offer, &handles);
     let since = std::time::SystemTime::now();
     let git_since = crate::leftover::start_time();
@@ -192,7 +147,7 @@ pub fn run_with(
                         &handles,
                         tmp.path(),
                         home.as_deref(),
-                        &cell::landlock::list_dir,
+                        &cell::confine::list_dir,
                     );
                     _private_tmp = Some(tmp);
                     cell::spawn_with(&spec, add_to_cgroup)
@@ -316,7 +271,13 @@ pub fn run_with(
     let mut outcome = outcome?;
     outcome.leak_fail = f.leak_fail;
     // What the cell left for git outside to run: moved aside and reported.
-    let left = crate::leftover::check(&roots, &plan.home, git_since);
+    let protected: Vec<std::path::PathBuf> = plan
+        .paths
+        .iter()
+        .filter(|r| r.access == Access::Protect)
+        .map(|r| r.path.clone())
+        .collect();
+    let left = crate::leftover::check(&roots, &protected, &plan.home, git_since);
     for f in &left.findings {
         eprintln!("taskcell: {}", f.line());
         audit.record(

@@ -68,7 +68,7 @@ fn allowed_back() -> &'static BTreeMap<String, i32> {
     static R: OnceLock<BTreeMap<String, i32>> = OnceLock::new();
     R.get_or_init(|| {
         let ws = Ws::new();
-        let names = taskcell::cell::seccomp::filter(&taskcell::cell::seccomp::Policy::default())
+        let names = taskcell::spec::seccomp::filter(&taskcell::spec::seccomp::Policy::default())
             .rules
             .iter()
             .map(|r| format!("{:?}", r.name))

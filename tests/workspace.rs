@@ -429,3 +429,36 @@ fn linked_worktree_can_commit_and_stays_protected() {
     let _ = git(&wt, &["commit", "-q", "--allow-empty", "-m", "outside"]);
     assert!(!marker.exists());
 }
+
+#[test]
+fn read_path_through_the_users_own_symlink_still_works() {
+    // A stow-managed dotfile: the link is outside every writable path, so it is followed
+    // once and its target bound read-only.
+    let base = Ws::new();
+    let dots = base.join("dotfiles");
+    std::fs::create_dir(&dots).unwrap();
+    std::fs::write(dots.join("gitconfig"), "[user]\n\tname = stow\n").unwrap();
+    let link = base.join("gitconfig");
+    std::os::unix::fs::symlink("dotfiles/gitconfig", &link).unwrap();
+    let ws = base.join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    let l = link.display().to_string();
+    let o = sh(&ws, "build", &["--read", &l], &format!("cat {l}"));
+    assert!(ok(&o).contains("name = stow"));
+}
+
+#[test]
+fn read_path_through_a_symlink_inside_the_workspace_is_refused() {
+    // The same link planted by a cell inside its workspace is not followed.
+    let base = Ws::new();
+    let secret = base.join("secret");
+    std::fs::create_dir(&secret).unwrap();
+    std::fs::write(secret.join("key"), "READCANARY\n").unwrap();
+    let ws = base.join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    std::os::unix::fs::symlink("../secret", ws.join("docs")).unwrap();
+    let p = ws.join("docs").display().to_string();
+    let o = sh(&ws, "review", &["--read", &p], "cat docs/key");
+    assert!(!stdout(&o).contains("READCANARY"));
+    refused_125(&o, &["docs", "../secret"]);
+}

@@ -390,7 +390,8 @@ fn main() {
         Some("allow-all-loop") => {
             // SAFETY: prctl with integer arguments only.
             unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-            if let Err(e) = taskcell::cell::seccomp::apply(&[taskcell::cell::seccomp::allow_all()])
+            if let Err(e) =
+                taskcell::cell::confine::apply_seccomp(&[taskcell::spec::seccomp::allow_all()])
             {
                 eprintln!("{e}");
                 std::process::exit(1);

@@ -31,7 +31,7 @@ pub fn send(sock: &OwnedFd, fds: &[RawFd]) -> io::Result<()> {
 }
 
 /// Most fds passed in one message (the proxy's two listeners and the forwards).
-pub const MAX_FDS: usize = 64;
+pub const MAX_FDS: usize = crate::plan::net::MAX_LISTENERS;
 
 /// Receive the fds of one message (at most [`MAX_FDS`]); they arrive close-on-exec.
 pub fn recv(sock: &OwnedFd) -> io::Result<Vec<OwnedFd>> {

@@ -101,7 +101,7 @@ pub fn main(
     // whose master goes to the supervisor; the worker opens the slave by path.
     let mut tty_path = None;
     if let (Some(sock), Some(size)) = (tty_sock, spec.pty) {
-        let opened = crate::tty::open_in_cell(size.rows, size.cols).and_then(|(master, path)| {
+        let opened = super::pty::open(size.rows, size.cols).and_then(|(master, path)| {
             crate::cell::fdpass::send(&sock, &[master.as_raw_fd()])?;
             Ok(path)
         });
@@ -148,7 +148,7 @@ pub fn main(
 
 fn setup(spec: &Spec) -> Result<(), String> {
     rootfs::execute(&spec.mounts).map_err(|e| e.to_string())?;
-    crate::secrets::deliver::populate(&spec.secrets)?;
+    super::secrets::populate(&spec.secrets)?;
     nix::unistd::sethostname(&spec.process.hostname)
         .map_err(|e| format!("setting the hostname {:?}: {e}", spec.process.hostname))?;
     if matches!(spec.net, NetMode::Loopback | NetMode::Proxy) {

@@ -11,13 +11,13 @@
 //! init reports the worker's raw wait status over a second pipe.
 
 pub mod cgroup;
+pub mod confine;
 pub mod fdpass;
-pub mod hold;
 pub mod init;
-pub mod landlock;
 pub mod net;
+pub mod pty;
 pub mod rootfs;
-pub mod seccomp;
+pub mod secrets;
 pub mod userns;
 pub mod worker;
 
@@ -27,7 +27,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
 
-use crate::plan::{NetMode, ProcessPlan, Rlimit};
+use crate::plan::NetMode;
+pub use crate::spec::{Spec, TermSize};
 
 /// Signals the supervisor forwards to the cell (and init to the worker).
 pub const FORWARDED: &[Signal] = &[
@@ -46,42 +47,6 @@ pub fn forwarded_set() -> SigSet {
         s.add(*sig);
     }
     s
-}
-
-/// The parts of a Plan the cell enforces. Built by the supervisor from the Plan.
-#[derive(Debug, Clone)]
-pub struct Spec {
-    pub mounts: Vec<rootfs::MountOp>,
-    pub net: NetMode,
-    pub process: ProcessPlan,
-    pub rlimits: Vec<Rlimit>,
-    /// Ports init binds on 127.0.0.1 inside the cell and passes to the supervisor
-    /// (`proxy` mode: the proxy and forward listeners), in this order.
-    pub listen: Vec<u16>,
-    /// Also bind UDP 127.0.0.1:53 (the refusing resolver of a `proxy` cell) and pass it
-    /// after the listeners.
-    pub dns: bool,
-    /// Secrets to deliver (each held in an inherited memfd; no value here).
-    pub secrets: Vec<crate::secrets::deliver::CellSecret>,
-    /// Write ends of the stdout/stderr relay pipes, when output is masked.
-    pub stdio: Option<(RawFd, RawFd)>,
-    /// Landlock rules the worker applies (None: Landlock off or unavailable).
-    pub landlock: Option<landlock::Rules>,
-    /// Compiled seccomp programs the worker installs last (None: unavailable).
-    pub seccomp: Option<Vec<seccompiler::BpfProgram>>,
-    /// false: no namespaces at all (the best-effort mode without user namespaces).
-    pub namespaces: bool,
-    /// Interactive: init allocates a pseudo-terminal of this size in the cell's own
-    /// devpts and passes its master to the supervisor; the worker makes the slave its
-    /// controlling terminal and stdin/stdout/stderr.
-    pub pty: Option<TermSize>,
-}
-
-/// A terminal's size in characters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TermSize {
-    pub rows: u16,
-    pub cols: u16,
 }
 
 /// A cell that has been started.

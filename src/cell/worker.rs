@@ -65,7 +65,7 @@ pub fn main(spec: &Spec, mut err: OwnedFd, tty: Option<&std::path::Path>) -> ! {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    if let Err(e) = crate::secrets::deliver::redirect_stdio(spec.stdio) {
+    if let Err(e) = super::secrets::redirect_stdio(spec.stdio) {
         fail(&err, 125, &e);
     }
     // A new session: no controlling terminal, so TIOCSTI on the caller's terminal fails.
@@ -80,7 +80,7 @@ pub fn main(spec: &Spec, mut err: OwnedFd, tty: Option<&std::path::Path>) -> ! {
             .write(true)
             .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
             .open(path)
-            .and_then(|f| crate::tty::attach(f.as_raw_fd()));
+            .and_then(|f| super::pty::attach(f.as_raw_fd()));
         if let Err(e) = attached {
             fail(
                 &err,
@@ -134,10 +134,10 @@ pub fn main(spec: &Spec, mut err: OwnedFd, tty: Option<&std::path::Path>) -> ! {
         );
     }
     // Secrets delivered by fd go to their declared numbers (close-on-exec clear).
-    if let Err(e) = crate::secrets::deliver::place_fds(&spec.secrets, &mut err) {
+    if let Err(e) = super::secrets::place_fds(&spec.secrets, &mut err) {
         fail(&err, 125, &e);
     }
-    let secret_env = match crate::secrets::deliver::env_entries(&spec.secrets) {
+    let secret_env = match super::secrets::env_entries(&spec.secrets) {
         Ok(v) => v,
         Err(e) => fail(&err, 125, &e),
     };
@@ -154,12 +154,12 @@ pub fn main(spec: &Spec, mut err: OwnedFd, tty: Option<&std::path::Path>) -> ! {
     }
     // Landlock after no_new_privs; seccomp last, so that nothing but execve runs under it.
     if let Some(rules) = &spec.landlock {
-        if let Err(e) = super::landlock::apply(rules) {
+        if let Err(e) = super::confine::apply_landlock(rules) {
             fail(&err, 125, &e);
         }
     }
     if let Some(programs) = &spec.seccomp {
-        if let Err(e) = super::seccomp::apply(programs) {
+        if let Err(e) = super::confine::apply_seccomp(programs) {
             fail(&err, 125, &e);
         }
     }

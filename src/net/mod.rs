@@ -11,7 +11,6 @@
 //! [`connect`] the `taskcell connect HOST PORT` client used inside the cell.
 
 pub mod approve;
-pub mod audit;
 pub mod connect;
 pub mod control;
 pub mod dns;
@@ -35,7 +34,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::plan::net::{ProxyPlan, BINARY_IN_CELL};
+use crate::plan::net::ProxyPlan;
 
 /// Who runs the cell (for the control socket and the audit lines).
 #[derive(Debug, Default)]
@@ -65,7 +64,7 @@ pub struct Shared {
     pub session: String,
     pub profile: String,
     pub command: Vec<String>,
-    pub audit: audit::Sink,
+    pub audit: crate::audit::Sink,
     pub approvals: approve::Approvals,
     pub active: AtomicUsize,
     pub inject: Option<Arc<inject::Injector>>,
@@ -105,7 +104,7 @@ pub fn start(
     session: &Session,
 ) -> io::Result<NetService> {
     raise_nofile();
-    let audit = audit::Sink::new(
+    let audit = crate::audit::Sink::new(
         session.audit.as_ref().and_then(|f| f.try_clone().ok()),
         &session.id,
     );
@@ -230,102 +229,4 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::SeqCst);
     }
-}
-
-/// The proxy plan in words, for `explain`.
-pub fn describe(p: &ProxyPlan) -> String {
-    use std::fmt::Write;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "  proxy    http://127.0.0.1:{} (CONNECT and plain HTTP), socks5h://127.0.0.1:{}",
-        p.http_port, p.socks_port
-    );
-    for r in &p.allowlist.allow {
-        let _ = writeln!(s, "  allow    {:<28} ({})", r.text, r.origin);
-    }
-    for r in &p.allowlist.deny {
-        let _ = writeln!(s, "  deny     {:<28} ({})", r.text, r.origin);
-    }
-    if p.allowlist.allow.is_empty() {
-        let _ = writeln!(s, "  allow    (nothing)");
-    }
-    let _ = writeln!(
-        s,
-        "  private, loopback, link-local (metadata), CGNAT, multicast addresses: refused unless an address rule names them"
-    );
-    let _ = writeln!(
-        s,
-        "  unlisted {}",
-        if p.learn {
-            "allowed and audited (--learn: the hosts used are printed at the end as a [network] allow block)".into()
-        } else if p.ask {
-            match &p.approval_command {
-                Some(c) => format!(
-                    "ask: approval_command {:?}, else deny after {}s",
-                    c,
-                    p.ask_timeout.as_secs()
-                ),
-                None => format!(
-                    "ask: `taskcell approve SESSION HOST[:PORT]`, else deny after {}s",
-                    p.ask_timeout.as_secs()
-                ),
-            }
-        } else {
-            "refused (403)".into()
-        }
-    );
-    for r in &p.inject {
-        let _ = writeln!(
-            s,
-            "  inject   {} -> {} (TLS to these hosts is intercepted with the cell's own CA; placeholders elsewhere are blocked)",
-            r.secret,
-            r.hosts.join(", ")
-        );
-    }
-    for h in &p.intercept {
-        let _ = writeln!(
-            s,
-            "  intercept {h} (TLS intercepted with the cell's own CA, no secret injected: the secret firewall reads every request)"
-        );
-    }
-    if p.intercepts_any() {
-        let _ = writeln!(
-            s,
-            "  firewall {} (every declared secret and its encodings, in requests to intercepted hosts, except a secret injected for that host)",
-            match p.firewall {
-                crate::profile::Firewall::Redact => "redact: replaced by [secret NAME removed], lengths fixed up",
-                crate::profile::Firewall::Block => "block: the request is refused (403)",
-            }
-        );
-    }
-    if p.intercepts_any() {
-        let _ = writeln!(
-            s,
-            "  trust    {} (system roots + the cell CA, also over {}); upstream verified against the system roots{}",
-            crate::plan::net::CA_BUNDLE_IN_CELL,
-            crate::plan::net::SYSTEM_BUNDLE,
-            match &p.upstream_ca {
-                Some(c) => format!(" + {}", c.display()),
-                None => String::new(),
-            }
-        );
-    }
-    for (h, a) in &p.resolve {
-        let _ = writeln!(s, "  resolve  {h} -> {a} (fixed answer)");
-    }
-    for f in &p.forwards {
-        let _ = writeln!(
-            s,
-            "  forward  127.0.0.1:{} -> {} ({})",
-            f.listen,
-            f.to.describe(),
-            f.origin
-        );
-    }
-    let _ = writeln!(
-        s,
-        "  connect  {BINARY_IN_CELL} connect HOST PORT (ssh ProxyCommand)"
-    );
-    s
 }

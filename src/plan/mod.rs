@@ -13,9 +13,11 @@ use std::time::Duration;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+pub use crate::profile::NetMode;
 use crate::profile::{Origin, PathEntry, Profile};
 
 pub mod allowlist;
+pub mod check;
 pub mod command;
 pub mod git;
 pub mod limits;
@@ -66,41 +68,6 @@ pub struct PathRule {
     pub is_dir: bool,
     /// Declared `optional = true` (kept for `explain`).
     pub optional: bool,
-}
-
-/// The network a cell gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NetMode {
-    /// Own network namespace, `lo` down: no network at all.
-    None,
-    /// Own network namespace, `lo` up: the cell can talk to itself only.
-    Loopback,
-    /// Own network namespace, `lo` up, and the supervisor's egress proxy (host allowlist,
-    /// approvals, port forwards) as the only way out.
-    Proxy,
-    /// No network namespace: the host's network. Unsafe; `explain` says so.
-    Host,
-}
-
-impl NetMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NetMode::None => "none",
-            NetMode::Loopback => "loopback",
-            NetMode::Proxy => "proxy",
-            NetMode::Host => "host",
-        }
-    }
-    pub fn parse(s: &str) -> Option<NetMode> {
-        match s {
-            "none" => Some(NetMode::None),
-            "loopback" => Some(NetMode::Loopback),
-            "proxy" => Some(NetMode::Proxy),
-            "host" => Some(NetMode::Host),
-            _ => None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -378,6 +345,7 @@ pub fn resolve(
     ctx: &Context,
     argv: &[String],
 ) -> Result<Plan, PlanError> {
+    check::check(profile)?;
     let cli = Origin::cli();
     let (workspace_raw, workspace_from) = match &ov.workspace {
         Some(w) => (w.clone(), WorkspaceFrom::Flag),

@@ -11,12 +11,15 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::plan::allowlist::{Allowlist, Rule};
+pub use crate::profile::Firewall;
 use crate::profile::Network;
 
 /// The HTTP proxy's port on 127.0.0.1 inside the cell.
 pub const HTTP_PORT: u16 = 3128;
 /// The SOCKS5 proxy's port on 127.0.0.1 inside the cell.
 pub const SOCKS_PORT: u16 = 1080;
+/// Most listeners a cell passes out (the proxy's two and the forwards), in one message.
+pub const MAX_LISTENERS: usize = 64;
 /// Where the taskcell binary is visible (read-only) inside a `proxy` cell, for
 /// `taskcell connect HOST PORT` (an ssh ProxyCommand).
 pub const BINARY_IN_CELL: &str = "/run/taskcell/taskcell";
@@ -158,7 +161,7 @@ pub struct ProxyPlan {
     pub intercept: Vec<String>,
     /// What the secret firewall does with a declared secret in a request to an
     /// intercepted host.
-    pub firewall: crate::profile::Firewall,
+    pub firewall: Firewall,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -310,11 +313,11 @@ pub fn build(net: &Network, ov: &NetOverrides) -> Result<ProxyPlan, String> {
         resolve.insert(crate::plan::allowlist::normalize_host(h), addr);
     }
     let mut forwards = Vec::new();
-    if net.forward.len() + 2 > crate::cell::fdpass::MAX_FDS {
+    if net.forward.len() + 2 > MAX_LISTENERS {
         return Err(format!(
             "{}: at most {} port forwards",
             net.forward[0].origin,
-            crate::cell::fdpass::MAX_FDS - 2
+            MAX_LISTENERS - 2
         ));
     }
     for f in &net.forward {

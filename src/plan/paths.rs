@@ -340,7 +340,7 @@ pub fn rules(
     Ok((paths, create))
 }
 
-pub use crate::cell::hold::first_symlink;
+pub use crate::hold::first_symlink;
 
 /// The message for a path of `key` that goes through the symlink `link` -> `target`.
 pub fn through_symlink(key: &str, path: &Path, link: &Path, target: &Path) -> String {

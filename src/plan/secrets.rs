@@ -7,9 +7,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{expand_str, Access, PathRule, PlanError, Vars};
-use crate::profile::secrets::{
-    apply_cli_opt, parse_cli, Deliver, InjectDecl, OnLeak, SecretDecl, Source,
-};
+pub use crate::profile::secrets::OnLeak;
+use crate::profile::secrets::{apply_cli_opt, parse_cli, Deliver, InjectDecl, SecretDecl, Source};
 
 /// Where file-delivered secrets appear inside the cell.
 pub const SECRETS_DIR: &str = "/run/secrets";
@@ -70,6 +69,9 @@ impl Delivery {
         }
     }
 }
+
+/// Largest secret value, in bytes (also sizes the /run/secrets tmpfs).
+pub const MAX_VALUE: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SecretPlan {
@@ -361,69 +363,6 @@ pub fn inject_rules(secrets: &[SecretPlan]) -> Vec<crate::plan::net::InjectRule>
         .collect()
 }
 
-/// The `secrets:` section of `taskcell explain`.
-pub fn explain(plan: &super::Plan, s: &mut String) {
-    use std::fmt::Write;
-    if plan.secrets.is_empty() {
-        return;
-    }
-    let _ = writeln!(
-        s,
-        "\nsecrets (fetched when the cell starts; values never stored on disk):"
-    );
-    for sp in &plan.secrets {
-        let how = match &sp.delivery {
-            Delivery::File { path, var } => {
-                format!(
-                    "file {} (read-only tmpfs; ${var} has the path)",
-                    path.display()
-                )
-            }
-            Delivery::Fd { fd, var } => format!("fd {fd} (sealed memfd; ${var} has the number)"),
-            Delivery::Env { var } if sp.inject.is_some() => format!("env ${var}"),
-            Delivery::Env { var } => {
-                format!("env ${var} (WEAKEST: inherited by every descendant, in /proc/PID/environ)")
-            }
-            Delivery::None => {
-                "nowhere (watch-only: masked, scanned for, kept out of requests to intercepted hosts)".into()
-            }
-        };
-        let _ = writeln!(s, "  {:<14} from {}", sp.name, sp.provider.describe());
-        let _ = writeln!(s, "  {:<14} to   {how}", "");
-        if let Some(i) = &sp.inject {
-            let _ = writeln!(
-                s,
-                "  {:<14}      a PLACEHOLDER of the same shape; the proxy puts the value into requests to {} only{}",
-                "",
-                i.hosts.join(", "),
-                if i.body { " (headers and bodies)" } else { " (request line and headers)" }
-            );
-        }
-        let mut extra = vec![
-            if sp.mask {
-                "masked in output, leak scan".to_string()
-            } else {
-                "NOT masked, not scanned".to_string()
-            },
-            format!(
-                "on leak: {}",
-                if sp.on_leak == OnLeak::Fail {
-                    "fail"
-                } else {
-                    "warn"
-                }
-            ),
-        ];
-        if let Some(r) = &sp.revoke {
-            extra.push(format!("revoke {r:?}"));
-        }
-        if let Some(t) = sp.ttl {
-            extra.push(format!("ttl {}s", t.as_secs_f64()));
-        }
-        let _ = writeln!(s, "  {:<14}      {}", "", extra.join("; "));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -530,8 +469,7 @@ mod tests {
         );
         let json = serde_json::to_string(&p).unwrap();
         assert!(!json.contains("value-must-not-appear"));
-        let mut s = String::new();
-        explain(&p, &mut s);
+        let s = crate::explain::text(&p);
         assert!(s.contains("WEAKEST"), "{s}");
     }
 

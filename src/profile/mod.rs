@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::plan::NetMode;
 pub use builtin::BUILTIN;
 pub use schema::json_schema;
 
@@ -85,6 +84,41 @@ pub struct Filesystem {
     pub tmpfs: Vec<PathEntry>,
     pub protect: Vec<PathEntry>,
     pub hide: Vec<PathEntry>,
+}
+
+/// The network a cell gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetMode {
+    /// Own network namespace, `lo` down: no network at all.
+    None,
+    /// Own network namespace, `lo` up: the cell can talk to itself only.
+    Loopback,
+    /// Own network namespace, `lo` up, and the supervisor's egress proxy (host allowlist,
+    /// approvals, port forwards) as the only way out.
+    Proxy,
+    /// No network namespace: the host's network. Unsafe; `explain` says so.
+    Host,
+}
+
+impl NetMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetMode::None => "none",
+            NetMode::Loopback => "loopback",
+            NetMode::Proxy => "proxy",
+            NetMode::Host => "host",
+        }
+    }
+    pub fn parse(s: &str) -> Option<NetMode> {
+        match s {
+            "none" => Some(NetMode::None),
+            "loopback" => Some(NetMode::Loopback),
+            "proxy" => Some(NetMode::Proxy),
+            "host" => Some(NetMode::Host),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -7,8 +7,8 @@ use serde::Deserialize;
 
 use super::spanned::Spanned;
 
+use super::NetMode;
 use super::{parse_duration, Origin, PathEntry, Profile, ProfileError, Val};
-use crate::plan::NetMode;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -345,10 +345,6 @@ pub fn merge_into(
         ] {
             if let Some(v) = slot {
                 let text = v.get_ref().text();
-                crate::plan::limits::check(key, &text).map_err(|msg| ProfileError::Invalid {
-                    origin: origin(v.span().start),
-                    msg: format!("`limits.{key}`: {msg}"),
-                })?;
                 p.limits.resources.insert(
                     key.to_string(),
                     Val {
@@ -359,15 +355,6 @@ pub fn merge_into(
             }
         }
         for (k, v) in &l.rlimits {
-            if !crate::plan::RLIMIT_NAMES.contains(&k.as_str()) {
-                return Err(ProfileError::Invalid {
-                    origin: origin(v.span().start),
-                    msg: format!(
-                        "unknown rlimit `{k}` (known: {})",
-                        crate::plan::RLIMIT_NAMES.join(", ")
-                    ),
-                });
-            }
             p.limits.rlimits.insert(
                 k.clone(),
                 Val {
@@ -412,22 +399,14 @@ fn merge_security(
         });
     }
     if let Some(sc) = &sec.seccomp {
-        for (list, key, dst) in [
-            (&sc.deny, "deny", &mut p.security.seccomp_deny),
-            (&sc.allow, "allow", &mut p.security.seccomp_allow),
+        // Names are checked by the plan (`plan::check`), with this origin.
+        for (list, dst) in [
+            (&sc.deny, &mut p.security.seccomp_deny),
+            (&sc.allow, &mut p.security.seccomp_allow),
         ] {
             for name in list {
-                let n = name.get_ref();
-                if crate::plan::syscalls::number(n).is_none() {
-                    return Err(ProfileError::Invalid {
-                        origin: origin(name.span().start),
-                        msg: format!(
-                            "`security.seccomp.{key}`: {n:?} is not a system call on this architecture (names as in `man 2 syscalls`, e.g. \"ptrace\")"
-                        ),
-                    });
-                }
                 dst.push(Val {
-                    value: n.clone(),
+                    value: name.get_ref().clone(),
                     origin: origin(name.span().start),
                 });
             }
@@ -442,8 +421,8 @@ pub fn valid_env_name(k: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// The `proxy`-mode keys of `[network]`: lists are appended, scalars override. Each
-/// entry is checked here so that an error points at its line.
+/// The `proxy`-mode keys of `[network]`: lists are appended, scalars override. Every
+/// entry keeps its origin, so an error (here or in `plan::check`) points at its line.
 fn merge_network(
     net: &mut super::Network,
     n: &RawNetwork,
@@ -453,13 +432,9 @@ fn merge_network(
         origin: origin(start),
         msg,
     };
-    for (src, dst, key) in [
-        (&n.allow, &mut net.allow, "allow"),
-        (&n.deny, &mut net.deny, "deny"),
-    ] {
+    // Rules are checked by the plan (`plan::check`), with this origin.
+    for (src, dst) in [(&n.allow, &mut net.allow), (&n.deny, &mut net.deny)] {
         for v in src {
-            crate::plan::allowlist::Rule::parse(v.get_ref(), "")
-                .map_err(|e| invalid(v.span().start, format!("`network.{key}`: {e}")))?;
             dst.push(Val {
                 value: v.get_ref().clone(),
                 origin: origin(v.span().start),
@@ -552,8 +527,6 @@ fn merge_network(
                 "`network.forward.listen` must be a port 1-65535".into(),
             ));
         }
-        crate::plan::net::ForwardTo::parse(&r.to)
-            .map_err(|e| invalid(f.span().start, format!("`network.forward.to`: {e}")))?;
         net.forward.push(super::ForwardDecl {
             listen: r.listen,
             to: r.to.clone(),

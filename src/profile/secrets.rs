@@ -181,6 +181,9 @@ pub fn valid_name(n: &str) -> bool {
 #[serde(deny_unknown_fields)]
 pub struct RawSecret {
     pub from: Spanned<RawFrom>,
+    /// "file" (default), "fd", "env", "inject" (the cell gets a placeholder; the proxy
+    /// puts the value into requests to `hosts`) or "none" (watch-only: delivered nowhere;
+    /// masked, scanned for, kept out of requests to intercepted hosts).
     pub deliver: Option<Spanned<String>>,
     pub fd: Option<Spanned<i64>>,
     pub var: Option<Spanned<String>>,
@@ -189,6 +192,8 @@ pub struct RawSecret {
     pub timeout: Option<Spanned<String>>,
     pub mask: Option<Spanned<bool>>,
     pub on_leak: Option<Spanned<String>>,
+    /// `deliver = "inject"`: the hosts the value may go to (`HOST`, `*.DOMAIN`, either
+    /// with an optional `:PORT`, which binds that port only).
     pub hosts: Option<Spanned<Vec<String>>>,
     pub placeholder: Option<Spanned<String>>,
     pub inject_body: Option<Spanned<bool>>,

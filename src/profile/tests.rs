@@ -19,7 +19,11 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
 
 fn err_of(dir: &std::path::Path, name: &str, text: &str) -> String {
     let p = write(dir, name, text);
-    loader_with(dir).load(&p).unwrap_err().to_string()
+    // What the format cannot know (names, units, rules) is checked by the plan.
+    match loader_with(dir).load(&p) {
+        Ok(prof) => plan::check::check(&prof).unwrap_err().to_string(),
+        Err(e) => e.to_string(),
+    }
 }
 
 #[test]

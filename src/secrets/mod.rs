@@ -4,6 +4,7 @@
 //! at the end ([`revoke`]); [`session`] ties these together for the supervisor.
 
 pub mod deliver;
+pub mod injected;
 pub mod placeholder;
 pub mod provider;
 pub mod redact;

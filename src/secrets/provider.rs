@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
-use super::deliver::MAX_VALUE;
+use crate::plan::secrets::MAX_VALUE;
 use crate::plan::secrets::{Provider, SecretPlan};
 
 /// A secret's value. Zeroized on drop; `Debug` never shows it.
@@ -222,8 +222,8 @@ fn run_command(argv: &[String], timeout: Duration) -> Result<Zeroizing<Vec<u8>>,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::secrets::OnLeak;
     use crate::plan::secrets::{Delivery, DEFAULT_TIMEOUT};
-    use crate::profile::secrets::OnLeak;
 
     fn plan(p: Provider) -> SecretPlan {
         SecretPlan {

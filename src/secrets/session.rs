@@ -10,19 +10,16 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
-use super::deliver::{self, CellSecret, How};
+use super::deliver;
 use super::provider::{self, Value};
 use super::redact::{Redactor, MIN_LEN};
 use super::relay::Pipes;
 use super::revoke;
 use super::scan::{self, ScanLimits};
 use crate::audit::Audit;
-use crate::plan::secrets::{Delivery, SecretPlan};
-use crate::profile::secrets::OnLeak;
-
-/// Exit code when the command succeeded but the leak scan found a secret declared with
-/// `on_leak = "fail"`.
-pub const EXIT_LEAK: i32 = 120;
+use crate::plan::secrets::{Delivery, OnLeak, SecretPlan};
+use crate::spec::{CellSecret, How};
+use crate::EXIT_LEAK;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -38,7 +35,7 @@ pub struct Session {
     held: Vec<Held>,
     /// `deliver = "inject"`: values and placeholders for the proxy (taken by
     /// [`Session::take_injected`]).
-    injected: Vec<crate::net::inject::Secret>,
+    injected: Vec<super::injected::Secret>,
     redactor: Option<Redactor>,
     pipes: Option<Pipes>,
     session_id: String,
@@ -136,7 +133,7 @@ impl Session {
                             p.name
                         ))
                     })?;
-                    self.injected.push(crate::net::inject::Secret::new(
+                    self.injected.push(super::injected::Secret::new(
                         &p.name,
                         v.bytes().to_vec(),
                         ph.clone(),
@@ -228,7 +225,7 @@ impl Session {
     }
 
     /// The injected secrets (values and placeholders), for the proxy.
-    pub fn take_injected(&mut self) -> Vec<crate::net::inject::Secret> {
+    pub fn take_injected(&mut self) -> Vec<super::injected::Secret> {
         std::mem::take(&mut self.injected)
     }
 

@@ -8,30 +8,16 @@
 
 use serde::Serialize;
 
-use crate::cell::landlock::{self, ABI_SCOPES, ABI_TCP};
-use crate::cell::seccomp;
+use super::landlock::{ABI_SCOPES, ABI_TCP};
 use crate::plan::{NetMode, Plan};
 
-/// What the kernel offers (probed once per run; cheap: one syscall and one prctl).
+/// What the kernel offers (probed once per run by `cell::confine::kernel`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Kernel {
     /// Landlock ABI, or why there is none.
     pub landlock: Result<i32, String>,
     /// Seccomp filters returning errno, or why not.
     pub seccomp: Result<(), String>,
-}
-
-impl Kernel {
-    /// Probed once per process: the kernel's features do not change during a run, and
-    /// `run`, the spec and `explain` all ask.
-    pub fn probe() -> Kernel {
-        static ONCE: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
-        ONCE.get_or_init(|| Kernel {
-            landlock: landlock::kernel_abi(),
-            seccomp: seccomp::available(),
-        })
-        .clone()
-    }
 }
 
 /// A layer the plan needs that cannot be enforced here.

@@ -10,21 +10,57 @@
 //! Each mechanism is asked for data (the secrets tmpfs, the binary `taskcell connect`
 //! runs, the trust bundle); no mechanism adds to a spec itself.
 
+pub mod landlock;
 pub mod layers;
+pub mod mounts;
+pub mod seccomp;
 
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
-use crate::cell::landlock::{self, Class, FsRule};
-use crate::cell::rootfs::{self, MountOp};
-use crate::cell::seccomp;
-use crate::cell::{Spec, TermSize};
 use crate::plan::net::{BINARY_IN_CELL, CA_BUNDLE_IN_CELL, RESOLV_CONF, SYSTEM_BUNDLE};
-use crate::plan::secrets::{Delivery, SECRETS_DIR};
-use crate::plan::{Access, Plan, Rlimit};
-use crate::secrets::deliver::{CellSecret, MAX_VALUE};
+use crate::plan::secrets::{Delivery, MAX_VALUE, SECRETS_DIR};
+use crate::plan::{Access, NetMode, Plan, ProcessPlan, Rlimit};
+use landlock::{Class, FsRule};
+use mounts::MountOp;
 
 use layers::Kernel;
+
+/// What the cell executes: everything it enforces, in order, as data.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub mounts: Vec<MountOp>,
+    pub net: NetMode,
+    pub process: ProcessPlan,
+    pub rlimits: Vec<Rlimit>,
+    /// Ports init binds on 127.0.0.1 inside the cell and passes to the supervisor
+    /// (`proxy` mode: the proxy and forward listeners), in this order.
+    pub listen: Vec<u16>,
+    /// Also bind UDP 127.0.0.1:53 (the refusing resolver of a `proxy` cell) and pass it
+    /// after the listeners.
+    pub dns: bool,
+    /// Secrets to deliver (each held in an inherited memfd; no value here).
+    pub secrets: Vec<CellSecret>,
+    /// Write ends of the stdout/stderr relay pipes, when output is masked.
+    pub stdio: Option<(RawFd, RawFd)>,
+    /// Landlock rules the worker applies (None: Landlock off or unavailable).
+    pub landlock: Option<landlock::Rules>,
+    /// Compiled seccomp programs the worker installs last (None: unavailable).
+    pub seccomp: Option<Vec<seccompiler::BpfProgram>>,
+    /// false: no namespaces at all (the best-effort mode without user namespaces).
+    pub namespaces: bool,
+    /// Interactive: init allocates a pseudo-terminal of this size in the cell's own
+    /// devpts and passes its master to the supervisor; the worker makes the slave its
+    /// controlling terminal and stdin/stdout/stderr.
+    pub pty: Option<TermSize>,
+}
+
+/// A terminal's size in characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TermSize {
+    pub rows: u16,
+    pub cols: u16,
+}
 
 /// What this machine offers the compiler (probed once, before it runs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,17 +80,11 @@ pub struct Offer {
 }
 
 impl Offer {
-    /// Probe what `plan` needs to know about this machine.
-    pub fn probe(plan: &Plan) -> Offer {
+    /// What to ask the machine for `plan` (`cell::confine::offer`): the running binary
+    /// (a `proxy` cell), a system CA bundle (injected credentials).
+    pub fn wanted(plan: &Plan) -> (bool, bool) {
         let proxy = plan.net.proxy.as_ref();
-        Offer {
-            kernel: Kernel::probe(),
-            exe: proxy.and_then(|_| std::fs::canonicalize("/proc/self/exe").ok()),
-            system_bundle: proxy.is_some_and(|p| p.intercepts_any())
-                && Path::new(SYSTEM_BUNDLE).is_file(),
-            resolv_conf: proxy.is_some()
-                && std::fs::symlink_metadata(RESOLV_CONF).is_ok_and(|m| m.is_file()),
-        }
+        (proxy.is_some(), proxy.is_some_and(|p| p.intercepts_any()))
     }
 }
 
@@ -93,6 +123,34 @@ impl Handles {
             pty: plan.process.pty.then_some(TermSize { rows: 24, cols: 80 }),
             limit_rlimits,
             ..Handles::default()
+        }
+    }
+}
+
+/// How one secret reaches the command, with the memfd (inherited at clone) that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CellSecret {
+    pub name: String,
+    /// The memfd, open in the supervisor before the clone (close-on-exec).
+    pub memfd: RawFd,
+    pub how: How,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum How {
+    File { path: PathBuf },
+    Fd { target: RawFd },
+    Env { var: String },
+}
+
+impl How {
+    /// None for a watch-only secret (not delivered).
+    pub fn of(d: &Delivery) -> Option<How> {
+        match d {
+            Delivery::File { path, .. } => Some(How::File { path: path.clone() }),
+            Delivery::Fd { fd, .. } => Some(How::Fd { target: *fd }),
+            Delivery::Env { var } => Some(How::Env { var: var.clone() }),
+            Delivery::None => None,
         }
     }
 }
@@ -145,7 +203,7 @@ pub fn mounts(
     ca_bundle: Option<&Path>,
     resolv_conf: Option<&Path>,
 ) -> Vec<MountOp> {
-    let mut ops = rootfs::tree_ops(&plan.paths, plan.process.uid);
+    let mut ops = mounts::tree_ops(&plan.paths, plan.process.uid);
     ops.extend(secrets_tmpfs(plan));
     if let Some(exe) = &offer.exe {
         ops.push(ro_file(exe, BINARY_IN_CELL));
@@ -160,7 +218,7 @@ pub fn mounts(
     if let Some(r) = resolv_conf {
         ops.push(ro_file(r, RESOLV_CONF));
     }
-    ops.extend(rootfs::seal_ops());
+    ops.extend(mounts::seal_ops());
     ops
 }
 
@@ -311,9 +369,9 @@ pub fn home_is_private(plan: &Plan) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::secrets::OnLeak;
     use crate::plan::secrets::{Provider, SecretPlan, DEFAULT_TIMEOUT};
     use crate::plan::{resolve, Context, NetMode, Overrides};
-    use crate::profile::secrets::OnLeak;
     use crate::profile::Profile;
 
     fn plan(net: NetMode) -> Plan {
@@ -409,11 +467,11 @@ mod tests {
                 },
                 ro_file(&bundle, CA_BUNDLE_IN_CELL),
                 ro_file(&bundle, SYSTEM_BUNDLE),
-                rootfs::seal_ops()[0].clone(),
-                rootfs::seal_ops()[1].clone(),
+                mounts::seal_ops()[0].clone(),
+                mounts::seal_ops()[1].clone(),
             ]
         );
-        assert_eq!(spec.mounts[..n - 5], rootfs::tree_ops(&p.paths, 1000)[..]);
+        assert_eq!(spec.mounts[..n - 5], mounts::tree_ops(&p.paths, 1000)[..]);
         let fs = spec.landlock.expect("landlock").fs;
         for path in [SECRETS_DIR, CA_BUNDLE_IN_CELL, SYSTEM_BUNDLE] {
             assert!(

@@ -27,34 +27,7 @@ use zeroize::Zeroizing;
 
 use crate::plan::net::{InjectRule, ProxyPlan, SYSTEM_BUNDLE};
 
-/// One injected secret as the proxy holds it: the value (zeroized on drop, never in
-/// Debug) and the placeholder the cell got.
-pub struct Secret {
-    pub name: String,
-    pub value: Zeroizing<Vec<u8>>,
-    pub placeholder: Vec<u8>,
-    /// Substitute in request bodies too.
-    pub body: bool,
-}
-
-impl Secret {
-    pub fn new(name: &str, value: Vec<u8>, placeholder: Vec<u8>, body: bool) -> Secret {
-        Secret {
-            name: name.into(),
-            value: Zeroizing::new(value),
-            placeholder,
-            body,
-        }
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Secret")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
+pub use crate::secrets::injected::Secret;
 
 /// The per-cell interception state.
 pub struct Injector {
@@ -220,7 +193,7 @@ impl Injector {
             rules: plan.inject.clone(),
             intercept: plan.intercept.clone(),
             watched,
-            block: plan.firewall == crate::profile::Firewall::Block,
+            block: plan.firewall == crate::plan::net::Firewall::Block,
             walls: Mutex::new(HashMap::new()),
             secrets: ordered,
             ca_cert,

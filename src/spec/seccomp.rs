@@ -602,38 +602,9 @@ fn rule_block(r: &Rule) -> Result<Vec<sock_filter>, String> {
     Ok(out)
 }
 
-/// Install the programs (no_new_privs must be set). Nothing may run after this but
-/// `execve`.
-pub fn apply(programs: &[BpfProgram]) -> Result<(), String> {
-    for p in programs {
-        seccompiler::apply_filter(p).map_err(|e| format!("installing the seccomp filter: {e}"))?;
-    }
-    Ok(())
-}
-
 /// A filter that allows everything (the floor any filter costs; for benchmarks).
 pub fn allow_all() -> BpfProgram {
     vec![stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW)]
-}
-
-/// Whether this kernel can install filters returning errno.
-pub fn available() -> Result<(), String> {
-    // SAFETY: PR_GET_SECCOMP takes no pointers.
-    if unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) } < 0 {
-        return Err(format!(
-            "seccomp is not available: {} (needs a kernel with CONFIG_SECCOMP_FILTER)",
-            std::io::Error::last_os_error()
-        ));
-    }
-    let actions =
-        std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
-    if !actions.is_empty() && !actions.contains("errno") {
-        return Err(format!(
-            "seccomp cannot return errno here (actions: {})",
-            actions.trim()
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

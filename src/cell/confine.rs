@@ -1,0 +1,202 @@
+//! Confinement below the namespaces, as the kernel offers it: probe Landlock and seccomp
+//! once ([`kernel`]), apply the Spec's Landlock rules and seccomp programs in the worker.
+//! The rules and programs themselves are data made by `spec::landlock`/`spec::seccomp`.
+
+use std::path::{Path, PathBuf};
+
+use seccompiler::BpfProgram;
+
+use crate::plan::net::SYSTEM_BUNDLE;
+use crate::spec::landlock::{Class, Rules};
+use crate::spec::layers::Kernel;
+use crate::spec::Offer;
+
+/// What the kernel offers, probed once per process: its features do not change during a
+/// run, and `run`, the spec and `explain` all ask (cheap: one syscall and one prctl).
+pub fn kernel() -> Kernel {
+    static ONCE: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| Kernel {
+        landlock: landlock_abi(),
+        seccomp: seccomp_available(),
+    })
+    .clone()
+}
+
+/// What this machine offers the compiler: the kernel's layers, the running binary (for a
+/// `proxy` cell), whether there is a system CA bundle to bind the cell's over (`inject`).
+pub fn offer(proxy: bool, inject: bool) -> Offer {
+    Offer {
+        kernel: kernel(),
+        exe: proxy
+            .then(|| std::fs::canonicalize("/proc/self/exe").ok())
+            .flatten(),
+        system_bundle: inject && Path::new(SYSTEM_BUNDLE).is_file(),
+        resolv_conf: proxy
+            && std::fs::symlink_metadata(crate::plan::net::RESOLV_CONF).is_ok_and(|m| m.is_file()),
+    }
+}
+
+/// A directory's entries as (path, is_symlink), sorted (a `spec::landlock::Lister`).
+pub fn list_dir(dir: &Path) -> Vec<(PathBuf, bool)> {
+    let mut v: Vec<(PathBuf, bool)> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| {
+                    let link = e.file_type().map(|t| t.is_symlink()).unwrap_or(true);
+                    (e.path(), link)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The kernel's Landlock ABI version, or why there is none.
+pub fn landlock_abi() -> Result<i32, String> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: the version query takes a NULL attr and size 0 and returns an integer.
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if v < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ENOSYS) => "Landlock is not built into this kernel (needs Linux 5.13+ with CONFIG_SECURITY_LANDLOCK)".into(),
+            Some(libc::EOPNOTSUPP) => "Landlock is built in but not enabled (add `landlock` to the lsm= kernel parameter)".into(),
+            _ => format!("Landlock is not available: {e}"),
+        });
+    }
+    Ok(v as i32)
+}
+
+fn to_abi(v: i32) -> landlock::ABI {
+    use landlock::ABI;
+    match v {
+        i32::MIN..=0 => ABI::Unsupported,
+        1 => ABI::V1,
+        2 => ABI::V2,
+        3 => ABI::V3,
+        4 => ABI::V4,
+        5 => ABI::V5,
+        6 => ABI::V6,
+        7 => ABI::V7,
+        8 => ABI::V8,
+        9 => ABI::V9,
+        _ => ABI::V10,
+    }
+}
+
+/// Apply the rules to the calling process (no_new_privs must be set). Every handled right
+/// must be enforced: anything less is an error (the caller decided earlier, from the
+/// kernel's ABI, what to ask for).
+pub fn apply_landlock(r: &Rules) -> Result<(), String> {
+    use landlock::{
+        Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath,
+        PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
+    };
+    let abi = to_abi(r.abi);
+    let all = AccessFs::from_all(abi);
+    let read = AccessFs::from_read(abi);
+    let dev: BitFlags<AccessFs> = (AccessFs::ReadFile
+        | AccessFs::ReadDir
+        | AccessFs::WriteFile
+        | AccessFs::Truncate
+        | AccessFs::IoctlDev)
+        & all;
+    let e = |what: &str, err: &dyn std::fmt::Display| format!("Landlock: {what}: {err}");
+    let mut rs = Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(all)
+        .map_err(|x| e("handling filesystem rights", &x))?;
+    let tcp = AccessNet::BindTcp | AccessNet::ConnectTcp;
+    if r.tcp.is_some() {
+        rs = rs
+            .handle_access(tcp)
+            .map_err(|x| e("handling TCP rights", &x))?;
+    }
+    if r.scopes {
+        rs = rs
+            .scope(Scope::AbstractUnixSocket | Scope::Signal)
+            .map_err(|x| e("scoping signals and abstract sockets", &x))?;
+    }
+    let mut c = rs.create().map_err(|x| e("creating the ruleset", &x))?;
+    for f in &r.fs {
+        let fd = match PathFd::new(&f.path) {
+            Ok(fd) => fd,
+            Err(_) if f.optional && !f.path.exists() => continue,
+            Err(x) => {
+                return Err(format!(
+                    "Landlock: cannot open {} for a rule: {x}",
+                    f.path.display()
+                ))
+            }
+        };
+        let mut rights = match f.class {
+            Class::List => BitFlags::from(AccessFs::ReadDir),
+            Class::Read => read,
+            Class::Dev => dev,
+            Class::Write => all,
+        };
+        if !Path::new(&f.path).is_dir() {
+            rights &= AccessFs::from_file(abi);
+        }
+        if rights.is_empty() {
+            continue;
+        }
+        c = c
+            .add_rule(PathBeneath::new(fd, rights))
+            .map_err(|x| e(&format!("rule for {}", f.path.display()), &x))?;
+    }
+    if let Some(ports) = &r.tcp {
+        for p in ports {
+            c = c
+                .add_rule(NetPort::new(*p, tcp))
+                .map_err(|x| e(&format!("rule for TCP port {p}"), &x))?;
+        }
+    }
+    let st = c
+        .restrict_self()
+        .map_err(|x| e("restricting the process", &x))?;
+    if st.ruleset != RulesetStatus::FullyEnforced {
+        return Err(format!(
+            "Landlock: the ruleset is only {:?} on this kernel",
+            st.ruleset
+        ));
+    }
+    Ok(())
+}
+
+/// Install the programs (no_new_privs must be set). Nothing may run after this but
+/// `execve`.
+pub fn apply_seccomp(programs: &[BpfProgram]) -> Result<(), String> {
+    for p in programs {
+        seccompiler::apply_filter(p).map_err(|e| format!("installing the seccomp filter: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Whether this kernel can install filters returning errno.
+pub fn seccomp_available() -> Result<(), String> {
+    // SAFETY: PR_GET_SECCOMP takes no pointers.
+    if unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) } < 0 {
+        return Err(format!(
+            "seccomp is not available: {} (needs a kernel with CONFIG_SECCOMP_FILTER)",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let actions =
+        std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
+    if !actions.is_empty() && !actions.contains("errno") {
+        return Err(format!(
+            "seccomp cannot return errno here (actions: {})",
+            actions.trim()
+        ));
+    }
+    Ok(())
+}
