@@ -14,7 +14,9 @@ pub mod plan;
 pub mod prepare;
 pub mod profile;
 pub mod secrets;
+pub mod signals;
 pub mod spec;
+pub mod state;
 pub mod supervisor;
 pub mod tty;
 

@@ -1073,3 +1073,27 @@ r=s.recv(512); print(\"rcode\", r[3] & 15)'";
     );
     assert!(!stderr(&o).contains("direct.example"), "{}", stderr(&o));
 }
+
+#[test]
+fn the_proxy_serves_no_more_connections_at_once_than_the_cell_may_have_processes() {
+    // Each served connection is a thread of taskcell's: they count against the cell.
+    let port = echo_server();
+    let ws = Ws::new();
+    let prof = profile(&ws, &format!("{}\n[limits]\nprocesses = 32\n", allow(port)));
+    let o = probe_in_cell(&ws, &prof, "concurrent", &format!("example.test:{port} 20"));
+    assert_eq!(
+        probe_lines(&o),
+        vec!["concurrent ok 20".to_string()],
+        "{o:?}"
+    );
+    let o = probe_in_cell(
+        &ws,
+        &prof,
+        "concurrent",
+        &format!("example.test:{port} 100"),
+    );
+    assert!(
+        probe_lines(&o).is_empty(),
+        "100 connections served at once: {o:?}"
+    );
+}

@@ -54,7 +54,8 @@ fn under(prefix: &str, p: &Path) -> PathBuf {
 
 /// Build the root and switch to it. Runs in the cell's init, in its own user and mount
 /// namespace, before anything else of the cell runs.
-pub fn execute(ops: &[MountOp]) -> Result<(), RootfsError> {
+/// `tmpfs_size`: the `size=` of every writable tmpfs (bytes), None for the default.
+pub fn execute(ops: &[MountOp], tmpfs_size: Option<u64>) -> Result<(), RootfsError> {
     // Nothing we do here may propagate back to the host.
     mount(
         None::<&str>,
@@ -90,7 +91,7 @@ pub fn execute(ops: &[MountOp]) -> Result<(), RootfsError> {
 
     let oldroot = hold::open_dir(Path::new(OLDROOT)).map_err(ioerr("opening the host's root"))?;
     for op in ops {
-        apply(op, &oldroot)?;
+        apply(op, &oldroot, tmpfs_size)?;
     }
     drop(oldroot);
 
@@ -114,7 +115,7 @@ pub fn execute(ops: &[MountOp]) -> Result<(), RootfsError> {
     Ok(())
 }
 
-fn apply(op: &MountOp, oldroot: &OwnedFd) -> Result<(), RootfsError> {
+fn apply(op: &MountOp, oldroot: &OwnedFd, tmpfs_size: Option<u64>) -> Result<(), RootfsError> {
     match op {
         MountOp::Proc { path } => {
             let dst = under(NEWROOT, path);
@@ -144,12 +145,16 @@ fn apply(op: &MountOp, oldroot: &OwnedFd) -> Result<(), RootfsError> {
                 flags |= MsFlags::MS_RDONLY | MsFlags::MS_NOEXEC;
             }
             nix::unistd::fchdir(dst.as_raw_fd()).map_err(err("entering a mount target"))?;
+            let mut opts = format!("mode={mode:o}");
+            if let (Some(size), false) = (tmpfs_size, *readonly) {
+                opts.push_str(&format!(",size={size}"));
+            }
             let r = mount(
                 Some("tmpfs"),
                 ".",
                 Some("tmpfs"),
                 flags,
-                Some(format!("mode={mode:o}").as_str()),
+                Some(opts.as_str()),
             );
             nix::unistd::chdir("/").map_err(err("chdir /"))?;
             r.map_err(err(format!("mounting a tmpfs on {}", path.display())))?;

@@ -46,6 +46,9 @@ pub struct Session {
     pub audit: Option<File>,
     /// Injected credentials (TLS interception for their hosts), if any.
     pub inject: Option<Arc<inject::Injector>>,
+    /// Connections of this cell served at once (each holds a thread of taskcell's): at
+    /// most [`MAX_CONNECTIONS`], and the cell's `processes` limit when it has one.
+    pub max_connections: usize,
 }
 
 /// Connections served at once; beyond this, new ones are closed at once.
@@ -67,6 +70,7 @@ pub struct Shared {
     pub audit: crate::audit::Sink,
     pub approvals: approve::Approvals,
     pub active: AtomicUsize,
+    pub max_connections: usize,
     pub inject: Option<Arc<inject::Injector>>,
     /// `--learn`: the host:port pairs connected to.
     pub learned: learn::Learned,
@@ -116,6 +120,7 @@ pub fn start(
         audit,
         approvals: approve::Approvals::default(),
         active: AtomicUsize::new(0),
+        max_connections: session.max_connections.clamp(1, MAX_CONNECTIONS),
         inject: session.inject.clone(),
         learned: learn::Learned::default(),
     });
@@ -198,7 +203,7 @@ where
                     continue;
                 }
             };
-            if shared.active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            if shared.active.fetch_add(1, Ordering::SeqCst) >= shared.max_connections {
                 shared.active.fetch_sub(1, Ordering::SeqCst);
                 drop(conn);
                 continue;

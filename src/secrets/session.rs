@@ -36,7 +36,7 @@ pub struct Session {
     /// `deliver = "inject"`: values and placeholders for the proxy (taken by
     /// [`Session::take_injected`]).
     injected: Vec<super::injected::Secret>,
-    redactor: Option<Redactor>,
+    redactor: Option<std::sync::Arc<Redactor>>,
     pipes: Option<Pipes>,
     session_id: String,
 }
@@ -164,7 +164,7 @@ impl Session {
             .collect();
         if !masked.is_empty() {
             let r = Redactor::new(&masked).map_err(|e| SecretsError(e.to_string()))?;
-            self.redactor = Some(r);
+            self.redactor = Some(std::sync::Arc::new(r));
             self.pipes = Some(
                 Pipes::new()
                     .map_err(|e| SecretsError(format!("creating the output relay pipes: {e}")))?,
@@ -229,8 +229,10 @@ impl Session {
         std::mem::take(&mut self.injected)
     }
 
-    pub fn redactor(&self) -> Option<&Redactor> {
-        self.redactor.as_ref()
+    /// The masker's patterns, shared with the output relay threads (which may outlive
+    /// the supervisor's wait when taskcell's own output is stuck).
+    pub fn redactor(&self) -> Option<std::sync::Arc<Redactor>> {
+        self.redactor.clone()
     }
 
     /// After the cell ended: record masked counts, revoke, scan what the cell wrote.
@@ -316,7 +318,7 @@ impl Session {
                 &argv,
                 value.bytes(),
                 h.plan.timeout,
-                self.redactor.as_ref(),
+                self.redactor.as_deref(),
             );
             drop(value);
             if !r.ok {

@@ -49,6 +49,9 @@ pub struct Spec {
     pub seccomp: Option<Vec<seccompiler::BpfProgram>>,
     /// false: no namespaces at all (the best-effort mode without user namespaces).
     pub namespaces: bool,
+    /// `size=` of every writable tmpfs the cell mounts (/tmp, /dev/shm, a tmpfs home, the
+    /// profile's `tmpfs` entries), in bytes; None: the kernel's default (half the RAM).
+    pub tmpfs_size: Option<u64>,
     /// Interactive: init allocates a pseudo-terminal of this size in the cell's own
     /// devpts and passes its master to the supervisor; the worker makes the slave its
     /// controlling terminal and stdin/stdout/stderr.
@@ -187,6 +190,9 @@ pub fn compile(plan: &Plan, offer: &Offer, h: &Handles) -> Spec {
             .map(|r| with_rules(r, extra)),
         seccomp: seccomp_programs(plan, &offer.kernel),
         namespaces: true,
+        // tmpfs pages are memory: without a cgroup nothing else would bound them, so each
+        // writable tmpfs is at most the cell's memory limit.
+        tmpfs_size: plan.limits.resources.memory,
         secrets: h.secrets.clone(),
         // Interactive: the command's own terminal; output from it is masked like pipes.
         stdio: if h.pty.is_some() { None } else { h.stdio },
