@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::EXIT_LEAK;
+use crate::{EXIT_LEAK, EXIT_SCAN_INCOMPLETE};
 
 /// Exit code when the cell's init was killed (the OOM killer chose it, or someone outside
 /// killed it): the command's own status never arrived.
@@ -34,6 +34,8 @@ pub struct Outcome {
     pub enforcement: crate::plan::limits::Enforcement,
     /// The leak scan found a secret declared `on_leak = "fail"`.
     pub leak_fail: bool,
+    /// A secret is declared `on_leak = "fail"` and the leak scan was not complete.
+    pub scan_incomplete_fail: bool,
     /// A terminating signal taskcell got while the cell ran (it stopped the cell).
     pub stopped_by: Option<i32>,
     /// The cell left files git would run code from (moved aside, see `leftover`).
@@ -72,6 +74,7 @@ impl Outcome {
         }
         match (&self.ending, self.stopped_by) {
             (Ending::Exited(0), _) if self.leak_fail => EXIT_LEAK,
+            (Ending::Exited(0), _) if self.scan_incomplete_fail => EXIT_SCAN_INCOMPLETE,
             (Ending::Exited(c), _) => *c,
             // Stopped because taskcell got a signal: as a shell reports that signal.
             (Ending::Signaled(_) | Ending::Lost, Some(s)) => 128 + s,

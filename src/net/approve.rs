@@ -104,6 +104,13 @@ impl Approvals {
             .unwrap_or(true)
     }
 
+    /// Tell the user one line (the cell's words in it are cleaned): on taskcell's stderr,
+    /// or, while an interactive cell owns the screen, queued for after it (listed by
+    /// `taskcell sessions` meanwhile, audited).
+    pub fn note(&self, line: &str) {
+        crate::display::diagnostic(line);
+    }
+
     /// Ask on the terminal, if there is one and it is free, until `id` is answered (here
     /// or elsewhere) or the deadline passes. Returns without waiting when another request
     /// holds the terminal.
