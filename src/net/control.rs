@@ -104,7 +104,7 @@ pub fn start(shared: Arc<Shared>) -> io::Result<PathBuf> {
                 let s = shared.clone();
                 let _ = std::thread::Builder::new()
                     .name("taskcell-ctl".into())
-                    .stack_size(128 * 1024)
+                    .stack_size(1024 * 1024)
                     .spawn(move || handle(&s, c));
             }
         })?;

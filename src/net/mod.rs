@@ -213,7 +213,9 @@ where
             let h = handler.clone();
             let r = std::thread::Builder::new()
                 .name("taskcell-conn".into())
-                .stack_size(256 * 1024)
+                // 1 MiB: audit records are masked here (display::clean_json), and the
+                // masker needs more stack than 256 KiB.
+                .stack_size(1024 * 1024)
                 .spawn(move || {
                     let guard = ActiveGuard(s.clone());
                     h(s, conn);
