@@ -129,6 +129,11 @@ pub struct CellArgs {
     /// proxy injects credentials (private registries, tests); the system roots stay.
     #[arg(long, value_name = "PATH")]
     pub upstream_ca: Option<std::path::PathBuf>,
+    /// Learn what the command needs: `proxy` mode allowing every host without asking,
+    /// each connection audited; at the end, a `[network] allow = [...]` block naming every
+    /// host:port used, ready to paste into a profile (also in the audit log).
+    #[arg(long)]
+    pub learn: bool,
     /// Network mode: none, loopback, proxy or host.
     #[arg(long, value_name = "MODE", value_parser = parse_net)]
     pub net: Option<NetMode>,

@@ -179,6 +179,7 @@ fn load_plan(cell: &CellArgs, argv: &[String]) -> Result<plan::Plan, String> {
             ask: cell.ask,
             resolve: cell.resolve.clone(),
             upstream_ca: cell.upstream_ca.clone(),
+            learn: cell.learn,
         },
         secrets: cell.secret.clone(),
         secret_opts: cell.secret_opt.clone(),

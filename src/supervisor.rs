@@ -128,6 +128,20 @@ pub fn run_with(
         }
         _ => None,
     };
+    // A `proxy` cell's resolv.conf names its refusing resolver (kept until the clone).
+    let _resolv = match &plan.net.proxy {
+        Some(_) => match resolv_conf_file() {
+            Ok(f) => {
+                handles.resolv_conf = Some(f.path().to_path_buf());
+                Some(f)
+            }
+            Err(e) => {
+                secrets.finish(audit, &[], &[], std::time::SystemTime::now());
+                return Err(cell::SpawnError::Io(e).into());
+            }
+        },
+        None => None,
+    };
     // The last moment a signal can stop the start without a cell to stop.
     if let Some(sig) = crate::signals::pending() {
         if let Some(i) = &injector {
@@ -176,6 +190,7 @@ pub fn run_with(
         other => other,
     };
     let relay_fds = secrets.after_spawn();
+    drop(_resolv);
     // The cell has bound the trust bundle (or failed): the host file is not needed.
     if let Some(i) = &injector {
         i.remove_bundle();
@@ -319,6 +334,15 @@ pub fn run_with(
     }
     drop(_raw);
     drop(_private_tmp);
+    if let Some(net) = _net.as_ref().filter(|n| n.shared.plan.learn) {
+        let rules = net.shared.learned.rules();
+        let block = crate::net::learn::block(&rules);
+        eprintln!("taskcell: --learn: the hosts this run connected to, for the profile:\n{block}");
+        audit.record(
+            "learned",
+            serde_json::json!({ "allow": rules, "profile_block": block }),
+        );
+    }
     // Revocation and the leak scan run on every ending the supervisor survives.
     let roots: Vec<std::path::PathBuf> = plan
         .paths
@@ -355,6 +379,17 @@ pub fn run_with(
     }
     outcome.leftover = !left.findings.is_empty();
     Ok(outcome)
+}
+
+/// The host file bound over a `proxy` cell's /etc/resolv.conf (readable: the cell's
+/// init binds it as the caller).
+fn resolv_conf_file() -> std::io::Result<tempfile::NamedTempFile> {
+    use std::io::Write;
+    let mut f = tempfile::Builder::new()
+        .prefix("taskcell-resolv-")
+        .tempfile()?;
+    f.write_all(crate::plan::net::RESOLV_CONF_TEXT.as_bytes())?;
+    Ok(f)
 }
 
 /// Collect the relays' masked counts until each ended, `until` passed, or taskcell got a

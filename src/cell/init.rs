@@ -104,7 +104,7 @@ pub fn main(
     if let Some(sock) = listen_sock {
         // Bound here, with the cell's network namespace and before any privilege is
         // dropped; served by the supervisor from outside.
-        if let Err(msg) = super::net::pass_listeners(&spec.listen, &sock) {
+        if let Err(msg) = super::net::pass_listeners(&spec.listen, spec.dns, &sock) {
             report(err.as_raw_fd(), 125, &msg);
             exit(125);
         }

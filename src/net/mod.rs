@@ -13,10 +13,12 @@
 pub mod approve;
 pub mod connect;
 pub mod control;
+pub mod dns;
 pub mod forward;
 pub mod gate;
 pub mod http;
 pub mod inject;
+pub mod learn;
 pub mod proxy;
 pub mod relay;
 pub mod resolve;
@@ -70,6 +72,8 @@ pub struct Shared {
     pub active: AtomicUsize,
     pub max_connections: usize,
     pub inject: Option<Arc<inject::Injector>>,
+    /// `--learn`: the host:port pairs connected to.
+    pub learned: learn::Learned,
 }
 
 /// The running network service; dropping it removes the control socket.
@@ -118,6 +122,7 @@ pub fn start(
         active: AtomicUsize::new(0),
         max_connections: session.max_connections.clamp(1, MAX_CONNECTIONS),
         inject: session.inject.clone(),
+        learned: learn::Learned::default(),
     });
     // The launching user's terminal, when the cell does not use it (taskcell's stdin is
     // not a terminal): `ask` prompts there too.
@@ -152,6 +157,17 @@ pub fn start(
         spawn_acceptor("taskcell-fwd", l, shared.clone(), move |s, c| {
             forward::serve(&s, &f, c)
         });
+    }
+    // The refusing resolver, when the cell bound one (last).
+    if let Some(fd) = it.next() {
+        let sock = std::net::UdpSocket::from(fd);
+        let s = shared.clone();
+        if let Err(e) = std::thread::Builder::new()
+            .name("taskcell-dns".into())
+            .spawn(move || dns::serve(s, sock))
+        {
+            tracing::warn!("cannot start the cell's resolver thread: {e}");
+        }
     }
     let control = if !session.id.is_empty() {
         match control::start(shared.clone()) {
