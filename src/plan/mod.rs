@@ -117,6 +117,8 @@ pub struct ProcessPlan {
     pub gid: u32,
     /// The command gets its own pseudo-terminal (interactive use).
     pub pty: bool,
+    /// The command may set the user's clipboard (OSC 52 passes the output relay).
+    pub clipboard: bool,
 }
 
 /// The layers under the namespaces (Landlock, seccomp), from `[security]`.
@@ -549,10 +551,13 @@ pub fn resolve(
         let mut p = crate::plan::net::build(&profile.network, &ov.netov)
             .map_err(|msg| PlanError::Other { msg })?;
         p.inject = secrets::inject_rules(&secrets);
-        p.control_dir = crate::plan::net::control_dir(
+        // Never where the cell can see it (it could approve its own requests).
+        p.control_dir = crate::plan::net::choose_control_dir(
             ctx.env.get("XDG_RUNTIME_DIR").map(String::as_str),
             ctx.uid,
-        );
+            &paths,
+        )
+        .map_err(|msg| PlanError::Other { msg })?;
         for (k, v) in p.env() {
             env.entry(k).or_insert(v);
         }
@@ -628,6 +633,7 @@ pub fn resolve(
             uid: ctx.uid,
             gid: ctx.gid,
             pty: ov.pty.unwrap_or(ctx.terminal),
+            clipboard: profile.terminal.clipboard,
         },
         strict: ov.strict.unwrap_or(profile.strict),
         secrets,

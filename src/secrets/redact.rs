@@ -247,6 +247,13 @@ struct SkipScratch {
     lanes: [Vec<usize>; LANES],
 }
 
+/// taskcell's own words about the cell are masked with the same patterns.
+impl crate::display::Mask for Redactor {
+    fn mask(&self, text: &[u8]) -> Vec<u8> {
+        self.mask_all(text)
+    }
+}
+
 /// Which view of the data a match was found in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum View {
