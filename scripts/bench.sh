@@ -370,7 +370,11 @@ PY
     local port; port=$(free_port)
     python3 "$WORK/srv.py" "$port" "$WORK/srv.pem" "$WORK/srv.key" &
     PIDS+=($!)
-    sleep 0.5
+    # Wait until it listens (a loaded machine starts Python slowly).
+    for _ in $(seq 1 100); do
+        python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$port" 2>/dev/null && break
+        sleep 0.1
+    done
     cat > "$WORK/client.py" <<'PY'
 import http.client, os, ssl, statistics, sys, time
 host, port, reqs, conns, cafile = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]

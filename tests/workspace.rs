@@ -462,3 +462,34 @@ fn read_path_through_a_symlink_inside_the_workspace_is_refused() {
     assert!(!stdout(&o).contains("READCANARY"));
     refused_125(&o, &["docs", "../secret"]);
 }
+
+#[test]
+fn git_include_path_created_in_cell_does_not_run_outside() {
+    // The user's config includes an in-repository file that does not exist yet; the cell
+    // creates it with a core.fsmonitor.
+    let base = Ws::new();
+    let ws = base.join("ws");
+    repo(&ws);
+    git_ok(&ws, &["config", "include.path", "../local.gitconfig"]);
+    let marker = base.join("MARKER");
+    std::fs::write(
+        base.join("payload"),
+        format!("#!/bin/sh\ntouch {}\n", marker.display()),
+    )
+    .unwrap();
+    let o = sh(
+        &ws,
+        "build",
+        &[],
+        &format!(
+            "printf '#!/bin/sh\\ntouch {}\\n' > fsm; chmod +x fsm; \
+             printf '[core]\\n\\tfsmonitor = %s/fsm\\n' \"$PWD\" > local.gitconfig",
+            marker.display()
+        ),
+    );
+    assert_eq!(o.status.code(), Some(122), "{}", stderr(&o));
+    assert!(stderr(&o).contains("local.gitconfig"), "{}", stderr(&o));
+    let _ = git(&ws, &["status"]);
+    let _ = git(&ws, &["commit", "-q", "--allow-empty", "-m", "outside"]);
+    assert!(!marker.exists());
+}

@@ -367,23 +367,91 @@ pub const CPU_PERIOD_US: u64 = 100_000;
 
 /// Decide how each limit is enforced on `m`.
 pub fn enforcement(res: &Resources, timeout: Option<Duration>, m: &Machine) -> Enforcement {
-    let mut e = Enforcement::default();
-    let hard = |name: &str| m.hard.get(name).copied().unwrap_or(u64::MAX);
-    let why = |c: &str| {
-        m.cgroup_notes
+    let mut b = Builder {
+        m,
+        e: Enforcement::default(),
+    };
+    if let Some(p) = res.processes {
+        processes(&mut b, p);
+    }
+    if let Some(bytes) = res.memory {
+        memory(&mut b, bytes);
+    }
+    if let Some(c) = res.cpu_milli {
+        cpu(&mut b, c, timeout);
+    }
+    if let Some(n) = res.open_files {
+        b.rlimit(
+            "open_files",
+            "nofile",
+            "RLIMIT_NOFILE",
+            n,
+            format!("{n} per process"),
+            None,
+        );
+    }
+    if let Some(bytes) = res.file_size {
+        b.rlimit(
+            "file_size",
+            "fsize",
+            "RLIMIT_FSIZE",
+            bytes,
+            human_bytes(bytes),
+            Some("a write past it fails with EFBIG (File too large); SIGXFSZ is ignored".into()),
+        );
+    }
+    if let Some(bytes) = res.core {
+        let value = if bytes == 0 {
+            "0 (no core files)".to_string()
+        } else {
+            human_bytes(bytes)
+        };
+        b.rlimit("core", "core", "RLIMIT_CORE", bytes, value, None);
+    }
+    if let Some(t) = timeout {
+        b.e.rows.push(Row {
+            limit: "timeout",
+            value: format!("{}s", t.as_secs_f64()),
+            mechanism: "supervisor timer".into(),
+            enforced: true,
+            note: Some("SIGTERM, then SIGKILL after the grace period".into()),
+        });
+    }
+    b.e
+}
+
+/// The enforcement being built, and the machine it is built for.
+struct Builder<'a> {
+    m: &'a Machine,
+    e: Enforcement,
+}
+
+impl Builder<'_> {
+    /// The launcher's hard limit for rlimit `name`.
+    fn hard(&self, name: &str) -> u64 {
+        self.m.hard.get(name).copied().unwrap_or(u64::MAX)
+    }
+
+    /// Why there is no cgroup for controller `c`.
+    fn why(&self, c: &str) -> String {
+        self.m
+            .cgroup_notes
             .get(c)
             .cloned()
             .unwrap_or_else(|| "no cgroup can be created".into())
-    };
-    // An rlimit the cell can set: at most the launcher's hard limit.
-    let rlimit = |e: &mut Enforcement,
-                  limit: &'static str,
-                  name: &'static str,
-                  kernel: &str,
-                  v: u64,
-                  value: String,
-                  note: Option<String>| {
-        let h = hard(name);
+    }
+
+    /// An rlimit the cell can set: at most the launcher's hard limit.
+    fn rlimit(
+        &mut self,
+        limit: &'static str,
+        name: &'static str,
+        kernel: &str,
+        v: u64,
+        value: String,
+        note: Option<String>,
+    ) {
+        let h = self.hard(name);
         let (v, clamp) = if v > h {
             (
                 h,
@@ -394,7 +462,7 @@ pub fn enforcement(res: &Resources, timeout: Option<Duration>, m: &Machine) -> E
         } else {
             (v, None)
         };
-        e.rlimits.push(Rlimit {
+        self.e.rlimits.push(Rlimit {
             name,
             soft: v,
             hard: v,
@@ -403,173 +471,129 @@ pub fn enforcement(res: &Resources, timeout: Option<Duration>, m: &Machine) -> E
             (Some(a), Some(b)) => Some(format!("{a}; {b}")),
             (a, b) => a.or(b),
         };
-        e.rows.push(Row {
+        self.e.rows.push(Row {
             limit,
             value,
             mechanism: kernel.to_string(),
             enforced: true,
             note,
         });
-    };
+    }
+}
 
-    if let Some(p) = res.processes {
-        let value = format!("{p} processes and threads");
-        if let Some(v) = m.pids {
-            e.cgroup.pids_max = Some((p, v));
-            e.rows.push(Row {
-                limit: "processes",
-                value,
-                mechanism: format!("{} pids.max", v.as_str()),
-                enforced: true,
-                note: None,
-            });
-        } else if m.uid == 0 {
-            e.rows.push(Row {
-                limit: "processes",
-                value,
-                mechanism: "none".into(),
-                enforced: false,
-                note: Some(format!(
-                    "no pids cgroup ({}), and RLIMIT_NPROC does not bind uid 0",
-                    why("pids")
-                )),
-            });
-        } else {
-            let note = if m.nproc_per_userns {
-                format!("no pids cgroup ({}); RLIMIT_NPROC counts this uid's processes in the cell's user namespace, Linux 5.14+", why("pids"))
-            } else {
-                format!("no pids cgroup ({}); RLIMIT_NPROC counts ALL processes of this uid on the host (Linux < 5.14), so a low value also fails when the user runs many processes", why("pids"))
-            };
-            rlimit(
-                &mut e,
-                "processes",
-                "nproc",
-                "RLIMIT_NPROC",
-                p,
-                value,
-                Some(note),
-            );
-        }
-    }
-    if let Some(b) = res.memory {
-        let value = format!("{} (swap counted)", human_bytes(b));
-        if let Some(v) = m.memory {
-            e.cgroup.memory_max = Some((b, v));
-            let files = match v {
-                CgVersion::V2 => "memory.max + memory.swap.max = 0",
-                CgVersion::V1 => "memory.limit_in_bytes + memory.memsw.limit_in_bytes",
-            };
-            e.rows.push(Row {
-                limit: "memory",
-                value,
-                mechanism: format!("{} {files}", v.as_str()),
-                enforced: true,
-                note: Some("the whole cell together; past it the kernel's OOM killer ends a process of the cell".into()),
-            });
-        } else {
-            rlimit(
-                &mut e,
-                "memory",
-                "data",
-                "RLIMIT_DATA",
-                b,
-                value,
-                Some(format!(
-                    "no memory cgroup ({}): per process, private writable memory only (allocations past it fail); N processes may use N times the value, shared memory and tmpfs are not counted",
-                    why("memory")
-                )),
-            );
-        }
-    }
-    if let Some(c) = res.cpu_milli {
-        let value = human_cores(c);
-        if let Some(v) = m.cpu {
-            e.cgroup.cpu_milli = Some((c, v));
-            let files = match v {
-                CgVersion::V2 => "cpu.max",
-                CgVersion::V1 => "cpu.cfs_quota_us",
-            };
-            e.rows.push(Row {
-                limit: "cpu",
-                value,
-                mechanism: format!("{} {files}", v.as_str()),
-                enforced: true,
-                note: None,
-            });
-        } else if let Some(t) = timeout {
-            // The share over the whole allowed wall-clock time, as CPU seconds per process.
-            let secs = ((c as f64 / 1000.0) * t.as_secs_f64()).ceil().max(1.0) as u64;
-            let h = hard("cpu");
-            let soft = secs.min(h);
-            e.rlimits.push(Rlimit {
-                name: "cpu",
-                soft,
-                // SIGXCPU at the soft limit, SIGKILL a second later.
-                hard: soft.saturating_add(1).min(h),
-            });
-            e.rows.push(Row {
-                limit: "cpu",
-                value,
-                mechanism: "RLIMIT_CPU".into(),
-                enforced: true,
-                note: Some(format!(
-                    "no cpu cgroup ({}): not a share but a budget of {soft} CPU seconds per process (cores × timeout), then SIGXCPU",
-                    why("cpu")
-                )),
-            });
-        } else {
-            e.rows.push(Row {
-                limit: "cpu",
-                value,
-                mechanism: "none".into(),
-                enforced: false,
-                note: Some(format!(
-                    "no cpu cgroup ({}); with a `timeout`, RLIMIT_CPU would bound CPU time instead",
-                    why("cpu")
-                )),
-            });
-        }
-    }
-    if let Some(n) = res.open_files {
-        rlimit(
-            &mut e,
-            "open_files",
-            "nofile",
-            "RLIMIT_NOFILE",
-            n,
-            format!("{n} per process"),
-            None,
-        );
-    }
-    if let Some(b) = res.file_size {
-        rlimit(
-            &mut e,
-            "file_size",
-            "fsize",
-            "RLIMIT_FSIZE",
-            b,
-            human_bytes(b),
-            Some("a write past it fails with EFBIG (File too large); SIGXFSZ is ignored".into()),
-        );
-    }
-    if let Some(b) = res.core {
-        let value = if b == 0 {
-            "0 (no core files)".to_string()
-        } else {
-            human_bytes(b)
-        };
-        rlimit(&mut e, "core", "core", "RLIMIT_CORE", b, value, None);
-    }
-    if let Some(t) = timeout {
-        e.rows.push(Row {
-            limit: "timeout",
-            value: format!("{}s", t.as_secs_f64()),
-            mechanism: "supervisor timer".into(),
+/// `processes`: a pids cgroup, else RLIMIT_NPROC (which does not bind uid 0).
+fn processes(b: &mut Builder, p: u64) {
+    let value = format!("{p} processes and threads");
+    if let Some(v) = b.m.pids {
+        b.e.cgroup.pids_max = Some((p, v));
+        b.e.rows.push(Row {
+            limit: "processes",
+            value,
+            mechanism: format!("{} pids.max", v.as_str()),
             enforced: true,
-            note: Some("SIGTERM, then SIGKILL after the grace period".into()),
+            note: None,
+        });
+    } else if b.m.uid == 0 {
+        b.e.rows.push(Row {
+            limit: "processes",
+            value,
+            mechanism: "none".into(),
+            enforced: false,
+            note: Some(format!(
+                "no pids cgroup ({}), and RLIMIT_NPROC does not bind uid 0",
+                b.why("pids")
+            )),
+        });
+    } else {
+        let note = if b.m.nproc_per_userns {
+            format!("no pids cgroup ({}); RLIMIT_NPROC counts this uid's processes in the cell's user namespace, Linux 5.14+", b.why("pids"))
+        } else {
+            format!("no pids cgroup ({}); RLIMIT_NPROC counts ALL processes of this uid on the host (Linux < 5.14), so a low value also fails when the user runs many processes", b.why("pids"))
+        };
+        b.rlimit("processes", "nproc", "RLIMIT_NPROC", p, value, Some(note));
+    }
+}
+
+/// `memory`: a memory cgroup (swap counted), else RLIMIT_DATA per process.
+fn memory(b: &mut Builder, bytes: u64) {
+    let value = format!("{} (swap counted)", human_bytes(bytes));
+    if let Some(v) = b.m.memory {
+        b.e.cgroup.memory_max = Some((bytes, v));
+        let files = match v {
+            CgVersion::V2 => "memory.max + memory.swap.max = 0",
+            CgVersion::V1 => "memory.limit_in_bytes + memory.memsw.limit_in_bytes",
+        };
+        b.e.rows.push(Row {
+            limit: "memory",
+            value,
+            mechanism: format!("{} {files}", v.as_str()),
+            enforced: true,
+            note: Some("the whole cell together; past it the kernel's OOM killer ends a process of the cell".into()),
+        });
+    } else {
+        b.rlimit(
+            "memory",
+            "data",
+            "RLIMIT_DATA",
+            bytes,
+            value,
+            Some(format!(
+                "no memory cgroup ({}): per process, private writable memory only (allocations past it fail); N processes may use N times the value, shared memory and tmpfs are not counted",
+                b.why("memory")
+            )),
+        );
+    }
+}
+
+/// `cpu`: a cpu cgroup quota, else (with a timeout) a CPU-time budget per process.
+fn cpu(b: &mut Builder, c: u64, timeout: Option<Duration>) {
+    let value = human_cores(c);
+    if let Some(v) = b.m.cpu {
+        b.e.cgroup.cpu_milli = Some((c, v));
+        let files = match v {
+            CgVersion::V2 => "cpu.max",
+            CgVersion::V1 => "cpu.cfs_quota_us",
+        };
+        b.e.rows.push(Row {
+            limit: "cpu",
+            value,
+            mechanism: format!("{} {files}", v.as_str()),
+            enforced: true,
+            note: None,
+        });
+    } else if let Some(t) = timeout {
+        // The share over the whole allowed wall-clock time, as CPU seconds per process.
+        let secs = ((c as f64 / 1000.0) * t.as_secs_f64()).ceil().max(1.0) as u64;
+        let h = b.hard("cpu");
+        let soft = secs.min(h);
+        b.e.rlimits.push(Rlimit {
+            name: "cpu",
+            soft,
+            // SIGXCPU at the soft limit, SIGKILL a second later.
+            hard: soft.saturating_add(1).min(h),
+        });
+        b.e.rows.push(Row {
+            limit: "cpu",
+            value,
+            mechanism: "RLIMIT_CPU".into(),
+            enforced: true,
+            note: Some(format!(
+                "no cpu cgroup ({}): not a share but a budget of {soft} CPU seconds per process (cores × timeout), then SIGXCPU",
+                b.why("cpu")
+            )),
+        });
+    } else {
+        b.e.rows.push(Row {
+            limit: "cpu",
+            value,
+            mechanism: "none".into(),
+            enforced: false,
+            note: Some(format!(
+                "no cpu cgroup ({}); with a `timeout`, RLIMIT_CPU would bound CPU time instead",
+                b.why("cpu")
+            )),
         });
     }
-    e
 }
 
 /// A limit the cell ran into.

@@ -84,15 +84,6 @@ const PROC_MASKED: &[&str] = &[
 
 const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
-/// Compute the full sequence of mount operations for a plan's paths, as for a cell
-/// started by root (the cell's spec adds what the mechanisms bind before the seal:
-/// `spec::mounts`).
-pub fn mount_ops(paths: &[PathRule]) -> Vec<MountOp> {
-    let mut ops = tree_ops(paths, 0);
-    ops.extend(seal_ops());
-    ops
-}
-
 /// The last steps: /dev and the root made read-only once everything is in place.
 pub fn seal_ops() -> [MountOp; 2] {
     [
@@ -108,6 +99,13 @@ pub fn seal_ops() -> [MountOp; 2] {
 /// file-mode checks; for any other uid procfs refuses those writes itself, so they are
 /// left out (a dozen mounts less on every start).
 pub fn tree_ops(paths: &[PathRule], caller_uid: u32) -> Vec<MountOp> {
+    let mut ops = fixed_ops(caller_uid);
+    path_ops(paths, &mut ops);
+    ops
+}
+
+/// What every cell gets whatever the plan says: /proc, /dev with its nodes, /tmp.
+fn fixed_ops(caller_uid: u32) -> Vec<MountOp> {
     let mut ops = Vec::new();
     ops.push(MountOp::Proc {
         path: "/proc".into(),
@@ -156,6 +154,13 @@ pub fn tree_ops(paths: &[PathRule], caller_uid: u32) -> Vec<MountOp> {
         mode: 0o1777,
         readonly: false,
     });
+    ops
+}
+
+/// The plan's paths (parents first): binds, tmpfs, hidden placeholders, symlinks
+/// recreated on the cell's own tmpfs, and the self-binds that keep a protected path
+/// from being moved away with its parent.
+fn path_ops(paths: &[PathRule], ops: &mut Vec<MountOp>) {
     let mut binds: Vec<&PathRule> = Vec::new();
     let mut self_bound: Vec<PathBuf> = Vec::new();
     for r in paths {
@@ -239,12 +244,19 @@ pub fn tree_ops(paths: &[PathRule], caller_uid: u32) -> Vec<MountOp> {
         }
         binds.push(r);
     }
-    ops
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The whole sequence for a cell started by root, without what the mechanisms bind
+    /// (`spec::mounts` adds that before the seal).
+    fn mount_ops(paths: &[PathRule]) -> Vec<MountOp> {
+        let mut ops = tree_ops(paths, 0);
+        ops.extend(seal_ops());
+        ops
+    }
 
     fn rule(p: &str, access: Access, is_dir: bool) -> PathRule {
         PathRule {
