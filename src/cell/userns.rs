@@ -234,3 +234,15 @@ pub fn prepare_binds(spec: &crate::spec::Spec) -> Result<Vec<(usize, OwnedFd)>, 
     }
     Ok(out)
 }
+
+/// Whether `path`'s filesystem takes an idmapped mount to `host` (doctor, as root; the
+/// caller must be single-threaded, e.g. a forked probe).
+pub fn probe_idmap(path: &std::path::Path, host: u32) -> Result<(), String> {
+    use crate::hold;
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let held = hold::open_dir(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let tree = hold::clone_tree(&held).map_err(|e| format!("open_tree: {e}"))?;
+    let ns = idmap_userns((md.uid(), md.gid()), (host, host))?;
+    hold::set_attr_idmap(&tree, 0, &ns).map_err(|e| format!("mount_setattr(MOUNT_ATTR_IDMAP): {e}"))
+}
