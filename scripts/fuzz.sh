@@ -1,7 +1,9 @@
 #!/bin/sh
-# Fuzz the network proxy's parsers with cargo-fuzz (libFuzzer; needs a nightly toolchain).
-# Usage: scripts/fuzz.sh [TARGET] [SECONDS]   (targets: http_request, socks_request)
-# Not run in CI. Installs cargo-fuzz when missing.
+# Fuzz taskcell's parsers with cargo-fuzz (libFuzzer; needs a nightly toolchain).
+# Usage: scripts/fuzz.sh [TARGET] [SECONDS]
+#   targets: http_request, socks_request (the proxy), duration, size (limits), profile
+#   (the profile loader). CI runs each briefly when a nightly toolchain and cargo-fuzz are
+#   there (.ci/run). Installs cargo-fuzz when missing.
 set -eu
 cd "$(dirname "$0")/.."
 target="${1:-http_request}"
@@ -19,5 +21,8 @@ mkdir -p fuzz/corpus/"$target"
 if [ "$target" = http_request ]; then
     printf 'CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n' > fuzz/corpus/http_request/connect
     printf 'GET http://example.test:8080/a?b HTTP/1.1\r\nHost: example.test\r\nProxy-Connection: keep-alive\r\n\r\n' > fuzz/corpus/http_request/absolute
+fi
+if [ "$target" = profile ]; then
+    cp profiles/*.toml fuzz/corpus/profile/
 fi
 exec cargo +nightly fuzz run "$target" -- -max_total_time="$secs" -max_len=20000

@@ -20,6 +20,8 @@ use crate::plan::{Access, Plan};
 pub struct Audit {
     file: Option<File>,
     pub session: String,
+    /// The first failed write (a full disk): said once, loudly, and at start an error.
+    write_error: Option<String>,
 }
 
 impl Audit {
@@ -39,6 +41,7 @@ impl Audit {
         Ok(Audit {
             file,
             session: new_session_id(),
+            write_error: None,
         })
     }
 
@@ -48,7 +51,20 @@ impl Audit {
     }
 
     pub fn record(&mut self, event: &str, fields: Value) {
-        write_record(self.file.as_mut(), &self.session, event, fields);
+        if let Err(e) = write_record(self.file.as_mut(), &self.session, event, fields) {
+            if self.write_error.is_none() {
+                // Loud and once: from here on the session's records may be missing.
+                eprintln!(
+                    "taskcell: WARNING: writing the audit log failed: {e} (is its disk full?); records of this session are being lost"
+                );
+                self.write_error = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Why a write to the log failed (the first failure), if one did.
+    pub fn write_error(&self) -> Option<&str> {
+        self.write_error.as_deref()
     }
 
     /// The first record: the plan's boundary, with each resource limit and the mechanism
@@ -103,8 +119,18 @@ impl Audit {
             "not_started": not_started,
             "timed_out": out.timed_out,
             "duration_ms": out.duration.as_millis() as u64,
+            "reason": out.reason(),
         });
         self.record("session_end", fields);
+    }
+
+    /// The end record of a session stopped before its command ran (a signal to taskcell
+    /// while a secret's provider ran, or before the clone).
+    pub fn session_stopped(&mut self, reason: &str, exit_code: i32) {
+        self.record(
+            "session_end",
+            json!({ "exit_code": exit_code, "command_exit": null, "reason": reason }),
+        );
     }
 }
 
@@ -126,17 +152,28 @@ impl Sink {
     pub fn record(&self, event: &str, fields: Value) {
         match &self.file {
             Some(f) => match f.lock() {
-                Ok(mut f) => write_record(Some(&mut *f), &self.session, event, fields),
+                Ok(mut f) => {
+                    if let Err(e) = write_record(Some(&mut *f), &self.session, event, fields) {
+                        tracing::warn!("writing the audit log: {e}");
+                    }
+                }
                 Err(_) => tracing::warn!("writing the audit log: a writer panicked"),
             },
-            None => write_record(None, &self.session, event, fields),
+            None => {
+                let _ = write_record(None, &self.session, event, fields);
+            }
         }
     }
 }
 
 /// The one writer of records: `ts`, `event` and `session` added, one line in one `write`
 /// (also a `tracing` event, target `audit`).
-fn write_record(file: Option<&mut File>, session: &str, event: &str, mut fields: Value) {
+fn write_record(
+    file: Option<&mut File>,
+    session: &str,
+    event: &str,
+    mut fields: Value,
+) -> std::io::Result<()> {
     if let Value::Object(m) = &mut fields {
         m.insert("ts".into(), Value::String(rfc3339_now()));
         m.insert("event".into(), Value::String(event.into()));
@@ -146,10 +183,9 @@ fn write_record(file: Option<&mut File>, session: &str, event: &str, mut fields:
     if let Some(f) = file {
         let mut line = fields.to_string();
         line.push('\n');
-        if let Err(e) = f.write_all(line.as_bytes()) {
-            tracing::warn!("writing the audit log: {e}");
-        }
+        f.write_all(line.as_bytes())?;
     }
+    Ok(())
 }
 
 fn new_session_id() -> String {

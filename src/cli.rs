@@ -29,7 +29,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a command in a cell.
     #[command(
-        after_help = "Examples:\n  taskcell run -p build -- npm ci\n  taskcell run -p review -w ~/src/pr-123 -- sh\n  taskcell run --net loopback --timeout 10m -- cargo test\n  taskcell run --secret GH_TOKEN=cmd:\"gh auth token\" --secret-opt GH_TOKEN.deliver=fd -- ./deploy.sh\n\nExit status: the command's own; 128+N when it was killed by signal N; 125 when taskcell failed before the command ran; 126 not executable; 127 not found; 120 when the command succeeded but leaked a secret declared on_leak = \"fail\"."
+        after_help = "Examples:\n  taskcell run -p build -- npm ci\n  taskcell run -p review -w ~/src/pr-123 -- sh\n  taskcell run --net loopback --timeout 10m -- cargo test\n  taskcell run --secret GH_TOKEN=cmd:\"gh auth token\" --secret-opt GH_TOKEN.deliver=fd -- ./deploy.sh\n\nExit status: the command's own; 128+N when it was killed by signal N; 125 when taskcell failed before the command ran; 126 not executable; 127 not found; 120 when the command succeeded but leaked a secret declared on_leak = \"fail\"; 123 when it succeeded but the leak scan could not search everything (a bound or an unreadable file) and a secret is declared on_leak = \"fail\"."
     )]
     Run(RunArgs),
     /// Validate profile files; print every error with its line.
@@ -129,6 +129,11 @@ pub struct CellArgs {
     /// proxy injects credentials (private registries, tests); the system roots stay.
     #[arg(long, value_name = "PATH")]
     pub upstream_ca: Option<std::path::PathBuf>,
+    /// Learn what the command needs: `proxy` mode allowing every host without asking,
+    /// each connection audited; at the end, a `[network] allow = [...]` block naming every
+    /// host:port used, ready to paste into a profile (also in the audit log).
+    #[arg(long)]
+    pub learn: bool,
     /// Network mode: none, loopback, proxy or host.
     #[arg(long, value_name = "MODE", value_parser = parse_net)]
     pub net: Option<NetMode>,

@@ -66,6 +66,22 @@ fn errno_str() -> String {
 
 pub fn run() -> Report {
     let mut checks = Vec::new();
+    namespaces(&mut checks);
+    confinement(&mut checks);
+    for (name, ok, detail) in crate::cell::cgroup::doctor_rows(&crate::cell::cgroup::probe()) {
+        checks.push(Check {
+            name,
+            ok,
+            required: false,
+            detail,
+        });
+    }
+
+    Report { checks }
+}
+
+/// User namespaces, and every namespace a cell needs, probed in forked children.
+fn namespaces(checks: &mut Vec<Check>) {
     let restriction = userns::userns_restriction();
 
     let userns = probe(|| {
@@ -189,7 +205,10 @@ pub fn run() -> Report {
             "tmpfs `noswap` is refused here (Linux 6.4+ allows it only to root of the initial user namespace, not inside a cell's); a secret file on tmpfs could reach swap under memory pressure".into()
         },
     });
+}
 
+/// Landlock and seccomp as `run` needs them, and memfd_secret.
+fn confinement(checks: &mut Vec<Check>) {
     // `run` (strict) needs Landlock with TCP rules and scopes, and seccomp.
     match crate::cell::confine::landlock_abi() {
         Ok(v) => checks.push(Check {
@@ -253,17 +272,6 @@ pub fn run() -> Report {
             format!("not available ({ms_err}; boot with secretmem.enable=1 on Linux 5.14+)")
         },
     });
-
-    for (name, ok, detail) in crate::cell::cgroup::doctor_rows(&crate::cell::cgroup::probe()) {
-        checks.push(Check {
-            name,
-            ok,
-            required: false,
-            detail,
-        });
-    }
-
-    Report { checks }
 }
 
 pub fn text(r: &Report) -> String {

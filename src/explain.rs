@@ -103,7 +103,15 @@ fn filesystem(plan: &Plan, s: &mut String) {
             ),
             None => String::new(),
         };
-        let _ = writeln!(s, "  {mode:<8} {what}{created}");
+        let why = match plan.command_binds.iter().find(|b| b.dir == r.path) {
+            Some(b) => format!(
+                " (the command {} is a symlink to {})",
+                b.command.display(),
+                b.target.display()
+            ),
+            None => String::new(),
+        };
+        let _ = writeln!(s, "  {mode:<8} {what}{created}{why}");
     }
 }
 
@@ -411,7 +419,9 @@ fn proxy(p: &ProxyPlan) -> String {
     let _ = writeln!(
         s,
         "  unlisted {}",
-        if p.ask {
+        if p.learn {
+            "allowed and audited (--learn: the hosts used are printed at the end as a [network] allow block)".into()
+        } else if p.ask {
             match &p.approval_command {
                 Some(c) => format!(
                     "ask: approval_command {:?}, else deny after {}s",

@@ -14,7 +14,9 @@ pub mod plan;
 pub mod prepare;
 pub mod profile;
 pub mod secrets;
+pub mod signals;
 pub mod spec;
+pub mod state;
 pub mod supervisor;
 pub mod tty;
 
@@ -23,3 +25,7 @@ pub const EXIT_SETUP: i32 = 125;
 /// Exit code when the command succeeded but the leak scan found a secret declared with
 /// `on_leak = "fail"`.
 pub const EXIT_LEAK: i32 = 120;
+/// Exit code when the command succeeded, a secret is declared with `on_leak = "fail"`,
+/// and the leak scan could not search everything the cell wrote (a bound cut it short,
+/// or something could not be read or decompressed): it fails closed.
+pub const EXIT_SCAN_INCOMPLETE: i32 = 123;

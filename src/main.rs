@@ -9,11 +9,23 @@ use taskcell::profile::Loader;
 use taskcell::{audit, doctor, explain, supervisor, EXIT_SETUP};
 
 fn main() -> ExitCode {
+    // First: no terminating signal may end the supervisor between two steps (a secret
+    // fetched and not yet revoked); `run` turns each into an orderly ending.
+    let blocked = taskcell::signals::block_at_start();
     ensure_std_fds();
     let cli = Cli::parse();
     init_tracing(cli.verbose, cli.quiet);
+    if !matches!(cli.command, Command::Run(_)) {
+        taskcell::signals::unblock();
+    }
     let code = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => {
+            if let Err(e) = blocked {
+                return ExitCode::from(fail(&format!("blocking signals: {e}")) as u8);
+            }
+            taskcell::signals::harden_supervisor();
+            run(args)
+        }
         Command::Explain { cell, json } => match load_plan(&cell, &[]) {
             Ok(p) => {
                 if json {
@@ -167,6 +179,7 @@ fn load_plan(cell: &CellArgs, argv: &[String]) -> Result<plan::Plan, String> {
             ask: cell.ask,
             resolve: cell.resolve.clone(),
             upstream_ca: cell.upstream_ca.clone(),
+            learn: cell.learn,
         },
         secrets: cell.secret.clone(),
         secret_opts: cell.secret_opt.clone(),
@@ -240,6 +253,42 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
         &taskcell::cell::cgroup::machine(),
     );
     audit.session_start(&plan, &enforcement);
+    // The first record is the probe: a log that cannot be written (a full disk) is an
+    // error before anything runs, not a session without records.
+    if let Some(e) = audit.write_error() {
+        return fail(&format!(
+            "cannot write the audit log {}: {e} (free space on its disk, or choose another --audit-log)",
+            args.audit_log.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
+        ));
+    }
+    // Finish what killed launchers of this user left, then record this session.
+    let cdir = control_dir();
+    for line in taskcell::state::recover(&cdir) {
+        eprintln!("taskcell: {line}");
+    }
+    let state = taskcell::state::State {
+        session: audit.session.clone(),
+        audit_log: args.audit_log.as_deref().map(|p| {
+            std::env::current_dir()
+                .map(|d| d.join(p))
+                .unwrap_or_else(|_| p.to_path_buf())
+        }),
+        files: vec![cdir.join(format!("{}.sock", audit.session))],
+        revoke: plan
+            .secrets
+            .iter()
+            .filter(|s| s.revoke.is_some())
+            .map(|s| s.name.clone())
+            .collect(),
+        ..Default::default()
+    };
+    if let Err(e) = taskcell::state::begin(&cdir, state) {
+        tracing::warn!(
+            "cannot record the session's state in {}: {e}",
+            cdir.display()
+        );
+    }
+    let _state = taskcell::state::Guard;
     for w in enforcement.unenforced() {
         eprintln!("taskcell: warning: {w}");
     }
@@ -282,6 +331,11 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
     }
     let outcome = match result {
         Ok(o) => o,
+        Err(e @ supervisor::RunError::Stopped(_)) => {
+            eprintln!("taskcell: {e}");
+            audit.session_stopped(&e.to_string(), e.exit_code());
+            return e.exit_code();
+        }
         Err(e) => {
             audit.record(
                 "session_error",
@@ -303,6 +357,16 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
     for hit in &outcome.limit_hits {
         eprintln!("taskcell: {}", hit.line());
         audit.record("limit_hit", serde_json::json!(hit));
+    }
+    if matches!(outcome.ending, supervisor::Ending::Lost)
+        && !outcome.timed_out
+        && outcome.stopped_by.is_none()
+    {
+        eprintln!(
+            "taskcell: {}: the command's own exit status is unknown (exit {})",
+            outcome.reason(),
+            supervisor::EXIT_INIT_KILLED
+        );
     }
     audit.session_end(&outcome);
     if let supervisor::Ending::NotStarted { message, .. } = &outcome.ending {

@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
-use crate::EXIT_LEAK;
+use crate::{EXIT_LEAK, EXIT_SCAN_INCOMPLETE};
+
+/// Exit code when the cell's init was killed (the OOM killer chose it, or someone outside
+/// killed it): the command's own status never arrived.
+pub const EXIT_INIT_KILLED: i32 = 121;
 
 /// How a cell ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,11 +34,36 @@ pub struct Outcome {
     pub enforcement: crate::plan::limits::Enforcement,
     /// The leak scan found a secret declared `on_leak = "fail"`.
     pub leak_fail: bool,
+    /// A secret is declared `on_leak = "fail"` and the leak scan was not complete.
+    pub scan_incomplete_fail: bool,
+    /// A terminating signal taskcell got while the cell ran (it stopped the cell).
+    pub stopped_by: Option<i32>,
     /// The cell left files git would run code from (moved aside, see `leftover`).
     pub leftover: bool,
 }
 
 impl Outcome {
+    /// Why the cell ended, in a few words (the `reason` of `session_end`).
+    pub fn reason(&self) -> String {
+        if self.timed_out {
+            return "timeout".into();
+        }
+        if let Some(sig) = self.stopped_by {
+            return format!("taskcell got {}", crate::signals::name(sig));
+        }
+        match &self.ending {
+            Ending::Exited(_) => "command exited".into(),
+            Ending::Signaled(s) => {
+                format!("command killed by {}", crate::signals::name(*s))
+            }
+            Ending::NotStarted { .. } => "not started".into(),
+            Ending::Lost if self.limit_hits.iter().any(|h| h.limit == "memory") => {
+                "cell init killed by the OOM killer (memory limit)".into()
+            }
+            Ending::Lost => "cell init killed".into(),
+        }
+    }
+
     /// The exit code taskcell itself exits with.
     pub fn exit_code(&self) -> i32 {
         if self.timed_out {
@@ -43,12 +72,15 @@ impl Outcome {
         if self.leftover {
             return crate::leftover::EXIT_LEFTOVER;
         }
-        match &self.ending {
-            Ending::Exited(0) if self.leak_fail => EXIT_LEAK,
-            Ending::Exited(c) => *c,
-            Ending::Signaled(s) => 128 + s,
-            Ending::NotStarted { code, .. } => *code,
-            Ending::Lost => 125,
+        match (&self.ending, self.stopped_by) {
+            (Ending::Exited(0), _) if self.leak_fail => EXIT_LEAK,
+            (Ending::Exited(0), _) if self.scan_incomplete_fail => EXIT_SCAN_INCOMPLETE,
+            (Ending::Exited(c), _) => *c,
+            // Stopped because taskcell got a signal: as a shell reports that signal.
+            (Ending::Signaled(_) | Ending::Lost, Some(s)) => 128 + s,
+            (Ending::Signaled(s), None) => 128 + s,
+            (Ending::NotStarted { code, .. }, _) => *code,
+            (Ending::Lost, None) => EXIT_INIT_KILLED,
         }
     }
 }

@@ -58,7 +58,15 @@ fn make(path: &Path, kind: Create) -> io::Result<bool> {
             .custom_flags(libc::O_NOFOLLOW)
             .open(path)
         {
-            Ok(_) => true,
+            Ok(mut f) => {
+                // An empty file is no JSON document: Claude Code calls an empty
+                // ~/.claude.json corrupted. A `.json` file starts as an empty object.
+                if path.extension().is_some_and(|e| e == "json") {
+                    use std::io::Write;
+                    f.write_all(b"{}\n")?;
+                }
+                true
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
             Err(e) => return Err(e),
         },
@@ -101,6 +109,7 @@ mod tests {
         assert_eq!(mode(&d), 0o700);
         assert_eq!(mode(&t.path().join("a")), 0o700);
         assert_eq!(mode(&f), 0o600);
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "{}\n");
         // A second time: nothing to do.
         assert!(create(&[cp(d, Create::Dir)]).unwrap().is_empty());
     }

@@ -2,18 +2,17 @@
 //! turns the ending into an exit code.
 
 use std::os::fd::{AsFd, AsRawFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
-use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::audit::Audit;
 use crate::cell;
 use crate::plan::{Access, Plan};
 use crate::secrets::session::{SecretsError, Session};
 
-pub use crate::outcome::{Ending, Outcome};
+pub use crate::outcome::{Ending, Outcome, EXIT_INIT_KILLED};
 
 /// Without user namespaces (best effort): a private TMPDIR (0700) and, when the plan's home
 /// is a private tmpfs, a private home inside it with links to the paths the plan grants
@@ -58,6 +57,19 @@ pub enum RunError {
     Spawn(#[from] cell::SpawnError),
     #[error(transparent)]
     Secrets(#[from] SecretsError),
+    /// A terminating signal arrived before the command ran: what was fetched is revoked.
+    #[error("stopped by {} before the command ran (secrets fetched so far were revoked)", crate::signals::name(*.0))]
+    Stopped(i32),
+}
+
+impl RunError {
+    /// The exit code: 128+N for a signal (as a shell reports it), else 125.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Stopped(sig) => 128 + sig,
+            _ => crate::EXIT_SETUP,
+        }
+    }
 }
 
 /// Run a plan's command in a cell and wait for it. Must be called while the process is
@@ -74,7 +86,15 @@ pub fn run_with(
     degraded: &mut dyn FnMut(&crate::spec::layers::Missing),
 ) -> Result<Outcome, RunError> {
     // Secrets are fetched now, just in time, before anything of the cell exists.
-    let mut secrets = Session::prepare(&plan.secrets, &|k| std::env::var_os(k), audit)?;
+    let mut secrets = match Session::prepare(&plan.secrets, &|k| std::env::var_os(k), audit) {
+        Ok(s) => s,
+        // A signal stopped a provider (or arrived while they ran): what was fetched has
+        // been revoked by `prepare`.
+        Err(e) => match crate::signals::pending() {
+            Some(sig) => return Err(RunError::Stopped(sig)),
+            None => return Err(e.into()),
+        },
+    };
     let mut handles = crate::spec::Handles::default();
     (handles.secrets, handles.stdio) = secrets.cell_parts();
     // Interactive: the command's own terminal, as large as the user's.
@@ -97,6 +117,7 @@ pub fn run_with(
             ) {
                 Ok(i) => {
                     handles.ca_bundle = Some(i.bundle_path());
+                    crate::state::note_file(&i.bundle_path());
                     Some(std::sync::Arc::new(i))
                 }
                 Err(e) => {
@@ -107,6 +128,28 @@ pub fn run_with(
         }
         _ => None,
     };
+    // A `proxy` cell's resolv.conf names its refusing resolver (kept until the clone).
+    let _resolv = match &plan.net.proxy {
+        Some(_) => match resolv_conf_file() {
+            Ok(f) => {
+                handles.resolv_conf = Some(f.path().to_path_buf());
+                Some(f)
+            }
+            Err(e) => {
+                secrets.finish(audit, &[], &[], std::time::SystemTime::now());
+                return Err(cell::SpawnError::Io(e).into());
+            }
+        },
+        None => None,
+    };
+    // The last moment a signal can stop the start without a cell to stop.
+    if let Some(sig) = crate::signals::pending() {
+        if let Some(i) = &injector {
+            i.remove_bundle();
+        }
+        secrets.finish(audit, &[], &[], std::time::SystemTime::now());
+        return Err(RunError::Stopped(sig));
+    }
     let (enforcement, cgroup) = cell::cgroup::prepare(&plan.limits.resources, plan.limits.timeout);
     handles.limit_rlimits = enforcement.rlimits.clone();
     let (proxy, inject) = crate::spec::Offer::wanted(plan);
@@ -182,6 +225,7 @@ pub fn run_with(
         other => other,
     };
     let relay_fds = secrets.after_spawn();
+    drop(_resolv);
     // The cell has bound the trust bundle (or failed): the host file is not needed.
     if let Some(i) = &injector {
         i.remove_bundle();
@@ -195,6 +239,15 @@ pub fn run_with(
     };
     // Threads may start now: the cell is cloned. The network proxy of a `proxy` cell.
     let session = crate::net::Session {
+        // The proxy's threads count against the cell: no more connections at once than
+        // the cell may have processes.
+        max_connections: plan
+            .limits
+            .resources
+            .processes
+            .map_or(crate::net::MAX_CONNECTIONS, |p| {
+                usize::try_from(p).unwrap_or(usize::MAX)
+            }),
         id: audit.session.clone(),
         profile: plan.profile.clone(),
         command: plan.process.argv.clone(),
@@ -227,50 +280,104 @@ pub fn run_with(
         Some(_) if crate::tty::stdio_is_terminal() => crate::tty::RawMode::enter(0).ok(),
         _ => None,
     };
-    // Threads may start now: the output relay, one per stream.
-    let (outcome, counts) = std::thread::scope(|scope| {
-        let mut relays = Vec::new();
-        let mut input = None;
-        match (&pty, redactor, relay_fds) {
-            (Some(master), r, _) => match crate::tty::Relay::new(master) {
-                Ok(relay) => {
-                    let out = relay.output;
-                    relays.push(scope.spawn(move || match r {
-                        Some(r) => crate::secrets::relay::relay(r, out, 1),
+    // Threads may start now: the output relay, one per stream. Not scoped: a relay
+    // stuck writing to a reader that stopped reading must not hold the ending back.
+    let (tx, rx) = std::sync::mpsc::channel::<(i32, Vec<(String, u64)>)>();
+    let mut relays: Vec<i32> = Vec::new();
+    let mut input = None;
+    let mut spawn_relay = |fd: i32, f: Box<dyn FnOnce() -> Vec<(String, u64)> + Send>| {
+        let tx = tx.clone();
+        let started = std::thread::Builder::new()
+            .name(format!("relay-{fd}"))
+            .spawn(move || {
+                let _ = tx.send((fd, f()));
+            });
+        match started {
+            Ok(_) => relays.push(fd),
+            Err(e) => tracing::warn!("starting the output relay: {e}"),
+        }
+    };
+    match (&pty, redactor, relay_fds) {
+        (Some(master), r, _) => match crate::tty::Relay::new(master) {
+            Ok(relay) => {
+                let out = relay.output;
+                spawn_relay(
+                    1,
+                    Box::new(move || match r {
+                        Some(r) => crate::secrets::relay::relay(&r, out, 1),
                         None => crate::tty::copy_out(out, 1),
-                    }));
-                    input = Some(relay.input);
-                }
-                Err(e) => tracing::warn!("relaying the cell's terminal: {e}"),
-            },
-            (None, Some(r), Some((out_r, err_r))) => {
-                relays.push(scope.spawn(move || crate::secrets::relay::relay(r, out_r, 1)));
-                relays.push(scope.spawn(move || crate::secrets::relay::relay(r, err_r, 2)));
+                    }),
+                );
+                input = Some(relay.input);
             }
-            _ => {}
+            Err(e) => tracing::warn!("relaying the cell's terminal: {e}"),
+        },
+        (None, Some(r), Some((out_r, err_r))) => {
+            let r2 = r.clone();
+            spawn_relay(
+                1,
+                Box::new(move || crate::secrets::relay::relay(&r, out_r, 1)),
+            );
+            spawn_relay(
+                2,
+                Box::new(move || crate::secrets::relay::relay(&r2, err_r, 2)),
+            );
         }
-        let input = input.map(|i| scope.spawn(move || i.run()));
-        let master = pty.as_ref().map(|m| m.as_raw_fd());
-        let outcome = wait(
-            plan,
-            &spec.rlimits,
-            c,
-            failure,
-            start,
-            (enforcement, cgroup),
-            master,
-        );
-        let mut counts = Vec::new();
-        for h in relays {
-            counts.extend(h.join().unwrap_or_default());
-        }
-        if let Some(h) = input {
+        _ => {}
+    }
+    drop(tx);
+    let input = input.and_then(|i| std::thread::Builder::new().spawn(move || i.run()).ok());
+    let master = pty.as_ref().map(|m| m.as_raw_fd());
+    let outcome = wait(
+        plan,
+        &spec.rlimits,
+        c,
+        failure,
+        start,
+        (enforcement, cgroup),
+        master,
+    );
+    // The relays drain what the cell wrote. When the cell was stopped (timeout, signal)
+    // they get until the timeout's end plus `grace` (at least half a second); a relay
+    // still writing then has a reader that stopped reading: it is left behind.
+    let forced = match &outcome {
+        Ok(o) => o.timed_out || o.stopped_by.is_some(),
+        Err(_) => true,
+    };
+    let drain_until = if forced {
+        let end = plan
+            .limits
+            .timeout
+            .and_then(|t| start.checked_add(t))
+            .and_then(|t| t.checked_add(plan.limits.grace));
+        let min = Instant::now() + Duration::from_millis(500);
+        Some(end.map_or(min, |e| e.max(min)))
+    } else {
+        plan.limits
+            .timeout
+            .and_then(|t| start.checked_add(t))
+            .and_then(|t| t.checked_add(plan.limits.grace))
+    };
+    let counts = drain_relays(&rx, &mut relays, drain_until);
+    if !relays.is_empty() {
+        drop_stuck_output(&relays);
+    }
+    if let Some(h) = input {
+        if relays.is_empty() {
             let _ = h.join();
         }
-        (outcome, counts)
-    });
+    }
     drop(_raw);
     drop(_private_tmp);
+    if let Some(net) = _net.as_ref().filter(|n| n.shared.plan.learn) {
+        let rules = net.shared.learned.rules();
+        let block = crate::net::learn::block(&rules);
+        eprintln!("taskcell: --learn: the hosts this run connected to, for the profile:\n{block}");
+        audit.record(
+            "learned",
+            serde_json::json!({ "allow": rules, "profile_block": block }),
+        );
+    }
     // Revocation and the leak scan run on every ending the supervisor survives.
     let roots: Vec<std::path::PathBuf> = plan
         .paths
@@ -281,6 +388,7 @@ pub fn run_with(
     let f = secrets.finish(audit, &counts, &roots, since);
     let mut outcome = outcome?;
     outcome.leak_fail = f.leak_fail;
+    outcome.scan_incomplete_fail = f.scan_incomplete_fail;
     // What the cell left for git outside to run: moved aside and reported.
     let protected: Vec<std::path::PathBuf> = plan
         .paths
@@ -308,6 +416,79 @@ pub fn run_with(
     Ok(outcome)
 }
 
+/// The host file bound over a `proxy` cell's /etc/resolv.conf (readable: the cell's
+/// init binds it as the caller).
+fn resolv_conf_file() -> std::io::Result<tempfile::NamedTempFile> {
+    use std::io::Write;
+    let mut f = tempfile::Builder::new()
+        .prefix("taskcell-resolv-")
+        .tempfile()?;
+    f.write_all(crate::plan::net::RESOLV_CONF_TEXT.as_bytes())?;
+    Ok(f)
+}
+
+/// Collect the relays' masked counts until each ended, `until` passed, or taskcell got a
+/// terminating signal; `relays` keeps the fds of those still running.
+fn drain_relays(
+    rx: &std::sync::mpsc::Receiver<(i32, Vec<(String, u64)>)>,
+    relays: &mut Vec<i32>,
+    until: Option<Instant>,
+) -> Vec<(String, u64)> {
+    let mut counts = Vec::new();
+    while !relays.is_empty() {
+        let step = Duration::from_millis(100);
+        let wait = match until {
+            Some(u) => u.saturating_duration_since(Instant::now()).min(step),
+            None => step,
+        };
+        match rx.recv_timeout(wait) {
+            Ok((fd, c)) => {
+                relays.retain(|r| *r != fd);
+                counts.extend(c);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                relays.clear();
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if until.is_some_and(|u| Instant::now() >= u) {
+                    break;
+                }
+                if crate::signals::pending().is_some() {
+                    break;
+                }
+            }
+        }
+    }
+    counts
+}
+
+/// A relay is stuck writing to taskcell's stdout/stderr (nobody reads it): from here on
+/// what taskcell would write there goes to /dev/null, so the ending (revocation, scan,
+/// audit) never blocks on it. A stream that still takes output keeps it.
+fn drop_stuck_output(stuck: &[i32]) {
+    let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") else {
+        return;
+    };
+    for fd in [1, 2] {
+        // SAFETY: fds 1 and 2 are taskcell's own, open for the whole run.
+        let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let mut p = [PollFd::new(bfd, PollFlags::POLLOUT)];
+        let writable = matches!(poll(&mut p, PollTimeout::ZERO), Ok(1))
+            && p[0]
+                .revents()
+                .is_some_and(|r| r.contains(PollFlags::POLLOUT));
+        if stuck.contains(&fd) || !writable {
+            if fd == 1 && writable {
+                eprintln!("taskcell: nobody reads taskcell's output: the rest of the cell's output is dropped");
+            }
+            // SAFETY: dup2 onto our own fd; the old file stays with the stuck writer.
+            unsafe {
+                libc::dup2(null.as_raw_fd(), fd);
+            }
+        }
+    }
+}
+
 fn wait(
     plan: &Plan,
     rlimits: &[crate::plan::Rlimit],
@@ -320,15 +501,26 @@ fn wait(
     ),
     pty_master: Option<std::os::fd::RawFd>,
 ) -> Result<Outcome, RunError> {
-    // The forwarded signals were blocked by spawn; read them from a signalfd.
-    let sfd = SignalFd::with_flags(&cell::forwarded_set(), SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| cell::SpawnError::Io(std::io::Error::from(e)))?;
+    // The forwarded signals were blocked by spawn, every terminating one at start; read
+    // them from a signalfd.
+    let mut set = crate::signals::blocked();
+    for sig in cell::FORWARDED {
+        set.add(*sig as i32);
+    }
+    let sfd = crate::signals::open_fd(&set).map_err(cell::SpawnError::Io)?;
 
     let mut timed_out = false;
+    // A terminating signal to taskcell: the cell is stopped (SIGTERM, SIGKILL after grace).
+    let mut stopped_by: Option<i32> = None;
+    let mut kill_at: Option<Instant> = None;
     let mut deadline = plan.limits.timeout.and_then(|t| start.checked_add(t));
     let mut killed = false;
     loop {
-        let timeout = match deadline {
+        let next = match (deadline, kill_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = match next {
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
@@ -351,19 +543,44 @@ fn wait(
         let exited = fds[0].revents().is_some_and(|r| !r.is_empty());
         let signaled = fds[1].revents().is_some_and(|r| !r.is_empty());
         if signaled {
-            if let Ok(Some(info)) = sfd.read_signal() {
-                if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
-                    match (sig, pty_master) {
-                        // With its own terminal, the command learns of a resize from its
-                        // terminal: copy the size, and the kernel signals the foreground.
-                        (Signal::SIGWINCH, Some(master)) => {
-                            if let Some(ws) = crate::tty::window_size(0) {
-                                let _ = crate::tty::set_window_size(master, &ws);
-                            }
+            while let Some(signo) = crate::signals::read(sfd.as_raw_fd()) {
+                let sig = Signal::try_from(signo).ok();
+                match (sig, pty_master) {
+                    // With its own terminal, the command learns of a resize from its
+                    // terminal: copy the size, and the kernel signals the foreground.
+                    (Some(Signal::SIGWINCH), Some(master)) => {
+                        if let Some(ws) = crate::tty::window_size(0) {
+                            let _ = crate::tty::set_window_size(master, &ws);
                         }
-                        _ => {
-                            tracing::debug!("forwarding {sig} to the cell");
-                            let _ = nix::sys::signal::kill(c.init, sig);
+                    }
+                    (
+                        Some(Signal::SIGWINCH | Signal::SIGINT | Signal::SIGUSR1 | Signal::SIGUSR2),
+                        _,
+                    ) => {
+                        // The command decides what these mean (an interrupted REPL goes on).
+                        tracing::debug!("forwarding {} to the cell", crate::signals::name(signo));
+                        let _ = nix::sys::signal::kill(c.init, sig);
+                    }
+                    _ => {
+                        // Every other terminating signal ends the cell, in order: SIGTERM
+                        // (or the signal itself when the command may handle it), SIGKILL
+                        // after `grace`; then revocation and the end record as always.
+                        let fwd = match sig {
+                            Some(s @ (Signal::SIGTERM | Signal::SIGHUP | Signal::SIGQUIT)) => s,
+                            _ => Signal::SIGTERM,
+                        };
+                        tracing::debug!(
+                            "taskcell got {}: {fwd} to the cell",
+                            crate::signals::name(signo)
+                        );
+                        let _ = nix::sys::signal::kill(c.init, fwd);
+                        stopped_by.get_or_insert(signo);
+                        if kill_at.is_none() {
+                            kill_at = Some(
+                                Instant::now()
+                                    .checked_add(plan.limits.grace)
+                                    .unwrap_or_else(Instant::now),
+                            );
                         }
                     }
                 }
@@ -371,6 +588,13 @@ fn wait(
         }
         if exited {
             break;
+        }
+        if kill_at.is_some_and(|k| Instant::now() >= k) && !killed {
+            killed = true;
+            tracing::debug!("grace period over: SIGKILL to the cell");
+            let _ = nix::sys::signal::kill(c.init, Signal::SIGKILL);
+            kill_at = None;
+            deadline = None;
         }
         if let Some(d) = deadline {
             if Instant::now() >= d {
@@ -435,6 +659,8 @@ fn wait(
         limit_hits,
         enforcement,
         leak_fail: false,
+        scan_incomplete_fail: false,
+        stopped_by,
         leftover: false,
     })
 }

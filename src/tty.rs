@@ -302,6 +302,27 @@ impl Overlay {
         answer
     }
 
+    /// Show `text` on the bottom line for three seconds (from a thread of its own), then
+    /// clear it and let the cell repaint. Unless a question holds the line.
+    pub fn note(&self, text: &str) {
+        let me = Overlay {
+            master: self.master,
+        };
+        let text = format!("\x1b[7m {text} \x1b[0m");
+        let _ = std::thread::Builder::new()
+            .name("taskcell-note".into())
+            .spawn(move || {
+                let asking = PROMPT_KEYS.lock().map(|g| g.is_some()).unwrap_or(true);
+                if asking {
+                    return;
+                }
+                me.draw(&text);
+                std::thread::sleep(std::time::Duration::from_secs(3));
+                me.draw("");
+                me.repaint();
+            });
+    }
+
     /// Write `text` on the bottom line, cursor saved and restored around it.
     fn draw(&self, text: &str) {
         let rows = window_size(0)

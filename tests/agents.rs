@@ -375,7 +375,7 @@ fn package_caches_are_taskcells_own_and_persist_between_cells_of_a_profile() {
     // The host's own caches exist and must stay out of reach.
     std::fs::create_dir_all(home.join(".npm")).unwrap();
     std::fs::create_dir_all(home.join(".cache/pip")).unwrap();
-    let script = "for v in CARGO_HOME npm_config_cache PIP_CACHE_DIR YARN_CACHE_FOLDER npm_config_store_dir; do \
+    let script = "for v in CARGO_HOME npm_config_cache PIP_CACHE_DIR YARN_CACHE_FOLDER; do \
                     d=$(printenv $v); test -d \"$d\" || echo missing $v; done; \
                   cat $npm_config_cache/seen 2>/dev/null || echo first; echo cached > $npm_config_cache/seen; \
                   echo x > ~/.npm/poison 2>/dev/null || echo host-npm-out-of-reach; \
@@ -401,4 +401,90 @@ fn package_caches_are_taskcells_own_and_persist_between_cells_of_a_profile() {
     assert!(home.join(".cache/taskcell/build/npm/seen").exists());
     assert!(!home.join(".npm/poison").exists());
     assert!(!home.join(".cache/pip/poison").exists());
+}
+
+/// Claude Code's native install: `~/.local/bin/claude` links into
+/// `~/.local/share/claude/versions/`, which no profile binds.
+#[test]
+fn a_command_that_is_a_symlink_out_of_the_bound_paths_runs_like_on_the_host() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let ws = Ws::new();
+    let home = empty_home();
+    let versions = home.join(".local/share/tool/versions");
+    std::fs::create_dir_all(&versions).unwrap();
+    std::fs::create_dir_all(home.join(".local/bin")).unwrap();
+    let target = versions.join("2.0.1");
+    std::fs::write(&target, "#!/bin/sh\necho tool-ran \"$@\"\n").unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(versions.join("other"), "x").unwrap();
+    symlink(&target, home.join(".local/bin/tool")).unwrap();
+    // Another secret-ish file next to it in ~/.local/share stays out.
+    std::fs::write(home.join(".local/share/notes"), "private").unwrap();
+    let path = format!("{}:/usr/bin:/bin", home.join(".local/bin").display());
+    let o = taskcell(
+        ws.path(),
+        &["run", "--dry-run", "-p", "codex", "--", "tool"],
+    )
+    .env("HOME", home.path())
+    .env("PATH", &path)
+    .output()
+    .unwrap();
+    let text = ok(&o);
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("read     {}", versions.display())))
+        .unwrap_or_else(|| panic!("no bind of the target's directory:\n{text}"));
+    assert!(line.contains("is a symlink to"), "{line}");
+    let o = taskcell(ws.path(), &["run", "-p", "codex", "--", "tool", "a1"])
+        .env("HOME", home.path())
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(ok(&o).contains("tool-ran a1"), "{}", stdout(&o));
+    // Only that directory, read-only: its neighbours stay out, the target cannot change.
+    std::fs::write(
+        versions.join("writer"),
+        format!(
+            "#!/bin/sh\ncat {} || echo notes-hidden\necho x >> {} || echo target-read-only\n",
+            home.join(".local/share/notes").display(),
+            target.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        versions.join("writer"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    symlink(versions.join("writer"), home.join(".local/bin/writer")).unwrap();
+    let o = taskcell(ws.path(), &["run", "-p", "codex", "--", "writer"])
+        .env("HOME", home.path())
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    let out = ok(&o);
+    assert!(out.contains("target-read-only"), "{out}");
+    assert!(out.contains("notes-hidden"), "{out}");
+    assert!(!std::fs::read_to_string(&target).unwrap().contains("\nx"));
+}
+
+#[test]
+fn a_command_linking_into_the_home_directory_itself_is_refused_naming_the_target() {
+    let ws = Ws::new();
+    let home = empty_home();
+    std::fs::create_dir_all(home.join(".local/bin")).unwrap();
+    std::fs::write(home.join("loose-tool"), "#!/bin/sh\n").unwrap();
+    std::os::unix::fs::symlink(home.join("loose-tool"), home.join(".local/bin/lt")).unwrap();
+    let path = format!("{}:/usr/bin:/bin", home.join(".local/bin").display());
+    let o = taskcell(ws.path(), &["run", "-p", "codex", "--", "lt"])
+        .env("HOME", home.path())
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(125));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&home.join("loose-tool").display().to_string()),
+        "the message names the target: {e}"
+    );
 }

@@ -588,7 +588,19 @@ fn environment_is_cleared() {
     let names: Vec<&str> = out.lines().filter_map(|l| l.split('=').next()).collect();
     for n in &names {
         assert!(
-            ["PATH", "HOME", "LANG", "LC_ALL", "KEEP"].contains(n),
+            // The build profile's package caches (taskcell's own, under ~/.cache/taskcell).
+            [
+                "PATH",
+                "HOME",
+                "LANG",
+                "LC_ALL",
+                "KEEP",
+                "CARGO_HOME",
+                "npm_config_cache",
+                "PIP_CACHE_DIR",
+                "YARN_CACHE_FOLDER",
+            ]
+            .contains(n),
             "unexpected variable {n}: {out}"
         );
     }

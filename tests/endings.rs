@@ -139,3 +139,585 @@ fn a_profile_from_a_device_a_fifo_or_a_huge_file_is_refused_at_once() {
     assert_one_line_error(&o, 1, "1 MiB");
     assert!(stderr(&o).contains("1024 KiB"), "{}", stderr(&o));
 }
+
+fn alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+/// Wait until `path` exists (a marker a process of the test writes), at most 20 s.
+#[track_caller]
+fn wait_for_file(path: &std::path::Path) -> String {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(20) {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if s.ends_with('\n') {
+                return s;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("{} did not appear", path.display());
+}
+
+fn session_end(log: &std::path::Path) -> Option<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "session_end")
+}
+
+/// A profile with two secrets: A (fetched at once, revoked into `aux/revoked-A`) and,
+/// with `slow_b`, B, whose provider writes its pid and sleeps.
+fn two_secrets(ws: &Ws, aux: &Ws, slow_b: bool, extra: &str) -> std::path::PathBuf {
+    let a = aux.path().display();
+    let mut t = format!(
+        "extends = \"base\"\n[limits]\ngrace = \"1s\"\n\
+         [secrets.A]\nfrom = {{ command = [\"sh\", \"-c\", \"touch {a}/fetched-A; echo tok_5e1f0a9c77d24b31\"] }}\n\
+         revoke = [\"sh\", \"-c\", \"cat > {a}/revoked-A.tmp && mv {a}/revoked-A.tmp {a}/revoked-A\"]\n"
+    );
+    if slow_b {
+        t.push_str(&format!(
+            "[secrets.B]\nfrom = {{ command = [\"sh\", \"-c\", \"echo $$ > {a}/b.pid; exec sleep 60\"] }}\n"
+        ));
+    }
+    t.push_str(extra);
+    let p = ws.join("two.toml");
+    std::fs::write(&p, t).unwrap();
+    p
+}
+
+const STOPPING: &[(i32, &str)] = &[
+    (libc::SIGINT, "SIGINT"),
+    (libc::SIGTERM, "SIGTERM"),
+    (libc::SIGHUP, "SIGHUP"),
+    (libc::SIGQUIT, "SIGQUIT"),
+    (libc::SIGALRM, "SIGALRM"),
+    (libc::SIGUSR2, "SIGUSR2"),
+    (libc::SIGXCPU, "SIGXCPU"),
+    (libc::SIGABRT, "SIGABRT"),
+];
+
+#[test]
+fn a_signal_while_a_later_provider_runs_kills_it_and_revokes_the_first_secret() {
+    let ws = Ws::new();
+    let aux = Ws::new();
+    let log = aux.join("audit.jsonl");
+    let prof = two_secrets(&ws, &aux, true, "");
+    for &(sig, name) in STOPPING {
+        for f in ["fetched-A", "revoked-A", "b.pid", "audit.jsonl"] {
+            let _ = std::fs::remove_file(aux.join(f));
+        }
+        let c = taskcell(
+            ws.path(),
+            &[
+                "run",
+                "-p",
+                prof.to_str().unwrap(),
+                "--audit-log",
+                log.to_str().unwrap(),
+                "--",
+                "/bin/true",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        let launcher = c.id() as i32;
+        let provider: i32 = wait_for_file(&aux.join("b.pid")).trim().parse().unwrap();
+        // The exact pid of taskcell, not of a shell around it.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(launcher),
+            nix::sys::signal::Signal::try_from(sig).unwrap(),
+        )
+        .unwrap();
+        let o = wait_bounded(c, Duration::from_secs(20), name);
+        assert_eq!(o.status.code(), Some(128 + sig), "{name}: {}", stderr(&o));
+        assert!(stderr(&o).contains(name), "{name}: {}", stderr(&o));
+        assert_eq!(
+            std::fs::read_to_string(aux.join("revoked-A")).unwrap_or_default(),
+            "tok_5e1f0a9c77d24b31",
+            "{name}: the first secret was not revoked"
+        );
+        assert!(!alive(provider), "{name}: the provider {provider} survived");
+        let end = session_end(&log).unwrap_or_else(|| panic!("{name}: no session_end"));
+        assert!(
+            end["reason"].as_str().unwrap_or_default().contains(name),
+            "{name}: {end}"
+        );
+    }
+}
+
+#[test]
+fn signals_at_every_moment_of_the_start_never_leave_a_secret_unrevoked() {
+    let ws = Ws::new();
+    let aux = Ws::new();
+    let log = aux.join("audit.jsonl");
+    let prof = two_secrets(&ws, &aux, false, "");
+    let mut stopped_early = 0;
+    for i in 0..40u64 {
+        for f in ["fetched-A", "revoked-A", "audit.jsonl"] {
+            let _ = std::fs::remove_file(aux.join(f));
+        }
+        let c = taskcell(
+            ws.path(),
+            &[
+                "run",
+                "-p",
+                prof.to_str().unwrap(),
+                "--audit-log",
+                log.to_str().unwrap(),
+                "--",
+                "/bin/sleep",
+                "2",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        let launcher = nix::unistd::Pid::from_raw(c.id() as i32);
+        // From the exec to well after the clone: every 2 ms.
+        std::thread::sleep(Duration::from_micros(i * 2000));
+        let sig = [
+            nix::sys::signal::Signal::SIGTERM,
+            nix::sys::signal::Signal::SIGINT,
+            nix::sys::signal::Signal::SIGHUP,
+            nix::sys::signal::Signal::SIGALRM,
+        ][i as usize % 4];
+        nix::sys::signal::kill(launcher, sig).unwrap();
+        let o = wait_bounded(c, Duration::from_secs(20), "random signal");
+        use std::os::unix::process::ExitStatusExt;
+        if o.status.signal().is_some() {
+            // Killed before its first instruction (the dynamic loader ran): nothing was
+            // fetched, so nothing is left to revoke.
+            assert!(
+                !log.exists(),
+                "iteration {i}: killed after the audit log was opened"
+            );
+            stopped_early += 1;
+            continue;
+        }
+        // taskcell held the value (a provider killed half-way gave none).
+        let held = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("\"secret_delivered\"");
+        if held {
+            assert!(
+                aux.join("revoked-A").exists(),
+                "iteration {i} ({sig}): fetched, never revoked: {}",
+                stderr(&o)
+            );
+            let end = session_end(&log);
+            assert!(
+                end.is_some(),
+                "iteration {i}: no session_end: {}",
+                stderr(&o)
+            );
+        }
+        assert_eq!(
+            o.status.code(),
+            Some(128 + sig as i32),
+            "iteration {i}: {}",
+            stderr(&o)
+        );
+    }
+    eprintln!("{stopped_early} of 40 signals arrived before taskcell's first instruction");
+}
+
+#[test]
+fn terminating_signals_while_the_cell_runs_stop_it_in_order() {
+    let ws = Ws::new();
+    let aux = Ws::new();
+    let log = aux.join("audit.jsonl");
+    let prof = two_secrets(&ws, &aux, false, "");
+    let rt = libc::SIGRTMIN() + 2;
+    let mut sigs: Vec<(i32, String)> = STOPPING
+        .iter()
+        .filter(|(s, _)| ![libc::SIGINT, libc::SIGUSR2].contains(s))
+        .map(|(s, n)| (*s, n.to_string()))
+        .collect();
+    sigs.push((rt, "SIGRTMIN+2".into()));
+    for (sig, name) in sigs {
+        for f in ["fetched-A", "revoked-A", "audit.jsonl"] {
+            let _ = std::fs::remove_file(aux.join(f));
+        }
+        // A command that ignores every polite signal: only SIGKILL after grace ends it.
+        let mut c = taskcell(
+            ws.path(),
+            &[
+                "run",
+                "-p",
+                prof.to_str().unwrap(),
+                "--audit-log",
+                log.to_str().unwrap(),
+                "--",
+                "/bin/sh",
+                "-c",
+                "trap '' TERM HUP QUIT INT USR2 ALRM; echo up; exec sleep 60",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        let launcher = c.id() as i32;
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line, "up\n");
+        // SAFETY: kill with a pid and a signal number (nix cannot name real-time ones).
+        assert_eq!(unsafe { libc::kill(launcher, sig) }, 0);
+        let o = wait_bounded(c, Duration::from_secs(20), &name);
+        assert_eq!(o.status.code(), Some(128 + sig), "{name}: {}", stderr(&o));
+        assert!(aux.join("revoked-A").exists(), "{name}: not revoked");
+        let end = session_end(&log).unwrap_or_else(|| panic!("{name}: no session_end"));
+        assert_eq!(end["reason"], format!("taskcell got {name}"), "{end}");
+    }
+}
+
+#[test]
+fn the_supervisor_cannot_be_dumped_or_traced() {
+    let ws = Ws::new();
+    let mut c = taskcell(
+        ws.path(),
+        &[
+            "run",
+            "-p",
+            "base",
+            "--secret",
+            "T=generate:16",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo up; exec sleep 60",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let pid = c.id();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = status
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap()
+        .split_whitespace()
+        .nth(4)
+        .unwrap()
+        .to_string();
+    // /proc/PID/mem of a non-dumpable process belongs to root and ptrace is refused.
+    let owner = std::os::unix::fs::MetadataExt::uid(
+        &std::fs::metadata(format!("/proc/{pid}/mem")).unwrap(),
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = wait_bounded(c, Duration::from_secs(20), "dumpable");
+    assert_eq!(core, "0", "RLIMIT_CORE of the supervisor");
+    assert_eq!(
+        owner, 0,
+        "/proc/PID/mem of the supervisor is not root's: it is dumpable"
+    );
+}
+
+#[test]
+fn the_timeout_is_absolute_when_nobody_reads_the_masked_output() {
+    let ws = Ws::new();
+    let prof = ws.join("g.toml");
+    std::fs::write(&prof, "extends = \"base\"\n[limits]\ngrace = \"1s\"\n").unwrap();
+    for (what, script) in [
+        ("a command that stops at SIGTERM", "yes"),
+        ("a command that ignores SIGTERM", "trap '' TERM; yes"),
+    ] {
+        // stdout is a pipe the test never reads (a reader that stopped); stderr too.
+        let c = taskcell(
+            ws.path(),
+            &[
+                "run",
+                "-p",
+                prof.to_str().unwrap(),
+                "--timeout",
+                "2s",
+                "--secret",
+                "T=generate:16",
+                "--",
+                "/bin/sh",
+                "-c",
+                script,
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        let t = Instant::now();
+        let pid = c.id() as i32;
+        // Bounded: 2 s timeout + 1 s grace + the drain; it hung forever before.
+        let limit = Duration::from_secs(20);
+        let mut c = c;
+        let status = loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                break st;
+            }
+            if t.elapsed() > limit {
+                let _ = c.kill();
+                panic!("{what}: taskcell {pid} still running after {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(124), "{what}");
+    }
+}
+
+#[test]
+fn the_stale_cgroup_cleanup_never_harms_a_live_cell_of_a_launcher_named_otherwise() {
+    let ws = Ws::new();
+    let aux = Ws::new();
+    // The launcher through a symlink called `tc`: its /proc/PID/comm is "tc".
+    let tc = aux.join("tc");
+    std::os::unix::fs::symlink(bin(), &tc).unwrap();
+    let mut first = std::process::Command::new(&tc)
+        .current_dir(ws.path())
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env(
+            "HOME",
+            std::env::var("HOME").unwrap_or_else(|_| "/nonexistent".into()),
+        )
+        .args([
+            "run",
+            "-p",
+            "base",
+            "--processes",
+            "64",
+            "--",
+            "/bin/sh",
+            "-c",
+            "cat /proc/self/cgroup; echo up; sleep 3; echo alive",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = String::new();
+    {
+        let mut r = std::io::BufReader::new(first.stdout.as_mut().unwrap());
+        loop {
+            let mut line = String::new();
+            if std::io::BufRead::read_line(&mut r, &mut line).unwrap() == 0 || line == "up\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+    }
+    // Another taskcell starts (and cleans up stale cgroups) while the first cell runs.
+    ok(&sh(ws.path(), "base", &["--processes", "64"], "true"));
+    let o = wait_bounded(first, Duration::from_secs(20), "the first cell");
+    assert!(
+        o.status.success() && stdout(&o).contains("alive"),
+        "the first cell was harmed (cgroup: {}): {:?} {}",
+        head.contains("taskcell-"),
+        o.status,
+        stderr(&o)
+    );
+}
+
+#[test]
+fn an_audit_log_on_a_full_disk_is_an_error_before_anything_runs() {
+    let ws = Ws::new();
+    // /dev/full: every write fails with ENOSPC, as on a full disk.
+    let o = taskcell(
+        ws.path(),
+        &[
+            "run",
+            "-p",
+            "base",
+            "--audit-log",
+            "/dev/full",
+            "--",
+            "/bin/sh",
+            "-c",
+            "touch ran",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(
+        !ws.join("ran").exists(),
+        "the command ran without an audit log"
+    );
+}
+
+/// The cell's init: the child of taskcell `pid`.
+fn child_of(pid: u32) -> Option<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn a_killed_cell_init_is_said_in_one_line_with_its_own_exit_code() {
+    let ws = Ws::new();
+    let aux = Ws::new();
+    let log = aux.join("audit.jsonl");
+    let mut c = taskcell(
+        ws.path(),
+        &[
+            "run",
+            "-p",
+            "base",
+            "--audit-log",
+            log.to_str().unwrap(),
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo up; exec sleep 60",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let init = child_of(c.id()).expect("the cell's init");
+    // Someone (or the OOM killer) kills the cell's PID 1.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let o = wait_bounded(c, Duration::from_secs(20), "init killed");
+    assert_eq!(o.status.code(), Some(121), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(
+        err.lines().filter(|l| l.contains("init killed")).count(),
+        1,
+        "{err}"
+    );
+    let end = session_end(&log).expect("session_end");
+    assert_eq!(end["reason"], "cell init killed", "{end}");
+    assert_eq!(end["exit_code"], 121, "{end}");
+}
+
+#[test]
+fn every_writable_tmpfs_is_bounded_by_the_memory_limit() {
+    let ws = Ws::new();
+    // Without a cgroup (a plain user) nothing else bounds what /tmp takes: 3 GiB went
+    // into /tmp under --memory 256M before.
+    let out = ok(&sh(
+        ws.path(),
+        "base",
+        &["--memory", "64M"],
+        "df -k /tmp /dev/shm | tail -n +2",
+    ));
+    let sizes: Vec<u64> = out
+        .lines()
+        .take(2)
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .collect();
+    assert_eq!(sizes, vec![65536, 65536], "{out}");
+    // Filling /tmp past it: ENOSPC (or, with a memory cgroup, the OOM killer first).
+    let o = sh(
+        ws.path(),
+        "base",
+        &["--memory", "64M"],
+        "dd if=/dev/zero of=/tmp/fill bs=1M count=100 2>&1",
+    );
+    assert!(
+        stdout(&o).contains("No space left on device") || o.status.code() == Some(121),
+        "{:?} {} {}",
+        o.status,
+        stdout(&o),
+        stderr(&o)
+    );
+}
+
+#[test]
+fn after_a_sigkill_the_next_start_records_the_end_and_the_missed_revocation() {
+    let ws = Ws::new();
+    let aux = Ws::new();
+    let run = aux.join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let log = aux.join("audit.jsonl");
+    let prof = two_secrets(&ws, &aux, false, "");
+    let mut c = taskcell(
+        ws.path(),
+        &[
+            "run",
+            "-p",
+            prof.to_str().unwrap(),
+            "--audit-log",
+            log.to_str().unwrap(),
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo up; exec sleep 60",
+        ],
+    )
+    .env("XDG_RUNTIME_DIR", &run)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    // SIGKILL to taskcell's exact pid: it cannot revoke or record anything.
+    c.kill().unwrap();
+    c.wait().unwrap();
+    assert!(session_end(&log).is_none());
+    // The next start of the same user finishes the job.
+    let o = taskcell(ws.path(), &["run", "-p", "base", "--", "/bin/true"])
+        .env("XDG_RUNTIME_DIR", &run)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("launcher killed"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not revoked (revoke by hand): A"),
+        "{}",
+        stderr(&o)
+    );
+    let end = session_end(&log).expect("session_end written by the next start");
+    assert_eq!(end["reason"], "launcher killed", "{end}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("\"secret_revoked\"") && l.contains("\"ok\":false")),
+        "{text}"
+    );
+    // Nothing of the killed session is left in the state directory.
+    let left: Vec<_> = std::fs::read_dir(run.join("taskcell/state"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

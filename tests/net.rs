@@ -928,3 +928,172 @@ fn ask_on_the_launching_terminal() {
         "{out}"
     );
 }
+
+#[test]
+fn learn_allows_every_host_audits_each_and_prints_a_paste_ready_block() {
+    let port = http_server();
+    let ws = Ws::new();
+    let log = ws.join("audit.jsonl");
+    let allow_addr = format!("127.0.0.1:{port}");
+    // `build` has no network: --learn turns the proxy on and allows names nobody listed.
+    let o = taskcell(
+        ws.path(),
+        &[
+            "run",
+            "-p",
+            "build",
+            "--learn",
+            "--resolve",
+            "one.test:127.0.0.1",
+            "--resolve",
+            "two.test:127.0.0.1",
+            "--allow",
+            &allow_addr,
+            "--audit-log",
+            log.to_str().unwrap(),
+            "--",
+            "/bin/sh",
+            "-c",
+            &format!(
+                "curl -sf http://one.test:{port}/a >/dev/null && curl -sf http://two.test:{port}/b >/dev/null && \
+                 curl -sf http://one.test:{port}/c >/dev/null && echo fetched"
+            ),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(ok(&o).contains("fetched"), "{}", stderr(&o));
+    let e = stderr(&o);
+    let want = format!(
+        "[network]\nmode = \"proxy\"\nallow = [\n  \"one.test:{port}\",\n  \"two.test:{port}\",\n]\n"
+    );
+    assert!(e.contains(&want), "{e}");
+    // Paste-ready: the block is a profile that parses.
+    std::fs::write(ws.join("learned.toml"), &want).unwrap();
+    ok(&taskcell(
+        ws.path(),
+        &["check", ws.join("learned.toml").to_str().unwrap()],
+    )
+    .output()
+    .unwrap());
+    let audit = std::fs::read_to_string(&log).unwrap();
+    let conns = audit
+        .lines()
+        .filter(|l| l.contains("\"net_connection\"") && l.contains("allowed by --learn"))
+        .count();
+    assert_eq!(conns, 3, "{audit}");
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"learned\"") && l.contains(&format!("one.test:{port}"))),
+        "{audit}"
+    );
+    // Without --learn the same names are refused.
+    let o = taskcell(
+        ws.path(),
+        &[
+            "run",
+            "-p",
+            "build",
+            "--resolve",
+            "one.test:127.0.0.1",
+            "--allow",
+            &allow_addr,
+            "--",
+            "/bin/sh",
+            "-c",
+            &format!("curl -sf http://one.test:{port}/a || echo refused"),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(ok(&o).contains("refused"));
+}
+
+#[test]
+fn a_tool_that_ignores_the_proxy_is_told_which_host_and_what_to_set() {
+    let ws = Ws::new();
+    let log = ws.join("audit.jsonl");
+    // getent resolves like any libc tool; the python part sends a query whose name holds
+    // a terminal escape, which must never reach the user's terminal.
+    let script = "getent hosts direct.example; echo getent=$?; \
+        python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2); \
+q=bytes([1,2,1,0,0,1,0,0,0,0,0,0,6])+b\"\\x1b]0;x\\x07\"+bytes([0,0,1,0,1]); s.sendto(q, (\"127.0.0.1\", 53)); \
+r=s.recv(512); print(\"rcode\", r[3] & 15)'";
+    let o = taskcell(
+        ws.path(),
+        &[
+            "run",
+            "-p",
+            "build",
+            "--net",
+            "proxy",
+            "--audit-log",
+            log.to_str().unwrap(),
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ],
+    )
+    .output()
+    .unwrap();
+    let out = ok(&o);
+    assert!(out.contains("getent=2"), "{out}");
+    assert!(out.contains("rcode 5"), "REFUSED: {out}");
+    let e = stderr(&o);
+    let line = e
+        .lines()
+        .find(|l| l.contains("direct.example"))
+        .unwrap_or_else(|| panic!("no report naming the host: {e}"));
+    assert!(line.contains("instead of using the proxy"), "{line}");
+    assert!(line.contains("HTTPS_PROXY=http://127.0.0.1:3128"), "{line}");
+    assert_eq!(
+        e.lines().filter(|l| l.contains("direct.example")).count(),
+        1,
+        "one line per host: {e}"
+    );
+    assert!(
+        !e.contains('\x1b'),
+        "an escape from the cell reached the terminal: {e:?}"
+    );
+    let audit = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"dns_refused\"") && l.contains("direct.example")),
+        "{audit}"
+    );
+    // Not in other modes: a `none` cell has no resolver to report anything.
+    let o = sh(
+        ws.path(),
+        "build",
+        &[],
+        "getent hosts direct.example; echo $?",
+    );
+    assert!(!stderr(&o).contains("direct.example"), "{}", stderr(&o));
+}
+
+#[test]
+fn the_proxy_serves_no_more_connections_at_once_than_the_cell_may_have_processes() {
+    // Each served connection is a thread of taskcell's: they count against the cell.
+    let port = echo_server();
+    let ws = Ws::new();
+    let prof = profile(&ws, &format!("{}\n[limits]\nprocesses = 32\n", allow(port)));
+    let o = probe_in_cell(&ws, &prof, "concurrent", &format!("example.test:{port} 20"));
+    assert_eq!(
+        probe_lines(&o),
+        vec!["concurrent ok 20".to_string()],
+        "{o:?}"
+    );
+    let o = probe_in_cell(
+        &ws,
+        &prof,
+        "concurrent",
+        &format!("example.test:{port} 100"),
+    );
+    assert!(
+        probe_lines(&o).is_empty(),
+        "100 connections served at once: {o:?}"
+    );
+}

@@ -238,3 +238,43 @@ fn background_processes_die_with_the_command() {
         .unwrap_or(false);
     assert!(!alive, "background process {pid} outlived the cell");
 }
+
+#[test]
+#[ignore = "run by .ci/run with user.max_user_namespaces=0"]
+fn best_effort_a_sigkilled_taskcell_leaves_no_command_running() {
+    require_no_userns();
+    let ws = Ws::new();
+    let mut c = taskcell(
+        ws.path(),
+        &[
+            "run",
+            "-p",
+            "build",
+            "--best-effort",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo $$; exec sleep 60",
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("taskcell");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let cmd: i32 = line.trim().parse().expect("the command's pid");
+    // SIGKILL to taskcell's exact pid: nothing of it can clean up.
+    c.kill().unwrap();
+    c.wait().unwrap();
+    let gone = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let st = std::fs::read_to_string(format!("/proc/{cmd}/stat")).unwrap_or_default();
+        st.is_empty() || st.contains(") Z")
+    });
+    assert!(gone, "the command {cmd} survived its SIGKILLed taskcell");
+}

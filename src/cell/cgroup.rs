@@ -445,23 +445,47 @@ fn random_hex() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// `taskcell-<pid>-<hex>` → pid.
-pub fn owner_pid(name: &str) -> Option<i32> {
+/// `taskcell-<pid>-<start>-<hex>` → (pid, start time); the older `taskcell-<pid>-<hex>`
+/// → (pid, None).
+pub fn owner_pid(name: &str) -> Option<(i32, Option<u64>)> {
     let rest = name.strip_prefix("taskcell-")?;
-    let (pid, hex) = rest.split_once('-')?;
+    let parts: Vec<&str> = rest.split('-').collect();
+    let hex = parts.last()?;
     if hex.is_empty() || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return None;
     }
-    pid.parse().ok()
+    match parts.as_slice() {
+        [pid, _] => Some((pid.parse().ok()?, None)),
+        [pid, start, _] => Some((pid.parse().ok()?, Some(start.parse().ok()?))),
+        _ => None,
+    }
 }
 
-fn taskcell_alive(pid: i32) -> bool {
+/// A process's start time (clock ticks after boot, field 22 of /proc/PID/stat): with the
+/// pid, it names one process for the whole uptime (a reused pid starts later).
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the taskcell that made a cgroup may still run. Decided by the pid and the start
+/// time recorded in the name (never by the process's name: a launcher run through a
+/// symlink `tc` is as alive as one called `taskcell`). A pid that is not visible here may
+/// belong to another PID namespace; that is safe because only an empty cgroup is ever
+/// removed, and a launcher whose empty cgroup vanished before it moved its cell in makes
+/// it again (`CellCgroup::add`).
+fn owner_alive(pid: i32, start: Option<u64>) -> bool {
     if pid == std::process::id() as i32 {
         return true;
     }
-    read(Path::new(&format!("/proc/{pid}/comm")))
-        .trim()
-        .starts_with("taskcell")
+    match (start, start_time(pid)) {
+        (_, None) => false,
+        (Some(s), Some(now)) => s == now,
+        // An old name without a start time: alive while the pid exists.
+        (None, Some(_)) => true,
+    }
 }
 
 /// Kill what is left in a cgroup directory and remove it (retrying while the kernel
@@ -503,8 +527,25 @@ fn kill_and_remove(path: &Path) -> Result<(), String> {
     ))
 }
 
+/// Whether every process left in a cgroup directory is already dying (a zombie, or being
+/// torn down with its PID namespace): then the directory is empty in a moment.
+fn only_dying(path: &Path) -> bool {
+    read(&path.join("cgroup.procs"))
+        .lines()
+        .filter_map(|l| l.trim().parse::<i32>().ok())
+        .all(|pid| {
+            let stat = read(Path::new(&format!("/proc/{pid}/stat")));
+            match stat.rfind(')') {
+                Some(i) => matches!(stat[i + 1..].trim_start().chars().next(), Some('Z' | 'X')),
+                None => true,
+            }
+        })
+}
+
 /// Remove cgroups of taskcell processes that no longer run (a killed taskcell cannot clean
-/// up after itself). Returns what was removed.
+/// up after itself). Never kills anything: only an empty cgroup is removed (`rmdir`; the
+/// kernel refuses one that holds a process), so a live cell in it is never harmed, even
+/// when the liveness check was wrong. Returns what was removed.
 pub fn cleanup_stale(p: &Probe) -> Vec<PathBuf> {
     let mut parents: Vec<&PathBuf> = p.places.values().map(|pl| &pl.parent).collect();
     parents.sort();
@@ -516,19 +557,35 @@ pub fn cleanup_stale(p: &Probe) -> Vec<PathBuf> {
         };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(pid) = owner_pid(&name) else {
+            let Some((pid, start)) = owner_pid(&name) else {
                 continue;
             };
-            if taskcell_alive(pid) {
+            if owner_alive(pid, start) {
                 continue;
             }
             let path = e.path();
-            match kill_and_remove(&path) {
-                Ok(()) => {
-                    tracing::info!("removed the stale cgroup {}", path.display());
-                    removed.push(path);
+            // A cell whose launcher was just killed is still being torn down: wait a
+            // little for that, never for a process that runs.
+            for attempt in 0..20 {
+                match std::fs::remove_dir(&path) {
+                    Ok(()) => {
+                        tracing::info!("removed the stale cgroup {}", path.display());
+                        removed.push(path);
+                        break;
+                    }
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EBUSY)
+                            && attempt < 19
+                            && only_dying(&path) =>
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    // Not empty: something still runs in it; left alone.
+                    Err(e) => {
+                        tracing::debug!("stale cgroup {} kept: {e}", path.display());
+                        break;
+                    }
                 }
-                Err(e) => tracing::warn!("{e}"),
             }
         }
     }
@@ -538,7 +595,12 @@ pub fn cleanup_stale(p: &Probe) -> Vec<PathBuf> {
 impl CellCgroup {
     /// Create the cell's cgroup in every hierarchy `limits` needs and write the limits.
     pub fn create(limits: &CgroupLimits, p: &Probe) -> Result<CellCgroup, String> {
-        let name = format!("taskcell-{}-{}", std::process::id(), random_hex());
+        let me = std::process::id() as i32;
+        let name = format!(
+            "taskcell-{me}-{}-{}",
+            start_time(me).unwrap_or(0),
+            random_hex()
+        );
         let mut cg = CellCgroup {
             name: name.clone(),
             dirs: Vec::new(),
@@ -602,8 +664,33 @@ impl CellCgroup {
     pub fn add(&self, pid: Pid) -> Result<(), String> {
         for d in &self.dirs {
             let f = d.path.join("cgroup.procs");
-            std::fs::write(&f, pid.as_raw().to_string())
-                .map_err(|e| format!("moving the cell into {}: {e}", f.display()))?;
+            let mut r = std::fs::write(&f, pid.as_raw().to_string());
+            if r.as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            {
+                // Removed while empty by a taskcell in another PID namespace, which cannot
+                // see that this one runs: make it again.
+                self.recreate(d)?;
+                r = std::fs::write(&f, pid.as_raw().to_string());
+            }
+            r.map_err(|e| format!("moving the cell into {}: {e}", f.display()))?;
+        }
+        Ok(())
+    }
+
+    fn recreate(&self, d: &Dir) -> Result<(), String> {
+        std::fs::create_dir(&d.path)
+            .map_err(|e| format!("creating cgroup {}: {e}", d.path.display()))?;
+        for w in writes(&self.limits) {
+            if !d.controllers.contains(&w.controller) {
+                continue;
+            }
+            let f = d.path.join(w.file);
+            if w.optional && !f.exists() {
+                continue;
+            }
+            std::fs::write(&f, &w.value)
+                .map_err(|e| format!("writing {} to {}: {e}", w.value, f.display()))?;
         }
         Ok(())
     }
@@ -748,9 +835,24 @@ mod tests {
     }
 
     #[test]
+    fn start_time_names_one_process() {
+        let me = std::process::id() as i32;
+        let t = start_time(me).expect("own start time");
+        assert_eq!(start_time(me), Some(t));
+        assert!(owner_alive(me, Some(t)));
+        // The init of this PID namespace started before this test: another process.
+        assert!(!owner_alive(i32::MAX, Some(t)));
+    }
+
+    #[test]
     fn owner_pid_of_names() {
-        assert_eq!(owner_pid("taskcell-123-deadbeef"), Some(123));
+        assert_eq!(owner_pid("taskcell-123-deadbeef"), Some((123, None)));
+        assert_eq!(
+            owner_pid("taskcell-123-98765-deadbeef"),
+            Some((123, Some(98765)))
+        );
         assert_eq!(owner_pid("taskcell-123-"), None);
+        assert_eq!(owner_pid("taskcell-1-2-3-ab"), None);
         assert_eq!(owner_pid("taskcell-x-ab"), None);
         assert_eq!(owner_pid("other"), None);
     }

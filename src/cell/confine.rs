@@ -31,6 +31,8 @@ pub fn offer(proxy: bool, inject: bool) -> Offer {
             .then(|| std::fs::canonicalize("/proc/self/exe").ok())
             .flatten(),
         system_bundle: inject && Path::new(SYSTEM_BUNDLE).is_file(),
+        resolv_conf: proxy
+            && std::fs::symlink_metadata(crate::plan::net::RESOLV_CONF).is_ok_and(|m| m.is_file()),
     }
 }
 

@@ -42,7 +42,20 @@ pub fn main(
     // cost a cross-CPU wake-up on every start.
     // Root-started cells get their maps from the supervisor (see spawn_with).
     if spec.namespaces && spec.host_ids.is_none() {
-        if let Err(e) = super::userns::write_maps_self(spec.process.uid, spec.process.gid) {
+        // The supervisor is non-dumpable (it holds secret values), and so is this clone of
+        // it; a non-dumpable process's /proc files belong to the host's root, so a plain
+        // user could not open its own uid_map. Dumpable just for the write, and only
+        // while nothing but this process is in the new user namespace.
+        // SAFETY: prctl with integer arguments only.
+        unsafe {
+            libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
+        }
+        let maps = super::userns::write_maps_self(spec.process.uid, spec.process.gid);
+        // SAFETY: as above.
+        unsafe {
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        }
+        if let Err(e) = maps {
             report(
                 err.as_raw_fd(),
                 125,
@@ -62,8 +75,8 @@ pub fn main(
     // get it twice.
     let _ = nix::unistd::setsid();
     // Nothing in the cell may ptrace init (it holds capabilities in the cell's user
-    // namespace until the worker is started). Not earlier: a non-dumpable process's
-    // /proc files belong to root, and our uid_map had to be written first.
+    // namespace until the worker is started). A clone of the non-dumpable supervisor is
+    // non-dumpable already; said again here, as init's own guarantee.
     // SAFETY: prctl with integer arguments only.
     unsafe {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
@@ -111,7 +124,7 @@ pub fn main(
     if let Some(sock) = listen_sock {
         // Bound here, with the cell's network namespace and before any privilege is
         // dropped; served by the supervisor from outside.
-        if let Err(msg) = super::net::pass_listeners(&spec.listen, &sock) {
+        if let Err(msg) = super::net::pass_listeners(&spec.listen, spec.dns, &sock) {
             report(err.as_raw_fd(), 125, &msg);
             exit(125);
         }
@@ -167,7 +180,7 @@ pub fn main(
 }
 
 fn setup(spec: &Spec, prepared: &[(usize, OwnedFd)]) -> Result<(), String> {
-    rootfs::execute(&spec.mounts, prepared).map_err(|e| e.to_string())?;
+    rootfs::execute(&spec.mounts, prepared, spec.tmpfs_size).map_err(|e| e.to_string())?;
     super::secrets::populate(&spec.secrets)?;
     nix::unistd::sethostname(&spec.process.hostname)
         .map_err(|e| format!("setting the hostname {:?}: {e}", spec.process.hostname))?;

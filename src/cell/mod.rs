@@ -235,12 +235,12 @@ pub fn spawn_with(
     let mut listeners = Vec::new();
     if let (Some(sock), None) = (&lsock, &failure) {
         listeners = crate::cell::fdpass::recv(sock)?;
-        if listeners.len() != spec.listen.len() {
+        let want = spec.listen.len() + usize::from(spec.dns);
+        if listeners.len() != want {
             kill_child();
             return Err(SpawnError::Io(io::Error::other(format!(
-                "the cell passed {} of its {} listening sockets",
+                "the cell passed {} of its {want} listening sockets",
                 listeners.len(),
-                spec.listen.len()
             ))));
         }
     }

@@ -32,14 +32,20 @@ pub fn loopback_up() -> io::Result<()> {
     Ok(())
 }
 
-/// Bind a TCP listener on 127.0.0.1:`port` for each port, send them all to the
-/// supervisor over `sock` (SCM_RIGHTS), and close them here.
-pub fn pass_listeners(ports: &[u16], sock: &std::os::fd::OwnedFd) -> Result<(), String> {
+/// Bind a TCP listener on 127.0.0.1:`port` for each port (and, with `dns`, a UDP socket
+/// on 127.0.0.1:53 last), send them all to the supervisor over `sock` (SCM_RIGHTS), and
+/// close them here.
+pub fn pass_listeners(ports: &[u16], dns: bool, sock: &std::os::fd::OwnedFd) -> Result<(), String> {
     let mut held = Vec::new();
     for &port in ports {
         let l = std::net::TcpListener::bind(("127.0.0.1", port))
             .map_err(|e| format!("binding 127.0.0.1:{port} inside the cell: {e}"))?;
-        held.push(l);
+        held.push(std::os::fd::OwnedFd::from(l));
+    }
+    if dns {
+        let u = std::net::UdpSocket::bind(("127.0.0.1", 53))
+            .map_err(|e| format!("binding UDP 127.0.0.1:53 inside the cell: {e}"))?;
+        held.push(std::os::fd::OwnedFd::from(u));
     }
     let fds: Vec<i32> = held.iter().map(|l| l.as_raw_fd()).collect();
     crate::cell::fdpass::send(sock, &fds)

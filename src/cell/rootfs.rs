@@ -57,7 +57,12 @@ fn under(prefix: &str, p: &Path) -> PathBuf {
 ///
 /// `prepared`: binds already made as detached (idmapped) trees by the supervisor, by op
 /// index; they are moved into place as they are.
-pub fn execute(ops: &[MountOp], prepared: &[(usize, OwnedFd)]) -> Result<(), RootfsError> {
+/// `tmpfs_size`: the `size=` of every writable tmpfs (bytes), None for the default.
+pub fn execute(
+    ops: &[MountOp],
+    prepared: &[(usize, OwnedFd)],
+    tmpfs_size: Option<u64>,
+) -> Result<(), RootfsError> {
     // Nothing we do here may propagate back to the host.
     mount(
         None::<&str>,
@@ -100,7 +105,7 @@ pub fn execute(ops: &[MountOp], prepared: &[(usize, OwnedFd)]) -> Result<(), Roo
                     hold::open_target(&under(NEWROOT, path), *is_dir).map_err(ioerr(what()))?;
                 hold::move_onto(tree, &dst).map_err(ioerr(what()))?;
             }
-            _ => apply(op, &oldroot)?,
+            _ => apply(op, &oldroot, tmpfs_size)?,
         }
     }
     drop(oldroot);
@@ -125,7 +130,7 @@ pub fn execute(ops: &[MountOp], prepared: &[(usize, OwnedFd)]) -> Result<(), Roo
     Ok(())
 }
 
-fn apply(op: &MountOp, oldroot: &OwnedFd) -> Result<(), RootfsError> {
+fn apply(op: &MountOp, oldroot: &OwnedFd, tmpfs_size: Option<u64>) -> Result<(), RootfsError> {
     match op {
         MountOp::Proc { path } => {
             let dst = under(NEWROOT, path);
@@ -155,12 +160,16 @@ fn apply(op: &MountOp, oldroot: &OwnedFd) -> Result<(), RootfsError> {
                 flags |= MsFlags::MS_RDONLY | MsFlags::MS_NOEXEC;
             }
             nix::unistd::fchdir(dst.as_raw_fd()).map_err(err("entering a mount target"))?;
+            let mut opts = format!("mode={mode:o}");
+            if let (Some(size), false) = (tmpfs_size, *readonly) {
+                opts.push_str(&format!(",size={size}"));
+            }
             let r = mount(
                 Some("tmpfs"),
                 ".",
                 Some("tmpfs"),
                 flags,
-                Some(format!("mode={mode:o}").as_str()),
+                Some(opts.as_str()),
             );
             nix::unistd::chdir("/").map_err(err("chdir /"))?;
             r.map_err(err(format!("mounting a tmpfs on {}", path.display())))?;

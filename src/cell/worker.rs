@@ -68,6 +68,17 @@ pub fn main(spec: &Spec, mut err: OwnedFd, tty: Option<&std::path::Path>) -> ! {
     if let Err(e) = super::secrets::redirect_stdio(spec.stdio) {
         fail(&err, 125, &e);
     }
+    // The command's leader dies with init (and init with the supervisor): without a PID
+    // namespace (best effort) a killed taskcell leaves no command running. Kept across
+    // execve. If init is gone already, the worker was re-parented: end now.
+    // SAFETY: prctl and getppid with integer arguments only.
+    unsafe {
+        let parent = libc::getppid();
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        if !spec.namespaces && libc::getppid() != parent {
+            libc::_exit(125);
+        }
+    }
     // A new session: no controlling terminal, so TIOCSTI on the caller's terminal fails.
     if let Err(e) = nix::unistd::setsid() {
         fail(&err, 125, &format!("setsid: {e}"));

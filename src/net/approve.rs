@@ -96,6 +96,20 @@ impl Approvals {
         }
     }
 
+    /// Tell the user one line: on the overlay of an interactive cell (shown for a few
+    /// seconds, then the cell repaints), else on taskcell's stderr.
+    pub fn note(&self, line: &str) {
+        let shown = self
+            .overlay
+            .lock()
+            .ok()
+            .and_then(|o| o.as_ref().map(|o| o.note(line)))
+            .is_some();
+        if !shown {
+            eprintln!("{line}");
+        }
+    }
+
     /// Ask on the overlay, if there is one, until `id` is answered or the deadline.
     fn prompt_overlay(&self, id: u64, host: &str, port: u16, deadline: Instant) -> bool {
         let Ok(guard) = self.overlay.try_lock() else {

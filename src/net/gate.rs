@@ -74,6 +74,7 @@ fn decide_and_connect(shared: &Shared, host: &str, port: u16) -> Result<Opened, 
     let decision = match plan.allowlist.check_host(host, port) {
         HostVerdict::Denied(m) => return Err(Refusal::Denied(m)),
         HostVerdict::Allowed(rule) => format!("allowed by rule {rule}"),
+        HostVerdict::Unlisted if plan.learn => "allowed by --learn".to_string(),
         HostVerdict::Unlisted => match shared.approvals.approved(host, port) {
             Some(by) => format!("approved by {by}"),
             None if plan.ask => match shared.approvals.ask(shared, host, port) {
@@ -124,6 +125,9 @@ fn decide_and_connect(shared: &Shared, host: &str, port: u16) -> Result<Opened, 
         match TcpStream::connect_timeout(&sa, CONNECT_TIMEOUT) {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
+                if plan.learn {
+                    shared.learned.note(host, port);
+                }
                 return Ok(Opened {
                     stream,
                     addr: sa,

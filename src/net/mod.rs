@@ -13,10 +13,12 @@
 pub mod approve;
 pub mod connect;
 pub mod control;
+pub mod dns;
 pub mod forward;
 pub mod gate;
 pub mod http;
 pub mod inject;
+pub mod learn;
 pub mod proxy;
 pub mod relay;
 pub mod resolve;
@@ -44,6 +46,9 @@ pub struct Session {
     pub audit: Option<File>,
     /// Injected credentials (TLS interception for their hosts), if any.
     pub inject: Option<Arc<inject::Injector>>,
+    /// Connections of this cell served at once (each holds a thread of taskcell's): at
+    /// most [`MAX_CONNECTIONS`], and the cell's `processes` limit when it has one.
+    pub max_connections: usize,
 }
 
 /// Connections served at once; beyond this, new ones are closed at once.
@@ -65,7 +70,10 @@ pub struct Shared {
     pub audit: crate::audit::Sink,
     pub approvals: approve::Approvals,
     pub active: AtomicUsize,
+    pub max_connections: usize,
     pub inject: Option<Arc<inject::Injector>>,
+    /// `--learn`: the host:port pairs connected to.
+    pub learned: learn::Learned,
 }
 
 /// The running network service; dropping it removes the control socket.
@@ -112,7 +120,9 @@ pub fn start(
         audit,
         approvals: approve::Approvals::default(),
         active: AtomicUsize::new(0),
+        max_connections: session.max_connections.clamp(1, MAX_CONNECTIONS),
         inject: session.inject.clone(),
+        learned: learn::Learned::default(),
     });
     // The launching user's terminal, when the cell does not use it (taskcell's stdin is
     // not a terminal): `ask` prompts there too.
@@ -148,6 +158,17 @@ pub fn start(
             forward::serve(&s, &f, c)
         });
     }
+    // The refusing resolver, when the cell bound one (last).
+    if let Some(fd) = it.next() {
+        let sock = std::net::UdpSocket::from(fd);
+        let s = shared.clone();
+        if let Err(e) = std::thread::Builder::new()
+            .name("taskcell-dns".into())
+            .spawn(move || dns::serve(s, sock))
+        {
+            tracing::warn!("cannot start the cell's resolver thread: {e}");
+        }
+    }
     let control = if !session.id.is_empty() {
         match control::start(shared.clone()) {
             Ok(p) => Some(p),
@@ -182,7 +203,7 @@ where
                     continue;
                 }
             };
-            if shared.active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            if shared.active.fetch_add(1, Ordering::SeqCst) >= shared.max_connections {
                 shared.active.fetch_sub(1, Ordering::SeqCst);
                 drop(conn);
                 continue;

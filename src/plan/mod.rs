@@ -18,6 +18,7 @@ use crate::profile::{Origin, PathEntry, Profile};
 
 pub mod allowlist;
 pub mod check;
+pub mod command;
 pub mod git;
 pub mod limits;
 pub mod net;
@@ -182,6 +183,8 @@ pub struct Plan {
     pub security: SecurityPlan,
     /// Declared `create` paths missing now: made on the host before the cell starts.
     pub create: Vec<CreatePath>,
+    /// Directories bound read-only because the command's symlink chain leads there.
+    pub command_binds: Vec<command::CommandBind>,
 }
 
 /// A path the launcher creates (as the caller, 0700 for a directory, 0600 for a file,
@@ -488,6 +491,39 @@ pub fn resolve(
     env.entry("PATH".into())
         .or_insert_with(|| "/usr/local/bin:/usr/bin:/bin".into());
 
+    // The command resolves like on the host: bind where its symlink chain leads.
+    let cell_cwd = if ctx.cwd.starts_with(&workspace) {
+        ctx.cwd.clone()
+    } else {
+        workspace.clone()
+    };
+    let command_binds = match argv.first() {
+        Some(a0) => command::binds(
+            a0,
+            env.get("PATH").map(String::as_str).unwrap_or_default(),
+            &cell_cwd,
+            &paths,
+            &ctx.home,
+        )
+        .map_err(|msg| PlanError::Other { msg })?,
+        None => Vec::new(),
+    };
+    if !command_binds.is_empty() {
+        for b in &command_binds {
+            push_rule(
+                &mut paths,
+                PathRule {
+                    path: b.dir.clone(),
+                    access: Access::Read,
+                    symlink: None,
+                    is_dir: true,
+                    optional: false,
+                },
+            );
+        }
+        sort_rules(&mut paths);
+    }
+
     let decls = secrets::declarations(&profile.secrets, &ov.secrets, &ov.secret_opts)?;
     let (secrets, ttl) = secrets::resolve(&decls, &paths, &vars, &ctx.cwd, &mut env)?;
     secrets::check_unreachable(&secrets, &paths, &ctx.env, &env)?;
@@ -621,6 +657,7 @@ pub fn resolve(
         secrets,
         security,
         create,
+        command_binds,
     })
 }
 

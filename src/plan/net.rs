@@ -26,6 +26,11 @@ pub const BINARY_IN_CELL: &str = "/run/taskcell/taskcell";
 /// The trust bundle (system roots + the cell's own CA) inside a cell whose proxy
 /// intercepts TLS for injected secrets; also bound over [`SYSTEM_BUNDLE`].
 pub const CA_BUNDLE_IN_CELL: &str = "/run/taskcell/ca-certificates.crt";
+/// The resolver configuration; in a `proxy` cell it names 127.0.0.1, where nothing but
+/// taskcell's refusing resolver answers (tools must use the proxy).
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+/// The resolver configuration bound over [`RESOLV_CONF`] in a `proxy` cell.
+pub const RESOLV_CONF_TEXT: &str = "# taskcell: no DNS in this cell; connect through the proxy (HTTPS_PROXY)\nnameserver 127.0.0.1\noptions attempts:1 timeout:1\n";
 /// The system's CA bundle (read by the supervisor; replaced inside the cell).
 pub const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// Variables that point TLS clients at [`CA_BUNDLE_IN_CELL`].
@@ -147,6 +152,10 @@ pub struct ProxyPlan {
     pub inject: Vec<InjectRule>,
     /// Extra CA certificates (PEM) trusted for upstream TLS besides the system roots.
     pub upstream_ca: Option<PathBuf>,
+    /// `--learn`: every host is allowed without asking (address rules and `deny` still
+    /// hold), each connection audited, and the hosts used are printed at the end as a
+    /// `[network] allow = [...]` block.
+    pub learn: bool,
     /// Hosts whose TLS is intercepted without an injected secret (`[network] intercept`),
     /// so that the secret firewall sees their requests.
     pub intercept: Vec<String>,
@@ -233,12 +242,16 @@ pub struct NetOverrides {
     pub resolve: Vec<String>,
     /// `--upstream-ca PATH`.
     pub upstream_ca: Option<PathBuf>,
+    /// `--learn`.
+    pub learn: bool,
 }
 
 impl NetOverrides {
     /// The first flag given that only means something in `proxy` mode.
     pub fn proxy_flag(&self) -> Option<&'static str> {
-        if !self.allow.is_empty() {
+        if self.learn {
+            Some("--learn")
+        } else if !self.allow.is_empty() {
             Some("--allow")
         } else if self.ask {
             Some("--ask")
@@ -342,6 +355,7 @@ pub fn build(net: &Network, ov: &NetOverrides) -> Result<ProxyPlan, String> {
             Some(p) => Some(p.clone()),
             None => net.upstream_ca.as_ref().map(|v| PathBuf::from(&v.value)),
         },
+        learn: ov.learn,
         intercept: net.intercept.iter().map(|v| v.value.clone()).collect(),
         firewall: net.firewall.unwrap_or_default(),
     })
@@ -375,6 +389,7 @@ mod tests {
                 ask: true,
                 resolve: vec!["other.test:10.0.0.1".into()],
                 upstream_ca: None,
+                learn: false,
             },
         )
         .unwrap();

@@ -9,7 +9,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::io::Read;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -135,6 +135,16 @@ pub fn trim_newline(v: &mut Zeroizing<Vec<u8>>) {
     }
 }
 
+/// A terminating signal is pending for taskcell: the message for the fetch it stops.
+fn interrupted() -> Option<String> {
+    crate::signals::pending().map(|sig| {
+        format!(
+            "stopped: taskcell got {} while it ran (the provider was killed)",
+            crate::signals::name(sig)
+        )
+    })
+}
+
 fn run_command(argv: &[String], timeout: Duration) -> Result<Zeroizing<Vec<u8>>, String> {
     let Some(prog) = argv.first() else {
         return Err("empty command".into());
@@ -158,10 +168,17 @@ fn run_command(argv: &[String], timeout: Duration) -> Result<Zeroizing<Vec<u8>>,
             break;
         }
         let ms = left.as_millis().min(i32::MAX as u128) as i32;
-        let mut fds = [nix::poll::PollFd::new(
+        // A terminating signal for taskcell (readable signalfd, not read here: the
+        // supervisor takes it) ends the fetch: the provider is killed.
+        // SAFETY: the signalfd is open for the whole process (a static).
+        let sigfd = crate::signals::pending_fd().map(|fd| unsafe { BorrowedFd::borrow_raw(fd) });
+        let mut fds = vec![nix::poll::PollFd::new(
             o.as_fd(),
             nix::poll::PollFlags::POLLIN,
         )];
+        if let Some(sfd) = sigfd {
+            fds.push(nix::poll::PollFd::new(sfd, nix::poll::PollFlags::POLLIN));
+        }
         match nix::poll::poll(
             &mut fds,
             nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX),
@@ -170,6 +187,14 @@ fn run_command(argv: &[String], timeout: Duration) -> Result<Zeroizing<Vec<u8>>,
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(format!("waiting for its output: {e}")),
+        }
+        if let Some(sig) = interrupted() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(sig);
+        }
+        if fds[0].revents().is_none_or(|r| r.is_empty()) {
+            continue;
         }
         if n >= buf.len() {
             let _ = child.kill();
@@ -192,6 +217,11 @@ fn run_command(argv: &[String], timeout: Duration) -> Result<Zeroizing<Vec<u8>>,
         match child.try_wait() {
             Ok(Some(st)) => break Some(st),
             Ok(None) if !timed_out && Instant::now() < deadline => {
+                if let Some(sig) = interrupted() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(sig);
+                }
                 std::thread::sleep(Duration::from_millis(5))
             }
             Ok(None) => {

@@ -3,12 +3,18 @@
 //!
 //! A [`Redactor`] is built once per cell from the secrets' values. It derives every
 //! pattern (see [`encodings`]) and compiles them into one Aho-Corasick automaton with
-//! leftmost-longest semantics. Each output stream gets its own [`Masker`], which is fed
-//! whatever the child wrote, in whatever chunks the reads produced: a match that spans
-//! two chunks is caught, because the masker holds back the shortest tail that could
-//! still become a match (never more than the longest pattern minus one byte). Apart
-//! from the replacements, output is byte-exact; the result equals masking the whole
-//! stream at once as long as [`Masker::flush`] is only called when the stream is idle.
+//! leftmost-longest semantics, ignoring ASCII case (`%2f` = `%2F`, mixed-case hex).
+//! The data is searched in three views (see [`View`]): as it is; base64/hex runs read
+//! across their line breaks (every wrapping width, `\n` or `\r\n`: one matcher that
+//! skips the breaks, not a pattern per width); and hex dumps (`xxd`, `hexdump -C`)
+//! decoded. Each output stream gets its own [`Masker`], which is fed whatever the child
+//! wrote, in whatever chunks the reads produced: a match that spans two chunks is
+//! caught, because the masker holds back the shortest tail that could still become a
+//! match (a possible prefix of a pattern: at most the longest pattern minus one byte,
+//! spread over line breaks or dump lines). Apart from the replacements, output is
+//! byte-exact; the result equals masking the whole stream at once as long as
+//! [`Masker::flush`] is only called when the stream is idle. The leak scan
+//! (`scan.rs`) uses the same [`Redactor::hits`].
 //!
 //! Values and the patterns derived from them live in [`Zeroizing`] buffers, and no
 //! `Debug` output or error names anything but the secret's name. (The automaton's own
@@ -54,10 +60,16 @@ pub struct Redactor {
     /// most positions before the binary search of [`Redactor::is_prefix`].
     prefix2: Box<[u64; 1024]>,
     prefix4: Box<[u64; 1024]>,
+    /// Hashed 4-byte windows of every pattern: a match that crosses a line break
+    /// contains one of the three windows around it, so a break whose windows are all
+    /// absent needs no look (most breaks in ordinary text).
+    quads: Box<[u64; QUAD_WORDS]>,
     ac: Option<AhoCorasick>,
     /// Skip table in front of the automaton (None when the shortest pattern is tiny).
     skip: Option<Skip>,
     max_len: usize,
+    /// Length of the shortest pattern.
+    min_len: usize,
 }
 
 /// A Wu-Manber shift table over hashed `block`-byte windows: for a window of the
@@ -104,7 +116,7 @@ impl Skip {
         } else {
             u32::from_le_bytes([data[end - 2], data[end - 1], data[end], 0])
         };
-        Self::mix(w)
+        Self::mix(fold(w, block == 4))
     }
 
     /// The skip table's key for a window ending at `e`: its last 4 bytes, or 3 when the
@@ -112,11 +124,12 @@ impl Skip {
     #[inline(always)]
     fn word<const BLOCK4: bool>(data: &[u8], e: usize) -> u32 {
         let b = &data[e - 3..=e];
-        if BLOCK4 {
+        let w = if BLOCK4 {
             u32::from_le_bytes([b[0], b[1], b[2], b[3]])
         } else {
             u32::from_le_bytes([b[1], b[2], b[3], 0])
-        }
+        };
+        fold(w, BLOCK4)
     }
 
     #[inline(always)]
@@ -200,14 +213,77 @@ impl Skip {
     }
 }
 
+/// Matching ignores ASCII case, so the skip table hashes every window with bit 5 of each
+/// byte set: bytes that differ only in case (and a few other pairs, which only costs a
+/// candidate now and then) hash alike.
+#[inline(always)]
+fn fold(w: u32, block4: bool) -> u32 {
+    if block4 {
+        w | 0x2020_2020
+    } else {
+        w | 0x0020_2020
+    }
+}
+
 const LANES: usize = 4;
 
-/// Reusable buffers for [`Redactor::for_each_match`].
+/// Reusable buffers for [`Redactor::for_each_match`] and [`Redactor::hits`].
 #[derive(Default)]
 pub(crate) struct MatchScratch {
+    skip: SkipScratch,
+    /// The bytes of a derived view (a wrapped run without its line breaks, or the bytes
+    /// a hex dump shows): secret material, zeroized.
+    view: Zeroizing<Vec<u8>>,
+    /// For each byte of `view`: where it starts in the data.
+    map: Vec<usize>,
+    /// Hex dumps: for each byte of `view`, the end of its line in the data (the ASCII
+    /// column is masked with the hex).
+    ends: Vec<usize>,
+}
+
+#[derive(Default)]
+struct SkipScratch {
     candidates: Vec<usize>,
     lanes: [Vec<usize>; LANES],
 }
+
+/// Which view of the data a match was found in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum View {
+    /// The bytes as they are.
+    Plain,
+    /// A base64/hex run read across its line breaks (`\n`, `\r\n`): `base64`,
+    /// `openssl base64`, PEM, `xxd -p` and the like wrap their output.
+    Wrapped,
+    /// The bytes a hex dump shows (`xxd`, `hexdump -C`: offsets, hex groups and an ASCII
+    /// column), decoded; the match covers the hex and the ASCII columns.
+    Dump,
+}
+
+/// One match: `data[start..end]` is to be masked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    pub start: usize,
+    pub end: usize,
+    pub(crate) pattern: usize,
+    pub view: View,
+}
+
+/// Bytes that make up base64 (standard and URL-safe, with padding) and hex runs: a line
+/// break between two of them may be a wrap.
+const WRAP: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_');
+        i += 1;
+    }
+    t
+};
+
+/// Longest line read as a hex dump line (`xxd -c 64` makes lines of about 240 bytes).
+const DUMP_LINE_MAX: usize = 512;
 
 impl fmt::Debug for Redactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -246,7 +322,9 @@ impl Redactor {
             }
             names.push(name.clone());
             replacements.push(format!("[taskcell:{name}]").into_bytes());
-            for (encoding, bytes) in encodings(value) {
+            for (encoding, mut bytes) in encodings(value) {
+                // Matching ignores ASCII case: patterns are kept in lowercase.
+                bytes.make_ascii_lowercase();
                 if !bytes.is_empty() {
                     patterns.push(Pattern {
                         bytes,
@@ -267,12 +345,18 @@ impl Redactor {
         let mut k = keep.iter();
         patterns.retain(|_| k.next().copied().unwrap_or(false));
         let max_len = patterns.iter().map(|p| p.bytes.len()).max().unwrap_or(0);
+        let min_len = patterns.iter().map(|p| p.bytes.len()).min().unwrap_or(0);
         let mut sorted: Vec<u32> = (0..patterns.len() as u32).collect();
         sorted.sort_by(|&a, &b| patterns[a as usize].bytes.cmp(&patterns[b as usize].bytes));
         let mut first = [false; 256];
         let mut prefix2 = Box::new([0u64; 1024]);
         let mut prefix4 = Box::new([0u64; 1024]);
+        let mut quads = Box::new([0u64; QUAD_WORDS]);
         for p in &patterns {
+            for w in p.bytes.windows(4) {
+                let h = quad_of(w);
+                quads[h >> 6] |= 1 << (h & 63);
+            }
             first[p.bytes[0] as usize] = true;
             if p.bytes.len() >= 2 {
                 set_bit(&mut prefix2, bigram(&p.bytes));
@@ -287,6 +371,7 @@ impl Redactor {
             let built = AhoCorasickBuilder::new()
                 .match_kind(MatchKind::LeftmostLongest)
                 .start_kind(StartKind::Both)
+                .ascii_case_insensitive(true)
                 .build(patterns.iter().map(|p| p.bytes.as_slice()))
                 .map_err(|e| RedactError::Build {
                     patterns: patterns.len(),
@@ -306,6 +391,8 @@ impl Redactor {
             ac,
             skip,
             max_len,
+            min_len,
+            quads,
         })
     }
 
@@ -323,6 +410,7 @@ impl Redactor {
             tail: Zeroizing::new(Vec::new()),
             scratch: Zeroizing::new(Vec::new()),
             matches: MatchScratch::default(),
+            hits: Vec::new(),
             counts: vec![0; self.names.len()],
         }
     }
@@ -340,6 +428,38 @@ impl Redactor {
     /// Length of the longest pattern (0 without patterns).
     pub fn max_pattern_len(&self) -> usize {
         self.max_len
+    }
+
+    /// The most bytes a [`Masker`] ever holds back: a possible match prefix is at most
+    /// the longest pattern - 1 bytes, but spread over line breaks (at most 3 bytes per
+    /// character) or over the lines of a hex dump (at most one line per byte) it covers
+    /// more of the output.
+    pub fn max_hold(&self) -> usize {
+        self.max_len.saturating_mul(DUMP_LINE_MAX) + DUMP_LINE_MAX
+    }
+
+    /// The secret a hit belongs to (an index into [`Redactor::names`]).
+    pub fn secret_of(&self, hit: &Hit) -> usize {
+        self.patterns[hit.pattern].secret
+    }
+
+    /// How the value appeared, for a report: the encoding, and how it was spread out
+    /// (`base64, line-wrapped`, `raw, in a hex dump`).
+    pub fn describe(&self, hit: &Hit) -> &'static str {
+        let enc = self.patterns[hit.pattern].encoding;
+        match hit.view {
+            View::Plain => enc,
+            View::Wrapped => match enc {
+                "base64" => "base64, line-wrapped",
+                "base64url" => "base64url, line-wrapped",
+                "hex" => "hex, line-wrapped",
+                _ => "line-wrapped",
+            },
+            View::Dump => match enc {
+                "raw" | "line" | "trimmed" => "hex dump",
+                _ => "hex dump of an encoding",
+            },
+        }
     }
 
     /// Mask a complete buffer at once (the reference the streaming masker must equal).
@@ -384,11 +504,11 @@ impl Redactor {
     /// Call `f(start, end, pattern)` for each leftmost-longest match in `data` that
     /// starts at or after `from`, in order, until `f` returns false. Same matches as
     /// repeated [`Redactor::find`], but the skip scan runs once, over the whole buffer.
-    pub(crate) fn for_each_match(
+    fn for_each_match(
         &self,
         data: &[u8],
         from: usize,
-        scratch: &mut MatchScratch,
+        scratch: &mut SkipScratch,
         mut f: impl FnMut(usize, usize, usize) -> bool,
     ) {
         let Some(ac) = self.ac.as_ref() else {
@@ -424,20 +544,377 @@ impl Redactor {
         }
     }
 
-    pub(crate) fn pattern(&self, id: usize) -> &Pattern {
-        &self.patterns[id]
+    /// Every match in `data` that starts at or after `from`, in all three views (see
+    /// [`View`]), sorted by start (longest first); matches may overlap (mask their union).
+    /// Returns `hold`: with `eof` false, `data[hold..]` may still start a match that more
+    /// data would complete, so it must be presented again with what follows; every
+    /// returned hit starts before `hold` and is final. With `eof`, `hold` is `data.len()`.
+    pub(crate) fn hits(
+        &self,
+        data: &[u8],
+        from: usize,
+        eof: bool,
+        scratch: &mut MatchScratch,
+        out: &mut Vec<Hit>,
+    ) -> usize {
+        out.clear();
+        let n = data.len();
+        if self.ac.is_none() || from >= n {
+            return n;
+        }
+        // A match starting at `s` cannot grow past the end of `data` (and no earlier
+        // match could overtake it) iff s + max_len <= n.
+        let final_limit = if eof {
+            usize::MAX
+        } else {
+            (n + 1).saturating_sub(self.max_len)
+        };
+        let mut hold = n;
+        self.for_each_match(data, from, &mut scratch.skip, |start, end, pattern| {
+            if start >= final_limit {
+                hold = start;
+                return false;
+            }
+            out.push(Hit {
+                start,
+                end,
+                pattern,
+                view: View::Plain,
+            });
+            true
+        });
+        if !eof {
+            // Before `hold` no match starts that lies wholly inside `data`; hold back from
+            // the first position whose suffix is still a proper prefix of some pattern.
+            for x in from.max(final_limit)..hold {
+                if self.may_start(&data[x..]) {
+                    hold = x;
+                    break;
+                }
+            }
+        }
+        self.views(data, from, eof, scratch, out, &mut hold);
+        out.retain(|h| h.start < hold);
+        out.sort_unstable_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
+        if eof {
+            n
+        } else {
+            hold
+        }
+    }
+
+    /// The wrapped and hex-dump views: one pass over the line breaks of `data[from..]`.
+    fn views(
+        &self,
+        data: &[u8],
+        from: usize,
+        eof: bool,
+        s: &mut MatchScratch,
+        out: &mut Vec<Hit>,
+        hold: &mut usize,
+    ) {
+        let n = data.len();
+        // Positions before which the wrapped / dump views are done.
+        let mut wrap_done = from;
+        let mut dump_done = from;
+        // The first line (data may start mid-line, e.g. a held tail: a dump is only
+        // recognized from its offset column, so that is harmless).
+        dump_done = dump_done.max(self.dump_region(data, from, eof, s, out, hold));
+        let mut i = from;
+        while let Some(k) = memchr::memchr(b'\n', &data[i..]) {
+            let nl = i + k;
+            i = nl + 1;
+            if nl >= wrap_done {
+                let brk = if nl > from && data[nl - 1] == b'\r' {
+                    nl - 1
+                } else {
+                    nl
+                };
+                if brk > from
+                    && WRAP[data[brk - 1] as usize]
+                    && (if nl + 1 < n {
+                        WRAP[data[nl + 1] as usize]
+                    } else {
+                        !eof
+                    })
+                    && self.may_cross(data, from, brk, nl)
+                {
+                    wrap_done = self.wrapped_run(data, from, brk, eof, s, out, hold);
+                }
+            }
+            if nl + 1 >= dump_done && nl < n {
+                dump_done = dump_done.max(self.dump_region(data, nl + 1, eof, s, out, hold));
+            }
+        }
+        // A run the data ends in may go on in what comes next: hold back what could
+        // start a match across a break that is still to come (or one the filter above
+        // let pass).
+        if !eof && wrap_done < n {
+            let lowest = from.max(wrap_done).max(n.saturating_sub(3 * self.max_len));
+            let mut a = n;
+            while a > lowest && matches!(data[a - 1], b'\n' | b'\r') {
+                a -= 1;
+            }
+            if a < n && a > lowest && WRAP[data[a - 1] as usize] {
+                // Ends in a break after a run character: the run goes on after it.
+                self.open_run(data, lowest, a, s, hold);
+            }
+        }
+    }
+
+    /// Could a match cross the break between `data[brk - 1]` and `data[nl + 1]`? It
+    /// would contain one of the three 4-byte windows across it.
+    #[inline]
+    fn may_cross(&self, data: &[u8], from: usize, brk: usize, nl: usize) -> bool {
+        if brk < from + 3 || nl + 4 > data.len() {
+            return true;
+        }
+        let w = [
+            data[brk - 3],
+            data[brk - 2],
+            data[brk - 1],
+            data[nl + 1],
+            data[nl + 2],
+            data[nl + 3],
+        ];
+        if !w.iter().all(|&b| WRAP[b as usize]) {
+            return true;
+        }
+        (0..3).any(|k| {
+            let h = quad_of(&w[k..k + 4]);
+            self.quads[h >> 6] & (1 << (h & 63)) != 0
+        })
+    }
+
+    /// The data ends in a run and a line break (`data[..end]` is the run's last
+    /// character, at or after `lowest`): hold back from the first position whose
+    /// joined rest could start a pattern that the next line completes.
+    fn open_run(
+        &self,
+        data: &[u8],
+        lowest: usize,
+        end: usize,
+        s: &mut MatchScratch,
+        hold: &mut usize,
+    ) {
+        let mut a = end;
+        while a > lowest && (WRAP[data[a - 1] as usize] || matches!(data[a - 1], b'\n' | b'\r')) {
+            a -= 1;
+        }
+        s.view.clear();
+        s.map.clear();
+        for (k, &b) in data[a..end].iter().enumerate() {
+            if WRAP[b as usize] {
+                s.view.push(b);
+                s.map.push(a + k);
+            }
+        }
+        let j = s.view.len();
+        for x in (j + 1).saturating_sub(self.max_len)..j {
+            if self.may_start(&s.view[x..]) {
+                *hold = (*hold).min(s.map[x]);
+                break;
+            }
+        }
+    }
+
+    /// The run of base64/hex characters and line breaks around the break at `brk` (a
+    /// `\n` or `\r\n` with a run character before it). Matches that cross a break are
+    /// added; returns the end of the run (where the search for breaks resumes).
+    #[allow(clippy::too_many_arguments)]
+    fn wrapped_run(
+        &self,
+        data: &[u8],
+        from: usize,
+        brk: usize,
+        eof: bool,
+        s: &mut MatchScratch,
+        out: &mut Vec<Hit>,
+        hold: &mut usize,
+    ) -> usize {
+        let n = data.len();
+        // Only the last max_len - 1 characters before the first break can be part of a
+        // match that crosses it.
+        let lowest = from.max(brk.saturating_sub(self.max_len.saturating_sub(1)));
+        let mut a = brk;
+        while a > lowest && WRAP[data[a - 1] as usize] {
+            a -= 1;
+        }
+        // Walk forward: characters, and breaks that have a run character on both sides.
+        let view = &mut s.view;
+        let map = &mut s.map;
+        view.clear();
+        map.clear();
+        let mut p = a;
+        let mut open = false;
+        loop {
+            while p < n && WRAP[data[p] as usize] {
+                view.push(data[p]);
+                map.push(p);
+                p += 1;
+            }
+            if p == n {
+                open = !eof;
+                break;
+            }
+            let bl = match data[p] {
+                b'\n' => 1,
+                b'\r' if p + 1 < n && data[p + 1] == b'\n' => 2,
+                b'\r' if p + 1 == n => {
+                    open = !eof;
+                    break;
+                }
+                _ => break,
+            };
+            if p + bl == n {
+                open = !eof;
+                break;
+            }
+            if !WRAP[data[p + bl] as usize] {
+                break;
+            }
+            p += bl;
+        }
+        let end = p;
+        let j = view.len();
+        if j < self.min_len && !open {
+            return end;
+        }
+        let limit = if open {
+            (j + 1).saturating_sub(self.max_len)
+        } else {
+            usize::MAX
+        };
+        let mut hold_j = j;
+        let (view, map) = (&s.view, &s.map);
+        self.for_each_match(view, 0, &mut s.skip, |js, je, pattern| {
+            if js >= limit {
+                hold_j = js;
+                return false;
+            }
+            // Only matches that cross a break: the others are plain matches.
+            if map[je - 1] - map[js] != je - 1 - js {
+                out.push(Hit {
+                    start: map[js],
+                    end: map[je - 1] + 1,
+                    pattern,
+                    view: View::Wrapped,
+                });
+            }
+            true
+        });
+        if open {
+            for x in limit..hold_j {
+                if self.may_start(&view[x..]) {
+                    hold_j = x;
+                    break;
+                }
+            }
+            if hold_j < j {
+                *hold = (*hold).min(map[hold_j]);
+            }
+        }
+        end
+    }
+
+    /// A hex dump starting at line start `ls`: its consecutive dump lines are decoded
+    /// and searched. Returns where the region ends (`ls` when the line is no dump line).
+    fn dump_region(
+        &self,
+        data: &[u8],
+        ls: usize,
+        eof: bool,
+        s: &mut MatchScratch,
+        out: &mut Vec<Hit>,
+        hold: &mut usize,
+    ) -> usize {
+        let n = data.len();
+        if ls >= n || !data[ls].is_ascii_hexdigit() {
+            return ls;
+        }
+        s.view.clear();
+        s.map.clear();
+        s.ends.clear();
+        let mut line = ls;
+        // Some(start of a line the data ends in, still being written)
+        let mut partial: Option<usize> = None;
+        let mut lines = 0usize;
+        loop {
+            match dump_line(data, line, &mut s.view, &mut s.map, &mut s.ends) {
+                DumpLine::Line(next) => {
+                    lines += 1;
+                    line = next;
+                    if line >= n {
+                        break;
+                    }
+                }
+                DumpLine::Partial if !eof => {
+                    partial = Some(line);
+                    break;
+                }
+                _ => break,
+            }
+        }
+        if lines == 0 && partial.is_none() {
+            return ls;
+        }
+        let open = !eof && line >= n || partial.is_some();
+        let d = s.view.len();
+        let limit = if open {
+            (d + 1).saturating_sub(self.max_len)
+        } else {
+            usize::MAX
+        };
+        let mut hold_d = d;
+        let (view, map, ends) = (&s.view, &s.map, &s.ends);
+        self.for_each_match(view, 0, &mut s.skip, |ds, de, pattern| {
+            if ds >= limit {
+                hold_d = ds;
+                return false;
+            }
+            out.push(Hit {
+                start: map[ds],
+                end: ends[de - 1],
+                pattern,
+                view: View::Dump,
+            });
+            true
+        });
+        if open {
+            for x in limit..hold_d {
+                if self.may_start(&view[x..]) {
+                    hold_d = x;
+                    break;
+                }
+            }
+            if hold_d < d {
+                // Again from the start of that byte's line, so it is read as a dump line.
+                let at = map[hold_d];
+                let start = memchr::memrchr(b'\n', &data[ls..at]).map_or(ls, |k| ls + k + 1);
+                *hold = (*hold).min(start);
+            }
+            if let Some(p) = partial {
+                *hold = (*hold).min(p);
+            }
+        }
+        line.min(n)
     }
 
     /// Could `s` (shorter than the longest pattern) be the start of some pattern?
+    /// (Ignoring ASCII case, as all matching does.)
     #[inline]
     fn may_start(&self, s: &[u8]) -> bool {
-        if !self.first[s[0] as usize] {
+        if !self.first[s[0].to_ascii_lowercase() as usize] {
             return false;
         }
-        if s.len() >= 2 && !get_bit(&self.prefix2, bigram(s)) {
+        let mut head = [0u8; 4];
+        let k = s.len().min(4);
+        head[..k].copy_from_slice(&s[..k]);
+        head.make_ascii_lowercase();
+        if k >= 2 && !get_bit(&self.prefix2, bigram(&head)) {
             return false;
         }
-        if s.len() >= 4 && !get_bit(&self.prefix4, quad_hash(s)) {
+        if k >= 4 && !get_bit(&self.prefix4, quad_hash(&head)) {
             return false;
         }
         self.is_prefix(s)
@@ -445,8 +922,14 @@ impl Redactor {
 
     fn is_prefix(&self, s: &[u8]) -> bool {
         let pat = |i: u32| self.patterns[i as usize].bytes.as_slice();
-        let at = self.sorted.partition_point(|&i| pat(i) < s);
-        at < self.sorted.len() && pat(self.sorted[at]).starts_with(s)
+        let lower = || s.iter().map(u8::to_ascii_lowercase);
+        let at = self
+            .sorted
+            .partition_point(|&i| pat(i).iter().copied().lt(lower()));
+        at < self.sorted.len() && {
+            let p = pat(self.sorted[at]);
+            p.len() >= s.len() && p.iter().copied().zip(lower()).all(|(a, b)| a == b)
+        }
     }
 }
 
@@ -458,6 +941,7 @@ pub struct Masker<'a> {
     tail: Zeroizing<Vec<u8>>,
     scratch: Zeroizing<Vec<u8>>,
     matches: MatchScratch,
+    hits: Vec<Hit>,
     counts: Vec<u64>,
 }
 
@@ -472,44 +956,22 @@ impl fmt::Debug for Masker<'_> {
 
 impl Masker<'_> {
     /// Feed `input`; append to `out` everything that is safe to emit now. Holds back
-    /// only a tail that could be the start of a match (at most longest pattern - 1 bytes).
+    /// only a tail that could be the start of a match: at most the longest pattern - 1
+    /// bytes, more inside a line-wrapped run or a hex dump (see [`Redactor::max_hold`]).
     pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
         if self.r.ac.is_none() {
             out.extend_from_slice(input);
             return;
         }
         if self.tail.is_empty() {
-            self.process(input, 0, out, false);
-        } else if input.len() < self.r.max_len {
-            // Short input: mask tail + input together.
+            self.process(input, out, false);
+        } else {
             let mut data = std::mem::take(&mut self.scratch);
             data.clear();
             data.extend_from_slice(&self.tail);
             data.extend_from_slice(input);
-            self.process(&data, 0, out, false);
+            self.process(&data, out, false);
             self.scratch = data;
-        } else {
-            // Only the seam (tail + the next max_len bytes) is copied: every match that
-            // starts in the tail ends inside it, and is final there.
-            let t = self.tail.len();
-            let mut seam = std::mem::take(&mut self.scratch);
-            seam.clear();
-            seam.extend_from_slice(&self.tail);
-            seam.extend_from_slice(&input[..self.r.max_len]);
-            let mut p = 0;
-            while let Some((start, end, pid)) = self.r.find(&seam, p) {
-                if start >= t {
-                    break;
-                }
-                out.extend_from_slice(&seam[p..start]);
-                self.replace(pid, out);
-                p = end;
-            }
-            if p < t {
-                out.extend_from_slice(&seam[p..t]);
-            }
-            self.scratch = seam;
-            self.process(input, p.saturating_sub(t), out, false);
         }
     }
 
@@ -527,7 +989,7 @@ impl Masker<'_> {
             return;
         }
         let data = std::mem::take(&mut self.tail);
-        self.process(&data, 0, out, true);
+        self.process(&data, out, true);
     }
 
     /// Bytes currently held back.
@@ -545,54 +1007,162 @@ impl Masker<'_> {
             .collect()
     }
 
-    /// Mask `data` from `p` on (what came before, including any held tail, is dealt
-    /// with); at `eof` every match is final and nothing is held back. Leaves the new
-    /// held-back tail in `self.tail`.
-    fn process(&mut self, data: &[u8], mut p: usize, out: &mut Vec<u8>, eof: bool) {
+    /// Mask `data` (a held tail followed by new input); at `eof` every match is final
+    /// and nothing is held back. Leaves the new held-back tail in `self.tail`.
+    fn process(&mut self, data: &[u8], out: &mut Vec<u8>, eof: bool) {
         let r = self.r;
-        if r.is_empty() {
-            out.extend_from_slice(data);
-            return;
-        }
-        let n = data.len();
-        // A match starting at `s` cannot grow past the end of `data` (and no earlier
-        // match could overtake it) iff s + max_len <= n.
-        let final_limit = if eof {
-            usize::MAX
-        } else {
-            (n + 1).saturating_sub(r.max_len)
-        };
-        let mut hold = n;
-        let mut scratch = std::mem::take(&mut self.matches);
-        r.for_each_match(data, p, &mut scratch, |start, end, pid| {
-            if start >= final_limit {
-                hold = start;
-                return false;
+        let mut hits = std::mem::take(&mut self.hits);
+        let hold = r.hits(data, 0, eof, &mut self.matches, &mut hits);
+        // Hits may overlap (a plain match inside a dump's): mask their union, counted
+        // once, under the first one's name.
+        let mut p = 0;
+        for h in &hits {
+            if h.start < p {
+                p = p.max(h.end);
+                continue;
             }
-            out.extend_from_slice(&data[p..start]);
-            let secret = r.patterns[pid].secret;
-            out.extend_from_slice(&r.replacements[secret]);
-            self.counts[secret] += 1;
-            p = end;
-            true
-        });
-        self.matches = scratch;
-        if !eof {
-            // Before `hold` no match starts that lies wholly inside `data`; hold back from
-            // the first position whose suffix is still a proper prefix of some pattern.
-            for x in p.max(final_limit)..hold {
-                if r.may_start(&data[x..]) {
-                    hold = x;
-                    break;
-                }
-            }
-        } else {
-            hold = n;
+            out.extend_from_slice(&data[p..h.start]);
+            self.replace(h.pattern, out);
+            p = h.end;
         }
-        out.extend_from_slice(&data[p..hold]);
+        let keep = hold.max(p);
+        out.extend_from_slice(&data[p..keep]);
         self.tail.clear();
-        self.tail.extend_from_slice(&data[hold..]);
+        self.tail.extend_from_slice(&data[keep..]);
+        self.hits = hits;
     }
+}
+
+/// What [`dump_line`] found at a line start.
+enum DumpLine {
+    /// A complete dump line; the next line starts here.
+    Line(usize),
+    /// The data ends inside a line that may become a dump line.
+    Partial,
+    /// Not a dump line.
+    No,
+}
+
+fn hexval(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        _ => b.wrapping_sub(b'A').wrapping_add(10),
+    }
+}
+
+/// Parse one hex dump line at `ls`: `xxd` (`OFFSET: 6865 6c6c  ASCII`, groups of any even
+/// width) or `hexdump -C` (`OFFSET  68 65 6c 6c  6f ...  |ASCII|`). Its bytes go to
+/// `view`, where each starts to `map`, and the end of the line to `ends`.
+fn dump_line(
+    data: &[u8],
+    ls: usize,
+    view: &mut Vec<u8>,
+    map: &mut Vec<usize>,
+    ends: &mut Vec<usize>,
+) -> DumpLine {
+    let n = data.len();
+    let hex = |b: u8| b.is_ascii_hexdigit();
+    // The offset column first (most lines fail here, before their end is looked for).
+    let h = data[ls..n.min(ls + 17)]
+        .iter()
+        .take_while(|&&b| hex(b))
+        .count();
+    if ls + h == n {
+        return if h <= 16 {
+            DumpLine::Partial
+        } else {
+            DumpLine::No
+        };
+    }
+    if !(4..=16).contains(&h) {
+        return DumpLine::No;
+    }
+    match &data[ls + h..n.min(ls + h + 2)] {
+        b": " | b"  " => {}
+        b":" | b" " => return DumpLine::Partial,
+        _ => return DumpLine::No,
+    }
+    let lim = n.min(ls + DUMP_LINE_MAX);
+    let (e, next) = match memchr::memchr(b'\n', &data[ls..lim]) {
+        Some(k) => (ls + k, ls + k + 1),
+        None if lim == n => return DumpLine::Partial,
+        None => return DumpLine::No,
+    };
+    let e = if e > ls && data[e - 1] == b'\r' {
+        e - 1
+    } else {
+        e
+    };
+    let line = &data[ls..e];
+    let mut p = h;
+    let mark = view.len();
+    let mut push = |k: usize, view: &mut Vec<u8>| {
+        view.push((hexval(line[k]) << 4) | hexval(line[k + 1]));
+        map.push(ls + k);
+        ends.push(e);
+    };
+    if line[p..].starts_with(b": ") {
+        // xxd: groups of an even number of digits, one space apart; two spaces end them.
+        p += 2;
+        loop {
+            let q = p;
+            while p < line.len() && hex(line[p]) {
+                p += 1;
+            }
+            if p == q || (p - q) % 2 == 1 {
+                break;
+            }
+            for k in (q..p).step_by(2) {
+                push(k, view);
+            }
+            if p + 1 < line.len() && line[p] == b' ' && hex(line[p + 1]) {
+                p += 1;
+            } else {
+                break;
+            }
+        }
+    } else if line[p..].starts_with(b"  ") {
+        // hexdump -C: two digits a byte, one space apart (two in the middle); the ASCII
+        // column starts with `|`.
+        p += 2;
+        while p + 2 <= line.len()
+            && hex(line[p])
+            && hex(line[p + 1])
+            && (p + 2 == line.len() || line[p + 2] == b' ')
+        {
+            push(p, view);
+            p += 2;
+            if line[p..].starts_with(b"  ") {
+                p += 2;
+            } else if line[p..].starts_with(b" ") {
+                p += 1;
+            } else {
+                break;
+            }
+        }
+    } else {
+        return DumpLine::No;
+    }
+    if view.len() == mark {
+        return DumpLine::No;
+    }
+    DumpLine::Line(next)
+}
+
+const QUAD_BITS: u32 = 20;
+const QUAD_WORDS: usize = 1 << (QUAD_BITS - 6);
+
+/// Hash of a 4-byte window, ignoring ASCII case (patterns are stored in lowercase).
+#[inline(always)]
+fn quad_of(w: &[u8]) -> usize {
+    let x = u32::from_le_bytes([
+        w[0].to_ascii_lowercase(),
+        w[1].to_ascii_lowercase(),
+        w[2].to_ascii_lowercase(),
+        w[3].to_ascii_lowercase(),
+    ]);
+    (x.wrapping_mul(0x9E37_79B1) >> (32 - QUAD_BITS)) as usize
 }
 
 #[inline(always)]
@@ -631,22 +1201,67 @@ const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 ///   [`MIN_LEN`] bytes (catches a pty's `\r\n` and line-by-line printing).
 /// - `base64`, `base64url`: the value at each of the three byte offsets (mod 3) inside a
 ///   longer base64 stream; only the characters that depend on the value's bits alone.
-/// - `hex`, `HEX`: lower- and uppercase hex.
-/// - `percent`: every byte as `%XX` (upper and lower hex); `percent-reserved`: only
-///   bytes outside `A-Za-z0-9-._~` encoded (upper and lower hex, and `+` for space).
+/// - `hex`: hex (matching ignores case, so upper- and mixed-case hex too).
+/// - `percent`: every byte as `%XX`; `percent-reserved`: only bytes outside
+///   `A-Za-z0-9-._~` encoded (also with `+` for space, with `/` kept as Python's
+///   `quote` does, with `!*'()` kept as `encodeURIComponent` does).
 /// - `json`: JSON string escaping (also with `\/`, and with non-ASCII as `\uXXXX`).
 /// - `backslash`: C-style escaping, shell-style (backslash before specials), and only
 ///   backslashes doubled.
+/// - `trimmed`: a value that starts or ends in whitespace, without some or all of it
+///   (each with all the encodings above).
+///
+/// Line-wrapped base64/hex and hex dumps are not patterns: [`Redactor::hits`] reads the
+/// data across line breaks and decodes dumps, and looks for these patterns there.
 pub(crate) fn encodings(value: &[u8]) -> Vec<(&'static str, Zeroizing<Vec<u8>>)> {
     let mut v: Vec<(&'static str, Zeroizing<Vec<u8>>)> = Vec::new();
-    let raw = Zeroizing::new(value.to_vec());
-    let min_derived = value.len().min(MIN_LEN);
+    encodings_of(value, "raw", value.len().min(MIN_LEN), &mut v);
+    for t in trimmed(value) {
+        encodings_of(&t, "trimmed", MIN_LEN, &mut v);
+    }
+    v
+}
+
+/// A value that starts or ends in whitespace, as tools print it after stripping some or
+/// all of it (`$(cat f)` drops trailing newlines, `echo $(cat f)` all the blanks around):
+/// each trailing whitespace byte stripped in turn (up to 8, then all), with and without
+/// the leading whitespace. Only variants of at least [`MIN_LEN`] bytes.
+fn trimmed(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
+    let lead = value.len() - value.trim_ascii_start().len();
+    let trail = value.len() - value.trim_ascii_end().len();
+    if lead == 0 && trail == 0 || lead == value.len() {
+        return Vec::new();
+    }
+    let mut ends: Vec<usize> = (0..=trail.min(8)).map(|k| value.len() - k).collect();
+    ends.push(value.len() - trail);
+    let mut out: Vec<Zeroizing<Vec<u8>>> = Vec::new();
+    for start in [0, lead] {
+        for &end in &ends {
+            if (start, end) == (0, value.len()) || end < start + MIN_LEN {
+                continue;
+            }
+            let t = &value[start..end];
+            if !out.iter().any(|o| o.as_slice() == t) {
+                out.push(Zeroizing::new(t.to_vec()));
+            }
+        }
+    }
+    out
+}
+
+/// The patterns of one value; `raw` names the value itself.
+fn encodings_of(
+    value: &[u8],
+    raw: &'static str,
+    min_derived: usize,
+    v: &mut Vec<(&'static str, Zeroizing<Vec<u8>>)>,
+) {
     let mut add = |enc: &'static str, b: Zeroizing<Vec<u8>>| {
         if b.len() >= min_derived && !b.is_empty() {
             v.push((enc, b));
         }
     };
-    add("raw", raw);
+    add(raw, Zeroizing::new(value.to_vec()));
     if value.contains(&b'\n') {
         for line in value.split(|&b| b == b'\n') {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -659,21 +1274,31 @@ pub(crate) fn encodings(value: &[u8]) -> Vec<(&'static str, Zeroizing<Vec<u8>>)>
         add("base64", base64_inner(value, B64_STD, align));
         add("base64url", base64_inner(value, B64_URL, align));
     }
+    // Matching ignores case: one hex pattern covers lower, upper and mixed case.
     add("hex", hex(value, HEX_LOWER));
-    add("HEX", hex(value, HEX_UPPER));
     add("percent", percent(value, HEX_UPPER, |_| false, false));
-    add("percent", percent(value, HEX_LOWER, |_| false, false));
     add(
         "percent-reserved",
         percent(value, HEX_UPPER, unreserved, false),
     );
     add(
         "percent-reserved",
-        percent(value, HEX_LOWER, unreserved, false),
+        percent(value, HEX_UPPER, unreserved, true),
+    );
+    // Python's urllib.parse.quote (keeps `/` by default), JavaScript's
+    // encodeURIComponent (keeps `!*'()` too).
+    add(
+        "percent-reserved",
+        percent(value, HEX_UPPER, |b| unreserved(b) || b == b'/', false),
     );
     add(
         "percent-reserved",
-        percent(value, HEX_UPPER, unreserved, true),
+        percent(
+            value,
+            HEX_UPPER,
+            |b| unreserved(b) || matches!(b, b'!' | b'*' | b'\'' | b'(' | b')'),
+            false,
+        ),
     );
     add("json", json(value, false));
     add("json", json(value, true));
@@ -683,7 +1308,6 @@ pub(crate) fn encodings(value: &[u8]) -> Vec<(&'static str, Zeroizing<Vec<u8>>)>
     add("backslash", c_escape(value));
     add("backslash", shell_escape(value));
     add("backslash", double_backslashes(value));
-    v
 }
 
 /// The characters of the base64 encoding of `value` placed at byte offset `align`

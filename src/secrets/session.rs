@@ -19,7 +19,7 @@ use super::scan::{self, ScanLimits};
 use crate::audit::Audit;
 use crate::plan::secrets::{Delivery, OnLeak, SecretPlan};
 use crate::spec::{CellSecret, How};
-use crate::EXIT_LEAK;
+use crate::{EXIT_LEAK, EXIT_SCAN_INCOMPLETE};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -36,7 +36,7 @@ pub struct Session {
     /// `deliver = "inject"`: values and placeholders for the proxy (taken by
     /// [`Session::take_injected`]).
     injected: Vec<super::injected::Secret>,
-    redactor: Option<Redactor>,
+    redactor: Option<std::sync::Arc<Redactor>>,
     pipes: Option<Pipes>,
     session_id: String,
 }
@@ -57,6 +57,8 @@ impl std::fmt::Debug for Session {
 pub struct Finish {
     /// A secret with `on_leak = "fail"` was found in a written file.
     pub leak_fail: bool,
+    /// A secret is declared with `on_leak = "fail"` and the scan was not complete.
+    pub scan_incomplete_fail: bool,
 }
 
 impl Session {
@@ -164,7 +166,7 @@ impl Session {
             .collect();
         if !masked.is_empty() {
             let r = Redactor::new(&masked).map_err(|e| SecretsError(e.to_string()))?;
-            self.redactor = Some(r);
+            self.redactor = Some(std::sync::Arc::new(r));
             self.pipes = Some(
                 Pipes::new()
                     .map_err(|e| SecretsError(format!("creating the output relay pipes: {e}")))?,
@@ -229,8 +231,10 @@ impl Session {
         std::mem::take(&mut self.injected)
     }
 
-    pub fn redactor(&self) -> Option<&Redactor> {
-        self.redactor.as_ref()
+    /// The masker's patterns, shared with the output relay threads (which may outlive
+    /// the supervisor's wait when taskcell's own output is stuck).
+    pub fn redactor(&self) -> Option<std::sync::Arc<Redactor>> {
+        self.redactor.clone()
     }
 
     /// After the cell ended: record masked counts, revoke, scan what the cell wrote.
@@ -284,6 +288,24 @@ impl Session {
         if let Some(t) = &report.truncated {
             eprintln!("taskcell: warning: the leak scan was cut short: {t}");
         }
+        for (path, why) in report.skipped.iter().take(10) {
+            eprintln!(
+                "taskcell: warning: the leak scan did not search {}: {why}",
+                path.display()
+            );
+        }
+        if report.skipped_count > 10 {
+            eprintln!(
+                "taskcell: warning: ... and {} more (the audit log lists the first {})",
+                report.skipped_count - 10,
+                scan::MAX_SKIPPED
+            );
+        }
+        let skipped: Vec<serde_json::Value> = report
+            .skipped
+            .iter()
+            .map(|(p, why)| json!({ "path": p, "why": why }))
+            .collect();
         audit.record(
             "secret_scan",
             json!({
@@ -291,10 +313,22 @@ impl Session {
                 "files_scanned": report.files_scanned,
                 "bytes_scanned": report.bytes_scanned,
                 "findings": report.findings.len(),
+                "complete": report.complete(),
                 "truncated": report.truncated,
-                "unreadable": report.unreadable.len(),
+                "skipped_count": report.skipped_count,
+                "skipped": skipped,
             }),
         );
+        let fail_declared = self
+            .held
+            .iter()
+            .any(|h| h.plan.mask && h.plan.on_leak == OnLeak::Fail);
+        if !report.complete() && fail_declared {
+            out.scan_incomplete_fail = true;
+            eprintln!(
+                "taskcell: the leak scan could not search everything the cell wrote (see above) and a secret is declared with on_leak = \"fail\": failing closed (exit {EXIT_SCAN_INCOMPLETE} if the command succeeded)"
+            );
+        }
         if out.leak_fail {
             eprintln!(
                 "taskcell: a secret declared with on_leak = \"fail\" was found in what the cell wrote (exit {EXIT_LEAK} if the command succeeded)"
@@ -316,7 +350,7 @@ impl Session {
                 &argv,
                 value.bytes(),
                 h.plan.timeout,
-                self.redactor.as_ref(),
+                self.redactor.as_deref(),
             );
             drop(value);
             if !r.ok {

@@ -18,7 +18,7 @@ pub mod seccomp;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
-use crate::plan::net::{BINARY_IN_CELL, CA_BUNDLE_IN_CELL, SYSTEM_BUNDLE};
+use crate::plan::net::{BINARY_IN_CELL, CA_BUNDLE_IN_CELL, RESOLV_CONF, SYSTEM_BUNDLE};
 use crate::plan::secrets::{Delivery, MAX_VALUE, SECRETS_DIR};
 use crate::plan::{Access, NetMode, Plan, ProcessPlan, Rlimit};
 use landlock::{Class, FsRule};
@@ -36,6 +36,9 @@ pub struct Spec {
     /// Ports init binds on 127.0.0.1 inside the cell and passes to the supervisor
     /// (`proxy` mode: the proxy and forward listeners), in this order.
     pub listen: Vec<u16>,
+    /// Also bind UDP 127.0.0.1:53 (the refusing resolver of a `proxy` cell) and pass it
+    /// after the listeners.
+    pub dns: bool,
     /// Secrets to deliver (each held in an inherited memfd; no value here).
     pub secrets: Vec<CellSecret>,
     /// Write ends of the stdout/stderr relay pipes, when output is masked.
@@ -46,6 +49,9 @@ pub struct Spec {
     pub seccomp: Option<Vec<seccompiler::BpfProgram>>,
     /// false: no namespaces at all (the best-effort mode without user namespaces).
     pub namespaces: bool,
+    /// `size=` of every writable tmpfs the cell mounts (/tmp, /dev/shm, a tmpfs home, the
+    /// profile's `tmpfs` entries), in bytes; None: the kernel's default (half the RAM).
+    pub tmpfs_size: Option<u64>,
     /// Interactive: init allocates a pseudo-terminal of this size in the cell's own
     /// devpts and passes its master to the supervisor; the worker makes the slave its
     /// controlling terminal and stdin/stdout/stderr.
@@ -83,6 +89,10 @@ pub struct Offer {
     /// The host has a system CA bundle at [`SYSTEM_BUNDLE`], over which the cell's trust
     /// bundle is bound when credentials are injected.
     pub system_bundle: bool,
+    /// `proxy` mode and the host's /etc/resolv.conf is a regular file: the cell's own
+    /// (naming its loopback resolver) is bound over it. A symlink (systemd-resolved's
+    /// stub) dangles in the cell, and resolvers then ask 127.0.0.1 anyway.
+    pub resolv_conf: bool,
 }
 
 impl Offer {
@@ -104,6 +114,9 @@ pub struct Handles {
     /// The cell's trust bundle on the host (system roots + the cell's CA), when
     /// credentials are injected.
     pub ca_bundle: Option<PathBuf>,
+    /// The cell's resolv.conf on the host (`proxy` mode): `nameserver 127.0.0.1`, where
+    /// init binds the refusing resolver.
+    pub resolv_conf: Option<PathBuf>,
     /// The size of the cell's terminal (a `pty` plan).
     pub pty: Option<TermSize>,
     /// Resource limits enforced as rlimits ([`crate::plan::limits::Enforcement`]); the
@@ -120,6 +133,11 @@ impl Handles {
         let inject = plan.net.proxy.as_ref().is_some_and(|p| p.intercepts_any());
         Handles {
             ca_bundle: inject.then(|| PathBuf::from("(the cell's CA bundle, written at start)")),
+            resolv_conf: plan
+                .net
+                .proxy
+                .as_ref()
+                .map(|_| PathBuf::from("(the cell's resolv.conf: nameserver 127.0.0.1)")),
             pty: plan.process.pty.then_some(TermSize { rows: 24, cols: 80 }),
             limit_rlimits,
             ..Handles::default()
@@ -157,7 +175,8 @@ impl How {
 
 /// Compile the cell's spec (with namespaces).
 pub fn compile(plan: &Plan, offer: &Offer, h: &Handles) -> Spec {
-    let mounts = mounts(plan, offer, h.ca_bundle.as_deref());
+    let resolv = h.resolv_conf.as_deref().filter(|_| offer.resolv_conf);
+    let mounts = mounts(plan, offer, h.ca_bundle.as_deref(), resolv);
     // Landlock must let the command read what the mechanisms bound.
     let mut extra = Vec::new();
     if secrets_tmpfs(plan).is_some() {
@@ -178,12 +197,16 @@ pub fn compile(plan: &Plan, offer: &Offer, h: &Handles) -> Spec {
             .map(|p| p.listen_ports())
             .unwrap_or_default(),
         net: plan.net.mode,
+        dns: plan.net.proxy.is_some(),
         process: plan.process.clone(),
         rlimits: [h.limit_rlimits.clone(), plan.limits.rlimits.clone()].concat(),
         landlock: landlock_rules(plan, &offer.kernel, &landlock::Mode::Cell)
             .map(|r| with_rules(r, extra)),
         seccomp: seccomp_programs(plan, &offer.kernel),
         namespaces: true,
+        // tmpfs pages are memory: without a cgroup nothing else would bound them, so each
+        // writable tmpfs is at most the cell's memory limit.
+        tmpfs_size: plan.limits.resources.memory,
         secrets: h.secrets.clone(),
         // Interactive: the command's own terminal; output from it is masked like pipes.
         stdio: if h.pty.is_some() { None } else { h.stdio },
@@ -221,7 +244,12 @@ pub fn idmapped_binds(mounts: &[MountOp]) -> Vec<usize> {
 /// The cell's mount sequence: the plan's paths, then what the mechanisms need bound (the
 /// secrets tmpfs, the `taskcell` binary, the trust bundle), then the root and /dev made
 /// read-only.
-pub fn mounts(plan: &Plan, offer: &Offer, ca_bundle: Option<&Path>) -> Vec<MountOp> {
+pub fn mounts(
+    plan: &Plan,
+    offer: &Offer,
+    ca_bundle: Option<&Path>,
+    resolv_conf: Option<&Path>,
+) -> Vec<MountOp> {
     let mut ops = mounts::tree_ops(&plan.paths, plan.process.uid);
     ops.extend(secrets_tmpfs(plan));
     if let Some(exe) = &offer.exe {
@@ -233,6 +261,9 @@ pub fn mounts(plan: &Plan, offer: &Offer, ca_bundle: Option<&Path>) -> Vec<Mount
         if offer.system_bundle {
             ops.push(ro_file(bundle, SYSTEM_BUNDLE));
         }
+    }
+    if let Some(r) = resolv_conf {
+        ops.push(ro_file(r, RESOLV_CONF));
     }
     ops.extend(mounts::seal_ops());
     ops
@@ -330,6 +361,7 @@ pub fn without_namespaces(
 ) -> Spec {
     let mut spec = compile(plan, offer, h);
     spec.namespaces = false;
+    spec.dns = false;
     spec.mounts.clear();
     spec.host_ids = None;
     spec.idmapped.clear();
@@ -428,6 +460,7 @@ mod tests {
             },
             exe: exe.then(|| PathBuf::from("/opt/bin/taskcell")),
             system_bundle,
+            resolv_conf: false,
         }
     }
 

@@ -5,17 +5,16 @@
 //! the request (403), responses get placeholders for values. Keep-alive is kept; an
 //! `Upgrade` is not offered to the origin (no WebSocket through an injecting tunnel).
 
-use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, ServerConnection, StreamOwned};
-use serde_json::json;
 
 use super::firewall::{self, Found};
 use super::h2::Accepted;
+use super::record::{record_firewall, record_hits, record_leak, record_misdirected, report};
 use super::subst::{self, Hit, Leak, Matcher, Part, Stream};
 use super::Injector;
 use crate::net::Shared;
@@ -353,113 +352,9 @@ fn reframe(head: &[u8], length: Option<usize>) -> Vec<u8> {
     out
 }
 
-/// Audit what the firewall found (per secret and place), and say what it did.
-pub(super) fn record_firewall(
-    shared: &Shared,
-    host: &str,
-    port: u16,
-    found: &[Found],
-    blocked: bool,
-) -> String {
-    let mut by: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-    for f in found {
-        *by.entry((&f.secret, &f.place)).or_default() += f.count;
-    }
-    let action = if blocked { "blocked" } else { "redacted" };
-    let mut names: Vec<&str> = Vec::new();
-    for ((name, place), count) in by {
-        shared.audit.record(
-            "secret_firewall",
-            json!({ "name": name, "host": host, "port": port, "where": place, "count": count, "action": action }),
-        );
-        if !names.contains(&name) {
-            names.push(name);
-        }
-    }
-    let msg = if blocked {
-        format!(
-            "blocked by the secret firewall: secret {} was on its way to {host}:{port} ([network] firewall = \"block\")",
-            names.join(", ")
-        )
-    } else {
-        format!(
-            "secret firewall: removed secret {} from a request to {host}:{port}",
-            names.join(", ")
-        )
-    };
-    tracing::warn!("network: {msg}");
-    msg
-}
-
-/// Refuse a request whose destination is not the CONNECT host (audited).
-pub(super) fn record_misdirected(
-    shared: &Shared,
-    host: &str,
-    port: u16,
-    what: &str,
-    named: &str,
-) -> String {
-    let named: String = named
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(200)
-        .collect();
-    let msg = format!(
-        "refused: the {what} names {named:?}, but this tunnel goes to {host}:{port} (an intercepted request must stay on its CONNECT host)"
-    );
-    tracing::warn!("network: {msg}");
-    shared.audit.record(
-        "request_misdirected",
-        json!({ "host": host, "port": port, "where": what, "named": named }),
-    );
-    msg
-}
-
 fn respond<W: Write>(w: &mut W, code: u16, reason: &str, msg: &str) {
     let _ = w.write_all(&crate::net::http::response(code, reason, msg));
     let _ = w.flush();
-}
-
-/// Audit each substitution (counted per secret and place).
-pub(super) fn record_hits(shared: &Shared, host: &str, port: u16, hits: &[Hit]) {
-    let mut by: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-    for h in hits {
-        *by.entry((&h.secret, &h.place)).or_default() += 1;
-    }
-    for ((name, place), count) in by {
-        shared.audit.record(
-            "secret_injected",
-            json!({ "name": name, "host": host, "port": port, "where": place, "count": count }),
-        );
-    }
-}
-
-/// Report an interception failure (log and audit).
-pub(super) fn report(
-    shared: &Shared,
-    host: &str,
-    port: u16,
-    what: &str,
-    e: &dyn std::fmt::Display,
-) {
-    tracing::warn!("network: intercepting {host}:{port}: {what}: {e}");
-    shared.audit.record(
-        "tls_intercept_error",
-        json!({ "host": host, "port": port, "error": format!("{what}: {e}") }),
-    );
-}
-
-pub(super) fn record_leak(shared: &Shared, host: &str, port: u16, l: &Leak) -> String {
-    let msg = format!(
-        "blocked: the placeholder of secret {} was on its way to {host}:{port} ({}), a host it is not bound to",
-        l.secret, l.place
-    );
-    tracing::warn!("network: {msg}");
-    shared.audit.record(
-        "secret_leak_blocked",
-        json!({ "name": l.secret, "host": host, "port": port, "where": l.place, "via": "intercepted" }),
-    );
-    msg
 }
 
 /// Serve one intercepted tunnel. Returns (bytes up, bytes down) of plaintext.

@@ -186,7 +186,7 @@ async fn handle(c: Arc<Ctx>, req: hyper::Request<Incoming>) -> hyper::Response<R
         )
         .find(|(_, a)| !firewall::authority_matches(a, host, port));
     if let Some((what, a)) = named {
-        let msg = super::h1::record_misdirected(
+        let msg = super::record::record_misdirected(
             &c.shared,
             host,
             port,
@@ -226,7 +226,7 @@ async fn handle(c: Arc<Ctx>, req: hyper::Request<Incoming>) -> hyper::Response<R
     let mut head = match subst::head(&c.req_head, &fake, &mut hits) {
         Ok(h) => Zeroizing::new(h),
         Err(l) => {
-            let msg = super::h1::record_leak(&c.shared, host, port, &l);
+            let msg = super::record::record_leak(&c.shared, host, port, &l);
             return text(403, &msg);
         }
     };
@@ -234,7 +234,7 @@ async fn handle(c: Arc<Ctx>, req: hyper::Request<Incoming>) -> hyper::Response<R
     if let Some(w) = &c.wall {
         head = Zeroizing::new(firewall::clean_head(&w.r, &head, &mut found));
         if w.block && !found.is_empty() {
-            let msg = super::h1::record_firewall(&c.shared, host, port, &found, true);
+            let msg = super::record::record_firewall(&c.shared, host, port, &found, true);
             return text(403, &msg);
         }
     }
@@ -278,7 +278,7 @@ async fn handle(c: Arc<Ctx>, req: hyper::Request<Incoming>) -> hyper::Response<R
                 Ok(b) => Zeroizing::new(b.to_bytes().to_vec()),
                 Err(e) => {
                     if let Some(l) = leak.lock().ok().and_then(|mut g| g.take()) {
-                        let msg = super::h1::record_leak(&c.shared, host, port, &l);
+                        let msg = super::record::record_leak(&c.shared, host, port, &l);
                         return text(403, &msg);
                     }
                     if e.is::<http_body_util::LengthLimitError>() {
@@ -290,7 +290,7 @@ async fn handle(c: Arc<Ctx>, req: hyper::Request<Incoming>) -> hyper::Response<R
             let mut clean = Vec::with_capacity(whole.len());
             let f = firewall::clean(&w.r, &whole, "body", &mut clean);
             if w.block && !f.is_empty() {
-                let msg = super::h1::record_firewall(&c.shared, host, port, &f, true);
+                let msg = super::record::record_firewall(&c.shared, host, port, &f, true);
                 return text(403, &msg);
             }
             found.extend(f);
@@ -302,7 +302,7 @@ async fn handle(c: Arc<Ctx>, req: hyper::Request<Incoming>) -> hyper::Response<R
         }
     };
     if !found.is_empty() {
-        super::h1::record_firewall(&c.shared, host, port, &found, false);
+        super::record::record_firewall(&c.shared, host, port, &found, false);
     }
     let Ok(upreq) = b.body(body) else {
         return text(400, "request not representable in HTTP/1.1");
@@ -330,13 +330,13 @@ async fn handle(c: Arc<Ctx>, req: hyper::Request<Incoming>) -> hyper::Response<R
     };
     let leaked = leak.lock().ok().and_then(|mut g| g.take());
     if let Some(l) = leaked {
-        let msg = super::h1::record_leak(&c.shared, host, port, &l);
+        let msg = super::record::record_leak(&c.shared, host, port, &l);
         return text(403, &msg);
     }
     if let Ok(g) = body_hits.lock() {
         hits.extend(g.iter().cloned());
     }
-    super::h1::record_hits(&c.shared, host, port, &hits);
+    super::record::record_hits(&c.shared, host, port, &hits);
     let resp = match resp {
         Ok(r) => r,
         Err(e) => return text(502, &format!("{host}:{port}: {e}")),
@@ -460,7 +460,7 @@ pub fn accept(
     let cfg = match inj.server_config(host, true) {
         Ok(c) => c,
         Err(e) => {
-            super::h1::report(shared, host, port, "certificate", &e);
+            super::record::report(shared, host, port, "certificate", &e);
             return (Accepted::Failed, Some(upstream));
         }
     };
@@ -471,7 +471,7 @@ pub fn accept(
         {
             Ok(t) => t,
             Err(e) => {
-                super::h1::report(shared, host, port, "socket", &e);
+                super::record::report(shared, host, port, "socket", &e);
                 return (Accepted::Failed, Some(upstream));
             }
         };
@@ -479,11 +479,11 @@ pub fn accept(
         let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acc.accept(tcp)).await {
             Ok(Ok(t)) => t,
             Ok(Err(e)) => {
-                super::h1::report(shared, host, port, "TLS handshake with the cell (does the client trust the cell CA? see SSL_CERT_FILE)", &e);
+                super::record::report(shared, host, port, "TLS handshake with the cell (does the client trust the cell CA? see SSL_CERT_FILE)", &e);
                 return (Accepted::Failed, Some(upstream));
             }
             Err(_) => {
-                super::h1::report(shared, host, port, "TLS handshake with the cell", &"timed out");
+                super::record::report(shared, host, port, "TLS handshake with the cell", &"timed out");
                 return (Accepted::Failed, Some(upstream));
             }
         };
@@ -492,7 +492,7 @@ pub fn accept(
             return match tcp.into_std().and_then(|s| s.set_nonblocking(false).map(|_| s)) {
                 Ok(s) => (Accepted::H1(Box::new(conn), s), Some(upstream)),
                 Err(e) => {
-                    super::h1::report(shared, host, port, "socket", &e);
+                    super::record::report(shared, host, port, "socket", &e);
                     (Accepted::Failed, Some(upstream))
                 }
             };
@@ -500,7 +500,7 @@ pub fn accept(
         let sni = tls.get_ref().1.server_name().map(str::to_string);
         let refused = (!firewall::sni_matches(sni.as_deref(), host)).then(|| {
             let named = sni.as_deref().unwrap_or("(none)");
-            (403, super::h1::record_misdirected(shared, host, port, "TLS server name", named))
+            (403, super::record::record_misdirected(shared, host, port, "TLS server name", named))
         });
         let (u, d) = serve_h2(shared.clone(), inj, tls, upstream, host, port, refused).await;
         (Accepted::Done(u, d), None)
@@ -521,7 +521,7 @@ async fn serve_h2(
         Ok(w) => w,
         Err(e) => {
             // Fail closed: no request passes a firewall that could not be built.
-            super::h1::report(&shared, host, port, "secret firewall", &e);
+            super::record::report(&shared, host, port, "secret firewall", &e);
             refused = refused.or(Some((500, e.to_string())));
             None
         }
@@ -532,7 +532,7 @@ async fn serve_h2(
         match connect_origin(inj, host, upstream).await {
             Ok(s) => (Some(s), None),
             Err(e) => {
-                super::h1::report(&shared, host, port, "TLS to the origin", &e);
+                super::record::report(&shared, host, port, "TLS to the origin", &e);
                 (None, Some(e.to_string()))
             }
         }

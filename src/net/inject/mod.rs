@@ -13,6 +13,7 @@
 pub mod firewall;
 pub mod h1;
 pub mod h2;
+pub mod record;
 pub mod subst;
 
 use std::collections::HashMap;
