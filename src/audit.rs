@@ -4,9 +4,8 @@
 //! line is never interleaved with another writer's and never filtered by `RUST_LOG`.
 //! Each record is also emitted as a `tracing` event (target `audit`) for diagnostics.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -25,17 +24,20 @@ pub struct Audit {
 }
 
 impl Audit {
-    /// Open the log (created mode 0600), or a no-op audit when `path` is None.
-    pub fn open(path: Option<&Path>) -> std::io::Result<Audit> {
+    /// Open the log (created mode 0600), or a no-op audit when `path` is None. Refused
+    /// when it is a symlink, not a regular file, or inside one of `cell_writable` (the
+    /// host paths the cell can write: a cell could turn it into a link to any file).
+    pub fn open(
+        path: Option<&Path>,
+        cell_writable: &[std::path::PathBuf],
+    ) -> Result<Audit, String> {
         let file = match path {
-            Some(p) => Some(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_CLOEXEC)
-                    .open(p)?,
-            ),
+            Some(p) => Some(crate::hostfile::open(
+                p,
+                crate::hostfile::Mode::Append,
+                cell_writable,
+                "the audit log",
+            )?),
             None => None,
         };
         Ok(Audit {
@@ -174,6 +176,8 @@ fn write_record(
     event: &str,
     mut fields: Value,
 ) -> std::io::Result<()> {
+    // Host names, paths, header names, reasons may come from the cell: masked, escaped.
+    crate::display::clean_json(&mut fields);
     if let Value::Object(m) = &mut fields {
         m.insert("ts".into(), Value::String(rfc3339_now()));
         m.insert("event".into(), Value::String(event.into()));

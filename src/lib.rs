@@ -4,9 +4,11 @@
 pub mod audit;
 pub mod cell;
 pub mod cli;
+pub mod display;
 pub mod doctor;
 pub mod explain;
 pub mod hold;
+pub mod hostfile;
 pub mod leftover;
 pub mod net;
 pub mod outcome;

@@ -69,7 +69,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e.to_string()),
             }
         }
-        Command::Sessions => match taskcell::net::control::list_all(&control_dir()) {
+        Command::Sessions => match taskcell::net::control::list_all(&control_dirs()) {
             Ok(v) => {
                 for s in v {
                     print!("{s}");
@@ -85,7 +85,14 @@ fn main() -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
-/// Where running sessions' control sockets are (the same rule the plan uses).
+/// Where running sessions' control sockets may be (the same places the plan chooses
+/// from).
+fn control_dirs() -> Vec<std::path::PathBuf> {
+    let xdg = std::env::var("XDG_RUNTIME_DIR").ok();
+    taskcell::plan::net::control_dirs(xdg.as_deref(), nix::unistd::getuid().as_raw())
+}
+
+/// The first of them (where the launchers' state is kept).
 fn control_dir() -> std::path::PathBuf {
     let xdg = std::env::var("XDG_RUNTIME_DIR").ok();
     taskcell::plan::net::control_dir(xdg.as_deref(), nix::unistd::getuid().as_raw())
@@ -95,7 +102,7 @@ fn control(session: &str, verb: &str, target: &str) -> i32 {
     if let Err(e) = taskcell::net::approve::parse_target(target) {
         return fail(&format!("{target:?}: {e} (write HOST or HOST:PORT)"));
     }
-    match taskcell::net::control::request(&control_dir(), session, &format!("{verb} {target}")) {
+    match taskcell::net::control::request(&control_dirs(), session, &format!("{verb} {target}")) {
         Ok(a) if a.starts_with("ok") => {
             let n = a.trim().trim_start_matches("ok ").to_string();
             let done = if verb == "approve" {
@@ -157,7 +164,9 @@ fn init_tracing(verbose: u8, quiet: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Cleaned (masked, escaped) line by line; held while a cell's UI owns the screen.
+        .with_writer(taskcell::display::Diagnostics::default)
+        .with_ansi(false)
         .with_target(false)
         .without_time()
         .try_init();
@@ -237,16 +246,11 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
     for w in explain::warnings(&plan) {
         eprintln!("taskcell: warning: {w}");
     }
-    let mut audit =
-        match audit::Audit::open(args.audit_log.as_deref()) {
-            Ok(a) => a,
-            Err(e) => {
-                return fail(&format!(
-                "cannot open the audit log {}: {e} (check the directory exists and is writable)",
-                args.audit_log.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
-            ))
-            }
-        };
+    let writable = taskcell::hostfile::writable_roots(&plan);
+    let mut audit = match audit::Audit::open(args.audit_log.as_deref(), &writable) {
+        Ok(a) => a,
+        Err(e) => return fail(&e),
+    };
     let enforcement = taskcell::plan::limits::enforcement(
         &plan.limits.resources,
         plan.limits.timeout,
@@ -273,7 +277,13 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
                 .map(|d| d.join(p))
                 .unwrap_or_else(|_| p.to_path_buf())
         }),
-        files: vec![cdir.join(format!("{}.sock", audit.session))],
+        // The control socket, where the plan put it (out of the cell's sight).
+        files: vec![plan
+            .net
+            .proxy
+            .as_ref()
+            .map_or(cdir.as_path(), |p| p.control_dir.as_path())
+            .join(format!("{}.sock", audit.session))],
         revoke: plan
             .secrets
             .iter()
@@ -370,7 +380,7 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
     }
     audit.session_end(&outcome);
     if let supervisor::Ending::NotStarted { message, .. } = &outcome.ending {
-        eprintln!("taskcell: {message}");
+        eprintln!("taskcell: {}", taskcell::display::clean(message));
     }
     outcome.exit_code()
 }

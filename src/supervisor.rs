@@ -86,15 +86,19 @@ pub fn run_with(
     degraded: &mut dyn FnMut(&crate::spec::layers::Missing),
 ) -> Result<Outcome, RunError> {
     // Secrets are fetched now, just in time, before anything of the cell exists.
-    let mut secrets = match Session::prepare(&plan.secrets, &|k| std::env::var_os(k), audit) {
-        Ok(s) => s,
-        // A signal stopped a provider (or arrived while they ran): what was fetched has
-        // been revoked by `prepare`.
-        Err(e) => match crate::signals::pending() {
-            Some(sig) => return Err(RunError::Stopped(sig)),
-            None => return Err(e.into()),
-        },
-    };
+    // Whatever happens, the user's terminal is put back as it is now.
+    let _term = crate::tty::TermGuard::save();
+    let writable = crate::hostfile::writable_roots(plan);
+    let mut secrets =
+        match Session::prepare(&plan.secrets, &|k| std::env::var_os(k), &writable, audit) {
+            Ok(s) => s,
+            // A signal stopped a provider (or arrived while they ran): what was fetched has
+            // been revoked by `prepare`.
+            Err(e) => match crate::signals::pending() {
+                Some(sig) => return Err(RunError::Stopped(sig)),
+                None => return Err(e.into()),
+            },
+        };
     let mut handles = crate::spec::Handles::default();
     (handles.secrets, handles.stdio) = secrets.cell_parts();
     // Interactive: the command's own terminal, as large as the user's.
@@ -104,6 +108,24 @@ pub fn run_with(
             rows: ws.map(|w| w.ws_row).filter(|r| *r > 0).unwrap_or(24),
             cols: ws.map(|w| w.ws_col).filter(|c| *c > 0).unwrap_or(80),
         });
+    }
+    // The cell never holds the user's terminal: without a pty, a terminal on stdin is
+    // fed through a pipe, and terminal output goes through the relay (escapes filtered).
+    let mut own_pipes = None;
+    let mut stdin_pipe = None;
+    if !plan.process.pty {
+        if handles.stdio.is_none() && (isatty(1) || isatty(2)) {
+            let p = crate::secrets::relay::Pipes::new()
+                .map_err(|e| SecretsError(format!("creating the output relay pipes: {e}")))?;
+            handles.stdio = Some((p.out_w.as_raw_fd(), p.err_w.as_raw_fd()));
+            own_pipes = Some(p);
+        }
+        if isatty(0) {
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| SecretsError(format!("creating the stdin pipe: {e}")))?;
+            handles.stdin = Some(r.as_raw_fd());
+            stdin_pipe = Some((r, w));
+        }
     }
     // Injected credentials: the cell's CA and trust bundle, before the clone.
     let injector = match &plan.net.proxy {
@@ -224,7 +246,17 @@ pub fn run_with(
         ))),
         other => other,
     };
-    let relay_fds = secrets.after_spawn();
+    let relay_fds = secrets.after_spawn().or_else(|| {
+        own_pipes.take().map(|p| {
+            drop(p.out_w);
+            drop(p.err_w);
+            (p.out_r, p.err_r)
+        })
+    });
+    if let Some((r, w)) = stdin_pipe.take() {
+        drop(r);
+        crate::tty::feed_stdin(w);
+    }
     drop(_resolv);
     // The cell has bound the trust bundle (or failed): the host file is not needed.
     if let Some(i) = &injector {
@@ -269,17 +301,22 @@ pub fn run_with(
     };
     let redactor = secrets.redactor();
     let pty = c.pty_master.take();
+    // Clipboard writes (OSC 52) reach the user's terminal only when the profile allows.
+    crate::tty::allow_clipboard(plan.process.clipboard);
     // Network approvals for an interactive cell are asked on its terminal's bottom line.
     if let (Some(net), Some(master)) = (&_net, &pty) {
-        net.shared
-            .approvals
-            .set_overlay(crate::tty::Overlay::new(master.as_raw_fd()));
+        net.shared.approvals.set_overlay(master.as_raw_fd());
     }
     // The user's terminal goes raw while the cell owns it (restored on every exit path).
     let _raw = match &pty {
         Some(_) if crate::tty::stdio_is_terminal() => crate::tty::RawMode::enter(0).ok(),
         _ => None,
     };
+    // taskcell's own diagnostics would land in the cell's full-screen UI: queued until
+    // it ends (and listed by `taskcell sessions` meanwhile).
+    if _raw.is_some() {
+        crate::display::hold_diagnostics();
+    }
     // Threads may start now: the output relay, one per stream. Not scoped: a relay
     // stuck writing to a reader that stopped reading must not hold the ending back.
     let (tx, rx) = std::sync::mpsc::channel::<(i32, Vec<(String, u64)>)>();
@@ -322,6 +359,11 @@ pub fn run_with(
                 2,
                 Box::new(move || crate::secrets::relay::relay(&r2, err_r, 2)),
             );
+        }
+        // No secret to mask: a plain copy (to a terminal, with OSC 52 filtered).
+        (None, None, Some((out_r, err_r))) => {
+            spawn_relay(1, Box::new(move || crate::tty::copy_out(out_r, 1)));
+            spawn_relay(2, Box::new(move || crate::tty::copy_out(err_r, 2)));
         }
         _ => {}
     }
@@ -368,6 +410,16 @@ pub fn run_with(
         }
     }
     drop(_raw);
+    let held = crate::display::take_held();
+    if !held.is_empty() {
+        eprintln!("taskcell: while the cell ran:");
+        for line in &held {
+            eprintln!("  {line}");
+        }
+    }
+    for text in crate::display::take_notices() {
+        audit.record("notice", serde_json::json!({ "text": text }));
+    }
     drop(_private_tmp);
     if let Some(net) = _net.as_ref().filter(|n| n.shared.plan.learn) {
         let rules = net.shared.learned.rules();
@@ -663,4 +715,8 @@ fn wait(
         stopped_by,
         leftover: false,
     })
+}
+
+fn isatty(fd: i32) -> bool {
+    nix::unistd::isatty(fd).unwrap_or(false)
 }

@@ -733,7 +733,7 @@ fn profile_hostname_is_applied_without_changing_the_host() {
 #[test]
 fn audit_log_records_start_and_end() {
     let ws = Ws::new();
-    let log = ws.join("audit.jsonl");
+    let log = ws.outside("audit.jsonl");
     let l = log.display().to_string();
     let o = taskcell(
         ws.path(),

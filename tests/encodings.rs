@@ -194,7 +194,7 @@ gzip -c env.zip > env.zip.gz
 rm .env
 "
     );
-    let log = ws.join("audit.jsonl");
+    let log = ws.outside("audit.jsonl");
     let o = run(
         ws.path(),
         &[
@@ -318,7 +318,7 @@ fn leak_scan_never_follows_symlinked_git_object_dirs() {
         objdir.join(&id[2..]).display(),
         objdir.display()
     );
-    let log = ws.join("audit.jsonl");
+    let log = ws.outside("audit.jsonl");
     let o = run(
         ws.path(),
         &[
@@ -437,7 +437,7 @@ fn leak_scan_cut_short_fails_closed_with_on_leak_fail() {
     let ws = Ws::new();
     let t = token(40);
     let bomb = "head -c 100000000 /dev/zero | gzip -c > bomb.gz";
-    let log = ws.join("audit.jsonl");
+    let log = ws.outside("audit.jsonl");
     let o = run(
         ws.path(),
         &[

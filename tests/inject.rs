@@ -286,7 +286,7 @@ mask = false
 }
 
 fn run(ws: &Ws, prof: &str, script: &str) -> (std::process::Output, String) {
-    let audit = ws.join("audit.log");
+    let audit = ws.outside("audit.log");
     let _ = std::fs::remove_file(&audit);
     let o = taskcell(
         ws.path(),

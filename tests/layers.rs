@@ -131,6 +131,11 @@ macro_rules! denied_tests {
     };
 }
 
+#[cfg(target_arch = "x86_64")]
+denied_tests! {
+    seccomp_modify_ldt => "modify_ldt", EPERM;
+}
+
 denied_tests! {
     seccomp_mount => "mount", EPERM;
     seccomp_umount2 => "umount2", EPERM;
@@ -182,6 +187,8 @@ denied_tests! {
     seccomp_ioctl_tiocsti => "ioctl-tiocsti", EPERM;
     seccomp_ioctl_tiocsti_high_bits => "ioctl-tiocsti-high", EPERM;
     seccomp_ioctl_tioclinux => "ioctl-tioclinux", EPERM;
+    seccomp_ioctl_tiocsetd => "ioctl-tiocsetd", EPERM;
+    seccomp_ioctl_tioccons => "ioctl-tioccons", EPERM;
     seccomp_socket_packet => "socket-packet", EPERM;
     seccomp_socket_vsock => "socket-vsock", EPERM;
     seccomp_socket_alg => "socket-alg", EPERM;

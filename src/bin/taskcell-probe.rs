@@ -107,6 +107,10 @@ fn call(name: &str) -> Option<i32> {
         "ioctl-tiocsti-high" => sys(SYS_ioctl, [neg, TIOCSTI | (1 << 32), 0, 0, 0, 0]),
         "ioctl-tioclinux" => sys(SYS_ioctl, [neg, TIOCLINUX, 0, 0, 0, 0]),
         "ioctl-tcgets" => sys(SYS_ioctl, [neg, TCGETS, 0, 0, 0, 0]),
+        "ioctl-tiocsetd" => sys(SYS_ioctl, [neg, TIOCSETD, 0, 0, 0, 0]),
+        "ioctl-tioccons" => sys(SYS_ioctl, [neg, TIOCCONS, 0, 0, 0, 0]),
+        #[cfg(target_arch = "x86_64")]
+        "modify_ldt" => sys(SYS_modify_ldt, [0xffff, 0, 0, 0, 0, 0]),
         "socket-packet" => open_socket(AF_PACKET, SOCK_DGRAM, 0),
         "socket-vsock" => open_socket(AF_VSOCK, SOCK_STREAM, 0),
         "socket-alg" => open_socket(AF_ALG, SOCK_SEQPACKET, 0),
@@ -172,6 +176,10 @@ const DENIED: &[&str] = &[
     "ioctl-tiocsti",
     "ioctl-tiocsti-high",
     "ioctl-tioclinux",
+    "ioctl-tiocsetd",
+    "ioctl-tioccons",
+    #[cfg(target_arch = "x86_64")]
+    "modify_ldt",
     "socket-packet",
     "socket-vsock",
     "socket-alg",

@@ -68,6 +68,13 @@ pub fn main(spec: &Spec, mut err: OwnedFd, tty: Option<&std::path::Path>) -> ! {
     if let Err(e) = super::secrets::redirect_stdio(spec.stdio) {
         fail(&err, 125, &e);
     }
+    if let Some(fd) = spec.stdin {
+        // SAFETY: dup2 between fds this process holds.
+        if unsafe { libc::dup2(fd, 0) } < 0 {
+            let e = std::io::Error::last_os_error();
+            fail(&err, 125, &format!("connecting the stdin pipe: {e}"));
+        }
+    }
     // The command's leader dies with init (and init with the supervisor): without a PID
     // namespace (best effort) a killed taskcell leaves no command running. Kept across
     // execve. If init is gone already, the worker was re-parented: end now.

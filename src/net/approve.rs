@@ -31,6 +31,8 @@ pub struct Pending {
 struct State {
     /// (host, port or any port, who approved): valid for the cell's life.
     approved: Vec<(String, Option<u16>, String)>,
+    /// (host, port, who refused) "deny for this cell": refused without asking again.
+    denied: Vec<(String, u16, String)>,
     pending: Vec<Pending>,
     next_id: u64,
 }
@@ -39,12 +41,10 @@ struct State {
 pub struct Approvals {
     state: Mutex<State>,
     cv: Condvar,
-    /// The launching user's terminal, when it is free (taskcell's stdin is not a
-    /// terminal, so the cell is not using it): requests are also asked there.
-    tty: Mutex<Option<std::fs::File>>,
-    /// An interactive cell's terminal, shared with the cell: requests are asked on its
-    /// bottom line.
-    overlay: Mutex<Option<crate::tty::Overlay>>,
+    /// Where requests are asked: an interactive cell's terminal (an overlay on its bottom
+    /// line), or the launching user's terminal when it is free (taskcell's stdin is not a
+    /// terminal, so the cell is not using it). One question at a time.
+    asker: Mutex<Option<crate::tty::Asker>>,
 }
 
 /// `HOST[:PORT]` as typed after `taskcell approve SESSION`.
@@ -69,11 +69,26 @@ pub fn parse_target(s: &str) -> Result<(String, Option<u16>), String> {
 }
 
 impl Approvals {
-    /// Ask on this terminal too (one prompt at a time).
+    /// Ask on the launching terminal (`/dev/tty`) too (one question at a time).
     pub fn set_terminal(&self, tty: std::fs::File) {
-        if let Ok(mut t) = self.tty.lock() {
-            *t = Some(tty);
+        if let Ok(mut t) = self.asker.lock() {
+            *t = Some(crate::tty::Asker::Tty(tty));
         }
+    }
+
+    /// Ask on an interactive cell's terminal (an overlay on its bottom line); `master`
+    /// is the cell terminal's master.
+    pub fn set_overlay(&self, master: std::os::fd::RawFd) {
+        if let Ok(mut o) = self.asker.lock() {
+            *o = Some(crate::tty::Asker::Overlay { master });
+        }
+    }
+
+    fn has_overlay(&self) -> bool {
+        self.asker
+            .lock()
+            .map(|o| matches!(*o, Some(crate::tty::Asker::Overlay { .. })))
+            .unwrap_or(false)
     }
 
     /// Whether request `id` has its answer (or is gone).
@@ -89,101 +104,46 @@ impl Approvals {
             .unwrap_or(true)
     }
 
-    /// Ask on an interactive cell's terminal (an overlay on its bottom line).
-    pub fn set_overlay(&self, overlay: crate::tty::Overlay) {
-        if let Ok(mut o) = self.overlay.lock() {
-            *o = Some(overlay);
-        }
-    }
-
-    /// Tell the user one line: on the overlay of an interactive cell (shown for a few
-    /// seconds, then the cell repaints), else on taskcell's stderr.
+    /// Tell the user one line (the cell's words in it are cleaned): on taskcell's stderr,
+    /// or, while an interactive cell owns the screen, queued for after it (listed by
+    /// `taskcell sessions` meanwhile, audited).
     pub fn note(&self, line: &str) {
-        let shown = self
-            .overlay
-            .lock()
-            .ok()
-            .and_then(|o| o.as_ref().map(|o| o.note(line)))
-            .is_some();
-        if !shown {
-            eprintln!("{line}");
-        }
+        crate::display::diagnostic(line);
     }
 
-    /// Ask on the overlay, if there is one, until `id` is answered or the deadline.
-    fn prompt_overlay(&self, id: u64, host: &str, port: u16, deadline: Instant) -> bool {
-        let Ok(guard) = self.overlay.try_lock() else {
-            return false;
-        };
-        let Some(overlay) = guard.as_ref() else {
-            return false;
-        };
-        let answered = || Instant::now() >= deadline || self.is_answered(id);
-        let q = format!("allow the cell to reach {host}:{port} for the rest of its life?");
-        if let Some(allow) = overlay.ask(&q, &answered) {
-            self.answer_id(id, host, port, allow, "the terminal");
-        }
-        true
-    }
-
-    /// Prompt on the terminal, if it is free, until `id` is answered (here or
-    /// elsewhere) or the deadline passes. Returns without waiting when another request
+    /// Ask on the terminal, if there is one and it is free, until `id` is answered (here
+    /// or elsewhere) or the deadline passes. Returns without waiting when another request
     /// holds the terminal.
     fn prompt(&self, id: u64, host: &str, port: u16, deadline: Instant) {
-        use std::io::{Read, Write};
-        use std::os::fd::AsRawFd;
-        let Ok(mut guard) = self.tty.try_lock() else {
+        let Ok(guard) = self.asker.try_lock() else {
             return;
         };
-        let Some(tty) = guard.as_mut() else {
+        let Some(asker) = guard.as_ref() else {
             return;
         };
-        let _ = write!(
-            tty,
-            "\ntaskcell: allow the cell to reach {host}:{port} for the rest of its life? [y/N] "
-        );
-        let _ = tty.flush();
-        let mut line = Vec::new();
-        loop {
-            if self.is_answered(id) || Instant::now() >= deadline {
-                let _ = writeln!(tty, "(answered elsewhere or timed out)");
-                return;
-            }
-            let mut pfd = libc::pollfd {
-                fd: tty.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: poll on one pollfd we own.
-            let n = unsafe { libc::poll(&mut pfd, 1, 200) };
-            if n <= 0 {
-                continue;
-            }
-            let mut b = [0u8; 64];
-            let got = match tty.read(&mut b) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            line.extend_from_slice(&b[..got]);
-            if let Some(pos) = line.iter().position(|&c| c == b'\n') {
-                let text = String::from_utf8_lossy(&line[..pos])
-                    .trim()
-                    .to_ascii_lowercase();
-                let allow = text == "y" || text == "yes";
-                self.answer_id(id, host, port, allow, "the terminal");
-                return;
-            }
+        let answered = || Instant::now() >= deadline || self.is_answered(id);
+        // The host is the cell's word: masked and escaped before it is shown.
+        let subject = format!("{}:{port}", crate::display::clean(host));
+        let mut q = crate::tty::Question::new(&subject);
+        if let Some(choice) = asker.ask(&mut q, &answered) {
+            let by = format!("the terminal ({})", choice.describe());
+            self.answer_id(id, host, port, choice, &by);
         }
     }
 
-    /// Answer one request (and remember an approval for host:port).
-    fn answer_id(&self, id: u64, host: &str, port: u16, allow: bool, by: &str) {
+    /// Answer one request; remember the choice for host:port when it says so.
+    fn answer_id(&self, id: u64, host: &str, port: u16, choice: crate::tty::Choice, by: &str) {
         let Ok(mut st) = self.state.lock() else {
             return;
         };
-        if allow {
-            st.approved
-                .push((normalize_host(host), Some(port), by.to_string()));
+        let allow = choice.allows();
+        if choice.remembered() {
+            if allow {
+                st.approved
+                    .push((normalize_host(host), Some(port), by.to_string()));
+            } else {
+                st.denied.push((normalize_host(host), port, by.to_string()));
+            }
         }
         if let Some(p) = st.pending.iter_mut().find(|p| p.id == id) {
             if p.answer.is_none() {
@@ -195,6 +155,16 @@ impl Approvals {
             }
         }
         self.cv.notify_all();
+    }
+
+    /// Who refused `host:port` for the rest of the cell's life, if anyone.
+    fn denied(&self, host: &str, port: u16) -> Option<String> {
+        let h = normalize_host(host);
+        let st = self.state.lock().ok()?;
+        st.denied
+            .iter()
+            .find(|(dh, dp, _)| *dh == h && *dp == port)
+            .map(|(_, _, by)| by.clone())
     }
 
     /// Who approved `host:port` earlier in this cell's life, if anyone.
@@ -257,6 +227,9 @@ impl Approvals {
             return a;
         }
         let h = normalize_host(host);
+        if let Some(by) = self.denied(&h, port) {
+            return Answer::Denied(by);
+        }
         let id = {
             let Ok(mut st) = self.state.lock() else {
                 return Answer::TimedOut;
@@ -274,19 +247,18 @@ impl Approvals {
         };
         // On an interactive cell's terminal a stray line would corrupt the cell's screen;
         // the overlay asks there instead.
-        let interactive = self.overlay.lock().map(|o| o.is_some()).unwrap_or(false);
-        if !interactive {
+        if !self.has_overlay() {
+            // The host is the cell's word: masked and escaped.
+            let hc = crate::display::clean(&h);
             eprintln!(
-                "taskcell: the cell asks to reach {h}:{port}; answer with `taskcell approve {s} {h}:{port}` or `taskcell deny {s} {h}:{port}` (denied in {}s)",
+                "taskcell: the cell asks to reach {hc}:{port}; answer with `taskcell approve {s} {hc}:{port}` or `taskcell deny {s} {hc}:{port}` (denied in {}s)",
                 timeout.as_secs(),
                 s = shared.session
             );
         }
         let deadline = Instant::now() + timeout;
         loop {
-            if !self.prompt_overlay(id, &h, port, deadline) {
-                self.prompt(id, &h, port, deadline);
-            }
+            self.prompt(id, &h, port, deadline);
             let Ok(st) = self.state.lock() else {
                 return Answer::TimedOut;
             };

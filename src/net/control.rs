@@ -16,10 +16,19 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use super::approve::parse_target;
 use super::Shared;
 
-/// The directory of the control sockets (from the plan, or `netplan::control_dir` for
-/// the client commands), created 0700 and checked to be ours.
-pub fn dir(d: &Path) -> io::Result<PathBuf> {
+/// Whether `d` is a directory of ours that nobody else can enter (not a symlink, owned
+/// by us, no group/other permission).
+fn is_private(d: &Path) -> bool {
     let uid = nix::unistd::geteuid().as_raw();
+    std::fs::symlink_metadata(d)
+        .map(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0)
+        .unwrap_or(false)
+}
+
+/// The directory of the control sockets (from the plan), created 0700 and checked to be
+/// ours. When someone else took it first (a squatter in /tmp), a fresh private directory
+/// next to it (`NAME-XXXXXX`, which the clients also look at) is used instead.
+pub fn dir(d: &Path) -> io::Result<PathBuf> {
     let d = d.to_path_buf();
     match std::fs::DirBuilder::new().mode(0o700).create(&d) {
         Ok(()) => {}
@@ -31,14 +40,49 @@ pub fn dir(d: &Path) -> io::Result<PathBuf> {
             ))
         }
     }
-    let m = std::fs::symlink_metadata(&d)?;
-    if !m.is_dir() || m.uid() != uid || m.mode() & 0o077 != 0 {
-        return Err(io::Error::other(format!(
-            "{} is not a directory of ours with mode 0700 (remove it)",
-            d.display()
-        )));
+    if is_private(&d) {
+        return Ok(d);
     }
-    Ok(d)
+    let (Some(parent), Some(name)) = (d.parent(), d.file_name()) else {
+        return Err(io::Error::other(format!("{} is not ours", d.display())));
+    };
+    let fresh = tempfile::Builder::new()
+        .prefix(&format!("{}-", name.to_string_lossy()))
+        .tempdir_in(parent)
+        .map_err(|e| io::Error::new(e.kind(), format!("{} is not ours (mode 0700, owned by us) and a fresh directory next to it failed: {e}", d.display())))?
+        .keep();
+    tracing::warn!(
+        "{} is not a private directory of ours (someone else created it): the control socket is in {} instead",
+        d.display(),
+        fresh.display()
+    );
+    Ok(fresh)
+}
+
+/// The existing private directories where `dirs`' sockets may be (each of `dirs`, and
+/// the `NAME-XXXXXX` fallbacks next to them). Nothing is created.
+pub fn client_dirs(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for d in dirs {
+        if is_private(d) {
+            out.push(d.clone());
+        }
+        let (Some(parent), Some(name)) = (d.parent(), d.file_name()) else {
+            continue;
+        };
+        let prefix = format!("{}-", name.to_string_lossy());
+        if let Ok(rd) = std::fs::read_dir(parent) {
+            let mut extra: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .filter(|p| is_private(p))
+                .collect();
+            extra.sort();
+            out.extend(extra);
+        }
+    }
+    out
 }
 
 fn socket_path(dir: &Path, session: &str) -> PathBuf {
@@ -67,10 +111,21 @@ pub fn start(shared: Arc<Shared>) -> io::Result<PathBuf> {
     Ok(path)
 }
 
+/// Whether process `pid` lives in our own PID and user namespaces (a process inside a
+/// cell does not, so even a cell that could reach the socket is refused). Unreadable:
+/// no.
+fn same_namespaces(pid: i32) -> bool {
+    ["pid", "user"].iter().all(|ns| {
+        let mine = std::fs::read_link(format!("/proc/self/ns/{ns}"));
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}"));
+        matches!((mine, theirs), (Ok(a), Ok(b)) if a == b)
+    })
+}
+
 fn handle(shared: &Shared, mut c: UnixStream) {
     let me = nix::unistd::geteuid().as_raw();
     match getsockopt(&c, PeerCredentials) {
-        Ok(cred) if cred.uid() == me => {}
+        Ok(cred) if cred.uid() == me && cred.pid() > 0 && same_namespaces(cred.pid()) => {}
         _ => {
             let _ = c.write_all(b"error: not your session\n");
             return;
@@ -96,15 +151,19 @@ fn answer(shared: &Shared, line: &str) -> String {
                 "session {}\t{}\t{}\n",
                 shared.session,
                 shared.profile,
-                shared.command.join(" ")
+                crate::display::clean(shared.command.join(" "))
             );
             for p in shared.approvals.pending() {
+                // The host is the cell's word: masked and escaped.
                 s.push_str(&format!(
                     "pending {}:{}\t{}\n",
-                    p.host,
+                    crate::display::clean(&p.host),
                     p.port,
                     p.since.elapsed().as_secs()
                 ));
+            }
+            for d in crate::display::recent() {
+                s.push_str(&format!("notice {d}\n"));
             }
             s
         }
@@ -122,15 +181,34 @@ fn answer(shared: &Shared, line: &str) -> String {
 
 use std::io::Read;
 
-/// Send one line to a session's socket and return the answer.
-pub fn request(control_dir: &Path, session: &str, line: &str) -> io::Result<String> {
-    let d = dir(control_dir)?;
-    let path = socket_path(&d, session);
-    let mut c = UnixStream::connect(&path).map_err(|e| {
+/// Send one line to a session's socket (looked for in [`client_dirs`] of `dirs`) and
+/// return the answer.
+pub fn request(dirs: &[PathBuf], session: &str, line: &str) -> io::Result<String> {
+    let found = client_dirs(dirs)
+        .into_iter()
+        .map(|d| socket_path(&d, session))
+        .find(|p| p.exists());
+    let Some(path) = found else {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "no running session {session:?} (looked in {}); list them with `taskcell sessions`",
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    };
+    request_at(&path, line)
+}
+
+fn request_at(path: &Path, line: &str) -> io::Result<String> {
+    let mut c = UnixStream::connect(path).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!(
-                "no running session {session:?} ({}: {e}); list them with `taskcell sessions`",
+                "{}: {e}; list the running sessions with `taskcell sessions`",
                 path.display()
             ),
         )
@@ -144,20 +222,21 @@ pub fn request(control_dir: &Path, session: &str, line: &str) -> io::Result<Stri
 }
 
 /// Every live session's `list` answer (stale sockets are skipped).
-pub fn list_all(control_dir: &Path) -> io::Result<Vec<String>> {
-    let d = dir(control_dir)?;
-    let mut names: Vec<String> = std::fs::read_dir(&d)?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(|n| n.strip_suffix(".sock"))
-                .map(str::to_string)
-        })
-        .collect();
-    names.sort();
-    Ok(names
+pub fn list_all(dirs: &[PathBuf]) -> io::Result<Vec<String>> {
+    let mut socks: Vec<PathBuf> = Vec::new();
+    for d in client_dirs(dirs) {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        socks.extend(
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".sock"))
+                .map(|e| e.path()),
+        );
+    }
+    socks.sort();
+    Ok(socks
         .iter()
-        .filter_map(|n| request(control_dir, n, "list").ok())
+        .filter_map(|p| request_at(p, "list").ok())
         .collect())
 }

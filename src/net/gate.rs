@@ -53,6 +53,8 @@ pub fn open(shared: &Shared, host: &str, port: u16, via: &str) -> Result<Opened,
             Refusal::Unresolvable(m) => ("unresolvable", m),
             Refusal::Unreachable(m) => ("unreachable", m),
         };
+        // The host and the reason are the cell's words: cleaned by the diagnostics writer
+        // (and by the audit sink).
         tracing::warn!("network: {via} to {host}:{port} refused: {reason}");
         shared.audit.record(
             "net_connection",

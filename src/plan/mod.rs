@@ -117,6 +117,8 @@ pub struct ProcessPlan {
     pub gid: u32,
     /// The command gets its own pseudo-terminal (interactive use).
     pub pty: bool,
+    /// The command may set the user's clipboard (OSC 52 passes the output relay).
+    pub clipboard: bool,
     /// Started as root: the cell's ids are mapped to one unprivileged host uid/gid taken
     /// from this reserved range (one per running cell) instead of 1:1; write paths are
     /// bound with idmapped mounts. None: a plain user's identity map.
@@ -572,10 +574,13 @@ pub fn resolve(
         let mut p = crate::plan::net::build(&profile.network, &ov.netov)
             .map_err(|msg| PlanError::Other { msg })?;
         p.inject = secrets::inject_rules(&secrets);
-        p.control_dir = crate::plan::net::control_dir(
+        // Never where the cell can see it (it could approve its own requests).
+        p.control_dir = crate::plan::net::choose_control_dir(
             ctx.env.get("XDG_RUNTIME_DIR").map(String::as_str),
             ctx.uid,
-        );
+            &paths,
+        )
+        .map_err(|msg| PlanError::Other { msg })?;
         for (k, v) in p.env() {
             env.entry(k).or_insert(v);
         }
@@ -651,6 +656,7 @@ pub fn resolve(
             uid: ctx.uid,
             gid: ctx.gid,
             pty: ov.pty.unwrap_or(ctx.terminal),
+            clipboard: profile.terminal.clipboard,
             host_ids: (ctx.uid == 0).then_some(IdRange::RESERVED),
         },
         strict: ov.strict.unwrap_or(profile.strict),

@@ -272,6 +272,72 @@ pub fn control_dir(xdg_runtime_dir: Option<&str>, uid: u32) -> PathBuf {
     }
 }
 
+/// Every directory where a session's control socket may be (for `taskcell sessions`,
+/// `approve`, `deny`): [`control_dir`], and, when that is `/tmp/taskcell-UID` and was
+/// taken by someone else, the fresh `/tmp/taskcell-UID-*` directories used instead.
+pub fn control_dirs(xdg_runtime_dir: Option<&str>, uid: u32) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Some(d) = xdg_runtime_dir.filter(|d| d.starts_with('/')) {
+        v.push(Path::new(d).join("taskcell"));
+    }
+    v.push(PathBuf::from(format!("/tmp/taskcell-{uid}")));
+    v
+}
+
+/// The plan path through which a cell of `paths` would see `dir` (read or write: a
+/// unix socket there can be connected to), if any. A `tmpfs` or `hide` path over it
+/// hides it.
+pub fn visible_through(dir: &Path, paths: &[crate::plan::PathRule]) -> Option<PathBuf> {
+    use crate::plan::Access;
+    let shows = |a: Access| matches!(a, Access::Read | Access::Write | Access::Protect);
+    let cover = paths
+        .iter()
+        .filter(|r| r.symlink.is_none() && dir.starts_with(&r.path))
+        .max_by_key(|r| r.path.components().count());
+    if let Some(r) = cover {
+        if shows(r.access) {
+            return Some(r.path.clone());
+        }
+    }
+    paths
+        .iter()
+        .find(|r| r.symlink.is_none() && r.path.starts_with(dir) && shows(r.access))
+        .map(|r| r.path.clone())
+}
+
+/// Where this cell's control socket goes: the first of [`control_dirs`] the cell cannot
+/// see; an error naming the path that shows it when there is none.
+pub fn choose_control_dir(
+    xdg_runtime_dir: Option<&str>,
+    uid: u32,
+    paths: &[crate::plan::PathRule],
+) -> Result<PathBuf, String> {
+    let mut seen = Vec::new();
+    for d in control_dirs(xdg_runtime_dir, uid) {
+        // Compare real paths (the plan's are resolved).
+        let real = match (d.parent(), d.file_name()) {
+            (Some(p), Some(n)) => std::fs::canonicalize(p)
+                .map(|p| p.join(n))
+                .unwrap_or_else(|_| d.clone()),
+            _ => d.clone(),
+        };
+        match visible_through(&real, paths) {
+            None => return Ok(d),
+            Some(through) => seen.push(format!(
+                "{} (the cell sees it through {})",
+                d.display(),
+                through.display()
+            )),
+        }
+    }
+    Err(format!(
+        "the control socket of this cell (`taskcell approve`, `taskcell sessions`) would be \
+         reachable from inside it: {}; a cell could approve its own requests. Set \
+         XDG_RUNTIME_DIR to a private directory outside the cell's paths",
+        seen.join(", ")
+    ))
+}
+
 /// Build the ProxyPlan from the profile's `[network]` table and the overrides.
 pub fn build(net: &Network, ov: &NetOverrides) -> Result<ProxyPlan, String> {
     let mut allowlist = Allowlist::default();
@@ -469,5 +535,36 @@ mod tests {
             ForwardTo::Unix(_)
         ));
         assert!(ForwardTo::parse("db:5432").is_err());
+    }
+
+    #[test]
+    fn the_control_dir_is_never_visible_in_the_cell() {
+        use crate::plan::{Access, PathRule};
+        let r = |p: &str, access| PathRule {
+            path: PathBuf::from(p),
+            access,
+            symlink: None,
+            is_dir: true,
+            optional: false,
+        };
+        let d = Path::new("/tmp/taskcell-7");
+        assert_eq!(visible_through(d, &[r("/usr", Access::Read)]), None);
+        assert_eq!(
+            visible_through(d, &[r("/tmp", Access::Write)]),
+            Some(PathBuf::from("/tmp"))
+        );
+        // A private tmpfs over /tmp hides it, even with a workspace below /tmp.
+        assert_eq!(
+            visible_through(d, &[r("/tmp", Access::Tmpfs), r("/tmp/ws", Access::Write)]),
+            None
+        );
+        assert!(visible_through(d, &[r("/", Access::Read)]).is_some());
+        assert!(visible_through(d, &[r("/tmp/taskcell-7/x", Access::Read)]).is_some());
+        let e = choose_control_dir(None, 7, &[r("/tmp", Access::Write)]).unwrap_err();
+        assert!(e.contains("reachable from inside it"), "{e}");
+        assert_eq!(
+            choose_control_dir(Some("/run/user/7"), 7, &[r("/tmp", Access::Write)]).unwrap(),
+            PathBuf::from("/run/user/7/taskcell")
+        );
     }
 }

@@ -261,6 +261,14 @@ pub struct Profile {
     /// `[secrets.NAME]` declarations (no values).
     pub secrets: BTreeMap<String, secrets::SecretDecl>,
     pub security: Security,
+    pub terminal: Terminal,
+}
+
+/// `[terminal]`: what the cell may do to the user's terminal.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Terminal {
+    /// The cell may set the clipboard (OSC 52); filtered out otherwise.
+    pub clipboard: bool,
 }
 
 impl Default for Profile {
@@ -277,6 +285,7 @@ impl Default for Profile {
             limits: Limits::default(),
             secrets: BTreeMap::new(),
             security: Security::default(),
+            terminal: Terminal::default(),
         }
     }
 }

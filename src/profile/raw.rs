@@ -25,6 +25,15 @@ pub struct RawProfile {
     #[serde(default)]
     pub secrets: BTreeMap<String, Spanned<super::secrets::RawSecret>>,
     pub security: Option<RawSecurity>,
+    pub terminal: Option<RawTerminal>,
+}
+
+/// `[terminal]`: what the cell may do to the user's terminal.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTerminal {
+    /// Let the cell write the clipboard (OSC 52).
+    pub clipboard: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -240,6 +249,9 @@ pub fn merge_into(
     }
     if let Some(s) = &raw.strict {
         p.strict = *s.get_ref();
+    }
+    if let Some(c) = raw.terminal.as_ref().and_then(|t| t.clipboard.as_ref()) {
+        p.terminal.clipboard = *c.get_ref();
     }
     let fs = &raw.filesystem;
     for (src, dst, key) in [

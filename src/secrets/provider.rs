@@ -44,6 +44,16 @@ pub struct FetchError {
 
 /// Fetch `s`'s value. `env` looks up the launcher's environment.
 pub fn fetch(s: &SecretPlan, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Value, FetchError> {
+    fetch_in(s, env, &[])
+}
+
+/// [`fetch`]; a `file:` source is refused when it is a symlink, not a regular file, or
+/// inside one of `cell_writable` (host paths a cell can write).
+pub fn fetch_in(
+    s: &SecretPlan,
+    env: &dyn Fn(&str) -> Option<OsString>,
+    cell_writable: &[std::path::PathBuf],
+) -> Result<Value, FetchError> {
     let fail = |msg: String| FetchError {
         name: s.name.clone(),
         provider: s.provider.describe(),
@@ -61,8 +71,13 @@ pub fn fetch(s: &SecretPlan, env: &dyn Fn(&str) -> Option<OsString>) -> Result<V
         },
         Provider::File { path } => {
             let mut buf = Zeroizing::new(vec![0u8; MAX_VALUE + 1]);
-            let mut f = std::fs::File::open(path)
-                .map_err(|e| fail(format!("cannot open it: {e} (check the path and its permissions)")))?;
+            let mut f = crate::hostfile::open(
+                path,
+                crate::hostfile::Mode::Read,
+                cell_writable,
+                "the file",
+            )
+            .map_err(fail)?;
             let n = read_all(&mut f, &mut buf).map_err(|e| fail(format!("reading: {e}")))?;
             buf.truncate(n);
             trim_newline(&mut buf);

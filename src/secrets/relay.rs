@@ -5,7 +5,7 @@
 //! a prompt without a newline still appears.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -105,22 +105,7 @@ fn zero(v: &mut [u8]) {
     zeroize::Zeroize::zeroize(v);
 }
 
-fn write_all(fd: RawFd, mut data: &[u8]) -> Result<(), ()> {
-    // One writer at a time on the user's terminal (a prompt may be drawn there).
-    let _g = crate::tty::SCREEN.lock();
-    // SAFETY: fd is taskcell's own stdout or stderr, open for the whole run.
-    let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
-    while !data.is_empty() {
-        match nix::unistd::write(bfd, data) {
-            Ok(n) => data = &data[n..],
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(nix::errno::Errno::EAGAIN) => {
-                // Our stdout was left non-blocking by someone else: wait until writable.
-                let mut fds = [PollFd::new(bfd, PollFlags::POLLOUT)];
-                let _ = poll(&mut fds, PollTimeout::NONE);
-            }
-            Err(_) => return Err(()),
-        }
-    }
-    Ok(())
+fn write_all(fd: RawFd, data: &[u8]) -> Result<(), ()> {
+    // One writer at a time on the user's terminal; held while taskcell asks a question.
+    crate::tty::write_screen(fd, data).map_err(|_| ())
 }

@@ -64,9 +64,11 @@ pub struct Finish {
 impl Session {
     /// Fetch every secret (just in time), seal it in a memfd and build the masker. On a
     /// failure nothing has started; the secrets fetched so far are revoked.
+    /// `cell_writable`: host paths the cell can write (no `file:` source may lie there).
     pub fn prepare(
         plans: &[SecretPlan],
         env: &dyn Fn(&str) -> Option<OsString>,
+        cell_writable: &[PathBuf],
         audit: &mut Audit,
     ) -> Result<Session, SecretsError> {
         let mut s = Session {
@@ -76,7 +78,7 @@ impl Session {
             pipes: None,
             session_id: audit.session.clone(),
         };
-        if let Err(e) = s.fill(plans, env) {
+        if let Err(e) = s.fill(plans, env, cell_writable) {
             audit.record("secret_error", json!({ "error": e.0 }));
             s.revoke_all(audit);
             return Err(e);
@@ -101,9 +103,19 @@ impl Session {
         &mut self,
         plans: &[SecretPlan],
         env: &dyn Fn(&str) -> Option<OsString>,
+        cell_writable: &[PathBuf],
     ) -> Result<(), SecretsError> {
         for p in plans {
-            let value = provider::fetch(p, env).map_err(|e| SecretsError(e.to_string()))?;
+            let what = format!("secret {}", p.name);
+            if let crate::plan::secrets::Provider::Command { argv } = &p.provider {
+                crate::hostfile::check_argv(argv, cell_writable, &what).map_err(SecretsError)?;
+            }
+            if let Some(argv) = &p.revoke {
+                crate::hostfile::check_argv(argv, cell_writable, &format!("{what}'s revoke"))
+                    .map_err(SecretsError)?;
+            }
+            let value = provider::fetch_in(p, env, cell_writable)
+                .map_err(|e| SecretsError(e.to_string()))?;
             self.held.push(Held {
                 plan: p.clone(),
                 value: Some(value),
@@ -165,8 +177,12 @@ impl Session {
             .filter_map(|h| Some((h.plan.name.clone(), h.value.as_ref()?.bytes())))
             .collect();
         if !masked.is_empty() {
-            let r = Redactor::new(&masked).map_err(|e| SecretsError(e.to_string()))?;
-            self.redactor = Some(std::sync::Arc::new(r));
+            let r = std::sync::Arc::new(
+                Redactor::new(&masked).map_err(|e| SecretsError(e.to_string()))?,
+            );
+            // taskcell's own words about the cell are masked with the same patterns.
+            crate::display::set_masker(r.clone());
+            self.redactor = Some(r);
             self.pipes = Some(
                 Pipes::new()
                     .map_err(|e| SecretsError(format!("creating the output relay pipes: {e}")))?,
@@ -272,12 +288,12 @@ impl Session {
                 out.leak_fail = true;
             }
             // PATH[:LINE]: secret NAME (ENCODING)[ in git object ID]
-            eprintln!("taskcell: leak: {f}");
+            eprintln!("taskcell: leak: {}", crate::display::clean(f.to_string()));
             audit.record(
                 "secret_leak",
                 json!({
                     "name": f.secret,
-                    "path": f.path,
+                    "path": crate::display::clean_path(&f.path),
                     "line": f.line,
                     "encoding": f.encoding,
                     "git_object": f.in_git_object,
@@ -286,7 +302,10 @@ impl Session {
             );
         }
         if let Some(t) = &report.truncated {
-            eprintln!("taskcell: warning: the leak scan was cut short: {t}");
+            eprintln!(
+                "taskcell: warning: the leak scan was cut short: {}",
+                crate::display::clean(t)
+            );
         }
         for (path, why) in report.skipped.iter().take(10) {
             eprintln!(
@@ -354,7 +373,11 @@ impl Session {
             );
             drop(value);
             if !r.ok {
-                eprintln!("taskcell: revoking secret {} failed: {}", r.name, r.detail);
+                eprintln!(
+                    "taskcell: revoking secret {} failed: {}",
+                    r.name,
+                    crate::display::clean(&r.detail)
+                );
             }
             audit.record(
                 "secret_revoked",

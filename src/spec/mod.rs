@@ -43,6 +43,8 @@ pub struct Spec {
     pub secrets: Vec<CellSecret>,
     /// Write ends of the stdout/stderr relay pipes, when output is masked.
     pub stdio: Option<(RawFd, RawFd)>,
+    /// The command's stdin (a pipe the supervisor feeds), instead of taskcell's own.
+    pub stdin: Option<RawFd>,
     /// Landlock rules the worker applies (None: Landlock off or unavailable).
     pub landlock: Option<landlock::Rules>,
     /// Compiled seccomp programs the worker installs last (None: unavailable).
@@ -111,6 +113,9 @@ pub struct Handles {
     pub secrets: Vec<CellSecret>,
     /// Write ends of the stdout/stderr relay pipes, when output is masked.
     pub stdio: Option<(RawFd, RawFd)>,
+    /// Read end of the stdin pipe, when taskcell's stdin is a terminal and the cell has
+    /// no pty (the cell never holds the user's terminal).
+    pub stdin: Option<RawFd>,
     /// The cell's trust bundle on the host (system roots + the cell's CA), when
     /// credentials are injected.
     pub ca_bundle: Option<PathBuf>,
@@ -210,6 +215,7 @@ pub fn compile(plan: &Plan, offer: &Offer, h: &Handles) -> Spec {
         secrets: h.secrets.clone(),
         // Interactive: the command's own terminal; output from it is masked like pipes.
         stdio: if h.pty.is_some() { None } else { h.stdio },
+        stdin: if h.pty.is_some() { None } else { h.stdin },
         pty: h.pty,
         idmapped: match h.host_ids {
             Some(_) => idmapped_binds(&mounts),

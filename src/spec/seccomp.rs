@@ -115,6 +115,8 @@ pub const DENY: &[(&str, &[&str])] = &[
             "io_uring_setup",
             "io_uring_enter",
             "io_uring_register",
+            // x86 only: the local descriptor table (old kernel bugs; nothing needs it).
+            "modify_ldt",
         ],
     ),
     ("kernel keyrings", &["keyctl", "add_key", "request_key"]),
@@ -171,6 +173,10 @@ const CLONE_NS_FLAGS: &[(&str, u64)] = &[
 
 pub const TIOCSTI: u64 = 0x5412;
 pub const TIOCLINUX: u64 = 0x541C;
+/// Sets a terminal's line discipline (N_NULL leaves the user's shell dead).
+pub const TIOCSETD: u64 = 0x5423;
+/// Redirects the console's output to a terminal.
+pub const TIOCCONS: u64 = 0x541D;
 /// `personality(0xffffffff)` only queries the current persona.
 const PERSONALITY_QUERY: u64 = 0xffff_ffff;
 const IPPROTO_MPTCP: u64 = 262;
@@ -237,8 +243,10 @@ pub fn filter(p: &Policy) -> Filter {
         vec![
             vec![c(1, Cmp::Eq32(TIOCSTI))],
             vec![c(1, Cmp::Eq32(TIOCLINUX))],
+            vec![c(1, Cmp::Eq32(TIOCSETD))],
+            vec![c(1, Cmp::Eq32(TIOCCONS))],
         ],
-        "TIOCSTI/TIOCLINUX inject input into a terminal (request compared on its low 32 bits)",
+        "TIOCSTI/TIOCLINUX inject input into a terminal, TIOCSETD changes its line discipline, TIOCCONS takes the console (request compared on its low 32 bits)",
     ));
     push(rule(
         "personality",
@@ -361,6 +369,8 @@ fn value_name(arg: u8, v: u64) -> String {
     match (arg, v) {
         (1, TIOCSTI) => "TIOCSTI".into(),
         (1, TIOCLINUX) => "TIOCLINUX".into(),
+        (1, TIOCSETD) => "TIOCSETD".into(),
+        (1, TIOCCONS) => "TIOCCONS".into(),
         (0, 2) => "AF_INET".into(),
         (0, 10) => "AF_INET6".into(),
         (0, 16) => "AF_NETLINK".into(),
@@ -690,7 +700,12 @@ mod tests {
         assert!(get("mount").when.is_empty());
         assert_eq!(
             get("ioctl").when,
-            vec![vec![c(1, Cmp::Eq32(0x5412))], vec![c(1, Cmp::Eq32(0x541C))]]
+            vec![
+                vec![c(1, Cmp::Eq32(0x5412))],
+                vec![c(1, Cmp::Eq32(0x541C))],
+                vec![c(1, Cmp::Eq32(0x5423))],
+                vec![c(1, Cmp::Eq32(0x541D))]
+            ]
         );
         let clone = get("clone");
         assert_eq!(clone.when.len(), 7);
@@ -920,7 +935,7 @@ mod tests {
     fn describe_is_readable() {
         let d = describe(&filter(&loopback())).join("\n");
         assert!(
-            d.contains("ioctl if arg1 == TIOCSTI || arg1 == TIOCLINUX -> EPERM"),
+            d.contains("ioctl if arg1 == TIOCSTI || arg1 == TIOCLINUX || arg1 == TIOCSETD || arg1 == TIOCCONS -> EPERM"),
             "{d}"
         );
         assert!(d.contains("clone3 -> ENOSYS"), "{d}");

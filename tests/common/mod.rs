@@ -14,6 +14,8 @@ pub fn bin() -> &'static str {
 /// when run as a plain user).
 pub struct Ws {
     pub dir: tempfile::TempDir,
+    /// A directory next to the workspace, outside the cell (audit logs go there).
+    pub out: tempfile::TempDir,
 }
 
 impl Ws {
@@ -24,7 +26,15 @@ impl Ws {
             .expect("creating a temporary workspace in /tmp");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod workspace");
-        Ws { dir }
+        let out = tempfile::Builder::new()
+            .prefix("taskcell-test-out-")
+            .tempdir_in("/tmp")
+            .expect("creating a temporary directory in /tmp");
+        Ws { dir, out }
+    }
+    /// A path outside the workspace (the cell cannot write it): for audit logs.
+    pub fn outside(&self, p: &str) -> PathBuf {
+        self.out.path().join(p)
     }
     pub fn path(&self) -> &Path {
         self.dir.path()
