@@ -103,6 +103,12 @@ pub fn main(
             );
             exit(125);
         }
+        // A change of ids clears the parent-death signal: set it again (were the
+        // supervisor gone already, the next read of the sync pipe ends this process).
+        // SAFETY: prctl with integer arguments only.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        }
     }
     let setup_result = if spec.namespaces {
         setup(spec, prepared)
