@@ -102,6 +102,29 @@ fn namespaces(checks: &mut Vec<Check>) {
         },
     });
 
+    if nix::unistd::geteuid().is_root() && userns.is_ok() {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
+        let r = crate::plan::IdRange::RESERVED;
+        let idmap = probe(|| userns::probe_idmap(&cwd, r.start).map(|_| "ok".into()));
+        checks.push(Check {
+            name: "idmapped mounts (root)",
+            ok: idmap.is_ok(),
+            required: false,
+            detail: match idmap {
+                Ok(_) => format!(
+                    "root-started cells run as one host id of {}..{} with the workspace ({}) idmapped to its owner",
+                    r.start,
+                    u64::from(r.start) + u64::from(r.count) - 1,
+                    cwd.display()
+                ),
+                Err(e) => format!(
+                    "{} cannot be idmapped ({e}): a root-started cell there runs with host root's ids and a warning (best effort) or is refused (--strict)",
+                    cwd.display()
+                ),
+            },
+        });
+    }
+
     if userns.is_err() {
         checks.push(Check {
             name: "without user namespaces",

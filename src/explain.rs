@@ -143,11 +143,25 @@ fn network_and_process(plan: &Plan, s: &mut String) {
             "none (stdin inherited, a new session without a controlling terminal)"
         }
     );
-    let _ = writeln!(
-        s,
-        "ids:       uid {} gid {} (mapped 1:1; no capabilities, no_new_privs)",
-        plan.process.uid, plan.process.gid
-    );
+    match plan.process.host_ids {
+        None => {
+            let _ = writeln!(
+                s,
+                "ids:       uid {} gid {} (mapped 1:1; no capabilities, no_new_privs)",
+                plan.process.uid, plan.process.gid
+            );
+        }
+        Some(r) => {
+            let _ = writeln!(
+                s,
+                "ids:       uid {} gid {} inside; on the host one free uid=gid of {}..{} per running cell, taken at start (the audit log's host_ids event names it); workspace and write paths idmapped to their owners; no capabilities, no_new_privs",
+                plan.process.uid,
+                plan.process.gid,
+                r.start,
+                u64::from(r.start) + u64::from(r.count) - 1
+            );
+        }
+    }
     let _ = writeln!(s, "\nenvironment (nothing else is passed):");
     for (k, v) in &plan.process.env {
         let _ = writeln!(s, "  {k}={v}");

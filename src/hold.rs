@@ -290,11 +290,24 @@ pub fn clone_tree(src: &OwnedFd) -> io::Result<OwnedFd> {
 
 /// Add mount attributes (`MOUNT_ATTR_*`) to every mount of the tree `tree`.
 pub fn set_attr_recursive(tree: &OwnedFd, set: u64) -> io::Result<()> {
+    set_attr_userns(tree, set, 0)
+}
+
+/// Make every mount of the detached tree `tree` idmapped by the user namespace `userns`
+/// (`MOUNT_ATTR_IDMAP`; needs CAP_SYS_ADMIN over the filesystem, i.e. host root), with
+/// the attributes `set` added.
+pub fn set_attr_idmap(tree: &OwnedFd, set: u64, userns: &OwnedFd) -> io::Result<()> {
+    set_attr_userns(tree, set | MOUNT_ATTR_IDMAP, userns.as_raw_fd() as u64)
+}
+
+pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+fn set_attr_userns(tree: &OwnedFd, set: u64, userns_fd: u64) -> io::Result<()> {
     let attr = MountAttr {
         attr_set: set,
         attr_clr: 0,
         propagation: 0,
-        userns_fd: 0,
+        userns_fd,
     };
     let empty = c"";
     // SAFETY: mount_setattr reads an empty path and a properly sized mount_attr.

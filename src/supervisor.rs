@@ -176,6 +176,26 @@ pub fn run_with(
     handles.limit_rlimits = enforcement.rlimits.clone();
     let (proxy, inject) = crate::spec::Offer::wanted(plan);
     let offer = cell::confine::offer(proxy, inject);
+    // Started as root: the cell runs as one host id of the reserved range, held (flock)
+    // until this function returns.
+    let mut _lease = None;
+    if let Some(r) = plan.process.host_ids {
+        match cell::userns::allocate(r.start, r.count) {
+            Ok(l) => {
+                handles.host_ids = Some(crate::spec::HostIds {
+                    uid: l.id,
+                    gid: l.id,
+                });
+                audit.record("host_ids", serde_json::json!({"uid": l.id, "gid": l.id}));
+                _lease = Some(l);
+            }
+            Err(e) if plan.strict => {
+                secrets.finish(audit, &[], &[], std::time::SystemTime::now());
+                return Err(cell::SpawnError::Idmap(e).into());
+            }
+            Err(e) => degraded(&crate::spec::layers::no_host_ids(&e)),
+        }
+    }
     let mut spec = crate::spec::compile(plan, &offer, &handles);
     let since = std::time::SystemTime::now();
     let git_since = crate::leftover::start_time();
@@ -187,7 +207,22 @@ pub fn run_with(
     // Without user namespaces and not strict: run without namespaces (the private TMPDIR
     // is kept until the cell has ended).
     let mut _private_tmp: Option<tempfile::TempDir> = None;
-    let spawned = match cell::spawn_with(&spec, add_to_cgroup) {
+    let mut spawned = cell::spawn_with(&spec, add_to_cgroup);
+    if let (Err(cell::SpawnError::Idmap(msg)), false) = (&spawned, plan.strict) {
+        // Best effort: a filesystem that cannot be idmapped gets today's identity map.
+        degraded(&crate::spec::layers::no_host_ids(msg));
+        if let Some(l) = &_lease {
+            audit.record(
+                "host_ids",
+                serde_json::json!({"uid": 0, "gid": 0, "released": l.id}),
+            );
+        }
+        _lease = None;
+        handles.host_ids = None;
+        spec = crate::spec::compile(plan, &offer, &handles);
+        spawned = cell::spawn_with(&spec, add_to_cgroup);
+    }
+    let spawned = match spawned {
         Err(cell::SpawnError::Clone(msg)) if !plan.strict => {
             degraded(&crate::spec::layers::no_userns(&msg));
             match private_dirs(plan) {

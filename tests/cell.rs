@@ -639,7 +639,15 @@ fn ids_inside_equal_the_callers() {
     assert_eq!(lines[0], uid.to_string());
     assert_eq!(lines[1], gid.to_string());
     let map: Vec<&str> = lines[2].split_whitespace().collect();
-    assert_eq!(map, vec![uid.to_string(), uid.to_string(), "1".into()]);
+    if uid == 0 {
+        // Root-started: the caller's ids inside, one unprivileged host id outside
+        // (tests/rootcells.rs).
+        assert_eq!(map[0], "0");
+        assert_ne!(map[1], "0", "{out}");
+        assert_eq!(map[2], "1");
+    } else {
+        assert_eq!(map, vec![uid.to_string(), uid.to_string(), "1".into()]);
+    }
 }
 
 #[test]
@@ -745,9 +753,20 @@ fn audit_log_records_start_and_end() {
     .unwrap();
     assert_eq!(o.status.code(), Some(4));
     let text = std::fs::read_to_string(&log).unwrap();
-    let lines: Vec<serde_json::Value> = text
+    let all: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    // Root-started cells also record the host ids they ran as.
+    let host_ids: Vec<&serde_json::Value> =
+        all.iter().filter(|l| l["event"] == "host_ids").collect();
+    assert_eq!(host_ids.len(), usize::from(is_root()), "{text}");
+    for h in &host_ids {
+        assert!(h["uid"].as_u64().is_some_and(|u| u > 0), "{text}");
+    }
+    let lines: Vec<serde_json::Value> = all
+        .into_iter()
+        .filter(|l| l["event"] != "host_ids")
         .collect();
     assert_eq!(lines.len(), 2, "{text}");
     assert_eq!(lines[0]["event"], "session_start");

@@ -25,6 +25,7 @@ fn exit(code: i32) -> ! {
 /// Entry point of the cloned child. Never returns.
 pub fn main(
     spec: &Spec,
+    prepared: &[(usize, OwnedFd)],
     sync: OwnedFd,
     err: OwnedFd,
     status: OwnedFd,
@@ -39,7 +40,8 @@ pub fn main(
     // The identity map of the caller's ids, written by this process itself (allowed for
     // its own ids once setgroups is denied): no round trip to the supervisor, which would
     // cost a cross-CPU wake-up on every start.
-    if spec.namespaces {
+    // Root-started cells get their maps from the supervisor (see spawn_with).
+    if spec.namespaces && spec.host_ids.is_none() {
         // The supervisor is non-dumpable (it holds secret values), and so is this clone of
         // it; a non-dumpable process's /proc files belong to the host's root, so a plain
         // user could not open its own uid_map. Dumpable just for the write, and only
@@ -88,7 +90,31 @@ pub fn main(
             libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
         }
     }
-    let setup_result = if spec.namespaces { setup(spec) } else { Ok(()) };
+    // Root-started: the maps are written; from here on init is the cell's root (its
+    // capabilities are the cell namespace's only) as the unprivileged host id, without
+    // host root's supplementary groups. Every host path it binds was opened by the
+    // supervisor (`prepared`).
+    if spec.namespaces && spec.host_ids.is_some() {
+        if let Err(e) = super::userns::become_ids(spec.process.uid, spec.process.gid) {
+            report(
+                err.as_raw_fd(),
+                125,
+                &format!("taking the cell's host ids: {e}"),
+            );
+            exit(125);
+        }
+        // A change of ids clears the parent-death signal: set it again (were the
+        // supervisor gone already, the next read of the sync pipe ends this process).
+        // SAFETY: prctl with integer arguments only.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        }
+    }
+    let setup_result = if spec.namespaces {
+        setup(spec, prepared)
+    } else {
+        Ok(())
+    };
     if let Err(msg) = setup_result {
         report(err.as_raw_fd(), 125, &msg);
         exit(125);
@@ -159,8 +185,8 @@ pub fn main(
     wait_loop(worker, status, spec.namespaces)
 }
 
-fn setup(spec: &Spec) -> Result<(), String> {
-    rootfs::execute(&spec.mounts, spec.tmpfs_size).map_err(|e| e.to_string())?;
+fn setup(spec: &Spec, prepared: &[(usize, OwnedFd)]) -> Result<(), String> {
+    rootfs::execute(&spec.mounts, prepared, spec.tmpfs_size).map_err(|e| e.to_string())?;
     super::secrets::populate(&spec.secrets)?;
     nix::unistd::sethostname(&spec.process.hostname)
         .map_err(|e| format!("setting the hostname {:?}: {e}", spec.process.hostname))?;

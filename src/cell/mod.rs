@@ -78,6 +78,8 @@ pub enum SpawnError {
     Clone(String),
     #[error("cannot put the cell into its cgroup: {0}")]
     Cgroup(String),
+    #[error("cannot map the cell's ids to its host id: {0}")]
+    Idmap(String),
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -114,6 +116,13 @@ pub fn spawn_with(
         None => None,
     };
 
+    // Root-started: the binds (idmapped where writable), made before the clone by this
+    // (host root) process; init inherits them and moves them into place.
+    let prepared = if spec.namespaces {
+        userns::prepare_binds(spec).map_err(SpawnError::Idmap)?
+    } else {
+        Vec::new()
+    };
     let mut flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
@@ -166,8 +175,9 @@ pub fn spawn_with(
         drop(st_r);
         let lsock = lpair.map(|(_, child)| child);
         let tsock = tpair.map(|(_, child)| child);
-        init::main(spec, sync_r, err_w, st_w, lsock, tsock);
+        init::main(spec, &prepared, sync_r, err_w, st_w, lsock, tsock);
     }
+    drop(prepared);
     let lsock = lpair.map(|(parent, _child)| parent);
     let tsock = tpair.map(|(parent, _child)| parent);
     let pid = Pid::from_raw(ret as i32);
@@ -179,7 +189,7 @@ pub fn spawn_with(
         let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(pid, None);
     };
-    // The child writes its own uid/gid maps (see init::main): it need not wait for us.
+    // A plain user's cell writes its own identity maps (see init::main).
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let pfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
     if pfd < 0 {
@@ -192,6 +202,15 @@ pub fn spawn_with(
     }
     // SAFETY: pfd is a fresh fd we own.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pfd as RawFd) };
+    // Root-started: init maps its ids to a host id other than its own, which only a
+    // process with CAP_SETUID over the parent namespace (this one) may write.
+    if let (Some(h), true) = (spec.host_ids, spec.namespaces) {
+        let inner = (spec.process.uid, spec.process.gid);
+        if let Err(e) = userns::write_maps(pid.as_raw(), inner, (h.uid, h.gid)) {
+            kill_child();
+            return Err(SpawnError::Idmap(e));
+        }
+    }
     // Release the child in two steps: it builds its root while `before_release` runs
     // (moving a process into a cgroup v1 hierarchy waits for an RCU grace period, several
     // milliseconds, which this overlaps with the mounts), and it forks the worker only

@@ -54,8 +54,15 @@ fn under(prefix: &str, p: &Path) -> PathBuf {
 
 /// Build the root and switch to it. Runs in the cell's init, in its own user and mount
 /// namespace, before anything else of the cell runs.
+///
+/// `prepared`: binds already made as detached (idmapped) trees by the supervisor, by op
+/// index; they are moved into place as they are.
 /// `tmpfs_size`: the `size=` of every writable tmpfs (bytes), None for the default.
-pub fn execute(ops: &[MountOp], tmpfs_size: Option<u64>) -> Result<(), RootfsError> {
+pub fn execute(
+    ops: &[MountOp],
+    prepared: &[(usize, OwnedFd)],
+    tmpfs_size: Option<u64>,
+) -> Result<(), RootfsError> {
     // Nothing we do here may propagate back to the host.
     mount(
         None::<&str>,
@@ -90,8 +97,16 @@ pub fn execute(ops: &[MountOp], tmpfs_size: Option<u64>) -> Result<(), RootfsErr
     .map_err(err("mounting the root tmpfs"))?;
 
     let oldroot = hold::open_dir(Path::new(OLDROOT)).map_err(ioerr("opening the host's root"))?;
-    for op in ops {
-        apply(op, &oldroot, tmpfs_size)?;
+    for (i, op) in ops.iter().enumerate() {
+        match (op, prepared.iter().find(|(k, _)| *k == i)) {
+            (MountOp::Bind { path, is_dir, .. }, Some((_, tree))) => {
+                let what = || format!("binding {} (idmapped)", path.display());
+                let dst =
+                    hold::open_target(&under(NEWROOT, path), *is_dir).map_err(ioerr(what()))?;
+                hold::move_onto(tree, &dst).map_err(ioerr(what()))?;
+            }
+            _ => apply(op, &oldroot, tmpfs_size)?,
+        }
     }
     drop(oldroot);
 

@@ -1,6 +1,8 @@
-//! User namespace: the identity map of the caller's ids, written from outside.
+//! User namespace: the identity map of the caller's ids (plain users), or, started as
+//! root, the cell's ids mapped to one unprivileged host id with idmapped write binds.
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// Deny setgroups, then map the caller's uid and gid to themselves (files keep their
 /// owner; `id` inside prints the caller's ids). The same as root and as a plain user.
@@ -58,4 +60,189 @@ pub fn explain_clone_error(e: &io::Error) -> String {
         ),
         _ => format!("{e}; run `taskcell doctor`"),
     }
+}
+
+/// Where the locks of allocated host ids live (one file per id, held with `flock` by the
+/// supervisor of the cell that uses it; the kernel drops the lock when that process ends).
+pub const ID_LOCK_DIR: &str = "/run/taskcell/ids";
+
+/// A host uid/gid held for one cell until this is dropped.
+#[derive(Debug)]
+pub struct Lease {
+    pub id: u32,
+    _lock: std::fs::File,
+}
+
+/// Take the first id of `[start, start+count)` no other running cell holds (root only).
+pub fn allocate(start: u32, count: u32) -> Result<Lease, String> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(ID_LOCK_DIR)
+        .map_err(|e| format!("creating {ID_LOCK_DIR}: {e}"))?;
+    for i in 0..count {
+        let Some(id) = start
+            .checked_add(i)
+            .filter(|id| *id != 65534 && *id < u32::MAX)
+        else {
+            continue;
+        };
+        let path = format!("{ID_LOCK_DIR}/{id}");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| format!("opening {path}: {e}"))?;
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(Lease { id, _lock: f });
+        }
+    }
+    Err(format!(
+        "all {count} host ids from {start} are in use by running cells (see {ID_LOCK_DIR})"
+    ))
+}
+
+/// Map `inner` uid/gid of init's user namespace to `host` (written by the supervisor,
+/// which as host root has CAP_SETUID/CAP_SETGID over the parent namespace: a process may
+/// only map its own id). setgroups stays allowed so init can clear root's supplementary
+/// groups before anything runs; only the one gid is mapped.
+pub fn write_maps(pid: i32, inner: (u32, u32), host: (u32, u32)) -> Result<(), String> {
+    let w = |file: &str, data: String| -> Result<(), String> {
+        std::fs::write(format!("/proc/{pid}/{file}"), data.as_bytes())
+            .map_err(|e| format!("writing {file} of the cell's init: {e}"))
+    };
+    w("uid_map", format!("{} {} 1\n", inner.0, host.0))?;
+    w("gid_map", format!("{} {} 1\n", inner.1, host.1))?;
+    Ok(())
+}
+
+/// Run as `inner` ids: no supplementary groups (root's would still open group-readable
+/// files), then gid and uid. Host-side these are the cell's unprivileged host ids.
+pub fn become_ids(uid: u32, gid: u32) -> Result<(), String> {
+    nix::unistd::setgroups(&[]).map_err(|e| format!("clearing supplementary groups: {e}"))?;
+    let g = nix::unistd::Gid::from_raw(gid);
+    nix::unistd::setresgid(g, g, g).map_err(|e| format!("setresgid {gid}: {e}"))?;
+    let u = nix::unistd::Uid::from_raw(uid);
+    nix::unistd::setresuid(u, u, u).map_err(|e| format!("setresuid {uid}: {e}"))?;
+    Ok(())
+}
+
+/// A user namespace whose only mapping sends `owner` (uid, gid) to `host`: the idmap of a
+/// mount that shows the path's owner's files as the cell's host id and writes the cell's
+/// files as the owner. Made by a short-lived child that sits in a new user namespace
+/// while this process (host root) writes its maps and opens its namespace.
+pub fn idmap_userns(owner: (u32, u32), host: (u32, u32)) -> Result<OwnedFd, String> {
+    // SAFETY: a raw clone without CLONE_VM behaves like fork(); the child only pauses
+    // (async-signal-safe) until it is killed. The caller is single-threaded (spawn).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if ret < 0 {
+        return Err(format!(
+            "creating the user namespace of an idmapped mount: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    if ret == 0 {
+        loop {
+            // SAFETY: pause has no arguments; the child waits for SIGKILL.
+            unsafe { libc::pause() };
+        }
+    }
+    let pid = ret as i32;
+    let made = (|| {
+        let w = |file: &str, data: String| -> Result<(), String> {
+            std::fs::write(format!("/proc/{pid}/{file}"), data.as_bytes())
+                .map_err(|e| format!("writing {file} of an idmap namespace: {e}"))
+        };
+        w("uid_map", format!("{} {} 1\n", owner.0, host.0))?;
+        w("gid_map", format!("{} {} 1\n", owner.1, host.1))?;
+        let f = std::fs::File::open(format!("/proc/{pid}/ns/user"))
+            .map_err(|e| format!("opening an idmap namespace: {e}"))?;
+        Ok(OwnedFd::from(f))
+    })();
+    let p = nix::unistd::Pid::from_raw(pid);
+    let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(p, None);
+    made
+}
+
+/// Root-started: every bind of the spec, made here in the supervisor as a detached tree
+/// that init moves into the cell's root: (index of the op, tree). The writable ones are
+/// idmapped (an idmapped mount needs CAP_SYS_ADMIN over the host filesystem, which the
+/// cell's init lacks); the read-only ones are plain copies, made here because init runs
+/// as the cell's unprivileged host id from its start and so cannot open what only root
+/// may traverse.
+pub fn prepare_binds(spec: &crate::spec::Spec) -> Result<Vec<(usize, OwnedFd)>, String> {
+    use crate::hold;
+    use crate::spec::mounts::MountOp;
+    use std::os::unix::fs::MetadataExt;
+    let Some(host) = spec.host_ids else {
+        return Ok(Vec::new());
+    };
+    let root = hold::open_dir(std::path::Path::new("/")).map_err(|e| format!("opening /: {e}"))?;
+    let mut nss: Vec<((u32, u32), OwnedFd)> = Vec::new();
+    let mut out = Vec::new();
+    for (i, op) in spec.mounts.iter().enumerate() {
+        let MountOp::Bind { src, readonly, .. } = op else {
+            continue;
+        };
+        let what = |e: &dyn std::fmt::Display| format!("binding {}: {e}", src.display());
+        let rel = src.strip_prefix("/").unwrap_or(src);
+        let held = hold::open_nofollow(root.as_raw_fd(), rel, std::path::Path::new("/"))
+            .map_err(|e| what(&e))?;
+        let tree = hold::clone_tree(&held).map_err(|e| what(&e))?;
+        let mut attrs = hold::MOUNT_ATTR_NOSUID | hold::MOUNT_ATTR_NODEV;
+        if *readonly {
+            attrs |= hold::MOUNT_ATTR_RDONLY;
+        }
+        if !spec.idmapped.contains(&i) {
+            hold::set_attr_recursive(&tree, attrs).map_err(|e| what(&e))?;
+            out.push((i, tree));
+            continue;
+        }
+        // SAFETY: an O_PATH fd we own, borrowed as a File without taking it.
+        let f =
+            std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(held.as_raw_fd()) });
+        let md = f.metadata().map_err(|e| what(&e))?;
+        let owner = (md.uid(), md.gid());
+        let ns = match nss.iter().position(|(o, _)| *o == owner) {
+            Some(k) => k,
+            None => {
+                nss.push((owner, idmap_userns(owner, (host.uid, host.gid))?));
+                nss.len() - 1
+            }
+        };
+        hold::set_attr_idmap(&tree, attrs, &nss[ns].1).map_err(|e| {
+            what(&format!(
+                "{e}: an idmapped mount failed (the filesystem may not support them)"
+            ))
+        })?;
+        out.push((i, tree));
+    }
+    Ok(out)
+}
+
+/// Whether `path`'s filesystem takes an idmapped mount to `host` (doctor, as root; the
+/// caller must be single-threaded, e.g. a forked probe).
+pub fn probe_idmap(path: &std::path::Path, host: u32) -> Result<(), String> {
+    use crate::hold;
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let held = hold::open_dir(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let tree = hold::clone_tree(&held).map_err(|e| format!("open_tree: {e}"))?;
+    let ns = idmap_userns((md.uid(), md.gid()), (host, host))?;
+    hold::set_attr_idmap(&tree, 0, &ns).map_err(|e| format!("mount_setattr(MOUNT_ATTR_IDMAP): {e}"))
 }

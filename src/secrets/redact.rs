@@ -63,7 +63,7 @@ pub struct Redactor {
     /// Hashed 4-byte windows of every pattern: a match that crosses a line break
     /// contains one of the three windows around it, so a break whose windows are all
     /// absent needs no look (most breaks in ordinary text).
-    quads: Box<[u64; QUAD_WORDS]>,
+    quads: Box<[u64]>,
     ac: Option<AhoCorasick>,
     /// Skip table in front of the automaton (None when the shortest pattern is tiny).
     skip: Option<Skip>,
@@ -358,7 +358,9 @@ impl Redactor {
         let mut first = [false; 256];
         let mut prefix2 = Box::new([0u64; 1024]);
         let mut prefix4 = Box::new([0u64; 1024]);
-        let mut quads = Box::new([0u64; QUAD_WORDS]);
+        // On the heap directly: a 128 KiB array built on the stack first would overflow
+        // the small stacks of the proxy's threads (debug builds).
+        let mut quads = vec![0u64; QUAD_WORDS].into_boxed_slice();
         for p in &patterns {
             for w in p.bytes.windows(4) {
                 let h = quad_of(w);

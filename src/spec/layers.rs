@@ -124,6 +124,18 @@ pub fn no_userns(err: &str) -> Missing {
     }
 }
 
+/// A root-started cell that cannot run as its own host id (no free id in the range, or
+/// a write path on a filesystem that cannot be idmapped): best effort keeps the identity
+/// map, strict refuses.
+pub fn no_host_ids(why: &str) -> Missing {
+    Missing {
+        layer: "host-ids",
+        detail: why.to_string(),
+        fix: "put the workspace and write paths on a filesystem with idmapped mounts (ext4, xfs, btrfs, tmpfs on Linux 6.3+), or run taskcell as a plain user".into(),
+        lost: "the cell's processes are host uid 0: root-only files under read paths and root-only /proc files are readable".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,6 +58,19 @@ pub struct Spec {
     /// devpts and passes its master to the supervisor; the worker makes the slave its
     /// controlling terminal and stdin/stdout/stderr.
     pub pty: Option<TermSize>,
+    /// Root-started: the one host uid/gid the cell's ids (`process.uid/gid`) map to, and
+    /// the indices in `mounts` of the binds made as idmapped mounts (that host id ↔ the
+    /// bound path's owner: every writable bind). None: the identity map.
+    pub host_ids: Option<HostIds>,
+    pub idmapped: Vec<usize>,
+}
+
+/// The host uid and gid a root-started cell runs as (allocated by the supervisor from
+/// the plan's `IdRange`, one per running cell).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct HostIds {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// A terminal's size in characters.
@@ -114,6 +127,8 @@ pub struct Handles {
     /// Resource limits enforced as rlimits ([`crate::plan::limits::Enforcement`]); the
     /// profile's raw `[limits.rlimits]` are set after them, so they win.
     pub limit_rlimits: Vec<Rlimit>,
+    /// The host ids allocated for a root-started cell (see [`Spec::host_ids`]).
+    pub host_ids: Option<HostIds>,
 }
 
 impl Handles {
@@ -180,7 +195,6 @@ pub fn compile(plan: &Plan, offer: &Offer, h: &Handles) -> Spec {
         extra.push(read_rule(SYSTEM_BUNDLE, true));
     }
     Spec {
-        mounts,
         listen: plan
             .net
             .proxy
@@ -203,7 +217,34 @@ pub fn compile(plan: &Plan, offer: &Offer, h: &Handles) -> Spec {
         stdio: if h.pty.is_some() { None } else { h.stdio },
         stdin: if h.pty.is_some() { None } else { h.stdin },
         pty: h.pty,
+        idmapped: match h.host_ids {
+            Some(_) => idmapped_binds(&mounts),
+            None => Vec::new(),
+        },
+        host_ids: h.host_ids,
+        mounts,
     }
+}
+
+/// The binds a root-started cell gets as idmapped mounts: every writable one (the
+/// workspace, `write` paths and the parents bound for them), so what the cell creates
+/// gets the path's owner and what it reads keeps its owner. Read-only binds keep the
+/// host's ids, so root-only files stay closed to the cell's unprivileged host id.
+pub fn idmapped_binds(mounts: &[MountOp]) -> Vec<usize> {
+    mounts
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| {
+            matches!(
+                m,
+                MountOp::Bind {
+                    readonly: false,
+                    ..
+                }
+            )
+        })
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// The cell's mount sequence: the plan's paths, then what the mechanisms need bound (the
@@ -328,6 +369,8 @@ pub fn without_namespaces(
     spec.namespaces = false;
     spec.dns = false;
     spec.mounts.clear();
+    spec.host_ids = None;
+    spec.idmapped.clear();
     if let Some(new_home) = new_home {
         let home_str = plan.home.display().to_string();
         for (k, v) in spec.process.env.iter_mut() {
