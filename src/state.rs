@@ -132,11 +132,23 @@ pub fn recover(control_dir: &Path) -> Vec<String> {
         if crate::cell::cgroup::start_time(st.pid).is_some_and(|s| s == st.start) {
             continue; // still running
         }
-        for f in &st.files {
+        // A state file is read as hostile: a cell that can see this directory (a
+        // workspace of /tmp, say) runs as this user and could have written it. Only
+        // taskcell's own files are removed, and only a log that holds this session's
+        // start record is appended to.
+        if !is_session_id(&st.session) {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        for f in st.files.iter().filter(|f| is_own_file(f, &st.session)) {
             // remove_file never follows the last component.
             let _ = std::fs::remove_file(f);
         }
-        if let Some(log) = &st.audit_log {
+        if let Some(log) = st
+            .audit_log
+            .as_deref()
+            .filter(|l| log_started(l, &st.session))
+        {
             let appended = std::fs::OpenOptions::new()
                 .append(true)
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
@@ -182,4 +194,127 @@ pub fn recover(control_dir: &Path) -> Vec<String> {
         let _ = std::fs::remove_file(&path);
     }
     out
+}
+
+/// A session id as `audit` makes them: 16 lowercase hex digits.
+fn is_session_id(s: &str) -> bool {
+    s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The files a session makes: its control socket (`SESSION.sock` in a `taskcell`
+/// control directory) and its CA bundle (`taskcell-ca-*.crt` in the temporary directory).
+/// Anything else named in a state file is not taskcell's to remove.
+fn is_own_file(f: &Path, session: &str) -> bool {
+    let (Some(name), Some(parent)) = (f.file_name().and_then(|n| n.to_str()), f.parent()) else {
+        return false;
+    };
+    if !f.is_absolute()
+        || f.components().any(|c| {
+            !matches!(
+                c,
+                std::path::Component::RootDir | std::path::Component::Normal(_)
+            )
+        })
+    {
+        return false;
+    }
+    let parent_name = parent.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let socket = name == format!("{session}.sock") && parent_name.starts_with("taskcell");
+    let bundle = name.starts_with("taskcell-ca-")
+        && name.ends_with(".crt")
+        && parent == std::env::temp_dir().as_path();
+    socket || bundle
+}
+
+/// How much of the end of an audit log is searched for a session's start record.
+const LOG_TAIL: u64 = 8 << 20;
+
+/// The log is a regular file (not a link) whose last [`LOG_TAIL`] bytes hold this
+/// session's `session_start` record: the killed launcher wrote it, so the log is
+/// taskcell's and the session's, not a file a forged state names.
+fn log_started(log: &Path, session: &str) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(log)
+    else {
+        return false;
+    };
+    let Ok(meta) = f.metadata() else {
+        return false;
+    };
+    if !meta.is_file() {
+        return false;
+    }
+    let from = meta.len().saturating_sub(LOG_TAIL);
+    if f.seek(SeekFrom::Start(from)).is_err() {
+        return false;
+    }
+    let mut tail = Vec::new();
+    if f.take(LOG_TAIL).read_to_end(&mut tail).is_err() {
+        return false;
+    }
+    let needle = format!("\"session\":\"{session}\"");
+    tail.split(|&b| b == b'\n')
+        .filter(|l| l.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+        .any(|v| v["event"] == "session_start" && v["session"] == session)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_taskcells_own_files_are_named_for_removal() {
+        let s = "0123456789abcdef";
+        assert!(is_own_file(
+            Path::new("/run/user/1000/taskcell/0123456789abcdef.sock"),
+            s
+        ));
+        assert!(is_own_file(
+            Path::new("/tmp/taskcell-1000/0123456789abcdef.sock"),
+            s
+        ));
+        let tmp = std::env::temp_dir().join("taskcell-ca-x1y2.crt");
+        assert!(is_own_file(&tmp, s));
+        for bad in [
+            "/home/u/.bashrc",
+            "/tmp/taskcell-1000/ffffffffffffffff.sock",
+            "/tmp/taskcell-1000/../../home/u/0123456789abcdef.sock",
+            "relative/taskcell/0123456789abcdef.sock",
+            "/home/u/taskcell-ca-x.crt",
+            "/home/u/0123456789abcdef.sock",
+        ] {
+            assert!(!is_own_file(Path::new(bad), s), "{bad}");
+        }
+        assert!(is_session_id(s));
+        assert!(!is_session_id("../x"));
+        assert!(!is_session_id("0123456789ABCDEF"));
+    }
+
+    #[test]
+    fn a_log_counts_only_with_the_sessions_start_record() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("audit.jsonl");
+        let s = "0123456789abcdef";
+        std::fs::write(&log, "export A=1\n").unwrap();
+        assert!(!log_started(&log, s));
+        std::fs::write(
+            &log,
+            format!("{{\"event\":\"session_end\",\"session\":\"{s}\"}}\n"),
+        )
+        .unwrap();
+        assert!(!log_started(&log, s));
+        std::fs::write(
+            &log,
+            format!("x\n{{\"event\":\"session_start\",\"session\":\"{s}\",\"ts\":\"t\"}}\n"),
+        )
+        .unwrap();
+        assert!(log_started(&log, s));
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&log, &link).unwrap();
+        assert!(!log_started(&link, s));
+    }
 }

@@ -721,3 +721,41 @@ fn after_a_sigkill_the_next_start_records_the_end_and_the_missed_revocation() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// The state directory may be visible to a cell (a workspace of /tmp, say), which runs as
+/// the same user: a state file it forges must not make the next start remove or append to
+/// files of the user's.
+#[test]
+fn a_forged_state_file_removes_and_appends_to_nothing_of_the_users() {
+    let ws = Ws::new();
+    let aux = Ws::new();
+    let run = aux.join("run");
+    let state = run.join("taskcell/state");
+    std::fs::create_dir_all(&state).unwrap();
+    for d in [run.clone(), run.join("taskcell"), state.clone()] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let victim = aux.join("bashrc");
+    std::fs::write(&victim, "export KEEP=1\n").unwrap();
+    let forged = serde_json::json!({
+        "session": "0123456789abcdef",
+        "pid": 999_999_999,
+        "start": 1,
+        "audit_log": victim,
+        "files": [victim, aux.join("0123456789abcdef.sock")],
+        "revoke": ["A"],
+    });
+    std::fs::write(state.join("0123456789abcdef.json"), forged.to_string()).unwrap();
+    let o = taskcell(ws.path(), &["run", "-p", "base", "--", "/bin/true"])
+        .env("XDG_RUNTIME_DIR", &run)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "export KEEP=1\n",
+        "the forged state removed or appended to the user's file"
+    );
+    // The forged state itself is consumed, not kept for the next start.
+    assert!(!state.join("0123456789abcdef.json").exists());
+}
