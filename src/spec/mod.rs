@@ -228,20 +228,36 @@ pub fn compile(plan: &Plan, offer: &Offer, h: &Handles) -> Spec {
 
 /// The binds a root-started cell gets as idmapped mounts: every writable one (the
 /// workspace, `write` paths and the parents bound for them), so what the cell creates
-/// gets the path's owner and what it reads keeps its owner. Read-only binds keep the
-/// host's ids, so root-only files stay closed to the cell's unprivileged host id.
+/// gets the path's owner and what it reads keeps its owner, and the read-only binds
+/// inside them (protected git files, a linked worktree's `.git`), so their owners look
+/// the same as their neighbours' (git refuses a repository whose files seem foreign).
+/// Other read-only binds keep the host's ids, so root-only files stay closed to the
+/// cell's unprivileged host id.
 pub fn idmapped_binds(mounts: &[MountOp]) -> Vec<usize> {
+    let writable: Vec<&std::path::Path> = mounts
+        .iter()
+        .filter_map(|m| match m {
+            MountOp::Bind {
+                path,
+                readonly: false,
+                ..
+            } => Some(path.as_path()),
+            _ => None,
+        })
+        .collect();
     mounts
         .iter()
         .enumerate()
-        .filter(|(_, m)| {
-            matches!(
-                m,
-                MountOp::Bind {
-                    readonly: false,
-                    ..
-                }
-            )
+        .filter(|(_, m)| match m {
+            MountOp::Bind {
+                readonly: false, ..
+            } => true,
+            MountOp::Bind {
+                path,
+                readonly: true,
+                ..
+            } => writable.iter().any(|w| path.starts_with(w)),
+            _ => false,
         })
         .map(|(i, _)| i)
         .collect()
