@@ -759,10 +759,13 @@ fn five_hundred_concurrent_tunnels() {
     );
 }
 
-fn fds_and_rss(pid: u32) -> (usize, u64) {
+/// The supervisor's open fds and RSS (KiB). The fds only as root: the supervisor is
+/// non-dumpable, so its /proc/PID/fd is closed to its own (plain) user by design.
+fn fds_and_rss(pid: u32) -> (Option<usize>, u64) {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("fd dir")
-        .count();
+        .map(|d| d.count())
+        .map_err(|e| assert!(!nix::unistd::geteuid().is_root(), "fd dir: {e}"))
+        .ok();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     let rss = status
         .lines()
@@ -836,7 +839,9 @@ fn no_fd_or_memory_growth_across_10000_connections() {
         });
     assert!(child.wait().expect("wait").success(), "{out}");
     assert!(out.contains("PROBE: many ok 10000"), "{out}");
-    assert!(after.0 <= before.0 + 2, "fds grew: {before:?} -> {after:?}");
+    if let (Some(a), Some(b)) = (after.0, before.0) {
+        assert!(a <= b + 2, "fds grew: {before:?} -> {after:?}");
+    }
     assert!(
         after.1 <= before.1 + 16 * 1024,
         "RSS grew by more than 16 MiB: {before:?} -> {after:?}"
