@@ -811,6 +811,18 @@ fn no_fd_or_memory_growth_across_10000_connections() {
     .spawn()
     .expect("spawn");
     let pid = child.id();
+    // A failed assertion below must not leave the probe waiting for its next phase
+    // forever (it holds the test runner's output pipe).
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0 as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    let _guard = KillOnDrop(pid);
     let wait = |name: &str| {
         let start = Instant::now();
         while !ws.join(name).exists() {
