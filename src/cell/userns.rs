@@ -246,3 +246,14 @@ pub fn probe_idmap(path: &std::path::Path, host: u32) -> Result<(), String> {
     let ns = idmap_userns((md.uid(), md.gid()), (host, host))?;
     hold::set_attr_idmap(&tree, 0, &ns).map_err(|e| format!("mount_setattr(MOUNT_ATTR_IDMAP): {e}"))
 }
+
+/// Whether this process is in the initial user namespace (its uid_map is the identity of
+/// every id). Root in a nested user namespace (`unshare -Ur`, a rootless container) is
+/// not host root: it can neither write another id's map nor make idmapped mounts of the
+/// host's filesystems, so a root-started cell's host ids do not apply there.
+pub fn in_initial_userns() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| {
+        let f: Vec<&str> = m.split_whitespace().collect();
+        f == ["0", "0", "4294967295"]
+    })
+}
