@@ -23,15 +23,27 @@ fn exit(code: i32) -> ! {
 }
 
 /// Entry point of the cloned child. Never returns.
+/// The socketpair ends on which the cell passes fds out: the proxy listeners (init), the
+/// pty master (init), the seccomp listener (the worker).
+pub struct Socks {
+    pub listen: Option<OwnedFd>,
+    pub tty: Option<OwnedFd>,
+    pub notify: Option<OwnedFd>,
+}
+
 pub fn main(
     spec: &Spec,
     prepared: &[(usize, OwnedFd)],
     sync: OwnedFd,
     err: OwnedFd,
     status: OwnedFd,
-    listen_sock: Option<OwnedFd>,
-    tty_sock: Option<OwnedFd>,
+    socks: Socks,
 ) -> ! {
+    let Socks {
+        listen: listen_sock,
+        tty: tty_sock,
+        notify: notify_sock,
+    } = socks;
     // SAFETY: prctl with integer arguments only.
     unsafe {
         // Die with the supervisor: a killed taskcell leaves nothing running.
@@ -166,7 +178,7 @@ pub fn main(
     let worker = match unsafe { nix::unistd::fork() } {
         Ok(ForkResult::Child) => {
             drop(status);
-            worker::main(spec, err, tty_path.as_deref())
+            worker::main(spec, err, tty_path.as_deref(), notify_sock)
         }
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => {
