@@ -21,17 +21,21 @@
 # default). Needs root, crun and python3, and a build from scripts/test.sh.
 #
 # Options (before the tier): --timeout SECS (default 2400; the container is killed after
-# it), --user NAME (default taskcell-ci). Exit status: the tests' status; 77 when crun
+# it), --user NAME (default taskcell-ci), --cap-add CAP_X (docker run --cap-add: CAP_X
+# joins the bounding set and the seccomp rules it gates; the plain uid still holds no
+# capability). Exit status: the tests' status; 77 when crun
 # cannot run a container here (the reason is printed); 124 on timeout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=$(pwd)
 limit=2400
 user=taskcell-ci
+capadd=
 while [ $# -gt 0 ]; do
   case "$1" in
     --timeout) limit=$2; shift 2 ;;
     --user) user=$2; shift 2 ;;
+    --cap-add) capadd="${capadd:+$capadd,}$2"; shift 2 ;;
     *) break ;;
   esac
 done
@@ -72,17 +76,19 @@ chmod 1777 "$bundle/tmp"
 chown "$uid:$gid" "$bundle/home"
 chmod 755 "$bundle"
 
+docker_caps=CAP_CHOWN,CAP_DAC_OVERRIDE,CAP_FSETID,CAP_FOWNER,CAP_MKNOD,CAP_NET_RAW,CAP_SETGID,CAP_SETUID,CAP_SETFCAP,CAP_SETPCAP,CAP_NET_BIND_SERVICE,CAP_SYS_CHROOT,CAP_KILL,CAP_AUDIT_WRITE
+caps="$docker_caps${capadd:+,$capadd}"
 if [ "$tier" = full ]; then
-  python3 scripts/seccomp/to-oci.py --allow-userns > "$bundle/seccomp.json"
+  python3 scripts/seccomp/to-oci.py --caps "$caps" --allow-userns > "$bundle/seccomp.json"
 else
-  python3 scripts/seccomp/to-oci.py > "$bundle/seccomp.json"
+  python3 scripts/seccomp/to-oci.py --caps "$caps" > "$bundle/seccomp.json"
 fi
 
 # config.json: TIER UID GID HOME SRC BUNDLE then the command.
 config() {
-  python3 - "$tier" "$uid" "$gid" "$home" "$src" "$bundle" "$@" <<'EOF'
+  python3 - "$tier" "$uid" "$gid" "$home" "$src" "$bundle" "$caps" "$@" <<'EOF'
 import json, os, sys
-tier, uid, gid, home, src, bundle, *argv = sys.argv[1:]
+tier, uid, gid, home, src, bundle, caps, *argv = sys.argv[1:]
 uid, gid = int(uid), int(gid)
 ro = ["rbind", "ro", "nosuid", "nodev"]
 mounts = [
@@ -113,10 +119,8 @@ mounts += [
      "options": ["rbind", "rw", "nosuid", "nodev"]},
     {"destination": src, "type": "bind", "source": src, "options": ro},
 ]
-# Docker's default capabilities bound the set; a plain uid holds none of them.
-caps = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
-        "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]
+# Docker's default capabilities (and --cap-add) bound the set; a plain uid holds none.
+caps = caps.split(",")
 linux = {
     # The host's network (docker run --network host): the agent CLI and registry tests
     # install from the package registries.
@@ -226,7 +230,7 @@ rm -f "$bundle"/rootfs/bin "$bundle"/rootfs/sbin "$bundle"/rootfs/lib*
 # exits the kernel kills everything else in the container's pid namespace. The outer
 # timeout is a backstop for the runtime itself.
 config timeout --kill-after=20 "$limit" scripts/test.sh --no-build -- "${args[@]}"
-echo "container-test: $tier tier: crun $(crun --version | sed -n 's/^crun version //p'), Docker's default seccomp profile$([ "$tier" = full ] && echo ' + user namespaces'), uid $uid, no capabilities"
+echo "container-test: $tier tier: crun $(crun --version | sed -n 's/^crun version //p'), Docker's default seccomp profile$([ "$tier" = full ] && echo ' + user namespaces')${capadd:+ for the bounding set + $capadd}, uid $uid, no capabilities"
 timeout --kill-after=10 $((limit + 60)) "${runtime[@]}" run --bundle "$bundle" "$name" &
 running=$!
 status=0
