@@ -759,3 +759,261 @@ fn a_forged_state_file_removes_and_appends_to_nothing_of_the_users() {
     // The forged state itself is consumed, not kept for the next start.
     assert!(!state.join("0123456789abcdef.json").exists());
 }
+
+/// A profile whose secret A is revoked without its value: the provider labels what it
+/// makes with `{session}` (here: a file named after it), the revoke command removes what
+/// carries that label. Written into `ws` as `name`.
+fn valueless_revoke(ws: &Ws, aux: &Ws, name: &str, revoke_cmd: &str) -> std::path::PathBuf {
+    let a = aux.path().display();
+    let t = format!(
+        "extends = \"base\"\n\
+         [secrets.A]\nfrom = {{ command = [\"sh\", \"-c\", \"touch {a}/issued-{{session}}; echo tok_9d2c41e07ab35f68\"] }}\n\
+         revoke = [\"sh\", \"-c\", \"{revoke_cmd}\", \"revoke\", \"{{session}}\"]\n\
+         revoke_needs_value = false\n"
+    );
+    let p = ws.join(name);
+    std::fs::write(&p, t).unwrap();
+    p
+}
+
+fn session_of(log: &std::path::Path) -> String {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "session_start")
+        .and_then(|v| v["session"].as_str().map(String::from))
+        .expect("a session_start record")
+}
+
+/// Start `prof` with a command that says "up" and sleeps; SIGKILL taskcell's exact pid
+/// once the command is up. Returns the killed session's id.
+fn run_and_sigkill(
+    ws: &Ws,
+    run: &std::path::Path,
+    prof: &std::path::Path,
+    log: &std::path::Path,
+) -> String {
+    let mut c = taskcell(
+        ws.path(),
+        &[
+            "run",
+            "-p",
+            prof.to_str().unwrap(),
+            "--audit-log",
+            log.to_str().unwrap(),
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo up; exec sleep 60",
+        ],
+    )
+    .env("XDG_RUNTIME_DIR", run)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "up\n");
+    c.kill().unwrap();
+    c.wait().unwrap();
+    assert!(session_end(log).is_none());
+    session_of(log)
+}
+
+fn private_runtime_dir(aux: &Ws) -> std::path::PathBuf {
+    let run = aux.join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+    run
+}
+
+/// A revoke command that needs no value runs after a SIGKILL of taskcell: not at a start
+/// of another profile (which does not declare it), but at the next start whose profile
+/// declares the same secret and revoke command; recorded in the killed session's log.
+#[test]
+fn after_a_sigkill_a_revocation_that_needs_no_value_runs_at_the_next_start_of_its_profile() {
+    let ws = Ws::new();
+    let aux = Ws::new();
+    let run = private_runtime_dir(&aux);
+    let log = aux.join("audit.jsonl");
+    let a = aux.path().display().to_string();
+    let prof = valueless_revoke(
+        &ws,
+        &aux,
+        "p.toml",
+        &format!("rm {a}/issued-$1 && echo gone $1"),
+    );
+    for round in 0..2 {
+        let _ = std::fs::remove_file(&log);
+        let session = run_and_sigkill(&ws, &run, &prof, &log);
+        let issued = aux.join(&format!("issued-{session}"));
+        assert!(issued.exists(), "the provider got {{session}}");
+        if round == 0 {
+            // Another profile does not declare A: the revocation waits, the end is recorded.
+            let o = taskcell(ws.path(), &["run", "-p", "base", "--", "/bin/true"])
+                .env("XDG_RUNTIME_DIR", &run)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", stderr(&o));
+            assert!(stderr(&o).contains("waits for a start"), "{}", stderr(&o));
+            assert!(
+                issued.exists(),
+                "revoked by a profile that does not declare it"
+            );
+            assert_eq!(
+                session_end(&log).expect("end recorded")["reason"],
+                "launcher killed"
+            );
+        }
+        let o = taskcell(
+            ws.path(),
+            &["run", "-p", prof.to_str().unwrap(), "--", "/bin/true"],
+        )
+        .env("XDG_RUNTIME_DIR", &run)
+        .output()
+        .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!(
+                "missed revocation of session {session} run: A (ok)"
+            )),
+            "{}",
+            stderr(&o)
+        );
+        assert!(
+            !issued.exists(),
+            "round {round}: the missed revocation did not run"
+        );
+        let text = std::fs::read_to_string(&log).unwrap();
+        let revoked: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == "secret_revoked" && v["session"] == session.as_str())
+            .collect();
+        assert_eq!(revoked.len(), 1, "{text}");
+        assert_eq!(revoked[0]["ok"], true, "{text}");
+        assert!(!text.contains("tok_9d2c41e07ab35f68"), "{text}");
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.contains("\"session_end\""))
+                .count(),
+            1,
+            "{text}"
+        );
+        let left: Vec<_> = std::fs::read_dir(run.join("taskcell/state"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
+
+/// A cell that can write the state directory forges a state whose revoke command is its
+/// own program: the next start never runs it, not even under the name of a secret its
+/// profile declares; only the profile's own command would run.
+#[test]
+fn a_forged_state_file_never_makes_taskcell_run_a_program_the_profile_did_not_name() {
+    let ws = Ws::new();
+    let aux = Ws::new();
+    let run = private_runtime_dir(&aux);
+    let state = run.join("taskcell/state");
+    std::fs::create_dir_all(&state).unwrap();
+    for d in [run.join("taskcell"), state.clone()] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let a = aux.path().display().to_string();
+    let prof = valueless_revoke(&ws, &aux, "p.toml", &format!("echo $1 >> {a}/revoked"));
+    let pwned = aux.join("pwned");
+    let planted = |session: &str, argv: serde_json::Value| {
+        let forged = serde_json::json!({
+            "session": session,
+            "pid": 999_999_999,
+            "start": 1,
+            "audit_log": null,
+            "files": [],
+            "revoke": [],
+            "revoke_later": [{ "name": "A", "argv": argv }],
+            "ended": true,
+        });
+        std::fs::write(state.join(format!("{session}.json")), forged.to_string()).unwrap();
+    };
+    let touch = serde_json::json!(["sh", "-c", format!("touch {}", pwned.display())]);
+    planted("0123456789abcdef", touch.clone());
+    // The profile's own argv, but a session id that is not one: removed, never run.
+    planted(
+        "0123456789abcde'",
+        serde_json::json!([
+            "sh",
+            "-c",
+            format!("echo $1 >> {a}/revoked"),
+            "revoke",
+            "{session}"
+        ]),
+    );
+    let o = taskcell(
+        ws.path(),
+        &["run", "-p", prof.to_str().unwrap(), "--", "/bin/true"],
+    )
+    .env("XDG_RUNTIME_DIR", &run)
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !pwned.exists(),
+        "a forged state ran its own program: {}",
+        stderr(&o)
+    );
+    // (`revoked` holds the session ids of the starts themselves: A is revoked at their end.)
+    let revoked = || std::fs::read_to_string(aux.join("revoked")).unwrap_or_default();
+    assert!(!revoked().contains("0123456789abcde"), "{}", stderr(&o));
+    // The forged command matches no declared one: it waits, harmless, and is never run.
+    assert!(state.join("0123456789abcdef.json").exists());
+    assert!(!state.join("0123456789abcde'.json").exists());
+    let o = taskcell(
+        ws.path(),
+        &["run", "-p", prof.to_str().unwrap(), "--", "/bin/true"],
+    )
+    .env("XDG_RUNTIME_DIR", &run)
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!pwned.exists());
+    // A forged state that names the profile's own command only picks the session id:
+    // the profile's command runs with it (never anything else).
+    planted(
+        "fedcba9876543210",
+        serde_json::json!([
+            "sh",
+            "-c",
+            format!("echo $1 >> {a}/revoked"),
+            "revoke",
+            "{session}"
+        ]),
+    );
+    let o = taskcell(
+        ws.path(),
+        &["run", "-p", prof.to_str().unwrap(), "--", "/bin/true"],
+    )
+    .env("XDG_RUNTIME_DIR", &run)
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        revoked()
+            .lines()
+            .filter(|l| *l == "fedcba9876543210")
+            .count(),
+        1,
+        "{}",
+        revoked()
+    );
+    assert!(!revoked().contains("0123456789abcde"));
+    assert!(!pwned.exists());
+}
