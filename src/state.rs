@@ -42,6 +42,10 @@ pub struct State {
     /// `revoke_later` is left.
     #[serde(default)]
     pub ended: bool,
+    /// Without namespaces (best effort): the cell's private TMPDIR
+    /// (`taskcell-tmp-PID-START-*` in the temporary directory).
+    #[serde(default)]
+    pub private_tmp: Option<PathBuf>,
 }
 
 /// A revocation that needs no value, as the profile declared it.
@@ -131,6 +135,25 @@ pub fn note_file(p: &Path) {
     }
 }
 
+/// The name prefix of a private TMPDIR (best effort without namespaces): it names this
+/// launcher (pid + start time), so a later start removes it only for a launcher that is
+/// gone, never the directory of a live cell.
+pub fn private_tmp_prefix() -> String {
+    let me = std::process::id() as i32;
+    let start = crate::cell::cgroup::start_time(me).unwrap_or(0);
+    format!("taskcell-tmp-{me}-{start}-")
+}
+
+/// Record the session's private TMPDIR.
+pub fn note_private_tmp(p: &Path) {
+    if let Ok(mut c) = CURRENT.lock() {
+        if let Some((path, st)) = c.as_mut() {
+            st.private_tmp = Some(p.to_path_buf());
+            let _ = write(path, st);
+        }
+    }
+}
+
 /// Removes the state file when dropped: every return of `run` after [`begin`] (a SIGKILL
 /// never drops it, which is the point).
 pub struct Guard;
@@ -205,6 +228,22 @@ pub fn recover(
                 // remove_file never follows the last component.
                 let _ = std::fs::remove_file(f);
             }
+            // What the cell started, if it outlived the launcher and its init (a cgroup
+            // named after this launcher's pid and start time), and its private TMPDIR.
+            let killed = crate::cell::cgroup::kill_cells_of(st.pid, st.start);
+            if killed > 0 {
+                msg.push(format!("{killed} process(es) it left were killed"));
+            }
+            if let Some(t) = st
+                .private_tmp
+                .as_deref()
+                .filter(|t| is_own_private_tmp(t, st.pid, st.start))
+            {
+                // remove_dir_all never follows a symlink.
+                if std::fs::remove_dir_all(t).is_ok() {
+                    msg.push(format!("its private TMPDIR {} was removed", t.display()));
+                }
+            }
             for name in &st.revoke {
                 lines.push_str(&rec(
                     "secret_revoked",
@@ -215,10 +254,13 @@ pub fn recover(
                     }),
                 ));
             }
-            msg.push(format!(
-                "session {} ended with its launcher killed: its files were removed",
-                st.session
-            ));
+            msg.insert(
+                0,
+                format!(
+                    "session {} ended with its launcher killed: its files were removed",
+                    st.session
+                ),
+            );
             if !st.revoke.is_empty() {
                 msg.push(format!(
                     "not revoked (revoke by hand): {}",
@@ -391,6 +433,21 @@ fn is_own_file(f: &Path, session: &str) -> bool {
         && name.ends_with(".crt")
         && parent == std::env::temp_dir().as_path();
     socket || bundle
+}
+
+/// A private TMPDIR of the launcher `pid` started at `start`: `taskcell-tmp-PID-START-*`
+/// directly in the temporary directory, a directory (not a link) of this user, 0700.
+fn is_own_private_tmp(t: &Path, pid: i32, start: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let prefix = format!("taskcell-tmp-{pid}-{start}-");
+    let named = t.parent() == Some(std::env::temp_dir().as_path())
+        && t.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(&prefix) && !n.contains('/'));
+    named
+        && std::fs::symlink_metadata(t).is_ok_and(|m| {
+            m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o077 == 0
+        })
 }
 
 /// How much of the end of an audit log is searched for a session's start record.

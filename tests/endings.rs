@@ -1017,3 +1017,203 @@ fn a_forged_state_file_never_makes_taskcell_run_a_program_the_profile_did_not_na
     assert!(!revoked().contains("0123456789abcde"));
     assert!(!pwned.exists());
 }
+
+/// Whether `pid` runs (a zombie does not count: it is dead, waiting for its reaper).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rfind(')').is_some_and(|i| !s[i..].starts_with(") Z")))
+        .unwrap_or(false)
+}
+
+/// Start a best-effort cell (no user namespaces) whose command leaves three descendants
+/// behind — a background job, one in its own session (setsid) and one re-parented by a
+/// double fork — and reports their pids and its TMPDIR; SIGKILL taskcell (and, with
+/// `init_too`, the cell's init) by exact pid. Returns (descendants, TMPDIR).
+fn best_effort_sigkill(ws: &Ws, run: &std::path::Path, init_too: bool) -> (Vec<i32>, String) {
+    let mut c = taskcell(
+        ws.path(),
+        &[
+            "run",
+            "-p",
+            "build",
+            "--best-effort",
+            "--",
+            "/bin/sh",
+            "-c",
+            "sleep 300 & echo $! > pids; (setsid sleep 301 & echo $! >> pids); \
+             (sh -c 'sleep 302 & echo $! >> pids' &); sleep 0.2; echo \"$TMPDIR\" > tmpdir; \
+             touch \"$TMPDIR/left\"; echo up; exec sleep 60",
+        ],
+    )
+    .env("XDG_RUNTIME_DIR", run)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "up\n");
+    let init = child_of(c.id()).expect("the cell's init");
+    let pids: Vec<i32> = std::fs::read_to_string(ws.join("pids"))
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    let tmp = std::fs::read_to_string(ws.join("tmpdir"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(std::path::Path::new(&tmp).join("left").exists());
+    // SIGKILL to exact pids: taskcell's, and its init's (a child of it, checked).
+    c.kill().unwrap();
+    if init_too {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(init),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    c.wait().unwrap();
+    (pids, tmp)
+}
+
+fn require_no_userns() {
+    let v = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
+    assert_eq!(
+        v.trim(),
+        "0",
+        "needs user.max_user_namespaces=0 (.ci/run's no-userns step)"
+    );
+}
+
+/// Best effort (no user namespaces, so no PID namespace): a SIGKILLed taskcell leaves no
+/// descendant of the command running and no private TMPDIR: init, the subreaper of all of
+/// them, is told by its parent-death signal and ends them, then removes the TMPDIR.
+#[test]
+#[ignore = "run by .ci/run with user.max_user_namespaces=0"]
+fn best_effort_a_sigkilled_taskcell_leaves_no_survivor_and_no_tmpdir() {
+    require_no_userns();
+    let ws = Ws::new();
+    let aux = Ws::new();
+    let run = private_runtime_dir(&aux);
+    for _ in 0..5 {
+        let (pids, tmp) = best_effort_sigkill(&ws, &run, false);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5)
+            && (pids.iter().any(|p| running(*p)) || std::path::Path::new(&tmp).exists())
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let left: Vec<_> = pids.iter().filter(|p| running(**p)).collect();
+        for p in &pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*p),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        assert!(
+            left.is_empty(),
+            "survivors of the SIGKILLed taskcell: {left:?}"
+        );
+        assert!(!std::path::Path::new(&tmp).exists(), "{tmp} left behind");
+    }
+    // The next start records the end (each round's start recorded the one before).
+    let o = taskcell(
+        ws.path(),
+        &["run", "-p", "build", "--best-effort", "--", "/bin/true"],
+    )
+    .env("XDG_RUNTIME_DIR", &run)
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o).matches("launcher killed").count(),
+        1,
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Best effort, with the cell's init SIGKILLed too (nothing of taskcell can clean up):
+/// the next start of the same user removes the private TMPDIR the state recorded, and
+/// kills what is left in the cell's cgroup, where one could be made (named after the
+/// killed launcher's pid and start time, so never another cell's).
+#[test]
+#[ignore = "run by .ci/run with user.max_user_namespaces=0"]
+fn best_effort_after_taskcell_and_its_init_are_sigkilled_the_next_start_cleans_up() {
+    require_no_userns();
+    let ws = Ws::new();
+    let aux = Ws::new();
+    let run = private_runtime_dir(&aux);
+    let (pids, tmp) = best_effort_sigkill(&ws, &run, true);
+    // A live best-effort cell of another launcher, whose TMPDIR and processes must stay.
+    let mut other = taskcell(
+        ws.path(),
+        &[
+            "run",
+            "-p",
+            "build",
+            "--best-effort",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo \"$TMPDIR\"; exec sleep 30",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut other_tmp = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(other.stdout.as_mut().unwrap()),
+        &mut other_tmp,
+    )
+    .unwrap();
+    let o = taskcell(
+        ws.path(),
+        &["run", "-p", "build", "--best-effort", "--", "/bin/true"],
+    )
+    .env("XDG_RUNTIME_DIR", &run)
+    .output()
+    .unwrap();
+    let err = stderr(&o);
+    let left: Vec<i32> = pids.iter().copied().filter(|p| running(*p)).collect();
+    for p in &pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("launcher killed"), "{err}");
+    assert!(
+        !std::path::Path::new(&tmp).exists(),
+        "{tmp} left behind: {err}"
+    );
+    assert!(err.contains("private TMPDIR"), "{err}");
+    if err.contains("were killed") {
+        assert!(left.is_empty(), "survivors: {left:?}: {err}");
+    } else {
+        eprintln!(
+            "NOTE: no cgroup could be made here; the survivors {left:?} were killed by the test"
+        );
+    }
+    assert!(
+        std::path::Path::new(other_tmp.trim()).exists(),
+        "another cell's TMPDIR was removed"
+    );
+    assert!(
+        other.try_wait().unwrap().is_none(),
+        "another cell was harmed"
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(other.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    other.wait().unwrap();
+}
