@@ -363,7 +363,7 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
     }
     // Finish what killed launchers of this user left, then record this session.
     let cdir = control_dir();
-    for line in taskcell::state::recover(&cdir) {
+    for line in taskcell::state::recover(&cdir, &plan.secrets, &writable) {
         eprintln!("taskcell: {line}");
     }
     let state = taskcell::state::State {
@@ -380,14 +380,9 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
             .as_ref()
             .map_or(cdir.as_path(), |p| p.control_dir.as_path())
             .join(format!("{}.sock", audit.session))],
-        revoke: plan
-            .secrets
-            .iter()
-            .filter(|s| s.revoke.is_some())
-            .map(|s| s.name.clone())
-            .collect(),
         ..Default::default()
-    };
+    }
+    .revocations(&plan.secrets);
     if let Err(e) = taskcell::state::begin(&cdir, state) {
         tracing::warn!(
             "cannot record the session's state in {}: {e}",
