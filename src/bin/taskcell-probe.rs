@@ -16,6 +16,10 @@
 //!                                      thread flips between GOOD and BAD all the time;
 //!                                      prints `ok K peers P...` (the ports connected to)
 //!   taskcell-probe udp PORT            errno of socket(AF_INET, SOCK_DGRAM) + sendto
+//!   taskcell-probe without-getfd CMD...
+//!                                      exec CMD under a seccomp filter that refuses
+//!                                      pidfd_getfd with EPERM, as Docker's default
+//!                                      profile does without CAP_SYS_PTRACE
 //!   taskcell-probe getppid-loop N      ns per getppid over N calls
 //!   taskcell-probe allow-all-loop N    the same under an allow-everything seccomp filter
 //!   taskcell-probe i386                getpid through int 0x80 (x86_64)
@@ -351,6 +355,29 @@ fn connect_race(good: u16, bad: u16, n: u64) {
     println!("ok {oks} peers {}", list.join(" "));
 }
 
+/// Exec `cmd` with pidfd_getfd refused (EPERM) by a seccomp filter.
+fn without_getfd(cmd: &[String]) -> ! {
+    use seccompiler::sock_filter;
+    let f = |code: u16, k: u32, jt: u8, jf: u8| sock_filter { code, jt, jf, k };
+    let prog = vec![
+        f(0x20, 0, 0, 0), // A = seccomp_data.nr
+        f(0x15, libc::SYS_pidfd_getfd as u32, 0, 1),
+        f(0x06, 0x0005_0000 | libc::EPERM as u32, 0, 0),
+        f(0x06, libc::SECCOMP_RET_ALLOW, 0, 0),
+    ];
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    if let Err(e) = taskcell::cell::confine::apply_seccomp(&[prog]) {
+        eprintln!("{e}");
+        std::process::exit(1);
+    }
+    let Some(first) = cmd.first() else { usage() };
+    let e =
+        std::os::unix::process::CommandExt::exec(std::process::Command::new(first).args(&cmd[1..]));
+    eprintln!("exec {first}: {e}");
+    std::process::exit(127)
+}
+
 /// errno of creating a UDP socket and sending one datagram to 127.0.0.1:PORT.
 fn udp(port: u16) -> i32 {
     // SAFETY: a fresh socket and a sockaddr on the stack with its exact size.
@@ -485,6 +512,7 @@ fn main() {
             }
         }
         Some("connect-race") => connect_race(num(1) as u16, num(2) as u16, num(3)),
+        Some("without-getfd") => without_getfd(&args[1..]),
         Some("udp") => {
             let _ = writeln!(out, "{}", udp(num(1) as u16));
         }

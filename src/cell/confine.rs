@@ -235,30 +235,36 @@ pub fn apply_seccomp_with_listener(programs: &[BpfProgram]) -> Result<OwnedFd, S
 }
 
 /// Whether the supervisor can make a container-tier cell's `connect`s: seccomp user
-/// notification (Linux 5.0) and pidfd_getfd (Linux 5.6), probed once.
+/// notification (Linux 5.0; the socket is then taken with pidfd_getfd, Linux 5.6, or,
+/// where a policy refuses that, replaced with SECCOMP_IOCTL_NOTIF_ADDFD, Linux 5.9).
 pub fn user_notif_available() -> Result<(), String> {
     static ONCE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
-        let actions = std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail")
-            .unwrap_or_default();
+        let actions =
+            std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
         if !actions.contains("user_notif") {
             return Err(format!(
                 "seccomp has no user notification here (actions: {}; needs Linux 5.0+)",
                 actions.trim()
             ));
         }
-        // SAFETY: pidfd_getfd with an invalid pidfd only returns an error (EBADF when the
-        // call exists, ENOSYS or EPERM from a policy when it does not).
-        let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, -1, -1, 0) };
-        let e = std::io::Error::last_os_error();
-        match (r, e.raw_os_error()) {
-            (_, Some(libc::EBADF)) => Ok(()),
-            _ => Err(format!(
-                "pidfd_getfd is not available ({e}; needs Linux 5.6+ and a container policy that allows it)"
-            )),
-        }
+        Ok(())
     })
     .clone()
+}
+
+/// How the container tier's connects are made here: "pidfd_getfd" or, when a policy
+/// refuses it (Docker's default seccomp profile without CAP_SYS_PTRACE), "addfd".
+pub fn connect_method() -> &'static str {
+    // SAFETY: pidfd_getfd with an invalid pidfd only returns an error (EBADF when the
+    // call exists and is allowed; EPERM or ENOSYS when a policy refuses it).
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, -1, -1, 0) };
+    let e = std::io::Error::last_os_error().raw_os_error();
+    if r < 0 && e == Some(libc::EBADF) {
+        "pidfd_getfd"
+    } else {
+        "addfd"
+    }
 }
 
 /// Whether this kernel can install filters returning errno.
