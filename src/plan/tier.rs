@@ -139,7 +139,7 @@ pub fn decide(m: &Machine) -> TierReport {
 /// The refusal when the machine's tier is below what the plan requires.
 pub fn refusal(r: &TierReport, require: Tier) -> String {
     format!(
-        "this machine gives the `{}` tier and the profile requires `{require}`: {}. To get a higher tier: {}. Or accept a lower one: {}",
+        "this machine gives the `{}` tier and the profile requires `{require}`: {} (`taskcell doctor` shows every layer). To get a higher tier: {}. Or accept a lower one: {}",
         r.tier,
         r.why.join("; "),
         r.higher.join("; "),
