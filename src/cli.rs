@@ -39,6 +39,15 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<String>,
     },
+    /// Pin profile files (and their `extends` chain) as they are now. A profile inside a
+    /// path a cell can write (e.g. `./deploy.toml` in the workspace) is pinned at its first
+    /// use; when its text changes, `run` refuses it until you read the change and trust it.
+    #[command(after_help = "Example:\n  git diff -- deploy.toml && taskcell trust ./deploy.toml")]
+    Trust {
+        /// Profile files (or names).
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
     /// Show what a cell would see: every path with its mode, network, environment, limits.
     #[command(
         after_help = "Examples:\n  taskcell explain -p agent\n  taskcell explain -p build --write /var/cache/ccache --json"

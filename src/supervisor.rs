@@ -23,7 +23,7 @@ fn private_dirs(
     use std::os::unix::fs::PermissionsExt;
     let base = std::env::temp_dir();
     let tmp = tempfile::Builder::new()
-        .prefix("taskcell-tmp-")
+        .prefix(&crate::state::private_tmp_prefix())
         .tempdir_in(&base)
         .map_err(|e| {
             std::io::Error::new(
@@ -35,6 +35,7 @@ fn private_dirs(
             )
         })?;
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700))?;
+    crate::state::note_private_tmp(tmp.path());
     if !crate::spec::home_is_private(plan) {
         return Ok((tmp, None));
     }
@@ -213,6 +214,7 @@ pub fn run_with(
     // Without user namespaces and not strict: run without namespaces (the private TMPDIR
     // is kept until the cell has ended).
     let mut _private_tmp: Option<tempfile::TempDir> = None;
+    let mut _tracking_cgroup: Option<cell::cgroup::CellCgroup> = None;
     // The probe found no user namespaces: straight to the cell without them (the
     // container tier, or none), without a clone that would fail.
     let mut spawned = if tier.userns {
@@ -253,7 +255,21 @@ pub fn run_with(
                         &cell::confine::list_dir,
                     );
                     _private_tmp = Some(tmp);
-                    cell::spawn_with(&spec, add_to_cgroup)
+                    // No PID namespace ends what the command starts: a cgroup holds it
+                    // (where one can be made), for a later start to kill after a SIGKILL.
+                    if cgroup.is_none() {
+                        _tracking_cgroup =
+                            cell::cgroup::CellCgroup::tracking(&cell::cgroup::probe()).ok();
+                    }
+                    cell::spawn_with(&spec, |pid| match (&cgroup, &_tracking_cgroup) {
+                        (Some(cg), _) => cg.add(pid),
+                        (None, Some(t)) => {
+                            // Tracking only: a cell that cannot be moved there still runs.
+                            let _ = t.add(pid);
+                            Ok(())
+                        }
+                        (None, None) => Ok(()),
+                    })
                 }
                 Err(e) => Err(e.into()),
             }

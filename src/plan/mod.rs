@@ -23,6 +23,7 @@ pub mod git;
 pub mod limits;
 pub mod net;
 pub mod paths;
+pub mod profiles;
 pub mod secrets;
 pub mod syscalls;
 pub mod tier;
@@ -172,6 +173,9 @@ pub struct Plan {
     pub description: String,
     /// The files the profile was read from, parent first.
     pub sources: Vec<String>,
+    /// The profile files read from disk, parent first: those inside a writable path are
+    /// protected in the cell and pinned (`plan::profiles`, `crate::pins`).
+    pub profile_files: Vec<profiles::ProfileFile>,
     pub workspace: PathBuf,
     /// Why the workspace is this directory: `-w`, the current directory, or the root of
     /// the git repository the current directory is in.
@@ -462,6 +466,7 @@ pub fn resolve(
         );
     }
     git::protect(&mut paths, &ctx.home)?;
+    let profile_files = profiles::protect(&profile.files, &mut paths);
     sort_rules(&mut paths);
 
     // Environment.
@@ -644,6 +649,7 @@ pub fn resolve(
         profile: profile.name.clone(),
         description: profile.description.clone(),
         sources: profile.sources.clone(),
+        profile_files,
         workspace,
         workspace_from,
         home: ctx.home.clone(),

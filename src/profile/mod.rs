@@ -295,6 +295,10 @@ pub struct Profile {
     pub description: String,
     /// Files merged into this profile, the root parent first.
     pub sources: Vec<String>,
+    /// The files of `sources` read from disk (not built-in), root parent first, with the
+    /// digest of the text that was parsed: a profile inside a path a cell can write is
+    /// pinned by it (`crate::pins`).
+    pub files: Vec<SourceFile>,
     pub hostname: String,
     pub strict: bool,
     pub filesystem: Filesystem,
@@ -305,6 +309,34 @@ pub struct Profile {
     pub secrets: BTreeMap<String, secrets::SecretDecl>,
     pub security: Security,
     pub terminal: Terminal,
+}
+
+/// A profile file read from disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceFile {
+    /// Absolute, as named (the current directory joined to a relative name; symlinks not
+    /// followed).
+    pub path: PathBuf,
+    /// sha256 (hex) of the text that was parsed.
+    pub sha256: String,
+}
+
+impl SourceFile {
+    fn new(path: &Path, text: &str) -> SourceFile {
+        use sha2::{Digest, Sha256};
+        let path = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map(|d| d.join(path))
+                .unwrap_or_else(|_| path.to_path_buf())
+        };
+        let sum = Sha256::digest(text.as_bytes());
+        SourceFile {
+            path,
+            sha256: sum.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
 }
 
 /// `[terminal]`: what the cell may do to the user's terminal.
@@ -320,6 +352,7 @@ impl Default for Profile {
             name: String::new(),
             description: String::new(),
             sources: Vec::new(),
+            files: Vec::new(),
             hostname: "taskcell".into(),
             strict: true,
             filesystem: Filesystem::default(),
@@ -381,12 +414,17 @@ impl Loader {
     /// Find a profile's source text: a path (contains `/` or ends in `.toml`), a user
     /// profile, or a built-in one (user profiles shadow built-in ones of the same name).
     pub fn find(&self, name: &str) -> Result<(String, String), ProfileError> {
+        self.locate(name).map(|(file, text, _)| (file, text))
+    }
+
+    /// [`find`](Self::find), with the path of a profile read from disk.
+    fn locate(&self, name: &str) -> Result<(String, String, Option<PathBuf>), ProfileError> {
         if name.contains('/') || name.ends_with(".toml") {
             let text = read_profile_file(Path::new(name)).map_err(|err| ProfileError::Read {
                 file: name.to_string(),
                 err,
             })?;
-            return Ok((name.to_string(), text));
+            return Ok((name.to_string(), text, Some(PathBuf::from(name))));
         }
         if let Some(dir) = &self.user_dir {
             let p = dir.join(format!("{name}.toml"));
@@ -396,11 +434,11 @@ impl Loader {
                     file: file.clone(),
                     err,
                 })?;
-                return Ok((file, text));
+                return Ok((file, text, Some(p)));
             }
         }
         if let Some((_, text)) = BUILTIN.iter().find(|(n, _)| *n == name) {
-            return Ok((format!("{name}.toml (built-in)"), (*text).to_string()));
+            return Ok((format!("{name}.toml (built-in)"), (*text).to_string(), None));
         }
         Err(ProfileError::NotFound {
             name: name.to_string(),
@@ -416,10 +454,14 @@ impl Loader {
     /// Load a profile by name or path and merge its `extends` chain.
     pub fn load(&self, name: &str) -> Result<Profile, ProfileError> {
         let mut chain: Vec<(String, raw::RawProfile, String)> = Vec::new();
+        let mut files: Vec<SourceFile> = Vec::new();
         let mut next = Some(name.to_string());
         let mut seen: Vec<String> = Vec::new();
         while let Some(n) = next.take() {
-            let (file, text) = self.find(&n)?;
+            let (file, text, path) = self.locate(&n)?;
+            if let Some(path) = path {
+                files.push(SourceFile::new(&path, &text));
+            }
             if seen.contains(&file) {
                 seen.push(file.clone());
                 return Err(ProfileError::Cycle {
@@ -432,8 +474,10 @@ impl Loader {
             next = raw.extends.clone().map(|s| s.into_inner());
             chain.push((file, raw, text));
         }
+        files.reverse();
         let mut profile = Profile {
             name: display_name(name),
+            files,
             ..Profile::default()
         };
         for (file, raw, text) in chain.iter().rev() {
