@@ -261,3 +261,72 @@ fn each_agent_cli_starts_draws_takes_keys_resizes_and_exits_in_its_profile() {
         );
     }
 }
+
+/// Codex's default mode runs the agent's commands in the cell: its own sandbox
+/// (bubblewrap, which needs nested user namespaces) cannot start there, so the codex
+/// profile tells it to stand down (`-c sandbox_mode="danger-full-access"`, inserted after
+/// `codex` by the profile's `[command] insert_args`). `codex sandbox -- CMD` runs CMD under
+/// the sandbox policy the agent's commands get from the same configuration; the control run
+/// without the profile's arguments shows the failure they avoid.
+#[test]
+fn codex_default_mode_runs_commands_in_the_cell() {
+    let clis = match install() {
+        Ok(d) => d,
+        Err(why) => {
+            eprintln!("SKIPPED codex's default mode: {why}");
+            return;
+        }
+    };
+    let path = format!(
+        "{}:/usr/local/bin:/usr/bin:/bin",
+        clis.join("node_modules/.bin").display()
+    );
+    let run = |extra: &str, marker: &str| {
+        let ws = Ws::new();
+        std::fs::create_dir(ws.join(".git")).unwrap();
+        let home = Ws::new();
+        let prof = home.join("p.toml");
+        std::fs::write(
+            &prof,
+            format!("extends = \"codex\"\n[network]\nask = false\n{extra}"),
+        )
+        .unwrap();
+        let o = taskcell(
+            ws.path(),
+            &[
+                "run",
+                "-p",
+                prof.to_str().unwrap(),
+                "--read",
+                clis.to_str().unwrap(),
+                "--",
+                "codex",
+                "sandbox",
+                "--",
+                "/bin/sh",
+                "-c",
+                &format!("echo ran > {marker}"),
+            ],
+        )
+        .env("HOME", home.path())
+        .env("PATH", &path)
+        .output()
+        .expect("taskcell");
+        let made = std::fs::read_to_string(ws.join(marker)).ok();
+        (o, made)
+    };
+    let (o, made) = run("", "marker");
+    assert!(
+        o.status.success(),
+        "codex could not run a command in its profile: {}",
+        stderr(&o)
+    );
+    assert_eq!(made.as_deref(), Some("ran\n"), "{}", stderr(&o));
+    // The control: Codex's own sandbox in the cell, as without the profile's arguments.
+    let (o, made) = run("[command]\ninsert_args = { codex = [] }\n", "control");
+    assert!(
+        !o.status.success() && made.is_none(),
+        "Codex's own sandbox ran a command in the cell after all (then the profile need not turn it off): {}",
+        stderr(&o)
+    );
+}
