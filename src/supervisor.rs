@@ -239,11 +239,26 @@ pub fn run_with(
         spawned = cell::spawn_with(&spec, add_to_cgroup);
     }
     let mut ran_in = crate::plan::tier::Tier::Full;
+    let mut host_listeners: Vec<std::os::fd::OwnedFd> = Vec::new();
     let spawned = match spawned {
         // The tier left without namespaces is one the plan accepts.
         Err(cell::SpawnError::Clone(msg)) if tier.without_userns >= plan.security.require => {
             ran_in = tier.without_userns;
             degraded(&crate::spec::layers::no_userns(&msg));
+            // The container tier's proxy listens on the supervisor's side, on ports the
+            // kernel picks (the cell shares this network).
+            if let (Some(p), true) = (&plan.net.proxy, offer.user_notif) {
+                match bind_proxy_listeners(p.listen_ports().len()) {
+                    Ok((fds, ports)) => {
+                        handles.proxy_ports = Some(ports);
+                        host_listeners = fds;
+                    }
+                    Err(e) => {
+                        secrets.finish(audit, &[], &[], since);
+                        return Err(cell::SpawnError::Io(e).into());
+                    }
+                }
+            }
             match private_dirs(plan) {
                 Ok((tmp, home)) => {
                     spec = crate::spec::without_namespaces(
@@ -304,7 +319,24 @@ pub fn run_with(
             return Err(e.into());
         }
     };
-    // Threads may start now: the cell is cloned. The network proxy of a `proxy` cell.
+    if !host_listeners.is_empty() {
+        c.listeners = std::mem::take(&mut host_listeners);
+    }
+    // Threads may start now: the cell is cloned. The container tier's connects.
+    if let (Some(l), Some(rules)) = (c.notify.take(), spec.connect.clone()) {
+        let sink = std::sync::Arc::new(crate::audit::Sink::new(audit.clone_file(), &audit.session));
+        let refused: cell::notify::Refused = std::sync::Arc::new(move |v| {
+            sink.record("connect_refused", v);
+        });
+        if let Err(e) = cell::notify::serve(l, rules, refused) {
+            // Without its connect handler the cell's connects would hang: end it.
+            let _ = nix::sys::signal::kill(c.init, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(c.init, None);
+            secrets.finish(audit, &[], &[], since);
+            return Err(cell::SpawnError::Io(e).into());
+        }
+    }
+    // The network proxy of a `proxy` cell.
     let session = crate::net::Session {
         // The proxy's threads count against the cell: no more connections at once than
         // the cell may have processes.
@@ -502,6 +534,24 @@ pub fn run_with(
     }
     outcome.leftover = !left.findings.is_empty();
     Ok(outcome)
+}
+
+/// `n` TCP listeners on 127.0.0.1 with ports the kernel picks (the container tier's
+/// proxy and forwards), and their ports.
+fn bind_proxy_listeners(n: usize) -> std::io::Result<(Vec<std::os::fd::OwnedFd>, Vec<u16>)> {
+    let mut fds = Vec::new();
+    let mut ports = Vec::new();
+    for _ in 0..n {
+        let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("binding the proxy's listener on 127.0.0.1: {e}"),
+            )
+        })?;
+        ports.push(l.local_addr()?.port());
+        fds.push(std::os::fd::OwnedFd::from(l));
+    }
+    Ok((fds, ports))
 }
 
 /// The host file bound over a `proxy` cell's /etc/resolv.conf (readable: the cell's

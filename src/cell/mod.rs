@@ -15,6 +15,7 @@ pub mod confine;
 pub mod fdpass;
 pub mod init;
 pub mod net;
+pub mod notify;
 pub mod pty;
 pub mod rootfs;
 pub mod secrets;
@@ -62,6 +63,9 @@ pub struct Cell {
     pub listeners: Vec<OwnedFd>,
     /// The master of the cell's terminal (`Spec::pty`).
     pub pty_master: Option<OwnedFd>,
+    /// The seccomp listener of the container tier's `connect`s (`Spec::connect`), which
+    /// the worker installed and passed out; served by [`notify::serve`].
+    pub notify: Option<OwnedFd>,
 }
 
 /// A failure reported by the cell before the command ran.
@@ -112,6 +116,10 @@ pub fn spawn_with(
         Some(crate::cell::fdpass::pair()?)
     };
     let tpair = match spec.pty {
+        Some(_) => Some(crate::cell::fdpass::pair()?),
+        None => None,
+    };
+    let npair = match spec.connect {
         Some(_) => Some(crate::cell::fdpass::pair()?),
         None => None,
     };
@@ -175,11 +183,18 @@ pub fn spawn_with(
         drop(st_r);
         let lsock = lpair.map(|(_, child)| child);
         let tsock = tpair.map(|(_, child)| child);
-        init::main(spec, &prepared, sync_r, err_w, st_w, lsock, tsock);
+        let nsock = npair.map(|(_, child)| child);
+        let socks = init::Socks {
+            listen: lsock,
+            tty: tsock,
+            notify: nsock,
+        };
+        init::main(spec, &prepared, sync_r, err_w, st_w, socks);
     }
     drop(prepared);
     let lsock = lpair.map(|(parent, _child)| parent);
     let tsock = tpair.map(|(parent, _child)| parent);
+    let nsock = npair.map(|(parent, _child)| parent);
     let pid = Pid::from_raw(ret as i32);
     drop(sync_r);
     drop(err_w);
@@ -254,6 +269,16 @@ pub fn spawn_with(
             )));
         }
     }
+    let mut notify = None;
+    if let (Some(sock), None) = (&nsock, &failure) {
+        notify = crate::cell::fdpass::recv(sock)?.into_iter().next();
+        if notify.is_none() {
+            kill_child();
+            return Err(SpawnError::Io(io::Error::other(
+                "the cell did not pass its seccomp listener",
+            )));
+        }
+    }
     Ok((
         Cell {
             init: pid,
@@ -261,6 +286,7 @@ pub fn spawn_with(
             status: st_r,
             listeners,
             pty_master,
+            notify,
         },
         failure,
     ))
