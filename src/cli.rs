@@ -186,6 +186,11 @@ pub struct CellArgs {
     /// Refuse to run when any layer cannot be enforced (the default).
     #[arg(long)]
     pub strict: bool,
+    /// The lowest tier to run in: `full` (namespaces, Landlock, seccomp; the default),
+    /// `container` (no user namespaces: Landlock, seccomp, egress only through the proxy)
+    /// or `none` (like --best-effort). `taskcell doctor` names this machine's tier.
+    #[arg(long, value_name = "TIER", value_parser = tier_arg)]
+    pub require: Option<crate::profile::Tier>,
     /// Give the command its own pseudo-terminal (default when stdin and stdout are
     /// terminals): raw mode, resizes and Ctrl-C relayed, output masked.
     #[arg(long, conflicts_with = "no_pty")]
@@ -238,4 +243,9 @@ impl CellArgs {
 
 fn parse_dur(s: &str) -> Result<Duration, String> {
     crate::profile::parse_duration(s)
+}
+
+fn tier_arg(s: &str) -> Result<crate::profile::Tier, String> {
+    crate::profile::Tier::parse(s)
+        .ok_or_else(|| format!("{s:?} is not a tier (full, container or none)"))
 }

@@ -201,6 +201,7 @@ fn load_plan(cell: &CellArgs, argv: &[String]) -> Result<plan::Plan, String> {
         } else {
             None
         },
+        require: cell.require,
         strict: if cell.best_effort {
             Some(false)
         } else if cell.strict {
@@ -343,7 +344,11 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
         plan.limits.timeout,
         &taskcell::cell::cgroup::machine(),
     );
-    audit.session_start(&plan, &enforcement);
+    // The tier this machine gives (a clone probe for user namespaces, Landlock, seccomp).
+    let tier = plan::tier::decide(&taskcell::cell::confine::machine(
+        taskcell::cell::userns::probe(),
+    ));
+    audit.session_start(&plan, &enforcement, &tier);
     // The first record is the probe: a log that cannot be written (a full disk) is an
     // error before anything runs, not a session without records.
     if let Some(e) = audit.write_error() {
@@ -393,6 +398,15 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
     for w in enforcement.unenforced() {
         eprintln!("taskcell: warning: {w}");
     }
+    if tier.tier < plan.security.require {
+        let msg = plan::tier::refusal(&tier, plan.security.require);
+        eprintln!("taskcell: {msg}");
+        audit.record(
+            "tier_refused",
+            serde_json::json!({ "tier": tier.tier, "required": plan.security.require, "why": tier.why }),
+        );
+        return EXIT_SETUP;
+    }
     let kernel = taskcell::cell::confine::kernel();
     let missing = taskcell::spec::layers::missing(&plan, &kernel);
     if plan.strict && !missing.is_empty() {
@@ -426,7 +440,7 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
         eprintln!("taskcell: {}", m.degraded());
         late.push(serde_json::json!({ "missing": m }));
     };
-    let result = supervisor::run_with(&plan, &mut audit, &mut degraded);
+    let result = supervisor::run_with(&plan, &tier, &mut audit, &mut degraded);
     for m in late {
         audit.record("layer_missing", m);
     }

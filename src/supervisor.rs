@@ -75,13 +75,15 @@ impl RunError {
 /// Run a plan's command in a cell and wait for it. Must be called while the process is
 /// single-threaded.
 pub fn run(plan: &Plan, audit: &mut Audit) -> Result<Outcome, RunError> {
-    run_with(plan, audit, &mut |_| {})
+    let tier = crate::plan::tier::decide(&cell::confine::machine(cell::userns::probe()));
+    run_with(plan, &tier, audit, &mut |_| {})
 }
 
 /// [`run`], telling `degraded` about a layer that had to be left out (only when the plan
 /// is not strict; a strict plan fails instead).
 pub fn run_with(
     plan: &Plan,
+    tier: &crate::plan::tier::TierReport,
     audit: &mut Audit,
     degraded: &mut dyn FnMut(&crate::spec::layers::Missing),
 ) -> Result<Outcome, RunError> {
@@ -211,7 +213,15 @@ pub fn run_with(
     // Without user namespaces and not strict: run without namespaces (the private TMPDIR
     // is kept until the cell has ended).
     let mut _private_tmp: Option<tempfile::TempDir> = None;
-    let mut spawned = cell::spawn_with(&spec, add_to_cgroup);
+    // The probe found no user namespaces: straight to the cell without them (the
+    // container tier, or none), without a clone that would fail.
+    let mut spawned = if tier.userns {
+        cell::spawn_with(&spec, add_to_cgroup)
+    } else {
+        Err(cell::SpawnError::Clone(
+            tier.why.first().cloned().unwrap_or_default(),
+        ))
+    };
     if let (Err(cell::SpawnError::Idmap(msg)), false) = (&spawned, plan.strict) {
         // Best effort: a filesystem that cannot be idmapped gets today's identity map.
         degraded(&crate::spec::layers::no_host_ids(msg));
@@ -226,8 +236,11 @@ pub fn run_with(
         spec = crate::spec::compile(plan, &offer, &handles);
         spawned = cell::spawn_with(&spec, add_to_cgroup);
     }
+    let mut ran_in = crate::plan::tier::Tier::Full;
     let spawned = match spawned {
-        Err(cell::SpawnError::Clone(msg)) if !plan.strict => {
+        // The tier left without namespaces is one the plan accepts.
+        Err(cell::SpawnError::Clone(msg)) if tier.without_userns >= plan.security.require => {
+            ran_in = tier.without_userns;
             degraded(&crate::spec::layers::no_userns(&msg));
             match private_dirs(plan) {
                 Ok((tmp, home)) => {
@@ -246,7 +259,9 @@ pub fn run_with(
             }
         }
         Err(cell::SpawnError::Clone(msg)) => Err(cell::SpawnError::Clone(format!(
-            "{msg}; or pass --best-effort to run without namespaces, confined by Landlock and seccomp only"
+            "{msg}; without namespaces this machine gives the `{}` tier: pass {} to run there, confined by Landlock and seccomp only",
+            tier.without_userns,
+            if tier.without_userns == crate::plan::tier::Tier::Container { "--require container" } else { "--best-effort" }
         ))),
         other => other,
     };
@@ -443,6 +458,7 @@ pub fn run_with(
         .collect();
     let f = secrets.finish(audit, &counts, &roots, since);
     let mut outcome = outcome?;
+    outcome.tier = ran_in;
     outcome.leak_fail = f.leak_fail;
     outcome.scan_incomplete_fail = f.scan_incomplete_fail;
     // What the cell left for git outside to run: moved aside and reported.
@@ -718,6 +734,7 @@ fn wait(
         scan_incomplete_fail: false,
         stopped_by,
         leftover: false,
+        tier: crate::plan::tier::Tier::Full,
     })
 }
 

@@ -26,6 +26,7 @@ pub mod paths;
 pub mod profiles;
 pub mod secrets;
 pub mod syscalls;
+pub mod tier;
 
 /// How a path is made visible inside the cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -160,6 +161,9 @@ pub struct SecurityPlan {
     pub tcp_ports: Vec<u16>,
     /// Landlock leaves TCP ports alone (only the network namespace confines them).
     pub tcp_any_port: bool,
+    /// The lowest tier the cell may run in: `--require`, else `--best-effort` (`none`),
+    /// else the profile's `require`, else `full` when strict and `none` when not.
+    pub require: tier::Tier,
 }
 
 /// Everything a cell will be.
@@ -280,6 +284,8 @@ pub struct Overrides {
     pub env: Vec<String>,
     pub timeout: Option<Duration>,
     pub strict: Option<bool>,
+    /// `--require TIER`.
+    pub require: Option<tier::Tier>,
     /// `--allow`, `--ask`, `--resolve`.
     pub netov: crate::plan::net::NetOverrides,
     /// `--secret NAME=PROVIDER:ARG`.
@@ -623,6 +629,16 @@ pub fn resolve(
     };
 
     let mut security = security_plan(&profile.security);
+    let strict = ov.strict.unwrap_or(profile.strict);
+    security.require = ov
+        .require
+        .or((ov.strict == Some(false)).then_some(tier::Tier::None))
+        .or(profile.security.require.as_ref().map(|r| r.value))
+        .unwrap_or(if strict {
+            tier::Tier::Full
+        } else {
+            tier::Tier::None
+        });
     if let Some(p) = &net.proxy {
         // `proxy` mode: the cell connects to the proxy and forward listeners only.
         security.tcp_ports.extend(p.listen_ports());
@@ -665,7 +681,7 @@ pub fn resolve(
             clipboard: profile.terminal.clipboard,
             host_ids: (ctx.uid == 0).then_some(IdRange::RESERVED),
         },
-        strict: ov.strict.unwrap_or(profile.strict),
+        strict,
         secrets,
         security,
         create,
@@ -690,6 +706,7 @@ fn security_plan(sec: &crate::profile::Security) -> SecurityPlan {
         allow_userns: sec.allow_userns,
         tcp_ports,
         tcp_any_port: sec.tcp_any_port,
+        require: tier::Tier::Full,
     }
 }
 

@@ -101,6 +101,45 @@ pub enum NetMode {
     Host,
 }
 
+/// What a machine lets taskcell enforce, weakest first (see `plan::tier`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Neither namespaces nor the container tier's layers: whatever exists, best effort.
+    None,
+    /// No user namespaces: Landlock, seccomp and no_new_privs, egress only through the
+    /// proxy (seccomp and a supervisor-made `connect`).
+    Container,
+    /// User, mount, pid, net, ipc, uts and cgroup namespaces, Landlock and seccomp.
+    Full,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::None => "none",
+            Tier::Container => "container",
+            Tier::Full => "full",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Tier> {
+        match s {
+            "none" => Some(Tier::None),
+            "container" => Some(Tier::Container),
+            "full" => Some(Tier::Full),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl NetMode {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -230,6 +269,9 @@ pub struct Security {
     pub tcp_ports: Vec<Val<u16>>,
     /// Landlock does not restrict TCP ports (the network namespace still does).
     pub tcp_any_port: bool,
+    /// The lowest tier the cell may run in (`require`); None: `strict` decides (`full`
+    /// when strict, any tier when not).
+    pub require: Option<Val<Tier>>,
 }
 
 impl Default for Security {
@@ -241,6 +283,7 @@ impl Default for Security {
             allow_userns: false,
             tcp_ports: Vec::new(),
             tcp_any_port: false,
+            require: None,
         }
     }
 }
