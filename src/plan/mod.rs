@@ -114,36 +114,14 @@ pub struct ProcessPlan {
     /// Working directory inside the cell.
     pub cwd: PathBuf,
     pub hostname: String,
-    /// uid and gid the caller has outside; mapped 1:1 inside.
+    /// uid and gid the caller has outside; mapped 1:1 inside (started as root: to one
+    /// unprivileged host id when the machine offers them, `spec::ids`).
     pub uid: u32,
     pub gid: u32,
     /// The command gets its own pseudo-terminal (interactive use).
     pub pty: bool,
     /// The command may set the user's clipboard (OSC 52 passes the output relay).
     pub clipboard: bool,
-    /// Started as root: the cell's ids are mapped to one unprivileged host uid/gid taken
-    /// from this reserved range (one per running cell) instead of 1:1; write paths are
-    /// bound with idmapped mounts. None: a plain user's identity map.
-    pub host_ids: Option<IdRange>,
-}
-
-/// A range of host uids/gids reserved for root-started cells (`[start, start+count)`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct IdRange {
-    pub start: u32,
-    pub count: u32,
-}
-
-impl IdRange {
-    /// The range taskcell reserves: 65536 ids at 0x6A5C0000 (1784414208), far above the
-    /// ranges useradd, systemd (DynamicUser 61184-65519, nspawn 0x80000-0x6FFFFFFF is
-    /// per-container and allocated by systemd-machined) and the usual /etc/subuid blocks
-    /// hand out; never 65534. docs/threat-model.md says how to reserve it for the
-    /// `taskcell` system user in /etc/subuid and /etc/subgid.
-    pub const RESERVED: IdRange = IdRange {
-        start: 0x6A5C_0000,
-        count: 65536,
-    };
 }
 
 /// The layers under the namespaces (Landlock, seccomp), from `[security]`.
@@ -679,7 +657,6 @@ pub fn resolve(
             gid: ctx.gid,
             pty: ov.pty.unwrap_or(ctx.terminal),
             clipboard: profile.terminal.clipboard,
-            host_ids: (ctx.uid == 0).then_some(IdRange::RESERVED),
         },
         strict,
         secrets,
