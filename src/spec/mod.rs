@@ -10,6 +10,7 @@
 //! Each mechanism is asked for data (the secrets tmpfs, the binary `taskcell connect`
 //! runs, the trust bundle); no mechanism adds to a spec itself.
 
+pub mod ids;
 pub mod landlock;
 pub mod layers;
 pub mod mounts;
@@ -82,7 +83,7 @@ pub struct ConnectRules {
 }
 
 /// The host uid and gid a root-started cell runs as (allocated by the supervisor from
-/// the plan's `IdRange`, one per running cell).
+/// the offer's `ids::IdRange`, one per running cell).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct HostIds {
     pub uid: u32,
@@ -114,6 +115,10 @@ pub struct Offer {
     /// Seccomp user notification and pidfd_getfd: a cell without namespaces gets the
     /// container tier's network (supervisor-made connects).
     pub user_notif: bool,
+    /// Root in the initial user namespace: the range a cell's unprivileged host id comes
+    /// from (`spec::ids`). None: the identity map (a plain user, or root in a nested user
+    /// namespace, which cannot map another id).
+    pub host_ids: Option<ids::HostIdRange>,
 }
 
 impl Offer {
@@ -205,6 +210,8 @@ impl How {
 pub fn compile(plan: &Plan, offer: &Offer, h: &Handles) -> Spec {
     let resolv = h.resolv_conf.as_deref().filter(|_| offer.resolv_conf);
     let mounts = mounts(plan, offer, h.ca_bundle.as_deref(), resolv);
+    // Host ids only where the machine offers them (root in the initial user namespace).
+    let host_ids = h.host_ids.filter(|_| offer.host_ids.is_some());
     // Landlock must let the command read what the mechanisms bound.
     let mut extra = Vec::new();
     if secrets_tmpfs(plan).is_some() {
@@ -240,11 +247,11 @@ pub fn compile(plan: &Plan, offer: &Offer, h: &Handles) -> Spec {
         stdio: if h.pty.is_some() { None } else { h.stdio },
         stdin: if h.pty.is_some() { None } else { h.stdin },
         pty: h.pty,
-        idmapped: match h.host_ids {
+        idmapped: match host_ids {
             Some(_) => idmapped_binds(&mounts),
             None => Vec::new(),
         },
-        host_ids: h.host_ids,
+        host_ids,
         mounts,
         connect: None,
     }
@@ -588,6 +595,7 @@ mod tests {
             system_bundle,
             resolv_conf: false,
             user_notif: true,
+            host_ids: None,
         }
     }
 
