@@ -23,7 +23,7 @@ fn private_dirs(
     use std::os::unix::fs::PermissionsExt;
     let base = std::env::temp_dir();
     let tmp = tempfile::Builder::new()
-        .prefix("taskcell-tmp-")
+        .prefix(&crate::state::private_tmp_prefix())
         .tempdir_in(&base)
         .map_err(|e| {
             std::io::Error::new(
@@ -35,6 +35,7 @@ fn private_dirs(
             )
         })?;
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700))?;
+    crate::state::note_private_tmp(tmp.path());
     if !crate::spec::home_is_private(plan) {
         return Ok((tmp, None));
     }
@@ -75,13 +76,15 @@ impl RunError {
 /// Run a plan's command in a cell and wait for it. Must be called while the process is
 /// single-threaded.
 pub fn run(plan: &Plan, audit: &mut Audit) -> Result<Outcome, RunError> {
-    run_with(plan, audit, &mut |_| {})
+    let tier = crate::plan::tier::decide(&cell::confine::machine(cell::userns::probe_for_run()));
+    run_with(plan, &tier, audit, &mut |_| {})
 }
 
 /// [`run`], telling `degraded` about a layer that had to be left out (only when the plan
 /// is not strict; a strict plan fails instead).
 pub fn run_with(
     plan: &Plan,
+    tier: &crate::plan::tier::TierReport,
     audit: &mut Audit,
     degraded: &mut dyn FnMut(&crate::spec::layers::Missing),
 ) -> Result<Outcome, RunError> {
@@ -179,11 +182,7 @@ pub fn run_with(
     // Started as root: the cell runs as one host id of the reserved range, held (flock)
     // until this function returns.
     let mut _lease = None;
-    if let Some(r) = plan
-        .process
-        .host_ids
-        .filter(|_| cell::userns::in_initial_userns())
-    {
+    if let Some(r) = offer.host_ids.as_ref().map(|h| h.range) {
         match cell::userns::allocate(r.start, r.count) {
             Ok(l) => {
                 handles.host_ids = Some(crate::spec::HostIds {
@@ -211,7 +210,16 @@ pub fn run_with(
     // Without user namespaces and not strict: run without namespaces (the private TMPDIR
     // is kept until the cell has ended).
     let mut _private_tmp: Option<tempfile::TempDir> = None;
-    let mut spawned = cell::spawn_with(&spec, add_to_cgroup);
+    let mut _tracking_cgroup: Option<cell::cgroup::CellCgroup> = None;
+    // The probe found no user namespaces: straight to the cell without them (the
+    // container tier, or none), without a clone that would fail.
+    let mut spawned = if tier.userns {
+        cell::spawn_with(&spec, add_to_cgroup)
+    } else {
+        Err(cell::SpawnError::Clone(
+            tier.why.first().cloned().unwrap_or_default(),
+        ))
+    };
     if let (Err(cell::SpawnError::Idmap(msg)), false) = (&spawned, plan.strict) {
         // Best effort: a filesystem that cannot be idmapped gets today's identity map.
         degraded(&crate::spec::layers::no_host_ids(msg));
@@ -226,9 +234,27 @@ pub fn run_with(
         spec = crate::spec::compile(plan, &offer, &handles);
         spawned = cell::spawn_with(&spec, add_to_cgroup);
     }
+    let mut ran_in = crate::plan::tier::Tier::Full;
+    let mut host_listeners: Vec<std::os::fd::OwnedFd> = Vec::new();
     let spawned = match spawned {
-        Err(cell::SpawnError::Clone(msg)) if !plan.strict => {
+        // The tier left without namespaces is one the plan accepts.
+        Err(cell::SpawnError::Clone(msg)) if tier.without_userns >= plan.security.require => {
+            ran_in = tier.without_userns;
             degraded(&crate::spec::layers::no_userns(&msg));
+            // The container tier's proxy listens on the supervisor's side, on ports the
+            // kernel picks (the cell shares this network).
+            if let (Some(p), true) = (&plan.net.proxy, offer.user_notif) {
+                match bind_proxy_listeners(p.listen_ports().len()) {
+                    Ok((fds, ports)) => {
+                        handles.proxy_ports = Some(ports);
+                        host_listeners = fds;
+                    }
+                    Err(e) => {
+                        secrets.finish(audit, &[], &[], since);
+                        return Err(cell::SpawnError::Io(e).into());
+                    }
+                }
+            }
             match private_dirs(plan) {
                 Ok((tmp, home)) => {
                     spec = crate::spec::without_namespaces(
@@ -240,13 +266,29 @@ pub fn run_with(
                         &cell::confine::list_dir,
                     );
                     _private_tmp = Some(tmp);
-                    cell::spawn_with(&spec, add_to_cgroup)
+                    // No PID namespace ends what the command starts: a cgroup holds it
+                    // (where one can be made), for a later start to kill after a SIGKILL.
+                    if cgroup.is_none() {
+                        _tracking_cgroup =
+                            cell::cgroup::CellCgroup::tracking(&cell::cgroup::probe()).ok();
+                    }
+                    cell::spawn_with(&spec, |pid| match (&cgroup, &_tracking_cgroup) {
+                        (Some(cg), _) => cg.add(pid),
+                        (None, Some(t)) => {
+                            // Tracking only: a cell that cannot be moved there still runs.
+                            let _ = t.add(pid);
+                            Ok(())
+                        }
+                        (None, None) => Ok(()),
+                    })
                 }
                 Err(e) => Err(e.into()),
             }
         }
         Err(cell::SpawnError::Clone(msg)) => Err(cell::SpawnError::Clone(format!(
-            "{msg}; or pass --best-effort to run without namespaces, confined by Landlock and seccomp only"
+            "{msg}; without namespaces this machine gives the `{}` tier: pass {} to run there, confined by Landlock and seccomp only",
+            tier.without_userns,
+            if tier.without_userns == crate::plan::tier::Tier::Container { "--require container" } else { "--best-effort" }
         ))),
         other => other,
     };
@@ -273,7 +315,24 @@ pub fn run_with(
             return Err(e.into());
         }
     };
-    // Threads may start now: the cell is cloned. The network proxy of a `proxy` cell.
+    if !host_listeners.is_empty() {
+        c.listeners = std::mem::take(&mut host_listeners);
+    }
+    // Threads may start now: the cell is cloned. The container tier's connects.
+    if let (Some(l), Some(rules)) = (c.notify.take(), spec.connect.clone()) {
+        let sink = std::sync::Arc::new(crate::audit::Sink::new(audit.clone_file(), &audit.session));
+        let refused: cell::notify::Refused = std::sync::Arc::new(move |v| {
+            sink.record("connect_refused", v);
+        });
+        if let Err(e) = cell::notify::serve(l, rules, refused) {
+            // Without its connect handler the cell's connects would hang: end it.
+            let _ = nix::sys::signal::kill(c.init, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(c.init, None);
+            secrets.finish(audit, &[], &[], since);
+            return Err(cell::SpawnError::Io(e).into());
+        }
+    }
+    // The network proxy of a `proxy` cell.
     let session = crate::net::Session {
         // The proxy's threads count against the cell: no more connections at once than
         // the cell may have processes.
@@ -443,6 +502,7 @@ pub fn run_with(
         .collect();
     let f = secrets.finish(audit, &counts, &roots, since);
     let mut outcome = outcome?;
+    outcome.tier = ran_in;
     outcome.leak_fail = f.leak_fail;
     outcome.scan_incomplete_fail = f.scan_incomplete_fail;
     // What the cell left for git outside to run: moved aside and reported.
@@ -470,6 +530,24 @@ pub fn run_with(
     }
     outcome.leftover = !left.findings.is_empty();
     Ok(outcome)
+}
+
+/// `n` TCP listeners on 127.0.0.1 with ports the kernel picks (the container tier's
+/// proxy and forwards), and their ports.
+fn bind_proxy_listeners(n: usize) -> std::io::Result<(Vec<std::os::fd::OwnedFd>, Vec<u16>)> {
+    let mut fds = Vec::new();
+    let mut ports = Vec::new();
+    for _ in 0..n {
+        let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("binding the proxy's listener on 127.0.0.1: {e}"),
+            )
+        })?;
+        ports.push(l.local_addr()?.port());
+        fds.push(std::os::fd::OwnedFd::from(l));
+    }
+    Ok((fds, ports))
 }
 
 /// The host file bound over a `proxy` cell's /etc/resolv.conf (readable: the cell's
@@ -718,6 +796,7 @@ fn wait(
         scan_incomplete_fail: false,
         stopped_by,
         leftover: false,
+        tier: crate::plan::tier::Tier::Full,
     })
 }
 

@@ -2,6 +2,7 @@
 //! once ([`kernel`]), apply the Spec's Landlock rules and seccomp programs in the worker.
 //! The rules and programs themselves are data made by `spec::landlock`/`spec::seccomp`.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use seccompiler::BpfProgram;
@@ -22,6 +23,18 @@ pub fn kernel() -> Kernel {
     .clone()
 }
 
+/// What the tier decision needs (`plan::tier::decide`): `userns` is the probe's answer
+/// (`userns::probe` for `run`/`explain`, every namespace for `doctor`).
+pub fn machine(userns: Result<(), String>) -> crate::plan::tier::Machine {
+    let k = kernel();
+    crate::plan::tier::Machine {
+        userns,
+        landlock: k.landlock,
+        seccomp: k.seccomp,
+        user_notif: user_notif_available(),
+    }
+}
+
 /// What this machine offers the compiler: the kernel's layers, the running binary (for a
 /// `proxy` cell), whether there is a system CA bundle to bind the cell's over (`inject`).
 pub fn offer(proxy: bool, inject: bool) -> Offer {
@@ -33,7 +46,29 @@ pub fn offer(proxy: bool, inject: bool) -> Offer {
         system_bundle: inject && Path::new(SYSTEM_BUNDLE).is_file(),
         resolv_conf: proxy
             && std::fs::symlink_metadata(crate::plan::net::RESOLV_CONF).is_ok_and(|m| m.is_file()),
+        host_ids: host_id_range(),
+        user_notif: user_notif_available().is_ok(),
     }
+}
+
+/// Root in the initial user namespace: the range root-started cells take their host id
+/// from (`spec::ids::reserved` over /etc/subuid and /etc/subgid). None elsewhere: a plain
+/// user, or root in a nested user namespace (`unshare -Ur`, a rootless container), which
+/// can neither map another id nor idmap the host's filesystems.
+pub fn host_id_range() -> Option<crate::spec::ids::HostIdRange> {
+    if !nix::unistd::geteuid().is_root() || !crate::cell::userns::in_initial_userns() {
+        return None;
+    }
+    let uid = nix::unistd::User::from_name(crate::spec::ids::USER)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw());
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    Some(crate::spec::ids::reserved(
+        read("/etc/subuid").as_deref(),
+        read("/etc/subgid").as_deref(),
+        uid,
+    ))
 }
 
 /// A directory's entries as (path, is_symlink), sorted (a `spec::landlock::Lister`).
@@ -67,7 +102,7 @@ pub fn landlock_abi() -> Result<i32, String> {
     if v < 0 {
         let e = std::io::Error::last_os_error();
         return Err(match e.raw_os_error() {
-            Some(libc::ENOSYS) => "Landlock is not built into this kernel (needs Linux 5.13+ with CONFIG_SECURITY_LANDLOCK)".into(),
+            Some(libc::ENOSYS) => "Landlock is not implemented here (ENOSYS: a kernel without CONFIG_SECURITY_LANDLOCK, older than 5.13, or a runtime such as gVisor that does not implement it)".into(),
             Some(libc::EOPNOTSUPP) => "Landlock is built in but not enabled (add `landlock` to the lsm= kernel parameter)".into(),
             _ => format!("Landlock is not available: {e}"),
         });
@@ -154,9 +189,14 @@ pub fn apply_landlock(r: &Rules) -> Result<(), String> {
             .map_err(|x| e(&format!("rule for {}", f.path.display()), &x))?;
     }
     if let Some(ports) = &r.tcp {
+        let granted = if r.tcp_bind_only {
+            BitFlags::from(AccessNet::BindTcp)
+        } else {
+            tcp
+        };
         for p in ports {
             c = c
-                .add_rule(NetPort::new(*p, tcp))
+                .add_rule(NetPort::new(*p, granted))
                 .map_err(|x| e(&format!("rule for TCP port {p}"), &x))?;
         }
     }
@@ -179,6 +219,73 @@ pub fn apply_seccomp(programs: &[BpfProgram]) -> Result<(), String> {
         seccompiler::apply_filter(p).map_err(|e| format!("installing the seccomp filter: {e}"))?;
     }
     Ok(())
+}
+
+/// [`apply_seccomp`], the last program with a listener (SECCOMP_FILTER_FLAG_NEW_LISTENER):
+/// its SECCOMP_RET_USER_NOTIF calls wait for whoever holds the returned fd.
+pub fn apply_seccomp_with_listener(programs: &[BpfProgram]) -> Result<OwnedFd, String> {
+    let Some((last, first)) = programs.split_last() else {
+        return Err("installing the seccomp filter: no program".into());
+    };
+    apply_seccomp(first)?;
+    if last.is_empty() {
+        return Err("installing the seccomp filter: an empty program".into());
+    }
+    let prog = libc::sock_fprog {
+        len: u16::try_from(last.len())
+            .map_err(|_| "installing the seccomp filter: too long".to_string())?,
+        filter: last.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `last`, which outlives the call; the kernel copies it.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if fd < 0 {
+        return Err(format!(
+            "installing the seccomp filter with a listener: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: a new fd the kernel returned to us.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
+/// Whether the supervisor can make a container-tier cell's `connect`s: seccomp user
+/// notification (Linux 5.0; the socket is then taken with pidfd_getfd, Linux 5.6, or,
+/// where a policy refuses that, replaced with SECCOMP_IOCTL_NOTIF_ADDFD, Linux 5.9).
+pub fn user_notif_available() -> Result<(), String> {
+    static ONCE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let actions =
+            std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
+        if !actions.contains("user_notif") {
+            return Err(format!(
+                "seccomp has no user notification here (actions: {}; needs Linux 5.0+)",
+                actions.trim()
+            ));
+        }
+        Ok(())
+    })
+    .clone()
+}
+
+/// How the container tier's connects are made here: "pidfd_getfd" or, when a policy
+/// refuses it (Docker's default seccomp profile without CAP_SYS_PTRACE), "addfd".
+pub fn connect_method() -> &'static str {
+    // SAFETY: pidfd_getfd with an invalid pidfd only returns an error (EBADF when the
+    // call exists and is allowed; EPERM or ENOSYS when a policy refuses it).
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, -1, -1, 0) };
+    let e = std::io::Error::last_os_error().raw_os_error();
+    if r < 0 && e == Some(libc::EBADF) {
+        "pidfd_getfd"
+    } else {
+        "addfd"
+    }
 }
 
 /// Whether this kernel can install filters returning errno.

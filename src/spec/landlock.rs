@@ -69,6 +69,10 @@ pub struct Rules {
     /// `Some(ports)`: TCP bind/connect handled, only these ports allowed. `None`: TCP is
     /// not restricted (host network, or the kernel has no TCP rules).
     pub tcp: Option<Vec<u16>>,
+    /// The `tcp` ports may be bound only: connecting is refused on every port (the
+    /// container tier, where the supervisor makes every TCP connect itself).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tcp_bind_only: bool,
     /// Abstract unix sockets and signals scoped to the cell.
     pub scopes: bool,
 }
@@ -173,6 +177,7 @@ pub fn rules(p: &Policy, mode: &Mode, abi: i32) -> Rules {
         abi,
         fs,
         tcp,
+        tcp_bind_only: false,
         scopes: abi >= ABI_SCOPES,
     }
 }
@@ -242,6 +247,17 @@ pub fn describe(r: &Rules) -> Vec<String> {
         out.push(format!("{:<7} {}", f.class.as_str(), f.path.display()));
     }
     match &r.tcp {
+        Some(p) if r.tcp_bind_only => out.push(format!(
+            "tcp     connect refused on every port (the supervisor makes each TCP connect); bind {}",
+            if p.is_empty() {
+                "refused on every port".to_string()
+            } else {
+                format!(
+                    "only on port {}",
+                    p.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+                )
+            }
+        )),
         Some(p) if p.is_empty() => {
             out.push("tcp     bind and connect refused on every port".into())
         }
@@ -288,6 +304,17 @@ mod tests {
         ]
     }
 
+    /// The plain policy for `ps`: no TCP ports, no nested namespaces.
+    fn policy(ps: &[PathRule], net: NetMode) -> Policy<'_> {
+        Policy {
+            paths: ps,
+            net,
+            tcp_ports: &[],
+            tcp_any_port: false,
+            allow_userns: false,
+        }
+    }
+
     fn find<'a>(r: &'a Rules, p: &str) -> Option<&'a FsRule> {
         r.fs.iter().find(|f| f.path == Path::new(p))
     }
@@ -297,11 +324,8 @@ mod tests {
         let ps = paths();
         let r = rules(
             &Policy {
-                paths: &ps,
-                net: NetMode::Loopback,
                 tcp_ports: &[8080],
-                tcp_any_port: false,
-                allow_userns: false,
+                ..policy(&ps, NetMode::Loopback)
             },
             &Mode::Cell,
             7,
@@ -331,13 +355,7 @@ mod tests {
     fn no_namespace_mode_rules() {
         let ps = paths();
         let r = rules(
-            &Policy {
-                paths: &ps,
-                net: NetMode::None,
-                tcp_ports: &[],
-                tcp_any_port: false,
-                allow_userns: false,
-            },
+            &policy(&ps, NetMode::None),
             &Mode::NoNamespaces {
                 private_tmp: "/tmp/taskcell-x".into(),
             },
@@ -360,13 +378,7 @@ mod tests {
     fn hidden_paths_split_a_read_directory() {
         let ps = vec![rule("/etc", Access::Read), rule("/ws", Access::Write)];
         let mut r = rules(
-            &Policy {
-                paths: &ps,
-                net: NetMode::None,
-                tcp_ports: &[],
-                tcp_any_port: false,
-                allow_userns: false,
-            },
+            &policy(&ps, NetMode::None),
             &Mode::NoNamespaces {
                 private_tmp: "/t".into(),
             },
@@ -416,11 +428,8 @@ mod tests {
     fn abi_decides_tcp_and_scopes() {
         let ps = paths();
         let pol = |net| Policy {
-            paths: &ps,
-            net,
-            tcp_ports: &[],
-            tcp_any_port: false,
             allow_userns: true,
+            ..policy(&ps, net)
         };
         let old = rules(&pol(NetMode::Loopback), &Mode::Cell, 3);
         assert_eq!(old.tcp, None);
@@ -443,17 +452,7 @@ mod tests {
     #[test]
     fn describe_lists_everything() {
         let ps = paths();
-        let r = rules(
-            &Policy {
-                paths: &ps,
-                net: NetMode::None,
-                tcp_ports: &[],
-                tcp_any_port: false,
-                allow_userns: false,
-            },
-            &Mode::Cell,
-            7,
-        );
+        let r = rules(&policy(&ps, NetMode::None), &Mode::Cell, 7);
         let d = describe(&r).join("\n");
         assert!(d.contains("write   /ws"), "{d}");
         assert!(d.contains("refused on every port"), "{d}");
