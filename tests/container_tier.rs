@@ -12,6 +12,7 @@ use common::*;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -208,4 +209,124 @@ print(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), s.getpeername()[1] == po
     let out = ok(&o);
     // EINPROGRESS, or 0 when the loopback handshake finished within the call.
     assert!(out == "115\n0 True\n" || out == "0\n0 True\n", "{out}");
+}
+
+/// The supervisor in a container whose policy refuses pidfd_getfd, kcmp and ptrace
+/// (Docker's default seccomp profile without CAP_SYS_PTRACE, the default Kubernetes pod):
+/// the cell's TCP still reaches the proxy, a blocking, a non-blocking (curl) and an
+/// asyncio connect alike, and still nothing else.
+#[test]
+#[ignore = "run by .ci/run with user.max_user_namespaces=0"]
+fn container_tier_works_where_pidfd_getfd_is_refused() {
+    require_no_userns();
+    let ws = Ws::new();
+    let (allowed, _) = server("through-the-proxy");
+    let (other, other_hits) = server("SHOULD-NOT-BE-REACHED");
+    let allow = format!("127.0.0.1:{allowed}");
+    let pd = probe_dir();
+    let script = format!(
+        r#"{probe} sys pidfd_getfd
+curl -sS -m 5 --noproxy '' http://127.0.0.1:{allowed}/; echo " curl=$?"
+curl -sS -m 5 --noproxy '*' http://127.0.0.1:{other}/ 2>/dev/null; echo "curl-direct=$?"
+python3 -c 'import asyncio, os
+port = int(os.environ["HTTP_PROXY"].rsplit(":", 1)[1])
+async def get(p, path):
+    r, w = await asyncio.open_connection("127.0.0.1", p)
+    w.write(("GET " + path + " HTTP/1.0\r\n\r\n").encode()); await w.drain()
+    return (await r.read()).split(b"\r\n\r\n", 1)[1].decode()
+print("asyncio", asyncio.run(get(port, "http://127.0.0.1:{allowed}/")))
+try:
+    asyncio.run(get({other}, "/")); print("asyncio-direct reached")
+except OSError as e:
+    print("asyncio-direct", e.errno)'"#,
+        probe = probe(),
+    );
+    let o = Command::new(probe())
+        .current_dir(ws.path())
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env(
+            "HOME",
+            std::env::var("HOME").unwrap_or_else(|_| "/nonexistent".into()),
+        )
+        .stdin(std::process::Stdio::null())
+        .args(["deny-exec", "pidfd_getfd,kcmp,ptrace", bin()])
+        .args([
+            "run",
+            "-p",
+            "build",
+            "--net",
+            "proxy",
+            "--require",
+            "container",
+            "--read",
+            &pd,
+            "--allow",
+            &allow,
+            "--",
+            "/bin/sh",
+            "-c",
+            &script,
+        ])
+        .output()
+        .expect("taskcell");
+    assert_eq!(
+        ok(&o),
+        format!(
+            "pidfd_getfd {EPERM}\nthrough-the-proxy curl=0\ncurl-direct=7\nasyncio through-the-proxy\nasyncio-direct 111\n"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        other_hits.load(Ordering::SeqCst),
+        0,
+        "the other server was reached"
+    );
+}
+
+/// The fd-swap attack: connect() on a number that holds a unix socket when the
+/// supervisor looks (CONTINUE) and a TCP socket of the cell's (unconnected, or
+/// disconnected again with AF_UNSPEC) when the kernel acts. Landlock refuses that
+/// connect (the tier needs its TCP rules): the other server is never reached.
+#[test]
+#[ignore = "run by .ci/run with user.max_user_namespaces=0"]
+fn container_tier_swapping_fds_during_connect_cannot_reach_another_server() {
+    require_no_userns();
+    let ws = Ws::new();
+    let (other, other_hits) = server("SHOULD-NOT-BE-REACHED");
+    let script = format!("{probe} connect-swap {other} 300", probe = probe());
+    let o = run(&ws, &[], &script);
+    assert_eq!(ok(&o), "reached 0\n", "{}", stderr(&o));
+    assert_eq!(
+        other_hits.load(Ordering::SeqCst),
+        0,
+        "the other server was reached"
+    );
+}
+
+/// socket()'s SOCK_NONBLOCK and SOCK_CLOEXEC reach the socket the supervisor made, and
+/// the cell's socket is a plain TCP socket of the family it asked for.
+#[test]
+#[ignore = "run by .ci/run with user.max_user_namespaces=0"]
+fn container_tier_sockets_keep_their_flags_and_family() {
+    require_no_userns();
+    let ws = Ws::new();
+    let script = r#"python3 -c 'import fcntl, os, socket
+for fam in (socket.AF_INET, socket.AF_INET6):
+    for extra in (0, socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC):
+        s = socket.socket(fam, socket.SOCK_STREAM | extra)
+        fl = fcntl.fcntl(s.fileno(), fcntl.F_GETFL); fd = fcntl.fcntl(s.fileno(), fcntl.F_GETFD)
+        print(s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN) == fam, s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_STREAM, bool(fl & os.O_NONBLOCK), bool(fd & fcntl.FD_CLOEXEC))
+port = int(os.environ["HTTP_PROXY"].rsplit(":", 1)[1])
+s = socket.socket(socket.AF_INET6)
+print("v6", s.connect_ex(("::ffff:127.0.0.1", port)), s.connect_ex(("::1", port)))'"#;
+    let o = run(&ws, &[], script);
+    // Python makes its sockets close-on-exec itself (PEP 446).
+    assert_eq!(
+        ok(&o),
+        "True True False True\nTrue True True True\nTrue True False True\nTrue True True True\nv6 0 106\n",
+        "{}",
+        stderr(&o)
+    );
 }

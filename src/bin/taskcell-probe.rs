@@ -15,6 +15,15 @@
 //!                                      N connects from one sockaddr whose port a second
 //!                                      thread flips between GOOD and BAD all the time;
 //!                                      prints `ok K peers P...` (the ports connected to)
+//!   taskcell-probe connect-swap BAD N  N rounds: one thread connects fd K to 127.0.0.1:BAD
+//!                                      (and to AF_UNSPEC, which disconnects a TCP
+//!                                      socket) while another dup2()s a unix socket and
+//!                                      a fresh TCP socket to K all the time; prints
+//!                                      `reached R` (TCP sockets connected to BAD)
+//!   taskcell-probe deny-exec NAME[,NAME...] CMD ARGS...
+//!                                      exec CMD under a seccomp filter that refuses the
+//!                                      named calls with EPERM (a container policy without
+//!                                      CAP_SYS_PTRACE: pidfd_getfd,kcmp,ptrace)
 //!   taskcell-probe udp PORT            errno of socket(AF_INET, SOCK_DGRAM) + sendto
 //!   taskcell-probe getppid-loop N      ns per getppid over N calls
 //!   taskcell-probe allow-all-loop N    the same under an allow-everything seccomp filter
@@ -351,6 +360,123 @@ fn connect_race(good: u16, bad: u16, n: u64) {
     println!("ok {oks} peers {}", list.join(" "));
 }
 
+/// The fd-swap attack on a user-notification connect check that lets unix sockets
+/// through (CONTINUE): the check sees a unix socket at the number, the kernel then acts on
+/// a TCP socket swapped in; AF_UNSPEC connects try to disconnect one to reuse it.
+fn connect_swap(bad: u16, n: u64) {
+    use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+    static STOP: AtomicBool = AtomicBool::new(false);
+    static TCP: AtomicI32 = AtomicI32::new(-1);
+    // SAFETY: socket and dup with integer arguments; the fds stay open for the run.
+    let (unix, slot) = unsafe {
+        let u = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        (u, libc::dup(u))
+    };
+    if unix < 0 || slot < 0 {
+        println!("setup {}", errno());
+        return;
+    }
+    let swapper = std::thread::spawn(move || {
+        while !STOP.load(Ordering::Relaxed) {
+            let t = TCP.load(Ordering::Relaxed);
+            // SAFETY: dup2 onto our own slot fd.
+            unsafe {
+                if t >= 0 {
+                    libc::dup2(t, slot);
+                }
+                libc::dup2(unix, slot);
+            }
+        }
+    });
+    let bad_addr = sockaddr(bad);
+    let unspec = libc::sockaddr {
+        sa_family: libc::AF_UNSPEC as libc::sa_family_t,
+        sa_data: [0; 14],
+    };
+    let mut reached = 0;
+    for i in 0..n {
+        // SAFETY: fresh sockets and sockaddrs on the stack with their exact sizes.
+        unsafe {
+            let t = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            if t < 0 {
+                continue;
+            }
+            TCP.store(t, Ordering::Relaxed);
+            for _ in 0..20 {
+                if i % 2 == 0 {
+                    libc::connect(slot, (&unspec as *const libc::sockaddr).cast(), 16);
+                }
+                libc::connect(
+                    slot,
+                    (&bad_addr as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as u32,
+                );
+            }
+            let mut peer: libc::sockaddr_in = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            if libc::getpeername(t, (&mut peer as *mut libc::sockaddr_in).cast(), &mut len) == 0
+                && u16::from_be(peer.sin_port) == bad
+            {
+                reached += 1;
+            }
+            TCP.store(-1, Ordering::Relaxed);
+            libc::close(t);
+        }
+    }
+    STOP.store(true, Ordering::SeqCst);
+    let _ = swapper.join();
+    println!("reached {reached}");
+}
+
+/// exec args[1..] with the calls named in args[0] (comma-separated) refused with EPERM.
+fn deny_exec(args: &[String]) -> ! {
+    use std::os::unix::process::CommandExt;
+    let (Some(names), Some(cmd)) = (args.first(), args.get(1)) else {
+        usage()
+    };
+    let mut prog = vec![seccompiler::sock_filter {
+        code: 0x20, // BPF_LD | BPF_W | BPF_ABS: the syscall number
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let nrs: Vec<u32> = names
+        .split(',')
+        .map(|n| taskcell::plan::syscalls::number(n).unwrap_or_else(|| usage()) as u32)
+        .collect();
+    for (i, nr) in nrs.iter().enumerate() {
+        // BPF_JMP | BPF_JEQ | BPF_K: to the errno return past the allow.
+        let to_deny = (nrs.len() - i) as u8;
+        prog.push(seccompiler::sock_filter {
+            code: 0x15,
+            jt: to_deny,
+            jf: 0,
+            k: *nr,
+        });
+    }
+    prog.push(seccompiler::sock_filter {
+        code: 0x06, // BPF_RET | BPF_K
+        jt: 0,
+        jf: 0,
+        k: libc::SECCOMP_RET_ALLOW,
+    });
+    prog.push(seccompiler::sock_filter {
+        code: 0x06,
+        jt: 0,
+        jf: 0,
+        k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+    });
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    if let Err(e) = taskcell::cell::confine::apply_seccomp(&[prog]) {
+        eprintln!("{e}");
+        std::process::exit(1);
+    }
+    let e = std::process::Command::new(cmd).args(&args[2..]).exec();
+    eprintln!("exec {cmd}: {e}");
+    std::process::exit(127)
+}
+
 /// errno of creating a UDP socket and sending one datagram to 127.0.0.1:PORT.
 fn udp(port: u16) -> i32 {
     // SAFETY: a fresh socket and a sockaddr on the stack with its exact size.
@@ -485,6 +611,7 @@ fn main() {
             }
         }
         Some("connect-race") => connect_race(num(1) as u16, num(2) as u16, num(3)),
+        Some("connect-swap") => connect_swap(num(1) as u16, num(2)),
         Some("udp") => {
             let _ = writeln!(out, "{}", udp(num(1) as u16));
         }
@@ -504,6 +631,7 @@ fn main() {
             }
             getppid_loop(num(1))
         }
+        Some("deny-exec") => deny_exec(&args[1..]),
         Some("i386") => {
             let r = i386_getpid();
             let _ = writeln!(out, "{r}");
