@@ -76,7 +76,7 @@ impl RunError {
 /// Run a plan's command in a cell and wait for it. Must be called while the process is
 /// single-threaded.
 pub fn run(plan: &Plan, audit: &mut Audit) -> Result<Outcome, RunError> {
-    let tier = crate::plan::tier::decide(&cell::confine::machine(cell::userns::probe()));
+    let tier = crate::plan::tier::decide(&cell::confine::machine(cell::userns::probe_for_run()));
     run_with(plan, &tier, audit, &mut |_| {})
 }
 

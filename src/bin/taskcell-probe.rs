@@ -20,11 +20,16 @@
 //!                                      socket) while another dup2()s a unix socket and
 //!                                      a fresh TCP socket to K all the time; prints
 //!                                      `reached R` (TCP sockets connected to BAD)
-//!   taskcell-probe deny-exec NAME[,NAME...] CMD ARGS...
-//!                                      exec CMD under a seccomp filter that refuses the
-//!                                      named calls with EPERM (a container policy without
-//!                                      CAP_SYS_PTRACE: pidfd_getfd,kcmp,ptrace)
 //!   taskcell-probe udp PORT            errno of socket(AF_INET, SOCK_DGRAM) + sendto
+//!   taskcell-probe without-getfd CMD...
+//!                                      exec CMD under a seccomp filter that refuses
+//!                                      pidfd_getfd with EPERM, as Docker's default
+//!                                      profile does without CAP_SYS_PTRACE
+//!   taskcell-probe without-landlock CMD...
+//!                                      ... landlock_* with ENOSYS, as gVisor
+//!   taskcell-probe without-newcgroup CMD...
+//!                                      ... clone/unshare with CLONE_NEWCGROUP with
+//!                                      EINVAL, as gVisor without a cgroup2 mount
 //!   taskcell-probe getppid-loop N      ns per getppid over N calls
 //!   taskcell-probe allow-all-loop N    the same under an allow-everything seccomp filter
 //!   taskcell-probe i386                getpid through int 0x80 (x86_64)
@@ -428,52 +433,54 @@ fn connect_swap(bad: u16, n: u64) {
     println!("reached {reached}");
 }
 
-/// exec args[1..] with the calls named in args[0] (comma-separated) refused with EPERM.
-fn deny_exec(args: &[String]) -> ! {
-    use std::os::unix::process::CommandExt;
-    let (Some(names), Some(cmd)) = (args.first(), args.get(1)) else {
-        usage()
+/// Exec `cmd` under a seccomp filter that refuses what a container runtime refuses:
+/// pidfd_getfd (EPERM, Docker's default profile), Landlock (ENOSYS, gVisor), or clone and
+/// unshare with CLONE_NEWCGROUP (EINVAL, gVisor without a cgroup2 mount).
+fn without(what: &str, cmd: &[String]) -> ! {
+    use seccompiler::sock_filter;
+    let f = |code: u16, k: u32, jt: u8, jf: u8| sock_filter { code, jt, jf, k };
+    const LD_NR: u16 = 0x20;
+    const JEQ: u16 = 0x15;
+    const RET: u16 = 0x06;
+    const AND: u16 = 0x54;
+    const ERRNO: u32 = 0x0005_0000;
+    let allow = f(RET, libc::SECCOMP_RET_ALLOW, 0, 0);
+    let prog = match what {
+        "without-getfd" => vec![
+            f(LD_NR, 0, 0, 0),
+            f(JEQ, libc::SYS_pidfd_getfd as u32, 0, 1),
+            f(RET, ERRNO | libc::EPERM as u32, 0, 0),
+            allow,
+        ],
+        "without-landlock" => vec![
+            f(LD_NR, 0, 0, 0),
+            f(JEQ, libc::SYS_landlock_create_ruleset as u32, 3, 0),
+            f(JEQ, libc::SYS_landlock_add_rule as u32, 2, 0),
+            f(JEQ, libc::SYS_landlock_restrict_self as u32, 1, 0),
+            allow,
+            f(RET, ERRNO | libc::ENOSYS as u32, 0, 0),
+        ],
+        _ => vec![
+            f(LD_NR, 0, 0, 0),
+            f(JEQ, libc::SYS_clone as u32, 1, 0),
+            f(JEQ, libc::SYS_unshare as u32, 0, 4),
+            f(0x20, 16, 0, 0), // A = low 32 bits of args[0]
+            f(AND, libc::CLONE_NEWCGROUP as u32, 0, 0),
+            f(JEQ, libc::CLONE_NEWCGROUP as u32, 0, 1),
+            f(RET, ERRNO | libc::EINVAL as u32, 0, 0),
+            allow,
+        ],
     };
-    let mut prog = vec![seccompiler::sock_filter {
-        code: 0x20, // BPF_LD | BPF_W | BPF_ABS: the syscall number
-        jt: 0,
-        jf: 0,
-        k: 0,
-    }];
-    let nrs: Vec<u32> = names
-        .split(',')
-        .map(|n| taskcell::plan::syscalls::number(n).unwrap_or_else(|| usage()) as u32)
-        .collect();
-    for (i, nr) in nrs.iter().enumerate() {
-        // BPF_JMP | BPF_JEQ | BPF_K: to the errno return past the allow.
-        let to_deny = (nrs.len() - i) as u8;
-        prog.push(seccompiler::sock_filter {
-            code: 0x15,
-            jt: to_deny,
-            jf: 0,
-            k: *nr,
-        });
-    }
-    prog.push(seccompiler::sock_filter {
-        code: 0x06, // BPF_RET | BPF_K
-        jt: 0,
-        jf: 0,
-        k: libc::SECCOMP_RET_ALLOW,
-    });
-    prog.push(seccompiler::sock_filter {
-        code: 0x06,
-        jt: 0,
-        jf: 0,
-        k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
-    });
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
     if let Err(e) = taskcell::cell::confine::apply_seccomp(&[prog]) {
         eprintln!("{e}");
         std::process::exit(1);
     }
-    let e = std::process::Command::new(cmd).args(&args[2..]).exec();
-    eprintln!("exec {cmd}: {e}");
+    let Some(first) = cmd.first() else { usage() };
+    let e =
+        std::os::unix::process::CommandExt::exec(std::process::Command::new(first).args(&cmd[1..]));
+    eprintln!("exec {first}: {e}");
     std::process::exit(127)
 }
 
@@ -612,6 +619,9 @@ fn main() {
         }
         Some("connect-race") => connect_race(num(1) as u16, num(2) as u16, num(3)),
         Some("connect-swap") => connect_swap(num(1) as u16, num(2)),
+        Some(w @ ("without-getfd" | "without-landlock" | "without-newcgroup")) => {
+            without(w, &args[1..])
+        }
         Some("udp") => {
             let _ = writeln!(out, "{}", udp(num(1) as u16));
         }
@@ -631,7 +641,6 @@ fn main() {
             }
             getppid_loop(num(1))
         }
-        Some("deny-exec") => deny_exec(&args[1..]),
         Some("i386") => {
             let r = i386_getpid();
             let _ = writeln!(out, "{r}");

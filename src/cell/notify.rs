@@ -440,22 +440,10 @@ fn connect(
     let Some(sock) = held else {
         return carry_on;
     };
-    // Which port was asked for: read once, decided on this copy.
-    let len = (req.data.args[2] as usize).min(128);
-    let mut raw = [0u8; 128];
-    let local = libc::iovec {
-        iov_base: raw.as_mut_ptr().cast(),
-        iov_len: len,
+    let port = match decide(listener, req, rules) {
+        Ok(p) => p,
+        Err((errno, why, asked)) => return deny(errno, why, asked),
     };
-    let remote = libc::iovec {
-        iov_base: req.data.args[1] as *mut libc::c_void,
-        iov_len: len,
-    };
-    // SAFETY: reads `len` bytes of the caller's memory into our buffer of 128 bytes.
-    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-    if n < 0 || !still_pending(listener, id) {
-        return reply(id, libc::EFAULT);
-    }
     let domain = match nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(
         sock.as_raw_fd(),
     ) {
@@ -463,29 +451,58 @@ fn connect(
         Ok(_) => libc::AF_INET,
         Err(e) => return reply(id, e as i32),
     };
-    let asked = parse(&raw[..n as usize]);
-    let Some((ip, port)) = asked else {
-        return deny(libc::ECONNREFUSED, "not an IPv4 or IPv6 address", None);
-    };
-    let shown = format!("{ip}:{port}");
-    if !is_loopback_one(&ip) {
-        return deny(
-            libc::ECONNREFUSED,
-            "only the proxy on 127.0.0.1 is reachable",
-            Some(shown),
-        );
-    }
-    if !rules.any_port && !rules.ports.contains(&port) {
-        return deny(
-            libc::ECONNREFUSED,
-            "not the proxy's (or a declared) port",
-            Some(shown),
-        );
-    }
     // This process connects the socket it made (the open file description the cell
     // holds) to the address it decided.
     let err = connect_loopback(sock.as_raw_fd(), domain, port);
     reply(id, err)
+}
+
+/// A refusal: errno, why, what was asked.
+type Refusal = (i32, &'static str, Option<String>);
+
+/// Read the sockaddr once (from /proc/PID/mem, after which the notification must still
+/// be pending) and decide on this copy: the allowed port, or why not.
+fn decide(
+    listener: RawFd,
+    req: &libc::seccomp_notif,
+    rules: &ConnectRules,
+) -> Result<u16, Refusal> {
+    let raw = read_sockaddr(req.pid, req.data.args[1], req.data.args[2] as usize)
+        .map_err(|_| (libc::EFAULT, "cannot read the address", None))?;
+    if !still_pending(listener, req.id) {
+        return Err((libc::ESRCH, "the caller is gone", None));
+    }
+    let Some((ip, port)) = parse(&raw) else {
+        return Err((libc::ECONNREFUSED, "not an IPv4 or IPv6 address", None));
+    };
+    let shown = format!("{ip}:{port}");
+    if !is_loopback_one(&ip) {
+        return Err((
+            libc::ECONNREFUSED,
+            "only the proxy on 127.0.0.1 is reachable",
+            Some(shown),
+        ));
+    }
+    if !rules.any_port && !rules.ports.contains(&port) {
+        return Err((
+            libc::ECONNREFUSED,
+            "not the proxy's (or a declared) port",
+            Some(shown),
+        ));
+    }
+    Ok(port)
+}
+
+/// Up to 128 bytes of the caller's memory at `addr` (its sockaddr), by /proc/PID/mem (no
+/// process_vm_readv, which Docker's default seccomp profile refuses without
+/// CAP_SYS_PTRACE).
+fn read_sockaddr(pid: u32, addr: u64, len: usize) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(format!("/proc/{pid}/mem"))?;
+    let mut raw = vec![0u8; len.min(128)];
+    let n = f.read_at(&mut raw, addr)?;
+    raw.truncate(n);
+    Ok(raw)
 }
 
 /// 127.0.0.1, ::1 or ::ffff:127.0.0.1.
