@@ -354,3 +354,54 @@ print("kept", s.connect_ex(("127.0.0.1", port)), s.getsockopt(socket.IPPROTO_TCP
         stderr(&o)
     );
 }
+
+/// Once connected, the cell's socket is the cell's alone: its close() reaches the other
+/// end through the proxy (the supervisor lets go of the sockets it connected). The server
+/// counts the connections that ended (EOF); a later connection asks for that count.
+#[test]
+#[ignore = "run by .ci/run with user.max_user_namespaces=0"]
+fn container_tier_close_in_the_cell_reaches_the_server() {
+    require_no_userns();
+    let ws = Ws::new();
+    let l = TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let ended = Arc::new(AtomicUsize::new(0));
+    let e2 = ended.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let ended = e2.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                let Ok(n) = c.read(&mut buf) else { return };
+                if buf[..n].starts_with(b"Q") {
+                    let _ = write!(c, "{}", ended.load(Ordering::SeqCst));
+                    return;
+                }
+                while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+                ended.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    let allow = format!("127.0.0.1:{port}");
+    let script = format!(
+        r#"python3 -c 'import os, socket, time
+proxy = int(os.environ["HTTP_PROXY"].rsplit(":", 1)[1])
+def tunnel():
+    s = socket.create_connection(("127.0.0.1", proxy))
+    s.sendall(b"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    return s
+s = tunnel(); s.sendall(b"data"); s.close()
+for _ in range(100):
+    q = tunnel(); q.sendall(b"Q"); n = q.recv(16); q.close()
+    if n == b"1":
+        break
+    time.sleep(0.05)
+print("ended", n.decode())'"#
+    );
+    let o = run_in(&ws, true, &["--allow", &allow], &script);
+    assert_eq!(ok(&o), "ended 1\n", "{}", stderr(&o));
+}

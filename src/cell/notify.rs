@@ -27,8 +27,11 @@
 //!    Landlock, which refuses TCP connect on every port in the container tier (the tier
 //!    requires Landlock's TCP rules).
 //!
-//! The sockets held are dropped when the cell's last process is gone, and sooner when
-//! they pile up: those no process has open any more (by /proc/*/fd) are let go.
+//! A socket is held only until it is connected (for a non-blocking connect: until the
+//! handshake is done), so that the cell's close() reaches the proxy; its (device, inode)
+//! is then remembered to answer a second connect with EISCONN. The rest are dropped when
+//! the cell's last process is gone, and sooner when they pile up: those no process has
+//! open any more (by /proc/*/fd) are let go.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -110,8 +113,12 @@ fn serve_loop(
         // holds the listener open until it has answered.
         let job = move || {
             let fd = held.as_raw_fd();
-            if let Some(resp) = answer(fd, &req, &rules, &refused, &made) {
+            let (resp, after) = answer(fd, &req, &rules, &refused, &made);
+            if let Some(resp) = resp {
                 send(fd, &resp, sizes.1);
+            }
+            if let Some(after) = after {
+                after();
             }
         };
         let job = std::sync::Arc::new(std::sync::Mutex::new(Some(job)));
@@ -191,17 +198,21 @@ fn still_pending(listener: RawFd, id: u64) -> bool {
     unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_ID_VALID as _, &id) == 0 }
 }
 
+/// What to do once the answer is sent (wait for a non-blocking connect to finish).
+type After = Box<dyn FnOnce() + Send>;
+
 fn answer(
     listener: RawFd,
     req: &libc::seccomp_notif,
     rules: &ConnectRules,
     refused: &Refused,
-    made: &Made,
-) -> Option<libc::seccomp_notif_resp> {
+    made: &std::sync::Arc<Made>,
+) -> (Option<libc::seccomp_notif_resp>, Option<After>) {
     if i64::from(req.data.nr) == libc::SYS_socket {
-        return make_socket(listener, req, made);
+        return (make_socket(listener, req, made), None);
     }
-    Some(connect(listener, req, rules, refused, made))
+    let (resp, after) = connect(listener, req, rules, refused, made);
+    (Some(resp), after)
 }
 
 /// The sockets this process made for the cell, by (device, inode); each is held to make
@@ -213,7 +224,11 @@ pub struct Made {
 
 #[derive(Default)]
 struct MadeSet {
+    /// Not connected yet (or connecting): held, to make the connect.
     by_id: std::collections::HashMap<(u64, u64), std::sync::Arc<OwnedFd>>,
+    /// Connected by this process: no longer held (the cell's close() must reach the
+    /// proxy), remembered to answer a second connect with EISCONN.
+    connected: std::collections::HashSet<(u64, u64)>,
     /// Let go of the unused ones when there are more than this.
     sweep_at: usize,
 }
@@ -233,17 +248,35 @@ impl Made {
         let Ok(mut set) = self.socks.lock() else {
             return false;
         };
-        if set.by_id.len() >= set.sweep_at.max(256) {
+        if set.by_id.len() + set.connected.len() >= set.sweep_at.max(256) {
             if let Some(open) = open_sockets() {
                 set.by_id.retain(|(_, ino), _| open.contains(ino));
+                set.connected.retain(|(_, ino)| open.contains(ino));
             }
-            set.sweep_at = set.by_id.len() * 2;
+            set.sweep_at = (set.by_id.len() + set.connected.len()) * 2;
         }
-        if set.by_id.len() >= MOST_HELD {
+        if set.by_id.len() + set.connected.len() >= MOST_HELD {
             return false;
         }
+        set.connected.remove(&id);
         set.by_id.insert(id, sock);
         true
+    }
+
+    /// The socket is connected: let go of it.
+    fn settle(&self, id: (u64, u64)) {
+        if let Ok(mut set) = self.socks.lock() {
+            if set.by_id.remove(&id).is_some() {
+                set.connected.insert(id);
+            }
+        }
+    }
+
+    fn is_connected(&self, id: (u64, u64)) -> bool {
+        self.socks
+            .lock()
+            .map(|s| s.connected.contains(&id))
+            .unwrap_or(false)
     }
 
     fn remove(&self, id: (u64, u64)) {
@@ -407,8 +440,8 @@ fn connect(
     req: &libc::seccomp_notif,
     rules: &ConnectRules,
     refused: &Refused,
-    made: &Made,
-) -> libc::seccomp_notif_resp {
+    made: &std::sync::Arc<Made>,
+) -> (libc::seccomp_notif_resp, Option<After>) {
     let id = req.id;
     let pid = req.pid as i32;
     let cell_fd = req.data.args[0] as i32;
@@ -430,31 +463,61 @@ fn connect(
     // Which open file is at that number (by the calling thread's fd table). Not ours
     // (unix sockets; or not readable: a cell process that made itself non-dumpable):
     // the kernel decides, see the module's comment for a swapped fd.
-    let held = match nix::sys::stat::stat(format!("/proc/{pid}/fd/{cell_fd}").as_str()) {
-        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFSOCK => made.get((st.st_dev, st.st_ino)),
+    let key = match nix::sys::stat::stat(format!("/proc/{pid}/fd/{cell_fd}").as_str()) {
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFSOCK => Some((st.st_dev, st.st_ino)),
         _ => None,
     };
+    let held = key.and_then(|k| made.get(k));
     if !still_pending(listener, id) {
-        return reply(id, libc::ESRCH);
+        return (reply(id, libc::ESRCH), None);
     }
-    let Some(sock) = held else {
-        return carry_on;
+    let (Some(key), Some(sock)) = (key, held) else {
+        if key.is_some_and(|k| made.is_connected(k)) {
+            return (reply(id, libc::EISCONN), None);
+        }
+        return (carry_on, None);
     };
     let port = match decide(listener, req, rules) {
         Ok(p) => p,
-        Err((errno, why, asked)) => return deny(errno, why, asked),
+        Err((errno, why, asked)) => return (deny(errno, why, asked), None),
     };
     let domain = match nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(
         sock.as_raw_fd(),
     ) {
         Ok(a) if a.as_sockaddr_in6().is_some() => libc::AF_INET6,
         Ok(_) => libc::AF_INET,
-        Err(e) => return reply(id, e as i32),
+        Err(e) => return (reply(id, e as i32), None),
     };
     // This process connects the socket it made (the open file description the cell
     // holds) to the address it decided.
     let err = connect_loopback(sock.as_raw_fd(), domain, port);
-    reply(id, err)
+    // Connected: let go of it (so the cell's close() reaches the proxy). Connecting: once
+    // the answer is sent, wait for the handshake, then the same.
+    let after: Option<After> = match err {
+        0 | libc::EISCONN => {
+            made.settle(key);
+            None
+        }
+        libc::EINPROGRESS | libc::EALREADY => {
+            let made = made.clone();
+            Some(Box::new(move || {
+                if wait_connected(&sock) {
+                    made.settle(key);
+                }
+            }))
+        }
+        _ => None,
+    };
+    (reply(id, err), after)
+}
+
+/// Wait (at most a minute) for a non-blocking connect to finish; connected?
+fn wait_connected(sock: &OwnedFd) -> bool {
+    let mut p = [PollFd::new(sock.as_fd(), PollFlags::POLLOUT)];
+    if !matches!(poll(&mut p, PollTimeout::from(60_000u16)), Ok(n) if n > 0) {
+        return false;
+    }
+    nix::sys::socket::getpeername::<nix::sys::socket::SockaddrStorage>(sock.as_raw_fd()).is_ok()
 }
 
 /// A refusal: errno, why, what was asked.
