@@ -301,14 +301,17 @@ impl Made {
 }
 
 /// The inodes of every socket some process this one can look at has open (/proc/*/fd),
-/// or None when one could not be read (then nothing is let go).
+/// or None when /proc cannot be read (then nothing is let go). A socket only in flight
+/// (SCM_RIGHTS) is let go too: its connect then meets Landlock (EACCES).
 fn open_sockets() -> Option<std::collections::HashSet<u64>> {
     let mut out = std::collections::HashSet::new();
+    // This process holds every one of them: not counted.
+    let me = std::process::id().to_string();
     for p in std::fs::read_dir("/proc").ok()?.flatten() {
         let name = p.file_name();
         let Some(pid) = name
             .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()) && *n != me)
         else {
             continue;
         };
@@ -318,16 +321,10 @@ fn open_sockets() -> Option<std::collections::HashSet<u64>> {
             let dir = t.path().join("fd");
             let fds = match std::fs::read_dir(&dir) {
                 Ok(f) => f,
-                // Gone meanwhile.
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-                // Another user's process holds nothing of the cell's; one of the cell's
-                // that hid itself (not dumpable) might: keep everything.
-                Err(_) => {
-                    if own_process(pid) {
-                        return None;
-                    }
-                    continue;
-                }
+                // Gone meanwhile; another user's process; or one that is not dumpable
+                // (the cell's init; a cell process that made itself so), whose connects
+                // this process cannot serve anyway (it cannot look at its fds).
+                Err(_) => continue,
             };
             for fd in fds.flatten() {
                 if let Ok(target) = std::fs::read_link(fd.path()) {
@@ -344,19 +341,6 @@ fn open_sockets() -> Option<std::collections::HashSet<u64>> {
         }
     }
     Some(out)
-}
-
-/// Does process `pid` run as this process's real uid?
-fn own_process(pid: &str) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    let uid = nix::unistd::getuid().as_raw().to_string();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().next().map(|u| u == uid))
-        .unwrap_or(false)
 }
 
 /// (device, inode) of an open file.
