@@ -8,127 +8,14 @@
 
 mod common;
 
-use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::pty::Term;
 use common::*;
-use nix::sys::termios::{self, LocalFlags};
-
-/// A terminal for taskcell: the test holds the master (the "screen" and "keyboard").
-/// The same as tests/pty.rs's; not every method is used here.
-#[allow(dead_code)]
-struct Term {
-    master: OwnedFd,
-    /// Kept to inspect the input queue of the user's terminal.
-    slave: OwnedFd,
-    screen: Arc<Mutex<Vec<u8>>>,
-    child: Child,
-}
-
-#[allow(dead_code)]
-impl Term {
-    fn spawn(ws: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Term {
-        let ws_size = nix::pty::Winsize {
-            ws_row: 24,
-            ws_col: 80,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        let p = nix::pty::openpty(Some(&ws_size), None).expect("openpty");
-        let mut cmd = taskcell(ws, args);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.env("TERM", "xterm");
-        let s = p.slave.try_clone().unwrap();
-        cmd.stdin(Stdio::from(s.try_clone().unwrap()))
-            .stdout(Stdio::from(s.try_clone().unwrap()))
-            .stderr(Stdio::from(s));
-        // SAFETY: setsid and TIOCSCTTY in the forked child before exec, as a terminal
-        // emulator does for the shell it starts.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("spawn taskcell on a pty");
-        let screen = Arc::new(Mutex::new(Vec::new()));
-        let reader = p.master.try_clone().unwrap();
-        let sc = screen.clone();
-        std::thread::spawn(move || {
-            let mut f = std::fs::File::from(reader);
-            let mut buf = [0u8; 4096];
-            loop {
-                match f.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => sc.lock().unwrap().extend_from_slice(&buf[..n]),
-                }
-            }
-        });
-        Term {
-            master: p.master,
-            slave: p.slave,
-            screen,
-            child,
-        }
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.screen.lock().unwrap()).into_owned()
-    }
-
-    fn wait_for(&self, needle: &str) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(15) {
-            if self.text().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
-    fn type_bytes(&self, b: &[u8]) {
-        nix::unistd::write(&self.master, b).expect("write to the terminal");
-    }
-
-    fn local_flags(&self) -> LocalFlags {
-        termios::tcgetattr(&self.master)
-            .expect("tcgetattr")
-            .local_flags
-    }
-
-    fn wait(&mut self) -> std::process::ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "taskcell did not end: {}",
-                self.text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Bytes waiting in the user's terminal's input queue.
-    fn pending_input(&self) -> i32 {
-        let mut n: libc::c_int = 0;
-        // SAFETY: FIONREAD writes an int we own.
-        unsafe { libc::ioctl(self.slave.as_raw_fd(), libc::FIONREAD, &mut n) };
-        n
-    }
-}
+use nix::sys::termios::LocalFlags;
 
 /// (profile, npm package, command, config path below home)
 const CLIS: &[(&str, &str, &str, &str)] = &[
@@ -260,4 +147,233 @@ fn each_agent_cli_starts_draws_takes_keys_resizes_and_exits_in_its_profile() {
             "{profile}: {config} is not on the host"
         );
     }
+}
+
+/// Codex's default mode runs the agent's commands in the cell: its own sandbox
+/// (bubblewrap, which needs nested user namespaces) cannot start there, so the codex
+/// profile tells it to stand down (`-c sandbox_mode="danger-full-access"`, inserted after
+/// `codex` by the profile's `[command] insert_args`). `codex sandbox -- CMD` runs CMD under
+/// the sandbox policy the agent's commands get from the same configuration; the control run
+/// without the profile's arguments shows the failure they avoid.
+#[test]
+fn codex_default_mode_runs_commands_in_the_cell() {
+    let clis = match install() {
+        Ok(d) => d,
+        Err(why) => {
+            eprintln!("SKIPPED codex's default mode: {why}");
+            return;
+        }
+    };
+    let path = format!(
+        "{}:/usr/local/bin:/usr/bin:/bin",
+        clis.join("node_modules/.bin").display()
+    );
+    let run = |extra: &str, marker: &str| {
+        let ws = Ws::new();
+        std::fs::create_dir(ws.join(".git")).unwrap();
+        let home = Ws::new();
+        let prof = home.join("p.toml");
+        std::fs::write(
+            &prof,
+            format!("extends = \"codex\"\n[network]\nask = false\n{extra}"),
+        )
+        .unwrap();
+        let o = taskcell(
+            ws.path(),
+            &[
+                "run",
+                "-p",
+                prof.to_str().unwrap(),
+                "--read",
+                clis.to_str().unwrap(),
+                "--",
+                "codex",
+                "sandbox",
+                "--",
+                "/bin/sh",
+                "-c",
+                &format!("echo ran > {marker}"),
+            ],
+        )
+        .env("HOME", home.path())
+        .env("PATH", &path)
+        .output()
+        .expect("taskcell");
+        let made = std::fs::read_to_string(ws.join(marker)).ok();
+        (o, made)
+    };
+    let (o, made) = run("", "marker");
+    assert!(
+        o.status.success(),
+        "codex could not run a command in its profile: {}",
+        stderr(&o)
+    );
+    assert_eq!(made.as_deref(), Some("ran\n"), "{}", stderr(&o));
+    // The control: Codex's own sandbox in the cell, as without the profile's arguments.
+    let (o, made) = run("[command]\ninsert_args = { codex = [] }\n", "control");
+    assert!(
+        !o.status.success() && made.is_none(),
+        "Codex's own sandbox ran a command in the cell after all (then the profile need not turn it off): {}",
+        stderr(&o)
+    );
+}
+
+/// A model for Codex: a Responses API server on 127.0.0.1 that answers a request without
+/// tool output with calls that run `cmd` (under every shell tool name Codex has used:
+/// unknown ones get "unsupported call"), and one with tool output with a final message.
+/// Returns its port; it serves until the test process ends.
+fn mock_model(cmd: &str) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the model");
+    let port = l.local_addr().unwrap().port();
+    let cmd = cmd.to_string();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let mut r = BufReader::new(conn);
+            let mut len = 0usize;
+            let mut line = String::new();
+            while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0u8; len];
+            let _ = std::io::Read::read_exact(&mut r, &mut body);
+            let usage = serde_json::json!({"input_tokens": 0, "input_tokens_details": null,
+                "output_tokens": 0, "output_tokens_details": null, "total_tokens": 0});
+            let call = |id: &str, name: &str, args: serde_json::Value| {
+                serde_json::json!({"type": "response.output_item.done", "item": {
+                    "type": "function_call", "call_id": id, "name": name,
+                    "arguments": args.to_string()}})
+            };
+            let events = if String::from_utf8_lossy(&body).contains("function_call_output") {
+                vec![
+                    serde_json::json!({"type": "response.output_item.done", "item": {
+                    "type": "message", "role": "assistant", "id": "m1",
+                    "content": [{"type": "output_text", "text": "done"}]}}),
+                ]
+            } else {
+                vec![
+                    call("c1", "exec_command", serde_json::json!({ "cmd": cmd })),
+                    call("c2", "shell_command", serde_json::json!({ "command": cmd })),
+                    call(
+                        "c3",
+                        "shell",
+                        serde_json::json!({ "command": ["sh", "-c", cmd] }),
+                    ),
+                ]
+            };
+            let mut out = String::new();
+            for e in std::iter::once(serde_json::json!({"type": "response.created", "response": {"id": "r"}}))
+                .chain(events)
+                .chain(std::iter::once(serde_json::json!({"type": "response.completed", "response": {"id": "r", "usage": usage}})))
+            {
+                out.push_str(&format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap()));
+            }
+            let mut conn = r.into_inner();
+            let status = if len > 0 { "200 OK" } else { "404 Not Found" };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{out}",
+                out.len()
+            );
+        }
+    });
+    port
+}
+
+/// The agent itself: `codex exec` in its default mode, in its profile, with a model that
+/// asks it to run a command — which runs, in the cell (the workspace gets the file). The
+/// control without the profile's arguments: Codex's own sandbox, and no file.
+#[test]
+fn codex_the_agent_runs_a_command_its_model_asks_for_in_the_cell() {
+    let clis = match install() {
+        Ok(d) => d,
+        Err(why) => {
+            eprintln!("SKIPPED codex exec with a model: {why}");
+            return;
+        }
+    };
+    let path = format!(
+        "{}:/usr/local/bin:/usr/bin:/bin",
+        clis.join("node_modules/.bin").display()
+    );
+    let port = mock_model("echo ran-by-the-agent > agent-marker");
+    let run = |extra: &str| {
+        let ws = Ws::new();
+        std::fs::create_dir(ws.join(".git")).unwrap();
+        let home = Ws::new();
+        let prof = home.join("p.toml");
+        // The model is reached through the proxy, by a name resolved to the test's
+        // loopback (nothing else is allowed).
+        std::fs::write(
+            &prof,
+            format!(
+                "extends = \"codex\"\n[network]\nask = false\n\
+                 allow = [\"model.test:{port}\", \"127.0.0.1:{port}\"]\n\
+                 resolve = {{ \"model.test\" = \"127.0.0.1\" }}\n{extra}"
+            ),
+        )
+        .unwrap();
+        let provider = format!(
+            "model_providers.test={{name=\"test\",base_url=\"http://model.test:{port}/v1\",wire_api=\"responses\"}}"
+        );
+        let mut c = taskcell(
+            ws.path(),
+            &[
+                "run",
+                "-p",
+                prof.to_str().unwrap(),
+                "--read",
+                clis.to_str().unwrap(),
+                "--",
+                "codex",
+                "exec",
+                "--skip-git-repo-check",
+                "-c",
+                "model_provider=test",
+                "-c",
+                &provider,
+                "-c",
+                "model=gpt-5",
+                "make the marker",
+            ],
+        );
+        c.env("HOME", home.path())
+            .env("PATH", &path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = c.spawn().expect("taskcell");
+        let o = wait_limited(child, Duration::from_secs(120));
+        let made = std::fs::read_to_string(ws.join("agent-marker")).ok();
+        (o, made)
+    };
+    let (o, made) = run("");
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(out.contains("sandbox: danger-full-access"), "{out}");
+    assert_eq!(
+        made.as_deref(),
+        Some("ran-by-the-agent\n"),
+        "the agent's command did not run in the cell: {out}"
+    );
+    let (o, made) = run("[command]\ninsert_args = { codex = [] }\n");
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(
+        made.is_none(),
+        "with its own sandbox Codex ran the command in the cell after all: {out}"
+    );
+}
+
+/// Wait for `c` at most `limit` (killed after it), with its output.
+fn wait_limited(mut c: Child, limit: Duration) -> std::process::Output {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if c.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    c.wait_with_output().expect("output")
 }

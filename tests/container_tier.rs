@@ -64,6 +64,13 @@ fn server(body: &'static str) -> (u16, Arc<AtomicUsize>) {
 }
 
 fn run(ws: &Ws, extra: &[&str], script: &str) -> std::process::Output {
+    run_in(ws, false, extra, script)
+}
+
+/// `taskcell run` in the container tier; `without_getfd`: under a seccomp filter that
+/// refuses pidfd_getfd, as Docker's default profile does without CAP_SYS_PTRACE (the
+/// supervisor then replaces the cell's socket with one it connected).
+fn run_in(ws: &Ws, without_getfd: bool, extra: &[&str], script: &str) -> std::process::Output {
     let pd = probe_dir();
     let mut args = vec![
         "run",
@@ -78,12 +85,38 @@ fn run(ws: &Ws, extra: &[&str], script: &str) -> std::process::Output {
     ];
     args.extend_from_slice(extra);
     args.extend_from_slice(&["--", "/bin/sh", "-c", script]);
-    taskcell(ws.path(), &args).output().expect("taskcell")
+    if !without_getfd {
+        return taskcell(ws.path(), &args).output().expect("taskcell");
+    }
+    let plain = taskcell(ws.path(), &[]);
+    let mut wrapped = vec!["without-getfd", bin(), "-vv"];
+    wrapped.extend_from_slice(&args);
+    let mut w = std::process::Command::new(probe());
+    w.current_dir(ws.path()).env_clear();
+    for (k, v) in plain.get_envs() {
+        if let Some(v) = v {
+            w.env(k, v);
+        }
+    }
+    w.args(&wrapped)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("taskcell under without-getfd")
 }
 
 #[test]
 #[ignore = "run by .ci/run with user.max_user_namespaces=0"]
 fn container_tier_reaches_the_proxy_and_no_other_local_server() {
+    reaches_the_proxy_only(false);
+}
+
+#[test]
+#[ignore = "run by .ci/run with user.max_user_namespaces=0"]
+fn container_tier_without_pidfd_getfd_reaches_the_proxy_and_no_other_local_server() {
+    reaches_the_proxy_only(true);
+}
+
+fn reaches_the_proxy_only(without_getfd: bool) {
     require_no_userns();
     let ws = Ws::new();
     let (allowed, _) = server("through-the-proxy");
@@ -92,6 +125,7 @@ fn container_tier_reaches_the_proxy_and_no_other_local_server() {
     let allow = format!("127.0.0.1:{allowed}");
     let script = format!(
         r#"curl -sS -m 5 --noproxy '' http://127.0.0.1:{allowed}/; echo " curl-proxy=$?"
+curl -sS -m 5 --noproxy '' -x http://127.0.0.1:3128 http://127.0.0.1:{allowed}/; echo " curl-3128=$?"
 curl -sS -m 5 --noproxy '*' http://127.0.0.1:{other}/ 2>/dev/null; echo "curl-direct=$?"
 curl -sS -m 5 --noproxy '*' http://[::1]:{other}/ 2>/dev/null; echo "curl-v6=$?"
 python3 -c 'import socket
@@ -101,14 +135,15 @@ for port in ({allowed}, {other}):
 {probe} connect {other}"#,
         probe = probe(),
     );
-    let o = run(
+    let o = run_in(
         &ws,
+        without_getfd,
         &["--allow", &allow, "--audit-log", &log.display().to_string()],
         &script,
     );
     assert_eq!(
         ok(&o),
-        "through-the-proxy curl-proxy=0\ncurl-direct=7\ncurl-v6=7\npython 111\npython 111\n111\n",
+        "through-the-proxy curl-proxy=0\nthrough-the-proxy curl-3128=0\ncurl-direct=7\ncurl-v6=7\npython 111\npython 111\n111\n",
         "{}",
         stderr(&o)
     );
@@ -116,6 +151,12 @@ for port in ({allowed}, {other}):
         other_hits.load(Ordering::SeqCst),
         0,
         "the other server was reached"
+    );
+    assert_eq!(
+        stderr(&o).contains("pidfd_getfd is refused here"),
+        without_getfd,
+        "{}",
+        stderr(&o)
     );
     let audit = std::fs::read_to_string(&log).expect("audit log");
     let refused: Vec<&str> = audit
@@ -160,6 +201,16 @@ for fam, typ in ((socket.AF_INET, socket.SOCK_DGRAM), (socket.AF_INET6, socket.S
 #[test]
 #[ignore = "run by .ci/run with user.max_user_namespaces=0"]
 fn container_tier_rewriting_the_sockaddr_during_connect_cannot_reach_another_server() {
+    sockaddr_race(false);
+}
+
+#[test]
+#[ignore = "run by .ci/run with user.max_user_namespaces=0"]
+fn container_tier_without_pidfd_getfd_sockaddr_rewrite_cannot_reach_another_server() {
+    sockaddr_race(true);
+}
+
+fn sockaddr_race(without_getfd: bool) {
     require_no_userns();
     let ws = Ws::new();
     let (other, other_hits) = server("SHOULD-NOT-BE-REACHED");
@@ -168,7 +219,7 @@ fn container_tier_rewriting_the_sockaddr_during_connect_cannot_reach_another_ser
         r#"good=${{HTTP_PROXY##*:}}; echo "good $good"; {probe} connect-race "$good" {other} 1000"#,
         probe = probe(),
     );
-    let o = run(&ws, &[], &script);
+    let o = run_in(&ws, without_getfd, &[], &script);
     let out = ok(&o);
     let mut lines = out.lines();
     let good = lines
@@ -196,6 +247,16 @@ fn container_tier_rewriting_the_sockaddr_during_connect_cannot_reach_another_ser
 #[test]
 #[ignore = "run by .ci/run with user.max_user_namespaces=0"]
 fn container_tier_nonblocking_connect_gets_einprogress_and_completes() {
+    nonblocking(false);
+}
+
+#[test]
+#[ignore = "run by .ci/run with user.max_user_namespaces=0"]
+fn container_tier_without_pidfd_getfd_nonblocking_connect_completes() {
+    nonblocking(true);
+}
+
+fn nonblocking(without_getfd: bool) {
     require_no_userns();
     let ws = Ws::new();
     let script = r#"python3 -c 'import os, select, socket
@@ -204,7 +265,7 @@ s = socket.socket(); s.setblocking(False)
 print(s.connect_ex(("127.0.0.1", port)))
 select.select([], [s], [], 5)
 print(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), s.getpeername()[1] == port)'"#;
-    let o = run(&ws, &[], script);
+    let o = run_in(&ws, without_getfd, &[], script);
     let out = ok(&o);
     // EINPROGRESS, or 0 when the loopback handshake finished within the call.
     assert!(out == "115\n0 True\n" || out == "0\n0 True\n", "{out}");

@@ -46,8 +46,29 @@ pub fn offer(proxy: bool, inject: bool) -> Offer {
         system_bundle: inject && Path::new(SYSTEM_BUNDLE).is_file(),
         resolv_conf: proxy
             && std::fs::symlink_metadata(crate::plan::net::RESOLV_CONF).is_ok_and(|m| m.is_file()),
+        host_ids: host_id_range(),
         user_notif: user_notif_available().is_ok(),
     }
+}
+
+/// Root in the initial user namespace: the range root-started cells take their host id
+/// from (`spec::ids::reserved` over /etc/subuid and /etc/subgid). None elsewhere: a plain
+/// user, or root in a nested user namespace (`unshare -Ur`, a rootless container), which
+/// can neither map another id nor idmap the host's filesystems.
+pub fn host_id_range() -> Option<crate::spec::ids::HostIdRange> {
+    if !nix::unistd::geteuid().is_root() || !crate::cell::userns::in_initial_userns() {
+        return None;
+    }
+    let uid = nix::unistd::User::from_name(crate::spec::ids::USER)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw());
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    Some(crate::spec::ids::reserved(
+        read("/etc/subuid").as_deref(),
+        read("/etc/subgid").as_deref(),
+        uid,
+    ))
 }
 
 /// A directory's entries as (path, is_symlink), sorted (a `spec::landlock::Lister`).
@@ -235,30 +256,36 @@ pub fn apply_seccomp_with_listener(programs: &[BpfProgram]) -> Result<OwnedFd, S
 }
 
 /// Whether the supervisor can make a container-tier cell's `connect`s: seccomp user
-/// notification (Linux 5.0) and pidfd_getfd (Linux 5.6), probed once.
+/// notification (Linux 5.0; the socket is then taken with pidfd_getfd, Linux 5.6, or,
+/// where a policy refuses that, replaced with SECCOMP_IOCTL_NOTIF_ADDFD, Linux 5.9).
 pub fn user_notif_available() -> Result<(), String> {
     static ONCE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
-        let actions = std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail")
-            .unwrap_or_default();
+        let actions =
+            std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
         if !actions.contains("user_notif") {
             return Err(format!(
                 "seccomp has no user notification here (actions: {}; needs Linux 5.0+)",
                 actions.trim()
             ));
         }
-        // SAFETY: pidfd_getfd with an invalid pidfd only returns an error (EBADF when the
-        // call exists, ENOSYS or EPERM from a policy when it does not).
-        let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, -1, -1, 0) };
-        let e = std::io::Error::last_os_error();
-        match (r, e.raw_os_error()) {
-            (_, Some(libc::EBADF)) => Ok(()),
-            _ => Err(format!(
-                "pidfd_getfd is not available ({e}; needs Linux 5.6+ and a container policy that allows it)"
-            )),
-        }
+        Ok(())
     })
     .clone()
+}
+
+/// How the container tier's connects are made here: "pidfd_getfd" or, when a policy
+/// refuses it (Docker's default seccomp profile without CAP_SYS_PTRACE), "addfd".
+pub fn connect_method() -> &'static str {
+    // SAFETY: pidfd_getfd with an invalid pidfd only returns an error (EBADF when the
+    // call exists and is allowed; EPERM or ENOSYS when a policy refuses it).
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, -1, -1, 0) };
+    let e = std::io::Error::last_os_error().raw_os_error();
+    if r < 0 && e == Some(libc::EBADF) {
+        "pidfd_getfd"
+    } else {
+        "addfd"
+    }
 }
 
 /// Whether this kernel can install filters returning errno.

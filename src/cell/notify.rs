@@ -6,7 +6,9 @@
 //! sockaddr, then letting the kernel re-read it with CONTINUE):
 //!
 //! 1. the socket is taken from the cell with pidfd_getfd (the same open file
-//!    description), and the notification is checked to be still pending (the pid was
+//!    description; where a policy refuses pidfd_getfd, the supervisor connects a socket
+//!    of its own and puts it at the caller's fd number with NOTIF_ADDFD instead), and the
+//!    notification is checked to be still pending (the pid was
 //!    not reused);
 //! 2. a TCP socket (AF_INET/AF_INET6, SOCK_STREAM, IPPROTO_TCP) is connected *by this
 //!    process* to the address it decided: 127.0.0.1 on an allowed port. The sockaddr is
@@ -28,6 +30,9 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::spec::ConnectRules;
+
+/// pidfd_getfd works here (cleared at its first EPERM/ENOSYS).
+static GETFD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// Told of each refused connect (what was asked, why), for the audit log.
 pub type Refused = std::sync::Arc<dyn Fn(serde_json::Value) + Send + Sync>;
@@ -196,12 +201,25 @@ fn answer(
     if !still_pending(listener, id) {
         return reply(id, libc::ESRCH);
     }
+    if !GETFD.load(std::sync::atomic::Ordering::Relaxed) {
+        return answer_by_replacing(listener, req, rules, &deny);
+    }
     // SAFETY: pidfd_getfd returns a new fd (close-on-exec) or -1.
     let sock = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), cell_fd, 0) };
     if sock < 0 {
         let e = io::Error::last_os_error();
         return match e.raw_os_error() {
             Some(libc::EBADF) => reply(id, libc::EBADF),
+            // Refused by a policy (Docker's default seccomp profile without
+            // CAP_SYS_PTRACE), or not in this kernel: replace the socket instead, from now on.
+            Some(libc::EPERM) | Some(libc::ENOSYS) => {
+                if GETFD.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::debug!(
+                        "pidfd_getfd is refused here ({e}): the container tier's connects replace the cell's socket (SECCOMP_IOCTL_NOTIF_ADDFD)"
+                    );
+                }
+                answer_by_replacing(listener, req, rules, &deny)
+            }
             _ => deny(
                 libc::EACCES,
                 &format!("cannot take the socket from the cell: {e}"),
@@ -251,45 +269,160 @@ fn answer(
     if !tcp {
         return deny(libc::EACCES, "not a TCP or unix socket", None);
     }
-    // Which port was asked for: read once, decided on this copy.
-    let len = (req.data.args[2] as usize).min(128);
-    let mut raw = [0u8; 128];
-    let local = libc::iovec {
-        iov_base: raw.as_mut_ptr().cast(),
-        iov_len: len,
+    let port = match decide(listener, req, rules) {
+        Ok(p) => p,
+        Err((errno, why, asked)) => return deny(errno, why, asked),
     };
-    let remote = libc::iovec {
-        iov_base: req.data.args[1] as *mut libc::c_void,
-        iov_len: len,
-    };
-    // SAFETY: reads `len` bytes of the caller's memory into our buffer of 128 bytes.
-    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-    if n < 0 || !still_pending(listener, id) {
-        return reply(id, libc::EFAULT);
-    }
-    let asked = parse(&raw[..n as usize]);
-    let Some((ip, port)) = asked else {
-        return deny(libc::ECONNREFUSED, "not an IPv4 or IPv6 address", None);
-    };
-    let shown = format!("{ip}:{port}");
-    if !is_loopback_one(&ip) {
-        return deny(
-            libc::ECONNREFUSED,
-            "only the proxy on 127.0.0.1 is reachable",
-            Some(shown),
-        );
-    }
-    if !rules.any_port && !rules.ports.contains(&port) {
-        return deny(
-            libc::ECONNREFUSED,
-            "not the proxy's (or a declared) port",
-            Some(shown),
-        );
-    }
     // This process connects the cell's socket (the same open file description) to the
     // address it decided.
     let err = connect_loopback(sock.as_raw_fd(), domain, port);
     reply(id, err)
+}
+
+/// A refusal: errno, why, what was asked.
+type Refusal = (i32, &'static str, Option<String>);
+
+/// Read the sockaddr once (from /proc/PID/mem, after which the notification must still
+/// be pending) and decide on this copy: the allowed port, or why not.
+fn decide(
+    listener: RawFd,
+    req: &libc::seccomp_notif,
+    rules: &ConnectRules,
+) -> Result<u16, Refusal> {
+    let raw = read_sockaddr(req.pid, req.data.args[1], req.data.args[2] as usize)
+        .map_err(|_| (libc::EFAULT, "cannot read the address", None))?;
+    if !still_pending(listener, req.id) {
+        return Err((libc::ESRCH, "the caller is gone", None));
+    }
+    let Some((ip, port)) = parse(&raw) else {
+        return Err((libc::ECONNREFUSED, "not an IPv4 or IPv6 address", None));
+    };
+    let shown = format!("{ip}:{port}");
+    if !is_loopback_one(&ip) {
+        return Err((
+            libc::ECONNREFUSED,
+            "only the proxy on 127.0.0.1 is reachable",
+            Some(shown),
+        ));
+    }
+    if let Some((_, to)) = rules.map.iter().find(|(from, _)| *from == port) {
+        return Ok(*to);
+    }
+    if !rules.any_port && !rules.ports.contains(&port) {
+        return Err((
+            libc::ECONNREFUSED,
+            "not the proxy's (or a declared) port",
+            Some(shown),
+        ));
+    }
+    Ok(port)
+}
+
+/// Up to 128 bytes of the caller's memory at `addr` (its sockaddr), by /proc/PID/mem (no
+/// process_vm_readv, which Docker's default seccomp profile refuses without
+/// CAP_SYS_PTRACE).
+fn read_sockaddr(pid: u32, addr: u64, len: usize) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(format!("/proc/{pid}/mem"))?;
+    let mut raw = vec![0u8; len.min(128)];
+    let n = f.read_at(&mut raw, addr)?;
+    raw.truncate(n);
+    Ok(raw)
+}
+
+/// Without pidfd_getfd (Docker's default seccomp profile allows it only with
+/// CAP_SYS_PTRACE): this process makes a new TCP socket, connects it to the address it
+/// decided, and puts it in the cell at the caller's fd number (SECCOMP_IOCTL_NOTIF_ADDFD
+/// with SETFD, Linux 5.9), with the caller's O_NONBLOCK and close-on-exec; the answer is
+/// 0. Still no CONTINUE for TCP. Options set on the cell's socket before connect (e.g.
+/// TCP_NODELAY) are not carried over.
+fn answer_by_replacing(
+    listener: RawFd,
+    req: &libc::seccomp_notif,
+    rules: &ConnectRules,
+    deny: &dyn Fn(i32, &str, Option<String>) -> libc::seccomp_notif_resp,
+) -> libc::seccomp_notif_resp {
+    let id = req.id;
+    let pid = req.pid;
+    let cell_fd = req.data.args[0] as i32;
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{cell_fd}"));
+    let is_socket = match &link {
+        Ok(l) => l.to_string_lossy().starts_with("socket:"),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return reply(id, libc::EBADF),
+        Err(_) => false,
+    };
+    if !is_socket {
+        return reply(id, libc::ENOTSOCK);
+    }
+    // The family the cell asked for (its sockaddr's first two bytes).
+    let family = match read_sockaddr(pid, req.data.args[1], 2) {
+        Ok(b) if b.len() == 2 => i32::from(u16::from_ne_bytes([b[0], b[1]])),
+        _ => return reply(id, libc::EFAULT),
+    };
+    if family == libc::AF_UNIX {
+        // The kernel decides; Landlock refuses a TCP connect should the fd be swapped.
+        return libc::seccomp_notif_resp {
+            id,
+            val: 0,
+            error: 0,
+            flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+        };
+    }
+    let port = match decide(listener, req, rules) {
+        Ok(p) => p,
+        Err((errno, why, asked)) => return deny(errno, why, asked),
+    };
+    let flags = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{cell_fd}"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|v| i64::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0);
+    let domain = if family == libc::AF_INET6 {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
+    // SAFETY: socket() returns a new fd or -1.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return reply(id, libc::ENOBUFS);
+    }
+    // SAFETY: a new fd we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let err = connect_loopback(sock.as_raw_fd(), domain, port);
+    if err != 0 {
+        return reply(id, err);
+    }
+    if flags & i64::from(libc::O_NONBLOCK) != 0 {
+        // SAFETY: F_SETFL on our own fd.
+        unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    }
+    let add = libc::seccomp_notif_addfd {
+        id,
+        flags: libc::SECCOMP_ADDFD_FLAG_SETFD as u32,
+        srcfd: sock.as_raw_fd() as u32,
+        newfd: cell_fd as u32,
+        newfd_flags: if flags & i64::from(libc::O_CLOEXEC) != 0 {
+            libc::O_CLOEXEC as u32
+        } else {
+            0
+        },
+    };
+    // SAFETY: ADDFD reads the struct we own; the kernel installs a copy of `sock` at
+    // `newfd` in the caller (replacing what was there), while its call is pending.
+    let r = unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_ADDFD as _, &add) };
+    if r < 0 {
+        return reply(
+            id,
+            io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EACCES),
+        );
+    }
+    reply(id, 0)
 }
 
 /// 127.0.0.1, ::1 or ::ffff:127.0.0.1.
