@@ -93,15 +93,21 @@ fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
 ///
 /// Returns the running cell and, when the cell failed before `execve`, what it said.
 pub fn spawn(spec: &Spec) -> Result<(Cell, Option<SetupFailure>), SpawnError> {
-    spawn_with(spec, |_| Ok(()))
+    spawn_with(spec, None, |_, _| Ok(()))
 }
 
 /// [`spawn`], with `before_release` called with init's pid after the uid maps are written
-/// and before init is released (the supervisor moves init into the cell's cgroup there, so
-/// the worker and everything it starts are born inside it).
+/// and before the worker may start (the supervisor moves init into the cell's cgroup
+/// there, so the worker and everything it starts are born inside it); it runs while init
+/// builds the cell's root. `into_cgroup`: a cgroup v2 directory (opened for reading) that
+/// init is born in (`clone3` with `CLONE_INTO_CGROUP`: no move afterwards, and no
+/// process of the cell ever runs outside it); `before_release` is told whether that
+/// happened (false: the kernel or a seccomp filter refused `clone3`, and a plain `clone`
+/// was made instead).
 pub fn spawn_with(
     spec: &Spec,
-    before_release: impl FnOnce(Pid) -> Result<(), String>,
+    into_cgroup: Option<std::os::fd::BorrowedFd<'_>>,
+    before_release: impl FnOnce(Pid, bool) -> Result<(), String>,
 ) -> Result<(Cell, Option<SetupFailure>), SpawnError> {
     let (sync_r, sync_w) = pipe_cloexec()?;
     let (err_r, err_w) = pipe_cloexec()?;
@@ -121,7 +127,7 @@ pub fn spawn_with(
     let prepared = if spec.namespaces {
         userns::prepare_binds(spec).map_err(SpawnError::Idmap)?
     } else {
-        Vec::new()
+        userns::Prepared::default()
     };
     let mut flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
@@ -146,19 +152,7 @@ pub fn spawn_with(
     )
     .map_err(io::Error::from)?;
 
-    // SAFETY: a raw clone without CLONE_VM behaves like fork(): the child gets a copy of
-    // the address space and continues here with a return value of 0. The caller
-    // guarantees the process is single-threaded, so no lock is held by another thread.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
+    let (ret, born_inside) = clone_cell(flags, into_cgroup);
     if ret < 0 {
         let e = io::Error::last_os_error();
         let _ = nix::sys::signal::pthread_sigmask(
@@ -175,9 +169,11 @@ pub fn spawn_with(
         drop(st_r);
         let lsock = lpair.map(|(_, child)| child);
         let tsock = tpair.map(|(_, child)| child);
-        init::main(spec, &prepared, sync_r, err_w, st_w, lsock, tsock);
+        init::main(spec, &prepared.binds, sync_r, err_w, st_w, lsock, tsock);
     }
-    drop(prepared);
+    // The helper children of the idmaps are reaped once the cell is released.
+    let userns::Prepared { binds, reapers } = prepared;
+    drop(binds);
     let lsock = lpair.map(|(parent, _child)| parent);
     let tsock = tpair.map(|(parent, _child)| parent);
     let pid = Pid::from_raw(ret as i32);
@@ -219,13 +215,14 @@ pub fn spawn_with(
         kill_child();
         return Err(SpawnError::Io(io::Error::from(e)));
     }
-    if let Err(e) = before_release(pid) {
+    if let Err(e) = before_release(pid, born_inside) {
         kill_child();
         return Err(SpawnError::Cgroup(e));
     }
     // A child whose setup failed has exited already; its report is on the error pipe.
     let _ = nix::unistd::write(&sync_w, b"w");
     drop(sync_w);
+    drop(reapers);
 
     // Wait until the worker has exec'd (EOF) or reported a failure.
     let mut msg = Vec::new();
@@ -264,6 +261,76 @@ pub fn spawn_with(
         },
         failure,
     ))
+}
+
+/// `struct clone_args` of clone3(2), up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// clone3(2)'s flag: the child starts in the cgroup v2 directory `CloneArgs::cgroup`.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Clone the cell's init with `flags` (namespaces), in fork semantics: returns the raw
+/// result (the child's pid, 0 in the child, negative on failure with errno set) and
+/// whether the child was born in `into_cgroup`. With a cgroup: clone3 with
+/// CLONE_INTO_CGROUP first, and a plain clone when that is refused (clone3 unknown to
+/// the kernel or filtered by a container's seccomp profile, the cgroup not taking
+/// processes); a genuine namespace failure fails the plain clone too and is reported
+/// from there.
+fn clone_cell(flags: libc::c_int, into_cgroup: Option<std::os::fd::BorrowedFd<'_>>) -> (i64, bool) {
+    if let Some(cg) = into_cgroup {
+        let args = CloneArgs {
+            flags: flags as u64 | CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: cg.as_raw_fd() as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: clone3 without CLONE_VM and without a stack behaves like fork(): the
+        // child gets a copy of the address space and continues here with 0. `args` is a
+        // valid clone_args of the size passed, alive for the call. The caller guarantees
+        // the process is single-threaded, so no lock is held by another thread.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if ret >= 0 {
+            return (ret, true);
+        }
+        tracing::debug!(
+            "clone3 into the cell's cgroup: {}; a plain clone, then a move",
+            io::Error::last_os_error()
+        );
+    }
+    // SAFETY: a raw clone without CLONE_VM behaves like fork(): the child gets a copy of
+    // the address space and continues here with a return value of 0. The caller
+    // guarantees the process is single-threaded, so no lock is held by another thread.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    (ret, false)
 }
 
 fn parse_failure(msg: &[u8]) -> Option<SetupFailure> {
