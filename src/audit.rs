@@ -71,7 +71,12 @@ impl Audit {
 
     /// The first record: the plan's boundary, with each resource limit and the mechanism
     /// that enforces it on this machine (`limits`).
-    pub fn session_start(&mut self, plan: &Plan, limits: &Enforcement) {
+    pub fn session_start(
+        &mut self,
+        plan: &Plan,
+        limits: &Enforcement,
+        tier: &crate::plan::tier::TierReport,
+    ) {
         // The plan's digest is a hash of its whole JSON form: not worth computing on the
         // launch path when nobody reads it.
         if self.file.is_none() && !tracing::enabled!(target: "audit", tracing::Level::DEBUG) {
@@ -103,6 +108,10 @@ impl Audit {
             },
             "uid": plan.process.uid,
             "gid": plan.process.gid,
+            // What this machine gives and what the plan accepts.
+            "tier": tier.tier,
+            "tier_required": plan.security.require,
+            "tier_why": tier.why,
         });
         self.record("session_start", fields);
     }
@@ -122,6 +131,7 @@ impl Audit {
             "timed_out": out.timed_out,
             "duration_ms": out.duration.as_millis() as u64,
             "reason": out.reason(),
+            "tier": out.tier,
         });
         self.record("session_end", fields);
     }

@@ -39,6 +39,15 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<String>,
     },
+    /// Pin profile files (and their `extends` chain) as they are now. A profile inside a
+    /// path a cell can write (e.g. `./deploy.toml` in the workspace) is pinned at its first
+    /// use; when its text changes, `run` refuses it until you read the change and trust it.
+    #[command(after_help = "Example:\n  git diff -- deploy.toml && taskcell trust ./deploy.toml")]
+    Trust {
+        /// Profile files (or names).
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
     /// Show what a cell would see: every path with its mode, network, environment, limits.
     #[command(
         after_help = "Examples:\n  taskcell explain -p agent\n  taskcell explain -p build --write /var/cache/ccache --json"
@@ -177,6 +186,11 @@ pub struct CellArgs {
     /// Refuse to run when any layer cannot be enforced (the default).
     #[arg(long)]
     pub strict: bool,
+    /// The lowest tier to run in: `full` (namespaces, Landlock, seccomp; the default),
+    /// `container` (no user namespaces: Landlock, seccomp, egress only through the proxy)
+    /// or `none` (like --best-effort). `taskcell doctor` names this machine's tier.
+    #[arg(long, value_name = "TIER", value_parser = tier_arg)]
+    pub require: Option<crate::profile::Tier>,
     /// Give the command its own pseudo-terminal (default when stdin and stdout are
     /// terminals): raw mode, resizes and Ctrl-C relayed, output masked.
     #[arg(long, conflicts_with = "no_pty")]
@@ -229,4 +243,9 @@ impl CellArgs {
 
 fn parse_dur(s: &str) -> Result<Duration, String> {
     crate::profile::parse_duration(s)
+}
+
+fn tier_arg(s: &str) -> Result<crate::profile::Tier, String> {
+    crate::profile::Tier::parse(s)
+        .ok_or_else(|| format!("{s:?} is not a tier (full, container or none)"))
 }

@@ -20,6 +20,8 @@ pub struct Check {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub checks: Vec<Check>,
+    /// The tier this machine gives, why, and how to get a higher one.
+    pub tier: crate::plan::tier::TierReport,
 }
 
 impl Report {
@@ -66,7 +68,7 @@ fn errno_str() -> String {
 
 pub fn run() -> Report {
     let mut checks = Vec::new();
-    namespaces(&mut checks);
+    let userns = namespaces(&mut checks);
     confinement(&mut checks);
     for (name, ok, detail) in crate::cell::cgroup::doctor_rows(&crate::cell::cgroup::probe()) {
         checks.push(Check {
@@ -77,11 +79,13 @@ pub fn run() -> Report {
         });
     }
 
-    Report { checks }
+    let tier = crate::plan::tier::decide(&crate::cell::confine::machine(userns));
+    Report { checks, tier }
 }
 
-/// User namespaces, and every namespace a cell needs, probed in forked children.
-fn namespaces(checks: &mut Vec<Check>) {
+/// User namespaces, and every namespace a cell needs, probed in forked children; Err:
+/// why a cell cannot get its namespaces here.
+fn namespaces(checks: &mut Vec<Check>) -> Result<(), String> {
     let restriction = userns::userns_restriction();
 
     let userns = probe(|| {
@@ -205,6 +209,15 @@ fn namespaces(checks: &mut Vec<Check>) {
             "tmpfs `noswap` is refused here (Linux 6.4+ allows it only to root of the initial user namespace, not inside a cell's); a secret file on tmpfs could reach swap under memory pressure".into()
         },
     });
+    match (userns, all_ns) {
+        (Err(e), _) => Err(restriction
+            .map(|why| format!("{e}: {why}"))
+            .unwrap_or(format!(
+                "{e}: a container's seccomp or AppArmor policy may forbid it"
+            ))),
+        (Ok(_), Err(e)) => Err(e),
+        (Ok(_), Ok(_)) => Ok(()),
+    }
 }
 
 /// Landlock and seccomp as `run` needs them, and memfd_secret.
@@ -290,8 +303,23 @@ pub fn text(r: &Report) -> String {
             c.detail
         ));
     }
+    let t = &r.tier;
+    s.push_str(&format!("\ntier: {}", t.tier));
+    s.push_str(match t.tier {
+        crate::plan::tier::Tier::Full => " (namespaces, Landlock, seccomp)\n",
+        crate::plan::tier::Tier::Container => " (no user namespaces: Landlock, seccomp, no_new_privs; egress only through the proxy; `--require container` or `[security] require = \"container\"` runs here)\n",
+        crate::plan::tier::Tier::None => " (only `--best-effort` runs here, with what exists)\n",
+    });
+    for w in &t.why {
+        s.push_str(&format!("  why: {w}\n"));
+    }
+    for h in &t.higher {
+        s.push_str(&format!("  to get {h}\n"));
+    }
     s.push_str(if r.can_enforce_everything() {
         "\n`taskcell run` can enforce every layer it needs on this machine.\n"
+    } else if t.tier == crate::plan::tier::Tier::Container {
+        "\n`taskcell run` cannot start cells here until the FAIL lines are fixed, except in the container tier (--require container).\n"
     } else {
         "\n`taskcell run` cannot start cells here until the FAIL lines are fixed.\n"
     });

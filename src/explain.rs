@@ -212,7 +212,7 @@ fn limits(plan: &Plan, s: &mut String) {
         s,
         "\nenforcement: {}",
         if plan.strict {
-            "strict (refuse to run when a layer is missing)"
+            "strict (refuse to run when a layer of the required tier is missing)"
         } else {
             "best effort (run with what the kernel has; say what is missing)"
         }
@@ -259,13 +259,38 @@ fn layers(plan: &Plan, spec: &Spec, s: &mut String) {
             let _ = writeln!(s, "  {}: {} (fix: {})", m.layer, m.detail, m.fix);
         }
     }
+    let t = tier_here();
     let _ = writeln!(
         s,
-        "\nwithout user namespaces (only with --best-effort), these promises are lost:"
+        "\ntier: this machine gives `{}`; the plan requires `{}` ({}){}",
+        t.tier,
+        plan.security.require,
+        if t.tier >= plan.security.require {
+            "run starts here"
+        } else {
+            "run refuses here"
+        },
+        if t.tier == crate::plan::tier::Tier::Full {
+            ""
+        } else {
+            "; see `taskcell doctor` for how to get a higher one"
+        }
+    );
+    for w in &t.why {
+        let _ = writeln!(s, "  why: {w}");
+    }
+    let _ = writeln!(
+        s,
+        "\nwithout user namespaces (the container tier, or --best-effort), these promises are lost:"
     );
     for l in layers::NO_USERNS_LOST {
         let _ = writeln!(s, "  - {l}");
     }
+}
+
+/// This machine's tier (probes user namespaces with a clone).
+fn tier_here() -> crate::plan::tier::TierReport {
+    crate::plan::tier::decide(&crate::cell::confine::machine(crate::cell::userns::probe()))
 }
 
 /// A mount op as `explain --json` gives it: what kind of mount, where in the cell, from
@@ -350,6 +375,8 @@ pub fn json(plan: &Plan) -> serde_json::Value {
         "seccomp": seccomp::describe(&spec::seccomp_filter(plan)),
         "landlock": spec.landlock,
         "no_userns_lost": crate::spec::layers::NO_USERNS_LOST,
+        "tier": tier_here(),
+        "tier_required": plan.security.require,
     })
 }
 

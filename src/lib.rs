@@ -12,6 +12,7 @@ pub mod hostfile;
 pub mod leftover;
 pub mod net;
 pub mod outcome;
+pub mod pins;
 pub mod plan;
 pub mod prepare;
 pub mod profile;

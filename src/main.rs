@@ -41,6 +41,7 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Command::Check { files } => check(&files),
+        Command::Trust { files } => trust(&files),
         Command::Profiles => {
             for p in Loader::from_env().list() {
                 println!("{:<10} {:<12} {}", p.name, p.source, p.description);
@@ -200,6 +201,7 @@ fn load_plan(cell: &CellArgs, argv: &[String]) -> Result<plan::Plan, String> {
         } else {
             None
         },
+        require: cell.require,
         strict: if cell.best_effort {
             Some(false)
         } else if cell.strict {
@@ -234,6 +236,92 @@ fn check(files: &[String]) -> i32 {
     }
 }
 
+fn pin_store() -> Option<std::path::PathBuf> {
+    taskcell::pins::store_path(&|k| std::env::var(k).ok())
+}
+
+fn trust(files: &[String]) -> i32 {
+    let loader = Loader::from_env();
+    let store = pin_store();
+    let mut bad = 0;
+    for f in files {
+        let pinned = loader.load(f).map_err(|e| e.to_string()).and_then(|p| {
+            let files: Vec<plan::profiles::ProfileFile> = p
+                .files
+                .iter()
+                .map(|s| plan::profiles::ProfileFile {
+                    path: plan::normalize(&s.path),
+                    sha256: s.sha256.clone(),
+                    writable: None,
+                })
+                .collect();
+            taskcell::pins::trust(&files, store.as_deref())?;
+            Ok(files)
+        });
+        match pinned {
+            Ok(files) if files.is_empty() => println!("{f}: built-in, nothing to pin"),
+            Ok(files) => {
+                for p in files {
+                    println!(
+                        "pinned {} (sha256 {})",
+                        taskcell::display::clean_path(&p.path),
+                        p.sha256
+                    );
+                }
+            }
+            Err(e) => {
+                eprintln!("taskcell: {e}");
+                bad += 1;
+            }
+        }
+    }
+    if bad == 0 {
+        0
+    } else {
+        EXIT_SETUP
+    }
+}
+
+/// Profile files inside a path the cell can write are trusted by content (`pins`).
+fn check_pins(
+    plan: &plan::Plan,
+    writable: &[std::path::PathBuf],
+    audit: &mut audit::Audit,
+) -> Result<(), String> {
+    use taskcell::pins::Verdict;
+    let verdicts = taskcell::pins::check(&plan.profile_files, pin_store().as_deref(), writable)?;
+    let mut refusal = None;
+    for (f, v) in &verdicts {
+        let path = f.path.display().to_string();
+        match v {
+            Verdict::Outside | Verdict::Same => {}
+            Verdict::Pinned => {
+                eprintln!(
+                    "taskcell: profile {} lies inside {}, which cells can write: pinned its \
+                     content; a change to it is refused until you `taskcell trust` it",
+                    taskcell::display::clean_path(&f.path),
+                    f.writable
+                        .as_deref()
+                        .map(taskcell::display::clean_path)
+                        .unwrap_or_default()
+                );
+                audit.record(
+                    "profile_pinned",
+                    serde_json::json!({ "path": path, "sha256": f.sha256 }),
+                );
+            }
+            Verdict::Changed(old) => {
+                audit.record(
+                    "profile_changed",
+                    serde_json::json!({ "path": path, "sha256": f.sha256, "pinned": old }),
+                );
+                refusal.get_or_insert_with(|| taskcell::pins::changed_message(f, old));
+            }
+        }
+    }
+    refusal.map_or(Ok(()), Err)
+}
+
 fn run(args: taskcell::cli::RunArgs) -> i32 {
     let plan = match load_plan(&args.cell, &args.command) {
         Ok(p) => p,
@@ -256,7 +344,11 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
         plan.limits.timeout,
         &taskcell::cell::cgroup::machine(),
     );
-    audit.session_start(&plan, &enforcement);
+    // The tier this machine gives (a clone probe for user namespaces, Landlock, seccomp).
+    let tier = plan::tier::decide(&taskcell::cell::confine::machine(
+        taskcell::cell::userns::probe(),
+    ));
+    audit.session_start(&plan, &enforcement, &tier);
     // The first record is the probe: a log that cannot be written (a full disk) is an
     // error before anything runs, not a session without records.
     if let Some(e) = audit.write_error() {
@@ -265,9 +357,13 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
             args.audit_log.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
         ));
     }
+    if let Err(e) = check_pins(&plan, &writable, &mut audit) {
+        audit.record("session_error", serde_json::json!({ "error": e }));
+        return fail(&e);
+    }
     // Finish what killed launchers of this user left, then record this session.
     let cdir = control_dir();
-    for line in taskcell::state::recover(&cdir) {
+    for line in taskcell::state::recover(&cdir, &plan.secrets, &writable) {
         eprintln!("taskcell: {line}");
     }
     let state = taskcell::state::State {
@@ -284,14 +380,9 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
             .as_ref()
             .map_or(cdir.as_path(), |p| p.control_dir.as_path())
             .join(format!("{}.sock", audit.session))],
-        revoke: plan
-            .secrets
-            .iter()
-            .filter(|s| s.revoke.is_some())
-            .map(|s| s.name.clone())
-            .collect(),
         ..Default::default()
-    };
+    }
+    .revocations(&plan.secrets);
     if let Err(e) = taskcell::state::begin(&cdir, state) {
         tracing::warn!(
             "cannot record the session's state in {}: {e}",
@@ -301,6 +392,15 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
     let _state = taskcell::state::Guard;
     for w in enforcement.unenforced() {
         eprintln!("taskcell: warning: {w}");
+    }
+    if tier.tier < plan.security.require {
+        let msg = plan::tier::refusal(&tier, plan.security.require);
+        eprintln!("taskcell: {msg}");
+        audit.record(
+            "tier_refused",
+            serde_json::json!({ "tier": tier.tier, "required": plan.security.require, "why": tier.why }),
+        );
+        return EXIT_SETUP;
     }
     let kernel = taskcell::cell::confine::kernel();
     let missing = taskcell::spec::layers::missing(&plan, &kernel);
@@ -335,7 +435,7 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
         eprintln!("taskcell: {}", m.degraded());
         late.push(serde_json::json!({ "missing": m }));
     };
-    let result = supervisor::run_with(&plan, &mut audit, &mut degraded);
+    let result = supervisor::run_with(&plan, &tier, &mut audit, &mut degraded);
     for m in late {
         audit.record("layer_missing", m);
     }

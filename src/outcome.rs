@@ -40,6 +40,8 @@ pub struct Outcome {
     pub stopped_by: Option<i32>,
     /// The cell left files git would run code from (moved aside, see `leftover`).
     pub leftover: bool,
+    /// The tier the cell ran in (`container` when its namespaces could not be made).
+    pub tier: crate::plan::tier::Tier,
 }
 
 impl Outcome {

@@ -1,10 +1,17 @@
 //! A small state file per running session, so that the next taskcell of the same user can
 //! finish the job of one that was killed with SIGKILL: remove the files it left (the
-//! control socket, the CA bundle), say in its audit log which revocations did not run,
-//! and record its `session_end` with `"reason": "launcher killed"`.
+//! control socket, the CA bundle), run the revocations that need no value, say in its
+//! audit log which revocations could not run, and record its `session_end` with
+//! `"reason": "launcher killed"`.
 //!
-//! The file holds no secret value: names, paths, the launcher's pid and start time. It
-//! lives in the user's control directory (`$XDG_RUNTIME_DIR/taskcell/state`, 0700).
+//! The file holds no secret value: names, paths, revoke commands, the launcher's pid and
+//! start time. It lives in the user's control directory (`$XDG_RUNTIME_DIR/taskcell/state`,
+//! 0700). It is read as hostile input: a cell that sees the directory runs as the same
+//! user and could forge one. So a recorded revoke command is never run as written: it
+//! only says which secret of which session; what runs is the revoke command of the
+//! *current* plan's secret of that name, and only when it is the same argv, also declared
+//! `revoke_needs_value = false` (a forged file can pick the session id, 16 hex digits,
+//! never the program or its arguments). A revocation no plan matches waits in the file.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -12,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
+
+use crate::plan::secrets::SecretPlan;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct State {
@@ -22,8 +31,46 @@ pub struct State {
     pub audit_log: Option<PathBuf>,
     /// Files the session made that must not outlive it.
     pub files: Vec<PathBuf>,
-    /// Secrets with a `revoke` command (names only).
+    /// Secrets whose `revoke` command reads the value (names only): they cannot run
+    /// after a SIGKILL.
     pub revoke: Vec<String>,
+    /// Secrets whose `revoke` command needs no value (`revoke_needs_value = false`):
+    /// run by a later start whose plan has the same secret with the same argv.
+    #[serde(default)]
+    pub revoke_later: Vec<Pending>,
+    /// The killed session's files were removed and its end recorded; only
+    /// `revoke_later` is left.
+    #[serde(default)]
+    pub ended: bool,
+    /// Without namespaces (best effort): the cell's private TMPDIR
+    /// (`taskcell-tmp-PID-START-*` in the temporary directory).
+    #[serde(default)]
+    pub private_tmp: Option<PathBuf>,
+}
+
+/// A revocation that needs no value, as the profile declared it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Pending {
+    pub name: String,
+    /// The argv before `{session}` and `{name}` are replaced.
+    pub argv: Vec<String>,
+}
+
+impl State {
+    /// What to record about `secrets`' revocations (no values).
+    pub fn revocations(mut self, secrets: &[SecretPlan]) -> State {
+        for s in secrets {
+            match &s.revoke {
+                Some(argv) if !s.revoke_needs_value => self.revoke_later.push(Pending {
+                    name: s.name.clone(),
+                    argv: argv.clone(),
+                }),
+                Some(_) => self.revoke.push(s.name.clone()),
+                None => {}
+            }
+        }
+        self
+    }
 }
 
 /// The state file of this process's session (None when none was made).
@@ -88,6 +135,25 @@ pub fn note_file(p: &Path) {
     }
 }
 
+/// The name prefix of a private TMPDIR (best effort without namespaces): it names this
+/// launcher (pid + start time), so a later start removes it only for a launcher that is
+/// gone, never the directory of a live cell.
+pub fn private_tmp_prefix() -> String {
+    let me = std::process::id() as i32;
+    let start = crate::cell::cgroup::start_time(me).unwrap_or(0);
+    format!("taskcell-tmp-{me}-{start}-")
+}
+
+/// Record the session's private TMPDIR.
+pub fn note_private_tmp(p: &Path) {
+    if let Ok(mut c) = CURRENT.lock() {
+        if let Some((path, st)) = c.as_mut() {
+            st.private_tmp = Some(p.to_path_buf());
+            let _ = write(path, st);
+        }
+    }
+}
+
 /// Removes the state file when dropped: every return of `run` after [`begin`] (a SIGKILL
 /// never drops it, which is the point).
 pub struct Guard;
@@ -108,8 +174,14 @@ pub fn end() {
 }
 
 /// Finish the sessions of launchers that were killed: returns what was done, one line
-/// each (for stderr).
-pub fn recover(control_dir: &Path) -> Vec<String> {
+/// each (for stderr). `secrets` are the current plan's (the only revoke commands that may
+/// run); `cell_writable` the host paths its cell could write (a revoke program there is
+/// not run).
+pub fn recover(
+    control_dir: &Path,
+    secrets: &[SecretPlan],
+    cell_writable: &[PathBuf],
+) -> Vec<String> {
     let mut out = Vec::new();
     if private_dir(control_dir).is_err() || private_dir(&dir(control_dir)).is_err() {
         return out;
@@ -122,10 +194,11 @@ pub fn recover(control_dir: &Path) -> Vec<String> {
         if path.extension().is_none_or(|x| x != "json") {
             continue;
         }
-        let Ok(text) = crate::profile::read_profile_file(&path) else {
+        // Locked while it is handled: two starts never revoke the same secret twice.
+        let Some((_lock, text)) = open_locked(&path) else {
             continue;
         };
-        let Ok(st) = serde_json::from_str::<State>(&text) else {
+        let Ok(mut st) = serde_json::from_str::<State>(&text) else {
             let _ = std::fs::remove_file(&path);
             continue;
         };
@@ -134,66 +207,202 @@ pub fn recover(control_dir: &Path) -> Vec<String> {
         }
         // A state file is read as hostile: a cell that can see this directory (a
         // workspace of /tmp, say) runs as this user and could have written it. Only
-        // taskcell's own files are removed, and only a log that holds this session's
-        // start record is appended to.
-        if !is_session_id(&st.session) {
+        // taskcell's own files are removed, only a log that holds this session's
+        // start record is appended to, and only the current plan's revoke commands run.
+        if !is_session_id(&st.session) || path.file_stem() != Some(st.session.as_ref()) {
             let _ = std::fs::remove_file(&path);
             continue;
         }
-        for f in st.files.iter().filter(|f| is_own_file(f, &st.session)) {
-            // remove_file never follows the last component.
-            let _ = std::fs::remove_file(f);
-        }
-        if let Some(log) = st
-            .audit_log
-            .as_deref()
-            .filter(|l| log_started(l, &st.session))
-        {
-            let appended = std::fs::OpenOptions::new()
-                .append(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(log);
-            if let Ok(mut f) = appended {
-                let mut lines = String::new();
-                let rec = |event: &str, mut v: serde_json::Value| {
-                    if let serde_json::Value::Object(m) = &mut v {
-                        m.insert("ts".into(), crate::audit::rfc3339_now().into());
-                        m.insert("event".into(), event.into());
-                        m.insert("session".into(), st.session.clone().into());
-                    }
-                    format!("{v}\n")
-                };
-                for name in &st.revoke {
-                    lines.push_str(&rec(
-                        "secret_revoked",
-                        serde_json::json!({
-                            "name": name,
-                            "ok": false,
-                            "detail": "launcher killed: the revoke command needs the value, which died with it; revoke it by hand",
-                        }),
-                    ));
+        let mut lines = String::new();
+        let rec = |event: &str, mut v: serde_json::Value| {
+            if let serde_json::Value::Object(m) = &mut v {
+                m.insert("ts".into(), crate::audit::rfc3339_now().into());
+                m.insert("event".into(), event.into());
+                m.insert("session".into(), st.session.clone().into());
+            }
+            format!("{v}\n")
+        };
+        let mut msg = Vec::new();
+        if !st.ended {
+            for f in st.files.iter().filter(|f| is_own_file(f, &st.session)) {
+                // remove_file never follows the last component.
+                let _ = std::fs::remove_file(f);
+            }
+            // What the cell started, if it outlived the launcher and its init (a cgroup
+            // named after this launcher's pid and start time), and its private TMPDIR.
+            let killed = crate::cell::cgroup::kill_cells_of(st.pid, st.start);
+            if killed > 0 {
+                msg.push(format!("{killed} process(es) it left were killed"));
+            }
+            if let Some(t) = st
+                .private_tmp
+                .as_deref()
+                .filter(|t| is_own_private_tmp(t, st.pid, st.start))
+            {
+                // remove_dir_all never follows a symlink.
+                if std::fs::remove_dir_all(t).is_ok() {
+                    msg.push(format!("its private TMPDIR {} was removed", t.display()));
                 }
+            }
+            for name in &st.revoke {
                 lines.push_str(&rec(
-                    "session_end",
-                    serde_json::json!({ "exit_code": null, "reason": "launcher killed", "recovered_by": std::process::id() }),
+                    "secret_revoked",
+                    serde_json::json!({
+                        "name": name,
+                        "ok": false,
+                        "detail": "launcher killed: the revoke command needs the value, which died with it; revoke it by hand (or declare revoke_needs_value = false with a revoke command that works from {session})",
+                    }),
                 ));
-                let _ = f.write_all(lines.as_bytes());
+            }
+            msg.insert(
+                0,
+                format!(
+                    "session {} ended with its launcher killed: its files were removed",
+                    st.session
+                ),
+            );
+            if !st.revoke.is_empty() {
+                msg.push(format!(
+                    "not revoked (revoke by hand): {}",
+                    st.revoke.join(", ")
+                ));
             }
         }
-        let mut msg = format!(
-            "session {} ended with its launcher killed: its files were removed",
-            st.session
-        );
-        if !st.revoke.is_empty() {
-            msg.push_str(&format!(
-                "; not revoked (revoke by hand): {}",
-                st.revoke.join(", ")
+        let mut waiting = Vec::new();
+        let mut done = Vec::new();
+        for p in std::mem::take(&mut st.revoke_later) {
+            let Some(plan) = secrets.iter().find(|s| {
+                s.name == p.name && !s.revoke_needs_value && s.revoke.as_ref() == Some(&p.argv)
+            }) else {
+                waiting.push(p);
+                continue;
+            };
+            let Some(argv) = plan.revoke.as_deref() else {
+                continue;
+            };
+            let r = match crate::hostfile::check_argv(argv, cell_writable, "a missed revocation") {
+                Err(e) => crate::secrets::revoke::Revocation {
+                    name: p.name.clone(),
+                    ok: false,
+                    detail: e,
+                },
+                Ok(()) => crate::secrets::revoke::revoke(
+                    &p.name,
+                    &crate::secrets::revoke::substitute(argv, &st.session, &p.name),
+                    None,
+                    plan.timeout,
+                    None,
+                ),
+            };
+            done.push(format!(
+                "{} ({})",
+                p.name,
+                if r.ok { "ok" } else { "failed" }
+            ));
+            lines.push_str(&rec(
+                "secret_revoked",
+                serde_json::json!({
+                    "name": r.name,
+                    "ok": r.ok,
+                    "detail": format!("launcher killed; revoked at a later start: {}", r.detail),
+                    "recovered_by": std::process::id(),
+                }),
             ));
         }
-        out.push(msg);
-        let _ = std::fs::remove_file(&path);
+        if !done.is_empty() {
+            msg.push(format!(
+                "missed revocation of session {} run: {}",
+                st.session,
+                done.join(", ")
+            ));
+        }
+        if !waiting.is_empty() {
+            let names: Vec<_> = waiting.iter().map(|p| p.name.as_str()).collect();
+            msg.push(format!(
+                "revocation of {} (session {}) waits for a start whose profile declares the same secret and revoke command",
+                names.join(", "),
+                st.session
+            ));
+            if !st.ended {
+                for n in &names {
+                    lines.push_str(&rec(
+                        "secret_revoke_pending",
+                        serde_json::json!({ "name": n, "detail": "launcher killed: the revoke command runs at the next start of a cell whose profile declares the same secret and revoke command" }),
+                    ));
+                }
+            }
+        }
+        if !st.ended {
+            lines.push_str(&rec(
+                "session_end",
+                serde_json::json!({ "exit_code": null, "reason": "launcher killed", "recovered_by": std::process::id() }),
+            ));
+        }
+        append_to_log(&st, &lines);
+        if !msg.is_empty() {
+            out.push(msg.join("; "));
+        }
+        if waiting.is_empty() {
+            let _ = std::fs::remove_file(&path);
+        } else {
+            st.ended = true;
+            st.revoke_later = waiting;
+            let _ = write(&path, &st);
+        }
     }
     out
+}
+
+/// Largest state file read (a hostile one may be anything).
+const MAX_STATE: u64 = 1 << 20;
+
+/// Open a state file without following a link, lock it (LOCK_EX, not waiting) and read
+/// it; None when it is locked by another start, was replaced meanwhile, or is not a
+/// small regular file. The lock lasts as long as the returned file.
+fn open_locked(path: &Path) -> Option<(nix::fcntl::Flock<std::fs::File>, String)> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let meta = f.metadata().ok()?;
+    if !meta.is_file() || meta.len() > MAX_STATE {
+        let _ = std::fs::remove_file(path);
+        return None;
+    }
+    let f = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).ok()?;
+    // Replaced (renamed over) between the open and the lock: the next start reads the new one.
+    let now = std::fs::symlink_metadata(path).ok()?;
+    if now.ino() != meta.ino() || now.dev() != meta.dev() {
+        return None;
+    }
+    let mut text = String::new();
+    (&*f).take(MAX_STATE).read_to_string(&mut text).ok()?;
+    Some((f, text))
+}
+
+/// Append `lines` to the killed session's audit log, when it is one that holds the
+/// session's start record.
+fn append_to_log(st: &State, lines: &str) {
+    if lines.is_empty() {
+        return;
+    }
+    let Some(log) = st
+        .audit_log
+        .as_deref()
+        .filter(|l| log_started(l, &st.session))
+    else {
+        return;
+    };
+    let appended = std::fs::OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(log);
+    if let Ok(mut f) = appended {
+        let _ = f.write_all(lines.as_bytes());
+    }
 }
 
 /// A session id as `audit` makes them: 16 lowercase hex digits.
@@ -224,6 +433,21 @@ fn is_own_file(f: &Path, session: &str) -> bool {
         && name.ends_with(".crt")
         && parent == std::env::temp_dir().as_path();
     socket || bundle
+}
+
+/// A private TMPDIR of the launcher `pid` started at `start`: `taskcell-tmp-PID-START-*`
+/// directly in the temporary directory, a directory (not a link) of this user, 0700.
+fn is_own_private_tmp(t: &Path, pid: i32, start: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let prefix = format!("taskcell-tmp-{pid}-{start}-");
+    let named = t.parent() == Some(std::env::temp_dir().as_path())
+        && t.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(&prefix) && !n.contains('/'));
+    named
+        && std::fs::symlink_metadata(t).is_ok_and(|m| {
+            m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o077 == 0
+        })
 }
 
 /// How much of the end of an audit log is searched for a session's start record.

@@ -23,7 +23,7 @@ fn private_dirs(
     use std::os::unix::fs::PermissionsExt;
     let base = std::env::temp_dir();
     let tmp = tempfile::Builder::new()
-        .prefix("taskcell-tmp-")
+        .prefix(&crate::state::private_tmp_prefix())
         .tempdir_in(&base)
         .map_err(|e| {
             std::io::Error::new(
@@ -35,6 +35,7 @@ fn private_dirs(
             )
         })?;
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700))?;
+    crate::state::note_private_tmp(tmp.path());
     if !crate::spec::home_is_private(plan) {
         return Ok((tmp, None));
     }
@@ -75,13 +76,15 @@ impl RunError {
 /// Run a plan's command in a cell and wait for it. Must be called while the process is
 /// single-threaded.
 pub fn run(plan: &Plan, audit: &mut Audit) -> Result<Outcome, RunError> {
-    run_with(plan, audit, &mut |_| {})
+    let tier = crate::plan::tier::decide(&cell::confine::machine(cell::userns::probe()));
+    run_with(plan, &tier, audit, &mut |_| {})
 }
 
 /// [`run`], telling `degraded` about a layer that had to be left out (only when the plan
 /// is not strict; a strict plan fails instead).
 pub fn run_with(
     plan: &Plan,
+    tier: &crate::plan::tier::TierReport,
     audit: &mut Audit,
     degraded: &mut dyn FnMut(&crate::spec::layers::Missing),
 ) -> Result<Outcome, RunError> {
@@ -115,6 +118,7 @@ pub fn run_with(
     let start = Instant::now();
     let started = spawn_cell(
         plan,
+        tier,
         &offer,
         &mut handles,
         cgroup.as_ref(),
@@ -138,7 +142,15 @@ pub fn run_with(
     if let Some(i) = &injector {
         i.remove_bundle();
     }
-    let (spec, (mut c, failure), _private_tmp, _lease) = match started {
+    let Started {
+        spec,
+        cell: mut c,
+        failure,
+        private_tmp,
+        tracking: _tracking,
+        lease: _lease,
+        ran_in,
+    } = match started {
         Ok(x) => x,
         Err(e) => {
             secrets.finish(audit, &[], &[], since);
@@ -168,7 +180,7 @@ pub fn run_with(
     let counts = relays.drain(plan, start, &outcome);
     drop(raw);
     report_held_diagnostics(audit);
-    drop(_private_tmp);
+    drop(private_tmp);
     if let Some(net) = net.as_ref().filter(|n| n.shared.plan.learn) {
         report_learned(net, audit);
     }
@@ -181,6 +193,7 @@ pub fn run_with(
         .collect();
     let f = secrets.finish(audit, &counts, &roots, since);
     let mut outcome = outcome?;
+    outcome.tier = ran_in;
     outcome.leak_fail = f.leak_fail;
     outcome.scan_incomplete_fail = f.scan_incomplete_fail;
     outcome.leftover = check_leftovers(plan, &roots, audit, git_since);
@@ -369,22 +382,32 @@ fn lease_host_ids(
     }
 }
 
-/// A started cell: the spec it runs, the cell and its setup failure, the private TMPDIR
-/// of a cell without namespaces (kept until the cell has ended), the host id's lease.
-type Started = (
-    crate::spec::Spec,
-    (cell::Cell, Option<cell::SetupFailure>),
-    Option<tempfile::TempDir>,
-    Option<cell::userns::Lease>,
-);
+/// A started cell and what must live as long as it runs.
+struct Started {
+    /// The spec it runs.
+    spec: crate::spec::Spec,
+    cell: cell::Cell,
+    failure: Option<cell::SetupFailure>,
+    /// The private TMPDIR of a cell without namespaces (kept until the cell has ended).
+    private_tmp: Option<tempfile::TempDir>,
+    /// The cgroup that holds a cell without namespaces and without limits.
+    tracking: Option<cell::cgroup::CellCgroup>,
+    /// The host id's lease of a root-started cell.
+    lease: Option<cell::userns::Lease>,
+    /// The tier the cell runs in.
+    ran_in: crate::plan::tier::Tier,
+}
 
-/// Compile the spec and clone the cell, with the fallbacks a best-effort plan allows:
-/// the identity map when a filesystem cannot be idmapped, no namespaces when user
-/// namespaces are not available. Init is born in the cell's cgroup where the kernel
-/// allows (cgroup v2), else moved there before the worker starts; stale cgroups of
-/// killed taskcells are removed while init builds the cell's root.
+/// Compile the spec and clone the cell, with the fallbacks the plan allows: the identity
+/// map when a filesystem cannot be idmapped (best effort), no namespaces when user
+/// namespaces are not available and the tier left is one the plan accepts. Init is born
+/// in the cell's cgroup where the kernel allows (cgroup v2), else moved there before the
+/// worker starts; stale cgroups of killed taskcells are removed while init builds the
+/// cell's root.
+#[allow(clippy::too_many_arguments)]
 fn spawn_cell(
     plan: &Plan,
+    tier: &crate::plan::tier::TierReport,
     offer: &crate::spec::Offer,
     handles: &mut crate::spec::Handles,
     cgroup: Option<&cell::cgroup::CellCgroup>,
@@ -402,7 +425,15 @@ fn spawn_cell(
         Ok(())
     };
     let mut spec = crate::spec::compile(plan, offer, handles);
-    let mut spawned = cell::spawn_with(&spec, into, before_release);
+    // The probe found no user namespaces: straight to the cell without them (the
+    // container tier, or none), without a clone that would fail.
+    let mut spawned = if tier.userns {
+        cell::spawn_with(&spec, into, before_release)
+    } else {
+        Err(cell::SpawnError::Clone(
+            tier.why.first().cloned().unwrap_or_default(),
+        ))
+    };
     if let (Err(cell::SpawnError::Idmap(msg)), false) = (&spawned, plan.strict) {
         // Best effort: a filesystem that cannot be idmapped gets today's identity map.
         degraded(&crate::spec::layers::no_host_ids(msg));
@@ -417,11 +448,13 @@ fn spawn_cell(
         spec = crate::spec::compile(plan, offer, handles);
         spawned = cell::spawn_with(&spec, into, before_release);
     }
-    // Without user namespaces and not strict: run without namespaces (the private TMPDIR
-    // is kept until the cell has ended).
+    let mut ran_in = crate::plan::tier::Tier::Full;
     let mut private_tmp = None;
-    let spawned = match spawned {
-        Err(cell::SpawnError::Clone(msg)) if !plan.strict => {
+    let mut tracking = None;
+    let (cell, failure) = match spawned {
+        // The tier left without namespaces is one the plan accepts.
+        Err(cell::SpawnError::Clone(msg)) if tier.without_userns >= plan.security.require => {
+            ran_in = tier.without_userns;
             degraded(&crate::spec::layers::no_userns(&msg));
             let (tmp, home) = private_dirs(plan)?;
             spec = crate::spec::without_namespaces(
@@ -433,14 +466,39 @@ fn spawn_cell(
                 &cell::confine::list_dir,
             );
             private_tmp = Some(tmp);
-            cell::spawn_with(&spec, into, before_release)
+            // No PID namespace ends what the command starts: a cgroup holds it (where
+            // one can be made), for a later start to kill after a SIGKILL.
+            if cgroup.is_none() {
+                tracking = cell::cgroup::CellCgroup::tracking(&cell::cgroup::probe()).ok();
+            }
+            let t = tracking.as_ref();
+            cell::spawn_with(&spec, None, |pid, _| {
+                match (cgroup, t) {
+                    (Some(cg), _) => cg.add(pid)?,
+                    // Tracking only: a cell that cannot be moved there still runs.
+                    (None, Some(t)) => drop(t.add(pid)),
+                    (None, None) => {}
+                }
+                cell::cgroup::cleanup_stale(&cell::cgroup::probe());
+                Ok(())
+            })
         }
         Err(cell::SpawnError::Clone(msg)) => Err(cell::SpawnError::Clone(format!(
-            "{msg}; or pass --best-effort to run without namespaces, confined by Landlock and seccomp only"
+            "{msg}; without namespaces this machine gives the `{}` tier: pass {} to run there, confined by Landlock and seccomp only",
+            tier.without_userns,
+            if tier.without_userns == crate::plan::tier::Tier::Container { "--require container" } else { "--best-effort" }
         ))),
         other => other,
     }?;
-    Ok((spec, spawned, private_tmp, lease))
+    Ok(Started {
+        spec,
+        cell,
+        failure,
+        private_tmp,
+        tracking,
+        lease,
+        ran_in,
+    })
 }
 
 /// The network proxy of a `proxy` cell, serving the listeners init passed. Without its
@@ -800,6 +858,7 @@ fn wait(
         scan_incomplete_fail: false,
         stopped_by: stop.stopped_by,
         leftover: false,
+        tier: crate::plan::tier::Tier::Full,
     })
 }
 

@@ -286,3 +286,147 @@ fn a_cell_whose_workspace_is_tmp_cannot_reach_a_control_socket() {
     // B's own socket is not in /tmp.
     assert!(std::fs::read_dir(&rt).is_ok());
 }
+
+/// `taskcell` with the pin store in `state` (outside every cell).
+fn pinned(ws: &Ws, state: &std::path::Path, args: &[&str]) -> std::process::Output {
+    taskcell(ws.path(), args)
+        .env("XDG_STATE_HOME", state)
+        .output()
+        .expect("running taskcell")
+}
+
+#[test]
+fn a_cell_cannot_rewrite_the_profile_that_configures_its_next_run() {
+    let ws = Ws::new();
+    // The pin store, apart from the directory the attacker's policy would open.
+    let state_dir = tempfile::tempdir_in("/tmp").unwrap();
+    let state = state_dir.path().to_path_buf();
+    let marker = ws.outside("wide-ran");
+    std::fs::create_dir(ws.join("ci")).unwrap();
+    // ./deploy.toml extends ./ci/base.toml: both in the workspace, both policy.
+    let base = ws.join("ci/base.toml");
+    std::fs::write(&base, "extends = \"build\"\n").unwrap();
+    let deploy = ws.join("deploy.toml");
+    let text = format!("extends = \"{}\"\n", base.display());
+    std::fs::write(&deploy, &text).unwrap();
+    // What the attacker wants the next run to get: the outside directory writable and
+    // the host's network.
+    let wide = format!(
+        "extends = \"build\"\n[network]\nmode = \"host\"\n[filesystem]\nwrite = [\"{}\"]\n",
+        ws.out.path().display()
+    );
+    let escape = format!("touch {}", marker.display());
+
+    // 1. The cell configured by the profiles tries to rewrite them in place, to replace
+    //    them, and to move their directory away and put its own in its place.
+    let attack = format!(
+        "printf '%s' '{wide}' > deploy.toml; printf '%s' '{wide}' > ci/base.toml; \
+         mv deploy.toml gone.toml; rm -f deploy.toml; \
+         mv ci ci.old && mkdir ci && printf '%s' '{wide}' > ci/base.toml; true"
+    );
+    let o = pinned(
+        &ws,
+        &state,
+        &["run", "-p", "./deploy.toml", "--", "/bin/sh", "-c", &attack],
+    );
+    ok(&o);
+    assert!(stderr(&o).contains("pinned its content"), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(&deploy).unwrap(),
+        text,
+        "rewritten by its cell"
+    );
+    // Whatever the rename left at ci/base.toml, the next run does not take it.
+    let o = pinned(
+        &ws,
+        &state,
+        &["run", "-p", "./deploy.toml", "--", "/bin/sh", "-c", &escape],
+    );
+    if std::fs::read_to_string(&base).unwrap() != "extends = \"build\"\n" {
+        assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+        assert!(stderr(&o).contains("changed since"), "{}", stderr(&o));
+        assert!(
+            !marker.exists(),
+            "the command ran with the policy its cell wrote"
+        );
+        // Put the user's own file back (what `git checkout` would do).
+        let _ = std::fs::remove_dir_all(ws.join("ci"));
+        std::fs::rename(ws.join("ci.old"), ws.join("ci")).unwrap();
+    }
+
+    // 2. Another cell of the same workspace (another profile: an agent, a build) rewrites
+    //    ./deploy.toml; the next run of ./deploy.toml is refused before anything runs.
+    let rewrite = format!("printf '%s' '{wide}' > deploy.toml");
+    ok(&pinned(
+        &ws,
+        &state,
+        &["run", "-p", "build", "--", "/bin/sh", "-c", &rewrite],
+    ));
+    assert_eq!(std::fs::read_to_string(&deploy).unwrap(), wide);
+    for _ in 0..2 {
+        let o = pinned(
+            &ws,
+            &state,
+            &["run", "-p", "./deploy.toml", "--", "/bin/sh", "-c", &escape],
+        );
+        assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("changed since") && stderr(&o).contains("taskcell trust"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(
+            !marker.exists(),
+            "the command ran with the policy a cell wrote"
+        );
+    }
+    // A link planted in its place is a change too (the pin is the name's).
+    let outside = ws.outside("wide.toml");
+    std::fs::write(&outside, &wide).unwrap();
+    std::fs::remove_file(&deploy).unwrap();
+    std::os::unix::fs::symlink(&outside, &deploy).unwrap();
+    let o = pinned(
+        &ws,
+        &state,
+        &["run", "-p", "./deploy.toml", "--", "/bin/sh", "-c", &escape],
+    );
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(!marker.exists());
+
+    // 3. The user read the change and trusts it: then it runs as written.
+    std::fs::remove_file(&deploy).unwrap();
+    std::fs::write(&deploy, &text).unwrap();
+    std::fs::write(
+        &base,
+        "extends = \"build\"\n[network]\nmode = \"loopback\"\n",
+    )
+    .unwrap();
+    let o = pinned(
+        &ws,
+        &state,
+        &["run", "-p", "./deploy.toml", "--", "/bin/true"],
+    );
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    let o = pinned(&ws, &state, &["trust", "./deploy.toml"]);
+    assert!(ok(&o).contains("ci/base.toml"), "{}", stdout(&o));
+    ok(&pinned(
+        &ws,
+        &state,
+        &["run", "-p", "./deploy.toml", "--", "/bin/true"],
+    ));
+}
+
+#[test]
+fn a_profile_outside_the_cells_paths_is_not_pinned() {
+    let ws = Ws::new();
+    let state = ws.outside("state");
+    let p = ws.outside("p.toml");
+    std::fs::write(&p, "extends = \"build\"\n").unwrap();
+    let ps = p.to_str().unwrap();
+    let o = pinned(&ws, &state, &["run", "-p", ps, "--", "/bin/true"]);
+    ok(&o);
+    assert!(!stderr(&o).contains("pinned"), "{}", stderr(&o));
+    std::fs::write(&p, "extends = \"build\"\n[network]\nmode = \"loopback\"\n").unwrap();
+    ok(&pinned(&ws, &state, &["run", "-p", ps, "--", "/bin/true"]));
+    assert!(!state.exists(), "nothing to pin, no store");
+}

@@ -278,3 +278,65 @@ fn best_effort_a_sigkilled_taskcell_leaves_no_command_running() {
     });
     assert!(gone, "the command {cmd} survived its SIGKILLed taskcell");
 }
+
+#[test]
+#[ignore = "run by .ci/run with user.max_user_namespaces=0"]
+fn doctor_names_the_container_tier_and_how_to_get_full() {
+    require_no_userns();
+    let ws = Ws::new();
+    let o = taskcell(ws.path(), &["doctor"]).output().expect("doctor");
+    let out = stdout(&o);
+    assert!(out.contains("\ntier: container"), "{out}");
+    assert!(out.contains("why: no user namespaces"), "{out}");
+    assert!(
+        out.contains("to get full: Kubernetes: `hostUsers: false`"),
+        "{out}"
+    );
+    assert!(out.contains("CLONE_NEWUSER"), "{out}");
+    assert!(
+        out.contains("kernel.apparmor_restrict_unprivileged_userns"),
+        "{out}"
+    );
+    let o = taskcell(ws.path(), &["doctor", "--json"])
+        .output()
+        .expect("doctor");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["tier"]["tier"], "container", "{v}");
+}
+
+#[test]
+#[ignore = "run by .ci/run with user.max_user_namespaces=0"]
+fn strict_refusal_names_the_tier_and_require_container_runs() {
+    require_no_userns();
+    let ws = Ws::new();
+    let o = sh(ws.path(), "build", &[], "echo should-not-run");
+    assert_eq!(o.status.code(), Some(125));
+    let e = stderr(&o);
+    assert!(e.contains("gives the `container` tier"), "{e}");
+    assert!(e.contains("--require container"), "{e}");
+    let log = ws.outside("audit.jsonl");
+    let o = sh(
+        ws.path(),
+        "build",
+        &[
+            "--require",
+            "container",
+            "--audit-log",
+            &log.display().to_string(),
+        ],
+        "echo ran",
+    );
+    assert_eq!(ok(&o), "ran\n");
+    let audit = std::fs::read_to_string(&log).expect("audit log");
+    let start = audit
+        .lines()
+        .find(|l| l.contains("\"session_start\""))
+        .expect("session_start");
+    assert!(start.contains("\"tier\":\"container\""), "{start}");
+    assert!(start.contains("\"tier_required\":\"container\""), "{start}");
+    let end = audit
+        .lines()
+        .find(|l| l.contains("\"session_end\""))
+        .expect("session_end");
+    assert!(end.contains("\"tier\":\"container\""), "{end}");
+}

@@ -592,6 +592,37 @@ pub fn cleanup_stale(p: &Probe) -> Vec<PathBuf> {
     removed
 }
 
+/// Kill what is left in the cgroups of the launcher `pid` started at `start` (named
+/// `taskcell-PID-START-*`) and remove them. Only for a launcher that is gone (checked
+/// here: its pid with that start time does not run); the name binds the cgroup to that
+/// one process, so a live cell is never touched. Returns how many processes were in them.
+pub fn kill_cells_of(pid: i32, start: u64) -> usize {
+    if start == 0 || owner_alive(pid, Some(start)) {
+        return 0;
+    }
+    let p = probe();
+    let mut parents: Vec<&PathBuf> = p.places.values().map(|pl| &pl.parent).collect();
+    parents.sort();
+    parents.dedup();
+    let prefix = format!("taskcell-{pid}-{start}-");
+    let mut n = 0;
+    for parent in parents {
+        let Ok(rd) = std::fs::read_dir(parent) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with(&prefix) || owner_pid(&name) != Some((pid, Some(start))) {
+                continue;
+            }
+            let path = e.path();
+            n += read(&path.join("cgroup.procs")).lines().count();
+            let _ = kill_and_remove(&path);
+        }
+    }
+    n
+}
+
 impl CellCgroup {
     /// Create the cell's cgroup in every hierarchy `limits` needs and write the limits.
     pub fn create(limits: &CgroupLimits, p: &Probe) -> Result<CellCgroup, String> {
@@ -653,6 +684,36 @@ impl CellCgroup {
                 .map_err(|e| format!("writing {} to {}: {e}", w.value, f.display()))?;
         }
         Ok(cg)
+    }
+
+    /// A cgroup without limits, only to hold the cell's processes (best effort without
+    /// namespaces, where no PID namespace ends them): every process the command starts
+    /// stays in it, so what is left after a SIGKILL of taskcell and its init can be found
+    /// and killed by a later start ([`kill_cells_of`]). Where one can be made.
+    pub fn tracking(p: &Probe) -> Result<CellCgroup, String> {
+        let place = p
+            .places
+            .get("pids")
+            .or_else(|| p.places.values().next())
+            .ok_or_else(|| "no cgroup this user can create one in".to_string())?;
+        let me = std::process::id() as i32;
+        let name = format!(
+            "taskcell-{me}-{}-{}",
+            start_time(me).unwrap_or(0),
+            random_hex()
+        );
+        let path = place.parent.join(&name);
+        std::fs::create_dir(&path)
+            .map_err(|e| format!("creating cgroup {}: {e}", path.display()))?;
+        Ok(CellCgroup {
+            name,
+            dirs: vec![Dir {
+                version: place.version,
+                controllers: Vec::new(),
+                path,
+            }],
+            limits: CgroupLimits::default(),
+        })
     }
 
     /// The cgroup directories (for the audit log).

@@ -22,6 +22,18 @@ pub fn kernel() -> Kernel {
     .clone()
 }
 
+/// What the tier decision needs (`plan::tier::decide`): `userns` is the probe's answer
+/// (`userns::probe` for `run`/`explain`, every namespace for `doctor`).
+pub fn machine(userns: Result<(), String>) -> crate::plan::tier::Machine {
+    let k = kernel();
+    crate::plan::tier::Machine {
+        userns,
+        landlock: k.landlock,
+        seccomp: k.seccomp,
+        user_notif: user_notif_available(),
+    }
+}
+
 /// What this machine offers the compiler: the kernel's layers, the running binary (for a
 /// `proxy` cell), whether there is a system CA bundle to bind the cell's over (`inject`).
 pub fn offer(proxy: bool, inject: bool) -> Offer {
@@ -67,7 +79,7 @@ pub fn landlock_abi() -> Result<i32, String> {
     if v < 0 {
         let e = std::io::Error::last_os_error();
         return Err(match e.raw_os_error() {
-            Some(libc::ENOSYS) => "Landlock is not built into this kernel (needs Linux 5.13+ with CONFIG_SECURITY_LANDLOCK)".into(),
+            Some(libc::ENOSYS) => "Landlock is not implemented here (ENOSYS: a kernel without CONFIG_SECURITY_LANDLOCK, older than 5.13, or a runtime such as gVisor that does not implement it)".into(),
             Some(libc::EOPNOTSUPP) => "Landlock is built in but not enabled (add `landlock` to the lsm= kernel parameter)".into(),
             _ => format!("Landlock is not available: {e}"),
         });
@@ -179,6 +191,33 @@ pub fn apply_seccomp(programs: &[BpfProgram]) -> Result<(), String> {
         seccompiler::apply_filter(p).map_err(|e| format!("installing the seccomp filter: {e}"))?;
     }
     Ok(())
+}
+
+/// Whether the supervisor can make a container-tier cell's `connect`s: seccomp user
+/// notification (Linux 5.0) and pidfd_getfd (Linux 5.6), probed once.
+pub fn user_notif_available() -> Result<(), String> {
+    static ONCE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let actions = std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail")
+            .unwrap_or_default();
+        if !actions.contains("user_notif") {
+            return Err(format!(
+                "seccomp has no user notification here (actions: {}; needs Linux 5.0+)",
+                actions.trim()
+            ));
+        }
+        // SAFETY: pidfd_getfd with an invalid pidfd only returns an error (EBADF when the
+        // call exists, ENOSYS or EPERM from a policy when it does not).
+        let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, -1, -1, 0) };
+        let e = std::io::Error::last_os_error();
+        match (r, e.raw_os_error()) {
+            (_, Some(libc::EBADF)) => Ok(()),
+            _ => Err(format!(
+                "pidfd_getfd is not available ({e}; needs Linux 5.6+ and a container policy that allows it)"
+            )),
+        }
+    })
+    .clone()
 }
 
 /// Whether this kernel can install filters returning errno.

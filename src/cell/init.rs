@@ -32,10 +32,31 @@ pub fn main(
     listen_sock: Option<OwnedFd>,
     tty_sock: Option<OwnedFd>,
 ) -> ! {
+    // Die with the supervisor: a killed taskcell leaves nothing running. Without
+    // namespaces (best effort) no PID namespace ends the command's descendants with
+    // init, so init is told instead (SIGURG, blocked, taken by the wait loop): as the
+    // subreaper of everything the command started it kills them all, removes the private
+    // TMPDIR, then ends.
+    let death = if spec.namespaces {
+        libc::SIGKILL
+    } else {
+        let mut urg = SigSet::empty();
+        urg.add(Signal::SIGURG);
+        let _ = nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            Some(&urg),
+            None,
+        );
+        libc::SIGURG
+    };
+    let launcher = nix::unistd::getppid();
     // SAFETY: prctl with integer arguments only.
     unsafe {
-        // Die with the supervisor: a killed taskcell leaves nothing running.
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        libc::prctl(libc::PR_SET_PDEATHSIG, death, 0, 0, 0);
+    }
+    if !spec.namespaces && nix::unistd::getppid() != launcher {
+        // The supervisor died before the death signal was set.
+        orphaned(spec);
     }
     // The identity map of the caller's ids, written by this process itself (allowed for
     // its own ids once setgroups is denied): no round trip to the supervisor, which would
@@ -68,6 +89,9 @@ pub fn main(
     let mut f = std::fs::File::from(sync);
     if !matches!(f.read(&mut go), Ok(1)) {
         // The supervisor died before releasing us.
+        if !spec.namespaces {
+            orphaned(spec);
+        }
         exit(125);
     }
     // Leave the launcher's process group: a Ctrl-C on the terminal reaches the supervisor,
@@ -159,6 +183,9 @@ pub fn main(
 
     // The second release: the supervisor has put this process in the cell's cgroup.
     if !matches!(f.read(&mut go), Ok(1)) {
+        if !spec.namespaces {
+            orphaned(spec);
+        }
         exit(125);
     }
     drop(f);
@@ -182,7 +209,7 @@ pub fn main(
         eprintln!("taskcell: cell init could not drop its privileges: {e}");
         exit(125);
     }
-    wait_loop(worker, status, spec.namespaces)
+    wait_loop(worker, status, spec, launcher)
 }
 
 fn setup(spec: &Spec, prepared: &[(usize, OwnedFd)]) -> Result<(), String> {
@@ -237,13 +264,49 @@ fn kill_descendants() {
     }
 }
 
-fn wait_loop(worker: Pid, status: OwnedFd, namespaces: bool) -> ! {
-    let set = blocked_in_init();
+/// Without namespaces, the supervisor is gone (killed): end everything the command
+/// started (init is their subreaper) and remove the private TMPDIR, then end.
+fn orphaned(spec: &Spec) -> ! {
+    kill_descendants();
+    if let Some(tmp) = private_tmp(spec) {
+        // remove_dir_all never follows a symlink (the tree was the cell's to write).
+        let _ = std::fs::remove_dir_all(tmp);
+    }
+    exit(128 + libc::SIGKILL);
+}
+
+/// The private TMPDIR of a cell without namespaces (the spec's `TMPDIR`).
+fn private_tmp(spec: &Spec) -> Option<&str> {
+    if spec.namespaces {
+        return None;
+    }
+    spec.process
+        .env
+        .iter()
+        .find(|(k, _)| k == "TMPDIR")
+        .map(|(_, v)| v.as_str())
+        .filter(|v| v.starts_with('/'))
+}
+
+fn wait_loop(worker: Pid, status: OwnedFd, spec: &Spec, launcher: Pid) -> ! {
+    let namespaces = spec.namespaces;
+    let mut set = blocked_in_init();
+    if !namespaces {
+        set.add(Signal::SIGURG);
+    }
     loop {
         let sig = match set.wait() {
             Ok(s) => s,
             Err(_) => continue,
         };
+        if sig == Signal::SIGURG && !namespaces {
+            // The parent-death signal, or one from the cell (same user): only a
+            // changed parent counts.
+            if nix::unistd::getppid() != launcher {
+                orphaned(spec);
+            }
+            continue;
+        }
         if sig != Signal::SIGCHLD {
             if FORWARDED.contains(&sig) {
                 let _ = nix::sys::signal::kill(worker, sig);

@@ -47,6 +47,33 @@ pub fn userns_restriction() -> Option<String> {
     None
 }
 
+/// Can this process create a user namespace? A child cloned with CLONE_NEWUSER that exits
+/// at once (what `run` and `explain` ask before deciding the tier; `doctor` probes every
+/// namespace). Err: why not, with the fix.
+pub fn probe() -> Result<(), String> {
+    // SAFETY: a raw clone without CLONE_VM behaves like fork(); the child only calls
+    // _exit, which is async-signal-safe, so it is sound even with other threads running.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if ret == 0 {
+        // SAFETY: leave the probe child at once, running nothing of the parent's.
+        unsafe { libc::_exit(0) }
+    }
+    if ret < 0 {
+        return Err(explain_clone_error(&io::Error::last_os_error()));
+    }
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(ret as i32), None);
+    Ok(())
+}
+
 /// Turn a clone failure into a sentence that says what to do.
 pub fn explain_clone_error(e: &io::Error) -> String {
     let why = userns_restriction();

@@ -23,8 +23,10 @@ pub mod git;
 pub mod limits;
 pub mod net;
 pub mod paths;
+pub mod profiles;
 pub mod secrets;
 pub mod syscalls;
+pub mod tier;
 
 /// How a path is made visible inside the cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -159,6 +161,9 @@ pub struct SecurityPlan {
     pub tcp_ports: Vec<u16>,
     /// Landlock leaves TCP ports alone (only the network namespace confines them).
     pub tcp_any_port: bool,
+    /// The lowest tier the cell may run in: `--require`, else `--best-effort` (`none`),
+    /// else the profile's `require`, else `full` when strict and `none` when not.
+    pub require: tier::Tier,
 }
 
 /// Everything a cell will be.
@@ -168,6 +173,9 @@ pub struct Plan {
     pub description: String,
     /// The files the profile was read from, parent first.
     pub sources: Vec<String>,
+    /// The profile files read from disk, parent first: those inside a writable path are
+    /// protected in the cell and pinned (`plan::profiles`, `crate::pins`).
+    pub profile_files: Vec<profiles::ProfileFile>,
     pub workspace: PathBuf,
     /// Why the workspace is this directory: `-w`, the current directory, or the root of
     /// the git repository the current directory is in.
@@ -276,6 +284,8 @@ pub struct Overrides {
     pub env: Vec<String>,
     pub timeout: Option<Duration>,
     pub strict: Option<bool>,
+    /// `--require TIER`.
+    pub require: Option<tier::Tier>,
     /// `--allow`, `--ask`, `--resolve`.
     pub netov: crate::plan::net::NetOverrides,
     /// `--secret NAME=PROVIDER:ARG`.
@@ -456,6 +466,7 @@ pub fn resolve(
         );
     }
     git::protect(&mut paths, &ctx.home)?;
+    let profile_files = profiles::protect(&profile.files, &mut paths);
     sort_rules(&mut paths);
 
     // Environment.
@@ -618,6 +629,16 @@ pub fn resolve(
     };
 
     let mut security = security_plan(&profile.security);
+    let strict = ov.strict.unwrap_or(profile.strict);
+    security.require = ov
+        .require
+        .or((ov.strict == Some(false)).then_some(tier::Tier::None))
+        .or(profile.security.require.as_ref().map(|r| r.value))
+        .unwrap_or(if strict {
+            tier::Tier::Full
+        } else {
+            tier::Tier::None
+        });
     if let Some(p) = &net.proxy {
         // `proxy` mode: the cell connects to the proxy and forward listeners only.
         security.tcp_ports.extend(p.listen_ports());
@@ -628,6 +649,7 @@ pub fn resolve(
         profile: profile.name.clone(),
         description: profile.description.clone(),
         sources: profile.sources.clone(),
+        profile_files,
         workspace,
         workspace_from,
         home: ctx.home.clone(),
@@ -659,7 +681,7 @@ pub fn resolve(
             clipboard: profile.terminal.clipboard,
             host_ids: (ctx.uid == 0).then_some(IdRange::RESERVED),
         },
-        strict: ov.strict.unwrap_or(profile.strict),
+        strict,
         secrets,
         security,
         create,
@@ -684,6 +706,7 @@ fn security_plan(sec: &crate::profile::Security) -> SecurityPlan {
         allow_userns: sec.allow_userns,
         tcp_ports,
         tcp_any_port: sec.tcp_any_port,
+        require: tier::Tier::Full,
     }
 }
 

@@ -70,6 +70,10 @@ impl Delivery {
     }
 }
 
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
 /// Largest secret value, in bytes (also sizes the /run/secrets tmpfs).
 pub const MAX_VALUE: usize = 1 << 20;
 
@@ -80,6 +84,10 @@ pub struct SecretPlan {
     pub delivery: Delivery,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoke: Option<Vec<String>>,
+    /// The revoke command gets the value on its stdin (else /dev/null; then it can also
+    /// run at a later start after a SIGKILL of taskcell).
+    #[serde(skip_serializing_if = "is_true")]
+    pub revoke_needs_value: bool,
     #[serde(with = "super::opt_duration_secs")]
     pub ttl: Option<Duration>,
     #[serde(with = "super::duration_secs")]
@@ -238,6 +246,7 @@ pub(super) fn resolve(
             provider,
             delivery,
             revoke: d.revoke.clone(),
+            revoke_needs_value: d.revoke_needs_value,
             ttl: d.ttl,
             timeout: d.timeout.unwrap_or(DEFAULT_TIMEOUT),
             mask: d.mask,

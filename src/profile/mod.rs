@@ -101,6 +101,45 @@ pub enum NetMode {
     Host,
 }
 
+/// What a machine lets taskcell enforce, weakest first (see `plan::tier`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Neither namespaces nor the container tier's layers: whatever exists, best effort.
+    None,
+    /// No user namespaces: Landlock, seccomp and no_new_privs, egress only through the
+    /// proxy (seccomp and a supervisor-made `connect`).
+    Container,
+    /// User, mount, pid, net, ipc, uts and cgroup namespaces, Landlock and seccomp.
+    Full,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::None => "none",
+            Tier::Container => "container",
+            Tier::Full => "full",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Tier> {
+        match s {
+            "none" => Some(Tier::None),
+            "container" => Some(Tier::Container),
+            "full" => Some(Tier::Full),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl NetMode {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -230,6 +269,9 @@ pub struct Security {
     pub tcp_ports: Vec<Val<u16>>,
     /// Landlock does not restrict TCP ports (the network namespace still does).
     pub tcp_any_port: bool,
+    /// The lowest tier the cell may run in (`require`); None: `strict` decides (`full`
+    /// when strict, any tier when not).
+    pub require: Option<Val<Tier>>,
 }
 
 impl Default for Security {
@@ -241,6 +283,7 @@ impl Default for Security {
             allow_userns: false,
             tcp_ports: Vec::new(),
             tcp_any_port: false,
+            require: None,
         }
     }
 }
@@ -252,6 +295,10 @@ pub struct Profile {
     pub description: String,
     /// Files merged into this profile, the root parent first.
     pub sources: Vec<String>,
+    /// The files of `sources` read from disk (not built-in), root parent first, with the
+    /// digest of the text that was parsed: a profile inside a path a cell can write is
+    /// pinned by it (`crate::pins`).
+    pub files: Vec<SourceFile>,
     pub hostname: String,
     pub strict: bool,
     pub filesystem: Filesystem,
@@ -262,6 +309,34 @@ pub struct Profile {
     pub secrets: BTreeMap<String, secrets::SecretDecl>,
     pub security: Security,
     pub terminal: Terminal,
+}
+
+/// A profile file read from disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceFile {
+    /// Absolute, as named (the current directory joined to a relative name; symlinks not
+    /// followed).
+    pub path: PathBuf,
+    /// sha256 (hex) of the text that was parsed.
+    pub sha256: String,
+}
+
+impl SourceFile {
+    fn new(path: &Path, text: &str) -> SourceFile {
+        use sha2::{Digest, Sha256};
+        let path = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map(|d| d.join(path))
+                .unwrap_or_else(|_| path.to_path_buf())
+        };
+        let sum = Sha256::digest(text.as_bytes());
+        SourceFile {
+            path,
+            sha256: sum.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
 }
 
 /// `[terminal]`: what the cell may do to the user's terminal.
@@ -277,6 +352,7 @@ impl Default for Profile {
             name: String::new(),
             description: String::new(),
             sources: Vec::new(),
+            files: Vec::new(),
             hostname: "taskcell".into(),
             strict: true,
             filesystem: Filesystem::default(),
@@ -338,12 +414,17 @@ impl Loader {
     /// Find a profile's source text: a path (contains `/` or ends in `.toml`), a user
     /// profile, or a built-in one (user profiles shadow built-in ones of the same name).
     pub fn find(&self, name: &str) -> Result<(String, String), ProfileError> {
+        self.locate(name).map(|(file, text, _)| (file, text))
+    }
+
+    /// [`find`](Self::find), with the path of a profile read from disk.
+    fn locate(&self, name: &str) -> Result<(String, String, Option<PathBuf>), ProfileError> {
         if name.contains('/') || name.ends_with(".toml") {
             let text = read_profile_file(Path::new(name)).map_err(|err| ProfileError::Read {
                 file: name.to_string(),
                 err,
             })?;
-            return Ok((name.to_string(), text));
+            return Ok((name.to_string(), text, Some(PathBuf::from(name))));
         }
         if let Some(dir) = &self.user_dir {
             let p = dir.join(format!("{name}.toml"));
@@ -353,11 +434,11 @@ impl Loader {
                     file: file.clone(),
                     err,
                 })?;
-                return Ok((file, text));
+                return Ok((file, text, Some(p)));
             }
         }
         if let Some((_, text)) = BUILTIN.iter().find(|(n, _)| *n == name) {
-            return Ok((format!("{name}.toml (built-in)"), (*text).to_string()));
+            return Ok((format!("{name}.toml (built-in)"), (*text).to_string(), None));
         }
         Err(ProfileError::NotFound {
             name: name.to_string(),
@@ -373,10 +454,14 @@ impl Loader {
     /// Load a profile by name or path and merge its `extends` chain.
     pub fn load(&self, name: &str) -> Result<Profile, ProfileError> {
         let mut chain: Vec<(String, raw::RawProfile, String)> = Vec::new();
+        let mut files: Vec<SourceFile> = Vec::new();
         let mut next = Some(name.to_string());
         let mut seen: Vec<String> = Vec::new();
         while let Some(n) = next.take() {
-            let (file, text) = self.find(&n)?;
+            let (file, text, path) = self.locate(&n)?;
+            if let Some(path) = path {
+                files.push(SourceFile::new(&path, &text));
+            }
             if seen.contains(&file) {
                 seen.push(file.clone());
                 return Err(ProfileError::Cycle {
@@ -389,8 +474,10 @@ impl Loader {
             next = raw.extends.clone().map(|s| s.into_inner());
             chain.push((file, raw, text));
         }
+        files.reverse();
         let mut profile = Profile {
             name: display_name(name),
+            files,
             ..Profile::default()
         };
         for (file, raw, text) in chain.iter().rev() {

@@ -134,6 +134,10 @@ pub struct RawSecurity {
     #[serde(default)]
     pub tcp_ports: Vec<Spanned<i64>>,
     pub tcp_any_port: Option<Spanned<bool>>,
+    /// The lowest tier the cell may run in: "full" (namespaces, Landlock, seccomp; the
+    /// default when strict) or "container" (no user namespaces: Landlock, seccomp,
+    /// no_new_privs, egress only through the proxy); "none" accepts any machine.
+    pub require: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -396,6 +400,19 @@ fn merge_security(
     }
     if let Some(t) = &sec.tcp_any_port {
         p.security.tcp_any_port = *t.get_ref();
+    }
+    if let Some(r) = &sec.require {
+        let tier = super::Tier::parse(r.get_ref()).ok_or_else(|| ProfileError::Invalid {
+            origin: origin(r.span().start),
+            msg: format!(
+                "`security.require`: {:?} is not a tier (\"full\", \"container\" or \"none\")",
+                r.get_ref()
+            ),
+        })?;
+        p.security.require = Some(Val {
+            value: tier,
+            origin: origin(r.span().start),
+        });
     }
     for port in &sec.tcp_ports {
         let v = *port.get_ref();

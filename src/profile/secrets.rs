@@ -101,6 +101,10 @@ pub struct SecretDecl {
     pub var: Option<String>,
     /// Run when the cell ends, whatever way; `{session}` and `{name}` are replaced.
     pub revoke: Option<Vec<String>>,
+    /// The revoke command reads the value on its stdin (the default). `false`: it gets
+    /// none (stdin is /dev/null) and works from `{session}`/`{name}` alone, so a
+    /// revocation a SIGKILL of taskcell prevented can run at a later start.
+    pub revoke_needs_value: bool,
     pub ttl: Option<Duration>,
     /// Time limit for the provider command and for the revoke command.
     pub timeout: Option<Duration>,
@@ -124,6 +128,7 @@ impl SecretDecl {
             fd: None,
             var: None,
             revoke: None,
+            revoke_needs_value: true,
             ttl: None,
             timeout: None,
             mask: true,
@@ -188,6 +193,11 @@ pub struct RawSecret {
     pub fd: Option<Spanned<i64>>,
     pub var: Option<Spanned<String>>,
     pub revoke: Option<Spanned<Vec<String>>>,
+    /// false: the revoke command gets no value (stdin is /dev/null) and works from
+    /// `{session}` and `{name}` alone, e.g. revoking a credential the provider labelled
+    /// with `{session}`; then a revocation a SIGKILL of taskcell prevented runs at the
+    /// next start of a cell with the same secret and revoke command.
+    pub revoke_needs_value: Option<Spanned<bool>>,
     pub ttl: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
     pub mask: Option<Spanned<bool>>,
@@ -382,6 +392,9 @@ pub fn merge(
             }
             d.revoke = Some(v.get_ref().clone());
         }
+        if let Some(v) = &s.revoke_needs_value {
+            d.revoke_needs_value = *v.get_ref();
+        }
         for (key, slot) in [("ttl", &s.ttl), ("timeout", &s.timeout)] {
             if let Some(t) = slot {
                 let dur = parse_duration(t.get_ref())
@@ -480,11 +493,11 @@ pub fn parse_cli(spec: &str) -> Result<(String, SecretDecl), String> {
     Ok((name.to_string(), SecretDecl::new(from, Origin::cli())))
 }
 
-/// Apply `--secret-opt NAME.KEY=VALUE` (keys: deliver, fd, var, revoke, ttl, timeout,
+/// Apply `--secret-opt NAME.KEY=VALUE` (keys: deliver, fd, var, revoke, revoke_needs_value, ttl, timeout,
 /// mask, on_leak) to a declared secret.
 pub fn apply_cli_opt(secrets: &mut BTreeMap<String, SecretDecl>, opt: &str) -> Result<(), String> {
     let bad = || {
-        format!("--secret-opt {opt:?}: expected NAME.KEY=VALUE with KEY one of deliver, fd, var, revoke, ttl, timeout, mask, on_leak, optional, hosts, placeholder, inject_body")
+        format!("--secret-opt {opt:?}: expected NAME.KEY=VALUE with KEY one of deliver, fd, var, revoke, revoke_needs_value, ttl, timeout, mask, on_leak, optional, hosts, placeholder, inject_body")
     };
     let (lhs, val) = opt.split_once('=').ok_or_else(bad)?;
     let (name, key) = lhs.split_once('.').ok_or_else(bad)?;
@@ -553,6 +566,13 @@ pub fn apply_cli_opt(secrets: &mut BTreeMap<String, SecretDecl>, opt: &str) -> R
                 return Err(e("needs a command".into()));
             }
             d.revoke = Some(argv);
+        }
+        "revoke_needs_value" => {
+            d.revoke_needs_value = match val {
+                "true" => true,
+                "false" => false,
+                _ => return Err(e(format!("{val:?} is not true or false"))),
+            }
         }
         "ttl" => d.ttl = Some(parse_duration(val).map_err(e)?),
         "timeout" => d.timeout = Some(parse_duration(val).map_err(e)?),

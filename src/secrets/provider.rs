@@ -276,6 +276,7 @@ mod tests {
             provider: p,
             delivery: Delivery::Env { var: "T".into() },
             revoke: None,
+            revoke_needs_value: true,
             ttl: None,
             timeout: DEFAULT_TIMEOUT,
             mask: true,

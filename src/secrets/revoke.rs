@@ -1,5 +1,6 @@
 //! Revocation: run a secret's `revoke` argv when the cell has ended, with the value on
-//! its stdin and a time limit. `{session}` and `{name}` in the argv are replaced.
+//! its stdin (or, for `revoke_needs_value = false`, /dev/null) and a time limit.
+//! `{session}` and `{name}` in the argv are replaced.
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -24,11 +25,12 @@ pub fn substitute(argv: &[String], session: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// Run one revocation. `redactor` masks the command's output before it is kept.
+/// Run one revocation. `value`: written to its stdin (None: stdin is /dev/null).
+/// `redactor` masks the command's output before it is kept.
 pub fn revoke(
     name: &str,
     argv: &[String],
-    value: &[u8],
+    value: Option<&[u8]>,
     timeout: Duration,
     redactor: Option<&Redactor>,
 ) -> Revocation {
@@ -42,7 +44,11 @@ pub fn revoke(
     };
     let mut child = match Command::new(prog)
         .args(&argv[1..])
-        .stdin(Stdio::piped())
+        .stdin(if value.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -60,8 +66,8 @@ pub fn revoke(
     let stderr = child.stderr.take();
     let (status, output) = std::thread::scope(|s| {
         s.spawn(move || {
-            if let Some(mut i) = stdin {
-                let _ = i.write_all(value);
+            if let (Some(mut i), Some(v)) = (stdin, value) {
+                let _ = i.write_all(v);
             }
         });
         let collect = |r: Option<Box<dyn Read + Send>>| {
@@ -148,7 +154,7 @@ mod tests {
                 "-c".into(),
                 "read v; [ \"$v\" = secret-v ] && echo fine".into(),
             ],
-            b"secret-v\n",
+            Some(b"secret-v\n"),
             Duration::from_secs(10),
             None,
         );
@@ -157,7 +163,7 @@ mod tests {
         let r = revoke(
             "T",
             &["sh".into(), "-c".into(), "cat; exit 3".into()],
-            b"secret-v",
+            Some(b"secret-v"),
             Duration::from_secs(10),
             Some(&Redactor::new(&[("T".into(), b"secret-v".as_slice())]).unwrap()),
         );
@@ -167,10 +173,23 @@ mod tests {
         let r = revoke(
             "T",
             &["sleep".into(), "5".into()],
-            b"x",
+            Some(b"x"),
             Duration::from_millis(200),
             None,
         );
         assert!(!r.ok && r.detail.contains("killed"), "{r:?}");
+        // Without a value, stdin is /dev/null: an immediate end of file, never a hang.
+        let r = revoke(
+            "T",
+            &[
+                "sh".into(),
+                "-c".into(),
+                "n=$(wc -c); echo got $n; [ -t 0 ] || [ \"$n\" = 0 ]".into(),
+            ],
+            None,
+            Duration::from_secs(10),
+            None,
+        );
+        assert!(r.ok && r.detail.contains("got 0"), "{r:?}");
     }
 }

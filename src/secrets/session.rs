@@ -29,6 +29,8 @@ struct Held {
     plan: SecretPlan,
     value: Option<Value>,
     memfd: Option<OwnedFd>,
+    /// It has a `revoke` command that has not run yet.
+    revoke_pending: bool,
 }
 
 pub struct Session {
@@ -114,12 +116,19 @@ impl Session {
                 crate::hostfile::check_argv(argv, cell_writable, &format!("{what}'s revoke"))
                     .map_err(SecretsError)?;
             }
-            let value = provider::fetch_in(p, env, cell_writable)
+            // `{session}` and `{name}` in a provider's argv, as in its revoke's: a provider
+            // can label what it makes with the session, for a revoke that needs no value.
+            let mut with_ids = p.clone();
+            if let crate::plan::secrets::Provider::Command { argv } = &mut with_ids.provider {
+                *argv = revoke::substitute(argv, &self.session_id, &p.name);
+            }
+            let value = provider::fetch_in(&with_ids, env, cell_writable)
                 .map_err(|e| SecretsError(e.to_string()))?;
             self.held.push(Held {
                 plan: p.clone(),
                 value: Some(value),
                 memfd: None,
+                revoke_pending: p.revoke.is_some(),
             });
             let h = self
                 .held
@@ -212,12 +221,12 @@ impl Session {
     }
 
     /// After the clone: close the memfds and the pipes' write ends here, and drop every
-    /// value that is not needed any more (only those with a `revoke` command are kept;
-    /// the masker keeps its own patterns).
+    /// value that is not needed any more (only those whose `revoke` command reads the
+    /// value are kept; the masker keeps its own patterns).
     pub fn after_spawn(&mut self) -> Option<(OwnedFd, OwnedFd)> {
         for h in &mut self.held {
             h.memfd = None;
-            if h.plan.revoke.is_none() {
+            if h.plan.revoke.is_none() || !h.plan.revoke_needs_value {
                 h.value = None;
             }
         }
@@ -360,14 +369,21 @@ impl Session {
     fn revoke_all(&mut self, audit: &mut Audit) {
         for h in &mut self.held {
             let Some(argv) = &h.plan.revoke else { continue };
-            let Some(value) = h.value.take() else {
+            if !std::mem::take(&mut h.revoke_pending) {
                 continue;
-            };
+            }
+            let value = h.value.take();
+            if h.plan.revoke_needs_value && value.is_none() {
+                continue;
+            }
             let argv = revoke::substitute(argv, &self.session_id, &h.plan.name);
             let r = revoke::revoke(
                 &h.plan.name,
                 &argv,
-                value.bytes(),
+                value
+                    .as_ref()
+                    .filter(|_| h.plan.revoke_needs_value)
+                    .map(|v| v.bytes()),
                 h.plan.timeout,
                 self.redactor.as_deref(),
             );

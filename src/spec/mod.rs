@@ -466,6 +466,7 @@ mod tests {
             provider: Provider::Generate { bytes: 16 },
             delivery,
             revoke: None,
+            revoke_needs_value: true,
             ttl: None,
             timeout: DEFAULT_TIMEOUT,
             mask: true,
