@@ -281,7 +281,11 @@ fn take_terminal(
 
 /// Secrets are fetched now, just in time, before anything of the cell exists.
 fn fetch_secrets(plan: &Plan, audit: &mut Audit) -> Result<Session, RunError> {
-    let writable = crate::hostfile::writable_roots(plan);
+    // Resolved (realpath of each) only when a secret's source is checked against them.
+    let writable = match plan.secrets.is_empty() {
+        true => Vec::new(),
+        false => crate::hostfile::writable_roots(plan),
+    };
     match Session::prepare(&plan.secrets, &|k| std::env::var_os(k), &writable, audit) {
         Ok(s) => Ok(s),
         // A signal stopped a provider (or arrived while they ran): what was fetched has
