@@ -9,7 +9,9 @@
 #         the release build; LAUNCH_COMPARE="path..." adds other taskcell binaries (e.g.
 #         an older build) to the same interleaved run. Prints `perf stat`'s CPU time of
 #         each too (PERF_RUNS, default 30; skipped without perf): under load the wall
-#         clock mostly measures the wait for a CPU.
+#         clock mostly measures the wait for a CPU. BENCH_RT=1 (root): every command
+#         runs under SCHED_FIFO priority 1 (chrt), ahead of the machine's other work, for
+#         numbers on a shared, busy machine.
 # limits: the cost of a cell's cgroup: `run -p build` (the profile's limits; a cgroup where
 #         the machine allows) against the same with processes and memory unlimited (no
 #         cgroup, rlimits only), as root. TC=path skips the release build.
@@ -86,7 +88,9 @@ bench_launch() {
     json=$(mktemp -d /tmp/taskcell-bench-out.XXXXXX)
     chmod 0777 "$json"; json=$json/launch.json
     echo "== launch, as $who"
-    (cd "$ws" && "${runner[@]}" env HOME="$home" hyperfine -N --warmup 20 --runs "$RUNS" \
+    local rt=()
+    [ "${BENCH_RT:-0}" = 1 ] && rt=(chrt -f 1)
+    (cd "$ws" && "${rt[@]}" "${runner[@]}" env HOME="$home" hyperfine -N --warmup 20 --runs "$RUNS" \
       --export-json "$json" "${cmds[@]}" >/dev/null)
     table "$json"
     rm -rf "$(dirname "$json")"
@@ -94,7 +98,7 @@ bench_launch() {
       local i
       for ((i = 1; i < ${#cmds[@]}; i += 3)); do
         local cpu
-        cpu=$(cd "$ws" && "${runner[@]}" env HOME="$home" perf stat -x, -e task-clock -r "${PERF_RUNS:-30}" ${cmds[i+1]} 2>&1 >/dev/null | awk -F, '/task-clock/ {printf "%.2f", $1}')
+        cpu=$(cd "$ws" && "${rt[@]}" "${runner[@]}" env HOME="$home" perf stat -x, -e task-clock -r "${PERF_RUNS:-30}" ${cmds[i+1]} 2>&1 >/dev/null | awk -F, '/task-clock/ {printf "%.2f", $1}')
         printf '  CPU time (perf stat task-clock, all processes, mean of %s): %-32s %s ms\n' "${PERF_RUNS:-30}" "${cmds[i]}" "$cpu"
       done
     fi
