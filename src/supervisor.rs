@@ -419,8 +419,14 @@ fn spawn_cell(
     audit: &mut Audit,
     degraded: &mut dyn FnMut(&crate::spec::layers::Missing),
 ) -> Result<Started, cell::SpawnError> {
-    let into = cgroup.and_then(|cg| cg.open_v2_dir());
-    let into = into.as_ref().map(|f| f.as_fd());
+    let v2_dir = cgroup.and_then(|cg| cg.open_v2_dir());
+    let placement = || match (cgroup, &v2_dir) {
+        (Some(_), Some(d)) => cell::Placement::CloneInto(d.as_fd()),
+        (Some(cg), None) => cg
+            .open_v1_tasks()
+            .map_or(cell::Placement::Outside, cell::Placement::SelfMove),
+        (None, _) => cell::Placement::Outside,
+    };
     let before_release = |pid, born_inside: bool| {
         if let (Some(cg), false) = (cgroup, born_inside) {
             cg.add(pid)?;
@@ -432,7 +438,7 @@ fn spawn_cell(
     // The probe found no user namespaces: straight to the cell without them (the
     // container tier, or none), without a clone that would fail.
     let mut spawned = if tier.userns {
-        cell::spawn_with(&spec, into, before_release)
+        cell::spawn_with(&spec, placement(), before_release)
     } else {
         Err(cell::SpawnError::Clone(
             tier.why.first().cloned().unwrap_or_default(),
@@ -450,7 +456,7 @@ fn spawn_cell(
         lease = None;
         handles.host_ids = None;
         spec = crate::spec::compile(plan, offer, handles);
-        spawned = cell::spawn_with(&spec, into, before_release);
+        spawned = cell::spawn_with(&spec, placement(), before_release);
     }
     let mut ran_in = crate::plan::tier::Tier::Full;
     let mut private_tmp = None;
@@ -476,7 +482,7 @@ fn spawn_cell(
                 tracking = cell::cgroup::CellCgroup::tracking(&cell::cgroup::probe()).ok();
             }
             let t = tracking.as_ref();
-            cell::spawn_with(&spec, None, |pid, _| {
+            cell::spawn_with(&spec, cell::Placement::Outside, |pid, _| {
                 match (cgroup, t) {
                     (Some(cg), _) => cg.add(pid)?,
                     // Tracking only: a cell that cannot be moved there still runs.

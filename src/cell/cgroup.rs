@@ -736,6 +736,30 @@ impl CellCgroup {
         }
     }
 
+    /// The `tasks` files of the cgroup's directories opened for writing, when every one
+    /// is a cgroup v1 hierarchy: the cell's init writes "0" to each, moving itself (one
+    /// thread, `current`: the kernel takes no threadgroup lock and so waits for no RCU
+    /// grace period, which a move by pid through `cgroup.procs` does, several
+    /// milliseconds). The kernel checks the opener's credentials (root), not the
+    /// writer's. Close-on-exec; init closes them at once.
+    pub fn open_v1_tasks(&self) -> Option<Vec<std::os::fd::OwnedFd>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if self.dirs.is_empty() || self.dirs.iter().any(|d| d.version != CgVersion::V1) {
+            return None;
+        }
+        self.dirs
+            .iter()
+            .map(|d| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                    .open(d.path.join("tasks"))
+                    .map(std::os::fd::OwnedFd::from)
+                    .ok()
+            })
+            .collect()
+    }
+
     /// Move a process (the cell's init, before it forks the worker) into the cgroup.
     pub fn add(&self, pid: Pid) -> Result<(), String> {
         for d in &self.dirs {

@@ -93,22 +93,39 @@ fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
 ///
 /// Returns the running cell and, when the cell failed before `execve`, what it said.
 pub fn spawn(spec: &Spec) -> Result<(Cell, Option<SetupFailure>), SpawnError> {
-    spawn_with(spec, None, |_, _| Ok(()))
+    spawn_with(spec, Placement::Outside, |_, _| Ok(()))
+}
+
+/// How the cell's init gets into the cell's cgroup.
+#[derive(Debug)]
+pub enum Placement<'a> {
+    /// `before_release` moves it (or there is no cgroup).
+    Outside,
+    /// Born there: clone3 with CLONE_INTO_CGROUP and this cgroup v2 directory (opened
+    /// for reading); a plain clone when that is refused (`before_release` is told).
+    CloneInto(std::os::fd::BorrowedFd<'a>),
+    /// Init moves itself as its first step, writing "0" to these cgroup v1 `tasks` files
+    /// opened by the supervisor (see `CellCgroup::open_v1_tasks`).
+    SelfMove(Vec<OwnedFd>),
 }
 
 /// [`spawn`], with `before_release` called with init's pid after the uid maps are written
 /// and before the worker may start (the supervisor moves init into the cell's cgroup
 /// there, so the worker and everything it starts are born inside it); it runs while init
-/// builds the cell's root. `into_cgroup`: a cgroup v2 directory (opened for reading) that
-/// init is born in (`clone3` with `CLONE_INTO_CGROUP`: no move afterwards, and no
-/// process of the cell ever runs outside it); `before_release` is told whether that
-/// happened (false: the kernel or a seccomp filter refused `clone3`, and a plain `clone`
-/// was made instead).
+/// builds the cell's root. `placement`: how init gets into the cell's cgroup other than
+/// by `before_release`; `before_release` is told whether init is inside already (born
+/// there, or moving itself before anything else; false: a plain `clone` was made after
+/// the kernel or a seccomp filter refused `clone3`).
 pub fn spawn_with(
     spec: &Spec,
-    into_cgroup: Option<std::os::fd::BorrowedFd<'_>>,
+    placement: Placement<'_>,
     before_release: impl FnOnce(Pid, bool) -> Result<(), String>,
 ) -> Result<(Cell, Option<SetupFailure>), SpawnError> {
+    let (into_cgroup, self_move) = match placement {
+        Placement::Outside => (None, Vec::new()),
+        Placement::CloneInto(fd) => (Some(fd), Vec::new()),
+        Placement::SelfMove(tasks) => (None, tasks),
+    };
     let (sync_r, sync_w) = pipe_cloexec()?;
     let (err_r, err_w) = pipe_cloexec()?;
     let (st_r, st_w) = pipe_cloexec()?;
@@ -153,6 +170,7 @@ pub fn spawn_with(
     .map_err(io::Error::from)?;
 
     let (ret, born_inside) = clone_cell(flags, into_cgroup);
+    let inside = born_inside || !self_move.is_empty();
     if ret < 0 {
         let e = io::Error::last_os_error();
         let _ = nix::sys::signal::pthread_sigmask(
@@ -169,8 +187,18 @@ pub fn spawn_with(
         drop(st_r);
         let lsock = lpair.map(|(_, child)| child);
         let tsock = tpair.map(|(_, child)| child);
-        init::main(spec, &prepared.binds, sync_r, err_w, st_w, lsock, tsock);
+        init::main(
+            spec,
+            self_move,
+            &prepared.binds,
+            sync_r,
+            err_w,
+            st_w,
+            lsock,
+            tsock,
+        );
     }
+    drop(self_move);
     // The helper children of the idmaps are reaped once the cell is released.
     let userns::Prepared { binds, reapers } = prepared;
     drop(binds);
@@ -215,7 +243,7 @@ pub fn spawn_with(
         kill_child();
         return Err(SpawnError::Io(io::Error::from(e)));
     }
-    if let Err(e) = before_release(pid, born_inside) {
+    if let Err(e) = before_release(pid, inside) {
         kill_child();
         return Err(SpawnError::Cgroup(e));
     }
