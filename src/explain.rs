@@ -133,6 +133,14 @@ fn network_and_process(plan: &Plan, s: &mut String) {
     if let Some(p) = &plan.net.proxy {
         s.push_str(&proxy(p));
     }
+    if !plan.process.argv.is_empty() {
+        // As it runs: with the profile's `[command] insert_args`.
+        let _ = writeln!(
+            s,
+            "command:   {}",
+            crate::display::clean(plan.process.argv.join(" "))
+        );
+    }
     let _ = writeln!(s, "hostname:  {}", plan.process.hostname);
     let _ = writeln!(
         s,

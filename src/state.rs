@@ -519,6 +519,34 @@ mod tests {
     }
 
     #[test]
+    fn only_the_killed_launchers_own_private_tmpdir_is_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir();
+        let mine = tempfile::Builder::new()
+            .prefix("taskcell-tmp-77-1234-")
+            .tempdir_in(&base)
+            .unwrap();
+        std::fs::set_permissions(mine.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(is_own_private_tmp(mine.path(), 77, 1234));
+        // Another launcher's (a live cell's), or this one's under another start time.
+        assert!(!is_own_private_tmp(mine.path(), 77, 123));
+        assert!(!is_own_private_tmp(mine.path(), 7, 1234));
+        // Open to others: not one taskcell made.
+        std::fs::set_permissions(mine.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(!is_own_private_tmp(mine.path(), 77, 1234));
+        // A link named like one, pointing at the user's files.
+        let link = base.join(format!("taskcell-tmp-77-1234-link{}", std::process::id()));
+        let d = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(d.path(), &link).unwrap();
+        assert!(!is_own_private_tmp(&link, 77, 1234));
+        std::fs::remove_file(&link).unwrap();
+        // Named right but elsewhere.
+        let nested = mine.path().join("taskcell-tmp-77-1234-x");
+        std::fs::create_dir(&nested).unwrap();
+        assert!(!is_own_private_tmp(&nested, 77, 1234));
+    }
+
+    #[test]
     fn a_log_counts_only_with_the_sessions_start_record() {
         let d = tempfile::tempdir().unwrap();
         let log = d.path().join("audit.jsonl");

@@ -76,7 +76,7 @@ impl RunError {
 /// Run a plan's command in a cell and wait for it. Must be called while the process is
 /// single-threaded.
 pub fn run(plan: &Plan, audit: &mut Audit) -> Result<Outcome, RunError> {
-    let tier = crate::plan::tier::decide(&cell::confine::machine(cell::userns::probe()));
+    let tier = crate::plan::tier::decide(&cell::confine::machine(cell::userns::probe_for_run()));
     run_with(plan, &tier, audit, &mut |_| {})
 }
 
@@ -157,7 +157,11 @@ pub fn run_with(
             return Err(e.into());
         }
     };
-    // Threads may start now: the cell is cloned. The network proxy of a `proxy` cell.
+    if let Err(e) = serve_connects(&spec, &mut c, audit) {
+        secrets.finish(audit, &[], &[], since);
+        return Err(e);
+    }
+    // The network proxy of a `proxy` cell.
     let net = match start_proxy(plan, audit, injector, &mut c, failure.is_some()) {
         Ok(n) => n,
         Err(e) => {
@@ -461,11 +465,19 @@ fn spawn_cell(
     let mut ran_in = crate::plan::tier::Tier::Full;
     let mut private_tmp = None;
     let mut tracking = None;
+    let mut host_listeners = Vec::new();
     let (cell, failure) = match spawned {
         // The tier left without namespaces is one the plan accepts.
         Err(cell::SpawnError::Clone(msg)) if tier.without_userns >= plan.security.require => {
             ran_in = tier.without_userns;
             degraded(&crate::spec::layers::no_userns(&msg));
+            // The container tier's proxy listens on the supervisor's side, on ports the
+            // kernel picks (the cell shares this network).
+            if let (Some(p), true) = (&plan.net.proxy, offer.user_notif) {
+                let (fds, ports) = bind_proxy_listeners(p.listen_ports().len())?;
+                handles.proxy_ports = Some(ports);
+                host_listeners = fds;
+            }
             let (tmp, home) = private_dirs(plan)?;
             spec = crate::spec::without_namespaces(
                 plan,
@@ -500,6 +512,10 @@ fn spawn_cell(
         ))),
         other => other,
     }?;
+    let mut cell = cell;
+    if !host_listeners.is_empty() {
+        cell.listeners = host_listeners;
+    }
     Ok(Started {
         spec,
         cell,
@@ -509,6 +525,29 @@ fn spawn_cell(
         lease,
         ran_in,
     })
+}
+
+/// Threads may start now: the cell is cloned. The container tier's connects, answered
+/// from the seccomp listener the worker passed out. Without its connect handler the
+/// cell's connects would hang: it is ended when the handler cannot start.
+fn serve_connects(
+    spec: &crate::spec::Spec,
+    c: &mut cell::Cell,
+    audit: &Audit,
+) -> Result<(), RunError> {
+    let (Some(l), Some(rules)) = (c.notify.take(), spec.connect.clone()) else {
+        return Ok(());
+    };
+    let sink = std::sync::Arc::new(crate::audit::Sink::new(audit.clone_file(), &audit.session));
+    let refused: cell::notify::Refused = std::sync::Arc::new(move |v| {
+        sink.record("connect_refused", v);
+    });
+    if let Err(e) = cell::notify::serve(l, rules, refused) {
+        let _ = nix::sys::signal::kill(c.init, Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(c.init, None);
+        return Err(cell::SpawnError::Io(e).into());
+    }
+    Ok(())
 }
 
 /// The network proxy of a `proxy` cell, serving the listeners init passed. Without its
@@ -714,6 +753,24 @@ impl Relays {
         }
         counts
     }
+}
+
+/// `n` TCP listeners on 127.0.0.1 with ports the kernel picks (the container tier's
+/// proxy and forwards), and their ports.
+fn bind_proxy_listeners(n: usize) -> std::io::Result<(Vec<std::os::fd::OwnedFd>, Vec<u16>)> {
+    let mut fds = Vec::new();
+    let mut ports = Vec::new();
+    for _ in 0..n {
+        let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("binding the proxy's listener on 127.0.0.1: {e}"),
+            )
+        })?;
+        ports.push(l.local_addr()?.port());
+        fds.push(std::os::fd::OwnedFd::from(l));
+    }
+    Ok((fds, ports))
 }
 
 /// The host file bound over a `proxy` cell's /etc/resolv.conf (readable: the cell's

@@ -261,3 +261,232 @@ fn each_agent_cli_starts_draws_takes_keys_resizes_and_exits_in_its_profile() {
         );
     }
 }
+
+/// Codex's default mode runs the agent's commands in the cell: its own sandbox
+/// (bubblewrap, which needs nested user namespaces) cannot start there, so the codex
+/// profile tells it to stand down (`-c sandbox_mode="danger-full-access"`, inserted after
+/// `codex` by the profile's `[command] insert_args`). `codex sandbox -- CMD` runs CMD under
+/// the sandbox policy the agent's commands get from the same configuration; the control run
+/// without the profile's arguments shows the failure they avoid.
+#[test]
+fn codex_default_mode_runs_commands_in_the_cell() {
+    let clis = match install() {
+        Ok(d) => d,
+        Err(why) => {
+            eprintln!("SKIPPED codex's default mode: {why}");
+            return;
+        }
+    };
+    let path = format!(
+        "{}:/usr/local/bin:/usr/bin:/bin",
+        clis.join("node_modules/.bin").display()
+    );
+    let run = |extra: &str, marker: &str| {
+        let ws = Ws::new();
+        std::fs::create_dir(ws.join(".git")).unwrap();
+        let home = Ws::new();
+        let prof = home.join("p.toml");
+        std::fs::write(
+            &prof,
+            format!("extends = \"codex\"\n[network]\nask = false\n{extra}"),
+        )
+        .unwrap();
+        let o = taskcell(
+            ws.path(),
+            &[
+                "run",
+                "-p",
+                prof.to_str().unwrap(),
+                "--read",
+                clis.to_str().unwrap(),
+                "--",
+                "codex",
+                "sandbox",
+                "--",
+                "/bin/sh",
+                "-c",
+                &format!("echo ran > {marker}"),
+            ],
+        )
+        .env("HOME", home.path())
+        .env("PATH", &path)
+        .output()
+        .expect("taskcell");
+        let made = std::fs::read_to_string(ws.join(marker)).ok();
+        (o, made)
+    };
+    let (o, made) = run("", "marker");
+    assert!(
+        o.status.success(),
+        "codex could not run a command in its profile: {}",
+        stderr(&o)
+    );
+    assert_eq!(made.as_deref(), Some("ran\n"), "{}", stderr(&o));
+    // The control: Codex's own sandbox in the cell, as without the profile's arguments.
+    let (o, made) = run("[command]\ninsert_args = { codex = [] }\n", "control");
+    assert!(
+        !o.status.success() && made.is_none(),
+        "Codex's own sandbox ran a command in the cell after all (then the profile need not turn it off): {}",
+        stderr(&o)
+    );
+}
+
+/// A model for Codex: a Responses API server on 127.0.0.1 that answers a request without
+/// tool output with calls that run `cmd` (under every shell tool name Codex has used:
+/// unknown ones get "unsupported call"), and one with tool output with a final message.
+/// Returns its port; it serves until the test process ends.
+fn mock_model(cmd: &str) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the model");
+    let port = l.local_addr().unwrap().port();
+    let cmd = cmd.to_string();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let mut r = BufReader::new(conn);
+            let mut len = 0usize;
+            let mut line = String::new();
+            while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0u8; len];
+            let _ = std::io::Read::read_exact(&mut r, &mut body);
+            let usage = serde_json::json!({"input_tokens": 0, "input_tokens_details": null,
+                "output_tokens": 0, "output_tokens_details": null, "total_tokens": 0});
+            let call = |id: &str, name: &str, args: serde_json::Value| {
+                serde_json::json!({"type": "response.output_item.done", "item": {
+                    "type": "function_call", "call_id": id, "name": name,
+                    "arguments": args.to_string()}})
+            };
+            let events = if String::from_utf8_lossy(&body).contains("function_call_output") {
+                vec![
+                    serde_json::json!({"type": "response.output_item.done", "item": {
+                    "type": "message", "role": "assistant", "id": "m1",
+                    "content": [{"type": "output_text", "text": "done"}]}}),
+                ]
+            } else {
+                vec![
+                    call("c1", "exec_command", serde_json::json!({ "cmd": cmd })),
+                    call("c2", "shell_command", serde_json::json!({ "command": cmd })),
+                    call(
+                        "c3",
+                        "shell",
+                        serde_json::json!({ "command": ["sh", "-c", cmd] }),
+                    ),
+                ]
+            };
+            let mut out = String::new();
+            for e in std::iter::once(serde_json::json!({"type": "response.created", "response": {"id": "r"}}))
+                .chain(events)
+                .chain(std::iter::once(serde_json::json!({"type": "response.completed", "response": {"id": "r", "usage": usage}})))
+            {
+                out.push_str(&format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap()));
+            }
+            let mut conn = r.into_inner();
+            let status = if len > 0 { "200 OK" } else { "404 Not Found" };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{out}",
+                out.len()
+            );
+        }
+    });
+    port
+}
+
+/// The agent itself: `codex exec` in its default mode, in its profile, with a model that
+/// asks it to run a command — which runs, in the cell (the workspace gets the file). The
+/// control without the profile's arguments: Codex's own sandbox, and no file.
+#[test]
+fn codex_the_agent_runs_a_command_its_model_asks_for_in_the_cell() {
+    let clis = match install() {
+        Ok(d) => d,
+        Err(why) => {
+            eprintln!("SKIPPED codex exec with a model: {why}");
+            return;
+        }
+    };
+    let path = format!(
+        "{}:/usr/local/bin:/usr/bin:/bin",
+        clis.join("node_modules/.bin").display()
+    );
+    let port = mock_model("echo ran-by-the-agent > agent-marker");
+    let run = |extra: &str| {
+        let ws = Ws::new();
+        std::fs::create_dir(ws.join(".git")).unwrap();
+        let home = Ws::new();
+        let prof = home.join("p.toml");
+        // The model is reached through the proxy, by a name resolved to the test's
+        // loopback (nothing else is allowed).
+        std::fs::write(
+            &prof,
+            format!(
+                "extends = \"codex\"\n[network]\nask = false\n\
+                 allow = [\"model.test:{port}\", \"127.0.0.1:{port}\"]\n\
+                 resolve = {{ \"model.test\" = \"127.0.0.1\" }}\n{extra}"
+            ),
+        )
+        .unwrap();
+        let provider = format!(
+            "model_providers.test={{name=\"test\",base_url=\"http://model.test:{port}/v1\",wire_api=\"responses\"}}"
+        );
+        let mut c = taskcell(
+            ws.path(),
+            &[
+                "run",
+                "-p",
+                prof.to_str().unwrap(),
+                "--read",
+                clis.to_str().unwrap(),
+                "--",
+                "codex",
+                "exec",
+                "--skip-git-repo-check",
+                "-c",
+                "model_provider=test",
+                "-c",
+                &provider,
+                "-c",
+                "model=gpt-5",
+                "make the marker",
+            ],
+        );
+        c.env("HOME", home.path())
+            .env("PATH", &path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = c.spawn().expect("taskcell");
+        let o = wait_limited(child, Duration::from_secs(120));
+        let made = std::fs::read_to_string(ws.join("agent-marker")).ok();
+        (o, made)
+    };
+    let (o, made) = run("");
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(out.contains("sandbox: danger-full-access"), "{out}");
+    assert_eq!(
+        made.as_deref(),
+        Some("ran-by-the-agent\n"),
+        "the agent's command did not run in the cell: {out}"
+    );
+    let (o, made) = run("[command]\ninsert_args = { codex = [] }\n");
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(
+        made.is_none(),
+        "with its own sandbox Codex ran the command in the cell after all: {out}"
+    );
+}
+
+/// Wait for `c` at most `limit` (killed after it), with its output.
+fn wait_limited(mut c: Child, limit: Duration) -> std::process::Output {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if c.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    c.wait_with_output().expect("output")
+}

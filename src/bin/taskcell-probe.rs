@@ -11,6 +11,20 @@
 //!   taskcell-probe tcp PORT            bind+listen on PORT, then connect to it
 //!   taskcell-probe tcp-ephemeral       bind+listen on port 0, then connect to it
 //!   taskcell-probe abstract NAME       connect to the abstract unix socket NAME
+//!   taskcell-probe connect-race GOOD BAD N
+//!                                      N connects from one sockaddr whose port a second
+//!                                      thread flips between GOOD and BAD all the time;
+//!                                      prints `ok K peers P...` (the ports connected to)
+//!   taskcell-probe udp PORT            errno of socket(AF_INET, SOCK_DGRAM) + sendto
+//!   taskcell-probe without-getfd CMD...
+//!                                      exec CMD under a seccomp filter that refuses
+//!                                      pidfd_getfd with EPERM, as Docker's default
+//!                                      profile does without CAP_SYS_PTRACE
+//!   taskcell-probe without-landlock CMD...
+//!                                      ... landlock_* with ENOSYS, as gVisor
+//!   taskcell-probe without-newcgroup CMD...
+//!                                      ... clone/unshare with CLONE_NEWCGROUP with
+//!                                      EINVAL, as gVisor without a cgroup2 mount
 //!   taskcell-probe getppid-loop N      ns per getppid over N calls
 //!   taskcell-probe allow-all-loop N    the same under an allow-everything seccomp filter
 //!   taskcell-probe i386                getpid through int 0x80 (x86_64)
@@ -280,6 +294,146 @@ fn connect(port: u16) -> i32 {
     }
 }
 
+/// A sockaddr_in whose port another thread rewrites while connect() reads it.
+#[repr(C)]
+struct RaceAddr {
+    family: u16,
+    port: std::sync::atomic::AtomicU16,
+    addr: [u8; 4],
+    zero: [u8; 8],
+}
+
+static RACE_ADDR: RaceAddr = RaceAddr {
+    family: libc::AF_INET as u16,
+    port: std::sync::atomic::AtomicU16::new(0),
+    addr: [127, 0, 0, 1],
+    zero: [0; 8],
+};
+
+/// The TOCTOU attack on a user-notification connect check: the sockaddr's port is flipped
+/// between GOOD and BAD by another thread all the time, also while connect() waits for
+/// the supervisor. Prints how many connects succeeded and the distinct peer ports they
+/// reached (getpeername).
+fn connect_race(good: u16, bad: u16, n: u64) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let flipper = std::thread::spawn(move || {
+        let mut i = 0u64;
+        while !STOP.load(Ordering::Relaxed) {
+            let p = if i.is_multiple_of(2) { bad } else { good };
+            RACE_ADDR.port.store(p.to_be(), Ordering::Relaxed);
+            i += 1;
+        }
+    });
+    let mut oks = 0;
+    let mut peers = std::collections::BTreeSet::new();
+    for i in 0..n {
+        // Start each connect from the allowed port: a check reading it first passes.
+        RACE_ADDR.port.store(
+            if i % 2 == 0 { good } else { bad }.to_be(),
+            Ordering::Relaxed,
+        );
+        // SAFETY: a fresh socket; RACE_ADDR is a static with sockaddr_in's layout (16
+        // bytes); its port is an atomic the other thread writes concurrently.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            if fd < 0 {
+                continue;
+            }
+            let r = libc::connect(fd, (&RACE_ADDR as *const RaceAddr).cast(), 16);
+            if r == 0 {
+                oks += 1;
+                let mut peer: libc::sockaddr_in = std::mem::zeroed();
+                let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                if libc::getpeername(fd, (&mut peer as *mut libc::sockaddr_in).cast(), &mut len)
+                    == 0
+                {
+                    peers.insert(u16::from_be(peer.sin_port));
+                }
+            }
+            libc::close(fd);
+        }
+    }
+    STOP.store(true, Ordering::SeqCst);
+    let _ = flipper.join();
+    let list: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
+    println!("ok {oks} peers {}", list.join(" "));
+}
+
+/// Exec `cmd` under a seccomp filter that refuses what a container runtime refuses:
+/// pidfd_getfd (EPERM, Docker's default profile), Landlock (ENOSYS, gVisor), or clone and
+/// unshare with CLONE_NEWCGROUP (EINVAL, gVisor without a cgroup2 mount).
+fn without(what: &str, cmd: &[String]) -> ! {
+    use seccompiler::sock_filter;
+    let f = |code: u16, k: u32, jt: u8, jf: u8| sock_filter { code, jt, jf, k };
+    const LD_NR: u16 = 0x20;
+    const JEQ: u16 = 0x15;
+    const RET: u16 = 0x06;
+    const AND: u16 = 0x54;
+    const ERRNO: u32 = 0x0005_0000;
+    let allow = f(RET, libc::SECCOMP_RET_ALLOW, 0, 0);
+    let prog = match what {
+        "without-getfd" => vec![
+            f(LD_NR, 0, 0, 0),
+            f(JEQ, libc::SYS_pidfd_getfd as u32, 0, 1),
+            f(RET, ERRNO | libc::EPERM as u32, 0, 0),
+            allow,
+        ],
+        "without-landlock" => vec![
+            f(LD_NR, 0, 0, 0),
+            f(JEQ, libc::SYS_landlock_create_ruleset as u32, 3, 0),
+            f(JEQ, libc::SYS_landlock_add_rule as u32, 2, 0),
+            f(JEQ, libc::SYS_landlock_restrict_self as u32, 1, 0),
+            allow,
+            f(RET, ERRNO | libc::ENOSYS as u32, 0, 0),
+        ],
+        _ => vec![
+            f(LD_NR, 0, 0, 0),
+            f(JEQ, libc::SYS_clone as u32, 1, 0),
+            f(JEQ, libc::SYS_unshare as u32, 0, 4),
+            f(0x20, 16, 0, 0), // A = low 32 bits of args[0]
+            f(AND, libc::CLONE_NEWCGROUP as u32, 0, 0),
+            f(JEQ, libc::CLONE_NEWCGROUP as u32, 0, 1),
+            f(RET, ERRNO | libc::EINVAL as u32, 0, 0),
+            allow,
+        ],
+    };
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    if let Err(e) = taskcell::cell::confine::apply_seccomp(&[prog]) {
+        eprintln!("{e}");
+        std::process::exit(1);
+    }
+    let Some(first) = cmd.first() else { usage() };
+    let e =
+        std::os::unix::process::CommandExt::exec(std::process::Command::new(first).args(&cmd[1..]));
+    eprintln!("exec {first}: {e}");
+    std::process::exit(127)
+}
+
+/// errno of creating a UDP socket and sending one datagram to 127.0.0.1:PORT.
+fn udp(port: u16) -> i32 {
+    // SAFETY: a fresh socket and a sockaddr on the stack with its exact size.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return errno();
+        }
+        let a = sockaddr(port);
+        let r = libc::sendto(
+            fd,
+            b"x".as_ptr().cast(),
+            1,
+            0,
+            (&a as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        );
+        let e = if r < 0 { errno() } else { 0 };
+        libc::close(fd);
+        e
+    }
+}
+
 /// bind + listen on `port` (0: ephemeral); returns (errno, the port bound, fd).
 fn listen(port: u16) -> (i32, u16, i32) {
     // SAFETY: a fresh socket, sockaddr_in on the stack with its exact size.
@@ -389,6 +543,13 @@ fn main() {
                 // SAFETY: closing our listener.
                 unsafe { libc::close(fd) };
             }
+        }
+        Some("connect-race") => connect_race(num(1) as u16, num(2) as u16, num(3)),
+        Some(w @ ("without-getfd" | "without-landlock" | "without-newcgroup")) => {
+            without(w, &args[1..])
+        }
+        Some("udp") => {
+            let _ = writeln!(out, "{}", udp(num(1) as u16));
         }
         Some("abstract") => {
             let name = args.get(1).cloned().unwrap_or_else(|| usage());

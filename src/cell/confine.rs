@@ -2,6 +2,7 @@
 //! once ([`kernel`]), apply the Spec's Landlock rules and seccomp programs in the worker.
 //! The rules and programs themselves are data made by `spec::landlock`/`spec::seccomp`.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use seccompiler::BpfProgram;
@@ -45,6 +46,7 @@ pub fn offer(proxy: bool, inject: bool) -> Offer {
         system_bundle: inject && Path::new(SYSTEM_BUNDLE).is_file(),
         resolv_conf: proxy
             && std::fs::symlink_metadata(crate::plan::net::RESOLV_CONF).is_ok_and(|m| m.is_file()),
+        user_notif: user_notif_available().is_ok(),
     }
 }
 
@@ -166,9 +168,14 @@ pub fn apply_landlock(r: &Rules) -> Result<(), String> {
             .map_err(|x| e(&format!("rule for {}", f.path.display()), &x))?;
     }
     if let Some(ports) = &r.tcp {
+        let granted = if r.tcp_bind_only {
+            BitFlags::from(AccessNet::BindTcp)
+        } else {
+            tcp
+        };
         for p in ports {
             c = c
-                .add_rule(NetPort::new(*p, tcp))
+                .add_rule(NetPort::new(*p, granted))
                 .map_err(|x| e(&format!("rule for TCP port {p}"), &x))?;
         }
     }
@@ -193,31 +200,71 @@ pub fn apply_seccomp(programs: &[BpfProgram]) -> Result<(), String> {
     Ok(())
 }
 
+/// [`apply_seccomp`], the last program with a listener (SECCOMP_FILTER_FLAG_NEW_LISTENER):
+/// its SECCOMP_RET_USER_NOTIF calls wait for whoever holds the returned fd.
+pub fn apply_seccomp_with_listener(programs: &[BpfProgram]) -> Result<OwnedFd, String> {
+    let Some((last, first)) = programs.split_last() else {
+        return Err("installing the seccomp filter: no program".into());
+    };
+    apply_seccomp(first)?;
+    if last.is_empty() {
+        return Err("installing the seccomp filter: an empty program".into());
+    }
+    let prog = libc::sock_fprog {
+        len: u16::try_from(last.len())
+            .map_err(|_| "installing the seccomp filter: too long".to_string())?,
+        filter: last.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `last`, which outlives the call; the kernel copies it.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if fd < 0 {
+        return Err(format!(
+            "installing the seccomp filter with a listener: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: a new fd the kernel returned to us.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
 /// Whether the supervisor can make a container-tier cell's `connect`s: seccomp user
-/// notification (Linux 5.0) and pidfd_getfd (Linux 5.6), probed once.
+/// notification (Linux 5.0; the socket is then taken with pidfd_getfd, Linux 5.6, or,
+/// where a policy refuses that, replaced with SECCOMP_IOCTL_NOTIF_ADDFD, Linux 5.9).
 pub fn user_notif_available() -> Result<(), String> {
     static ONCE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
-        let actions = std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail")
-            .unwrap_or_default();
+        let actions =
+            std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
         if !actions.contains("user_notif") {
             return Err(format!(
                 "seccomp has no user notification here (actions: {}; needs Linux 5.0+)",
                 actions.trim()
             ));
         }
-        // SAFETY: pidfd_getfd with an invalid pidfd only returns an error (EBADF when the
-        // call exists, ENOSYS or EPERM from a policy when it does not).
-        let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, -1, -1, 0) };
-        let e = std::io::Error::last_os_error();
-        match (r, e.raw_os_error()) {
-            (_, Some(libc::EBADF)) => Ok(()),
-            _ => Err(format!(
-                "pidfd_getfd is not available ({e}; needs Linux 5.6+ and a container policy that allows it)"
-            )),
-        }
+        Ok(())
     })
     .clone()
+}
+
+/// How the container tier's connects are made here: "pidfd_getfd" or, when a policy
+/// refuses it (Docker's default seccomp profile without CAP_SYS_PTRACE), "addfd".
+pub fn connect_method() -> &'static str {
+    // SAFETY: pidfd_getfd with an invalid pidfd only returns an error (EBADF when the
+    // call exists and is allowed; EPERM or ENOSYS when a policy refuses it).
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, -1, -1, 0) };
+    let e = std::io::Error::last_os_error().raw_os_error();
+    if r < 0 && e == Some(libc::EBADF) {
+        "pidfd_getfd"
+    } else {
+        "addfd"
+    }
 }
 
 /// Whether this kernel can install filters returning errno.

@@ -22,8 +22,15 @@ fn exit(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// The socketpair ends on which the cell passes fds out: the proxy listeners (init), the
+/// pty master (init), the seccomp listener (the worker).
+pub struct Socks {
+    pub listen: Option<OwnedFd>,
+    pub tty: Option<OwnedFd>,
+    pub notify: Option<OwnedFd>,
+}
+
 /// Entry point of the cloned child. Never returns.
-#[allow(clippy::too_many_arguments)]
 pub fn main(
     spec: &Spec,
     cgroup_tasks: Vec<OwnedFd>,
@@ -31,9 +38,13 @@ pub fn main(
     sync: OwnedFd,
     err: OwnedFd,
     status: OwnedFd,
-    listen_sock: Option<OwnedFd>,
-    tty_sock: Option<OwnedFd>,
+    socks: Socks,
 ) -> ! {
+    let Socks {
+        listen: listen_sock,
+        tty: tty_sock,
+        notify: notify_sock,
+    } = socks;
     // Die with the supervisor: a killed taskcell leaves nothing running. Without
     // namespaces (best effort) no PID namespace ends the command's descendants with
     // init, so init is told instead (SIGURG, blocked, taken by the wait loop): as the
@@ -207,7 +218,7 @@ pub fn main(
     let worker = match unsafe { nix::unistd::fork() } {
         Ok(ForkResult::Child) => {
             drop(status);
-            worker::main(spec, err, tty_path.as_deref())
+            worker::main(spec, err, tty_path.as_deref(), notify_sock)
         }
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => {

@@ -15,6 +15,7 @@ pub mod confine;
 pub mod fdpass;
 pub mod init;
 pub mod net;
+pub mod notify;
 pub mod pty;
 pub mod rootfs;
 pub mod secrets;
@@ -62,6 +63,9 @@ pub struct Cell {
     pub listeners: Vec<OwnedFd>,
     /// The master of the cell's terminal (`Spec::pty`).
     pub pty_master: Option<OwnedFd>,
+    /// The seccomp listener of the container tier's `connect`s (`Spec::connect`), which
+    /// the worker installed and passed out; served by [`notify::serve`].
+    pub notify: Option<OwnedFd>,
 }
 
 /// A failure reported by the cell before the command ran.
@@ -138,6 +142,10 @@ pub fn spawn_with(
         Some(_) => Some(crate::cell::fdpass::pair()?),
         None => None,
     };
+    let npair = match spec.connect {
+        Some(_) => Some(crate::cell::fdpass::pair()?),
+        None => None,
+    };
 
     // Root-started: the binds (idmapped where writable), made before the clone by this
     // (host root) process; init inherits them and moves them into place.
@@ -187,16 +195,13 @@ pub fn spawn_with(
         drop(st_r);
         let lsock = lpair.map(|(_, child)| child);
         let tsock = tpair.map(|(_, child)| child);
-        init::main(
-            spec,
-            self_move,
-            &prepared.binds,
-            sync_r,
-            err_w,
-            st_w,
-            lsock,
-            tsock,
-        );
+        let nsock = npair.map(|(_, child)| child);
+        let socks = init::Socks {
+            listen: lsock,
+            tty: tsock,
+            notify: nsock,
+        };
+        init::main(spec, self_move, &prepared.binds, sync_r, err_w, st_w, socks);
     }
     drop(self_move);
     // The helper children of the idmaps are reaped once the cell is released.
@@ -204,6 +209,7 @@ pub fn spawn_with(
     drop(binds);
     let lsock = lpair.map(|(parent, _child)| parent);
     let tsock = tpair.map(|(parent, _child)| parent);
+    let nsock = npair.map(|(parent, _child)| parent);
     let pid = Pid::from_raw(ret as i32);
     drop(sync_r);
     drop(err_w);
@@ -279,6 +285,16 @@ pub fn spawn_with(
             )));
         }
     }
+    let mut notify = None;
+    if let (Some(sock), None) = (&nsock, &failure) {
+        notify = crate::cell::fdpass::recv(sock)?.into_iter().next();
+        if notify.is_none() {
+            kill_child();
+            return Err(SpawnError::Io(io::Error::other(
+                "the cell did not pass its seccomp listener",
+            )));
+        }
+    }
     Ok((
         Cell {
             init: pid,
@@ -286,6 +302,7 @@ pub fn spawn_with(
             status: st_r,
             listeners,
             pty_master,
+            notify,
         },
         failure,
     ))
@@ -348,7 +365,7 @@ fn clone_cell(flags: libc::c_int, into_cgroup: Option<std::os::fd::BorrowedFd<'_
     // SAFETY: a raw clone without CLONE_VM behaves like fork(): the child gets a copy of
     // the address space and continues here with a return value of 0. The caller
     // guarantees the process is single-threaded, so no lock is held by another thread.
-    let ret = unsafe {
+    let clone = |flags: libc::c_int| unsafe {
         libc::syscall(
             libc::SYS_clone,
             (flags | libc::SIGCHLD) as libc::c_ulong,
@@ -358,6 +375,16 @@ fn clone_cell(flags: libc::c_int, into_cgroup: Option<std::os::fd::BorrowedFd<'_
             0usize,
         )
     };
+    let mut ret = clone(flags);
+    if ret < 0
+        && flags & libc::CLONE_NEWCGROUP != 0
+        && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL)
+    {
+        // gVisor (and other runtimes) refuse a cgroup namespace without a cgroup2 mount:
+        // the cell goes without one (it then sees the cgroup paths of its own cgroup).
+        tracing::debug!("clone with CLONE_NEWCGROUP: EINVAL; the cell gets no cgroup namespace");
+        ret = clone(flags & !libc::CLONE_NEWCGROUP);
+    }
     (ret, false)
 }
 

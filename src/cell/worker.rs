@@ -57,7 +57,12 @@ fn resource(name: &str) -> Option<nix::sys::resource::Resource> {
 }
 
 /// Entry point of the worker (forked by init). Never returns.
-pub fn main(spec: &Spec, mut err: OwnedFd, tty: Option<&std::path::Path>) -> ! {
+pub fn main(
+    spec: &Spec,
+    mut err: OwnedFd,
+    tty: Option<&std::path::Path>,
+    notify_sock: Option<OwnedFd>,
+) -> ! {
     // Signals: nothing blocked, SIGPIPE back to default (Rust's runtime ignores it).
     let _ =
         nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
@@ -177,7 +182,16 @@ pub fn main(spec: &Spec, mut err: OwnedFd, tty: Option<&std::path::Path>) -> ! {
         }
     }
     if let Some(programs) = &spec.seccomp {
-        if let Err(e) = super::confine::apply_seccomp(programs) {
+        // The container tier: the main program's listener goes to the supervisor (and
+        // is closed here: nothing in the cell may answer its own connects).
+        let listener = match notify_sock {
+            Some(sock) => super::confine::apply_seccomp_with_listener(programs).and_then(|l| {
+                super::fdpass::send(&sock, &[l.as_raw_fd()])
+                    .map_err(|e| format!("passing the seccomp listener: {e}"))
+            }),
+            None => super::confine::apply_seccomp(programs),
+        };
+        if let Err(e) = listener {
             fail(&err, 125, &e);
         }
     }

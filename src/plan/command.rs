@@ -155,8 +155,46 @@ fn bind_dir(target: &Path) -> PathBuf {
     dir.to_path_buf()
 }
 
+/// `argv` with the profile's `[command] insert_args` for its program (matched by the last
+/// component of `argv[0]`) inserted right after `argv[0]`.
+pub fn with_inserted_args(
+    insert: &std::collections::BTreeMap<String, Vec<String>>,
+    argv: &[String],
+) -> Vec<String> {
+    let mut out = argv.to_vec();
+    let prog = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str());
+    if let Some(args) = prog.and_then(|p| insert.get(p)) {
+        out.splice(1..1, args.iter().cloned());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn profile_args_go_after_the_program_they_name() {
+        let mut m = std::collections::BTreeMap::new();
+        m.insert(
+            "codex".to_string(),
+            vec!["-c".to_string(), "k=v".to_string()],
+        );
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            with_inserted_args(&m, &v(&["codex", "exec", "hi"])),
+            v(&["codex", "-c", "k=v", "exec", "hi"])
+        );
+        assert_eq!(
+            with_inserted_args(&m, &v(&["/opt/bin/codex"])),
+            v(&["/opt/bin/codex", "-c", "k=v"])
+        );
+        for other in [&["sh", "-c", "codex"][..], &["codex-x"], &[]] {
+            assert_eq!(with_inserted_args(&m, &v(other)), v(other));
+        }
+    }
+
     use super::*;
     use std::os::unix::fs::symlink;
 

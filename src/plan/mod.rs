@@ -671,7 +671,7 @@ pub fn resolve(
             .map_err(|msg| PlanError::Other { msg })?,
         },
         process: ProcessPlan {
-            argv: argv.to_vec(),
+            argv: command::with_inserted_args(&profile.command.insert_args, argv),
             env: env.into_iter().collect(),
             cwd,
             hostname: profile.hostname.clone(),

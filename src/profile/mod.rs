@@ -309,6 +309,14 @@ pub struct Profile {
     pub secrets: BTreeMap<String, secrets::SecretDecl>,
     pub security: Security,
     pub terminal: Terminal,
+    pub command: CommandArgs,
+}
+
+/// `[command]`: arguments inserted after a program's name when it is the cell's command
+/// (a later profile replaces a program's list).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CommandArgs {
+    pub insert_args: BTreeMap<String, Vec<String>>,
 }
 
 /// A profile file read from disk.
@@ -362,6 +370,7 @@ impl Default for Profile {
             secrets: BTreeMap::new(),
             security: Security::default(),
             terminal: Terminal::default(),
+            command: CommandArgs::default(),
         }
     }
 }

@@ -26,6 +26,18 @@ pub struct RawProfile {
     pub secrets: BTreeMap<String, Spanned<super::secrets::RawSecret>>,
     pub security: Option<RawSecurity>,
     pub terminal: Option<RawTerminal>,
+    pub command: Option<RawCommand>,
+}
+
+/// `[command]`: what taskcell adds to the cell's command.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCommand {
+    /// PROGRAM = [ARGS...]: when the cell's command is PROGRAM (by the last component of
+    /// the name it is run as), ARGS are inserted right after it, e.g. a setting that tells
+    /// an agent's own sandbox to stand down because the cell is the sandbox.
+    #[serde(default)]
+    pub insert_args: BTreeMap<String, Spanned<Vec<String>>>,
 }
 
 /// `[terminal]`: what the cell may do to the user's terminal.
@@ -256,6 +268,19 @@ pub fn merge_into(
     }
     if let Some(c) = raw.terminal.as_ref().and_then(|t| t.clipboard.as_ref()) {
         p.terminal.clipboard = *c.get_ref();
+    }
+    for (prog, args) in raw.command.iter().flat_map(|c| &c.insert_args) {
+        if prog.is_empty() || prog.contains('/') || prog.contains('\0') {
+            return Err(ProfileError::Invalid {
+                origin: origin(args.span().start),
+                msg: format!(
+                    "`command.insert_args`: {prog:?} is not a program name (no '/'; the last component of the command's name)"
+                ),
+            });
+        }
+        p.command
+            .insert_args
+            .insert(prog.clone(), args.get_ref().clone());
     }
     let fs = &raw.filesystem;
     for (src, dst, key) in [

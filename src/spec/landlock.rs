@@ -69,6 +69,10 @@ pub struct Rules {
     /// `Some(ports)`: TCP bind/connect handled, only these ports allowed. `None`: TCP is
     /// not restricted (host network, or the kernel has no TCP rules).
     pub tcp: Option<Vec<u16>>,
+    /// The `tcp` ports may be bound only: connecting is refused on every port (the
+    /// container tier, where the supervisor makes every TCP connect itself).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tcp_bind_only: bool,
     /// Abstract unix sockets and signals scoped to the cell.
     pub scopes: bool,
 }
@@ -173,6 +177,7 @@ pub fn rules(p: &Policy, mode: &Mode, abi: i32) -> Rules {
         abi,
         fs,
         tcp,
+        tcp_bind_only: false,
         scopes: abi >= ABI_SCOPES,
     }
 }
@@ -242,6 +247,17 @@ pub fn describe(r: &Rules) -> Vec<String> {
         out.push(format!("{:<7} {}", f.class.as_str(), f.path.display()));
     }
     match &r.tcp {
+        Some(p) if r.tcp_bind_only => out.push(format!(
+            "tcp     connect refused on every port (the supervisor makes each TCP connect); bind {}",
+            if p.is_empty() {
+                "refused on every port".to_string()
+            } else {
+                format!(
+                    "only on port {}",
+                    p.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+                )
+            }
+        )),
         Some(p) if p.is_empty() => {
             out.push("tcp     bind and connect refused on every port".into())
         }

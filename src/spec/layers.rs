@@ -104,7 +104,7 @@ pub fn missing(plan: &Plan, k: &Kernel) -> Vec<Missing> {
 /// What a cell loses when it runs without user namespaces (and so without any namespace).
 pub const NO_USERNS_LOST: &[&str] = &[
     "process isolation: the command sees the host's processes (Landlock still blocks signals to them on ABI 6+)",
-    "network isolation: the host's network is reachable (Landlock TCP rules still limit TCP bind/connect to the declared ports on ABI 4+; UDP is not limited)",
+    "network isolation: the cell shares the host's (the container's) network; with seccomp user notification (the container tier) only the proxy on 127.0.0.1 (or a loopback cell's declared ports) is reachable and UDP, raw and netlink sockets are refused; without it, Landlock TCP rules limit TCP bind/connect to the declared ports on ABI 4+ and UDP is not limited",
     "private /tmp and home: the host's /tmp and tmpfs paths are not granted; TMPDIR and HOME point to fresh private directories (with links to the paths the profile grants below the real home)",
     "protect below a write directory (e.g. .git/hooks) and hide below a write directory: Landlock cannot take rights away from a subpath (hidden paths below read directories stay unreadable)",
     "hostname, IPC and cgroup namespaces; the uid is the caller's real uid",

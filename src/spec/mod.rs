@@ -63,6 +63,19 @@ pub struct Spec {
     /// bound path's owner: every writable bind). None: the identity map.
     pub host_ids: Option<HostIds>,
     pub idmapped: Vec<usize>,
+    /// The container tier: every `connect` waits for the supervisor (the seccomp main
+    /// program is installed with a listener, which the worker passes out), which connects
+    /// TCP sockets itself to 127.0.0.1 on these ports, or refuses.
+    pub connect: Option<ConnectRules>,
+}
+
+/// Where the supervisor connects a container-tier cell's TCP sockets: 127.0.0.1 (asked
+/// as 127.0.0.1, ::1 or ::ffff:127.0.0.1) on one of `ports` (the proxy's own listeners,
+/// or a `loopback` cell's declared ports), or any port with `any_port`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConnectRules {
+    pub ports: Vec<u16>,
+    pub any_port: bool,
 }
 
 /// The host uid and gid a root-started cell runs as (allocated by the supervisor from
@@ -95,6 +108,9 @@ pub struct Offer {
     /// (naming its loopback resolver) is bound over it. A symlink (systemd-resolved's
     /// stub) dangles in the cell, and resolvers then ask 127.0.0.1 anyway.
     pub resolv_conf: bool,
+    /// Seccomp user notification and pidfd_getfd: a cell without namespaces gets the
+    /// container tier's network (supervisor-made connects).
+    pub user_notif: bool,
 }
 
 impl Offer {
@@ -129,6 +145,10 @@ pub struct Handles {
     pub limit_rlimits: Vec<Rlimit>,
     /// The host ids allocated for a root-started cell (see [`Spec::host_ids`]).
     pub host_ids: Option<HostIds>,
+    /// The container tier's `proxy` cell: the ports of the listeners the supervisor bound
+    /// on 127.0.0.1 (in `listen_ports()` order), instead of the cell binding them in its
+    /// own network namespace.
+    pub proxy_ports: Option<Vec<u16>>,
 }
 
 impl Handles {
@@ -223,6 +243,7 @@ pub fn compile(plan: &Plan, offer: &Offer, h: &Handles) -> Spec {
         },
         host_ids: h.host_ids,
         mounts,
+        connect: None,
     }
 }
 
@@ -350,11 +371,17 @@ pub fn landlock_rules(plan: &Plan, k: &Kernel, mode: &landlock::Mode) -> Option<
 
 /// The plan's seccomp filter as rules (what `explain` prints and [`compile`] compiles).
 pub fn seccomp_filter(plan: &Plan) -> seccomp::Filter {
+    seccomp_filter_for(plan, false)
+}
+
+/// The filter, for the container tier (`container`) or a cell with namespaces.
+pub fn seccomp_filter_for(plan: &Plan, container: bool) -> seccomp::Filter {
     seccomp::filter(&seccomp::Policy {
         net: Some(plan.net.mode),
         deny: &plan.security.seccomp_deny,
         allow: &plan.security.seccomp_allow,
         allow_userns: plan.security.allow_userns,
+        container,
     })
 }
 
@@ -362,11 +389,21 @@ pub fn seccomp_filter(plan: &Plan) -> seccomp::Filter {
 /// does not compile becomes an empty program, which the worker refuses to install: fail
 /// closed.
 fn seccomp_programs(plan: &Plan, k: &Kernel) -> Option<Vec<seccompiler::BpfProgram>> {
+    seccomp_programs_for(plan, k, false)
+}
+
+fn seccomp_programs_for(
+    plan: &Plan,
+    k: &Kernel,
+    container: bool,
+) -> Option<Vec<seccompiler::BpfProgram>> {
     k.seccomp.as_ref().ok()?;
-    Some(seccomp::compile(&seccomp_filter(plan)).unwrap_or_else(|e| {
-        tracing::error!("{e}");
-        vec![Vec::new()]
-    }))
+    Some(
+        seccomp::compile(&seccomp_filter_for(plan, container)).unwrap_or_else(|e| {
+            tracing::error!("{e}");
+            vec![Vec::new()]
+        }),
+    )
 }
 
 /// The spec for running without namespaces (best effort, no user namespaces): no mounts,
@@ -413,7 +450,68 @@ pub fn without_namespaces(
         landlock::split_for_hidden(&mut rules, &hidden, list);
         rules
     });
+    container_network(plan, offer, h, &mut spec);
     spec
+}
+
+/// The container tier's network, without a network namespace (when the kernel has seccomp
+/// user notification and the plan is not `host`): no UDP/raw/netlink sockets, Landlock
+/// refuses every TCP connect (binds only on the declared ports), and the supervisor
+/// connects TCP sockets itself to the allowed loopback ports: a `proxy` cell's are the
+/// listeners the supervisor bound (`Handles::proxy_ports`), which the cell's proxy
+/// variables name instead of the full tier's fixed ports.
+fn container_network(plan: &Plan, offer: &Offer, h: &Handles, spec: &mut Spec) {
+    if !offer.user_notif || plan.net.mode == NetMode::Host || offer.kernel.seccomp.is_err() {
+        return;
+    }
+    let listen = plan
+        .net
+        .proxy
+        .as_ref()
+        .map(|p| p.listen_ports())
+        .unwrap_or_default();
+    let declared: Vec<u16> = plan
+        .security
+        .tcp_ports
+        .iter()
+        .copied()
+        .filter(|p| !listen.contains(p))
+        .collect();
+    let connect = match (&plan.net.proxy, &h.proxy_ports) {
+        (Some(_), Some(ports)) => {
+            // The proxy variables name the supervisor's listeners.
+            for (_, v) in spec.process.env.iter_mut() {
+                for (from, to) in listen.iter().zip(ports) {
+                    *v = v.replace(&format!("127.0.0.1:{from}"), &format!("127.0.0.1:{to}"));
+                }
+            }
+            spec.listen.clear();
+            ConnectRules {
+                ports: ports.clone(),
+                any_port: false,
+            }
+        }
+        // A proxy cell whose listeners were not bound by the supervisor: init refuses.
+        (Some(_), None) => return,
+        (None, _) => ConnectRules {
+            ports: if plan.net.mode == NetMode::Loopback {
+                declared.iter().copied().filter(|p| *p != 0).collect()
+            } else {
+                Vec::new()
+            },
+            any_port: plan.net.mode == NetMode::Loopback && plan.security.tcp_any_port,
+        },
+    };
+    spec.seccomp = seccomp_programs_for(plan, &offer.kernel, true);
+    if let Some(rules) = spec
+        .landlock
+        .as_mut()
+        .filter(|r| r.abi >= landlock::ABI_TCP)
+    {
+        rules.tcp = Some(declared);
+        rules.tcp_bind_only = true;
+    }
+    spec.connect = Some(connect);
 }
 
 /// The links a private home (without a mount namespace) gets: for each path the plan
@@ -484,6 +582,7 @@ mod tests {
             exe: exe.then(|| PathBuf::from("/opt/bin/taskcell")),
             system_bundle,
             resolv_conf: false,
+            user_notif: true,
         }
     }
 

@@ -43,6 +43,9 @@ pub enum Cmp {
     Gt32(u64),
     /// The low 32 bits are less than the value (unsigned).
     Lt32(u64),
+    /// The low 32 bits, masked, differ from the value: `(arg & mask) != value` (a
+    /// socket's type without SOCK_NONBLOCK/SOCK_CLOEXEC).
+    MaskedNe32(u64, u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -58,6 +61,10 @@ pub struct Rule {
     pub name: String,
     pub nr: i64,
     pub errno: i32,
+    /// Instead of an errno: the call waits for the supervisor (SECCOMP_RET_USER_NOTIF),
+    /// which answers it (the container tier's `connect`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub notify: bool,
     pub when: Vec<Vec<Cond>>,
     /// Why (shown by `explain`).
     pub why: String,
@@ -78,6 +85,9 @@ pub struct Policy<'a> {
     pub deny: &'a [String],
     pub allow: &'a [String],
     pub allow_userns: bool,
+    /// The container tier (no network namespace): no UDP, raw, packet or netlink sockets,
+    /// TCP only, no TCP Fast Open, and every `connect` goes to the supervisor.
+    pub container: bool,
 }
 
 /// The default deny list (refused with EPERM, no argument checks), grouped by reason.
@@ -181,6 +191,9 @@ pub const TIOCCONS: u64 = 0x541D;
 const PERSONALITY_QUERY: u64 = 0xffff_ffff;
 const IPPROTO_MPTCP: u64 = 262;
 const NETLINK_ROUTE: u64 = 0;
+/// The socket type without SOCK_NONBLOCK and SOCK_CLOEXEC (the kernel's SOCK_TYPE_MASK).
+const SOCK_TYPE_MASK: u64 = 0xf;
+const MSG_FASTOPEN: u64 = 0x2000_0000;
 
 /// `__O_TMPFILE`: `open(dir, O_TMPFILE, mode)` creates a file with `mode` too.
 const O_TMPFILE_BIT: u64 = 0o20000000;
@@ -194,6 +207,7 @@ fn rule(name: &str, errno: i32, when: Vec<Vec<Cond>>, why: &str) -> Option<Rule>
         name: name.to_string(),
         nr,
         errno,
+        notify: false,
         when,
         why: why.to_string(),
     })
@@ -310,21 +324,57 @@ pub fn filter(p: &Policy) -> Filter {
         let af_inet = libc::AF_INET as u64;
         let af_inet6 = libc::AF_INET6 as u64;
         let af_netlink = libc::AF_NETLINK as u64;
-        push(rule(
-            "socket",
-            libc::EPERM,
-            vec![
-                // Families between AF_INET and AF_INET6 (AX25, IPX, APPLETALK, ...).
-                vec![c(0, Cmp::Gt32(af_inet)), c(0, Cmp::Lt32(af_inet6))],
-                // Families above AF_INET6 but netlink (PACKET, VSOCK, ALG, XDP, ...).
-                vec![c(0, Cmp::Gt32(af_inet6)), c(0, Cmp::Ne32(af_netlink))],
-                // Netlink other than route queries (getifaddrs needs NETLINK_ROUTE).
-                vec![c(0, Cmp::Eq32(af_netlink)), c(2, Cmp::Ne32(NETLINK_ROUTE))],
-                // MPTCP is not covered by Landlock's TCP rules.
-                vec![c(2, Cmp::Eq32(IPPROTO_MPTCP))],
-            ],
-            "socket families a cell without network has no use for (only unix, inet, inet6, netlink route; no MPTCP)",
-        ));
+        let mut when = vec![
+            // Families between AF_INET and AF_INET6 (AX25, IPX, APPLETALK, ...).
+            vec![c(0, Cmp::Gt32(af_inet)), c(0, Cmp::Lt32(af_inet6))],
+            // Families above AF_INET6 but netlink (PACKET, VSOCK, ALG, XDP, ...).
+            vec![c(0, Cmp::Gt32(af_inet6)), c(0, Cmp::Ne32(af_netlink))],
+            // Netlink other than route queries (getifaddrs needs NETLINK_ROUTE).
+            vec![c(0, Cmp::Eq32(af_netlink)), c(2, Cmp::Ne32(NETLINK_ROUTE))],
+            // MPTCP is not covered by Landlock's TCP rules.
+            vec![c(2, Cmp::Eq32(IPPROTO_MPTCP))],
+        ];
+        let mut why = "socket families a cell without network has no use for (only unix, inet, inet6, netlink route; no MPTCP)";
+        if p.container {
+            // No network namespace: the network is the container's. TCP only (the
+            // supervisor makes its connects), no UDP/raw/SCTP, no netlink at all.
+            when[2] = vec![c(0, Cmp::Eq32(af_netlink))];
+            for af in [af_inet, af_inet6] {
+                when.push(vec![
+                    c(0, Cmp::Eq32(af)),
+                    c(1, Cmp::MaskedNe32(SOCK_TYPE_MASK, libc::SOCK_STREAM as u64)),
+                ]);
+                when.push(vec![
+                    c(0, Cmp::Eq32(af)),
+                    c(2, Cmp::Ne32(0)),
+                    c(2, Cmp::Ne32(libc::IPPROTO_TCP as u64)),
+                ]);
+            }
+            why = "the container tier: only unix sockets and TCP (type SOCK_STREAM, protocol 0 or TCP); no UDP, raw, packet, SCTP, MPTCP or netlink sockets";
+        }
+        push(rule("socket", libc::EPERM, when, why));
+        if p.container {
+            // Every connect waits for the supervisor: it connects TCP sockets itself, to
+            // the address it decided (no TOCTOU on the cell's sockaddr).
+            if let Some(mut r) = rule(
+                "connect",
+                0,
+                vec![],
+                "the container tier: the supervisor takes the socket (pidfd_getfd) and connects it itself to the proxy, or refuses",
+            ) {
+                r.notify = true;
+                push(Some(r));
+            }
+            // TCP Fast Open connects from sendto/sendmsg, past connect().
+            for (name, flags_arg) in [("sendto", 3u8), ("sendmsg", 2), ("sendmmsg", 3)] {
+                push(rule(
+                    name,
+                    libc::EPERM,
+                    vec![vec![c(flags_arg, Cmp::HasBits(MSG_FASTOPEN))]],
+                    "the container tier: MSG_FASTOPEN connects without connect()",
+                ));
+            }
+        }
     }
     for n in p.deny {
         // A profile's deny refuses every call, also of a call the list checks arguments of.
@@ -361,6 +411,7 @@ impl fmt::Display for Cond {
             Cmp::Ne32(v) => write!(f, "arg{a} != {}", value_name(a, v)),
             Cmp::Gt32(v) => write!(f, "arg{a} > {}", value_name(a, v)),
             Cmp::Lt32(v) => write!(f, "arg{a} < {}", value_name(a, v)),
+            Cmp::MaskedNe32(m, v) => write!(f, "arg{a} & {m:#x} != {}", value_name(a, v)),
         }
     }
 }
@@ -377,6 +428,14 @@ fn value_name(arg: u8, v: u64) -> String {
         (2, IPPROTO_MPTCP) => "IPPROTO_MPTCP".into(),
         _ if v > 0xffff => format!("{v:#x}"),
         _ => v.to_string(),
+    }
+}
+
+fn action_name(r: &Rule) -> &'static str {
+    if r.notify {
+        "the supervisor (user notification)"
+    } else {
+        errno_name(r.errno)
     }
 }
 
@@ -410,7 +469,7 @@ pub fn describe(f: &Filter) -> Vec<String> {
         out.push(format!(
             "{}{when} -> {} ({})",
             r.name,
-            errno_name(r.errno),
+            action_name(r),
             r.why
         ));
     }
@@ -486,6 +545,12 @@ fn prelude(f: &Filter) -> BpfProgram {
     p
 }
 
+/// Does the filter hand calls to the supervisor (its main program must be installed with
+/// a listener)?
+pub fn notifies(f: &Filter) -> bool {
+    f.rules.iter().any(|r| r.notify)
+}
+
 /// Compile the filter into the programs to install, in order: the prelude (other ABIs,
 /// x32, unconditional ENOSYS) and the main program (every other rule).
 pub fn compile(f: &Filter) -> Result<Vec<BpfProgram>, String> {
@@ -554,7 +619,13 @@ enum Step {
 /// The code for one rule, entered when the number matched. Ends in a return on every
 /// path: the rule's errno when any alternative holds, else allow.
 fn rule_block(r: &Rule) -> Result<Vec<sock_filter>, String> {
-    let deny = || stmt(BPF_RET_K, SECCOMP_RET_ERRNO | (r.errno as u32 & 0xffff));
+    let deny = || {
+        if r.notify {
+            stmt(BPF_RET_K, libc::SECCOMP_RET_USER_NOTIF)
+        } else {
+            stmt(BPF_RET_K, SECCOMP_RET_ERRNO | (r.errno as u32 & 0xffff))
+        }
+    };
     if r.when.is_empty() {
         return Ok(vec![deny()]);
     }
@@ -589,6 +660,11 @@ fn rule_block(r: &Rule) -> Result<Vec<sock_filter>, String> {
                 Cmp::Lt32(v) => {
                     alt.push(load(lo));
                     alt.push(Step::FailIf(BPF_JGE_K, v as u32));
+                }
+                Cmp::MaskedNe32(m, v) => {
+                    alt.push(load(lo));
+                    alt.push(Step::Plain(stmt(BPF_ALU_AND_K, m as u32)));
+                    alt.push(Step::FailIf(BPF_JEQ_K, v as u32));
                 }
             }
         }
@@ -774,6 +850,7 @@ mod tests {
             deny: &deny,
             allow: &allow,
             allow_userns: false,
+            container: false,
         });
         let n = names(&f);
         assert!(n.contains(&"chroot"));
@@ -866,30 +943,115 @@ mod tests {
                         Cmp::Ne32(v) => lo != v,
                         Cmp::Gt32(v) => lo > v,
                         Cmp::Lt32(v) => lo < v,
+                        Cmp::MaskedNe32(m, v) => lo & m != v,
                     }
                 })
             })
     }
 
     #[test]
+    fn container_tier_sockets_connect_and_fast_open() {
+        let f = filter(&Policy {
+            net: Some(NetMode::Proxy),
+            container: true,
+            ..Policy::default()
+        });
+        assert!(notifies(&f));
+        let p = main_program(&f).expect("compiles");
+        let nr = |n: &str| syscalls::number(n).expect(n) as u32;
+        let eperm = SECCOMP_RET_ERRNO | libc::EPERM as u32;
+        let allow = libc::SECCOMP_RET_ALLOW;
+        let (inet, inet6, unix) = (
+            libc::AF_INET as u64,
+            libc::AF_INET6 as u64,
+            libc::AF_UNIX as u64,
+        );
+        let stream = libc::SOCK_STREAM as u64;
+        let flags = (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) as u64;
+        for (args, want) in [
+            ([inet, stream, 0], allow),
+            ([inet6, stream | flags, libc::IPPROTO_TCP as u64], allow),
+            ([unix, libc::SOCK_DGRAM as u64, 0], allow),
+            ([inet, libc::SOCK_DGRAM as u64, 0], eperm),
+            ([inet6, libc::SOCK_DGRAM as u64 | flags, 0], eperm),
+            ([inet, libc::SOCK_RAW as u64, 1], eperm),
+            ([inet, stream, libc::IPPROTO_SCTP as u64], eperm),
+            ([inet, stream, IPPROTO_MPTCP], eperm),
+            (
+                [
+                    libc::AF_NETLINK as u64,
+                    libc::SOCK_RAW as u64,
+                    NETLINK_ROUTE,
+                ],
+                eperm,
+            ),
+            ([libc::AF_PACKET as u64, libc::SOCK_RAW as u64, 0], eperm),
+        ] {
+            let got = run(&p, nr("socket"), [args[0], args[1], args[2], 0, 0, 0]);
+            assert_eq!(got, want, "socket{args:?}");
+        }
+        assert_eq!(
+            run(&p, nr("connect"), [3, 0, 16, 0, 0, 0]),
+            libc::SECCOMP_RET_USER_NOTIF
+        );
+        assert_eq!(run(&p, nr("sendto"), [3, 0, 1, MSG_FASTOPEN, 0, 0]), eperm);
+        assert_eq!(run(&p, nr("sendto"), [3, 0, 1, 0, 0, 0]), allow);
+        assert_eq!(run(&p, nr("sendmsg"), [3, 0, MSG_FASTOPEN, 0, 0, 0]), eperm);
+        // The full tier keeps UDP and netlink route in its own network namespace.
+        let full = filter(&Policy {
+            net: Some(NetMode::Proxy),
+            ..Policy::default()
+        });
+        assert!(!notifies(&full));
+        let p = main_program(&full).expect("compiles");
+        assert_eq!(
+            run(
+                &p,
+                nr("socket"),
+                [inet, libc::SOCK_DGRAM as u64, 0, 0, 0, 0]
+            ),
+            allow
+        );
+        assert_eq!(run(&p, nr("connect"), [3, 0, 16, 0, 0, 0]), allow);
+    }
+
+    #[test]
     fn compiled_program_matches_the_rules() {
+        for container in [false, true] {
+            program_matches_the_rules(container);
+        }
+    }
+
+    fn program_matches_the_rules(container: bool) {
         let deny = vec!["chroot".to_string()];
         let f = filter(&Policy {
             deny: &deny,
+            container,
             ..loopback()
         });
         let p = main_program(&f).expect("compiles");
-        assert!(p.len() < 400, "{} instructions", p.len());
-        let deny_of = |r: &Rule| SECCOMP_RET_ERRNO | r.errno as u32;
+        // The container tier adds socket checks, connect and the sendto family.
+        let most = if container { 480 } else { 400 };
+        assert!(p.len() < most, "{} instructions", p.len());
+        let deny_of = |r: &Rule| {
+            if r.notify {
+                libc::SECCOMP_RET_USER_NOTIF
+            } else {
+                SECCOMP_RET_ERRNO | r.errno as u32
+            }
+        };
         // Arguments that hit or miss each condition: every value a rule compares with,
         // one more and one less, all bits, no bits.
         let mut values: Vec<u64> = vec![0, u64::MAX, 0xffff_ffff, 1 << 40];
         for r in &f.rules {
             for c in r.when.iter().flatten() {
                 let v = match c.cmp {
-                    Cmp::HasBits(v) | Cmp::Eq32(v) | Cmp::Ne32(v) | Cmp::Gt32(v) | Cmp::Lt32(v) => {
-                        v
-                    }
+                    Cmp::HasBits(v)
+                    | Cmp::Eq32(v)
+                    | Cmp::Ne32(v)
+                    | Cmp::Gt32(v)
+                    | Cmp::Lt32(v)
+                    | Cmp::MaskedNe32(_, v) => v,
                 };
                 values.extend([v, v.wrapping_add(1), v.wrapping_sub(1), v | (1 << 35)]);
             }

@@ -1,0 +1,271 @@
+//! The container tier's network (issue 17.2), written as the attack: without user
+//! namespaces there is no network namespace, so the cell shares the container's
+//! loopback. It must reach nothing but the proxy: no other server on 127.0.0.1, no UDP,
+//! no netlink, and rewriting the sockaddr while connect() waits for the supervisor's
+//! check must not reach another server.
+//!
+//! CI runs these (with --ignored) inside `unshare -Ur sh -c 'echo 0 >
+//! /proc/sys/user/max_user_namespaces; ...'` (.ci/run); elsewhere they are ignored.
+mod common;
+use common::*;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+const EPERM: i32 = 1;
+
+fn probe() -> &'static str {
+    env!("CARGO_BIN_EXE_taskcell-probe")
+}
+
+fn probe_dir() -> String {
+    Path::new(probe())
+        .parent()
+        .expect("probe dir")
+        .display()
+        .to_string()
+}
+
+#[track_caller]
+fn require_no_userns() {
+    let v = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
+    assert_eq!(
+        v.trim(),
+        "0",
+        "these tests need user.max_user_namespaces=0 (run by .ci/run)"
+    );
+}
+
+/// An HTTP server on 127.0.0.1 answering `body`, counting the connections it accepted.
+fn server(body: &'static str) -> (u16, Arc<AtomicUsize>) {
+    let l = TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let n = Arc::new(AtomicUsize::new(0));
+    let count = n.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                let _ = c.read(&mut buf);
+                let _ = write!(
+                    c,
+                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    (port, n)
+}
+
+fn run(ws: &Ws, extra: &[&str], script: &str) -> std::process::Output {
+    run_in(ws, false, extra, script)
+}
+
+/// `taskcell run` in the container tier; `without_getfd`: under a seccomp filter that
+/// refuses pidfd_getfd, as Docker's default profile does without CAP_SYS_PTRACE (the
+/// supervisor then replaces the cell's socket with one it connected).
+fn run_in(ws: &Ws, without_getfd: bool, extra: &[&str], script: &str) -> std::process::Output {
+    let pd = probe_dir();
+    let mut args = vec![
+        "run",
+        "-p",
+        "build",
+        "--net",
+        "proxy",
+        "--require",
+        "container",
+        "--read",
+        &pd,
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "/bin/sh", "-c", script]);
+    if !without_getfd {
+        return taskcell(ws.path(), &args).output().expect("taskcell");
+    }
+    let plain = taskcell(ws.path(), &[]);
+    let mut wrapped = vec!["without-getfd", bin(), "-vv"];
+    wrapped.extend_from_slice(&args);
+    let mut w = std::process::Command::new(probe());
+    w.current_dir(ws.path()).env_clear();
+    for (k, v) in plain.get_envs() {
+        if let Some(v) = v {
+            w.env(k, v);
+        }
+    }
+    w.args(&wrapped)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("taskcell under without-getfd")
+}
+
+#[test]
+#[ignore = "run by .ci/run with user.max_user_namespaces=0"]
+fn container_tier_reaches_the_proxy_and_no_other_local_server() {
+    reaches_the_proxy_only(false);
+}
+
+#[test]
+#[ignore = "run by .ci/run with user.max_user_namespaces=0"]
+fn container_tier_without_pidfd_getfd_reaches_the_proxy_and_no_other_local_server() {
+    reaches_the_proxy_only(true);
+}
+
+fn reaches_the_proxy_only(without_getfd: bool) {
+    require_no_userns();
+    let ws = Ws::new();
+    let (allowed, _) = server("through-the-proxy");
+    let (other, other_hits) = server("SHOULD-NOT-BE-REACHED");
+    let log = ws.outside("audit.jsonl");
+    let allow = format!("127.0.0.1:{allowed}");
+    let script = format!(
+        r#"curl -sS -m 5 --noproxy '' http://127.0.0.1:{allowed}/; echo " curl-proxy=$?"
+curl -sS -m 5 --noproxy '*' http://127.0.0.1:{other}/ 2>/dev/null; echo "curl-direct=$?"
+curl -sS -m 5 --noproxy '*' http://[::1]:{other}/ 2>/dev/null; echo "curl-v6=$?"
+python3 -c 'import socket
+for port in ({allowed}, {other}):
+    s = socket.socket()
+    print("python", s.connect_ex(("127.0.0.1", port)))'
+{probe} connect {other}"#,
+        probe = probe(),
+    );
+    let o = run_in(
+        &ws,
+        without_getfd,
+        &["--allow", &allow, "--audit-log", &log.display().to_string()],
+        &script,
+    );
+    assert_eq!(
+        ok(&o),
+        "through-the-proxy curl-proxy=0\ncurl-direct=7\ncurl-v6=7\npython 111\npython 111\n111\n",
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        other_hits.load(Ordering::SeqCst),
+        0,
+        "the other server was reached"
+    );
+    assert_eq!(
+        stderr(&o).contains("pidfd_getfd is refused here"),
+        without_getfd,
+        "{}",
+        stderr(&o)
+    );
+    let audit = std::fs::read_to_string(&log).expect("audit log");
+    let refused: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains("\"connect_refused\""))
+        .collect();
+    assert!(
+        refused
+            .iter()
+            .any(|l| l.contains(&format!("127.0.0.1:{other}"))),
+        "{audit}"
+    );
+    assert!(audit.contains("\"tier\":\"container\""), "{audit}");
+}
+
+#[test]
+#[ignore = "run by .ci/run with user.max_user_namespaces=0"]
+fn container_tier_refuses_udp_netlink_raw_and_binding() {
+    require_no_userns();
+    let ws = Ws::new();
+    let (other, _) = server("x");
+    let script = format!(
+        r#"{probe} udp {other}
+{probe} sys socket-packet
+python3 -c 'import socket
+for fam, typ in ((socket.AF_INET, socket.SOCK_DGRAM), (socket.AF_INET6, socket.SOCK_DGRAM), (socket.AF_INET, socket.SOCK_RAW), (socket.AF_NETLINK, socket.SOCK_RAW)):
+    try:
+        socket.socket(fam, typ); print("created")
+    except PermissionError as e:
+        print(e.errno)'
+{probe} tcp-ephemeral"#,
+        probe = probe(),
+    );
+    let o = run(&ws, &[], &script);
+    // bind: Landlock refuses (EACCES); no connect is tried after a failed bind.
+    assert_eq!(
+        ok(&o),
+        format!("{EPERM}\nsocket-packet {EPERM}\n1\n1\n1\n1\nbind 13 connect -1\n")
+    );
+}
+
+#[test]
+#[ignore = "run by .ci/run with user.max_user_namespaces=0"]
+fn container_tier_rewriting_the_sockaddr_during_connect_cannot_reach_another_server() {
+    sockaddr_race(false);
+}
+
+#[test]
+#[ignore = "run by .ci/run with user.max_user_namespaces=0"]
+fn container_tier_without_pidfd_getfd_sockaddr_rewrite_cannot_reach_another_server() {
+    sockaddr_race(true);
+}
+
+fn sockaddr_race(without_getfd: bool) {
+    require_no_userns();
+    let ws = Ws::new();
+    let (other, other_hits) = server("SHOULD-NOT-BE-REACHED");
+    // The proxy's port is only known inside (the supervisor picks it): read it there.
+    let script = format!(
+        r#"good=${{HTTP_PROXY##*:}}; echo "good $good"; {probe} connect-race "$good" {other} 1000"#,
+        probe = probe(),
+    );
+    let o = run_in(&ws, without_getfd, &[], &script);
+    let out = ok(&o);
+    let mut lines = out.lines();
+    let good = lines
+        .next()
+        .and_then(|l| l.strip_prefix("good "))
+        .expect("proxy port")
+        .to_string();
+    let race = lines.next().expect("race result");
+    // Some connects went through (to the proxy), none anywhere else.
+    let peers = race.split(" peers ").nth(1).unwrap_or_default();
+    assert_eq!(peers, good, "{race}");
+    let oks: u32 = race
+        .strip_prefix("ok ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(oks > 0, "{race}");
+    assert_eq!(
+        other_hits.load(Ordering::SeqCst),
+        0,
+        "the other server was reached"
+    );
+}
+
+#[test]
+#[ignore = "run by .ci/run with user.max_user_namespaces=0"]
+fn container_tier_nonblocking_connect_gets_einprogress_and_completes() {
+    nonblocking(false);
+}
+
+#[test]
+#[ignore = "run by .ci/run with user.max_user_namespaces=0"]
+fn container_tier_without_pidfd_getfd_nonblocking_connect_completes() {
+    nonblocking(true);
+}
+
+fn nonblocking(without_getfd: bool) {
+    require_no_userns();
+    let ws = Ws::new();
+    let script = r#"python3 -c 'import os, select, socket
+port = int(os.environ["HTTP_PROXY"].rsplit(":", 1)[1])
+s = socket.socket(); s.setblocking(False)
+print(s.connect_ex(("127.0.0.1", port)))
+select.select([], [s], [], 5)
+print(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), s.getpeername()[1] == port)'"#;
+    let o = run_in(&ws, without_getfd, &[], script);
+    let out = ok(&o);
+    // EINPROGRESS, or 0 when the loopback handshake finished within the call.
+    assert!(out == "115\n0 True\n" || out == "0\n0 True\n", "{out}");
+}
