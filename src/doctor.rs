@@ -106,9 +106,9 @@ fn namespaces(checks: &mut Vec<Check>) -> Result<(), String> {
         },
     });
 
-    if nix::unistd::geteuid().is_root() && userns.is_ok() {
+    if let (Some(h), true) = (crate::cell::confine::host_id_range(), userns.is_ok()) {
         let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
-        let r = crate::plan::IdRange::RESERVED;
+        let r = h.range;
         let idmap = probe(|| userns::probe_idmap(&cwd, r.start).map(|_| "ok".into()));
         checks.push(Check {
             name: "idmapped mounts (root)",
@@ -116,9 +116,10 @@ fn namespaces(checks: &mut Vec<Check>) -> Result<(), String> {
             required: false,
             detail: match idmap {
                 Ok(_) => format!(
-                    "root-started cells run as one host id of {}..{} with the workspace ({}) idmapped to its owner",
+                    "root-started cells run as one host id of {}..{} (from {}) with the workspace ({}) idmapped to its owner",
                     r.start,
-                    u64::from(r.start) + u64::from(r.count) - 1,
+                    r.last(),
+                    h.from,
                     cwd.display()
                 ),
                 Err(e) => format!(

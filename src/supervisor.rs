@@ -106,7 +106,7 @@ pub fn run_with(
     let offer = cell::confine::offer(proxy, inject);
     // Started as root: the cell runs as one host id of the reserved range, held (flock)
     // until this function returns.
-    let lease = match lease_host_ids(plan, audit, &mut handles, degraded) {
+    let lease = match lease_host_ids(plan, &offer, audit, &mut handles, degraded) {
         Ok(l) => l,
         Err(e) => {
             secrets.finish(audit, &[], &[], std::time::SystemTime::now());
@@ -362,15 +362,12 @@ fn start_injector(
 /// one runs with the identity map (`degraded` says so).
 fn lease_host_ids(
     plan: &Plan,
+    offer: &crate::spec::Offer,
     audit: &mut Audit,
     handles: &mut crate::spec::Handles,
     degraded: &mut dyn FnMut(&crate::spec::layers::Missing),
 ) -> Result<Option<cell::userns::Lease>, RunError> {
-    let Some(r) = plan
-        .process
-        .host_ids
-        .filter(|_| cell::userns::in_initial_userns())
-    else {
+    let Some(r) = offer.host_ids.as_ref().map(|h| h.range) else {
         return Ok(None);
     };
     match cell::userns::allocate(r.start, r.count) {

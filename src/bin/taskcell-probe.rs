@@ -139,61 +139,21 @@ fn call(name: &str) -> Option<i32> {
     })
 }
 
-/// Every name `denied` runs, in order.
-const DENIED: &[&str] = &[
-    "mount",
-    "umount2",
-    "pivot_root",
-    "move_mount",
-    "open_tree",
-    "fsopen",
-    "fsconfig",
-    "fsmount",
-    "fspick",
-    "mount_setattr",
+/// What `denied` runs after every syscall of the filter's deny list
+/// (`taskcell::spec::seccomp::DENY`, those this probe knows how to call): the namespace
+/// calls, the argument-checked forms, and calls that must keep working.
+const VARIANTS: &[&str] = &[
     "setns",
     "clone-newuser",
     "clone-newns",
     "clone-newnet",
     "clone3",
-    "ptrace",
-    "process_vm_readv",
-    "process_vm_writev",
-    "pidfd_getfd",
-    "bpf",
-    "perf_event_open",
-    "userfaultfd",
-    "io_uring_setup",
-    "io_uring_enter",
-    "io_uring_register",
-    "keyctl",
-    "add_key",
-    "request_key",
-    "kexec_load",
-    "kexec_file_load",
-    "init_module",
-    "finit_module",
-    "delete_module",
-    "open_by_handle_at",
-    "name_to_handle_at",
-    "acct",
-    "swapon",
-    "swapoff",
-    "reboot",
-    "syslog",
-    "quotactl",
-    "settimeofday",
-    "clock_settime",
-    "adjtimex",
-    "clock_adjtime",
     "personality",
     "ioctl-tiocsti",
     "ioctl-tiocsti-high",
     "ioctl-tioclinux",
     "ioctl-tiocsetd",
     "ioctl-tioccons",
-    #[cfg(target_arch = "x86_64")]
-    "modify_ldt",
     "socket-packet",
     "socket-vsock",
     "socket-alg",
@@ -521,9 +481,13 @@ fn main() {
             }
         }
         Some("denied") => {
-            for n in DENIED {
-                let e = call(n).unwrap_or(-1);
-                let _ = writeln!(out, "{n} {e}");
+            let deny = taskcell::spec::seccomp::DENY
+                .iter()
+                .flat_map(|(_, n)| n.iter());
+            for n in deny.chain(VARIANTS) {
+                if let Some(e) = call(n) {
+                    let _ = writeln!(out, "{n} {e}");
+                }
             }
         }
         Some("kill") => {
