@@ -72,11 +72,14 @@ pub struct Spec {
 
 /// Where the supervisor connects a container-tier cell's TCP sockets: 127.0.0.1 (asked
 /// as 127.0.0.1, ::1 or ::ffff:127.0.0.1) on one of `ports` (the proxy's own listeners,
-/// or a `loopback` cell's declared ports), or any port with `any_port`.
+/// or a `loopback` cell's declared ports), or any port with `any_port`. A port of `map`
+/// (the full tier's fixed listener ports: 3128, 1080, forwards) is connected to the
+/// supervisor's listener that stands for it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ConnectRules {
     pub ports: Vec<u16>,
     pub any_port: bool,
+    pub map: Vec<(u16, u16)>,
 }
 
 /// The host uid and gid a root-started cell runs as (allocated by the supervisor from
@@ -496,6 +499,7 @@ fn container_network(plan: &Plan, offer: &Offer, h: &Handles, spec: &mut Spec) {
             ConnectRules {
                 ports: ports.clone(),
                 any_port: false,
+                map: listen.iter().copied().zip(ports.iter().copied()).collect(),
             }
         }
         // A proxy cell whose listeners were not bound by the supervisor: init refuses.
@@ -507,6 +511,7 @@ fn container_network(plan: &Plan, offer: &Offer, h: &Handles, spec: &mut Spec) {
                 Vec::new()
             },
             any_port: plan.net.mode == NetMode::Loopback && plan.security.tcp_any_port,
+            map: Vec::new(),
         },
     };
     spec.seccomp = seccomp_programs_for(plan, &offer.kernel, true);
