@@ -106,9 +106,9 @@ fn namespaces(checks: &mut Vec<Check>) -> Result<(), String> {
         },
     });
 
-    if nix::unistd::geteuid().is_root() && userns.is_ok() {
+    if let (Some(h), true) = (crate::cell::confine::host_id_range(), userns.is_ok()) {
         let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
-        let r = crate::plan::IdRange::RESERVED;
+        let r = h.range;
         let idmap = probe(|| userns::probe_idmap(&cwd, r.start).map(|_| "ok".into()));
         checks.push(Check {
             name: "idmapped mounts (root)",
@@ -116,9 +116,10 @@ fn namespaces(checks: &mut Vec<Check>) -> Result<(), String> {
             required: false,
             detail: match idmap {
                 Ok(_) => format!(
-                    "root-started cells run as one host id of {}..{} with the workspace ({}) idmapped to its owner",
+                    "root-started cells run as one host id of {}..{} (from {}) with the workspace ({}) idmapped to its owner",
                     r.start,
-                    u64::from(r.start) + u64::from(r.count) - 1,
+                    r.last(),
+                    h.from,
                     cwd.display()
                 ),
                 Err(e) => format!(
@@ -152,11 +153,19 @@ fn namespaces(checks: &mut Vec<Check>) -> Result<(), String> {
             | libc::CLONE_NEWUTS
             | libc::CLONE_NEWCGROUP;
         // SAFETY: unshare in the forked probe child only.
+        let mut no_cgroup_ns = false;
         if unsafe { libc::unshare(flags) } != 0 {
-            return Err(format!(
-                "unshare(user|mnt|pid|net|ipc|uts|cgroup): {}",
-                errno_str()
-            ));
+            let einval = std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL);
+            // gVisor refuses a cgroup namespace without a cgroup2 mount; cells then go
+            // without one.
+            // SAFETY: as above.
+            if !einval || unsafe { libc::unshare(flags & !libc::CLONE_NEWCGROUP) } != 0 {
+                return Err(format!(
+                    "unshare(user|mnt|pid|net|ipc|uts|cgroup): {}",
+                    errno_str()
+                ));
+            }
+            no_cgroup_ns = true;
         }
         let _ = std::fs::write("/proc/self/setgroups", "deny");
         std::fs::write("/proc/self/uid_map", format!("{uid} {uid} 1"))
@@ -188,22 +197,27 @@ fn namespaces(checks: &mut Vec<Check>) -> Result<(), String> {
             Some("size=64k,noswap"),
         )
         .is_ok();
-        Ok(if noswap { "noswap" } else { "swap" }.into())
+        Ok(format!(
+            "{}{}",
+            if noswap { "noswap" } else { "swap" },
+            if no_cgroup_ns { " no-cgroup-ns" } else { "" }
+        ))
     });
     checks.push(Check {
         name: "namespaces (mount, pid, net, ipc, uts, cgroup)",
         ok: all_ns.is_ok(),
         required: true,
         detail: match &all_ns {
+            Ok(v) if v.ends_with("no-cgroup-ns") => "all but the cgroup namespace can be created inside a user namespace (clone with CLONE_NEWCGROUP: EINVAL, as under gVisor without a cgroup2 mount: cells go without one and see their cgroup's host path), and tmpfs can be mounted".into(),
             Ok(_) => "all can be created inside a user namespace, and tmpfs can be mounted".into(),
             Err(e) => format!("failed: {e}"),
         },
     });
     checks.push(Check {
         name: "tmpfs noswap",
-        ok: all_ns.as_deref() == Ok("noswap"),
+        ok: all_ns.as_deref().is_ok_and(|v| v.starts_with("noswap")),
         required: false,
-        detail: if all_ns.as_deref() == Ok("noswap") {
+        detail: if all_ns.as_deref().is_ok_and(|v| v.starts_with("noswap")) {
             "secrets' tmpfs can be kept out of swap".into()
         } else {
             "tmpfs `noswap` is refused here (Linux 6.4+ allows it only to root of the initial user namespace, not inside a cell's); a secret file on tmpfs could reach swap under memory pressure".into()

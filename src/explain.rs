@@ -56,13 +56,14 @@ pub fn text(plan: &Plan) -> String {
     );
     let _ = writeln!(s, "cwd:       {}", plan.process.cwd.display());
     filesystem(plan, &mut s);
-    network_and_process(plan, &mut s);
+    let offer = offer_here(plan);
+    network_and_process(plan, &offer, &mut s);
     secrets(plan, &mut s);
     limits(plan, &mut s);
     for w in warnings(plan) {
         let _ = writeln!(s, "\nWARNING: {w}");
     }
-    let spec = compiled(plan);
+    let spec = compiled(plan, &offer);
     layers(plan, &spec, &mut s);
     let _ = writeln!(s, "\nmount sequence:");
     for op in &spec.mounts {
@@ -116,7 +117,7 @@ fn filesystem(plan: &Plan, s: &mut String) {
 }
 
 /// The network, hostname, terminal, ids and environment.
-fn network_and_process(plan: &Plan, s: &mut String) {
+fn network_and_process(plan: &Plan, offer: &spec::Offer, s: &mut String) {
     let _ = writeln!(
         s,
         "\nnetwork:   {}",
@@ -151,7 +152,7 @@ fn network_and_process(plan: &Plan, s: &mut String) {
             "none (stdin inherited, a new session without a controlling terminal)"
         }
     );
-    match plan.process.host_ids {
+    match &offer.host_ids {
         None => {
             let _ = writeln!(
                 s,
@@ -159,14 +160,15 @@ fn network_and_process(plan: &Plan, s: &mut String) {
                 plan.process.uid, plan.process.gid
             );
         }
-        Some(r) => {
+        Some(h) => {
             let _ = writeln!(
                 s,
-                "ids:       uid {} gid {} inside; on the host one free uid=gid of {}..{} per running cell, taken at start (the audit log's host_ids event names it); workspace and write paths idmapped to their owners; no capabilities, no_new_privs",
+                "ids:       uid {} gid {} inside; on the host one free uid=gid of {}..{} ({}) per running cell, taken at start (the audit log's host_ids event names it); workspace and write paths idmapped to their owners; no capabilities, no_new_privs",
                 plan.process.uid,
                 plan.process.gid,
-                r.start,
-                u64::from(r.start) + u64::from(r.count) - 1
+                h.range.start,
+                h.range.last(),
+                h.from
             );
         }
     }
@@ -227,11 +229,16 @@ fn limits(plan: &Plan, s: &mut String) {
     );
 }
 
-/// The spec `run` would execute here (the handles made at start shown by description).
-fn compiled(plan: &Plan) -> Spec {
-    let handles = Handles::planned(plan, limits_here(plan).rlimits);
+/// What this machine offers a cell of `plan`.
+fn offer_here(plan: &Plan) -> spec::Offer {
     let (proxy, inject) = spec::Offer::wanted(plan);
-    spec::compile(plan, &crate::cell::confine::offer(proxy, inject), &handles)
+    crate::cell::confine::offer(proxy, inject)
+}
+
+/// The spec `run` would execute here (the handles made at start shown by description).
+fn compiled(plan: &Plan, offer: &spec::Offer) -> Spec {
+    let handles = Handles::planned(plan, limits_here(plan).rlimits);
+    spec::compile(plan, offer, &handles)
 }
 
 /// The layers the cell gets: Landlock, seccomp, what this kernel lacks, what is lost
@@ -373,8 +380,10 @@ fn limits_here(plan: &Plan) -> crate::plan::limits::Enforcement {
 }
 
 pub fn json(plan: &Plan) -> serde_json::Value {
-    let spec = compiled(plan);
+    let offer = offer_here(plan);
+    let spec = compiled(plan, &offer);
     json!({
+        "host_ids": offer.host_ids,
         "limits": limits_here(plan).rows,
         "plan": plan,
         "plan_sha256": plan.digest(),

@@ -346,7 +346,7 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
     );
     // The tier this machine gives (a clone probe for user namespaces, Landlock, seccomp).
     let tier = plan::tier::decide(&taskcell::cell::confine::machine(
-        taskcell::cell::userns::probe(),
+        taskcell::cell::userns::probe_for_run(),
     ));
     audit.session_start(&plan, &enforcement, &tier);
     // The first record is the probe: a log that cannot be written (a full disk) is an
@@ -431,8 +431,14 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
     }
     // A layer left out during the run (no user namespaces) is audited once it returns.
     let mut late: Vec<serde_json::Value> = Vec::new();
+    // `--require container` accepted the container tier: one short line, not a warning.
+    let accepted = plan.security.require == plan::tier::Tier::Container;
     let mut degraded = |m: &taskcell::spec::layers::Missing| {
-        eprintln!("taskcell: {}", m.degraded());
+        if accepted && m.layer == "userns" {
+            eprintln!("taskcell: the container tier (no user namespaces; what it does not enforce: `taskcell explain`, docs/threat-model.md)");
+        } else {
+            eprintln!("taskcell: {}", m.degraded());
+        }
         late.push(serde_json::json!({ "missing": m }));
     };
     let result = supervisor::run_with(&plan, &tier, &mut audit, &mut degraded);

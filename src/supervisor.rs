@@ -76,7 +76,7 @@ impl RunError {
 /// Run a plan's command in a cell and wait for it. Must be called while the process is
 /// single-threaded.
 pub fn run(plan: &Plan, audit: &mut Audit) -> Result<Outcome, RunError> {
-    let tier = crate::plan::tier::decide(&cell::confine::machine(cell::userns::probe()));
+    let tier = crate::plan::tier::decide(&cell::confine::machine(cell::userns::probe_for_run()));
     run_with(plan, &tier, audit, &mut |_| {})
 }
 
@@ -182,11 +182,7 @@ pub fn run_with(
     // Started as root: the cell runs as one host id of the reserved range, held (flock)
     // until this function returns.
     let mut _lease = None;
-    if let Some(r) = plan
-        .process
-        .host_ids
-        .filter(|_| cell::userns::in_initial_userns())
-    {
+    if let Some(r) = offer.host_ids.as_ref().map(|h| h.range) {
         match cell::userns::allocate(r.start, r.count) {
             Ok(l) => {
                 handles.host_ids = Some(crate::spec::HostIds {

@@ -8,127 +8,14 @@
 
 mod common;
 
-use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::pty::Term;
 use common::*;
-use nix::sys::termios::{self, LocalFlags};
-
-/// A terminal for taskcell: the test holds the master (the "screen" and "keyboard").
-/// The same as tests/pty.rs's; not every method is used here.
-#[allow(dead_code)]
-struct Term {
-    master: OwnedFd,
-    /// Kept to inspect the input queue of the user's terminal.
-    slave: OwnedFd,
-    screen: Arc<Mutex<Vec<u8>>>,
-    child: Child,
-}
-
-#[allow(dead_code)]
-impl Term {
-    fn spawn(ws: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Term {
-        let ws_size = nix::pty::Winsize {
-            ws_row: 24,
-            ws_col: 80,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        let p = nix::pty::openpty(Some(&ws_size), None).expect("openpty");
-        let mut cmd = taskcell(ws, args);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.env("TERM", "xterm");
-        let s = p.slave.try_clone().unwrap();
-        cmd.stdin(Stdio::from(s.try_clone().unwrap()))
-            .stdout(Stdio::from(s.try_clone().unwrap()))
-            .stderr(Stdio::from(s));
-        // SAFETY: setsid and TIOCSCTTY in the forked child before exec, as a terminal
-        // emulator does for the shell it starts.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("spawn taskcell on a pty");
-        let screen = Arc::new(Mutex::new(Vec::new()));
-        let reader = p.master.try_clone().unwrap();
-        let sc = screen.clone();
-        std::thread::spawn(move || {
-            let mut f = std::fs::File::from(reader);
-            let mut buf = [0u8; 4096];
-            loop {
-                match f.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => sc.lock().unwrap().extend_from_slice(&buf[..n]),
-                }
-            }
-        });
-        Term {
-            master: p.master,
-            slave: p.slave,
-            screen,
-            child,
-        }
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.screen.lock().unwrap()).into_owned()
-    }
-
-    fn wait_for(&self, needle: &str) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(15) {
-            if self.text().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
-    fn type_bytes(&self, b: &[u8]) {
-        nix::unistd::write(&self.master, b).expect("write to the terminal");
-    }
-
-    fn local_flags(&self) -> LocalFlags {
-        termios::tcgetattr(&self.master)
-            .expect("tcgetattr")
-            .local_flags
-    }
-
-    fn wait(&mut self) -> std::process::ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "taskcell did not end: {}",
-                self.text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Bytes waiting in the user's terminal's input queue.
-    fn pending_input(&self) -> i32 {
-        let mut n: libc::c_int = 0;
-        // SAFETY: FIONREAD writes an int we own.
-        unsafe { libc::ioctl(self.slave.as_raw_fd(), libc::FIONREAD, &mut n) };
-        n
-    }
-}
+use nix::sys::termios::LocalFlags;
 
 /// (profile, npm package, command, config path below home)
 const CLIS: &[(&str, &str, &str, &str)] = &[

@@ -125,6 +125,7 @@ fn reaches_the_proxy_only(without_getfd: bool) {
     let allow = format!("127.0.0.1:{allowed}");
     let script = format!(
         r#"curl -sS -m 5 --noproxy '' http://127.0.0.1:{allowed}/; echo " curl-proxy=$?"
+curl -sS -m 5 --noproxy '' -x http://127.0.0.1:3128 http://127.0.0.1:{allowed}/; echo " curl-3128=$?"
 curl -sS -m 5 --noproxy '*' http://127.0.0.1:{other}/ 2>/dev/null; echo "curl-direct=$?"
 curl -sS -m 5 --noproxy '*' http://[::1]:{other}/ 2>/dev/null; echo "curl-v6=$?"
 python3 -c 'import socket
@@ -142,7 +143,7 @@ for port in ({allowed}, {other}):
     );
     assert_eq!(
         ok(&o),
-        "through-the-proxy curl-proxy=0\ncurl-direct=7\ncurl-v6=7\npython 111\npython 111\n111\n",
+        "through-the-proxy curl-proxy=0\nthrough-the-proxy curl-3128=0\ncurl-direct=7\ncurl-v6=7\npython 111\npython 111\n111\n",
         "{}",
         stderr(&o)
     );

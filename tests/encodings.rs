@@ -40,6 +40,48 @@ fn run(ws: &Path, args: &[&str], env: &[(&str, &str)], script: &str) -> Output {
     c.output().expect("running taskcell")
 }
 
+/// `run` with the secret T (the value `t`, from the environment), audited to `log`.
+fn run_audited(ws: &Path, t: &str, log: &Path, script: &str) -> Output {
+    let log = log.to_str().expect("a UTF-8 path");
+    run(
+        ws,
+        &["--secret", "T=env:S", "--audit-log", log],
+        &[("S", t)],
+        script,
+    )
+}
+
+/// `run` with the secret T (the value `t`) declared `on_leak = "fail"`.
+fn run_failing_on_leak(ws: &Path, t: &str, script: &str) -> Output {
+    run(
+        ws,
+        &["--secret", "T=env:S", "--secret-opt", "T.on_leak=fail"],
+        &[("S", t)],
+        script,
+    )
+}
+
+/// `git ARGS...` in `dir` (must succeed): its stdout.
+#[track_caller]
+fn git(dir: &Path, args: &[&str]) -> String {
+    let o = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running git");
+    assert!(o.status.success(), "git {args:?}: {o:?}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The `secret_scan` record of an audit log's text.
+#[track_caller]
+fn scan_record(audit: &str) -> &str {
+    audit
+        .lines()
+        .find(|l| l.contains("\"secret_scan\""))
+        .expect("a secret_scan record in the audit log")
+}
+
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// The base64 characters of `v` placed at byte offset `align` of a group that depend
@@ -259,10 +301,7 @@ rm .env
     );
     let audit = std::fs::read_to_string(&log).expect("audit");
     assert!(!audit.contains(&t) && !err.contains(&t));
-    let scan = audit
-        .lines()
-        .find(|l| l.contains("\"secret_scan\""))
-        .expect("secret_scan line");
+    let scan = scan_record(&audit);
     assert!(scan.contains("\"complete\":true"), "{scan}");
 }
 
@@ -278,20 +317,12 @@ fn leak_scan_never_follows_symlinked_git_object_dirs() {
         .prefix("taskcell-outside-")
         .tempdir_in("/tmp")
         .expect("tmp");
-    let st = std::process::Command::new("git")
-        .args(["init", "-q"])
-        .current_dir(outside.path())
-        .status()
-        .expect("git init");
-    assert!(st.success());
+    git(outside.path(), &["init", "-q"]);
     std::fs::write(outside.path().join("f"), &t).expect("write");
-    let o = std::process::Command::new("git")
-        .args(["hash-object", "-w", "f"])
-        .current_dir(outside.path())
-        .output()
-        .expect("git hash-object");
-    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
-    assert_eq!(id.len(), 40, "{o:?}");
+    let id = git(outside.path(), &["hash-object", "-w", "f"])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 40, "{id:?}");
     let objdir = outside.path().join(".git/objects").join(&id[..2]);
     let future = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
     std::fs::File::open(objdir.join(&id[2..]))
@@ -303,12 +334,7 @@ fn leak_scan_never_follows_symlinked_git_object_dirs() {
         .and_then(|f| f.set_modified(future))
         .expect("set mtime");
 
-    let st = std::process::Command::new("git")
-        .args(["init", "-q"])
-        .current_dir(ws.path())
-        .status()
-        .expect("git init");
-    assert!(st.success());
+    git(ws.path(), &["init", "-q"]);
     let script = format!(
         "set -e; cd .git/objects; ln -s {} {}; ln -s /proc/self ab; ln -s /proc/self/root cd; \
          mkdir -p pack; ln -s {} pack/evil.pack; ln -s /proc/self/pagemap pack/x.idx; \
@@ -319,25 +345,12 @@ fn leak_scan_never_follows_symlinked_git_object_dirs() {
         objdir.display()
     );
     let log = ws.outside("audit.jsonl");
-    let o = run(
-        ws.path(),
-        &[
-            "--secret",
-            "T=env:S",
-            "--audit-log",
-            log.to_str().expect("utf8"),
-        ],
-        &[("S", &t)],
-        &script,
-    );
+    let o = run_audited(ws.path(), &t, &log, &script);
     let err = stderr(&o);
     assert_eq!(stdout(&o), "done\n", "{err}");
     assert!(!err.contains("leak:"), "a symlink was followed:\n{err}");
     let audit = std::fs::read_to_string(&log).expect("audit");
-    let scan = audit
-        .lines()
-        .find(|l| l.contains("\"secret_scan\""))
-        .expect("secret_scan line");
+    let scan = scan_record(&audit);
     assert!(scan.contains("\"findings\":0"), "{scan}");
     assert!(!scan.contains("/proc"), "{scan}");
 }
@@ -384,12 +397,7 @@ fn run_rss(ws: &Path, t: &str, script: &str) -> (i32, i64, String) {
 fn leak_scan_memory_stays_flat_on_a_2_gib_sparse_git_object() {
     let t = token(40);
     let setup = |ws: &Ws| {
-        let st = std::process::Command::new("git")
-            .args(["init", "-q"])
-            .current_dir(ws.path())
-            .status()
-            .expect("git init");
-        assert!(st.success());
+        git(ws.path(), &["init", "-q"]);
     };
     let obj = "mkdir -p .git/objects/ab .git/objects/pack";
     let small = Ws::new();
@@ -438,17 +446,7 @@ fn leak_scan_cut_short_fails_closed_with_on_leak_fail() {
     let t = token(40);
     let bomb = "head -c 100000000 /dev/zero | gzip -c > bomb.gz";
     let log = ws.outside("audit.jsonl");
-    let o = run(
-        ws.path(),
-        &[
-            "--secret",
-            "T=env:S",
-            "--audit-log",
-            log.to_str().expect("utf8"),
-        ],
-        &[("S", &t)],
-        bomb,
-    );
+    let o = run_audited(ws.path(), &t, &log, bomb);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(
@@ -456,29 +454,20 @@ fn leak_scan_cut_short_fails_closed_with_on_leak_fail() {
         "{err}"
     );
     let audit = std::fs::read_to_string(&log).expect("audit");
-    let scan = audit
-        .lines()
-        .find(|l| l.contains("\"secret_scan\""))
-        .expect("secret_scan line");
+    let scan = scan_record(&audit);
     assert!(
         scan.contains("\"complete\":false") && scan.contains("bomb.gz"),
         "{scan}"
     );
 
-    let o = run(
-        ws.path(),
-        &["--secret", "T=env:S", "--secret-opt", "T.on_leak=fail"],
-        &[("S", &t)],
-        &format!("rm -f bomb.gz; {bomb}"),
-    );
+    let o = run_failing_on_leak(ws.path(), &t, &format!("rm -f bomb.gz; {bomb}"));
     assert_eq!(o.status.code(), Some(123), "{}", stderr(&o));
     assert!(stderr(&o).contains("failing closed"), "{}", stderr(&o));
 
     // A leak hidden in the bomb's company is still a leak (120 wins).
-    let o = run(
+    let o = run_failing_on_leak(
         ws.path(),
-        &["--secret", "T=env:S", "--secret-opt", "T.on_leak=fail"],
-        &[("S", &t)],
+        &t,
         &format!("rm -f bomb.gz; {bomb}; cat $T_FILE | gzip > leak.gz"),
     );
     assert_eq!(o.status.code(), Some(120), "{}", stderr(&o));
@@ -490,10 +479,9 @@ fn leak_scan_cut_short_fails_closed_with_on_leak_fail() {
 
     // A file the cell made unreadable cannot be searched either (as a plain user; root
     // reads it anyway, and finds the leak).
-    let o = run(
+    let o = run_failing_on_leak(
         ws.path(),
-        &["--secret", "T=env:S", "--secret-opt", "T.on_leak=fail"],
-        &[("S", &t)],
+        &t,
         "rm -f bomb.gz leak.gz; cat $T_FILE > hidden; chmod 000 hidden",
     );
     let want = if is_root() { 120 } else { 123 };

@@ -10,6 +10,32 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// `taskcell run -p PROFILE --audit-log LOG -- ARGV...` in `ws`, its output piped.
+fn run_logged(
+    ws: &std::path::Path,
+    profile: &str,
+    log: &std::path::Path,
+    argv: &[&str],
+) -> std::process::Command {
+    let log = log.to_str().expect("a UTF-8 path");
+    let mut args = vec!["run", "-p", profile, "--audit-log", log, "--"];
+    args.extend_from_slice(argv);
+    let mut c = taskcell(ws, &args);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    c
+}
+
+/// The first line the command of `c` writes (the `echo up` of a command that runs).
+fn first_line(c: &mut Child) -> String {
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(c.stdout.as_mut().expect("stdout piped")),
+        &mut line,
+    )
+    .expect("reading the command's first line");
+    line
+}
+
 /// Wait for `c` at most `limit`; kill it and fail when it takes longer.
 #[track_caller]
 fn wait_bounded(mut c: Child, limit: Duration, what: &str) -> std::process::Output {
@@ -208,22 +234,9 @@ fn a_signal_while_a_later_provider_runs_kills_it_and_revokes_the_first_secret() 
         for f in ["fetched-A", "revoked-A", "b.pid", "audit.jsonl"] {
             let _ = std::fs::remove_file(aux.join(f));
         }
-        let c = taskcell(
-            ws.path(),
-            &[
-                "run",
-                "-p",
-                prof.to_str().unwrap(),
-                "--audit-log",
-                log.to_str().unwrap(),
-                "--",
-                "/bin/true",
-            ],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        let c = run_logged(ws.path(), prof.to_str().unwrap(), &log, &["/bin/true"])
+            .spawn()
+            .unwrap();
         let launcher = c.id() as i32;
         let provider: i32 = wait_for_file(&aux.join("b.pid")).trim().parse().unwrap();
         // The exact pid of taskcell, not of a shell around it.
@@ -260,21 +273,12 @@ fn signals_at_every_moment_of_the_start_never_leave_a_secret_unrevoked() {
         for f in ["fetched-A", "revoked-A", "audit.jsonl"] {
             let _ = std::fs::remove_file(aux.join(f));
         }
-        let c = taskcell(
+        let c = run_logged(
             ws.path(),
-            &[
-                "run",
-                "-p",
-                prof.to_str().unwrap(),
-                "--audit-log",
-                log.to_str().unwrap(),
-                "--",
-                "/bin/sleep",
-                "2",
-            ],
+            prof.to_str().unwrap(),
+            &log,
+            &["/bin/sleep", "2"],
         )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
         let launcher = nix::unistd::Pid::from_raw(c.id() as i32);
@@ -344,32 +348,20 @@ fn terminating_signals_while_the_cell_runs_stop_it_in_order() {
             let _ = std::fs::remove_file(aux.join(f));
         }
         // A command that ignores every polite signal: only SIGKILL after grace ends it.
-        let mut c = taskcell(
+        let mut c = run_logged(
             ws.path(),
+            prof.to_str().unwrap(),
+            &log,
             &[
-                "run",
-                "-p",
-                prof.to_str().unwrap(),
-                "--audit-log",
-                log.to_str().unwrap(),
-                "--",
                 "/bin/sh",
                 "-c",
                 "trap '' TERM HUP QUIT INT USR2 ALRM; echo up; exec sleep 60",
             ],
         )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
         let launcher = c.id() as i32;
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert_eq!(line, "up\n");
+        assert_eq!(first_line(&mut c), "up\n");
         // SAFETY: kill with a pid and a signal number (nix cannot name real-time ones).
         assert_eq!(unsafe { libc::kill(launcher, sig) }, 0);
         let o = wait_bounded(c, Duration::from_secs(20), &name);
@@ -402,12 +394,7 @@ fn the_supervisor_cannot_be_dumped_or_traced() {
     .spawn()
     .unwrap();
     let pid = c.id();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    assert_eq!(first_line(&mut c), "up\n");
     let status = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let core = status
         .lines()
@@ -578,30 +565,15 @@ fn a_killed_cell_init_is_said_in_one_line_with_its_own_exit_code() {
     let ws = Ws::new();
     let aux = Ws::new();
     let log = aux.join("audit.jsonl");
-    let mut c = taskcell(
+    let mut c = run_logged(
         ws.path(),
-        &[
-            "run",
-            "-p",
-            "base",
-            "--audit-log",
-            log.to_str().unwrap(),
-            "--",
-            "/bin/sh",
-            "-c",
-            "echo up; exec sleep 60",
-        ],
+        "base",
+        &log,
+        &["/bin/sh", "-c", "echo up; exec sleep 60"],
     )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    assert_eq!(first_line(&mut c), "up\n");
     let init = child_of(c.id()).expect("the cell's init");
     // Someone (or the OOM killer) kills the cell's PID 1.
     nix::sys::signal::kill(
@@ -664,31 +636,16 @@ fn after_a_sigkill_the_next_start_records_the_end_and_the_missed_revocation() {
     std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
     let log = aux.join("audit.jsonl");
     let prof = two_secrets(&ws, &aux, false, "");
-    let mut c = taskcell(
+    let mut c = run_logged(
         ws.path(),
-        &[
-            "run",
-            "-p",
-            prof.to_str().unwrap(),
-            "--audit-log",
-            log.to_str().unwrap(),
-            "--",
-            "/bin/sh",
-            "-c",
-            "echo up; exec sleep 60",
-        ],
+        prof.to_str().unwrap(),
+        &log,
+        &["/bin/sh", "-c", "echo up; exec sleep 60"],
     )
     .env("XDG_RUNTIME_DIR", &run)
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    assert_eq!(first_line(&mut c), "up\n");
     // SIGKILL to taskcell's exact pid: it cannot revoke or record anything.
     c.kill().unwrap();
     c.wait().unwrap();

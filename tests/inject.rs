@@ -285,6 +285,29 @@ mask = false
     (p.display().to_string(), vault)
 }
 
+/// What most tests start from: an HTTPS origin for `names`, the plain HTTP server and
+/// [`profile`]'s profile (`_vault` holds the values while the test runs).
+struct Setup {
+    srv: Server,
+    hport: u16,
+    hseen: Arc<Mutex<Vec<String>>>,
+    prof: String,
+    _vault: Ws,
+}
+
+fn setup(ws: &Ws, names: &[&str], channel: &str, extra: &str) -> Setup {
+    let srv = https_server(names);
+    let (hport, hseen) = http_server();
+    let (prof, vault) = profile(ws, &srv, hport, channel, extra);
+    Setup {
+        srv,
+        hport,
+        hseen,
+        prof,
+        _vault: vault,
+    }
+}
+
 fn run(ws: &Ws, prof: &str, script: &str) -> (std::process::Output, String) {
     let audit = ws.outside("audit.log");
     let _ = std::fs::remove_file(&audit);
@@ -329,9 +352,13 @@ fn placeholder(out: &str) -> String {
 #[test]
 fn value_reaches_bound_host_only_and_never_the_cell() {
     let ws = Ws::new();
-    let srv = https_server(&["api.test", "plain.test"]);
-    let (hport, _) = http_server();
-    let (prof, _vault) = profile(&ws, &srv, hport, "env", "inject_body = true");
+    let s = setup(
+        &ws,
+        &["api.test", "plain.test"],
+        "env",
+        "inject_body = true",
+    );
+    let (srv, prof) = (&s.srv, &s.prof);
     let port = srv.port;
     let script = format!(
         r#"echo "PH=$TOK"
@@ -348,7 +375,7 @@ A={a}; B={b}; grep -rl "$A$B" /run /tmp /etc/ssl "$HOME" "$PWD" 2>/dev/null | se
         a = &REAL[..12],
         b = &REAL[12..],
     );
-    let (o, audit) = run(&ws, &prof, &script);
+    let (o, audit) = run(&ws, prof, &script);
     let out = ok(&o);
     let ph = placeholder(&out);
     // Same shape: same length, prefix kept, not the value.
@@ -409,16 +436,15 @@ A={a}; B={b}; grep -rl "$A$B" /run /tmp /etc/ssl "$HOME" "$PWD" 2>/dev/null | se
 #[test]
 fn file_placeholder_and_no_body_injection_by_default() {
     let ws = Ws::new();
-    let srv = https_server(&["api.test"]);
-    let (hport, _) = http_server();
-    let (prof, _vault) = profile(&ws, &srv, hport, "file", "");
+    let s = setup(&ws, &["api.test"], "file", "");
+    let (srv, prof) = (&s.srv, &s.prof);
     let port = srv.port;
     let script = format!(
         r#"T=$(cat "$TOK_FILE"); echo "PH=$T"
 curl -sS --fail --http1.1 -H "X-Token: $T" --data-binary "b=$T" "https://api.test:{port}/x"
 "#
     );
-    let (o, _) = run(&ws, &prof, &script);
+    let (o, _) = run(&ws, prof, &script);
     let out = ok(&o);
     let ph = placeholder(&out);
     assert_eq!(ph.len(), REAL.len());
@@ -432,9 +458,8 @@ curl -sS --fail --http1.1 -H "X-Token: $T" --data-binary "b=$T" "https://api.tes
 #[test]
 fn placeholder_to_other_hosts_is_blocked_and_reported() {
     let ws = Ws::new();
-    let srv = https_server(&["api.test"]);
-    let (hport, hseen) = http_server();
-    let (prof, _vault) = profile(&ws, &srv, hport, "env", "");
+    let s = setup(&ws, &["api.test"], "env", "");
+    let (srv, prof, hport, hseen) = (&s.srv, &s.prof, s.hport, &s.hseen);
     let port = srv.port;
     let script = format!(
         r#"echo "PH=$TOK"
@@ -445,7 +470,7 @@ echo "wrong-body: $(curl -s -o /dev/null -w '%{{http_code}}' --data-binary "k=$O
 echo "clean: $(curl -s -o /dev/null -w '%{{http_code}}' "http://other.test:{hport}/clean")"
 "#
     );
-    let (o, audit) = run(&ws, &prof, &script);
+    let (o, audit) = run(&ws, prof, &script);
     let out = ok(&o);
     assert!(out.contains("plain: 403"), "{out}");
     assert!(out.contains("plain-basic: 403"), "{out}");
@@ -470,9 +495,8 @@ echo "clean: $(curl -s -o /dev/null -w '%{{http_code}}' "http://other.test:{hpor
 #[test]
 fn python_and_git_trust_the_cell_ca_without_flags() {
     let ws = Ws::new();
-    let srv = https_server(&["api.test"]);
-    let (hport, _) = http_server();
-    let (prof, _vault) = profile(&ws, &srv, hport, "env", "");
+    let s = setup(&ws, &["api.test"], "env", "");
+    let (srv, prof) = (&s.srv, &s.prof);
     let port = srv.port;
     let script = format!(
         r#"echo "PH=$TOK"
@@ -484,7 +508,7 @@ print('PY', urllib.request.urlopen(r).read().decode())
 git -c http.extraHeader="Authorization: Bearer $TOK" ls-remote "https://api.test:{port}/repo.git" 2>&1; echo "git exit $?"
 "#
     );
-    let (o, _) = run(&ws, &prof, &script);
+    let (o, _) = run(&ws, prof, &script);
     let out = ok(&o);
     let ph = placeholder(&out);
     assert!(out.contains("PY ECHO<<GET /py HTTP/1.1"), "{out}");
@@ -513,9 +537,8 @@ git -c http.extraHeader="Authorization: Bearer $TOK" ls-remote "https://api.test
 #[test]
 fn unbound_hosts_are_tunnelled_untouched() {
     let ws = Ws::new();
-    let srv = https_server(&["api.test", "plain.test"]);
-    let (hport, _) = http_server();
-    let (prof, _vault) = profile(&ws, &srv, hport, "env", "");
+    let s = setup(&ws, &["api.test", "plain.test"], "env", "");
+    let (srv, prof) = (&s.srv, &s.prof);
     let port = srv.port;
     let ca = ws.join("test-ca.pem");
     let ca = ca.display();
@@ -528,7 +551,7 @@ curl -sS --cacert {ca} -o /dev/null "https://api.test:{port}/bound" 2>/dev/null;
 curl -sS -v -o /dev/null "https://api.test:{port}/bound" 2>&1 | grep -E 'issuer:'
 "#
     );
-    let (o, _) = run(&ws, &prof, &script);
+    let (o, _) = run(&ws, prof, &script);
     let out = ok(&o);
     let ph = placeholder(&out);
     assert!(out.contains("issuer: CN=taskcell test origin CA"), "{out}");
@@ -543,9 +566,8 @@ curl -sS -v -o /dev/null "https://api.test:{port}/bound" 2>&1 | grep -E 'issuer:
 #[test]
 fn keep_alive_chunked_bodies_and_chunked_echoes() {
     let ws = Ws::new();
-    let srv = https_server(&["api.test"]);
-    let (hport, _) = http_server();
-    let (prof, _vault) = profile(&ws, &srv, hport, "env", "inject_body = true");
+    let s = setup(&ws, &["api.test"], "env", "inject_body = true");
+    let (srv, prof) = (&s.srv, &s.prof);
     let port = srv.port;
     // Two requests on one connection (curl reuses it), a chunked upload, and a chunked
     // response whose echo of the value is split across chunks.
@@ -555,7 +577,7 @@ printf 'data=%s;' "$TOK" > body
 curl -sS --fail --http1.1 -H "X-A: $TOK" "https://api.test:{port}/one" -H "X-B: $TOK" "https://api.test:{port}/chunked" -H "Transfer-Encoding: chunked" --data-binary @body
 "#
     );
-    let (o, audit) = run(&ws, &prof, &script);
+    let (o, audit) = run(&ws, prof, &script);
     let out = ok(&o);
     let ph = placeholder(&out);
     let seen = srv.seen.lock().expect("lock").clone();
@@ -577,9 +599,8 @@ curl -sS --fail --http1.1 -H "X-A: $TOK" "https://api.test:{port}/one" -H "X-B: 
 #[test]
 fn http2_from_the_cell() {
     let ws = Ws::new();
-    let srv = https_server(&["api.test"]);
-    let (hport, _) = http_server();
-    let (prof, _vault) = profile(&ws, &srv, hport, "env", "inject_body = true");
+    let s = setup(&ws, &["api.test"], "env", "inject_body = true");
+    let (srv, prof) = (&s.srv, &s.prof);
     let port = srv.port;
     // Two streams on one HTTP/2 connection; a body with the placeholder; and another
     // secret's placeholder, which must be refused on its stream.
@@ -591,7 +612,7 @@ echo "other: $(curl -s -o /dev/null -w '%{{http_code}} %{{http_version}}' --http
 echo "other-body: $(curl -s -o /dev/null -w '%{{http_code}} %{{http_version}}' --http2 --data-binary "k=$OTHER" "https://api.test:{port}/c")"
 "#
     );
-    let (o, audit) = run(&ws, &prof, &script);
+    let (o, audit) = run(&ws, prof, &script);
     let out = ok(&o);
     let ph = placeholder(&out);
     assert!(
@@ -620,23 +641,22 @@ echo "other-body: $(curl -s -o /dev/null -w '%{{http_code}} %{{http_version}}' -
 #[test]
 fn upstream_is_verified_never_weaker() {
     let ws = Ws::new();
-    let srv = https_server(&["api.test"]);
-    let (hport, _) = http_server();
-    let (prof, _vault) = profile(&ws, &srv, hport, "env", "");
+    let s = setup(&ws, &["api.test"], "env", "");
+    let (srv, prof) = (&s.srv, &s.prof);
     // Without the origin's CA the proxy must refuse the origin (502), and the value
     // must not be sent to it.
-    let text = std::fs::read_to_string(&prof).expect("profile");
+    let text = std::fs::read_to_string(prof).expect("profile");
     let text: String = text
         .lines()
         .filter(|l| !l.starts_with("upstream_ca"))
         .map(|l| format!("{l}\n"))
         .collect();
-    std::fs::write(&prof, text).expect("profile");
+    std::fs::write(prof, text).expect("profile");
     let port = srv.port;
     let script = format!(
         r#"curl -sS -w '\nstatus %{{http_code}}\n' -H "Authorization: Bearer $TOK" "https://api.test:{port}/x""#
     );
-    let (o, audit) = run(&ws, &prof, &script);
+    let (o, audit) = run(&ws, prof, &script);
     let out = ok(&o);
     assert!(out.contains("status 502"), "{out}");
     assert!(out.contains("TLS to api.test"), "{out}");
@@ -692,9 +712,8 @@ fn edit(prof: &str, pairs: &[(&str, &str)]) {
 #[test]
 fn injected_value_stays_on_its_connect_host() {
     let ws = Ws::new();
-    let srv = https_server(&["api.test", "evil.test"]);
-    let (hport, _) = http_server();
-    let (prof, _vault) = profile(&ws, &srv, hport, "env", "");
+    let s = setup(&ws, &["api.test", "evil.test"], "env", "");
+    let (srv, prof) = (&s.srv, &s.prof);
     let port = srv.port;
     let code = "-s -o /dev/null -w '%{http_code}'";
     let script = format!(
@@ -708,7 +727,7 @@ echo "sni2: $(curl {code} -k --http2 --connect-to evil.test:{port}:api.test:{por
 echo "right: $(curl {code} -H "Host: api.test:{port}" -H "Authorization: Bearer $TOK" "https://api.test:{port}/ok")"
 "#
     );
-    let (o, audit) = run(&ws, &prof, &script);
+    let (o, audit) = run(&ws, prof, &script);
     let out = ok(&o);
     for what in ["host", "host-port", "authority", "absolute", "sni", "sni2"] {
         assert!(out.contains(&format!("{what}: 403")), "{what}:\n{out}");
@@ -846,9 +865,8 @@ fn inject_source_the_cell_can_read_is_refused() {
 #[test]
 fn http2_against_close_delimited_chunked_and_length_origins() {
     let ws = Ws::new();
-    let srv = https_server(&["api.test"]);
-    let (hport, _) = http_server();
-    let (prof, _vault) = profile(&ws, &srv, hport, "env", "");
+    let s = setup(&ws, &["api.test"], "env", "");
+    let (srv, prof) = (&s.srv, &s.prof);
     let port = srv.port;
     let script = format!(
         r#"echo "PH=$TOK"
@@ -857,7 +875,7 @@ grep -c '^< HTTP/2 200' err
 grep -i 'INTERNAL_ERROR\|stream error' err; echo done
 "#
     );
-    let (o, _) = run(&ws, &prof, &script);
+    let (o, _) = run(&ws, prof, &script);
     let out = ok(&o);
     let ph = placeholder(&out);
     assert!(out.contains("curl 0"), "{out}");

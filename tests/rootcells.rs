@@ -258,3 +258,79 @@ fn two_concurrent_cells_get_different_host_ids() {
     assert_ne!(hb, 0);
     assert_ne!(ha, hb, "two running cells share host uid {ha}");
 }
+
+/// Lines appended to /etc/subuid and /etc/subgid for one test, removed (that line only)
+/// when dropped, also when the test fails.
+struct SubidEntry(String);
+
+impl SubidEntry {
+    fn add(line: &str) -> SubidEntry {
+        for f in ["/etc/subuid", "/etc/subgid"] {
+            let mut text = std::fs::read_to_string(f).unwrap_or_default();
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(line);
+            text.push('\n');
+            std::fs::write(f, text).expect("writing the test entry");
+        }
+        SubidEntry(line.to_string())
+    }
+}
+
+impl Drop for SubidEntry {
+    fn drop(&mut self) {
+        for f in ["/etc/subuid", "/etc/subgid"] {
+            if let Ok(text) = std::fs::read_to_string(f) {
+                let kept: String = text
+                    .lines()
+                    .filter(|l| *l != self.0)
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                let _ = std::fs::write(f, kept);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_taskcell_entry_in_etc_subuid_is_the_range_root_started_cells_use() {
+    if skip_unless_root("a_taskcell_entry_in_etc_subuid_is_the_range_root_started_cells_use") {
+        return;
+    }
+    let initial = std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|m| m.split_whitespace().eq(["0", "0", "4294967295"]));
+    if !initial {
+        println!("skipped: root in a nested user namespace gets no host ids");
+        return;
+    }
+    let start = 1_500_000_000 + (std::process::id() % 1000) * 100;
+    let ws = Ws::new();
+    let map = {
+        let _entry = SubidEntry::add(&format!("taskcell:{start}:100"));
+        let out = ok(&taskcell(ws.path(), &["explain", "-p", "build"])
+            .output()
+            .unwrap());
+        assert!(
+            out.contains(&format!("{start}..{} (/etc/subuid", start + 99)),
+            "{out}"
+        );
+        ok(&sh(ws.path(), "build", &[], "cat /proc/self/uid_map"))
+    };
+    let host = host_uid(&map);
+    assert!(
+        (start..start + 100).contains(&host),
+        "host uid {host} is not in the reserved {start}..{}",
+        start + 99
+    );
+    for f in ["/etc/subuid", "/etc/subgid"] {
+        let text = std::fs::read_to_string(f).unwrap();
+        assert!(
+            !text.contains(&start.to_string()),
+            "{f} kept the test entry"
+        );
+    }
+    // Without the entry: the default range again.
+    let map = ok(&sh(ws.path(), "build", &[], "cat /proc/self/uid_map"));
+    assert!(host_uid(&map) >= 0x6A5C_0000, "{map}");
+}

@@ -112,3 +112,100 @@ fn require_in_a_profile_and_a_bad_tier() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("is not a tier"), "{}", stderr(&o));
 }
+
+fn probe() -> &'static str {
+    env!("CARGO_BIN_EXE_taskcell-probe")
+}
+
+/// `taskcell ARGS` under a seccomp filter that refuses what a runtime refuses
+/// (taskcell-probe without-landlock / without-newcgroup: gVisor's answers).
+fn under(what: &str, ws: &Ws, args: &[&str]) -> std::process::Output {
+    let plain = taskcell(ws.path(), &[]);
+    let mut c = std::process::Command::new(probe());
+    c.current_dir(ws.path()).env_clear();
+    for (k, v) in plain.get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    c.arg(what)
+        .arg(bin())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("taskcell under a runtime's filter")
+}
+
+/// gVisor: Landlock answers ENOSYS. doctor and run say so and which tier remains
+/// (`none`: the namespaces and seccomp, with --best-effort).
+#[test]
+fn landlock_enosys_leaves_the_none_tier_and_says_so() {
+    let ws = Ws::new();
+    let o = under("without-landlock", &ws, &["doctor"]);
+    let out = stdout(&o);
+    assert!(out.contains("\ntier: none"), "{out}");
+    assert!(out.contains("ENOSYS"), "{out}");
+    assert!(out.contains("gVisor"), "{out}");
+    let o = under(
+        "without-landlock",
+        &ws,
+        &["run", "-p", "build", "--", "true"],
+    );
+    assert_eq!(o.status.code(), Some(125));
+    let e = stderr(&o);
+    assert!(e.contains("gives the `none` tier"), "{e}");
+    assert!(e.contains("ENOSYS"), "{e}");
+    assert!(e.contains("--best-effort"), "{e}");
+    let o = under(
+        "without-landlock",
+        &ws,
+        &[
+            "run",
+            "-p",
+            "build",
+            "--best-effort",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo ran; hostname",
+        ],
+    );
+    assert_eq!(ok(&o), "ran\ntaskcell\n", "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("landlock is not enforced"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// gVisor without a cgroup2 mount: clone with CLONE_NEWCGROUP fails with EINVAL; the
+/// cell goes without a cgroup namespace, everything else as before.
+#[test]
+fn clone_newcgroup_einval_runs_the_full_tier_without_a_cgroup_namespace() {
+    let ws = Ws::new();
+    let o = under(
+        "without-newcgroup",
+        &ws,
+        &[
+            "run",
+            "-p",
+            "build",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo ran; hostname; readlink /proc/self/ns/cgroup",
+        ],
+    );
+    let out = ok(&o);
+    let mine = std::fs::read_link("/proc/self/ns/cgroup").expect("cgroup ns");
+    assert_eq!(
+        out,
+        format!("ran\ntaskcell\n{}\n", mine.display()),
+        "{}",
+        stderr(&o)
+    );
+    let o = under("without-newcgroup", &ws, &["doctor"]);
+    let out = stdout(&o);
+    assert!(out.contains("all but the cgroup namespace"), "{out}");
+    assert!(out.contains("\ntier: full"), "{out}");
+}

@@ -20,6 +20,11 @@
 //!                                      exec CMD under a seccomp filter that refuses
 //!                                      pidfd_getfd with EPERM, as Docker's default
 //!                                      profile does without CAP_SYS_PTRACE
+//!   taskcell-probe without-landlock CMD...
+//!                                      ... landlock_* with ENOSYS, as gVisor
+//!   taskcell-probe without-newcgroup CMD...
+//!                                      ... clone/unshare with CLONE_NEWCGROUP with
+//!                                      EINVAL, as gVisor without a cgroup2 mount
 //!   taskcell-probe getppid-loop N      ns per getppid over N calls
 //!   taskcell-probe allow-all-loop N    the same under an allow-everything seccomp filter
 //!   taskcell-probe i386                getpid through int 0x80 (x86_64)
@@ -134,61 +139,21 @@ fn call(name: &str) -> Option<i32> {
     })
 }
 
-/// Every name `denied` runs, in order.
-const DENIED: &[&str] = &[
-    "mount",
-    "umount2",
-    "pivot_root",
-    "move_mount",
-    "open_tree",
-    "fsopen",
-    "fsconfig",
-    "fsmount",
-    "fspick",
-    "mount_setattr",
+/// What `denied` runs after every syscall of the filter's deny list
+/// (`taskcell::spec::seccomp::DENY`, those this probe knows how to call): the namespace
+/// calls, the argument-checked forms, and calls that must keep working.
+const VARIANTS: &[&str] = &[
     "setns",
     "clone-newuser",
     "clone-newns",
     "clone-newnet",
     "clone3",
-    "ptrace",
-    "process_vm_readv",
-    "process_vm_writev",
-    "pidfd_getfd",
-    "bpf",
-    "perf_event_open",
-    "userfaultfd",
-    "io_uring_setup",
-    "io_uring_enter",
-    "io_uring_register",
-    "keyctl",
-    "add_key",
-    "request_key",
-    "kexec_load",
-    "kexec_file_load",
-    "init_module",
-    "finit_module",
-    "delete_module",
-    "open_by_handle_at",
-    "name_to_handle_at",
-    "acct",
-    "swapon",
-    "swapoff",
-    "reboot",
-    "syslog",
-    "quotactl",
-    "settimeofday",
-    "clock_settime",
-    "adjtimex",
-    "clock_adjtime",
     "personality",
     "ioctl-tiocsti",
     "ioctl-tiocsti-high",
     "ioctl-tioclinux",
     "ioctl-tiocsetd",
     "ioctl-tioccons",
-    #[cfg(target_arch = "x86_64")]
-    "modify_ldt",
     "socket-packet",
     "socket-vsock",
     "socket-alg",
@@ -355,16 +320,44 @@ fn connect_race(good: u16, bad: u16, n: u64) {
     println!("ok {oks} peers {}", list.join(" "));
 }
 
-/// Exec `cmd` with pidfd_getfd refused (EPERM) by a seccomp filter.
-fn without_getfd(cmd: &[String]) -> ! {
+/// Exec `cmd` under a seccomp filter that refuses what a container runtime refuses:
+/// pidfd_getfd (EPERM, Docker's default profile), Landlock (ENOSYS, gVisor), or clone and
+/// unshare with CLONE_NEWCGROUP (EINVAL, gVisor without a cgroup2 mount).
+fn without(what: &str, cmd: &[String]) -> ! {
     use seccompiler::sock_filter;
     let f = |code: u16, k: u32, jt: u8, jf: u8| sock_filter { code, jt, jf, k };
-    let prog = vec![
-        f(0x20, 0, 0, 0), // A = seccomp_data.nr
-        f(0x15, libc::SYS_pidfd_getfd as u32, 0, 1),
-        f(0x06, 0x0005_0000 | libc::EPERM as u32, 0, 0),
-        f(0x06, libc::SECCOMP_RET_ALLOW, 0, 0),
-    ];
+    const LD_NR: u16 = 0x20;
+    const JEQ: u16 = 0x15;
+    const RET: u16 = 0x06;
+    const AND: u16 = 0x54;
+    const ERRNO: u32 = 0x0005_0000;
+    let allow = f(RET, libc::SECCOMP_RET_ALLOW, 0, 0);
+    let prog = match what {
+        "without-getfd" => vec![
+            f(LD_NR, 0, 0, 0),
+            f(JEQ, libc::SYS_pidfd_getfd as u32, 0, 1),
+            f(RET, ERRNO | libc::EPERM as u32, 0, 0),
+            allow,
+        ],
+        "without-landlock" => vec![
+            f(LD_NR, 0, 0, 0),
+            f(JEQ, libc::SYS_landlock_create_ruleset as u32, 3, 0),
+            f(JEQ, libc::SYS_landlock_add_rule as u32, 2, 0),
+            f(JEQ, libc::SYS_landlock_restrict_self as u32, 1, 0),
+            allow,
+            f(RET, ERRNO | libc::ENOSYS as u32, 0, 0),
+        ],
+        _ => vec![
+            f(LD_NR, 0, 0, 0),
+            f(JEQ, libc::SYS_clone as u32, 1, 0),
+            f(JEQ, libc::SYS_unshare as u32, 0, 4),
+            f(0x20, 16, 0, 0), // A = low 32 bits of args[0]
+            f(AND, libc::CLONE_NEWCGROUP as u32, 0, 0),
+            f(JEQ, libc::CLONE_NEWCGROUP as u32, 0, 1),
+            f(RET, ERRNO | libc::EINVAL as u32, 0, 0),
+            allow,
+        ],
+    };
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
     if let Err(e) = taskcell::cell::confine::apply_seccomp(&[prog]) {
@@ -488,9 +481,13 @@ fn main() {
             }
         }
         Some("denied") => {
-            for n in DENIED {
-                let e = call(n).unwrap_or(-1);
-                let _ = writeln!(out, "{n} {e}");
+            let deny = taskcell::spec::seccomp::DENY
+                .iter()
+                .flat_map(|(_, n)| n.iter());
+            for n in deny.chain(VARIANTS) {
+                if let Some(e) = call(n) {
+                    let _ = writeln!(out, "{n} {e}");
+                }
             }
         }
         Some("kill") => {
@@ -512,7 +509,9 @@ fn main() {
             }
         }
         Some("connect-race") => connect_race(num(1) as u16, num(2) as u16, num(3)),
-        Some("without-getfd") => without_getfd(&args[1..]),
+        Some(w @ ("without-getfd" | "without-landlock" | "without-newcgroup")) => {
+            without(w, &args[1..])
+        }
         Some("udp") => {
             let _ = writeln!(out, "{}", udp(num(1) as u16));
         }

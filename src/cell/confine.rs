@@ -46,8 +46,29 @@ pub fn offer(proxy: bool, inject: bool) -> Offer {
         system_bundle: inject && Path::new(SYSTEM_BUNDLE).is_file(),
         resolv_conf: proxy
             && std::fs::symlink_metadata(crate::plan::net::RESOLV_CONF).is_ok_and(|m| m.is_file()),
+        host_ids: host_id_range(),
         user_notif: user_notif_available().is_ok(),
     }
+}
+
+/// Root in the initial user namespace: the range root-started cells take their host id
+/// from (`spec::ids::reserved` over /etc/subuid and /etc/subgid). None elsewhere: a plain
+/// user, or root in a nested user namespace (`unshare -Ur`, a rootless container), which
+/// can neither map another id nor idmap the host's filesystems.
+pub fn host_id_range() -> Option<crate::spec::ids::HostIdRange> {
+    if !nix::unistd::geteuid().is_root() || !crate::cell::userns::in_initial_userns() {
+        return None;
+    }
+    let uid = nix::unistd::User::from_name(crate::spec::ids::USER)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw());
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    Some(crate::spec::ids::reserved(
+        read("/etc/subuid").as_deref(),
+        read("/etc/subgid").as_deref(),
+        uid,
+    ))
 }
 
 /// A directory's entries as (path, is_symlink), sorted (a `spec::landlock::Lister`).

@@ -157,7 +157,7 @@ pub fn spawn_with(
     // SAFETY: a raw clone without CLONE_VM behaves like fork(): the child gets a copy of
     // the address space and continues here with a return value of 0. The caller
     // guarantees the process is single-threaded, so no lock is held by another thread.
-    let ret = unsafe {
+    let clone = |flags: libc::c_int| unsafe {
         libc::syscall(
             libc::SYS_clone,
             (flags | libc::SIGCHLD) as libc::c_ulong,
@@ -167,6 +167,16 @@ pub fn spawn_with(
             0usize,
         )
     };
+    let mut ret = clone(flags);
+    if ret < 0
+        && flags & libc::CLONE_NEWCGROUP != 0
+        && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL)
+    {
+        // gVisor (and other runtimes) refuse a cgroup namespace without a cgroup2 mount:
+        // the cell goes without one (it then sees the cgroup paths of its own cgroup).
+        tracing::debug!("clone with CLONE_NEWCGROUP: EINVAL; the cell gets no cgroup namespace");
+        ret = clone(flags & !libc::CLONE_NEWCGROUP);
+    }
     if ret < 0 {
         let e = io::Error::last_os_error();
         let _ = nix::sys::signal::pthread_sigmask(

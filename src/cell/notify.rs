@@ -305,6 +305,9 @@ fn decide(
             Some(shown),
         ));
     }
+    if let Some((_, to)) = rules.map.iter().find(|(from, _)| *from == port) {
+        return Ok(*to);
+    }
     if !rules.any_port && !rules.ports.contains(&port) {
         return Err((
             libc::ECONNREFUSED,

@@ -74,6 +74,25 @@ pub fn probe() -> Result<(), String> {
     Ok(())
 }
 
+/// [`probe`] only where it can fail for a reason the sysctls do not show: under a seccomp
+/// filter (a container's policy) or in a nested user namespace. Elsewhere, the sysctls
+/// (`userns_restriction`) decide without a clone on the launch path; should the cell's own
+/// clone fail after all, `run` falls back as the plan allows.
+pub fn probe_for_run() -> Result<(), String> {
+    if let Some(why) = userns_restriction() {
+        return Err(why);
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let filtered = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .is_none_or(|v| v.trim() != "0");
+    if filtered || !in_initial_userns() {
+        return probe();
+    }
+    Ok(())
+}
+
 /// Turn a clone failure into a sentence that says what to do.
 pub fn explain_clone_error(e: &io::Error) -> String {
     let why = userns_restriction();

@@ -114,36 +114,14 @@ pub struct ProcessPlan {
     /// Working directory inside the cell.
     pub cwd: PathBuf,
     pub hostname: String,
-    /// uid and gid the caller has outside; mapped 1:1 inside.
+    /// uid and gid the caller has outside; mapped 1:1 inside (started as root: to one
+    /// unprivileged host id when the machine offers them, `spec::ids`).
     pub uid: u32,
     pub gid: u32,
     /// The command gets its own pseudo-terminal (interactive use).
     pub pty: bool,
     /// The command may set the user's clipboard (OSC 52 passes the output relay).
     pub clipboard: bool,
-    /// Started as root: the cell's ids are mapped to one unprivileged host uid/gid taken
-    /// from this reserved range (one per running cell) instead of 1:1; write paths are
-    /// bound with idmapped mounts. None: a plain user's identity map.
-    pub host_ids: Option<IdRange>,
-}
-
-/// A range of host uids/gids reserved for root-started cells (`[start, start+count)`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct IdRange {
-    pub start: u32,
-    pub count: u32,
-}
-
-impl IdRange {
-    /// The range taskcell reserves: 65536 ids at 0x6A5C0000 (1784414208), far above the
-    /// ranges useradd, systemd (DynamicUser 61184-65519, nspawn 0x80000-0x6FFFFFFF is
-    /// per-container and allocated by systemd-machined) and the usual /etc/subuid blocks
-    /// hand out; never 65534. docs/threat-model.md says how to reserve it for the
-    /// `taskcell` system user in /etc/subuid and /etc/subgid.
-    pub const RESERVED: IdRange = IdRange {
-        start: 0x6A5C_0000,
-        count: 65536,
-    };
 }
 
 /// The layers under the namespaces (Landlock, seccomp), from `[security]`.
@@ -381,20 +359,7 @@ pub fn resolve(
     argv: &[String],
 ) -> Result<Plan, PlanError> {
     check::check(profile)?;
-    let cli = Origin::cli();
-    let (workspace_raw, workspace_from) = match &ov.workspace {
-        Some(w) => (w.clone(), WorkspaceFrom::Flag),
-        None => match git_root(&ctx.cwd, &ctx.home) {
-            Some(r) => (r, WorkspaceFrom::GitRoot),
-            None => (ctx.cwd.clone(), WorkspaceFrom::Cwd),
-        },
-    };
-    let workspace_abs = if workspace_raw.is_absolute() {
-        workspace_raw.clone()
-    } else {
-        ctx.cwd.join(&workspace_raw)
-    };
-    let workspace = paths::workspace(&normalize(&workspace_abs), &ctx.home)?;
+    let (workspace, workspace_from) = workspace_of(ov, ctx)?;
     let cache = cache_dir(&ctx.env, &ctx.home, &profile.name);
     let vars = Vars {
         workspace: &workspace,
@@ -405,16 +370,98 @@ pub fn resolve(
         env: &ctx.env,
     };
 
-    // Collect (path, access, optional, origin, key, create) from the profile and overrides.
-    type Raw = (
-        PathBuf,
-        Access,
-        bool,
-        Origin,
-        &'static str,
-        Option<crate::profile::Create>,
-    );
-    let mut raw: Vec<Raw> = Vec::new();
+    let raw = declared_paths(profile, ov, ctx, &vars)?;
+    let (mut paths, create) = paths::rules(raw, &workspace, &ctx.home)?;
+    // The workspace is always there: read-write unless the profile made it read-only.
+    if !paths.iter().any(|r| r.path == workspace) {
+        push_rule(&mut paths, read_dir_rule(workspace.clone()));
+    }
+    git::protect(&mut paths, &ctx.home)?;
+    let profile_files = profiles::protect(&profile.files, &mut paths);
+    sort_rules(&mut paths);
+
+    let mut env = environment(profile, ov, ctx, &vars)?;
+    // The command starts in the current directory when it is inside the workspace.
+    let cwd = if ctx.cwd.starts_with(&workspace) {
+        ctx.cwd.clone()
+    } else {
+        workspace.clone()
+    };
+    let command_binds = command_binds(argv, &env, &cwd, &mut paths, &ctx.home)?;
+
+    let decls = secrets::declarations(&profile.secrets, &ov.secrets, &ov.secret_opts)?;
+    let (secrets, ttl) = secrets::resolve(&decls, &paths, &vars, &ctx.cwd, &mut env)?;
+    secrets::check_unreachable(&secrets, &paths, &ctx.env, &env)?;
+
+    let net = network(profile, ov, ctx, &paths, &secrets, &mut env)?;
+    let (security, strict) = security_of(profile, ov, &net);
+    Ok(Plan {
+        profile: profile.name.clone(),
+        description: profile.description.clone(),
+        sources: profile.sources.clone(),
+        profile_files,
+        workspace,
+        workspace_from,
+        home: ctx.home.clone(),
+        paths,
+        net,
+        limits: Limits {
+            // A secret's ttl bounds the cell's duration.
+            timeout: match (ov.timeout.or(profile.limits.timeout), ttl) {
+                (Some(t), Some(l)) => Some(t.min(l)),
+                (t, l) => t.or(l),
+            },
+            grace: profile.limits.grace.unwrap_or(Duration::from_secs(5)),
+            rlimits: rlimits(profile)?,
+            resources: crate::plan::limits::resolve(
+                &profile.limits.resources,
+                &ov.limits,
+                crate::plan::limits::mem_total(),
+            )
+            .map_err(|msg| PlanError::Other { msg })?,
+        },
+        process: ProcessPlan {
+            argv: command::with_inserted_args(&profile.command.insert_args, argv),
+            env: env.into_iter().collect(),
+            cwd,
+            hostname: profile.hostname.clone(),
+            uid: ctx.uid,
+            gid: ctx.gid,
+            pty: ov.pty.unwrap_or(ctx.terminal),
+            clipboard: profile.terminal.clipboard,
+        },
+        strict,
+        secrets,
+        security,
+        create,
+        command_binds,
+    })
+}
+
+/// The workspace (`-w`, else the git repository around the current directory, else the
+/// current directory), checked to be a task boundary.
+fn workspace_of(ov: &Overrides, ctx: &Context) -> Result<(PathBuf, WorkspaceFrom), PlanError> {
+    let (workspace_raw, workspace_from) = match &ov.workspace {
+        Some(w) => (w.clone(), WorkspaceFrom::Flag),
+        None => match git_root(&ctx.cwd, &ctx.home) {
+            Some(r) => (r, WorkspaceFrom::GitRoot),
+            None => (ctx.cwd.clone(), WorkspaceFrom::Cwd),
+        },
+    };
+    let workspace_abs = abs_from(&ctx.cwd, &workspace_raw);
+    let workspace = paths::workspace(&normalize(&workspace_abs), &ctx.home)?;
+    Ok((workspace, workspace_from))
+}
+
+/// Every path the profile and the command line declare, expanded, with its access,
+/// origin and key.
+fn declared_paths(
+    profile: &Profile,
+    ov: &Overrides,
+    ctx: &Context,
+    vars: &Vars,
+) -> Result<Vec<paths::Declared>, PlanError> {
+    let mut raw: Vec<paths::Declared> = Vec::new();
     let fs = &profile.filesystem;
     // For one path declared twice, the later kind here wins: tmpfs < read < write <
     // protect < hide, and the command line's --read/--write win over the profile.
@@ -426,50 +473,47 @@ pub fn resolve(
         (&fs.hide, Access::Hide, "hide"),
     ] {
         for e in list {
-            let p = expand_path(e, key, &vars)?;
+            let p = expand_path(e, key, vars)?;
             raw.push((p, access, e.optional, e.origin.clone(), key, e.create));
         }
     }
-    for p in &ov.read {
-        raw.push((
-            abs_from(&ctx.cwd, p),
-            Access::Read,
-            false,
-            cli.clone(),
-            "--read",
-            None,
-        ));
+    for (list, access, key) in [
+        (&ov.read, Access::Read, "--read"),
+        (&ov.write, Access::Write, "--write"),
+    ] {
+        for p in list {
+            raw.push((
+                abs_from(&ctx.cwd, p),
+                access,
+                false,
+                Origin::cli(),
+                key,
+                None,
+            ));
+        }
     }
-    for p in &ov.write {
-        raw.push((
-            abs_from(&ctx.cwd, p),
-            Access::Write,
-            false,
-            cli.clone(),
-            "--write",
-            None,
-        ));
-    }
+    Ok(raw)
+}
 
-    let (mut paths, create) = paths::rules(raw, &workspace, &ctx.home)?;
-    // The workspace is always there: read-write unless the profile made it read-only.
-    if !paths.iter().any(|r| r.path == workspace) {
-        push_rule(
-            &mut paths,
-            PathRule {
-                path: workspace.clone(),
-                access: Access::Read,
-                symlink: None,
-                is_dir: true,
-                optional: false,
-            },
-        );
+/// A directory bound read-only.
+fn read_dir_rule(path: PathBuf) -> PathRule {
+    PathRule {
+        path,
+        access: Access::Read,
+        symlink: None,
+        is_dir: true,
+        optional: false,
     }
-    git::protect(&mut paths, &ctx.home)?;
-    let profile_files = profiles::protect(&profile.files, &mut paths);
-    sort_rules(&mut paths);
+}
 
-    // Environment.
+/// The command's environment: the profile's `pass` and `set`, then `-e`, then HOME and
+/// PATH when still missing.
+fn environment(
+    profile: &Profile,
+    ov: &Overrides,
+    ctx: &Context,
+    vars: &Vars,
+) -> Result<BTreeMap<String, String>, PlanError> {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     let pass_match = |name: &str, pat: &str| match pat.strip_suffix('*') {
         Some(prefix) => name.starts_with(prefix),
@@ -481,7 +525,7 @@ pub fn resolve(
         }
     }
     for (k, v) in &profile.env.set {
-        let val = expand_str(&v.value, &vars).map_err(|msg| PlanError::Variable {
+        let val = expand_str(&v.value, vars).map_err(|msg| PlanError::Variable {
             origin: v.origin.clone(),
             msg: format!("`env.set.{k}`: {msg}"),
         })?;
@@ -503,44 +547,35 @@ pub fn resolve(
         .or_insert_with(|| ctx.home.display().to_string());
     env.entry("PATH".into())
         .or_insert_with(|| "/usr/local/bin:/usr/bin:/bin".into());
+    Ok(env)
+}
 
-    // The command resolves like on the host: bind where its symlink chain leads.
-    let cell_cwd = if ctx.cwd.starts_with(&workspace) {
-        ctx.cwd.clone()
-    } else {
-        workspace.clone()
+/// The command resolves like on the host: the directories its symlink chain leads to
+/// are bound read-only (added to `paths`).
+fn command_binds(
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    cwd: &Path,
+    paths: &mut Vec<PathRule>,
+    home: &Path,
+) -> Result<Vec<command::CommandBind>, PlanError> {
+    let Some(a0) = argv.first() else {
+        return Ok(Vec::new());
     };
-    let command_binds = match argv.first() {
-        Some(a0) => command::binds(
-            a0,
-            env.get("PATH").map(String::as_str).unwrap_or_default(),
-            &cell_cwd,
-            &paths,
-            &ctx.home,
-        )
-        .map_err(|msg| PlanError::Other { msg })?,
-        None => Vec::new(),
-    };
-    if !command_binds.is_empty() {
-        for b in &command_binds {
-            push_rule(
-                &mut paths,
-                PathRule {
-                    path: b.dir.clone(),
-                    access: Access::Read,
-                    symlink: None,
-                    is_dir: true,
-                    optional: false,
-                },
-            );
+    let path = env.get("PATH").map(String::as_str).unwrap_or_default();
+    let binds =
+        command::binds(a0, path, cwd, paths, home).map_err(|msg| PlanError::Other { msg })?;
+    if !binds.is_empty() {
+        for b in &binds {
+            push_rule(paths, read_dir_rule(b.dir.clone()));
         }
-        sort_rules(&mut paths);
+        sort_rules(paths);
     }
+    Ok(binds)
+}
 
-    let decls = secrets::declarations(&profile.secrets, &ov.secrets, &ov.secret_opts)?;
-    let (secrets, ttl) = secrets::resolve(&decls, &paths, &vars, &ctx.cwd, &mut env)?;
-    secrets::check_unreachable(&secrets, &paths, &ctx.env, &env)?;
-
+/// `[limits.rlimits]`, soft = hard.
+fn rlimits(profile: &Profile) -> Result<Vec<Rlimit>, PlanError> {
     let mut rlimits: Vec<Rlimit> = Vec::new();
     for (name, val) in &profile.limits.rlimits {
         let Some(stat) = RLIMIT_NAMES.iter().find(|n| *n == name) else {
@@ -558,7 +593,19 @@ pub fn resolve(
             hard: val.value,
         });
     }
+    Ok(rlimits)
+}
 
+/// The network: the mode (a flag only the proxy enforces implies `proxy`), and in
+/// `proxy` mode what the proxy enforces (its variables added to `env`).
+fn network(
+    profile: &Profile,
+    ov: &Overrides,
+    ctx: &Context,
+    paths: &[PathRule],
+    secrets: &[secrets::SecretPlan],
+    env: &mut BTreeMap<String, String>,
+) -> Result<NetPlan, PlanError> {
     let implying = ov.netov.proxy_flag();
     let (mode, implied_by) = match (ov.net, implying) {
         (Some(m), Some(flag)) if m != NetMode::Proxy => {
@@ -584,12 +631,12 @@ pub fn resolve(
     let proxy = if mode == NetMode::Proxy {
         let mut p = crate::plan::net::build(&profile.network, &ov.netov)
             .map_err(|msg| PlanError::Other { msg })?;
-        p.inject = secrets::inject_rules(&secrets);
+        p.inject = secrets::inject_rules(secrets);
         // Never where the cell can see it (it could approve its own requests).
         p.control_dir = crate::plan::net::choose_control_dir(
             ctx.env.get("XDG_RUNTIME_DIR").map(String::as_str),
             ctx.uid,
-            &paths,
+            paths,
         )
         .map_err(|msg| PlanError::Other { msg })?;
         for (k, v) in p.env() {
@@ -617,17 +664,16 @@ pub fn resolve(
         }
         None
     };
-    let net = NetPlan {
+    Ok(NetPlan {
         mode,
         implied_by,
         proxy,
-    };
-    let cwd = if ctx.cwd.starts_with(&workspace) {
-        ctx.cwd.clone()
-    } else {
-        workspace.clone()
-    };
+    })
+}
 
+/// `[security]` with the tier required (`--require`, `--strict`/`--best-effort`, the
+/// profile), and whether the plan is strict.
+fn security_of(profile: &Profile, ov: &Overrides, net: &NetPlan) -> (SecurityPlan, bool) {
     let mut security = security_plan(&profile.security);
     let strict = ov.strict.unwrap_or(profile.strict);
     security.require = ov
@@ -645,48 +691,7 @@ pub fn resolve(
         security.tcp_ports.sort_unstable();
         security.tcp_ports.dedup();
     }
-    Ok(Plan {
-        profile: profile.name.clone(),
-        description: profile.description.clone(),
-        sources: profile.sources.clone(),
-        profile_files,
-        workspace,
-        workspace_from,
-        home: ctx.home.clone(),
-        paths,
-        net,
-        limits: Limits {
-            // A secret's ttl bounds the cell's duration.
-            timeout: match (ov.timeout.or(profile.limits.timeout), ttl) {
-                (Some(t), Some(l)) => Some(t.min(l)),
-                (t, l) => t.or(l),
-            },
-            grace: profile.limits.grace.unwrap_or(Duration::from_secs(5)),
-            rlimits,
-            resources: crate::plan::limits::resolve(
-                &profile.limits.resources,
-                &ov.limits,
-                crate::plan::limits::mem_total(),
-            )
-            .map_err(|msg| PlanError::Other { msg })?,
-        },
-        process: ProcessPlan {
-            argv: command::with_inserted_args(&profile.command.insert_args, argv),
-            env: env.into_iter().collect(),
-            cwd,
-            hostname: profile.hostname.clone(),
-            uid: ctx.uid,
-            gid: ctx.gid,
-            pty: ov.pty.unwrap_or(ctx.terminal),
-            clipboard: profile.terminal.clipboard,
-            host_ids: (ctx.uid == 0).then_some(IdRange::RESERVED),
-        },
-        strict,
-        secrets,
-        security,
-        create,
-        command_binds,
-    })
+    (security, strict)
 }
 
 fn security_plan(sec: &crate::profile::Security) -> SecurityPlan {

@@ -129,50 +129,22 @@ pub(super) fn resolve(
 ) -> Result<(Vec<SecretPlan>, Option<Duration>), PlanError> {
     let mut out = Vec::new();
     let mut ttl: Option<Duration> = None;
-    let taken: Vec<i32> = decls.values().filter_map(|d| d.fd).collect();
-    let mut next_fd = 3;
-    let mut used_fds: BTreeMap<i32, String> = BTreeMap::new();
+    let mut fds = Fds {
+        taken: decls.values().filter_map(|d| d.fd).collect(),
+        next: 3,
+        used: BTreeMap::new(),
+    };
     let mut used_vars: BTreeMap<String, String> = BTreeMap::new();
     for (name, d) in decls {
-        let o = &d.origin;
         // An optional secret whose source is absent is not part of the cell.
-        if d.optional {
-            let absent = match &d.from {
-                Source::Env { var } => !vars.env.contains_key(var),
-                Source::File { path } => expand_str(path, vars)
-                    .map(|p| !Path::new(&p).exists())
-                    .unwrap_or(true),
-                Source::Command { .. } | Source::Generate { .. } => false,
-            };
-            if absent {
-                continue;
-            }
+        if d.optional && absent(&d.from, vars) {
+            continue;
         }
+        let o = &d.origin;
         let err = |msg: String| PlanError::Other {
             msg: format!("{o}: secret {name}: {msg}"),
         };
-        let provider = match &d.from {
-            Source::Command { argv } => Provider::Command { argv: argv.clone() },
-            Source::Env { var } => Provider::Env { var: var.clone() },
-            Source::Generate { bytes } => Provider::Generate { bytes: *bytes },
-            Source::File { path } => {
-                let p = expand_str(path, vars).map_err(|m| err(format!("`from.file`: {m}")))?;
-                let p = PathBuf::from(p);
-                let p = if p.is_absolute() {
-                    p
-                } else if o.file.is_empty() {
-                    cwd.join(p)
-                } else {
-                    return Err(err(format!(
-                        "`from.file` {} is not absolute (start it with / or a variable such as {{home}})",
-                        p.display()
-                    )));
-                };
-                Provider::File {
-                    path: super::normalize(&p),
-                }
-            }
-        };
+        let provider = provider_of(&d.from, o, vars, cwd, &err)?;
         if let Some(i) = &d.inject {
             if i.hosts.is_empty() {
                 return Err(err(
@@ -183,48 +155,7 @@ pub(super) fn resolve(
         if d.fd.is_some() && d.deliver != Deliver::Fd {
             return Err(err("`fd` is set but `deliver` is not \"fd\"".into()));
         }
-        let delivery = match d.deliver {
-            Deliver::File => Delivery::File {
-                path: Path::new(SECRETS_DIR).join(name),
-                var: d.var.clone().unwrap_or_else(|| format!("{name}_FILE")),
-            },
-            Deliver::Fd => {
-                let fd = match d.fd {
-                    Some(f) => f,
-                    None => {
-                        while taken.contains(&next_fd) || used_fds.contains_key(&next_fd) {
-                            next_fd += 1;
-                        }
-                        next_fd
-                    }
-                };
-                if let Some(other) = used_fds.insert(fd, name.clone()) {
-                    return Err(err(format!(
-                        "fd {fd} is also used by secret {other} (give each its own `fd`)"
-                    )));
-                }
-                Delivery::Fd {
-                    fd,
-                    var: d.var.clone().unwrap_or_else(|| format!("{name}_FD")),
-                }
-            }
-            Deliver::Env => Delivery::Env {
-                var: d.var.clone().unwrap_or_else(|| name.clone()),
-            },
-            Deliver::None => {
-                if !d.mask {
-                    return Err(err(
-                        "`deliver = \"none\"` (watch-only) with `mask = false` would do nothing: a watch-only secret is only masked, scanned for and firewalled".into(),
-                    ));
-                }
-                if d.var.is_some() {
-                    return Err(err(
-                        "`var` is set but `deliver` is \"none\" (nothing is delivered)".into(),
-                    ));
-                }
-                Delivery::None
-            }
-        };
+        let delivery = delivery_of(name, d, &mut fds, &err)?;
         let var = match &delivery {
             Delivery::File { var, .. } | Delivery::Fd { var, .. } | Delivery::Env { var } => {
                 Some(var)
@@ -254,10 +185,118 @@ pub(super) fn resolve(
             inject: d.inject.clone(),
         });
     }
-    // The environment: an env provider's source variable never reaches the command
-    // (it would be the same value, unmasked by delivery rules); env deliveries are added
-    // by the worker from the memfd; file/fd deliveries tell the command where to look.
-    for s in &out {
+    export(&out, env);
+    check_secrets_dir(&out, paths)?;
+    Ok((out, ttl))
+}
+
+/// The fds of `fd` deliveries: those declared, the next free one, and who has which.
+struct Fds {
+    taken: Vec<i32>,
+    next: i32,
+    used: BTreeMap<i32, String>,
+}
+
+/// Whether an optional secret's source is missing (an unset variable, a missing file).
+fn absent(from: &Source, vars: &Vars) -> bool {
+    match from {
+        Source::Env { var } => !vars.env.contains_key(var),
+        Source::File { path } => expand_str(path, vars)
+            .map(|p| !Path::new(&p).exists())
+            .unwrap_or(true),
+        Source::Command { .. } | Source::Generate { .. } => false,
+    }
+}
+
+/// Where the value comes from; a relative `from.file` only from the command line (the
+/// current directory), never from a profile.
+fn provider_of(
+    from: &Source,
+    o: &crate::profile::Origin,
+    vars: &Vars,
+    cwd: &Path,
+    err: &dyn Fn(String) -> PlanError,
+) -> Result<Provider, PlanError> {
+    Ok(match from {
+        Source::Command { argv } => Provider::Command { argv: argv.clone() },
+        Source::Env { var } => Provider::Env { var: var.clone() },
+        Source::Generate { bytes } => Provider::Generate { bytes: *bytes },
+        Source::File { path } => {
+            let p = expand_str(path, vars).map_err(|m| err(format!("`from.file`: {m}")))?;
+            let p = PathBuf::from(p);
+            let p = if p.is_absolute() {
+                p
+            } else if o.file.is_empty() {
+                cwd.join(p)
+            } else {
+                return Err(err(format!(
+                    "`from.file` {} is not absolute (start it with / or a variable such as {{home}})",
+                    p.display()
+                )));
+            };
+            Provider::File {
+                path: super::normalize(&p),
+            }
+        }
+    })
+}
+
+/// How the secret `name` reaches the command (its variable, its fd).
+fn delivery_of(
+    name: &str,
+    d: &SecretDecl,
+    fds: &mut Fds,
+    err: &dyn Fn(String) -> PlanError,
+) -> Result<Delivery, PlanError> {
+    Ok(match d.deliver {
+        Deliver::File => Delivery::File {
+            path: Path::new(SECRETS_DIR).join(name),
+            var: d.var.clone().unwrap_or_else(|| format!("{name}_FILE")),
+        },
+        Deliver::Fd => {
+            let fd = match d.fd {
+                Some(f) => f,
+                None => {
+                    while fds.taken.contains(&fds.next) || fds.used.contains_key(&fds.next) {
+                        fds.next += 1;
+                    }
+                    fds.next
+                }
+            };
+            if let Some(other) = fds.used.insert(fd, name.to_string()) {
+                return Err(err(format!(
+                    "fd {fd} is also used by secret {other} (give each its own `fd`)"
+                )));
+            }
+            Delivery::Fd {
+                fd,
+                var: d.var.clone().unwrap_or_else(|| format!("{name}_FD")),
+            }
+        }
+        Deliver::Env => Delivery::Env {
+            var: d.var.clone().unwrap_or_else(|| name.to_string()),
+        },
+        Deliver::None => {
+            if !d.mask {
+                return Err(err(
+                    "`deliver = \"none\"` (watch-only) with `mask = false` would do nothing: a watch-only secret is only masked, scanned for and firewalled".into(),
+                ));
+            }
+            if d.var.is_some() {
+                return Err(err(
+                    "`var` is set but `deliver` is \"none\" (nothing is delivered)".into(),
+                ));
+            }
+            Delivery::None
+        }
+    })
+}
+
+/// The environment: an env provider's source variable never reaches the command (it
+/// would be the same value, unmasked by delivery rules); env deliveries are added by the
+/// worker from the memfd; file/fd deliveries tell the command where to look.
+fn export(out: &[SecretPlan], env: &mut BTreeMap<String, String>) {
+    for s in out {
         if let Provider::Env { var } = &s.provider {
             env.remove(var);
         }
@@ -274,25 +313,30 @@ pub(super) fn resolve(
             Delivery::None => {}
         }
     }
-    if out
+}
+
+/// File-delivered secrets need the secrets directory to be the cell's own tmpfs.
+fn check_secrets_dir(out: &[SecretPlan], paths: &[PathRule]) -> Result<(), PlanError> {
+    if !out
         .iter()
         .any(|s| matches!(s.delivery, Delivery::File { .. }))
     {
-        let dir = Path::new(SECRETS_DIR);
-        if let Some(r) = paths.iter().find(|r| {
-            dir.starts_with(&r.path) && matches!(r.access, Access::Read | Access::Write)
-                || r.path.starts_with(dir)
-        }) {
-            return Err(PlanError::Other {
-                msg: format!(
-                    "file-delivered secrets need {SECRETS_DIR} to be the cell's own, but the profile binds {} ({}); remove that path or deliver the secrets by fd",
-                    r.path.display(),
-                    r.access.as_str()
-                ),
-            });
-        }
+        return Ok(());
     }
-    Ok((out, ttl))
+    let dir = Path::new(SECRETS_DIR);
+    if let Some(r) = paths.iter().find(|r| {
+        dir.starts_with(&r.path) && matches!(r.access, Access::Read | Access::Write)
+            || r.path.starts_with(dir)
+    }) {
+        return Err(PlanError::Other {
+            msg: format!(
+                "file-delivered secrets need {SECRETS_DIR} to be the cell's own, but the profile binds {} ({}); remove that path or deliver the secrets by fd",
+                r.path.display(),
+                r.access.as_str()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Refuse an injected secret the cell could read anyway (the placeholder would protect

@@ -103,6 +103,7 @@ pub fn decide(m: &Machine) -> TierReport {
                 .filter(|g| !g.contains("notification"))
                 .cloned(),
         );
+        why.push("the namespaces and seccomp still apply with --best-effort".into());
         Tier::None
     } else if container_gaps.is_empty() {
         Tier::Container
@@ -138,7 +139,7 @@ pub fn decide(m: &Machine) -> TierReport {
 /// The refusal when the machine's tier is below what the plan requires.
 pub fn refusal(r: &TierReport, require: Tier) -> String {
     format!(
-        "this machine gives the `{}` tier and the profile requires `{require}`: {}. To get a higher tier: {}. Or accept a lower one: {}",
+        "this machine gives the `{}` tier and the profile requires `{require}`: {} (`taskcell doctor` shows every layer). To get a higher tier: {}. Or accept a lower one: {}",
         r.tier,
         r.why.join("; "),
         r.higher.join("; "),
@@ -207,9 +208,20 @@ mod tests {
         let r = decide(&machine(false, Ok(6), false));
         assert_eq!(r.tier, Tier::None);
         assert!(r.why.iter().any(|w| w.contains("user notification")));
-        // Namespaces without Landlock are not the full tier either.
-        let r = decide(&machine(true, Err("not enabled"), true));
+        // Namespaces without Landlock (gVisor: ENOSYS) are not the full tier either; the
+        // namespaces remain with --best-effort.
+        let r = decide(&machine(
+            true,
+            Err("Landlock is not implemented here (ENOSYS: ...)"),
+            true,
+        ));
         assert_eq!(r.tier, Tier::None);
+        assert!(r.why.iter().any(|w| w.contains("ENOSYS")), "{r:?}");
+        assert!(r
+            .why
+            .iter()
+            .any(|w| w.contains("namespaces and seccomp still apply")));
+        assert!(r.higher[0].contains("gVisor"), "{r:?}");
         assert!(r.higher.iter().any(|h| h.starts_with("full:")));
     }
 

@@ -249,19 +249,7 @@ pub fn merge_into(
         p.description = d.get_ref().clone();
     }
     if let Some(h) = &raw.hostname {
-        let v = h.get_ref();
-        if v.is_empty()
-            || v.len() > 64
-            || !v
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-        {
-            return Err(ProfileError::Invalid {
-                origin: origin(h.span().start),
-                msg: format!("`hostname` {v:?} is not a valid host name (letters, digits, '-', '.'; at most 64)"),
-            });
-        }
-        p.hostname = v.clone();
+        p.hostname = hostname(h, &origin)?;
     }
     if let Some(s) = &raw.strict {
         p.strict = *s.get_ref();
@@ -282,7 +270,57 @@ pub fn merge_into(
             .insert_args
             .insert(prog.clone(), args.get_ref().clone());
     }
-    let fs = &raw.filesystem;
+    merge_filesystem(p, &raw.filesystem, &origin)?;
+    if let Some(n) = &raw.network {
+        if let Some(m) = &n.mode {
+            p.network.mode = NetMode::parse(m.get_ref()).ok_or_else(|| ProfileError::Invalid {
+                origin: origin(m.span().start),
+                msg: format!(
+                    "`network.mode` {:?} is not a mode (use \"none\", \"loopback\", \"proxy\" or \"host\")",
+                    m.get_ref()
+                ),
+            })?;
+        }
+        merge_network(&mut p.network, n, &origin)?;
+    }
+    if let Some(env) = &raw.env {
+        merge_env(p, env, &origin)?;
+    }
+    if let Some(l) = &raw.limits {
+        merge_limits(p, l, &origin)?;
+    }
+    super::secrets::merge(&mut p.secrets, &raw.secrets, &origin)?;
+    if let Some(sec) = &raw.security {
+        merge_security(p, sec, &origin)?;
+    }
+    Ok(())
+}
+
+/// `hostname`: letters, digits, '-', '.', at most 64.
+fn hostname(h: &Spanned<String>, origin: &dyn Fn(usize) -> Origin) -> Result<String, ProfileError> {
+    let v = h.get_ref();
+    if v.is_empty()
+        || v.len() > 64
+        || !v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        return Err(ProfileError::Invalid {
+            origin: origin(h.span().start),
+            msg: format!(
+                "`hostname` {v:?} is not a valid host name (letters, digits, '-', '.'; at most 64)"
+            ),
+        });
+    }
+    Ok(v.clone())
+}
+
+/// `[filesystem]`: each list appended, with its origin; `create` only on read/write.
+fn merge_filesystem(
+    p: &mut Profile,
+    fs: &RawFilesystem,
+    origin: &dyn Fn(usize) -> Origin,
+) -> Result<(), ProfileError> {
     for (src, dst, key) in [
         (&fs.read, &mut p.filesystem.read, "read"),
         (&fs.write, &mut p.filesystem.write, "write"),
@@ -296,24 +334,24 @@ pub fn merge_into(
                 super::raw::RawPath::Full(t) => (t.path.clone(), t.optional, t.create.clone()),
             };
             let create = match create.as_deref() {
-                None => None,
-                Some(c) if !matches!(key, "read" | "write") => {
-                    return Err(ProfileError::Invalid {
-                        origin: origin(e.span().start),
-                        msg: format!(
-                            "`create = {c:?}` on a `{key}` path: only `read` and `write` paths can be created"
-                        ),
-                    })
-                }
-                Some("dir") => Some(super::Create::Dir),
-                Some("file") => Some(super::Create::File),
-                Some(c) => {
-                    return Err(ProfileError::Invalid {
-                        origin: origin(e.span().start),
-                        msg: format!("`create = {c:?}` is not \"dir\" or \"file\""),
-                    })
-                }
-            };
+            None => None,
+            Some(c) if !matches!(key, "read" | "write") => {
+                return Err(ProfileError::Invalid {
+                    origin: origin(e.span().start),
+                    msg: format!(
+                        "`create = {c:?}` on a `{key}` path: only `read` and `write` paths can be created"
+                    ),
+                })
+            }
+            Some("dir") => Some(super::Create::Dir),
+            Some("file") => Some(super::Create::File),
+            Some(c) => {
+                return Err(ProfileError::Invalid {
+                    origin: origin(e.span().start),
+                    msg: format!("`create = {c:?}` is not \"dir\" or \"file\""),
+                })
+            }
+        };
             if path.is_empty() {
                 return Err(ProfileError::Invalid {
                     origin: origin(e.span().start),
@@ -328,86 +366,84 @@ pub fn merge_into(
             });
         }
     }
-    if let Some(n) = &raw.network {
-        if let Some(m) = &n.mode {
-            p.network.mode = NetMode::parse(m.get_ref()).ok_or_else(|| ProfileError::Invalid {
-                origin: origin(m.span().start),
-                msg: format!(
-                    "`network.mode` {:?} is not a mode (use \"none\", \"loopback\", \"proxy\" or \"host\")",
-                    m.get_ref()
-                ),
-            })?;
-        }
-        merge_network(&mut p.network, n, &origin)?;
+    Ok(())
+}
+
+/// `[env]`: `pass` appended, `set` overriding.
+fn merge_env(
+    p: &mut Profile,
+    env: &RawEnv,
+    origin: &dyn Fn(usize) -> Origin,
+) -> Result<(), ProfileError> {
+    for v in &env.pass {
+        p.env.pass.push(Val {
+            value: v.get_ref().clone(),
+            origin: origin(v.span().start),
+        });
     }
-    if let Some(env) = &raw.env {
-        for v in &env.pass {
-            p.env.pass.push(Val {
-                value: v.get_ref().clone(),
+    for (k, v) in &env.set {
+        if !valid_env_name(k) {
+            return Err(ProfileError::Invalid {
                 origin: origin(v.span().start),
+                msg: format!("`env.set` name {k:?} is not a valid variable name"),
             });
         }
-        for (k, v) in &env.set {
-            if !valid_env_name(k) {
-                return Err(ProfileError::Invalid {
-                    origin: origin(v.span().start),
-                    msg: format!("`env.set` name {k:?} is not a valid variable name"),
-                });
+        p.env.set.insert(
+            k.clone(),
+            Val {
+                value: v.get_ref().clone(),
+                origin: origin(v.span().start),
+            },
+        );
+    }
+    Ok(())
+}
+
+/// `[limits]`: durations parsed, resource values kept as written (checked in plan).
+fn merge_limits(
+    p: &mut Profile,
+    l: &RawLimits,
+    origin: &dyn Fn(usize) -> Origin,
+) -> Result<(), ProfileError> {
+    for (key, slot) in [("timeout", &l.timeout), ("grace", &l.grace)] {
+        if let Some(t) = slot {
+            let d = parse_duration(t.get_ref()).map_err(|msg| ProfileError::Invalid {
+                origin: origin(t.span().start),
+                msg: format!("`limits.{key}`: {msg}"),
+            })?;
+            match key {
+                "timeout" => p.limits.timeout = Some(d),
+                _ => p.limits.grace = Some(d),
             }
-            p.env.set.insert(
-                k.clone(),
+        }
+    }
+    for (key, slot) in [
+        ("processes", &l.processes),
+        ("memory", &l.memory),
+        ("cpu", &l.cpu),
+        ("open_files", &l.open_files),
+        ("file_size", &l.file_size),
+        ("core", &l.core),
+    ] {
+        if let Some(v) = slot {
+            let text = v.get_ref().text();
+            p.limits.resources.insert(
+                key.to_string(),
                 Val {
-                    value: v.get_ref().clone(),
+                    value: text,
                     origin: origin(v.span().start),
                 },
             );
         }
     }
-    if let Some(l) = &raw.limits {
-        for (key, slot) in [("timeout", &l.timeout), ("grace", &l.grace)] {
-            if let Some(t) = slot {
-                let d = parse_duration(t.get_ref()).map_err(|msg| ProfileError::Invalid {
-                    origin: origin(t.span().start),
-                    msg: format!("`limits.{key}`: {msg}"),
-                })?;
-                match key {
-                    "timeout" => p.limits.timeout = Some(d),
-                    _ => p.limits.grace = Some(d),
-                }
-            }
-        }
-        for (key, slot) in [
-            ("processes", &l.processes),
-            ("memory", &l.memory),
-            ("cpu", &l.cpu),
-            ("open_files", &l.open_files),
-            ("file_size", &l.file_size),
-            ("core", &l.core),
-        ] {
-            if let Some(v) = slot {
-                let text = v.get_ref().text();
-                p.limits.resources.insert(
-                    key.to_string(),
-                    Val {
-                        value: text,
-                        origin: origin(v.span().start),
-                    },
-                );
-            }
-        }
-        for (k, v) in &l.rlimits {
-            p.limits.rlimits.insert(
-                k.clone(),
-                Val {
-                    value: *v.get_ref(),
-                    origin: origin(v.span().start),
-                },
-            );
-        }
-    }
-    super::secrets::merge(&mut p.secrets, &raw.secrets, &origin)?;
-    if let Some(sec) = &raw.security {
-        merge_security(p, sec, &origin)?;
+    for (k, v) in &l.rlimits {
+        p.limits.rlimits.insert(
+            k.clone(),
+            Val {
+                value: *v.get_ref(),
+                origin: origin(v.span().start),
+            },
+        );
     }
     Ok(())
 }

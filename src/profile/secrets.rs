@@ -229,6 +229,9 @@ pub struct RawGenerate {
 /// Largest `generate.bytes`.
 pub const MAX_GENERATE: usize = 4096;
 
+/// What turns a byte offset of the file into an error at its line.
+type Invalid<'a> = &'a dyn Fn(usize, String) -> ProfileError;
+
 /// Merge `[secrets.*]` of one file into `out` (a later file's table replaces a parent's).
 pub fn merge(
     out: &mut BTreeMap<String, SecretDecl>,
@@ -236,7 +239,6 @@ pub fn merge(
     origin: &dyn Fn(usize) -> Origin,
 ) -> Result<(), ProfileError> {
     for (name, s) in raw {
-        let o = origin(s.span().start);
         let inv = |at: usize, msg: String| ProfileError::Invalid {
             origin: origin(at),
             msg,
@@ -249,178 +251,207 @@ pub fn merge(
                 ),
             ));
         }
+        let o = origin(s.span().start);
         let s = s.get_ref();
-        let f = s.from.get_ref();
-        let fat = s.from.span().start;
-        let given = [
-            f.command.is_some(),
-            f.env.is_some(),
-            f.file.is_some(),
-            f.generate.is_some(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
-        if given != 1 {
-            return Err(inv(fat, format!("`secrets.{name}.from` must name exactly one provider: {{ command = [...] }}, {{ env = \"VAR\" }}, {{ file = \"PATH\" }} or {{ generate = {{ bytes = N }} }}")));
-        }
-        let from = if let Some(argv) = &f.command {
-            if argv.is_empty() || argv[0].is_empty() {
-                return Err(inv(
-                    fat,
-                    format!("`secrets.{name}.from.command` is empty (give the program and its arguments)"),
-                ));
-            }
-            Source::Command { argv: argv.clone() }
-        } else if let Some(v) = &f.env {
-            if !super::raw::valid_env_name(v) {
-                return Err(inv(
-                    fat,
-                    format!("`secrets.{name}.from.env` {v:?} is not a variable name"),
-                ));
-            }
-            Source::Env { var: v.clone() }
-        } else if let Some(p) = &f.file {
-            if p.is_empty() {
-                return Err(inv(fat, format!("`secrets.{name}.from.file` is empty")));
-            }
-            Source::File { path: p.clone() }
-        } else {
-            let b = f.generate.as_ref().map(|g| g.bytes).unwrap_or(0);
-            if b < 8 || b > MAX_GENERATE as i64 {
-                return Err(inv(
-                    fat,
-                    format!("`secrets.{name}.from.generate.bytes` is {b}; use 8 to {MAX_GENERATE}"),
-                ));
-            }
-            Source::Generate { bytes: b as usize }
-        };
-        let mut d = SecretDecl::new(from, o);
+        let mut d = SecretDecl::new(source(name, &s.from, &inv)?, o);
         d.optional = s.optional.as_ref().is_some_and(|v| *v.get_ref());
-        if let Some(v) = s.deliver.as_ref().filter(|v| v.get_ref() == "inject") {
-            let hosts = s.hosts.as_ref().ok_or_else(|| {
-                inv(
-                    v.span().start,
-                    format!("`secrets.{name}.deliver` is \"inject\" but no `hosts` are given (bind it to the hosts that need it, e.g. hosts = [\"api.example.com\"])"),
-                )
-            })?;
-            if hosts.get_ref().is_empty() {
-                return Err(inv(
-                    hosts.span().start,
-                    format!("`secrets.{name}.hosts` is empty"),
-                ));
-            }
-            let mut hs = Vec::new();
-            for h in hosts.get_ref() {
-                hs.push(check_inject_host(h).map_err(|m| {
-                    inv(hosts.span().start, format!("`secrets.{name}.hosts`: {m}"))
-                })?);
-            }
-            d.inject = Some(InjectDecl {
-                hosts: hs,
-                body: s.inject_body.as_ref().is_some_and(|b| *b.get_ref()),
-            });
-            d.deliver = Deliver::Env;
-            if let Some(p) = &s.placeholder {
-                d.deliver = Deliver::parse(p.get_ref()).filter(|d| *d != Deliver::None).ok_or_else(|| {
-                    inv(
-                        p.span().start,
-                        format!(
-                            "`secrets.{name}.placeholder` {:?} is not a channel (use \"env\", \"file\" or \"fd\")",
-                            p.get_ref()
-                        ),
-                    )
-                })?;
-            }
-        } else {
-            for (key, given) in [
-                ("hosts", s.hosts.as_ref().map(|x| x.span().start)),
-                (
-                    "placeholder",
-                    s.placeholder.as_ref().map(|x| x.span().start),
+        delivery(name, s, &mut d, &inv)?;
+        options(name, s, &mut d, &inv)?;
+        out.insert(name.clone(), d);
+    }
+    Ok(())
+}
+
+/// `from`: exactly one provider, checked.
+fn source(name: &str, from: &Spanned<RawFrom>, inv: Invalid) -> Result<Source, ProfileError> {
+    let f = from.get_ref();
+    let fat = from.span().start;
+    let given = [
+        f.command.is_some(),
+        f.env.is_some(),
+        f.file.is_some(),
+        f.generate.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if given != 1 {
+        return Err(inv(fat, format!("`secrets.{name}.from` must name exactly one provider: {{ command = [...] }}, {{ env = \"VAR\" }}, {{ file = \"PATH\" }} or {{ generate = {{ bytes = N }} }}")));
+    }
+    Ok(if let Some(argv) = &f.command {
+        if argv.is_empty() || argv[0].is_empty() {
+            return Err(inv(
+                fat,
+                format!(
+                    "`secrets.{name}.from.command` is empty (give the program and its arguments)"
                 ),
-                (
-                    "inject_body",
-                    s.inject_body.as_ref().map(|x| x.span().start),
-                ),
-            ] {
-                if let Some(at) = given {
-                    return Err(inv(
-                        at,
-                        format!("`secrets.{name}.{key}` only applies with deliver = \"inject\""),
-                    ));
-                }
-            }
+            ));
         }
-        if let Some(v) = s.deliver.as_ref().filter(|v| v.get_ref() != "inject") {
-            d.deliver = Deliver::parse(v.get_ref()).ok_or_else(|| {
-                inv(
-                    v.span().start,
-                    format!(
-                        "`secrets.{name}.deliver` {:?} is not a delivery (use \"file\", \"fd\", \"env\" or \"inject\")",
-                        v.get_ref()
-                    ),
-                )
-            })?;
+        Source::Command { argv: argv.clone() }
+    } else if let Some(v) = &f.env {
+        if !super::raw::valid_env_name(v) {
+            return Err(inv(
+                fat,
+                format!("`secrets.{name}.from.env` {v:?} is not a variable name"),
+            ));
         }
-        if let Some(v) = &s.fd {
-            d.fd = Some(
-                check_fd(*v.get_ref())
-                    .map_err(|m| inv(v.span().start, format!("`secrets.{name}.fd`: {m}")))?,
+        Source::Env { var: v.clone() }
+    } else if let Some(p) = &f.file {
+        if p.is_empty() {
+            return Err(inv(fat, format!("`secrets.{name}.from.file` is empty")));
+        }
+        Source::File { path: p.clone() }
+    } else {
+        let b = f.generate.as_ref().map(|g| g.bytes).unwrap_or(0);
+        if b < 8 || b > MAX_GENERATE as i64 {
+            return Err(inv(
+                fat,
+                format!("`secrets.{name}.from.generate.bytes` is {b}; use 8 to {MAX_GENERATE}"),
+            ));
+        }
+        Source::Generate { bytes: b as usize }
+    })
+}
+
+/// `deliver`, and with "inject" its `hosts`, `placeholder` and `inject_body` (which
+/// only apply to it).
+fn delivery(
+    name: &str,
+    s: &RawSecret,
+    d: &mut SecretDecl,
+    inv: Invalid,
+) -> Result<(), ProfileError> {
+    if let Some(v) = s.deliver.as_ref().filter(|v| v.get_ref() == "inject") {
+        let hosts = s.hosts.as_ref().ok_or_else(|| {
+            inv(
+                v.span().start,
+                format!("`secrets.{name}.deliver` is \"inject\" but no `hosts` are given (bind it to the hosts that need it, e.g. hosts = [\"api.example.com\"])"),
+            )
+        })?;
+        if hosts.get_ref().is_empty() {
+            return Err(inv(
+                hosts.span().start,
+                format!("`secrets.{name}.hosts` is empty"),
+            ));
+        }
+        let mut hs = Vec::new();
+        for h in hosts.get_ref() {
+            hs.push(
+                check_inject_host(h)
+                    .map_err(|m| inv(hosts.span().start, format!("`secrets.{name}.hosts`: {m}")))?,
             );
         }
-        if let Some(v) = &s.var {
-            if !super::raw::valid_env_name(v.get_ref()) {
-                return Err(inv(
-                    v.span().start,
-                    format!(
-                        "`secrets.{name}.var` {:?} is not a variable name",
-                        v.get_ref()
-                    ),
-                ));
-            }
-            d.var = Some(v.get_ref().clone());
-        }
-        if let Some(v) = &s.revoke {
-            if v.get_ref().is_empty() || v.get_ref()[0].is_empty() {
-                return Err(inv(
-                    v.span().start,
-                    format!(
-                        "`secrets.{name}.revoke` is empty (give the program and its arguments)"
-                    ),
-                ));
-            }
-            d.revoke = Some(v.get_ref().clone());
-        }
-        if let Some(v) = &s.revoke_needs_value {
-            d.revoke_needs_value = *v.get_ref();
-        }
-        for (key, slot) in [("ttl", &s.ttl), ("timeout", &s.timeout)] {
-            if let Some(t) = slot {
-                let dur = parse_duration(t.get_ref())
-                    .map_err(|m| inv(t.span().start, format!("`secrets.{name}.{key}`: {m}")))?;
-                if key == "ttl" {
-                    d.ttl = Some(dur);
-                } else {
-                    d.timeout = Some(dur);
-                }
-            }
-        }
-        if let Some(m) = &s.mask {
-            d.mask = *m.get_ref();
-        }
-        if let Some(v) = &s.on_leak {
-            d.on_leak = OnLeak::parse(v.get_ref()).ok_or_else(|| {
+        d.inject = Some(InjectDecl {
+            hosts: hs,
+            body: s.inject_body.as_ref().is_some_and(|b| *b.get_ref()),
+        });
+        d.deliver = Deliver::Env;
+        if let Some(p) = &s.placeholder {
+            d.deliver = Deliver::parse(p.get_ref()).filter(|d| *d != Deliver::None).ok_or_else(|| {
                 inv(
-                    v.span().start,
+                    p.span().start,
                     format!(
-                        "`secrets.{name}.on_leak` {:?} is not valid (use \"warn\" or \"fail\")",
-                        v.get_ref()
+                        "`secrets.{name}.placeholder` {:?} is not a channel (use \"env\", \"file\" or \"fd\")",
+                        p.get_ref()
                     ),
                 )
             })?;
         }
-        out.insert(name.clone(), d);
+    } else {
+        for (key, given) in [
+            ("hosts", s.hosts.as_ref().map(|x| x.span().start)),
+            (
+                "placeholder",
+                s.placeholder.as_ref().map(|x| x.span().start),
+            ),
+            (
+                "inject_body",
+                s.inject_body.as_ref().map(|x| x.span().start),
+            ),
+        ] {
+            if let Some(at) = given {
+                return Err(inv(
+                    at,
+                    format!("`secrets.{name}.{key}` only applies with deliver = \"inject\""),
+                ));
+            }
+        }
+    }
+    if let Some(v) = s.deliver.as_ref().filter(|v| v.get_ref() != "inject") {
+        d.deliver = Deliver::parse(v.get_ref()).ok_or_else(|| {
+            inv(
+                v.span().start,
+                format!(
+                    "`secrets.{name}.deliver` {:?} is not a delivery (use \"file\", \"fd\", \"env\" or \"inject\")",
+                    v.get_ref()
+                ),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// `fd`, `var`, `revoke`, `ttl`, `timeout`, `mask`, `on_leak`.
+fn options(
+    name: &str,
+    s: &RawSecret,
+    d: &mut SecretDecl,
+    inv: Invalid,
+) -> Result<(), ProfileError> {
+    if let Some(v) = &s.fd {
+        d.fd = Some(
+            check_fd(*v.get_ref())
+                .map_err(|m| inv(v.span().start, format!("`secrets.{name}.fd`: {m}")))?,
+        );
+    }
+    if let Some(v) = &s.var {
+        if !super::raw::valid_env_name(v.get_ref()) {
+            return Err(inv(
+                v.span().start,
+                format!(
+                    "`secrets.{name}.var` {:?} is not a variable name",
+                    v.get_ref()
+                ),
+            ));
+        }
+        d.var = Some(v.get_ref().clone());
+    }
+    if let Some(v) = &s.revoke {
+        if v.get_ref().is_empty() || v.get_ref()[0].is_empty() {
+            return Err(inv(
+                v.span().start,
+                format!("`secrets.{name}.revoke` is empty (give the program and its arguments)"),
+            ));
+        }
+        d.revoke = Some(v.get_ref().clone());
+    }
+    if let Some(v) = &s.revoke_needs_value {
+        d.revoke_needs_value = *v.get_ref();
+    }
+    for (key, slot) in [("ttl", &s.ttl), ("timeout", &s.timeout)] {
+        if let Some(t) = slot {
+            let dur = parse_duration(t.get_ref())
+                .map_err(|m| inv(t.span().start, format!("`secrets.{name}.{key}`: {m}")))?;
+            if key == "ttl" {
+                d.ttl = Some(dur);
+            } else {
+                d.timeout = Some(dur);
+            }
+        }
+    }
+    if let Some(m) = &s.mask {
+        d.mask = *m.get_ref();
+    }
+    if let Some(v) = &s.on_leak {
+        d.on_leak = OnLeak::parse(v.get_ref()).ok_or_else(|| {
+            inv(
+                v.span().start,
+                format!(
+                    "`secrets.{name}.on_leak` {:?} is not valid (use \"warn\" or \"fail\")",
+                    v.get_ref()
+                ),
+            )
+        })?;
     }
     Ok(())
 }

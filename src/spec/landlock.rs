@@ -304,6 +304,17 @@ mod tests {
         ]
     }
 
+    /// The plain policy for `ps`: no TCP ports, no nested namespaces.
+    fn policy(ps: &[PathRule], net: NetMode) -> Policy<'_> {
+        Policy {
+            paths: ps,
+            net,
+            tcp_ports: &[],
+            tcp_any_port: false,
+            allow_userns: false,
+        }
+    }
+
     fn find<'a>(r: &'a Rules, p: &str) -> Option<&'a FsRule> {
         r.fs.iter().find(|f| f.path == Path::new(p))
     }
@@ -313,11 +324,8 @@ mod tests {
         let ps = paths();
         let r = rules(
             &Policy {
-                paths: &ps,
-                net: NetMode::Loopback,
                 tcp_ports: &[8080],
-                tcp_any_port: false,
-                allow_userns: false,
+                ..policy(&ps, NetMode::Loopback)
             },
             &Mode::Cell,
             7,
@@ -347,13 +355,7 @@ mod tests {
     fn no_namespace_mode_rules() {
         let ps = paths();
         let r = rules(
-            &Policy {
-                paths: &ps,
-                net: NetMode::None,
-                tcp_ports: &[],
-                tcp_any_port: false,
-                allow_userns: false,
-            },
+            &policy(&ps, NetMode::None),
             &Mode::NoNamespaces {
                 private_tmp: "/tmp/taskcell-x".into(),
             },
@@ -376,13 +378,7 @@ mod tests {
     fn hidden_paths_split_a_read_directory() {
         let ps = vec![rule("/etc", Access::Read), rule("/ws", Access::Write)];
         let mut r = rules(
-            &Policy {
-                paths: &ps,
-                net: NetMode::None,
-                tcp_ports: &[],
-                tcp_any_port: false,
-                allow_userns: false,
-            },
+            &policy(&ps, NetMode::None),
             &Mode::NoNamespaces {
                 private_tmp: "/t".into(),
             },
@@ -432,11 +428,8 @@ mod tests {
     fn abi_decides_tcp_and_scopes() {
         let ps = paths();
         let pol = |net| Policy {
-            paths: &ps,
-            net,
-            tcp_ports: &[],
-            tcp_any_port: false,
             allow_userns: true,
+            ..policy(&ps, net)
         };
         let old = rules(&pol(NetMode::Loopback), &Mode::Cell, 3);
         assert_eq!(old.tcp, None);
@@ -459,17 +452,7 @@ mod tests {
     #[test]
     fn describe_lists_everything() {
         let ps = paths();
-        let r = rules(
-            &Policy {
-                paths: &ps,
-                net: NetMode::None,
-                tcp_ports: &[],
-                tcp_any_port: false,
-                allow_userns: false,
-            },
-            &Mode::Cell,
-            7,
-        );
+        let r = rules(&policy(&ps, NetMode::None), &Mode::Cell, 7);
         let d = describe(&r).join("\n");
         assert!(d.contains("write   /ws"), "{d}");
         assert!(d.contains("refused on every port"), "{d}");

@@ -10,6 +10,7 @@
 //! Each mechanism is asked for data (the secrets tmpfs, the binary `taskcell connect`
 //! runs, the trust bundle); no mechanism adds to a spec itself.
 
+pub mod ids;
 pub mod landlock;
 pub mod layers;
 pub mod mounts;
@@ -71,15 +72,18 @@ pub struct Spec {
 
 /// Where the supervisor connects a container-tier cell's TCP sockets: 127.0.0.1 (asked
 /// as 127.0.0.1, ::1 or ::ffff:127.0.0.1) on one of `ports` (the proxy's own listeners,
-/// or a `loopback` cell's declared ports), or any port with `any_port`.
+/// or a `loopback` cell's declared ports), or any port with `any_port`. A port of `map`
+/// (the full tier's fixed listener ports: 3128, 1080, forwards) is connected to the
+/// supervisor's listener that stands for it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ConnectRules {
     pub ports: Vec<u16>,
     pub any_port: bool,
+    pub map: Vec<(u16, u16)>,
 }
 
 /// The host uid and gid a root-started cell runs as (allocated by the supervisor from
-/// the plan's `IdRange`, one per running cell).
+/// the offer's `ids::IdRange`, one per running cell).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct HostIds {
     pub uid: u32,
@@ -111,6 +115,10 @@ pub struct Offer {
     /// Seccomp user notification and pidfd_getfd: a cell without namespaces gets the
     /// container tier's network (supervisor-made connects).
     pub user_notif: bool,
+    /// Root in the initial user namespace: the range a cell's unprivileged host id comes
+    /// from (`spec::ids`). None: the identity map (a plain user, or root in a nested user
+    /// namespace, which cannot map another id).
+    pub host_ids: Option<ids::HostIdRange>,
 }
 
 impl Offer {
@@ -202,6 +210,8 @@ impl How {
 pub fn compile(plan: &Plan, offer: &Offer, h: &Handles) -> Spec {
     let resolv = h.resolv_conf.as_deref().filter(|_| offer.resolv_conf);
     let mounts = mounts(plan, offer, h.ca_bundle.as_deref(), resolv);
+    // Host ids only where the machine offers them (root in the initial user namespace).
+    let host_ids = h.host_ids.filter(|_| offer.host_ids.is_some());
     // Landlock must let the command read what the mechanisms bound.
     let mut extra = Vec::new();
     if secrets_tmpfs(plan).is_some() {
@@ -237,11 +247,11 @@ pub fn compile(plan: &Plan, offer: &Offer, h: &Handles) -> Spec {
         stdio: if h.pty.is_some() { None } else { h.stdio },
         stdin: if h.pty.is_some() { None } else { h.stdin },
         pty: h.pty,
-        idmapped: match h.host_ids {
+        idmapped: match host_ids {
             Some(_) => idmapped_binds(&mounts),
             None => Vec::new(),
         },
-        host_ids: h.host_ids,
+        host_ids,
         mounts,
         connect: None,
     }
@@ -489,6 +499,7 @@ fn container_network(plan: &Plan, offer: &Offer, h: &Handles, spec: &mut Spec) {
             ConnectRules {
                 ports: ports.clone(),
                 any_port: false,
+                map: listen.iter().copied().zip(ports.iter().copied()).collect(),
             }
         }
         // A proxy cell whose listeners were not bound by the supervisor: init refuses.
@@ -500,6 +511,7 @@ fn container_network(plan: &Plan, offer: &Offer, h: &Handles, spec: &mut Spec) {
                 Vec::new()
             },
             any_port: plan.net.mode == NetMode::Loopback && plan.security.tcp_any_port,
+            map: Vec::new(),
         },
     };
     spec.seccomp = seccomp_programs_for(plan, &offer.kernel, true);
@@ -583,6 +595,7 @@ mod tests {
             system_bundle,
             resolv_conf: false,
             user_notif: true,
+            host_ids: None,
         }
     }
 

@@ -2,6 +2,8 @@
 //! `taskcell` binary. The tests run as root and as a plain user (see .ci/run).
 #![allow(dead_code)]
 
+pub mod pty;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -357,6 +357,57 @@ fn respond<W: Write>(w: &mut W, code: u16, reason: &str, msg: &str) {
     let _ = w.flush();
 }
 
+/// The cell's side of an intercepted tunnel (we are its TLS server).
+type CellSide = Buffered<StreamOwned<ServerConnection, Prefixed>>;
+/// The origin's side (we are its TLS client).
+type OriginSide = Buffered<StreamOwned<ClientConnection, TcpStream>>;
+
+/// How a tunnel's TLS start ended.
+enum Opened {
+    /// HTTP/2: h2.rs served the whole tunnel (bytes up, bytes down).
+    Done(u64, u64),
+    /// Both TLS sessions are up, the server name checked.
+    Tls(
+        Box<StreamOwned<ServerConnection, Prefixed>>,
+        Box<StreamOwned<ClientConnection, TcpStream>>,
+    ),
+    /// Said to the cell and reported; nothing was relayed.
+    Failed,
+}
+
+/// How one request/response exchange ended.
+enum Next {
+    /// Keep the connection for the next request.
+    Again,
+    /// End the tunnel with close_notify on both sides.
+    Close,
+    /// End the tunnel at once.
+    Done,
+}
+
+/// A request head the cell sent, checked and ready to be rewritten.
+struct Request {
+    method: String,
+    /// The cell's connection ends after this exchange.
+    close: bool,
+    /// `Expect: 100-continue` (answered here).
+    expect: bool,
+    framing: Framing,
+    /// The head without Expect and Upgrade.
+    head: Vec<u8>,
+}
+
+/// What applies to every request of one intercepted tunnel.
+struct Tunnel<'a> {
+    shared: &'a Arc<Shared>,
+    host: &'a str,
+    port: u16,
+    wall: Option<firewall::Wall>,
+    req_head: Matcher,
+    req_body: Matcher,
+    resp: Matcher,
+}
+
 /// Serve one intercepted tunnel. Returns (bytes up, bytes down) of plaintext.
 pub fn serve(
     shared: &Arc<Shared>,
@@ -373,15 +424,68 @@ pub fn serve(
     let _ = upstream.set_read_timeout(idle);
     let _ = upstream.set_write_timeout(idle);
     let _ = upstream.set_nodelay(true);
+    let (mut down, up) = match open(shared, inj, client, upstream, host, port, early) {
+        Opened::Done(u, d) => return (u, d),
+        Opened::Failed => return (0, 0),
+        Opened::Tls(down, up) => (*down, *up),
+    };
+    let bound = inj.bound(host, port);
+    let wall = match inj.wall(&bound) {
+        Ok(w) => w,
+        Err(e) => {
+            // Fail closed: no request passes a firewall that could not be built.
+            report(shared, host, port, "secret firewall", &e);
+            respond(&mut down, 500, "Internal Server Error", &e.to_string());
+            return (0, 0);
+        }
+    };
+    let t = Tunnel {
+        shared,
+        host,
+        port,
+        wall,
+        req_head: Matcher::new(inj.secrets(), &bound, Part::RequestHead),
+        req_body: Matcher::new(inj.secrets(), &bound, Part::RequestBody),
+        resp: Matcher::new(inj.secrets(), &bound, Part::Response),
+    };
+    let mut cell = Buffered::new(down);
+    let mut origin = Buffered::new(up);
+    let mut totals = (0u64, 0u64);
+    loop {
+        match t.exchange(&mut cell, &mut origin, &mut totals) {
+            Next::Again => {}
+            Next::Close => break,
+            Next::Done => return totals,
+        }
+    }
+    // Close both sides properly.
+    cell.s.conn.send_close_notify();
+    let _ = cell.s.flush();
+    origin.s.conn.send_close_notify();
+    let _ = origin.s.flush();
+    totals
+}
+
+/// The TLS sessions of a tunnel: with the cell (after the HTTP/2 handshake attempt) and
+/// with the origin (verified), the cell's server name checked against the CONNECT host.
+fn open(
+    shared: &Arc<Shared>,
+    inj: &Arc<Injector>,
+    client: TcpStream,
+    upstream: TcpStream,
+    host: &str,
+    port: u16,
+    early: Vec<u8>,
+) -> Opened {
     let fail = |what: &str, e: &dyn std::fmt::Display| report(shared, host, port, what, e);
     // The handshake with the cell decides the protocol: HTTP/2 is served by h2.rs,
     // HTTP/1.1 comes back here. (Bytes pipelined after the CONNECT head are rare;
     // such a client gets HTTP/1.1 only.)
     let (handshaken, client, upstream) = if early.is_empty() {
         match super::h2::accept(shared, inj, client, upstream, host, port) {
-            (Accepted::Done(u, d), _) => return (u, d),
+            (Accepted::Done(u, d), _) => return Opened::Done(u, d),
             (Accepted::H1(conn, c), Some(up)) => (Some(conn), c, up),
-            _ => return (0, 0),
+            _ => return Opened::Failed,
         }
     } else {
         (None, client, upstream)
@@ -393,14 +497,14 @@ pub fn serve(
                 Ok(c) => c,
                 Err(e) => {
                     fail("certificate", &e);
-                    return (0, 0);
+                    return Opened::Failed;
                 }
             };
             match ServerConnection::new(server_cfg) {
                 Ok(c) => c,
                 Err(e) => {
                     fail("TLS server", &e);
-                    return (0, 0);
+                    return Opened::Failed;
                 }
             }
         }
@@ -434,7 +538,7 @@ pub fn serve(
     while down.conn.is_handshaking() {
         if let Err(e) = down.conn.complete_io(&mut down.sock) {
             fail("TLS handshake with the cell (does the client trust the cell CA? see SSL_CERT_FILE)", &e);
-            return (0, 0);
+            return Opened::Failed;
         }
     }
     // The server name the cell asked for must be the CONNECT host: a client that
@@ -445,10 +549,10 @@ pub fn serve(
         respond(&mut down, 403, "Forbidden", &msg);
         down.conn.send_close_notify();
         let _ = down.flush();
-        return (0, 0);
+        return Opened::Failed;
     }
-    let up = match up_result {
-        Ok(s) => s,
+    match up_result {
+        Ok(up) => Opened::Tls(Box::new(down), Box::new(up)),
         Err(e) => {
             fail("TLS to the origin", &e);
             respond(
@@ -457,42 +561,55 @@ pub fn serve(
                 "Bad Gateway",
                 &format!("TLS to {host}:{port} failed: {e} (the origin is verified against the system roots and [network] upstream_ca)"),
             );
-            return (0, 0);
+            Opened::Failed
         }
-    };
-    let bound = inj.bound(host, port);
-    let wall = match inj.wall(&bound) {
-        Ok(w) => w,
-        Err(e) => {
-            // Fail closed: no request passes a firewall that could not be built.
-            fail("secret firewall", &e);
-            respond(&mut down, 500, "Internal Server Error", &e.to_string());
-            return (0, 0);
+    }
+}
+
+impl Tunnel<'_> {
+    /// One request of the cell to the origin and its response back.
+    fn exchange(
+        &self,
+        cell: &mut CellSide,
+        origin: &mut OriginSide,
+        totals: &mut (u64, u64),
+    ) -> Next {
+        let Some(req) = self.read_request(cell) else {
+            return Next::Close;
+        };
+        if !self.send_request(cell, origin, &req, &mut totals.0) {
+            return Next::Close;
         }
-    };
-    let req_head = Matcher::new(inj.secrets(), &bound, Part::RequestHead);
-    let req_body = Matcher::new(inj.secrets(), &bound, Part::RequestBody);
-    let resp = Matcher::new(inj.secrets(), &bound, Part::Response);
-    let mut cell = Buffered::new(down);
-    let mut origin = Buffered::new(up);
-    let (mut total_up, mut total_down) = (0u64, 0u64);
-    loop {
+        match self.relay_response(cell, origin, &req.method, totals) {
+            None => Next::Done,
+            Some(close) if close || req.close => Next::Close,
+            Some(_) => Next::Again,
+        }
+    }
+
+    /// 403 to the cell with `msg` (already recorded).
+    fn refuse(&self, cell: &mut CellSide, msg: &str) {
+        respond(&mut cell.s, 403, "Forbidden", msg);
+    }
+
+    /// The next request head of the cell, checked: well-formed, naming the CONNECT host
+    /// (Host, an absolute target), a body framing we relay. None: the connection ends
+    /// (the cell was told why).
+    fn read_request(&self, cell: &mut CellSide) -> Option<Request> {
+        let (host, port) = (self.host, self.port);
         let head = match cell.head() {
             Ok(Some(h)) => h,
-            Ok(None) => break,
+            Ok(None) => return None,
             Err(e) => {
                 respond(&mut cell.s, 400, "Bad Request", &e.to_string());
-                break;
+                return None;
             }
         };
         let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut hdrs);
-        match req.parse(&head) {
-            Ok(httparse::Status::Complete(_)) => {}
-            _ => {
-                respond(&mut cell.s, 400, "Bad Request", "malformed request head");
-                break;
-            }
+        if !matches!(req.parse(&head), Ok(httparse::Status::Complete(_))) {
+            respond(&mut cell.s, 400, "Bad Request", "malformed request head");
+            return None;
         }
         // The request must name the CONNECT host (and port): Host, absolute target.
         let target = req.path.unwrap_or("");
@@ -507,15 +624,11 @@ pub fn serve(
                     .map(|h| ("Host header", String::from_utf8_lossy(h.value).to_string()))
             });
         if let Some((what, named)) = misdirected {
-            let msg = record_misdirected(shared, host, port, what, &named);
-            respond(&mut cell.s, 403, "Forbidden", &msg);
-            break;
+            let msg = record_misdirected(self.shared, host, port, what, &named);
+            self.refuse(cell, &msg);
+            return None;
         }
-        let method = req.method.unwrap_or("").to_string();
-        let close_req =
-            req.version == Some(0) || has_token(header(req.headers, "connection"), "close");
-        let expect = has_token(header(req.headers, "expect"), "100-continue");
-        let body_framing = match framing(req.headers, Framing::None) {
+        let framing = match framing(req.headers, Framing::None) {
             Ok(Framing::Close) | Err(_) => {
                 respond(
                     &mut cell.s,
@@ -523,7 +636,7 @@ pub fn serve(
                     "Bad Request",
                     "unsupported request body framing",
                 );
-                break;
+                return None;
             }
             Ok(f) => f,
         };
@@ -536,25 +649,42 @@ pub fn serve(
             }
             kept.extend_from_slice(line);
         }
+        Some(Request {
+            method: req.method.unwrap_or("").to_string(),
+            close: req.version == Some(0) || has_token(header(req.headers, "connection"), "close"),
+            expect: has_token(header(req.headers, "expect"), "100-continue"),
+            framing,
+            head: kept,
+        })
+    }
+
+    /// The request to the origin: placeholders replaced in the head and body, the secret
+    /// firewall applied. false: the connection ends (the cell was told why).
+    fn send_request(
+        &self,
+        cell: &mut CellSide,
+        origin: &mut OriginSide,
+        req: &Request,
+        total_up: &mut u64,
+    ) -> bool {
+        let (shared, host, port) = (self.shared, self.host, self.port);
         let mut hits = Vec::new();
-        let mut out_head = match subst::head(&req_head, &kept, &mut hits) {
+        let mut out_head = match subst::head(&self.req_head, &req.head, &mut hits) {
             Ok(h) => zeroize::Zeroizing::new(h),
             Err(l) => {
-                let msg = record_leak(shared, host, port, &l);
-                respond(&mut cell.s, 403, "Forbidden", &msg);
-                break;
+                self.refuse(cell, &record_leak(shared, host, port, &l));
+                return false;
             }
         };
         let mut found = Vec::new();
-        if let Some(w) = &wall {
+        if let Some(w) = &self.wall {
             out_head = zeroize::Zeroizing::new(firewall::clean_head(&w.r, &out_head, &mut found));
             if w.block && !found.is_empty() {
-                let msg = record_firewall(shared, host, port, &found, true);
-                respond(&mut cell.s, 403, "Forbidden", &msg);
-                break;
+                self.refuse(cell, &record_firewall(shared, host, port, &found, true));
+                return false;
             }
         }
-        if expect && body_framing != Framing::None {
+        if req.expect && req.framing != Framing::None {
             let _ = cell.s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
             let _ = cell.s.flush();
         }
@@ -562,35 +692,13 @@ pub fn serve(
         // (its length changes when a secret is removed); a longer one or a chunked one
         // is streamed chunked.
         let mut whole: Option<zeroize::Zeroizing<Vec<u8>>> = None;
-        let mut out_chunked = body_framing == Framing::Chunked;
-        if let Some(w) = &wall {
-            match body_framing {
+        let mut out_chunked = req.framing == Framing::Chunked;
+        if let Some(w) = &self.wall {
+            match req.framing {
                 Framing::Length(n) if n <= firewall::MAX_BUFFERED => {
-                    let raw = match read_body(&mut cell, n) {
-                        Ok(b) => zeroize::Zeroizing::new(b),
-                        Err(e) => {
-                            tracing::debug!("network: {host}:{port}: request body: {e}");
-                            break;
-                        }
+                    let Some(clean) = self.whole_body(cell, w, n, &mut hits, &mut found) else {
+                        return false;
                     };
-                    let mut st = Stream::new(&req_body, "body");
-                    let mut subbed = zeroize::Zeroizing::new(Vec::with_capacity(raw.len()));
-                    let done = st
-                        .feed(&raw, &mut subbed, &mut hits)
-                        .map(|_| st.finish(&mut subbed));
-                    if let Err(l) = done {
-                        let msg = record_leak(shared, host, port, &l);
-                        respond(&mut cell.s, 403, "Forbidden", &msg);
-                        break;
-                    }
-                    let mut clean = zeroize::Zeroizing::new(Vec::with_capacity(subbed.len()));
-                    let f = firewall::clean(&w.r, &subbed, "body", &mut clean);
-                    if w.block && !f.is_empty() {
-                        let msg = record_firewall(shared, host, port, &f, true);
-                        respond(&mut cell.s, 403, "Forbidden", &msg);
-                        break;
-                    }
-                    found.extend(f);
                     out_head = zeroize::Zeroizing::new(reframe(&out_head, Some(clean.len())));
                     whole = Some(clean);
                 }
@@ -601,7 +709,7 @@ pub fn serve(
                 _ => {}
             }
         }
-        let mut fw = match (&wall, &whole, body_framing) {
+        let mut fw = match (&self.wall, &whole, req.framing) {
             (Some(w), None, f) if f != Framing::None => Some(FwStage {
                 m: w.r.stream(),
                 block: w.block,
@@ -616,40 +724,38 @@ pub fn serve(
                 "Bad Gateway",
                 &format!("{host}:{port} closed the connection"),
             );
-            break;
+            return false;
         }
-        total_up += out_head.len() as u64;
+        *total_up += out_head.len() as u64;
         if let Some(b) = &whole {
             if origin.s.write_all(b).is_err() {
-                break;
+                return false;
             }
-            total_up += b.len() as u64;
+            *total_up += b.len() as u64;
         } else {
-            let mut st = Stream::new(&req_body, "body");
+            let mut st = Stream::new(&self.req_body, "body");
             match copy_body(
-                &mut cell,
+                cell,
                 &mut origin.s,
-                body_framing,
+                req.framing,
                 &mut st,
                 &mut hits,
                 fw.as_mut(),
                 out_chunked,
             ) {
-                Ok(n) => total_up += n,
+                Ok(n) => *total_up += n,
                 Err(BodyError::Leak(l)) => {
-                    let msg = record_leak(shared, host, port, &l);
-                    respond(&mut cell.s, 403, "Forbidden", &msg);
-                    break;
+                    self.refuse(cell, &record_leak(shared, host, port, &l));
+                    return false;
                 }
                 Err(BodyError::Firewall(f)) => {
                     // The origin got an unfinished body: it never completes the request.
-                    let msg = record_firewall(shared, host, port, &f, true);
-                    respond(&mut cell.s, 403, "Forbidden", &msg);
-                    break;
+                    self.refuse(cell, &record_firewall(shared, host, port, &f, true));
+                    return false;
                 }
                 Err(BodyError::Io(e)) => {
                     tracing::debug!("network: {host}:{port}: request body: {e}");
-                    break;
+                    return false;
                 }
             }
         }
@@ -661,8 +767,57 @@ pub fn serve(
         }
         let _ = origin.s.flush();
         record_hits(shared, host, port, &hits);
-        // The response (1xx heads are relayed and the real one awaited).
-        let mut close_resp;
+        true
+    }
+
+    /// A request body of known length `n`, read whole, placeholders replaced and the
+    /// firewall applied. None: the connection ends (the cell was told why).
+    fn whole_body(
+        &self,
+        cell: &mut CellSide,
+        w: &firewall::Wall,
+        n: u64,
+        hits: &mut Vec<Hit>,
+        found: &mut Vec<Found>,
+    ) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        let (shared, host, port) = (self.shared, self.host, self.port);
+        let raw = match read_body(cell, n) {
+            Ok(b) => zeroize::Zeroizing::new(b),
+            Err(e) => {
+                tracing::debug!("network: {host}:{port}: request body: {e}");
+                return None;
+            }
+        };
+        let mut st = Stream::new(&self.req_body, "body");
+        let mut subbed = zeroize::Zeroizing::new(Vec::with_capacity(raw.len()));
+        let done = st
+            .feed(&raw, &mut subbed, hits)
+            .map(|_| st.finish(&mut subbed));
+        if let Err(l) = done {
+            self.refuse(cell, &record_leak(shared, host, port, &l));
+            return None;
+        }
+        let mut clean = zeroize::Zeroizing::new(Vec::with_capacity(subbed.len()));
+        let f = firewall::clean(&w.r, &subbed, "body", &mut clean);
+        if w.block && !f.is_empty() {
+            self.refuse(cell, &record_firewall(shared, host, port, &f, true));
+            return None;
+        }
+        found.extend(f);
+        Some(clean)
+    }
+
+    /// The origin's response back to the cell, values replaced by placeholders (1xx heads
+    /// are relayed and the real one awaited). Some(the response closes the connection);
+    /// None: the tunnel ends at once.
+    fn relay_response(
+        &self,
+        cell: &mut CellSide,
+        origin: &mut OriginSide,
+        method: &str,
+        totals: &mut (u64, u64),
+    ) -> Option<bool> {
+        let (host, port) = (self.host, self.port);
         loop {
             let rhead = match origin.head() {
                 Ok(Some(h)) => h,
@@ -673,7 +828,7 @@ pub fn serve(
                         "Bad Gateway",
                         &format!("{host}:{port} sent no response"),
                     );
-                    return (total_up, total_down);
+                    return None;
                 }
             };
             let mut rh = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -685,60 +840,42 @@ pub fn serve(
                     "Bad Gateway",
                     &format!("{host}:{port} sent a malformed response"),
                 );
-                return (total_up, total_down);
+                return None;
             }
             let code = r.code.unwrap_or(0);
-            close_resp =
+            let mut close =
                 r.version == Some(0) || has_token(header(r.headers, "connection"), "close");
             let f = if method == "HEAD" || code == 204 || code == 304 || (100..200).contains(&code)
             {
                 Framing::None
             } else {
-                match framing(r.headers, Framing::Close) {
-                    Ok(f) => f,
-                    Err(_) => Framing::Close,
-                }
+                framing(r.headers, Framing::Close).unwrap_or(Framing::Close)
             };
             let mut rhits = Vec::new();
             let mut hidden = Vec::with_capacity(rhead.len());
-            let _ = resp.apply(&rhead, "response head", &mut hidden, &mut rhits);
+            let _ = self
+                .resp
+                .apply(&rhead, "response head", &mut hidden, &mut rhits);
             if cell.s.write_all(&hidden).is_err() {
-                return (total_up, total_down);
+                return None;
             }
-            total_down += hidden.len() as u64;
+            totals.1 += hidden.len() as u64;
             if code == 101 {
                 // Not offered (Upgrade is dropped); a server doing it anyway ends here.
-                return (total_up, total_down);
+                return None;
             }
-            let mut st = Stream::new(&resp, "response body");
+            let mut st = Stream::new(&self.resp, "response body");
             let chunked = f == Framing::Chunked;
-            match copy_body(
-                &mut origin,
-                &mut cell.s,
-                f,
-                &mut st,
-                &mut rhits,
-                None,
-                chunked,
-            ) {
-                Ok(n) => total_down += n,
-                Err(_) => return (total_up, total_down),
+            match copy_body(origin, &mut cell.s, f, &mut st, &mut rhits, None, chunked) {
+                Ok(n) => totals.1 += n,
+                Err(_) => return None,
             }
             if f == Framing::Close {
-                close_resp = true;
+                close = true;
             }
             if !(100..200).contains(&code) {
-                break;
+                return Some(close);
             }
         }
-        if close_req || close_resp {
-            break;
-        }
     }
-    // Close both sides properly.
-    cell.s.conn.send_close_notify();
-    let _ = cell.s.flush();
-    origin.s.conn.send_close_notify();
-    let _ = origin.s.flush();
-    (total_up, total_down)
 }

@@ -81,6 +81,120 @@ fn pem_certs(path: &Path) -> io::Result<Vec<CertificateDer<'static>>> {
     Ok(v)
 }
 
+/// The fetched secrets in the order of `plan.inject` (one per rule, matched by name).
+fn in_rule_order(plan: &ProxyPlan, mut secrets: Vec<Secret>) -> io::Result<Vec<Secret>> {
+    let mut ordered = Vec::new();
+    for r in &plan.inject {
+        let i = secrets
+            .iter()
+            .position(|s| s.name == r.secret)
+            .ok_or_else(|| io::Error::other(format!("secret {} was not fetched", r.secret)))?;
+        let mut s = secrets.swap_remove(i);
+        s.body = r.body;
+        ordered.push(s);
+    }
+    Ok(ordered)
+}
+
+/// The TLS client toward origins: the system roots plus the configured `upstream_ca`.
+fn upstream_client(
+    plan: &ProxyPlan,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> io::Result<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    if Path::new(SYSTEM_BUNDLE).exists() {
+        let (_ok, _bad) = roots.add_parsable_certificates(pem_certs(Path::new(SYSTEM_BUNDLE))?);
+    }
+    if let Some(extra) = &plan.upstream_ca {
+        let certs = pem_certs(extra)?;
+        if certs.is_empty() {
+            return Err(io::Error::other(format!(
+                "upstream_ca {}: no PEM certificate in it",
+                extra.display()
+            )));
+        }
+        for c in certs {
+            roots.add(c).map_err(|e| {
+                err(
+                    &format!(
+                        "upstream_ca {}: a certificate is not usable",
+                        extra.display()
+                    ),
+                    e,
+                )
+            })?;
+        }
+    }
+    let mut client = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err("TLS client configuration", e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(client)
+}
+
+/// The cell's CA: valid for the hosts secrets are bound to (and intercepted ones) only
+/// (name constraints), for 30 days.
+fn cell_ca(plan: &ProxyPlan, session: &str) -> io::Result<(rcgen::Certificate, rcgen::KeyPair)> {
+    let now = time::OffsetDateTime::now_utc();
+    let mut params =
+        rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| err("CA parameters", e))?;
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("taskcell cell {session} (injected credentials)"),
+    );
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let mut permitted: Vec<String> = plan
+        .inject
+        .iter()
+        .flat_map(|r| r.hosts.iter())
+        .chain(plan.intercept.iter())
+        .map(|h| crate::plan::net::pattern_host(h).to_string())
+        .collect();
+    permitted.sort();
+    permitted.dedup();
+    params.name_constraints = Some(rcgen::NameConstraints {
+        permitted_subtrees: permitted
+            .into_iter()
+            .map(rcgen::GeneralSubtree::DnsName)
+            .collect(),
+        excluded_subtrees: Vec::new(),
+    });
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(30);
+    let ca_key = rcgen::KeyPair::generate().map_err(|e| err("generating the CA key", e))?;
+    let ca_cert = params
+        .self_signed(&ca_key)
+        .map_err(|e| err("signing the CA certificate", e))?;
+    Ok((ca_cert, ca_key))
+}
+
+/// The trust bundle the cell reads: the system roots and the cell's CA (0644).
+fn trust_bundle(ca_cert: &rcgen::Certificate) -> io::Result<tempfile::NamedTempFile> {
+    let mut bundle = tempfile::Builder::new()
+        .prefix("taskcell-ca-")
+        .suffix(".crt")
+        .tempfile()
+        .map_err(|e| err("creating the cell's CA bundle file", e))?;
+    if let Ok(sys) = std::fs::read(SYSTEM_BUNDLE) {
+        bundle.write_all(&sys)?;
+        if !sys.ends_with(b"\n") {
+            bundle.write_all(b"\n")?;
+        }
+    }
+    bundle.write_all(ca_cert.pem().as_bytes())?;
+    bundle.flush()?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bundle.path(), std::fs::Permissions::from_mode(0o644))?;
+    Ok(bundle)
+}
+
 impl Injector {
     /// Generate the cell's CA, load the upstream roots and write the cell's trust
     /// bundle. `secrets` must hold one entry per `plan.inject` rule (matched by name).
@@ -88,108 +202,16 @@ impl Injector {
     /// intercepted hosts (every masked secret, watch-only ones included).
     pub fn new(
         plan: &ProxyPlan,
-        mut secrets: Vec<Secret>,
+        secrets: Vec<Secret>,
         watched: Vec<(String, Zeroizing<Vec<u8>>)>,
         session: &str,
     ) -> io::Result<Injector> {
-        let mut ordered = Vec::new();
-        for r in &plan.inject {
-            let i = secrets
-                .iter()
-                .position(|s| s.name == r.secret)
-                .ok_or_else(|| io::Error::other(format!("secret {} was not fetched", r.secret)))?;
-            let mut s = secrets.swap_remove(i);
-            s.body = r.body;
-            ordered.push(s);
-        }
+        let ordered = in_rule_order(plan, secrets)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        // Upstream roots: the system bundle, plus the configured extra CA.
-        let mut roots = RootCertStore::empty();
-        if Path::new(SYSTEM_BUNDLE).exists() {
-            let (_ok, _bad) = roots.add_parsable_certificates(pem_certs(Path::new(SYSTEM_BUNDLE))?);
-        }
-        if let Some(extra) = &plan.upstream_ca {
-            let certs = pem_certs(extra)?;
-            if certs.is_empty() {
-                return Err(io::Error::other(format!(
-                    "upstream_ca {}: no PEM certificate in it",
-                    extra.display()
-                )));
-            }
-            for c in certs {
-                roots.add(c).map_err(|e| {
-                    err(
-                        &format!(
-                            "upstream_ca {}: a certificate is not usable",
-                            extra.display()
-                        ),
-                        e,
-                    )
-                })?;
-            }
-        }
-        let mut client = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| err("TLS client configuration", e))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        client.alpn_protocols = vec![b"http/1.1".to_vec()];
-
-        // The cell's CA: valid for the hosts secrets are bound to only (name constraints).
-        let now = time::OffsetDateTime::now_utc();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
-            .map_err(|e| err("CA parameters", e))?;
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
-        params.distinguished_name.push(
-            rcgen::DnType::CommonName,
-            format!("taskcell cell {session} (injected credentials)"),
-        );
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let mut permitted: Vec<String> = plan
-            .inject
-            .iter()
-            .flat_map(|r| r.hosts.iter())
-            .chain(plan.intercept.iter())
-            .map(|h| crate::plan::net::pattern_host(h).to_string())
-            .collect();
-        permitted.sort();
-        permitted.dedup();
-        params.name_constraints = Some(rcgen::NameConstraints {
-            permitted_subtrees: permitted
-                .into_iter()
-                .map(rcgen::GeneralSubtree::DnsName)
-                .collect(),
-            excluded_subtrees: Vec::new(),
-        });
-        params.not_before = now - time::Duration::hours(1);
-        params.not_after = now + time::Duration::days(30);
-        let ca_key = rcgen::KeyPair::generate().map_err(|e| err("generating the CA key", e))?;
-        let ca_cert = params
-            .self_signed(&ca_key)
-            .map_err(|e| err("signing the CA certificate", e))?;
+        let client = upstream_client(plan, &provider)?;
+        let (ca_cert, ca_key) = cell_ca(plan, session)?;
         let leaf_key = rcgen::KeyPair::generate().map_err(|e| err("generating a leaf key", e))?;
-
-        // The trust bundle: system roots + the cell CA, readable by the cell.
-        let mut bundle = tempfile::Builder::new()
-            .prefix("taskcell-ca-")
-            .suffix(".crt")
-            .tempfile()
-            .map_err(|e| err("creating the cell's CA bundle file", e))?;
-        if let Ok(sys) = std::fs::read(SYSTEM_BUNDLE) {
-            bundle.write_all(&sys)?;
-            if !sys.ends_with(b"\n") {
-                bundle.write_all(b"\n")?;
-            }
-        }
-        bundle.write_all(ca_cert.pem().as_bytes())?;
-        bundle.flush()?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(bundle.path(), std::fs::Permissions::from_mode(0o644))?;
-
+        let bundle = trust_bundle(&ca_cert)?;
         Ok(Injector {
             rules: plan.inject.clone(),
             intercept: plan.intercept.clone(),
