@@ -43,6 +43,7 @@ pub fn text(plan: &Plan) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "profile:   {} — {}", plan.profile, plan.description);
     let _ = writeln!(s, "sources:   {}", plan.sources.join(" <- "));
+    profile_files(plan, &mut s);
     let _ = writeln!(
         s,
         "workspace: {}{}",
@@ -70,6 +71,36 @@ pub fn text(plan: &Plan) -> String {
         let _ = writeln!(s, "  {}", describe(op));
     }
     s
+}
+
+/// The profile files inside a writable path: protected in the cell, and whether their
+/// content is the pinned one (`crate::pins`).
+fn profile_files(plan: &Plan, s: &mut String) {
+    use crate::pins::Verdict;
+    let store = crate::pins::store_path(&|k| std::env::var(k).ok());
+    let writable = crate::hostfile::writable_roots(plan);
+    let status = match crate::pins::status(&plan.profile_files, store.as_deref(), &writable) {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = writeln!(s, "pin:       {e}");
+            return;
+        }
+    };
+    for (f, v) in status {
+        let what = match v {
+            Verdict::Outside => continue,
+            Verdict::Same => "the pinned content".to_string(),
+            Verdict::Pinned => "not pinned yet (pinned at its first run)".to_string(),
+            Verdict::Changed(_) => {
+                "CHANGED since it was pinned: `run` refuses it until `taskcell trust`".to_string()
+            }
+        };
+        let _ = writeln!(
+            s,
+            "pin:       {} (in a writable path, read-only in the cell): {what}",
+            crate::display::clean_path(&f.path)
+        );
+    }
 }
 
 /// Every path the cell gets, with its mode.

@@ -60,6 +60,8 @@ pub struct Redactor {
     /// most positions before the binary search of [`Redactor::is_prefix`].
     prefix2: Box<[u64; 1024]>,
     prefix4: Box<[u64; 1024]>,
+    /// The same for the patterns' last 4 bytes (see [`Redactor::may_cross`]).
+    suffix4: Box<[u64; 1024]>,
     /// Hashed 4-byte windows of every pattern: a match that crosses a line break
     /// contains one of the three windows around it, so a break whose windows are all
     /// absent needs no look (most breaks in ordinary text).
@@ -289,6 +291,17 @@ const WRAP: [bool; 256] = {
     t
 };
 
+/// Hex digits, either case.
+const HEX: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = (i as u8).is_ascii_hexdigit();
+        i += 1;
+    }
+    t
+};
+
 /// Longest line read as a hex dump line (`xxd -c 64` makes lines of about 240 bytes).
 const DUMP_LINE_MAX: usize = 512;
 
@@ -358,6 +371,7 @@ impl Redactor {
         let mut first = [false; 256];
         let mut prefix2 = Box::new([0u64; 1024]);
         let mut prefix4 = Box::new([0u64; 1024]);
+        let mut suffix4 = Box::new([0u64; 1024]);
         // On the heap directly: a 128 KiB array built on the stack first would overflow
         // the small stacks of the proxy's threads (debug builds).
         let mut quads = vec![0u64; QUAD_WORDS].into_boxed_slice();
@@ -372,6 +386,7 @@ impl Redactor {
             }
             if p.bytes.len() >= 4 {
                 set_bit(&mut prefix4, quad_hash(&p.bytes));
+                set_bit(&mut suffix4, quad_hash(&p.bytes[p.bytes.len() - 4..]));
             }
         }
         let ac = if patterns.is_empty() {
@@ -397,6 +412,7 @@ impl Redactor {
             first,
             prefix2,
             prefix4,
+            suffix4,
             ac,
             skip,
             max_len,
@@ -502,9 +518,11 @@ impl Redactor {
                 sk.next_candidate::<false>(data, e)?
             };
             let s = e + 1 - sk.m;
-            let input = Input::new(data).range(s..).anchored(Anchored::Yes);
-            if let Some(m) = ac.find(input) {
-                return Some((m.start(), m.end(), m.pattern().as_usize()));
+            if self.may_head(data, s) {
+                let input = Input::new(data).range(s..).anchored(Anchored::Yes);
+                if let Some(m) = ac.find(input) {
+                    return Some((m.start(), m.end(), m.pattern().as_usize()));
+                }
             }
             e += 1;
         }
@@ -540,7 +558,7 @@ impl Redactor {
         }
         let mut p = from;
         for &s in &scratch.candidates {
-            if s < p {
+            if s < p || !self.may_head(data, s) {
                 continue;
             }
             let input = Input::new(data).range(s..).anchored(Anchored::Yes);
@@ -646,12 +664,12 @@ impl Redactor {
                     } else {
                         !eof
                     })
-                    && self.may_cross(data, from, brk, nl)
+                    && self.may_cross(data, from, brk, nl, eof)
                 {
                     wrap_done = self.wrapped_run(data, from, brk, eof, s, out, hold);
                 }
             }
-            if nl + 1 >= dump_done && nl < n {
+            if nl + 1 >= dump_done && nl < n && may_dump(data, nl + 1) {
                 dump_done = dump_done.max(self.dump_region(data, nl + 1, eof, s, out, hold));
             }
         }
@@ -671,28 +689,80 @@ impl Redactor {
         }
     }
 
-    /// Could a match cross the break between `data[brk - 1]` and `data[nl + 1]`? It
-    /// would contain one of the three 4-byte windows across it.
+    /// Could a match cross the break `data[brk..=nl]` (`\n` or `\r\n`, a run character
+    /// on both sides)? The match lies in the joined run that [`Redactor::wrapped_run`]
+    /// reads: it starts on this line (a match that starts on an earlier line crosses an
+    /// earlier break first, and that break's run covers it) and may go on across later
+    /// breaks. Every pattern has at least 4 bytes, so the match contains one of the joined
+    /// run's 4-byte windows that span the break (3 + 1, 2 + 2, 1 + 3 bytes); if none of
+    /// them is a window of some pattern, no match crosses here. Most breaks in ordinary
+    /// text are ruled out without building the run.
     #[inline]
-    fn may_cross(&self, data: &[u8], from: usize, brk: usize, nl: usize) -> bool {
-        if brk < from + 3 || nl + 4 > data.len() {
+    fn may_cross(&self, data: &[u8], from: usize, brk: usize, nl: usize, eof: bool) -> bool {
+        if self.min_len < 4 {
             return true;
         }
-        let w = [
-            data[brk - 3],
-            data[brk - 2],
-            data[brk - 1],
-            data[nl + 1],
-            data[nl + 2],
-            data[nl + 3],
-        ];
-        if !w.iter().all(|&b| WRAP[b as usize]) {
-            return true;
+        let n = data.len();
+        // Up to 3 run characters before the break (this line only, not before `from`)
+        // and up to 3 after it (across further breaks), joined: w[3 - nb..3 + na].
+        let mut w = [0u8; 6];
+        let mut nb = 0;
+        while nb < 3 && brk > from + nb && WRAP[data[brk - 1 - nb] as usize] {
+            w[2 - nb] = data[brk - 1 - nb];
+            nb += 1;
         }
-        (0..3).any(|k| {
-            let h = quad_of(&w[k..k + 4]);
-            self.quads[h >> 6] & (1 << (h & 63)) != 0
-        })
+        let mut na = 0;
+        let mut p = nl + 1;
+        while na < 3 {
+            if p >= n {
+                if !eof {
+                    // The run may go on in data still to come.
+                    return true;
+                }
+                break;
+            }
+            let b = data[p];
+            if WRAP[b as usize] {
+                w[3 + na] = b;
+                na += 1;
+                p += 1;
+                continue;
+            }
+            // A further break continues the run when a run character follows it.
+            let bl = match b {
+                b'\n' => 1,
+                b'\r' if p + 1 < n && data[p + 1] == b'\n' => 2,
+                b'\r' if p + 1 == n && !eof => return true,
+                _ => break,
+            };
+            if p + bl >= n {
+                if !eof {
+                    return true;
+                }
+                break;
+            }
+            if !WRAP[data[p + bl] as usize] {
+                break;
+            }
+            p += bl;
+        }
+        // A match with 2 or more characters on each side of the break contains the
+        // window w[1..5], which is then one of a pattern's 4-byte windows; one with 1
+        // character before it starts with w[2..6] (a pattern's first 4 bytes); one with
+        // 1 character after it ends with w[0..4] (a pattern's last 4 bytes).
+        let lower = |k: usize| {
+            let mut q = [w[k], w[k + 1], w[k + 2], w[k + 3]];
+            q.make_ascii_lowercase();
+            q
+        };
+        if nb >= 2 && na >= 2 {
+            let h = quad_of(&w[1..5]);
+            if self.quads[h >> 6] & (1 << (h & 63)) != 0 {
+                return true;
+            }
+        }
+        (na == 3 && get_bit(&self.prefix4, quad_hash(&lower(2))))
+            || (nb == 3 && get_bit(&self.suffix4, quad_hash(&lower(0))))
     }
 
     /// The data ends in a run and a line break (`data[..end]` is the run's last
@@ -909,6 +979,16 @@ impl Redactor {
         line.min(n)
     }
 
+    /// Could a pattern start at `data[s..]`, which holds at least the skip table's `m`
+    /// (>= 4) bytes? Its first 4 bytes (ignoring case) must be some pattern's first 4: a
+    /// bit test that spares the automaton most of the skip table's candidates.
+    #[inline(always)]
+    fn may_head(&self, data: &[u8], s: usize) -> bool {
+        let mut head = [data[s], data[s + 1], data[s + 2], data[s + 3]];
+        head.make_ascii_lowercase();
+        get_bit(&self.prefix4, quad_hash(&head))
+    }
+
     /// Could `s` (shorter than the longest pattern) be the start of some pattern?
     /// (Ignoring ASCII case, as all matching does.)
     #[inline]
@@ -972,16 +1052,31 @@ impl Masker<'_> {
             out.extend_from_slice(input);
             return;
         }
-        if self.tail.is_empty() {
-            self.process(input, out, false);
-        } else {
+        let rest = self.join(input, out);
+        if !rest.is_empty() {
+            self.process(rest, out, false);
+        }
+    }
+
+    /// Mask a held-back tail together with the start of `input`, in pieces of 4 KiB,
+    /// 8 KiB, ... until nothing is held back any more; returns the rest of `input`, to
+    /// be masked in place (not copied behind the tail). Cutting a push into pieces does
+    /// not change the result (the masker does not depend on how the stream is cut).
+    fn join<'i>(&mut self, input: &'i [u8], out: &mut Vec<u8>) -> &'i [u8] {
+        let mut rest = input;
+        let mut step = 4096usize;
+        while !self.tail.is_empty() && !rest.is_empty() {
+            let k = rest.len().min(step);
             let mut data = std::mem::take(&mut self.scratch);
             data.clear();
             data.extend_from_slice(&self.tail);
-            data.extend_from_slice(input);
+            data.extend_from_slice(&rest[..k]);
             self.process(&data, out, false);
             self.scratch = data;
+            rest = &rest[k..];
+            step = step.saturating_mul(2);
         }
+        rest
     }
 
     #[inline]
@@ -1019,13 +1114,51 @@ impl Masker<'_> {
     /// Mask `data` (a held tail followed by new input); at `eof` every match is final
     /// and nothing is held back. Leaves the new held-back tail in `self.tail`.
     fn process(&mut self, data: &[u8], out: &mut Vec<u8>, eof: bool) {
-        let r = self.r;
         let mut hits = std::mem::take(&mut self.hits);
-        let hold = r.hits(data, 0, eof, &mut self.matches, &mut hits);
+        let hold = self.r.hits(data, 0, eof, &mut self.matches, &mut hits);
+        self.emit(data, hold, &hits, out);
+        self.hits = hits;
+    }
+
+    /// Like [`Masker::push`], but without copying what passes unchanged: what is safe
+    /// to emit now is the first slice (in `out`) followed by the second (a part of
+    /// `input`, most of it for bulk output without matches).
+    pub fn push_split<'a>(
+        &mut self,
+        input: &'a [u8],
+        out: &'a mut Vec<u8>,
+    ) -> (&'a [u8], &'a [u8]) {
+        if self.r.ac.is_none() {
+            return (&[], input);
+        }
+        let rest = self.join(input, out);
+        if rest.is_empty() {
+            return (out, &[]);
+        }
+        let mut hits = std::mem::take(&mut self.hits);
+        let hold = self.r.hits(rest, 0, false, &mut self.matches, &mut hits);
+        let clean = hits.is_empty();
+        if clean {
+            self.tail.clear();
+            self.tail.extend_from_slice(&rest[hold..]);
+        } else {
+            self.emit(rest, hold, &hits, out);
+        }
+        self.hits = hits;
+        if clean {
+            (out, &rest[..hold])
+        } else {
+            (out, &[])
+        }
+    }
+
+    /// Append `data[..hold]` with the `hits` replaced to `out`; keep `data[hold..]` (or
+    /// what remains after the last hit) as the new held-back tail.
+    fn emit(&mut self, data: &[u8], hold: usize, hits: &[Hit], out: &mut Vec<u8>) {
         // Hits may overlap (a plain match inside a dump's): mask their union, counted
         // once, under the first one's name.
         let mut p = 0;
-        for h in &hits {
+        for h in hits {
             if h.start < p {
                 p = p.max(h.end);
                 continue;
@@ -1038,8 +1171,32 @@ impl Masker<'_> {
         out.extend_from_slice(&data[p..keep]);
         self.tail.clear();
         self.tail.extend_from_slice(&data[keep..]);
-        self.hits = hits;
     }
+}
+
+/// Could a hex dump line start at `ls`? Its offset column is 4 to 16 hex digits followed
+/// by `: ` (xxd) or two spaces (hexdump -C); a line the data ends in may still become one.
+/// The cheap test in front of [`Redactor::dump_region`], run at every line start.
+#[inline(always)]
+fn may_dump(data: &[u8], ls: usize) -> bool {
+    if let Some(q) = data.get(ls..ls + 4) {
+        if !(HEX[q[0] as usize] & HEX[q[1] as usize] & HEX[q[2] as usize] & HEX[q[3] as usize]) {
+            return false;
+        }
+    }
+    let lim = data.len().min(ls + 17);
+    let mut p = ls;
+    while p < lim && data[p].is_ascii_hexdigit() {
+        p += 1;
+    }
+    let h = p - ls;
+    if p == data.len() {
+        return true;
+    }
+    if !(4..=16).contains(&h) {
+        return false;
+    }
+    matches!(data[p], b':' | b' ')
 }
 
 /// What [`dump_line`] found at a line start.

@@ -736,3 +736,65 @@ fn property_wrapped_and_dumped_streams_split_equal_one_shot() {
         assert_eq!(mask_split(&r, &data, seed), one, "seed {seed}");
     }
 }
+
+#[test]
+fn value_wrapped_at_every_width_and_break_position_is_masked() {
+    // Line breaks right after the first or right before the last character of a match
+    // (and lines of 1-3 characters) are where the break filter looks at its shortest
+    // windows; the neighbouring characters are run characters too, so the run goes on.
+    let r = red(&[("T", TOKEN40)]);
+    for width in 1..=45usize {
+        for pre in 0..width.min(8) {
+            for post in [0usize, 1, 5] {
+                let mut run = b"Ab3xYz9"[..pre.min(7)].to_vec();
+                run.extend_from_slice(TOKEN40);
+                run.extend(std::iter::repeat_n(b'Q', post));
+                let s = std::str::from_utf8(&run).expect("ascii");
+                for nl in ["\n", "\r\n"] {
+                    let text = format!("x y\n{}z z\n", wrap(s, width, nl));
+                    let out = mask(&r, &text);
+                    assert!(
+                        out.contains("[taskcell:T]"),
+                        "width {width} pre {pre} post {post}: {out}"
+                    );
+                    assert_eq!(
+                        mask_split(&r, text.as_bytes(), (width * 8 + pre) as u64),
+                        out.as_bytes(),
+                        "width {width} pre {pre} post {post}: split"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn push_split_emits_what_push_emits() {
+    let r = red(&[("T", TOKEN40)]);
+    let mut rng = Rng::new(77);
+    let mut data = Vec::new();
+    for i in 0..400 {
+        match rng.below(4) {
+            0 => data.extend_from_slice(TOKEN40),
+            1 => data.extend_from_slice(wrap(&b64(TOKEN40, false), 1 + i % 70, "\n").as_bytes()),
+            2 => data.extend_from_slice(xxd(TOKEN40, false).as_bytes()),
+            _ => data.extend((0..rng.below(300)).map(|_| b"ab0 \nZq8:|\rgh"[rng.below(13)])),
+        }
+    }
+    let expected = r.mask_all(&data);
+    let mut m = r.stream();
+    let mut got = Vec::new();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < data.len() {
+        let end = (i + 1 + rng.below(9000)).min(data.len());
+        out.clear();
+        let (masked, passed) = m.push_split(&data[i..end], &mut out);
+        got.extend_from_slice(masked);
+        got.extend_from_slice(passed);
+        i = end;
+    }
+    m.flush(&mut got);
+    assert!(count_replacements(&expected) >= 100);
+    assert_eq!(got, expected);
+}
