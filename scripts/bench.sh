@@ -5,7 +5,13 @@
 #
 # launch: `taskcell run -p build -- /bin/true` against bubblewrap with the same isolation
 #         and against plain /bin/true, interleaved by hyperfine, as root and as a plain
-#         user (BENCH_USER, default: taskcell-bench, created if missing).
+#         user (BENCH_USER, default: taskcell-bench, created if missing). TC=path skips
+#         the release build; LAUNCH_COMPARE="path..." adds other taskcell binaries (e.g.
+#         an older build) to the same interleaved run. Prints `perf stat`'s CPU time of
+#         each too (PERF_RUNS, default 30; skipped without perf): under load the wall
+#         clock mostly measures the wait for a CPU. BENCH_RT=1 (root): every command
+#         runs under SCHED_FIFO priority 1 (chrt), ahead of the machine's other work, for
+#         numbers on a shared, busy machine.
 # limits: the cost of a cell's cgroup: `run -p build` (the profile's limits; a cgroup where
 #         the machine allows) against the same with processes and memory unlimited (no
 #         cgroup, rlimits only), as root. TC=path skips the release build.
@@ -59,10 +65,11 @@ PY
 bench_launch() {
   need hyperfine hyperfine; need bwrap bubblewrap; need python3 python3
   local tc ws
-  tc=$(release_bin)
+  tc=${TC:-$(release_bin)}
   ensure_user
   ws=$(mktemp -d /tmp/taskcell-bench-ws.XXXXXX)
   chmod 0777 "$ws"
+  echo "launch: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg), kernel $(uname -r)"
   for who in root "$BENCH_USER"; do
     local home runner=() json
     if [ "$who" = root ]; then home=$HOME; else home=$(getent passwd "$who" | cut -d: -f6); runner=(runuser -u "$who" --); fi
@@ -72,16 +79,29 @@ bench_launch() {
     local bw="bwrap --unshare-all --die-with-parent --new-session --ro-bind /usr /usr --ro-bind /etc /etc"
     for l in bin sbin lib lib64; do [ -L /$l ] && bw+=" --symlink $(readlink /$l) /$l"; done
     bw+=" --tmpfs /tmp --proc /proc --dev /dev --tmpfs $home --bind $ws $ws --chdir $ws --hostname taskcell /bin/true"
+    local cmds=(-n "bwrap (same isolation)" "$bw" -n "taskcell run -p build" "$tc run -p build -w $ws -- /bin/true")
+    local other
+    for other in ${LAUNCH_COMPARE:-}; do
+      cmds+=(-n "taskcell run -p build ($(basename "$other"))" "$other run -p build -w $ws -- /bin/true")
+    done
+    cmds+=(-n "/bin/true" "/bin/true")
     json=$(mktemp -d /tmp/taskcell-bench-out.XXXXXX)
     chmod 0777 "$json"; json=$json/launch.json
     echo "== launch, as $who"
-    (cd "$ws" && "${runner[@]}" env HOME="$home" hyperfine -N --warmup 20 --runs "$RUNS" \
-      --export-json "$json" \
-      "$bw" \
-      "$tc run -p build -w $ws -- /bin/true" \
-      "/bin/true" >/dev/null)
+    local rt=()
+    [ "${BENCH_RT:-0}" = 1 ] && rt=(chrt -f 1)
+    (cd "$ws" && "${rt[@]}" "${runner[@]}" env HOME="$home" hyperfine -N --warmup 20 --runs "$RUNS" \
+      --export-json "$json" "${cmds[@]}" >/dev/null)
     table "$json"
     rm -rf "$(dirname "$json")"
+    if command -v perf >/dev/null 2>&1; then
+      local i
+      for ((i = 1; i < ${#cmds[@]}; i += 3)); do
+        local cpu
+        cpu=$(cd "$ws" && "${rt[@]}" "${runner[@]}" env HOME="$home" perf stat -x, -e task-clock -r "${PERF_RUNS:-30}" ${cmds[i+1]} 2>&1 >/dev/null | awk -F, '/task-clock/ {printf "%.2f", $1}')
+        printf '  CPU time (perf stat task-clock, all processes, mean of %s): %-32s %s ms\n' "${PERF_RUNS:-30}" "${cmds[i]}" "$cpu"
+      done
+    fi
   done
   rm -rf "$ws"
 }

@@ -249,7 +249,7 @@ status=0
 wait "$running" || status=$?
 running=
 if [ "$status" = 124 ] || [ "$status" = 137 ]; then
-  echo "container-test: the $tier container did not finish within ${limit}s and was killed" >&2
+  echo "container-test: the $tier-tier container did not finish within ${limit}s and was killed" >&2
   status=124
 fi
 exit "$status"

@@ -330,11 +330,7 @@ pub fn text(r: &Report) -> String {
     if t.tier == crate::plan::tier::Tier::Container
         || t.without_userns == crate::plan::tier::Tier::Container
     {
-        s.push_str(if crate::cell::confine::connect_method() == "pidfd_getfd" {
-            "  container tier connects: the supervisor takes the cell's socket (pidfd_getfd) and connects it\n"
-        } else {
-            "  container tier connects: pidfd_getfd is refused here (Docker's default seccomp profile allows it only with --cap-add SYS_PTRACE), so the supervisor connects a socket of its own and puts it in the cell's place (socket options set before connect are not kept)\n"
-        });
+        s.push_str("  container tier connects: the supervisor makes the cell's TCP sockets (socket() by user notification, installed with SECCOMP_IOCTL_NOTIF_ADDFD) and connects them itself; no pidfd_getfd, so Docker's default seccomp profile needs no --cap-add\n");
     }
     for h in &t.higher {
         s.push_str(&format!("  to get {h}\n"));

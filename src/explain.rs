@@ -43,6 +43,7 @@ pub fn text(plan: &Plan) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "profile:   {} — {}", plan.profile, plan.description);
     let _ = writeln!(s, "sources:   {}", plan.sources.join(" <- "));
+    profile_files(plan, &mut s);
     let _ = writeln!(
         s,
         "workspace: {}{}",
@@ -70,6 +71,36 @@ pub fn text(plan: &Plan) -> String {
         let _ = writeln!(s, "  {}", describe(op));
     }
     s
+}
+
+/// The profile files inside a writable path: protected in the cell, and whether their
+/// content is the pinned one (`crate::pins`).
+fn profile_files(plan: &Plan, s: &mut String) {
+    use crate::pins::Verdict;
+    let store = crate::pins::store_path(&|k| std::env::var(k).ok());
+    let writable = crate::hostfile::writable_roots(plan);
+    let status = match crate::pins::status(&plan.profile_files, store.as_deref(), &writable) {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = writeln!(s, "pin:       {e}");
+            return;
+        }
+    };
+    for (f, v) in status {
+        let what = match v {
+            Verdict::Outside => continue,
+            Verdict::Same => "the pinned content".to_string(),
+            Verdict::Pinned => "not pinned yet (pinned at its first run)".to_string(),
+            Verdict::Changed(_) => {
+                "CHANGED since it was pinned: `run` refuses it until `taskcell trust`".to_string()
+            }
+        };
+        let _ = writeln!(
+            s,
+            "pin:       {} (in a writable path, read-only in the cell): {what}",
+            crate::display::clean_path(&f.path)
+        );
+    }
 }
 
 /// Every path the cell gets, with its mode.
@@ -235,10 +266,37 @@ fn offer_here(plan: &Plan) -> spec::Offer {
     crate::cell::confine::offer(proxy, inject)
 }
 
-/// The spec `run` would execute here (the handles made at start shown by description).
+/// The spec `run` would execute here (the handles made at start shown by description):
+/// with namespaces where this machine gives them, else the spec of the tier left without
+/// them (the container tier's Landlock rules, filter and supervisor-made connects), as
+/// `run` compiles it after its clone failed.
 fn compiled(plan: &Plan, offer: &spec::Offer) -> Spec {
-    let handles = Handles::planned(plan, limits_here(plan).rlimits);
-    spec::compile(plan, offer, &handles)
+    let mut handles = Handles::planned(plan, limits_here(plan).rlimits);
+    let tier = tier_here();
+    if tier.userns || tier.without_userns < plan.security.require {
+        return spec::compile(plan, offer, &handles);
+    }
+    if let (Some(p), true) = (&plan.net.proxy, offer.user_notif) {
+        // The supervisor binds its listeners on ports the kernel picks at start; shown
+        // here as the full tier's fixed ports.
+        handles.proxy_ports = Some(p.listen_ports());
+    }
+    let tmp = std::env::temp_dir().join(format!("{}XXXXXX", crate::state::private_tmp_prefix()));
+    let home = spec::home_is_private(plan).then(|| tmp.join("home"));
+    spec::without_namespaces(
+        plan,
+        offer,
+        &handles,
+        &tmp,
+        home.as_deref(),
+        &crate::cell::confine::list_dir,
+    )
+}
+
+/// The filter the cell of `spec` gets: the container tier's (its connects go to the
+/// supervisor) or the one for a cell with namespaces.
+fn filter_of(plan: &Plan, spec: &Spec) -> seccomp::Filter {
+    spec::seccomp_filter_for(plan, spec.connect.is_some())
 }
 
 /// The layers the cell gets: Landlock, seccomp, what this kernel lacks, what is lost
@@ -264,7 +322,7 @@ fn layers(plan: &Plan, spec: &Spec, s: &mut String) {
         (None, Ok(_)) => {}
     }
     let _ = writeln!(s, "\nseccomp (default allow; refused syscalls):");
-    for l in seccomp::describe(&spec::seccomp_filter(plan)) {
+    for l in seccomp::describe(&filter_of(plan, spec)) {
         let _ = writeln!(s, "  {l}");
     }
     let miss = layers::missing(plan, &k);
@@ -389,7 +447,7 @@ pub fn json(plan: &Plan) -> serde_json::Value {
         "plan_sha256": plan.digest(),
         "mounts": spec.mounts.iter().map(mount_json).collect::<Vec<_>>(),
         "warnings": warnings(plan),
-        "seccomp": seccomp::describe(&spec::seccomp_filter(plan)),
+        "seccomp": seccomp::describe(&filter_of(plan, &spec)),
         "landlock": spec.landlock,
         "no_userns_lost": crate::spec::layers::NO_USERNS_LOST,
         "tier": tier_here(),

@@ -334,7 +334,11 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
     for w in explain::warnings(&plan) {
         eprintln!("taskcell: warning: {w}");
     }
-    let writable = taskcell::hostfile::writable_roots(&plan);
+    // Resolved (realpath of each) only for an audit log, which may not lie in them.
+    let writable = match args.audit_log {
+        Some(_) => taskcell::hostfile::writable_roots(&plan),
+        None => Vec::new(),
+    };
     let mut audit = match audit::Audit::open(args.audit_log.as_deref(), &writable) {
         Ok(a) => a,
         Err(e) => return fail(&e),

@@ -188,6 +188,31 @@ pub fn check(
     Ok(out)
 }
 
+/// What [`check`] would find, without pinning anything (`explain`, `run --dry-run`):
+/// `Pinned` there means "not pinned yet".
+pub fn status(
+    files: &[ProfileFile],
+    store: Option<&Path>,
+    writable: &[PathBuf],
+) -> Result<Vec<(ProfileFile, Verdict)>, String> {
+    let known = match store {
+        Some(s) if files.iter().any(|f| f.writable.is_some()) => read(s, writable)?,
+        _ => BTreeMap::new(),
+    };
+    Ok(files
+        .iter()
+        .map(|f| {
+            let v = match (&f.writable, known.get(&f.path)) {
+                (None, _) => Verdict::Outside,
+                (Some(_), Some(old)) if *old == f.sha256 => Verdict::Same,
+                (Some(_), Some(old)) => Verdict::Changed(old.clone()),
+                (Some(_), None) => Verdict::Pinned,
+            };
+            (f.clone(), v)
+        })
+        .collect())
+}
+
 /// The refusal for a changed profile file.
 pub fn changed_message(f: &ProfileFile, old: &str) -> String {
     let shown = crate::display::clean_path(&f.path);
@@ -247,6 +272,22 @@ mod tests {
         assert_eq!(v[0].1, Verdict::Same);
         let v = check(&[pf(&p, "cc", false)], Some(&store), &[]).unwrap();
         assert_eq!(v[0].1, Verdict::Outside);
+    }
+
+    #[test]
+    fn status_says_what_check_would_without_pinning() {
+        let d = tempfile::tempdir().unwrap();
+        let store = d.path().join("pins.jsonl");
+        let p = d.path().join("a.toml");
+        let s = status(&[pf(&p, "aa", true)], Some(&store), &[]).unwrap();
+        assert_eq!(s[0].1, Verdict::Pinned);
+        assert!(!store.exists());
+        check(&[pf(&p, "aa", true)], Some(&store), &[]).unwrap();
+        let s = status(&[pf(&p, "aa", true), pf(&p, "x", false)], Some(&store), &[]).unwrap();
+        assert_eq!(s[0].1, Verdict::Same);
+        assert_eq!(s[1].1, Verdict::Outside);
+        let s = status(&[pf(&p, "bb", true)], Some(&store), &[]).unwrap();
+        assert_eq!(s[0].1, Verdict::Changed("aa".into()));
     }
 
     #[test]

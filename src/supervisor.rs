@@ -88,133 +88,358 @@ pub fn run_with(
     audit: &mut Audit,
     degraded: &mut dyn FnMut(&crate::spec::layers::Missing),
 ) -> Result<Outcome, RunError> {
-    // Secrets are fetched now, just in time, before anything of the cell exists.
     // Whatever happens, the user's terminal is put back as it is now.
     let _term = crate::tty::TermGuard::save();
-    let writable = crate::hostfile::writable_roots(plan);
-    let mut secrets =
-        match Session::prepare(&plan.secrets, &|k| std::env::var_os(k), &writable, audit) {
-            Ok(s) => s,
-            // A signal stopped a provider (or arrived while they ran): what was fetched has
-            // been revoked by `prepare`.
-            Err(e) => match crate::signals::pending() {
-                Some(sig) => return Err(RunError::Stopped(sig)),
-                None => return Err(e.into()),
-            },
-        };
+    let mut secrets = fetch_secrets(plan, audit)?;
     let mut handles = crate::spec::Handles::default();
     (handles.secrets, handles.stdio) = secrets.cell_parts();
-    // Interactive: the command's own terminal, as large as the user's.
-    if plan.process.pty {
-        let ws = crate::tty::window_size(0);
-        handles.pty = Some(cell::TermSize {
-            rows: ws.map(|w| w.ws_row).filter(|r| *r > 0).unwrap_or(24),
-            cols: ws.map(|w| w.ws_col).filter(|c| *c > 0).unwrap_or(80),
-        });
-    }
-    // The cell never holds the user's terminal: without a pty, a terminal on stdin is
-    // fed through a pipe, and terminal output goes through the relay (escapes filtered).
-    let mut own_pipes = None;
-    let mut stdin_pipe = None;
-    if !plan.process.pty {
-        if handles.stdio.is_none() && (isatty(1) || isatty(2)) {
-            let p = crate::secrets::relay::Pipes::new()
-                .map_err(|e| SecretsError(format!("creating the output relay pipes: {e}")))?;
-            handles.stdio = Some((p.out_w.as_raw_fd(), p.err_w.as_raw_fd()));
-            own_pipes = Some(p);
-        }
-        if isatty(0) {
-            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                .map_err(|e| SecretsError(format!("creating the stdin pipe: {e}")))?;
-            handles.stdin = Some(r.as_raw_fd());
-            stdin_pipe = Some((r, w));
-        }
-    }
-    // Injected credentials: the cell's CA and trust bundle, before the clone.
-    let injector = match &plan.net.proxy {
-        Some(p) if p.intercepts_any() => {
-            let watched = secrets.watched_values();
-            match crate::net::inject::Injector::new(
-                p,
-                secrets.take_injected(),
-                watched,
-                &audit.session,
-            ) {
-                Ok(i) => {
-                    handles.ca_bundle = Some(i.bundle_path());
-                    crate::state::note_file(&i.bundle_path());
-                    Some(std::sync::Arc::new(i))
-                }
-                Err(e) => {
-                    secrets.finish(audit, &[], &[], std::time::SystemTime::now());
-                    return Err(SecretsError(format!("injected credentials: {e}")).into());
-                }
-            }
-        }
-        _ => None,
-    };
-    // A `proxy` cell's resolv.conf names its refusing resolver (kept until the clone).
-    let _resolv = match &plan.net.proxy {
-        Some(_) => match resolv_conf_file() {
-            Ok(f) => {
-                handles.resolv_conf = Some(f.path().to_path_buf());
-                Some(f)
-            }
-            Err(e) => {
-                secrets.finish(audit, &[], &[], std::time::SystemTime::now());
-                return Err(cell::SpawnError::Io(e).into());
-            }
-        },
-        None => None,
-    };
-    // The last moment a signal can stop the start without a cell to stop.
-    if let Some(sig) = crate::signals::pending() {
-        if let Some(i) = &injector {
-            i.remove_bundle();
-        }
-        secrets.finish(audit, &[], &[], std::time::SystemTime::now());
-        return Err(RunError::Stopped(sig));
-    }
+    handles.pty = plan.process.pty.then(terminal_size);
+    let BeforeClone {
+        own_pipes,
+        stdin_pipe,
+        injector,
+        resolv,
+    } = before_clone(plan, audit, &mut secrets, &mut handles)?;
     let (enforcement, cgroup) = cell::cgroup::prepare(&plan.limits.resources, plan.limits.timeout);
     handles.limit_rlimits = enforcement.rlimits.clone();
     let (proxy, inject) = crate::spec::Offer::wanted(plan);
     let offer = cell::confine::offer(proxy, inject);
     // Started as root: the cell runs as one host id of the reserved range, held (flock)
     // until this function returns.
-    let mut _lease = None;
-    if let Some(r) = offer.host_ids.as_ref().map(|h| h.range) {
-        match cell::userns::allocate(r.start, r.count) {
-            Ok(l) => {
-                handles.host_ids = Some(crate::spec::HostIds {
-                    uid: l.id,
-                    gid: l.id,
-                });
-                audit.record("host_ids", serde_json::json!({"uid": l.id, "gid": l.id}));
-                _lease = Some(l);
-            }
-            Err(e) if plan.strict => {
-                secrets.finish(audit, &[], &[], std::time::SystemTime::now());
-                return Err(cell::SpawnError::Idmap(e).into());
-            }
-            Err(e) => degraded(&crate::spec::layers::no_host_ids(&e)),
+    let lease = match lease_host_ids(plan, &offer, audit, &mut handles, degraded) {
+        Ok(l) => l,
+        Err(e) => {
+            secrets.finish(audit, &[], &[], std::time::SystemTime::now());
+            return Err(e);
         }
-    }
-    let mut spec = crate::spec::compile(plan, &offer, &handles);
+    };
     let since = std::time::SystemTime::now();
     let git_since = crate::leftover::start_time();
     let start = Instant::now();
-    let add_to_cgroup = |pid| match &cgroup {
-        Some(cg) => cg.add(pid),
-        None => Ok(()),
+    let started = spawn_cell(
+        plan,
+        tier,
+        &offer,
+        &mut handles,
+        cgroup.as_ref(),
+        lease,
+        audit,
+        degraded,
+    );
+    let relay_fds = secrets.after_spawn().or_else(|| {
+        own_pipes.map(|p| {
+            drop(p.out_w);
+            drop(p.err_w);
+            (p.out_r, p.err_r)
+        })
+    });
+    if let Some((r, w)) = stdin_pipe {
+        drop(r);
+        crate::tty::feed_stdin(w);
+    }
+    drop(resolv);
+    // The cell has bound the trust bundle (or failed): the host file is not needed.
+    if let Some(i) = &injector {
+        i.remove_bundle();
+    }
+    let Started {
+        spec,
+        cell: mut c,
+        failure,
+        private_tmp,
+        tracking: _tracking,
+        lease: _lease,
+        ran_in,
+    } = match started {
+        Ok(x) => x,
+        Err(e) => {
+            secrets.finish(audit, &[], &[], since);
+            return Err(e.into());
+        }
     };
-    // Without user namespaces and not strict: run without namespaces (the private TMPDIR
-    // is kept until the cell has ended).
-    let mut _private_tmp: Option<tempfile::TempDir> = None;
-    let mut _tracking_cgroup: Option<cell::cgroup::CellCgroup> = None;
+    if let Err(e) = serve_connects(&spec, &mut c, audit) {
+        secrets.finish(audit, &[], &[], since);
+        return Err(e);
+    }
+    // The network proxy of a `proxy` cell.
+    let net = match start_proxy(plan, audit, injector, &mut c, failure.is_some()) {
+        Ok(n) => n,
+        Err(e) => {
+            secrets.finish(audit, &[], &[], since);
+            return Err(e);
+        }
+    };
+    let (pty, raw) = take_terminal(plan, net.as_ref(), &mut c);
+    let mut relays = Relays::start(pty.as_ref(), secrets.redactor(), relay_fds);
+    let master = pty.as_ref().map(|m| m.as_raw_fd());
+    let outcome = wait(
+        plan,
+        &spec.rlimits,
+        c,
+        failure,
+        start,
+        (enforcement, cgroup),
+        master,
+    );
+    let counts = relays.drain(plan, start, &outcome);
+    drop(raw);
+    report_held_diagnostics(audit);
+    drop(private_tmp);
+    if let Some(net) = net.as_ref().filter(|n| n.shared.plan.learn) {
+        report_learned(net, audit);
+    }
+    // Revocation and the leak scan run on every ending the supervisor survives.
+    let roots: Vec<std::path::PathBuf> = plan
+        .paths
+        .iter()
+        .filter(|r| r.access == Access::Write && r.symlink.is_none())
+        .map(|r| r.path.clone())
+        .collect();
+    let f = secrets.finish(audit, &counts, &roots, since);
+    let mut outcome = outcome?;
+    outcome.tier = ran_in;
+    outcome.leak_fail = f.leak_fail;
+    outcome.scan_incomplete_fail = f.scan_incomplete_fail;
+    outcome.leftover = check_leftovers(plan, &roots, audit, git_since);
+    Ok(outcome)
+}
+
+/// What is made for the cell before the clone besides the secrets: the output relay's and
+/// stdin's pipes, the injector (CA and trust bundle), a `proxy` cell's resolv.conf.
+struct BeforeClone {
+    own_pipes: Option<crate::secrets::relay::Pipes>,
+    stdin_pipe: Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>,
+    injector: Option<std::sync::Arc<crate::net::inject::Injector>>,
+    resolv: Option<tempfile::NamedTempFile>,
+}
+
+/// Make [`BeforeClone`]'s parts into `handles`. On failure, or a terminating signal that
+/// arrived meanwhile (the last moment one can stop the start without a cell to stop),
+/// what was fetched is revoked.
+fn before_clone(
+    plan: &Plan,
+    audit: &mut Audit,
+    secrets: &mut Session,
+    handles: &mut crate::spec::Handles,
+) -> Result<BeforeClone, RunError> {
+    let (own_pipes, stdin_pipe) = stdio_pipes(plan, handles)?;
+    let fail = |secrets: &mut Session, audit: &mut Audit, e: RunError| {
+        secrets.finish(audit, &[], &[], std::time::SystemTime::now());
+        Err(e)
+    };
+    let injector = match start_injector(plan, secrets, audit, handles) {
+        Ok(i) => i,
+        Err(e) => return fail(secrets, audit, e),
+    };
+    // A `proxy` cell's resolv.conf names its refusing resolver (kept until the clone).
+    let resolv = match plan
+        .net
+        .proxy
+        .as_ref()
+        .map(|_| resolv_conf_file())
+        .transpose()
+    {
+        Ok(f) => f,
+        Err(e) => return fail(secrets, audit, cell::SpawnError::Io(e).into()),
+    };
+    handles.resolv_conf = resolv.as_ref().map(|f| f.path().to_path_buf());
+    if let Some(sig) = crate::signals::pending() {
+        if let Some(i) = &injector {
+            i.remove_bundle();
+        }
+        return fail(secrets, audit, RunError::Stopped(sig));
+    }
+    Ok(BeforeClone {
+        own_pipes,
+        stdin_pipe,
+        injector,
+        resolv,
+    })
+}
+
+/// An interactive cell's terminal: its master, and the user's terminal in raw mode while
+/// the cell owns it (restored when dropped, on every exit path).
+fn take_terminal(
+    plan: &Plan,
+    net: Option<&crate::net::NetService>,
+    c: &mut cell::Cell,
+) -> (Option<std::os::fd::OwnedFd>, Option<crate::tty::RawMode>) {
+    let pty = c.pty_master.take();
+    // Clipboard writes (OSC 52) reach the user's terminal only when the profile allows.
+    crate::tty::allow_clipboard(plan.process.clipboard);
+    // Network approvals for an interactive cell are asked on its terminal's bottom line.
+    if let (Some(net), Some(master)) = (net, &pty) {
+        net.shared.approvals.set_overlay(master.as_raw_fd());
+    }
+    let raw = match &pty {
+        Some(_) if crate::tty::stdio_is_terminal() => crate::tty::RawMode::enter(0).ok(),
+        _ => None,
+    };
+    // taskcell's own diagnostics would land in the cell's full-screen UI: queued until
+    // it ends (and listed by `taskcell sessions` meanwhile).
+    if raw.is_some() {
+        crate::display::hold_diagnostics();
+    }
+    (pty, raw)
+}
+
+/// Secrets are fetched now, just in time, before anything of the cell exists.
+fn fetch_secrets(plan: &Plan, audit: &mut Audit) -> Result<Session, RunError> {
+    // Resolved (realpath of each) only when a secret's source is checked against them.
+    let writable = match plan.secrets.is_empty() {
+        true => Vec::new(),
+        false => crate::hostfile::writable_roots(plan),
+    };
+    match Session::prepare(&plan.secrets, &|k| std::env::var_os(k), &writable, audit) {
+        Ok(s) => Ok(s),
+        // A signal stopped a provider (or arrived while they ran): what was fetched has
+        // been revoked by `prepare`.
+        Err(e) => match crate::signals::pending() {
+            Some(sig) => Err(RunError::Stopped(sig)),
+            None => Err(e.into()),
+        },
+    }
+}
+
+/// Interactive: the command's own terminal, as large as the user's.
+fn terminal_size() -> cell::TermSize {
+    let ws = crate::tty::window_size(0);
+    cell::TermSize {
+        rows: ws.map(|w| w.ws_row).filter(|r| *r > 0).unwrap_or(24),
+        cols: ws.map(|w| w.ws_col).filter(|c| *c > 0).unwrap_or(80),
+    }
+}
+
+/// The output relay's pipes when taskcell made them itself, and the stdin pipe.
+type StdioPipes = (
+    Option<crate::secrets::relay::Pipes>,
+    Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>,
+);
+
+/// The cell never holds the user's terminal: without a pty, a terminal on stdin is fed
+/// through a pipe, and terminal output goes through the relay (escapes filtered).
+fn stdio_pipes(plan: &Plan, handles: &mut crate::spec::Handles) -> Result<StdioPipes, RunError> {
+    let mut own_pipes = None;
+    let mut stdin_pipe = None;
+    if plan.process.pty {
+        return Ok((own_pipes, stdin_pipe));
+    }
+    if handles.stdio.is_none() && (isatty(1) || isatty(2)) {
+        let p = crate::secrets::relay::Pipes::new()
+            .map_err(|e| SecretsError(format!("creating the output relay pipes: {e}")))?;
+        handles.stdio = Some((p.out_w.as_raw_fd(), p.err_w.as_raw_fd()));
+        own_pipes = Some(p);
+    }
+    if isatty(0) {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| SecretsError(format!("creating the stdin pipe: {e}")))?;
+        handles.stdin = Some(r.as_raw_fd());
+        stdin_pipe = Some((r, w));
+    }
+    Ok((own_pipes, stdin_pipe))
+}
+
+/// Injected credentials: the cell's CA and trust bundle, made before the clone.
+fn start_injector(
+    plan: &Plan,
+    secrets: &mut Session,
+    audit: &Audit,
+    handles: &mut crate::spec::Handles,
+) -> Result<Option<std::sync::Arc<crate::net::inject::Injector>>, RunError> {
+    let Some(p) = plan.net.proxy.as_ref().filter(|p| p.intercepts_any()) else {
+        return Ok(None);
+    };
+    let watched = secrets.watched_values();
+    let i = crate::net::inject::Injector::new(p, secrets.take_injected(), watched, &audit.session)
+        .map_err(|e| SecretsError(format!("injected credentials: {e}")))?;
+    handles.ca_bundle = Some(i.bundle_path());
+    crate::state::note_file(&i.bundle_path());
+    Ok(Some(std::sync::Arc::new(i)))
+}
+
+/// Started as root (in the initial user namespace): a host id of the reserved range for
+/// the cell, recorded in the audit log. Without one, a strict plan fails and a best-effort
+/// one runs with the identity map (`degraded` says so).
+fn lease_host_ids(
+    plan: &Plan,
+    offer: &crate::spec::Offer,
+    audit: &mut Audit,
+    handles: &mut crate::spec::Handles,
+    degraded: &mut dyn FnMut(&crate::spec::layers::Missing),
+) -> Result<Option<cell::userns::Lease>, RunError> {
+    let Some(r) = offer.host_ids.as_ref().map(|h| h.range) else {
+        return Ok(None);
+    };
+    match cell::userns::allocate(r.start, r.count) {
+        Ok(l) => {
+            handles.host_ids = Some(crate::spec::HostIds {
+                uid: l.id,
+                gid: l.id,
+            });
+            audit.record("host_ids", serde_json::json!({"uid": l.id, "gid": l.id}));
+            Ok(Some(l))
+        }
+        Err(e) if plan.strict => Err(cell::SpawnError::Idmap(e).into()),
+        Err(e) => {
+            degraded(&crate::spec::layers::no_host_ids(&e));
+            Ok(None)
+        }
+    }
+}
+
+/// A started cell and what must live as long as it runs.
+struct Started {
+    /// The spec it runs.
+    spec: crate::spec::Spec,
+    cell: cell::Cell,
+    failure: Option<cell::SetupFailure>,
+    /// The private TMPDIR of a cell without namespaces (kept until the cell has ended).
+    private_tmp: Option<tempfile::TempDir>,
+    /// The cgroup that holds a cell without namespaces and without limits.
+    tracking: Option<cell::cgroup::CellCgroup>,
+    /// The host id's lease of a root-started cell.
+    lease: Option<cell::userns::Lease>,
+    /// The tier the cell runs in.
+    ran_in: crate::plan::tier::Tier,
+}
+
+/// Compile the spec and clone the cell, with the fallbacks the plan allows: the identity
+/// map when a filesystem cannot be idmapped (best effort), no namespaces when user
+/// namespaces are not available and the tier left is one the plan accepts. Init is born
+/// in the cell's cgroup where the kernel allows (cgroup v2), else moved there before the
+/// worker starts; stale cgroups of killed taskcells are removed while init builds the
+/// cell's root.
+#[allow(clippy::too_many_arguments)]
+fn spawn_cell(
+    plan: &Plan,
+    tier: &crate::plan::tier::TierReport,
+    offer: &crate::spec::Offer,
+    handles: &mut crate::spec::Handles,
+    cgroup: Option<&cell::cgroup::CellCgroup>,
+    mut lease: Option<cell::userns::Lease>,
+    audit: &mut Audit,
+    degraded: &mut dyn FnMut(&crate::spec::layers::Missing),
+) -> Result<Started, cell::SpawnError> {
+    let v2_dir = cgroup.and_then(|cg| cg.open_v2_dir());
+    let placement = || match (cgroup, &v2_dir) {
+        (Some(_), Some(d)) => cell::Placement::CloneInto(d.as_fd()),
+        (Some(cg), None) => cg
+            .open_v1_tasks()
+            .map_or(cell::Placement::Outside, cell::Placement::SelfMove),
+        (None, _) => cell::Placement::Outside,
+    };
+    let before_release = |pid, born_inside: bool| {
+        if let (Some(cg), false) = (cgroup, born_inside) {
+            cg.add(pid)?;
+        }
+        cell::cgroup::cleanup_stale(&cell::cgroup::probe());
+        Ok(())
+    };
+    let mut spec = crate::spec::compile(plan, offer, handles);
     // The probe found no user namespaces: straight to the cell without them (the
     // container tier, or none), without a clone that would fail.
     let mut spawned = if tier.userns {
-        cell::spawn_with(&spec, add_to_cgroup)
+        cell::spawn_with(&spec, placement(), before_release)
     } else {
         Err(cell::SpawnError::Clone(
             tier.why.first().cloned().unwrap_or_default(),
@@ -223,20 +448,22 @@ pub fn run_with(
     if let (Err(cell::SpawnError::Idmap(msg)), false) = (&spawned, plan.strict) {
         // Best effort: a filesystem that cannot be idmapped gets today's identity map.
         degraded(&crate::spec::layers::no_host_ids(msg));
-        if let Some(l) = &_lease {
+        if let Some(l) = &lease {
             audit.record(
                 "host_ids",
                 serde_json::json!({"uid": 0, "gid": 0, "released": l.id}),
             );
         }
-        _lease = None;
+        lease = None;
         handles.host_ids = None;
-        spec = crate::spec::compile(plan, &offer, &handles);
-        spawned = cell::spawn_with(&spec, add_to_cgroup);
+        spec = crate::spec::compile(plan, offer, handles);
+        spawned = cell::spawn_with(&spec, placement(), before_release);
     }
     let mut ran_in = crate::plan::tier::Tier::Full;
-    let mut host_listeners: Vec<std::os::fd::OwnedFd> = Vec::new();
-    let spawned = match spawned {
+    let mut private_tmp = None;
+    let mut tracking = None;
+    let mut host_listeners = Vec::new();
+    let (cell, failure) = match spawned {
         // The tier left without namespaces is one the plan accepts.
         Err(cell::SpawnError::Clone(msg)) if tier.without_userns >= plan.security.require => {
             ran_in = tier.without_userns;
@@ -244,46 +471,36 @@ pub fn run_with(
             // The container tier's proxy listens on the supervisor's side, on ports the
             // kernel picks (the cell shares this network).
             if let (Some(p), true) = (&plan.net.proxy, offer.user_notif) {
-                match bind_proxy_listeners(p.listen_ports().len()) {
-                    Ok((fds, ports)) => {
-                        handles.proxy_ports = Some(ports);
-                        host_listeners = fds;
-                    }
-                    Err(e) => {
-                        secrets.finish(audit, &[], &[], since);
-                        return Err(cell::SpawnError::Io(e).into());
-                    }
-                }
+                let (fds, ports) = bind_proxy_listeners(p.listen_ports().len())?;
+                handles.proxy_ports = Some(ports);
+                host_listeners = fds;
             }
-            match private_dirs(plan) {
-                Ok((tmp, home)) => {
-                    spec = crate::spec::without_namespaces(
-                        plan,
-                        &offer,
-                        &handles,
-                        tmp.path(),
-                        home.as_deref(),
-                        &cell::confine::list_dir,
-                    );
-                    _private_tmp = Some(tmp);
-                    // No PID namespace ends what the command starts: a cgroup holds it
-                    // (where one can be made), for a later start to kill after a SIGKILL.
-                    if cgroup.is_none() {
-                        _tracking_cgroup =
-                            cell::cgroup::CellCgroup::tracking(&cell::cgroup::probe()).ok();
-                    }
-                    cell::spawn_with(&spec, |pid| match (&cgroup, &_tracking_cgroup) {
-                        (Some(cg), _) => cg.add(pid),
-                        (None, Some(t)) => {
-                            // Tracking only: a cell that cannot be moved there still runs.
-                            let _ = t.add(pid);
-                            Ok(())
-                        }
-                        (None, None) => Ok(()),
-                    })
-                }
-                Err(e) => Err(e.into()),
+            let (tmp, home) = private_dirs(plan)?;
+            spec = crate::spec::without_namespaces(
+                plan,
+                offer,
+                handles,
+                tmp.path(),
+                home.as_deref(),
+                &cell::confine::list_dir,
+            );
+            private_tmp = Some(tmp);
+            // No PID namespace ends what the command starts: a cgroup holds it (where
+            // one can be made), for a later start to kill after a SIGKILL.
+            if cgroup.is_none() {
+                tracking = cell::cgroup::CellCgroup::tracking(&cell::cgroup::probe()).ok();
             }
+            let t = tracking.as_ref();
+            cell::spawn_with(&spec, cell::Placement::Outside, |pid, _| {
+                match (cgroup, t) {
+                    (Some(cg), _) => cg.add(pid)?,
+                    // Tracking only: a cell that cannot be moved there still runs.
+                    (None, Some(t)) => drop(t.add(pid)),
+                    (None, None) => {}
+                }
+                cell::cgroup::cleanup_stale(&cell::cgroup::probe());
+                Ok(())
+            })
         }
         Err(cell::SpawnError::Clone(msg)) => Err(cell::SpawnError::Clone(format!(
             "{msg}; without namespaces this machine gives the `{}` tier: pass {} to run there, confined by Landlock and seccomp only",
@@ -291,48 +508,57 @@ pub fn run_with(
             if tier.without_userns == crate::plan::tier::Tier::Container { "--require container" } else { "--best-effort" }
         ))),
         other => other,
-    };
-    let relay_fds = secrets.after_spawn().or_else(|| {
-        own_pipes.take().map(|p| {
-            drop(p.out_w);
-            drop(p.err_w);
-            (p.out_r, p.err_r)
-        })
-    });
-    if let Some((r, w)) = stdin_pipe.take() {
-        drop(r);
-        crate::tty::feed_stdin(w);
-    }
-    drop(_resolv);
-    // The cell has bound the trust bundle (or failed): the host file is not needed.
-    if let Some(i) = &injector {
-        i.remove_bundle();
-    }
-    let (mut c, failure) = match spawned {
-        Ok(x) => x,
-        Err(e) => {
-            secrets.finish(audit, &[], &[], since);
-            return Err(e.into());
-        }
-    };
+    }?;
+    let mut cell = cell;
     if !host_listeners.is_empty() {
-        c.listeners = std::mem::take(&mut host_listeners);
+        cell.listeners = host_listeners;
     }
-    // Threads may start now: the cell is cloned. The container tier's connects.
-    if let (Some(l), Some(rules)) = (c.notify.take(), spec.connect.clone()) {
-        let sink = std::sync::Arc::new(crate::audit::Sink::new(audit.clone_file(), &audit.session));
-        let refused: cell::notify::Refused = std::sync::Arc::new(move |v| {
-            sink.record("connect_refused", v);
-        });
-        if let Err(e) = cell::notify::serve(l, rules, refused) {
-            // Without its connect handler the cell's connects would hang: end it.
-            let _ = nix::sys::signal::kill(c.init, Signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(c.init, None);
-            secrets.finish(audit, &[], &[], since);
-            return Err(cell::SpawnError::Io(e).into());
-        }
+    Ok(Started {
+        spec,
+        cell,
+        failure,
+        private_tmp,
+        tracking,
+        lease,
+        ran_in,
+    })
+}
+
+/// Threads may start now: the cell is cloned. The container tier's connects, answered
+/// from the seccomp listener the worker passed out. Without its connect handler the
+/// cell's connects would hang: it is ended when the handler cannot start.
+fn serve_connects(
+    spec: &crate::spec::Spec,
+    c: &mut cell::Cell,
+    audit: &Audit,
+) -> Result<(), RunError> {
+    let (Some(l), Some(rules)) = (c.notify.take(), spec.connect.clone()) else {
+        return Ok(());
+    };
+    let sink = std::sync::Arc::new(crate::audit::Sink::new(audit.clone_file(), &audit.session));
+    let refused: cell::notify::Refused = std::sync::Arc::new(move |v| {
+        sink.record("connect_refused", v);
+    });
+    if let Err(e) = cell::notify::serve(l, rules, refused) {
+        let _ = nix::sys::signal::kill(c.init, Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(c.init, None);
+        return Err(cell::SpawnError::Io(e).into());
     }
-    // The network proxy of a `proxy` cell.
+    Ok(())
+}
+
+/// The network proxy of a `proxy` cell, serving the listeners init passed. Without its
+/// proxy the cell must not run: it is killed when the proxy cannot start.
+fn start_proxy(
+    plan: &Plan,
+    audit: &Audit,
+    injector: Option<std::sync::Arc<crate::net::inject::Injector>>,
+    c: &mut cell::Cell,
+    failed: bool,
+) -> Result<Option<crate::net::NetService>, RunError> {
+    let Some(p) = plan.net.proxy.as_ref().filter(|_| !failed) else {
+        return Ok(None);
+    };
     let session = crate::net::Session {
         // The proxy's threads count against the cell: no more connections at once than
         // the cell may have processes.
@@ -349,130 +575,19 @@ pub fn run_with(
         audit: audit.clone_file(),
         inject: injector,
     };
-    let _net = match (&plan.net.proxy, &failure) {
-        (Some(p), None) => match crate::net::start(p, std::mem::take(&mut c.listeners), &session) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                // Without its proxy the cell must not run.
-                let _ = nix::sys::signal::kill(c.init, Signal::SIGKILL);
-                let _ = nix::sys::wait::waitpid(c.init, None);
-                secrets.finish(audit, &[], &[], since);
-                return Err(cell::SpawnError::Io(e).into());
-            }
-        },
-        _ => None,
-    };
-    let redactor = secrets.redactor();
-    let pty = c.pty_master.take();
-    // Clipboard writes (OSC 52) reach the user's terminal only when the profile allows.
-    crate::tty::allow_clipboard(plan.process.clipboard);
-    // Network approvals for an interactive cell are asked on its terminal's bottom line.
-    if let (Some(net), Some(master)) = (&_net, &pty) {
-        net.shared.approvals.set_overlay(master.as_raw_fd());
-    }
-    // The user's terminal goes raw while the cell owns it (restored on every exit path).
-    let _raw = match &pty {
-        Some(_) if crate::tty::stdio_is_terminal() => crate::tty::RawMode::enter(0).ok(),
-        _ => None,
-    };
-    // taskcell's own diagnostics would land in the cell's full-screen UI: queued until
-    // it ends (and listed by `taskcell sessions` meanwhile).
-    if _raw.is_some() {
-        crate::display::hold_diagnostics();
-    }
-    // Threads may start now: the output relay, one per stream. Not scoped: a relay
-    // stuck writing to a reader that stopped reading must not hold the ending back.
-    let (tx, rx) = std::sync::mpsc::channel::<(i32, Vec<(String, u64)>)>();
-    let mut relays: Vec<i32> = Vec::new();
-    let mut input = None;
-    let mut spawn_relay = |fd: i32, f: Box<dyn FnOnce() -> Vec<(String, u64)> + Send>| {
-        let tx = tx.clone();
-        let started = std::thread::Builder::new()
-            .name(format!("relay-{fd}"))
-            .spawn(move || {
-                let _ = tx.send((fd, f()));
-            });
-        match started {
-            Ok(_) => relays.push(fd),
-            Err(e) => tracing::warn!("starting the output relay: {e}"),
-        }
-    };
-    match (&pty, redactor, relay_fds) {
-        (Some(master), r, _) => match crate::tty::Relay::new(master) {
-            Ok(relay) => {
-                let out = relay.output;
-                spawn_relay(
-                    1,
-                    Box::new(move || match r {
-                        Some(r) => crate::secrets::relay::relay(&r, out, 1),
-                        None => crate::tty::copy_out(out, 1),
-                    }),
-                );
-                input = Some(relay.input);
-            }
-            Err(e) => tracing::warn!("relaying the cell's terminal: {e}"),
-        },
-        (None, Some(r), Some((out_r, err_r))) => {
-            let r2 = r.clone();
-            spawn_relay(
-                1,
-                Box::new(move || crate::secrets::relay::relay(&r, out_r, 1)),
-            );
-            spawn_relay(
-                2,
-                Box::new(move || crate::secrets::relay::relay(&r2, err_r, 2)),
-            );
-        }
-        // No secret to mask: a plain copy (to a terminal, with OSC 52 filtered).
-        (None, None, Some((out_r, err_r))) => {
-            spawn_relay(1, Box::new(move || crate::tty::copy_out(out_r, 1)));
-            spawn_relay(2, Box::new(move || crate::tty::copy_out(err_r, 2)));
-        }
-        _ => {}
-    }
-    drop(tx);
-    let input = input.and_then(|i| std::thread::Builder::new().spawn(move || i.run()).ok());
-    let master = pty.as_ref().map(|m| m.as_raw_fd());
-    let outcome = wait(
-        plan,
-        &spec.rlimits,
-        c,
-        failure,
-        start,
-        (enforcement, cgroup),
-        master,
-    );
-    // The relays drain what the cell wrote. When the cell was stopped (timeout, signal)
-    // they get until the timeout's end plus `grace` (at least half a second); a relay
-    // still writing then has a reader that stopped reading: it is left behind.
-    let forced = match &outcome {
-        Ok(o) => o.timed_out || o.stopped_by.is_some(),
-        Err(_) => true,
-    };
-    let drain_until = if forced {
-        let end = plan
-            .limits
-            .timeout
-            .and_then(|t| start.checked_add(t))
-            .and_then(|t| t.checked_add(plan.limits.grace));
-        let min = Instant::now() + Duration::from_millis(500);
-        Some(end.map_or(min, |e| e.max(min)))
-    } else {
-        plan.limits
-            .timeout
-            .and_then(|t| start.checked_add(t))
-            .and_then(|t| t.checked_add(plan.limits.grace))
-    };
-    let counts = drain_relays(&rx, &mut relays, drain_until);
-    if !relays.is_empty() {
-        drop_stuck_output(&relays);
-    }
-    if let Some(h) = input {
-        if relays.is_empty() {
-            let _ = h.join();
+    match crate::net::start(p, std::mem::take(&mut c.listeners), &session) {
+        Ok(n) => Ok(Some(n)),
+        Err(e) => {
+            let _ = nix::sys::signal::kill(c.init, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(c.init, None);
+            Err(cell::SpawnError::Io(e).into())
         }
     }
-    drop(_raw);
+}
+
+/// taskcell's diagnostics queued while the cell owned the screen, printed now; notices
+/// go to the audit log.
+fn report_held_diagnostics(audit: &mut Audit) {
     let held = crate::display::take_held();
     if !held.is_empty() {
         eprintln!("taskcell: while the cell ran:");
@@ -483,36 +598,34 @@ pub fn run_with(
     for text in crate::display::take_notices() {
         audit.record("notice", serde_json::json!({ "text": text }));
     }
-    drop(_private_tmp);
-    if let Some(net) = _net.as_ref().filter(|n| n.shared.plan.learn) {
-        let rules = net.shared.learned.rules();
-        let block = crate::net::learn::block(&rules);
-        eprintln!("taskcell: --learn: the hosts this run connected to, for the profile:\n{block}");
-        audit.record(
-            "learned",
-            serde_json::json!({ "allow": rules, "profile_block": block }),
-        );
-    }
-    // Revocation and the leak scan run on every ending the supervisor survives.
-    let roots: Vec<std::path::PathBuf> = plan
-        .paths
-        .iter()
-        .filter(|r| r.access == Access::Write && r.symlink.is_none())
-        .map(|r| r.path.clone())
-        .collect();
-    let f = secrets.finish(audit, &counts, &roots, since);
-    let mut outcome = outcome?;
-    outcome.tier = ran_in;
-    outcome.leak_fail = f.leak_fail;
-    outcome.scan_incomplete_fail = f.scan_incomplete_fail;
-    // What the cell left for git outside to run: moved aside and reported.
+}
+
+/// `--learn`: the hosts this run connected to, as a profile block.
+fn report_learned(net: &crate::net::NetService, audit: &mut Audit) {
+    let rules = net.shared.learned.rules();
+    let block = crate::net::learn::block(&rules);
+    eprintln!("taskcell: --learn: the hosts this run connected to, for the profile:\n{block}");
+    audit.record(
+        "learned",
+        serde_json::json!({ "allow": rules, "profile_block": block }),
+    );
+}
+
+/// What the cell left for git outside to run: moved aside and reported. True when it
+/// left something.
+fn check_leftovers(
+    plan: &Plan,
+    roots: &[std::path::PathBuf],
+    audit: &mut Audit,
+    git_since: std::time::SystemTime,
+) -> bool {
     let protected: Vec<std::path::PathBuf> = plan
         .paths
         .iter()
         .filter(|r| r.access == Access::Protect)
         .map(|r| r.path.clone())
         .collect();
-    let left = crate::leftover::check(&roots, &protected, &plan.home, git_since);
+    let left = crate::leftover::check(roots, &protected, &plan.home, git_since);
     for f in &left.findings {
         eprintln!("taskcell: {}", f.line());
         audit.record(
@@ -528,8 +641,115 @@ pub fn run_with(
     if let Some(why) = &left.incomplete {
         eprintln!("taskcell: warning: the check for git files the cell left was cut short: {why}");
     }
-    outcome.leftover = !left.findings.is_empty();
-    Ok(outcome)
+    !left.findings.is_empty()
+}
+
+/// The output relay threads, one per stream (or one for a pty), and the pty's input.
+/// Not scoped: a relay stuck writing to a reader that stopped reading must not hold the
+/// ending back.
+struct Relays {
+    rx: std::sync::mpsc::Receiver<(i32, Vec<(String, u64)>)>,
+    /// The fds of the relays still running.
+    running: Vec<i32>,
+    input: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Relays {
+    /// Threads may start now: the cell is cloned.
+    fn start(
+        pty: Option<&std::os::fd::OwnedFd>,
+        redactor: Option<std::sync::Arc<crate::secrets::redact::Redactor>>,
+        relay_fds: Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>,
+    ) -> Relays {
+        let (tx, rx) = std::sync::mpsc::channel::<(i32, Vec<(String, u64)>)>();
+        let mut running: Vec<i32> = Vec::new();
+        let mut input = None;
+        let mut spawn_relay = |fd: i32, f: Box<dyn FnOnce() -> Vec<(String, u64)> + Send>| {
+            let tx = tx.clone();
+            let started = std::thread::Builder::new()
+                .name(format!("relay-{fd}"))
+                .spawn(move || {
+                    let _ = tx.send((fd, f()));
+                });
+            match started {
+                Ok(_) => running.push(fd),
+                Err(e) => tracing::warn!("starting the output relay: {e}"),
+            }
+        };
+        match (pty, redactor, relay_fds) {
+            (Some(master), r, _) => match crate::tty::Relay::new(master) {
+                Ok(relay) => {
+                    let out = relay.output;
+                    spawn_relay(
+                        1,
+                        Box::new(move || match r {
+                            Some(r) => crate::secrets::relay::relay(&r, out, 1),
+                            None => crate::tty::copy_out(out, 1),
+                        }),
+                    );
+                    input = Some(relay.input);
+                }
+                Err(e) => tracing::warn!("relaying the cell's terminal: {e}"),
+            },
+            (None, Some(r), Some((out_r, err_r))) => {
+                let r2 = r.clone();
+                spawn_relay(
+                    1,
+                    Box::new(move || crate::secrets::relay::relay(&r, out_r, 1)),
+                );
+                spawn_relay(
+                    2,
+                    Box::new(move || crate::secrets::relay::relay(&r2, err_r, 2)),
+                );
+            }
+            // No secret to mask: a plain copy (to a terminal, with OSC 52 filtered).
+            (None, None, Some((out_r, err_r))) => {
+                spawn_relay(1, Box::new(move || crate::tty::copy_out(out_r, 1)));
+                spawn_relay(2, Box::new(move || crate::tty::copy_out(err_r, 2)));
+            }
+            _ => {}
+        }
+        drop(tx);
+        let input = input.and_then(|i| std::thread::Builder::new().spawn(move || i.run()).ok());
+        Relays { rx, running, input }
+    }
+
+    /// The relays drain what the cell wrote. When the cell was stopped (timeout, signal)
+    /// they get until the timeout's end plus `grace` (at least half a second); a relay
+    /// still writing then has a reader that stopped reading: it is left behind. Returns
+    /// the masked counts.
+    fn drain(
+        &mut self,
+        plan: &Plan,
+        start: Instant,
+        outcome: &Result<Outcome, RunError>,
+    ) -> Vec<(String, u64)> {
+        let forced = match outcome {
+            Ok(o) => o.timed_out || o.stopped_by.is_some(),
+            Err(_) => true,
+        };
+        let end = plan
+            .limits
+            .timeout
+            .and_then(|t| start.checked_add(t))
+            .and_then(|t| t.checked_add(plan.limits.grace));
+        let drain_until = if forced {
+            let min = Instant::now() + Duration::from_millis(500);
+            Some(end.map_or(min, |e| e.max(min)))
+        } else {
+            end
+        };
+        let counts = drain_relays(&self.rx, &mut self.running, drain_until);
+        if !self.running.is_empty() {
+            drop_stuck_output(&self.running);
+        }
+        if let Some(h) = self.input.take() {
+            if self.running.is_empty() {
+                let _ = h.join();
+            }
+        }
+        counts
+    }
 }
 
 /// `n` TCP listeners on 127.0.0.1 with ports the kernel picks (the container tier's
@@ -642,31 +862,13 @@ fn wait(
         set.add(*sig as i32);
     }
     let sfd = crate::signals::open_fd(&set).map_err(cell::SpawnError::Io)?;
-
-    let mut timed_out = false;
-    // A terminating signal to taskcell: the cell is stopped (SIGTERM, SIGKILL after grace).
-    let mut stopped_by: Option<i32> = None;
-    let mut kill_at: Option<Instant> = None;
-    let mut deadline = plan.limits.timeout.and_then(|t| start.checked_add(t));
-    let mut killed = false;
+    let mut stop = Stopper::new(plan, start);
     loop {
-        let next = match (deadline, kill_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let timeout = match next {
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
-                    .unwrap_or(PollTimeout::MAX)
-            }
-            None => PollTimeout::NONE,
-        };
         let mut fds = [
             PollFd::new(c.pidfd.as_fd(), PollFlags::POLLIN),
             PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
         ];
-        match poll(&mut fds, timeout) {
+        match poll(&mut fds, stop.poll_timeout()) {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => {
                 tracing::warn!("poll: {e}");
@@ -678,93 +880,17 @@ fn wait(
         let signaled = fds[1].revents().is_some_and(|r| !r.is_empty());
         if signaled {
             while let Some(signo) = crate::signals::read(sfd.as_raw_fd()) {
-                let sig = Signal::try_from(signo).ok();
-                match (sig, pty_master) {
-                    // With its own terminal, the command learns of a resize from its
-                    // terminal: copy the size, and the kernel signals the foreground.
-                    (Some(Signal::SIGWINCH), Some(master)) => {
-                        if let Some(ws) = crate::tty::window_size(0) {
-                            let _ = crate::tty::set_window_size(master, &ws);
-                        }
-                    }
-                    (
-                        Some(Signal::SIGWINCH | Signal::SIGINT | Signal::SIGUSR1 | Signal::SIGUSR2),
-                        _,
-                    ) => {
-                        // The command decides what these mean (an interrupted REPL goes on).
-                        tracing::debug!("forwarding {} to the cell", crate::signals::name(signo));
-                        let _ = nix::sys::signal::kill(c.init, sig);
-                    }
-                    _ => {
-                        // Every other terminating signal ends the cell, in order: SIGTERM
-                        // (or the signal itself when the command may handle it), SIGKILL
-                        // after `grace`; then revocation and the end record as always.
-                        let fwd = match sig {
-                            Some(s @ (Signal::SIGTERM | Signal::SIGHUP | Signal::SIGQUIT)) => s,
-                            _ => Signal::SIGTERM,
-                        };
-                        tracing::debug!(
-                            "taskcell got {}: {fwd} to the cell",
-                            crate::signals::name(signo)
-                        );
-                        let _ = nix::sys::signal::kill(c.init, fwd);
-                        stopped_by.get_or_insert(signo);
-                        if kill_at.is_none() {
-                            kill_at = Some(
-                                Instant::now()
-                                    .checked_add(plan.limits.grace)
-                                    .unwrap_or_else(Instant::now),
-                            );
-                        }
-                    }
-                }
+                stop.on_signal(signo, c.init, pty_master);
             }
         }
         if exited {
             break;
         }
-        if kill_at.is_some_and(|k| Instant::now() >= k) && !killed {
-            killed = true;
-            tracing::debug!("grace period over: SIGKILL to the cell");
-            let _ = nix::sys::signal::kill(c.init, Signal::SIGKILL);
-            kill_at = None;
-            deadline = None;
-        }
-        if let Some(d) = deadline {
-            if Instant::now() >= d {
-                if !timed_out {
-                    timed_out = true;
-                    tracing::debug!("timeout: SIGTERM to the command");
-                    let _ = nix::sys::signal::kill(c.init, Signal::SIGTERM);
-                    // (Durations are at most MAX_DURATION; no overflow, and none would panic.)
-                    deadline = Some(
-                        Instant::now()
-                            .checked_add(plan.limits.grace)
-                            .unwrap_or_else(Instant::now),
-                    );
-                } else if !killed {
-                    killed = true;
-                    tracing::debug!("grace period over: SIGKILL to the cell");
-                    let _ = nix::sys::signal::kill(c.init, Signal::SIGKILL);
-                    deadline = None;
-                }
-            }
-        }
+        stop.on_clock(c.init);
     }
     let _ = nix::sys::wait::waitpid(c.init, None);
     let duration = start.elapsed();
-    let ending = if let Some(f) = failure {
-        Ending::NotStarted {
-            code: f.code,
-            message: f.message,
-        }
-    } else {
-        match cell::read_status(&c) {
-            Some(st) if libc::WIFEXITED(st) => Ending::Exited(libc::WEXITSTATUS(st)),
-            Some(st) if libc::WIFSIGNALED(st) => Ending::Signaled(libc::WTERMSIG(st)),
-            _ => Ending::Lost,
-        }
-    };
+    let ending = ending_of(&c, failure);
     let _ = c.status.as_raw_fd();
     let mut limit_hits = match cgroup.as_mut() {
         Some(cg) => {
@@ -783,21 +909,158 @@ fn wait(
     let timeout = plan
         .limits
         .timeout
-        .filter(|_| timed_out)
+        .filter(|_| stop.timed_out)
         .map(|t| (t, plan.limits.grace));
     limit_hits.extend(crate::plan::limits::signal_hits(rlimits, signal, timeout));
     Ok(Outcome {
         ending,
-        timed_out,
+        timed_out: stop.timed_out,
         duration,
         limit_hits,
         enforcement,
         leak_fail: false,
         scan_incomplete_fail: false,
-        stopped_by,
+        stopped_by: stop.stopped_by,
         leftover: false,
         tier: crate::plan::tier::Tier::Full,
     })
+}
+
+/// How the cell ended: its setup failure, or the worker's wait status init reported.
+fn ending_of(c: &cell::Cell, failure: Option<cell::SetupFailure>) -> Ending {
+    if let Some(f) = failure {
+        return Ending::NotStarted {
+            code: f.code,
+            message: f.message,
+        };
+    }
+    match cell::read_status(c) {
+        Some(st) if libc::WIFEXITED(st) => Ending::Exited(libc::WEXITSTATUS(st)),
+        Some(st) if libc::WIFSIGNALED(st) => Ending::Signaled(libc::WTERMSIG(st)),
+        _ => Ending::Lost,
+    }
+}
+
+/// The supervisor's side of stopping a cell while it waits: the timeout (SIGTERM to the
+/// command, SIGKILL after `grace`), a terminating signal to taskcell (the same, in
+/// order), and the signals the command decides about itself (forwarded).
+struct Stopper {
+    grace: Duration,
+    timed_out: bool,
+    /// A terminating signal to taskcell: the cell is stopped (SIGTERM, SIGKILL after grace).
+    stopped_by: Option<i32>,
+    kill_at: Option<Instant>,
+    /// The timeout, then the end of its grace period.
+    deadline: Option<Instant>,
+    killed: bool,
+}
+
+impl Stopper {
+    fn new(plan: &Plan, start: Instant) -> Stopper {
+        Stopper {
+            grace: plan.limits.grace,
+            timed_out: false,
+            stopped_by: None,
+            kill_at: None,
+            deadline: plan.limits.timeout.and_then(|t| start.checked_add(t)),
+            killed: false,
+        }
+    }
+
+    /// Now plus `grace` (durations are at most MAX_DURATION; no overflow, and none would
+    /// panic).
+    fn after_grace(&self) -> Instant {
+        Instant::now()
+            .checked_add(self.grace)
+            .unwrap_or_else(Instant::now)
+    }
+
+    /// How long poll may sleep: until the next deadline, or forever.
+    fn poll_timeout(&self) -> PollTimeout {
+        let next = match (self.deadline, self.kill_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match next {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+                    .unwrap_or(PollTimeout::MAX)
+            }
+            None => PollTimeout::NONE,
+        }
+    }
+
+    /// A signal taskcell got while the cell runs.
+    fn on_signal(
+        &mut self,
+        signo: i32,
+        init: nix::unistd::Pid,
+        pty_master: Option<std::os::fd::RawFd>,
+    ) {
+        let sig = Signal::try_from(signo).ok();
+        match (sig, pty_master) {
+            // With its own terminal, the command learns of a resize from its
+            // terminal: copy the size, and the kernel signals the foreground.
+            (Some(Signal::SIGWINCH), Some(master)) => {
+                if let Some(ws) = crate::tty::window_size(0) {
+                    let _ = crate::tty::set_window_size(master, &ws);
+                }
+            }
+            (Some(Signal::SIGWINCH | Signal::SIGINT | Signal::SIGUSR1 | Signal::SIGUSR2), _) => {
+                // The command decides what these mean (an interrupted REPL goes on).
+                tracing::debug!("forwarding {} to the cell", crate::signals::name(signo));
+                let _ = nix::sys::signal::kill(init, sig);
+            }
+            _ => {
+                // Every other terminating signal ends the cell, in order: SIGTERM
+                // (or the signal itself when the command may handle it), SIGKILL
+                // after `grace`; then revocation and the end record as always.
+                let fwd = match sig {
+                    Some(s @ (Signal::SIGTERM | Signal::SIGHUP | Signal::SIGQUIT)) => s,
+                    _ => Signal::SIGTERM,
+                };
+                tracing::debug!(
+                    "taskcell got {}: {fwd} to the cell",
+                    crate::signals::name(signo)
+                );
+                let _ = nix::sys::signal::kill(init, fwd);
+                self.stopped_by.get_or_insert(signo);
+                if self.kill_at.is_none() {
+                    self.kill_at = Some(self.after_grace());
+                }
+            }
+        }
+    }
+
+    /// The clock after each wake-up: the end of a grace period (SIGKILL) or the timeout
+    /// (SIGTERM to the command, and the grace period starts).
+    fn on_clock(&mut self, init: nix::unistd::Pid) {
+        if self.kill_at.is_some_and(|k| Instant::now() >= k) && !self.killed {
+            self.killed = true;
+            tracing::debug!("grace period over: SIGKILL to the cell");
+            let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
+            self.kill_at = None;
+            self.deadline = None;
+        }
+        let Some(d) = self.deadline else {
+            return;
+        };
+        if Instant::now() < d {
+            return;
+        }
+        if !self.timed_out {
+            self.timed_out = true;
+            tracing::debug!("timeout: SIGTERM to the command");
+            let _ = nix::sys::signal::kill(init, Signal::SIGTERM);
+            self.deadline = Some(self.after_grace());
+        } else if !self.killed {
+            self.killed = true;
+            tracing::debug!("grace period over: SIGKILL to the cell");
+            let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
+            self.deadline = None;
+        }
+    }
 }
 
 fn isatty(fd: i32) -> bool {

@@ -380,6 +380,13 @@ fn a_cell_cannot_rewrite_the_profile_that_configures_its_next_run() {
             "the command ran with the policy a cell wrote"
         );
     }
+    // `explain` (and `run --dry-run`) say so before anything runs.
+    let o = pinned(&ws, &state, &["explain", "-p", "./deploy.toml"]);
+    assert!(
+        ok(&o).contains("CHANGED since it was pinned"),
+        "{}",
+        stdout(&o)
+    );
     // A link planted in its place is a change too (the pin is the name's).
     let outside = ws.outside("wide.toml");
     std::fs::write(&outside, &wide).unwrap();

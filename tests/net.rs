@@ -96,9 +96,11 @@ fn echo_server() -> u16 {
     port
 }
 
-/// Write a proxy-mode profile into the workspace and return its path.
+/// Write a proxy-mode profile and return its path: outside the workspace, since tests
+/// rewrite it between runs (a profile inside the workspace is pinned at its first run,
+/// and a change is refused until `taskcell trust`).
 fn profile(ws: &Ws, network: &str) -> String {
-    let p = ws.join("net.toml");
+    let p = ws.outside("net.toml");
     std::fs::write(
         &p,
         format!("extends = \"build\"\n\n[network]\nmode = \"proxy\"\n{network}\n"),

@@ -15,6 +15,11 @@
 //!                                      N connects from one sockaddr whose port a second
 //!                                      thread flips between GOOD and BAD all the time;
 //!                                      prints `ok K peers P...` (the ports connected to)
+//!   taskcell-probe connect-swap BAD N  N rounds: one thread connects fd K to 127.0.0.1:BAD
+//!                                      (and to AF_UNSPEC, which disconnects a TCP
+//!                                      socket) while another dup2()s a unix socket and
+//!                                      a fresh TCP socket to K all the time; prints
+//!                                      `reached R` (TCP sockets connected to BAD)
 //!   taskcell-probe udp PORT            errno of socket(AF_INET, SOCK_DGRAM) + sendto
 //!   taskcell-probe without-getfd CMD...
 //!                                      exec CMD under a seccomp filter that refuses
@@ -320,6 +325,74 @@ fn connect_race(good: u16, bad: u16, n: u64) {
     println!("ok {oks} peers {}", list.join(" "));
 }
 
+/// The fd-swap attack on a user-notification connect check that lets unix sockets
+/// through (CONTINUE): the check sees a unix socket at the number, the kernel then acts on
+/// a TCP socket swapped in; AF_UNSPEC connects try to disconnect one to reuse it.
+fn connect_swap(bad: u16, n: u64) {
+    use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+    static STOP: AtomicBool = AtomicBool::new(false);
+    static TCP: AtomicI32 = AtomicI32::new(-1);
+    // SAFETY: socket and dup with integer arguments; the fds stay open for the run.
+    let (unix, slot) = unsafe {
+        let u = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        (u, libc::dup(u))
+    };
+    if unix < 0 || slot < 0 {
+        println!("setup {}", errno());
+        return;
+    }
+    let swapper = std::thread::spawn(move || {
+        while !STOP.load(Ordering::Relaxed) {
+            let t = TCP.load(Ordering::Relaxed);
+            // SAFETY: dup2 onto our own slot fd.
+            unsafe {
+                if t >= 0 {
+                    libc::dup2(t, slot);
+                }
+                libc::dup2(unix, slot);
+            }
+        }
+    });
+    let bad_addr = sockaddr(bad);
+    let unspec = libc::sockaddr {
+        sa_family: libc::AF_UNSPEC as libc::sa_family_t,
+        sa_data: [0; 14],
+    };
+    let mut reached = 0;
+    for i in 0..n {
+        // SAFETY: fresh sockets and sockaddrs on the stack with their exact sizes.
+        unsafe {
+            let t = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            if t < 0 {
+                continue;
+            }
+            TCP.store(t, Ordering::Relaxed);
+            for _ in 0..20 {
+                if i % 2 == 0 {
+                    libc::connect(slot, (&unspec as *const libc::sockaddr).cast(), 16);
+                }
+                libc::connect(
+                    slot,
+                    (&bad_addr as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as u32,
+                );
+            }
+            let mut peer: libc::sockaddr_in = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            if libc::getpeername(t, (&mut peer as *mut libc::sockaddr_in).cast(), &mut len) == 0
+                && u16::from_be(peer.sin_port) == bad
+            {
+                reached += 1;
+            }
+            TCP.store(-1, Ordering::Relaxed);
+            libc::close(t);
+        }
+    }
+    STOP.store(true, Ordering::SeqCst);
+    let _ = swapper.join();
+    println!("reached {reached}");
+}
+
 /// Exec `cmd` under a seccomp filter that refuses what a container runtime refuses:
 /// pidfd_getfd (EPERM, Docker's default profile), Landlock (ENOSYS, gVisor), or clone and
 /// unshare with CLONE_NEWCGROUP (EINVAL, gVisor without a cgroup2 mount).
@@ -509,6 +582,7 @@ fn main() {
             }
         }
         Some("connect-race") => connect_race(num(1) as u16, num(2) as u16, num(3)),
+        Some("connect-swap") => connect_swap(num(1) as u16, num(2)),
         Some(w @ ("without-getfd" | "without-landlock" | "without-newcgroup")) => {
             without(w, &args[1..])
         }

@@ -382,15 +382,15 @@ pub fn doctor_rows(p: &Probe) -> Vec<(&'static str, bool, String)> {
         .collect()
 }
 
-/// Decide how each limit is enforced here, remove stale cgroups of killed taskcells, and
-/// create the cell's cgroup when a limit needs one. When the cgroup cannot be created after
-/// all, rlimits stand in (and the returned table says so).
+/// Decide how each limit is enforced here and create the cell's cgroup when a limit needs
+/// one. When the cgroup cannot be created after all, rlimits stand in (and the returned
+/// table says so). Stale cgroups of killed taskcells are removed by [`cleanup_stale`],
+/// which the supervisor calls while the cell builds its root (off the critical path).
 pub fn prepare(
     res: &crate::plan::limits::Resources,
     timeout: Option<std::time::Duration>,
 ) -> (crate::plan::limits::Enforcement, Option<CellCgroup>) {
     let p = probe();
-    cleanup_stale(&p);
     let m = machine_from(&p);
     let e = crate::plan::limits::enforcement(res, timeout, &m);
     if e.cgroup.is_empty() {
@@ -719,6 +719,45 @@ impl CellCgroup {
     /// The cgroup directories (for the audit log).
     pub fn paths(&self) -> Vec<PathBuf> {
         self.dirs.iter().map(|d| d.path.clone()).collect()
+    }
+
+    /// The cgroup's directory opened for `clone3(CLONE_INTO_CGROUP)`, when the cgroup is
+    /// one cgroup v2 directory (a v1 hierarchy, or several, need [`CellCgroup::add`]).
+    pub fn open_v2_dir(&self) -> Option<std::os::fd::OwnedFd> {
+        use std::os::unix::fs::OpenOptionsExt;
+        match self.dirs.as_slice() {
+            [d] if d.version == CgVersion::V2 => std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+                .open(&d.path)
+                .map(std::os::fd::OwnedFd::from)
+                .ok(),
+            _ => None,
+        }
+    }
+
+    /// The `tasks` files of the cgroup's directories opened for writing, when every one
+    /// is a cgroup v1 hierarchy: the cell's init writes "0" to each, moving itself (one
+    /// thread, `current`: the kernel takes no threadgroup lock and so waits for no RCU
+    /// grace period, which a move by pid through `cgroup.procs` does, several
+    /// milliseconds). The kernel checks the opener's credentials (root), not the
+    /// writer's. Close-on-exec; init closes them at once.
+    pub fn open_v1_tasks(&self) -> Option<Vec<std::os::fd::OwnedFd>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if self.dirs.is_empty() || self.dirs.iter().any(|d| d.version != CgVersion::V1) {
+            return None;
+        }
+        self.dirs
+            .iter()
+            .map(|d| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                    .open(d.path.join("tasks"))
+                    .map(std::os::fd::OwnedFd::from)
+                    .ok()
+            })
+            .collect()
     }
 
     /// Move a process (the cell's init, before it forks the worker) into the cgroup.

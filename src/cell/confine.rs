@@ -255,9 +255,8 @@ pub fn apply_seccomp_with_listener(programs: &[BpfProgram]) -> Result<OwnedFd, S
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
 }
 
-/// Whether the supervisor can make a container-tier cell's `connect`s: seccomp user
-/// notification (Linux 5.0; the socket is then taken with pidfd_getfd, Linux 5.6, or,
-/// where a policy refuses that, replaced with SECCOMP_IOCTL_NOTIF_ADDFD, Linux 5.9).
+/// Whether the supervisor can make a container-tier cell's TCP sockets and `connect`s:
+/// seccomp user notification (Linux 5.0) with its ADDFD ioctl, probed once.
 pub fn user_notif_available() -> Result<(), String> {
     static ONCE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
@@ -269,23 +268,12 @@ pub fn user_notif_available() -> Result<(), String> {
                 actions.trim()
             ));
         }
+        // SECCOMP_IOCTL_NOTIF_ADDFD with FLAG_SEND (Linux 5.14) installs the sockets the
+        // supervisor makes: older than the Landlock ABI the tier needs (Linux 6.12), so
+        // not probed apart; without it the cell's TCP socket() fails (closed).
         Ok(())
     })
     .clone()
-}
-
-/// How the container tier's connects are made here: "pidfd_getfd" or, when a policy
-/// refuses it (Docker's default seccomp profile without CAP_SYS_PTRACE), "addfd".
-pub fn connect_method() -> &'static str {
-    // SAFETY: pidfd_getfd with an invalid pidfd only returns an error (EBADF when the
-    // call exists and is allowed; EPERM or ENOSYS when a policy refuses it).
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, -1, -1, 0) };
-    let e = std::io::Error::last_os_error().raw_os_error();
-    if r < 0 && e == Some(libc::EBADF) {
-        "pidfd_getfd"
-    } else {
-        "addfd"
-    }
 }
 
 /// Whether this kernel can install filters returning errno.

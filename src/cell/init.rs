@@ -33,6 +33,7 @@ pub struct Socks {
 /// Entry point of the cloned child. Never returns.
 pub fn main(
     spec: &Spec,
+    cgroup_tasks: Vec<OwnedFd>,
     prepared: &[(usize, OwnedFd)],
     sync: OwnedFd,
     err: OwnedFd,
@@ -69,6 +70,18 @@ pub fn main(
     if !spec.namespaces && nix::unistd::getppid() != launcher {
         // The supervisor died before the death signal was set.
         orphaned(spec);
+    }
+    // Into the cell's cgroup v1 hierarchies, by itself, first: the worker and everything
+    // it starts are born inside. The fds (opened by the supervisor) are closed at once.
+    for tasks in cgroup_tasks {
+        if let Err(e) = nix::unistd::write(&tasks, b"0") {
+            report(
+                err.as_raw_fd(),
+                125,
+                &format!("cannot put the cell into its cgroup: moving init: {e} (run it again; `taskcell doctor` shows the cgroups)"),
+            );
+            exit(125);
+        }
     }
     // The identity map of the caller's ids, written by this process itself (allowed for
     // its own ids once setgroups is denied): no round trip to the supervisor, which would

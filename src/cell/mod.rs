@@ -97,16 +97,39 @@ fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
 ///
 /// Returns the running cell and, when the cell failed before `execve`, what it said.
 pub fn spawn(spec: &Spec) -> Result<(Cell, Option<SetupFailure>), SpawnError> {
-    spawn_with(spec, |_| Ok(()))
+    spawn_with(spec, Placement::Outside, |_, _| Ok(()))
+}
+
+/// How the cell's init gets into the cell's cgroup.
+#[derive(Debug)]
+pub enum Placement<'a> {
+    /// `before_release` moves it (or there is no cgroup).
+    Outside,
+    /// Born there: clone3 with CLONE_INTO_CGROUP and this cgroup v2 directory (opened
+    /// for reading); a plain clone when that is refused (`before_release` is told).
+    CloneInto(std::os::fd::BorrowedFd<'a>),
+    /// Init moves itself as its first step, writing "0" to these cgroup v1 `tasks` files
+    /// opened by the supervisor (see `CellCgroup::open_v1_tasks`).
+    SelfMove(Vec<OwnedFd>),
 }
 
 /// [`spawn`], with `before_release` called with init's pid after the uid maps are written
-/// and before init is released (the supervisor moves init into the cell's cgroup there, so
-/// the worker and everything it starts are born inside it).
+/// and before the worker may start (the supervisor moves init into the cell's cgroup
+/// there, so the worker and everything it starts are born inside it); it runs while init
+/// builds the cell's root. `placement`: how init gets into the cell's cgroup other than
+/// by `before_release`; `before_release` is told whether init is inside already (born
+/// there, or moving itself before anything else; false: a plain `clone` was made after
+/// the kernel or a seccomp filter refused `clone3`).
 pub fn spawn_with(
     spec: &Spec,
-    before_release: impl FnOnce(Pid) -> Result<(), String>,
+    placement: Placement<'_>,
+    before_release: impl FnOnce(Pid, bool) -> Result<(), String>,
 ) -> Result<(Cell, Option<SetupFailure>), SpawnError> {
+    let (into_cgroup, self_move) = match placement {
+        Placement::Outside => (None, Vec::new()),
+        Placement::CloneInto(fd) => (Some(fd), Vec::new()),
+        Placement::SelfMove(tasks) => (None, tasks),
+    };
     let (sync_r, sync_w) = pipe_cloexec()?;
     let (err_r, err_w) = pipe_cloexec()?;
     let (st_r, st_w) = pipe_cloexec()?;
@@ -129,7 +152,7 @@ pub fn spawn_with(
     let prepared = if spec.namespaces {
         userns::prepare_binds(spec).map_err(SpawnError::Idmap)?
     } else {
-        Vec::new()
+        userns::Prepared::default()
     };
     let mut flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
@@ -154,29 +177,8 @@ pub fn spawn_with(
     )
     .map_err(io::Error::from)?;
 
-    // SAFETY: a raw clone without CLONE_VM behaves like fork(): the child gets a copy of
-    // the address space and continues here with a return value of 0. The caller
-    // guarantees the process is single-threaded, so no lock is held by another thread.
-    let clone = |flags: libc::c_int| unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    let mut ret = clone(flags);
-    if ret < 0
-        && flags & libc::CLONE_NEWCGROUP != 0
-        && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL)
-    {
-        // gVisor (and other runtimes) refuse a cgroup namespace without a cgroup2 mount:
-        // the cell goes without one (it then sees the cgroup paths of its own cgroup).
-        tracing::debug!("clone with CLONE_NEWCGROUP: EINVAL; the cell gets no cgroup namespace");
-        ret = clone(flags & !libc::CLONE_NEWCGROUP);
-    }
+    let (ret, born_inside) = clone_cell(flags, into_cgroup);
+    let inside = born_inside || !self_move.is_empty();
     if ret < 0 {
         let e = io::Error::last_os_error();
         let _ = nix::sys::signal::pthread_sigmask(
@@ -199,9 +201,12 @@ pub fn spawn_with(
             tty: tsock,
             notify: nsock,
         };
-        init::main(spec, &prepared, sync_r, err_w, st_w, socks);
+        init::main(spec, self_move, &prepared.binds, sync_r, err_w, st_w, socks);
     }
-    drop(prepared);
+    drop(self_move);
+    // The helper children of the idmaps are reaped once the cell is released.
+    let userns::Prepared { binds, reapers } = prepared;
+    drop(binds);
     let lsock = lpair.map(|(parent, _child)| parent);
     let tsock = tpair.map(|(parent, _child)| parent);
     let nsock = npair.map(|(parent, _child)| parent);
@@ -244,13 +249,14 @@ pub fn spawn_with(
         kill_child();
         return Err(SpawnError::Io(io::Error::from(e)));
     }
-    if let Err(e) = before_release(pid) {
+    if let Err(e) = before_release(pid, inside) {
         kill_child();
         return Err(SpawnError::Cgroup(e));
     }
     // A child whose setup failed has exited already; its report is on the error pipe.
     let _ = nix::unistd::write(&sync_w, b"w");
     drop(sync_w);
+    drop(reapers);
 
     // Wait until the worker has exec'd (EOF) or reported a failure.
     let mut msg = Vec::new();
@@ -300,6 +306,86 @@ pub fn spawn_with(
         },
         failure,
     ))
+}
+
+/// `struct clone_args` of clone3(2), up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// clone3(2)'s flag: the child starts in the cgroup v2 directory `CloneArgs::cgroup`.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Clone the cell's init with `flags` (namespaces), in fork semantics: returns the raw
+/// result (the child's pid, 0 in the child, negative on failure with errno set) and
+/// whether the child was born in `into_cgroup`. With a cgroup: clone3 with
+/// CLONE_INTO_CGROUP first, and a plain clone when that is refused (clone3 unknown to
+/// the kernel or filtered by a container's seccomp profile, the cgroup not taking
+/// processes); a genuine namespace failure fails the plain clone too and is reported
+/// from there.
+fn clone_cell(flags: libc::c_int, into_cgroup: Option<std::os::fd::BorrowedFd<'_>>) -> (i64, bool) {
+    if let Some(cg) = into_cgroup {
+        let args = CloneArgs {
+            flags: flags as u64 | CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: cg.as_raw_fd() as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: clone3 without CLONE_VM and without a stack behaves like fork(): the
+        // child gets a copy of the address space and continues here with 0. `args` is a
+        // valid clone_args of the size passed, alive for the call. The caller guarantees
+        // the process is single-threaded, so no lock is held by another thread.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if ret >= 0 {
+            return (ret, true);
+        }
+        tracing::debug!(
+            "clone3 into the cell's cgroup: {}; a plain clone, then a move",
+            io::Error::last_os_error()
+        );
+    }
+    // SAFETY: a raw clone without CLONE_VM behaves like fork(): the child gets a copy of
+    // the address space and continues here with a return value of 0. The caller
+    // guarantees the process is single-threaded, so no lock is held by another thread.
+    let clone = |flags: libc::c_int| unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    let mut ret = clone(flags);
+    if ret < 0
+        && flags & libc::CLONE_NEWCGROUP != 0
+        && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL)
+    {
+        // gVisor (and other runtimes) refuse a cgroup namespace without a cgroup2 mount:
+        // the cell goes without one (it then sees the cgroup paths of its own cgroup).
+        tracing::debug!("clone with CLONE_NEWCGROUP: EINVAL; the cell gets no cgroup namespace");
+        ret = clone(flags & !libc::CLONE_NEWCGROUP);
+    }
+    (ret, false)
 }
 
 fn parse_failure(msg: &[u8]) -> Option<SetupFailure> {

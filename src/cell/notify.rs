@@ -1,27 +1,37 @@
-//! The container tier's `connect`s, answered by the supervisor (mechanism).
+//! The container tier's `socket`s and `connect`s, answered by the supervisor (mechanism).
 //!
 //! Without a network namespace, Landlock restricts TCP by port but not by address. So
-//! every `connect` of the cell stops in a seccomp user notification, and this loop
-//! answers it without the classic TOCTOU of user notifications (reading the cell's
-//! sockaddr, then letting the kernel re-read it with CONTINUE):
+//! the cell's TCP sockets are the supervisor's, and their connects are made by the
+//! supervisor, without the classic TOCTOU of user notifications (reading the cell's
+//! sockaddr, then letting the kernel re-read it with CONTINUE), and without taking
+//! anything from the cell (pidfd_getfd needs CAP_SYS_PTRACE under Docker's default
+//! seccomp profile, so the default container or Kubernetes pod has none):
 //!
-//! 1. the socket is taken from the cell with pidfd_getfd (the same open file
-//!    description; where a policy refuses pidfd_getfd, the supervisor connects a socket
-//!    of its own and puts it at the caller's fd number with NOTIF_ADDFD instead), and the
-//!    notification is checked to be still pending (the pid was
-//!    not reused);
-//! 2. a TCP socket (AF_INET/AF_INET6, SOCK_STREAM, IPPROTO_TCP) is connected *by this
-//!    process* to the address it decided: 127.0.0.1 on an allowed port. The sockaddr is
-//!    read from the cell's memory only to learn which port was asked for; what the cell
-//!    writes there afterwards changes nothing, since the kernel never reads it again.
-//!    The answer is connect()'s own result (0, or -errno: EINPROGRESS for a
-//!    non-blocking socket);
-//! 3. a unix socket gets CONTINUE: the kernel checks it as for any process (Landlock's
-//!    abstract-socket scope). Should another thread swap a TCP socket in at that fd
-//!    number in between, the kernel's connect meets Landlock, which refuses TCP connect
-//!    on every port in the container tier;
-//! 4. anything else, and a TCP connect to another address or port, gets ECONNREFUSED
-//!    (EACCES for other socket kinds), and `refused` is told.
+//! 1. `socket(AF_INET|AF_INET6, SOCK_STREAM[|flags], 0|IPPROTO_TCP)` stops here (seccomp
+//!    refuses every other inet socket by its register arguments). This process makes the
+//!    socket, keeps it (by device and inode, in [`Made`]) and installs the same open file
+//!    description in the cell with SECCOMP_IOCTL_NOTIF_ADDFD (+ FLAG_SEND: the cell's
+//!    socket() returns the new fd number; SOCK_NONBLOCK/SOCK_CLOEXEC as asked).
+//! 2. `connect(fd, ...)`: /proc/PID/fd/N is looked at (stat: device and inode). One of
+//!    ours: the sockaddr is read once from the cell's memory to learn which port was
+//!    asked for, and *this process* connects its own handle of that socket to 127.0.0.1
+//!    on that port when the rules allow it (the answer is connect()'s own result: 0, or
+//!    -errno such as EINPROGRESS for a non-blocking socket), else ECONNREFUSED and
+//!    `refused` is told. The kernel never acts on the cell's fd number or sockaddr: a
+//!    thread that rewrites the sockaddr or dup2()s another socket to that number
+//!    afterwards changes nothing (at worst another socket of ours is connected, to an
+//!    allowed address).
+//! 3. Any other fd (unix sockets) gets CONTINUE: the kernel checks it as for any process.
+//!    Should another thread swap one of our TCP sockets in at that number in between (or
+//!    one that `connect(AF_UNSPEC)` disconnected again), the kernel's connect meets
+//!    Landlock, which refuses TCP connect on every port in the container tier (the tier
+//!    requires Landlock's TCP rules).
+//!
+//! A socket is held only until it is connected (for a non-blocking connect: until the
+//! handshake is done), so that the cell's close() reaches the proxy; its (device, inode)
+//! is then remembered to answer a second connect with EISCONN. The rest are dropped when
+//! the cell's last process is gone, and sooner when they pile up: those no process has
+//! open any more (by /proc/*/fd) are let go.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -31,9 +41,6 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::spec::ConnectRules;
 
-/// pidfd_getfd works here (cleared at its first EPERM/ENOSYS).
-static GETFD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
-
 /// Told of each refused connect (what was asked, why), for the audit log.
 pub type Refused = std::sync::Arc<dyn Fn(serde_json::Value) + Send + Sync>;
 
@@ -41,11 +48,23 @@ pub type Refused = std::sync::Arc<dyn Fn(serde_json::Value) + Send + Sync>;
 pub fn serve(listener: OwnedFd, rules: ConnectRules, refused: Refused) -> io::Result<()> {
     std::thread::Builder::new()
         .name("taskcell-connect".into())
-        .spawn(move || serve_loop(std::sync::Arc::new(listener), &rules, &refused))
+        .spawn(move || {
+            serve_loop(
+                std::sync::Arc::new(listener),
+                &rules,
+                &refused,
+                &std::sync::Arc::new(Made::default()),
+            )
+        })
         .map(|_| ())
 }
 
-fn serve_loop(listener: std::sync::Arc<OwnedFd>, rules: &ConnectRules, refused: &Refused) {
+fn serve_loop(
+    listener: std::sync::Arc<OwnedFd>,
+    rules: &ConnectRules,
+    refused: &Refused,
+    made: &std::sync::Arc<Made>,
+) {
     let sizes = notif_sizes();
     loop {
         let mut p = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
@@ -88,14 +107,25 @@ fn serve_loop(listener: std::sync::Arc<OwnedFd>, rules: &ConnectRules, refused: 
         let held = listener.clone();
         let rules = rules.clone();
         let refused = refused.clone();
+        let made = made.clone();
         // A blocking connect may wait (a full backlog): one thread per call, so one
         // slow connect holds no other back; inline when no thread can be made. Each
         // holds the listener open until it has answered.
         let job = move || {
             let fd = held.as_raw_fd();
-            let resp = answer(fd, &req, &rules, &refused);
-            send(fd, &resp, sizes.1);
+            let (resp, after) = answer(fd, &req, &rules, &refused, &made);
+            if let Some(resp) = resp {
+                send(fd, &resp, sizes.1);
+            }
+            if let Some(after) = after {
+                after();
+            }
         };
+        // socket() never waits (a socket and an ioctl): answered here, without a thread.
+        if i64::from(req.data.nr) == libc::SYS_socket {
+            job();
+            continue;
+        }
         let job = std::sync::Arc::new(std::sync::Mutex::new(Some(job)));
         let j2 = job.clone();
         let spawned = std::thread::Builder::new()
@@ -173,12 +203,234 @@ fn still_pending(listener: RawFd, id: u64) -> bool {
     unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_ID_VALID as _, &id) == 0 }
 }
 
+/// What to do once the answer is sent (wait for a non-blocking connect to finish).
+type After = Box<dyn FnOnce() + Send>;
+
 fn answer(
     listener: RawFd,
     req: &libc::seccomp_notif,
     rules: &ConnectRules,
     refused: &Refused,
-) -> libc::seccomp_notif_resp {
+    made: &std::sync::Arc<Made>,
+) -> (Option<libc::seccomp_notif_resp>, Option<After>) {
+    if i64::from(req.data.nr) == libc::SYS_socket {
+        return (make_socket(listener, req, made), None);
+    }
+    let (resp, after) = connect(listener, req, rules, refused, made);
+    (Some(resp), after)
+}
+
+/// The sockets this process made for the cell, by (device, inode); each is held to make
+/// its connects.
+#[derive(Default)]
+pub struct Made {
+    socks: std::sync::Mutex<MadeSet>,
+}
+
+#[derive(Default)]
+struct MadeSet {
+    /// Not connected yet (or connecting): held, to make the connect.
+    by_id: std::collections::HashMap<(u64, u64), std::sync::Arc<OwnedFd>>,
+    /// Connected by this process: no longer held (the cell's close() must reach the
+    /// proxy), remembered to answer a second connect with EISCONN.
+    connected: std::collections::HashSet<(u64, u64)>,
+    /// Let go of the unused ones when there are more than this.
+    sweep_at: usize,
+}
+
+/// Sockets held at most (after letting go of the unused ones): beyond, socket() gets
+/// EMFILE.
+const MOST_HELD: usize = 65536;
+
+impl Made {
+    fn get(&self, id: (u64, u64)) -> Option<std::sync::Arc<OwnedFd>> {
+        self.socks.lock().ok()?.by_id.get(&id).cloned()
+    }
+
+    /// Hold `sock`; false when too many are held (those no process has open any more are
+    /// let go first).
+    fn insert(&self, id: (u64, u64), sock: std::sync::Arc<OwnedFd>) -> bool {
+        let Ok(mut set) = self.socks.lock() else {
+            return false;
+        };
+        if set.by_id.len() + set.connected.len() >= set.sweep_at.max(256) {
+            if let Some(open) = open_sockets() {
+                set.by_id.retain(|(_, ino), _| open.contains(ino));
+                set.connected.retain(|(_, ino)| open.contains(ino));
+            }
+            set.sweep_at = (set.by_id.len() + set.connected.len()) * 2;
+        }
+        if set.by_id.len() + set.connected.len() >= MOST_HELD {
+            return false;
+        }
+        set.connected.remove(&id);
+        set.by_id.insert(id, sock);
+        true
+    }
+
+    /// The socket is connected: let go of it.
+    fn settle(&self, id: (u64, u64)) {
+        if let Ok(mut set) = self.socks.lock() {
+            if set.by_id.remove(&id).is_some() {
+                set.connected.insert(id);
+            }
+        }
+    }
+
+    fn is_connected(&self, id: (u64, u64)) -> bool {
+        self.socks
+            .lock()
+            .map(|s| s.connected.contains(&id))
+            .unwrap_or(false)
+    }
+
+    fn remove(&self, id: (u64, u64)) {
+        if let Ok(mut set) = self.socks.lock() {
+            set.by_id.remove(&id);
+        }
+    }
+
+    /// How many are held.
+    pub fn len(&self) -> usize {
+        self.socks.lock().map(|s| s.by_id.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The inodes of every socket some process this one can look at has open (/proc/*/fd),
+/// or None when /proc cannot be read (then nothing is let go). A socket only in flight
+/// (SCM_RIGHTS) is let go too: its connect then meets Landlock (EACCES).
+fn open_sockets() -> Option<std::collections::HashSet<u64>> {
+    let mut out = std::collections::HashSet::new();
+    // This process holds every one of them: not counted.
+    let me = std::process::id().to_string();
+    for p in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = p.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()) && *n != me)
+        else {
+            continue;
+        };
+        // Threads with their own fd table too (unshare(CLONE_FILES)).
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok();
+        for t in tasks.into_iter().flatten().flatten() {
+            let dir = t.path().join("fd");
+            let fds = match std::fs::read_dir(&dir) {
+                Ok(f) => f,
+                // Gone meanwhile; another user's process; or one that is not dumpable
+                // (the cell's init; a cell process that made itself so), whose connects
+                // this process cannot serve anyway (it cannot look at its fds).
+                Err(_) => continue,
+            };
+            for fd in fds.flatten() {
+                if let Ok(target) = std::fs::read_link(fd.path()) {
+                    let t = target.to_string_lossy();
+                    if let Some(ino) = t
+                        .strip_prefix("socket:[")
+                        .and_then(|r| r.strip_suffix(']'))
+                        .and_then(|n| n.parse().ok())
+                    {
+                        out.insert(ino);
+                    }
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// (device, inode) of an open file.
+fn file_id(fd: RawFd) -> Option<(u64, u64)> {
+    nix::sys::stat::fstat(fd)
+        .ok()
+        .map(|st| (st.st_dev, st.st_ino))
+}
+
+/// The cell's socket(): made here, held, installed in the cell (None: answered by the
+/// ADDFD ioctl itself).
+fn make_socket(
+    listener: RawFd,
+    req: &libc::seccomp_notif,
+    made: &Made,
+) -> Option<libc::seccomp_notif_resp> {
+    let id = req.id;
+    let (domain, ty, proto) = (
+        req.data.args[0] as i32,
+        req.data.args[1] as i32,
+        req.data.args[2] as i32,
+    );
+    let flags = ty & !0xf;
+    // The filter sends only these here; anything else is refused as the filter would.
+    if !(domain == libc::AF_INET || domain == libc::AF_INET6)
+        || ty & 0xf != libc::SOCK_STREAM
+        || !(proto == 0 || proto == libc::IPPROTO_TCP)
+    {
+        return Some(reply(id, libc::EPERM));
+    }
+    if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
+        return Some(reply(id, libc::EINVAL));
+    }
+    // SAFETY: socket takes integers and returns a new fd or -1.
+    let fd = unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | (flags & libc::SOCK_NONBLOCK),
+            proto,
+        )
+    };
+    if fd < 0 {
+        let e = io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::ENOMEM);
+        return Some(reply(id, e));
+    }
+    // SAFETY: a new fd the kernel returned to us.
+    let sock = std::sync::Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+    let Some(key) = file_id(sock.as_raw_fd()) else {
+        return Some(reply(id, libc::ENOMEM));
+    };
+    // Held before the cell can name it: a connect right after socket() finds it.
+    if !made.insert(key, sock.clone()) {
+        return Some(reply(id, libc::EMFILE));
+    }
+    let add = libc::seccomp_notif_addfd {
+        id,
+        flags: libc::SECCOMP_ADDFD_FLAG_SEND as u32,
+        srcfd: sock.as_raw_fd() as u32,
+        newfd: 0,
+        newfd_flags: if flags & libc::SOCK_CLOEXEC != 0 {
+            libc::O_CLOEXEC as u32
+        } else {
+            0
+        },
+    };
+    // SAFETY: ADDFD reads the struct we own; with FLAG_SEND it also answers the call
+    // (the new fd number is socket()'s result).
+    let r = unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_ADDFD as _, &add) };
+    if r >= 0 {
+        return None;
+    }
+    made.remove(key);
+    match io::Error::last_os_error().raw_os_error() {
+        // The caller is gone (or was interrupted): nothing to answer.
+        Some(libc::ENOENT) => None,
+        // EMFILE (the cell's fd limit) and the like: the cell's socket() fails so.
+        Some(e) => Some(reply(id, e)),
+        None => Some(reply(id, libc::ENOMEM)),
+    }
+}
+
+fn connect(
+    listener: RawFd,
+    req: &libc::seccomp_notif,
+    rules: &ConnectRules,
+    refused: &Refused,
+    made: &std::sync::Arc<Made>,
+) -> (libc::seccomp_notif_resp, Option<After>) {
     let id = req.id;
     let pid = req.pid as i32;
     let cell_fd = req.data.args[0] as i32;
@@ -191,92 +443,70 @@ fn answer(
         }));
         reply(id, errno)
     };
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if pidfd < 0 {
-        return reply(id, libc::ESRCH);
-    }
-    // SAFETY: a new fd the kernel returned to us.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+    let carry_on = libc::seccomp_notif_resp {
+        id,
+        val: 0,
+        error: 0,
+        flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+    };
+    // Which open file is at that number (by the calling thread's fd table). Not ours
+    // (unix sockets; or not readable: a cell process that made itself non-dumpable):
+    // the kernel decides, see the module's comment for a swapped fd.
+    let key = match nix::sys::stat::stat(format!("/proc/{pid}/fd/{cell_fd}").as_str()) {
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFSOCK => Some((st.st_dev, st.st_ino)),
+        _ => None,
+    };
+    let held = key.and_then(|k| made.get(k));
     if !still_pending(listener, id) {
-        return reply(id, libc::ESRCH);
+        return (reply(id, libc::ESRCH), None);
     }
-    if !GETFD.load(std::sync::atomic::Ordering::Relaxed) {
-        return answer_by_replacing(listener, req, rules, &deny);
-    }
-    // SAFETY: pidfd_getfd returns a new fd (close-on-exec) or -1.
-    let sock = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), cell_fd, 0) };
-    if sock < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::EBADF) => reply(id, libc::EBADF),
-            // Refused by a policy (Docker's default seccomp profile without
-            // CAP_SYS_PTRACE), or not in this kernel: replace the socket instead, from now on.
-            Some(libc::EPERM) | Some(libc::ENOSYS) => {
-                if GETFD.swap(false, std::sync::atomic::Ordering::Relaxed) {
-                    tracing::debug!(
-                        "pidfd_getfd is refused here ({e}): the container tier's connects replace the cell's socket (SECCOMP_IOCTL_NOTIF_ADDFD)"
-                    );
-                }
-                answer_by_replacing(listener, req, rules, &deny)
-            }
-            _ => deny(
-                libc::EACCES,
-                &format!("cannot take the socket from the cell: {e}"),
-                None,
-            ),
-        };
-    }
-    // SAFETY: a new fd the kernel returned to us.
-    let sock = unsafe { OwnedFd::from_raw_fd(sock as RawFd) };
-    let opt = |name: i32| -> Result<i32, i32> {
-        let mut v: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: getsockopt writes an int into `v`.
-        let r = unsafe {
-            libc::getsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                name,
-                (&mut v as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        if r < 0 {
-            Err(io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EACCES))
-        } else {
-            Ok(v)
+    let (Some(key), Some(sock)) = (key, held) else {
+        if key.is_some_and(|k| made.is_connected(k)) {
+            return (reply(id, libc::EISCONN), None);
         }
+        return (carry_on, None);
     };
-    let domain = match opt(libc::SO_DOMAIN) {
-        Ok(d) => d,
-        Err(e) => return reply(id, e),
-    };
-    if domain == libc::AF_UNIX {
-        // The kernel decides (see the module's comment for a swapped fd).
-        return libc::seccomp_notif_resp {
-            id,
-            val: 0,
-            error: 0,
-            flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
-        };
-    }
-    let tcp = (domain == libc::AF_INET || domain == libc::AF_INET6)
-        && opt(libc::SO_TYPE) == Ok(libc::SOCK_STREAM)
-        && opt(libc::SO_PROTOCOL) == Ok(libc::IPPROTO_TCP);
-    if !tcp {
-        return deny(libc::EACCES, "not a TCP or unix socket", None);
-    }
     let port = match decide(listener, req, rules) {
         Ok(p) => p,
-        Err((errno, why, asked)) => return deny(errno, why, asked),
+        Err((errno, why, asked)) => return (deny(errno, why, asked), None),
     };
-    // This process connects the cell's socket (the same open file description) to the
-    // address it decided.
+    let domain = match nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(
+        sock.as_raw_fd(),
+    ) {
+        Ok(a) if a.as_sockaddr_in6().is_some() => libc::AF_INET6,
+        Ok(_) => libc::AF_INET,
+        Err(e) => return (reply(id, e as i32), None),
+    };
+    // This process connects the socket it made (the open file description the cell
+    // holds) to the address it decided.
     let err = connect_loopback(sock.as_raw_fd(), domain, port);
-    reply(id, err)
+    // Connected: let go of it (so the cell's close() reaches the proxy). Connecting: once
+    // the answer is sent, wait for the handshake, then the same.
+    let after: Option<After> = match err {
+        0 | libc::EISCONN => {
+            made.settle(key);
+            None
+        }
+        libc::EINPROGRESS | libc::EALREADY => {
+            let made = made.clone();
+            Some(Box::new(move || {
+                if wait_connected(&sock) {
+                    made.settle(key);
+                }
+            }))
+        }
+        _ => None,
+    };
+    (reply(id, err), after)
+}
+
+/// Wait (at most a minute) for a non-blocking connect to finish; connected?
+fn wait_connected(sock: &OwnedFd) -> bool {
+    let mut p = [PollFd::new(sock.as_fd(), PollFlags::POLLOUT)];
+    if !matches!(poll(&mut p, PollTimeout::from(60_000u16)), Ok(n) if n > 0) {
+        return false;
+    }
+    nix::sys::socket::getpeername::<nix::sys::socket::SockaddrStorage>(sock.as_raw_fd()).is_ok()
 }
 
 /// A refusal: errno, why, what was asked.
@@ -328,101 +558,6 @@ fn read_sockaddr(pid: u32, addr: u64, len: usize) -> io::Result<Vec<u8>> {
     let n = f.read_at(&mut raw, addr)?;
     raw.truncate(n);
     Ok(raw)
-}
-
-/// Without pidfd_getfd (Docker's default seccomp profile allows it only with
-/// CAP_SYS_PTRACE): this process makes a new TCP socket, connects it to the address it
-/// decided, and puts it in the cell at the caller's fd number (SECCOMP_IOCTL_NOTIF_ADDFD
-/// with SETFD, Linux 5.9), with the caller's O_NONBLOCK and close-on-exec; the answer is
-/// 0. Still no CONTINUE for TCP. Options set on the cell's socket before connect (e.g.
-/// TCP_NODELAY) are not carried over.
-fn answer_by_replacing(
-    listener: RawFd,
-    req: &libc::seccomp_notif,
-    rules: &ConnectRules,
-    deny: &dyn Fn(i32, &str, Option<String>) -> libc::seccomp_notif_resp,
-) -> libc::seccomp_notif_resp {
-    let id = req.id;
-    let pid = req.pid;
-    let cell_fd = req.data.args[0] as i32;
-    let link = std::fs::read_link(format!("/proc/{pid}/fd/{cell_fd}"));
-    let is_socket = match &link {
-        Ok(l) => l.to_string_lossy().starts_with("socket:"),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return reply(id, libc::EBADF),
-        Err(_) => false,
-    };
-    if !is_socket {
-        return reply(id, libc::ENOTSOCK);
-    }
-    // The family the cell asked for (its sockaddr's first two bytes).
-    let family = match read_sockaddr(pid, req.data.args[1], 2) {
-        Ok(b) if b.len() == 2 => i32::from(u16::from_ne_bytes([b[0], b[1]])),
-        _ => return reply(id, libc::EFAULT),
-    };
-    if family == libc::AF_UNIX {
-        // The kernel decides; Landlock refuses a TCP connect should the fd be swapped.
-        return libc::seccomp_notif_resp {
-            id,
-            val: 0,
-            error: 0,
-            flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
-        };
-    }
-    let port = match decide(listener, req, rules) {
-        Ok(p) => p,
-        Err((errno, why, asked)) => return deny(errno, why, asked),
-    };
-    let flags = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{cell_fd}"))
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("flags:"))
-                .and_then(|v| i64::from_str_radix(v.trim(), 8).ok())
-        })
-        .unwrap_or(0);
-    let domain = if family == libc::AF_INET6 {
-        libc::AF_INET6
-    } else {
-        libc::AF_INET
-    };
-    // SAFETY: socket() returns a new fd or -1.
-    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return reply(id, libc::ENOBUFS);
-    }
-    // SAFETY: a new fd we own.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let err = connect_loopback(sock.as_raw_fd(), domain, port);
-    if err != 0 {
-        return reply(id, err);
-    }
-    if flags & i64::from(libc::O_NONBLOCK) != 0 {
-        // SAFETY: F_SETFL on our own fd.
-        unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-    }
-    let add = libc::seccomp_notif_addfd {
-        id,
-        flags: libc::SECCOMP_ADDFD_FLAG_SETFD as u32,
-        srcfd: sock.as_raw_fd() as u32,
-        newfd: cell_fd as u32,
-        newfd_flags: if flags & i64::from(libc::O_CLOEXEC) != 0 {
-            libc::O_CLOEXEC as u32
-        } else {
-            0
-        },
-    };
-    // SAFETY: ADDFD reads the struct we own; the kernel installs a copy of `sock` at
-    // `newfd` in the caller (replacing what was there), while its call is pending.
-    let r = unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_ADDFD as _, &add) };
-    if r < 0 {
-        return reply(
-            id,
-            io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EACCES),
-        );
-    }
-    reply(id, 0)
 }
 
 /// 127.0.0.1, ::1 or ::ffff:127.0.0.1.

@@ -181,8 +181,10 @@ pub fn become_ids(uid: u32, gid: u32) -> Result<(), String> {
 /// A user namespace whose only mapping sends `owner` (uid, gid) to `host`: the idmap of a
 /// mount that shows the path's owner's files as the cell's host id and writes the cell's
 /// files as the owner. Made by a short-lived child that sits in a new user namespace
-/// while this process (host root) writes its maps and opens its namespace.
-pub fn idmap_userns(owner: (u32, u32), host: (u32, u32)) -> Result<OwnedFd, String> {
+/// while this process (host root) writes its maps and opens its namespace. The child is
+/// killed before this returns; it is reaped when the returned [`Reaper`] is dropped, so
+/// the caller does not wait for its exit on the way to the cell's clone.
+pub fn idmap_userns(owner: (u32, u32), host: (u32, u32)) -> Result<(OwnedFd, Reaper), String> {
     // SAFETY: a raw clone without CLONE_VM behaves like fork(); the child only pauses
     // (async-signal-safe) until it is killed. The caller is single-threaded (spawn).
     let ret = unsafe {
@@ -220,9 +222,31 @@ pub fn idmap_userns(owner: (u32, u32), host: (u32, u32)) -> Result<OwnedFd, Stri
         Ok(OwnedFd::from(f))
     })();
     let p = nix::unistd::Pid::from_raw(pid);
+    // Killed now (the open fd keeps the namespace), reaped later: its exit runs while
+    // this process goes on.
     let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
-    let _ = nix::sys::wait::waitpid(p, None);
-    made
+    let reaper = Reaper(Some(p));
+    made.map(|ns| (ns, reaper))
+}
+
+/// A killed helper child, reaped (`waitpid`) on drop.
+#[derive(Debug)]
+pub struct Reaper(Option<nix::unistd::Pid>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = nix::sys::wait::waitpid(p, None);
+        }
+    }
+}
+
+/// What [`prepare_binds`] made: each bind as a detached tree (index of the op, tree), and
+/// the killed helper children to reap once the cell is released.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    pub binds: Vec<(usize, OwnedFd)>,
+    pub reapers: Vec<Reaper>,
 }
 
 /// Root-started: every bind of the spec, made here in the supervisor as a detached tree
@@ -231,16 +255,16 @@ pub fn idmap_userns(owner: (u32, u32), host: (u32, u32)) -> Result<OwnedFd, Stri
 /// cell's init lacks); the read-only ones are plain copies, made here because init runs
 /// as the cell's unprivileged host id from its start and so cannot open what only root
 /// may traverse.
-pub fn prepare_binds(spec: &crate::spec::Spec) -> Result<Vec<(usize, OwnedFd)>, String> {
+pub fn prepare_binds(spec: &crate::spec::Spec) -> Result<Prepared, String> {
     use crate::hold;
     use crate::spec::mounts::MountOp;
     use std::os::unix::fs::MetadataExt;
     let Some(host) = spec.host_ids else {
-        return Ok(Vec::new());
+        return Ok(Prepared::default());
     };
     let root = hold::open_dir(std::path::Path::new("/")).map_err(|e| format!("opening /: {e}"))?;
     let mut nss: Vec<((u32, u32), OwnedFd)> = Vec::new();
-    let mut out = Vec::new();
+    let mut out = Prepared::default();
     for (i, op) in spec.mounts.iter().enumerate() {
         let MountOp::Bind { src, readonly, .. } = op else {
             continue;
@@ -256,7 +280,7 @@ pub fn prepare_binds(spec: &crate::spec::Spec) -> Result<Vec<(usize, OwnedFd)>, 
         }
         if !spec.idmapped.contains(&i) {
             hold::set_attr_recursive(&tree, attrs).map_err(|e| what(&e))?;
-            out.push((i, tree));
+            out.binds.push((i, tree));
             continue;
         }
         // SAFETY: an O_PATH fd we own, borrowed as a File without taking it.
@@ -267,7 +291,9 @@ pub fn prepare_binds(spec: &crate::spec::Spec) -> Result<Vec<(usize, OwnedFd)>, 
         let ns = match nss.iter().position(|(o, _)| *o == owner) {
             Some(k) => k,
             None => {
-                nss.push((owner, idmap_userns(owner, (host.uid, host.gid))?));
+                let (ns, reaper) = idmap_userns(owner, (host.uid, host.gid))?;
+                out.reapers.push(reaper);
+                nss.push((owner, ns));
                 nss.len() - 1
             }
         };
@@ -276,7 +302,7 @@ pub fn prepare_binds(spec: &crate::spec::Spec) -> Result<Vec<(usize, OwnedFd)>, 
                 "{e}: an idmapped mount failed (the filesystem may not support them)"
             ))
         })?;
-        out.push((i, tree));
+        out.binds.push((i, tree));
     }
     Ok(out)
 }
@@ -289,7 +315,7 @@ pub fn probe_idmap(path: &std::path::Path, host: u32) -> Result<(), String> {
     let md = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let held = hold::open_dir(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let tree = hold::clone_tree(&held).map_err(|e| format!("open_tree: {e}"))?;
-    let ns = idmap_userns((md.uid(), md.gid()), (host, host))?;
+    let (ns, _reaper) = idmap_userns((md.uid(), md.gid()), (host, host))?;
     hold::set_attr_idmap(&tree, 0, &ns).map_err(|e| format!("mount_setattr(MOUNT_ATTR_IDMAP): {e}"))
 }
 

@@ -191,12 +191,21 @@ pub fn check(key: &str, value: &str) -> Result<(), String> {
     }
 }
 
-/// Bytes of RAM of this machine (MemTotal), or None when /proc/meminfo is unreadable.
+/// Bytes of RAM of this machine (MemTotal of /proc/meminfo, which sysinfo(2) gives
+/// without the cost of computing the rest of that file on every start), or None when
+/// the kernel does not say.
 pub fn mem_total() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    // SAFETY: struct sysinfo holds integers only: all zero is a valid value.
+    let mut si: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; a valid pointer to a sysinfo struct for the call.
+    if unsafe { libc::sysinfo(&mut si) } != 0 {
+        return None;
+    }
+    let unit = u64::from(si.mem_unit.max(1));
+    // (c_ulong: u64 here, u32 on 32-bit targets.)
+    #[allow(clippy::useless_conversion)]
+    let ram = u64::from(si.totalram);
+    Some(ram.checked_mul(unit)?).filter(|b| *b > 0)
 }
 
 /// Turn the declared text (profile entries, then command-line values, which win) into
@@ -232,7 +241,7 @@ pub fn resolve(
                     Some(MemSpec::Percent(p)) => {
                         let total = mem_total.ok_or_else(|| {
                             err(format!(
-                                "{v:?} is a share of this machine's memory, but /proc/meminfo cannot be read (write a size such as 4G)"
+                                "{v:?} is a share of this machine's memory, but the kernel did not say how much memory it has (sysinfo failed; write a size such as 4G)"
                             ))
                         })?;
                         Some(((total as f64) * p / 100.0) as u64)

@@ -30,8 +30,9 @@ pub struct Machine {
     pub landlock: Result<i32, String>,
     /// Seccomp filters returning errno, or why not.
     pub seccomp: Result<(), String>,
-    /// Seccomp user notification (`SECCOMP_RET_USER_NOTIF`, Linux 5.0) and pidfd_getfd
-    /// (Linux 5.6): the supervisor makes the container tier's `connect`s.
+    /// Seccomp user notification (`SECCOMP_RET_USER_NOTIF`, Linux 5.0; its ADDFD ioctl,
+    /// Linux 5.14): the supervisor makes the container tier's TCP sockets and their
+    /// `connect`s (nothing Docker's default seccomp profile refuses: no pidfd_getfd).
     pub user_notif: Result<(), String>,
 }
 

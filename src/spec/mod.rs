@@ -112,7 +112,7 @@ pub struct Offer {
     /// (naming its loopback resolver) is bound over it. A symlink (systemd-resolved's
     /// stub) dangles in the cell, and resolvers then ask 127.0.0.1 anyway.
     pub resolv_conf: bool,
-    /// Seccomp user notification and pidfd_getfd: a cell without namespaces gets the
+    /// Seccomp user notification (and ADDFD): a cell without namespaces gets the
     /// container tier's network (supervisor-made connects).
     pub user_notif: bool,
     /// Root in the initial user namespace: the range a cell's unprivileged host id comes

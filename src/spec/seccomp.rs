@@ -66,6 +66,10 @@ pub struct Rule {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub notify: bool,
     pub when: Vec<Vec<Cond>>,
+    /// Alternatives checked after `when` (when none of those held): the call waits for
+    /// the supervisor (the container tier's inet `socket`s, which it makes itself).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notify_when: Vec<Vec<Cond>>,
     /// Why (shown by `explain`).
     pub why: String,
 }
@@ -209,6 +213,7 @@ fn rule(name: &str, errno: i32, when: Vec<Vec<Cond>>, why: &str) -> Option<Rule>
         errno,
         notify: false,
         when,
+        notify_when: Vec::new(),
         why: why.to_string(),
     })
 }
@@ -350,17 +355,27 @@ pub fn filter(p: &Policy) -> Filter {
                     c(2, Cmp::Ne32(libc::IPPROTO_TCP as u64)),
                 ]);
             }
-            why = "the container tier: only unix sockets and TCP (type SOCK_STREAM, protocol 0 or TCP); no UDP, raw, packet, SCTP, MPTCP or netlink sockets";
+            why = "the container tier: only unix sockets and TCP (type SOCK_STREAM, protocol 0 or TCP); no UDP, raw, packet, SCTP, MPTCP or netlink sockets; every TCP socket is made by the supervisor (user notification), which keeps it to make its connects";
         }
-        push(rule("socket", libc::EPERM, when, why));
+        let mut socket = rule("socket", libc::EPERM, when, why);
+        if let (Some(r), true) = (socket.as_mut(), p.container) {
+            // What is left of inet is TCP: the supervisor makes the socket itself and
+            // installs it in the cell (SECCOMP_IOCTL_NOTIF_ADDFD).
+            r.notify_when = vec![
+                vec![c(0, Cmp::Eq32(af_inet))],
+                vec![c(0, Cmp::Eq32(af_inet6))],
+            ];
+        }
+        push(socket);
         if p.container {
-            // Every connect waits for the supervisor: it connects TCP sockets itself, to
-            // the address it decided (no TOCTOU on the cell's sockaddr).
+            // Every connect waits for the supervisor: it connects the TCP sockets it made
+            // (and holds) itself, to the address it decided (no TOCTOU on the cell's
+            // sockaddr or fd); any other socket gets CONTINUE.
             if let Some(mut r) = rule(
                 "connect",
                 0,
                 vec![],
-                "the container tier: the supervisor takes the socket (pidfd_getfd) and connects it itself to the proxy, or refuses",
+                "the container tier: the supervisor connects the TCP socket it made for the cell itself, to the proxy, or refuses",
             ) {
                 r.notify = true;
                 push(Some(r));
@@ -400,11 +415,16 @@ impl fmt::Display for Cond {
         let a = self.arg;
         match self.cmp {
             Cmp::HasBits(m) => {
-                let name = CLONE_NS_FLAGS
-                    .iter()
-                    .find(|(_, v)| *v == m)
-                    .map(|(n, _)| n.to_string())
-                    .unwrap_or_else(|| format!("{m:#x}"));
+                // clone's flags are its arg0; the send calls' flags their arg2/arg3.
+                let name = match (a, m) {
+                    (0, _) => CLONE_NS_FLAGS
+                        .iter()
+                        .find(|(_, v)| *v == m)
+                        .map(|(n, _)| n.to_string()),
+                    (2 | 3, MSG_FASTOPEN) => Some("MSG_FASTOPEN".to_string()),
+                    _ => None,
+                }
+                .unwrap_or_else(|| format!("{m:#x}"));
                 write!(f, "arg{a} has {name}")
             }
             Cmp::Eq32(v) => write!(f, "arg{a} == {}", value_name(a, v)),
@@ -450,24 +470,33 @@ fn errno_name(e: i32) -> &'static str {
 /// One line per rule, for `explain`.
 pub fn describe(f: &Filter) -> Vec<String> {
     let mut out = Vec::new();
+    let alts = |when: &[Vec<Cond>]| {
+        when.iter()
+            .map(|all| {
+                all.iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" && ")
+            })
+            .collect::<Vec<_>>()
+            .join(" || ")
+    };
     for r in &f.rules {
         let when = if r.when.is_empty() {
             String::new()
         } else {
-            let alts: Vec<String> = r
-                .when
-                .iter()
-                .map(|all| {
-                    all.iter()
-                        .map(|c| c.to_string())
-                        .collect::<Vec<_>>()
-                        .join(" && ")
-                })
-                .collect();
-            format!(" if {}", alts.join(" || "))
+            format!(" if {}", alts(&r.when))
+        };
+        let notified = if r.notify_when.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", else if {} -> the supervisor (user notification)",
+                alts(&r.notify_when)
+            )
         };
         out.push(format!(
-            "{}{when} -> {} ({})",
+            "{}{when} -> {}{notified} ({})",
             r.name,
             action_name(r),
             r.why
@@ -626,11 +655,17 @@ fn rule_block(r: &Rule) -> Result<Vec<sock_filter>, String> {
             stmt(BPF_RET_K, SECCOMP_RET_ERRNO | (r.errno as u32 & 0xffff))
         }
     };
-    if r.when.is_empty() {
+    if r.when.is_empty() && r.notify_when.is_empty() {
         return Ok(vec![deny()]);
     }
+    let notify = || stmt(BPF_RET_K, libc::SECCOMP_RET_USER_NOTIF);
+    let alternatives = r
+        .when
+        .iter()
+        .map(|a| (a, deny()))
+        .chain(r.notify_when.iter().map(|a| (a, notify())));
     let mut out = Vec::new();
-    for all in &r.when {
+    for (all, action) in alternatives {
         let mut alt: Vec<Step> = Vec::new();
         for c in all {
             let lo = ARGS_OFFSET + 8 * c.arg as u32;
@@ -668,7 +703,7 @@ fn rule_block(r: &Rule) -> Result<Vec<sock_filter>, String> {
                 }
             }
         }
-        alt.push(Step::Plain(deny()));
+        alt.push(Step::Plain(action));
         // A failed comparison jumps to the end of this alternative: the next one, or the
         // final allow.
         let n = alt.len();
@@ -892,22 +927,37 @@ mod tests {
         }
     }
 
-    fn expected(r: &Rule, args: [u64; 6]) -> bool {
-        r.when.is_empty()
-            || r.when.iter().any(|all| {
-                all.iter().all(|c| {
-                    let a = args[c.arg as usize];
-                    let lo = a as u32 as u64;
-                    match c.cmp {
-                        Cmp::HasBits(m) => a & m == m,
-                        Cmp::Eq32(v) => lo == v,
-                        Cmp::Ne32(v) => lo != v,
-                        Cmp::Gt32(v) => lo > v,
-                        Cmp::Lt32(v) => lo < v,
-                        Cmp::MaskedNe32(m, v) => lo & m != v,
-                    }
-                })
+    /// The action the rule's conditions give for `args` (what the program must return).
+    fn action(r: &Rule, args: [u64; 6]) -> u32 {
+        let ret = if r.notify {
+            libc::SECCOMP_RET_USER_NOTIF
+        } else {
+            SECCOMP_RET_ERRNO | r.errno as u32
+        };
+        if (r.when.is_empty() && r.notify_when.is_empty()) || holds(&r.when, args) {
+            ret
+        } else if holds(&r.notify_when, args) {
+            libc::SECCOMP_RET_USER_NOTIF
+        } else {
+            libc::SECCOMP_RET_ALLOW
+        }
+    }
+
+    fn holds(when: &[Vec<Cond>], args: [u64; 6]) -> bool {
+        when.iter().any(|all| {
+            all.iter().all(|c| {
+                let a = args[c.arg as usize];
+                let lo = a as u32 as u64;
+                match c.cmp {
+                    Cmp::HasBits(m) => a & m == m,
+                    Cmp::Eq32(v) => lo == v,
+                    Cmp::Ne32(v) => lo != v,
+                    Cmp::Gt32(v) => lo > v,
+                    Cmp::Lt32(v) => lo < v,
+                    Cmp::MaskedNe32(m, v) => lo & m != v,
+                }
             })
+        })
     }
 
     #[test]
@@ -922,6 +972,7 @@ mod tests {
         let nr = |n: &str| syscalls::number(n).expect(n) as u32;
         let eperm = SECCOMP_RET_ERRNO | libc::EPERM as u32;
         let allow = libc::SECCOMP_RET_ALLOW;
+        let notif = libc::SECCOMP_RET_USER_NOTIF;
         let (inet, inet6, unix) = (
             libc::AF_INET as u64,
             libc::AF_INET6 as u64,
@@ -930,8 +981,9 @@ mod tests {
         let stream = libc::SOCK_STREAM as u64;
         let flags = (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) as u64;
         for (args, want) in [
-            ([inet, stream, 0], allow),
-            ([inet6, stream | flags, libc::IPPROTO_TCP as u64], allow),
+            ([inet, stream, 0], notif),
+            ([inet6, stream | flags, libc::IPPROTO_TCP as u64], notif),
+            ([unix, stream | flags, 0], allow),
             ([unix, libc::SOCK_DGRAM as u64, 0], allow),
             ([inet, libc::SOCK_DGRAM as u64, 0], eperm),
             ([inet6, libc::SOCK_DGRAM as u64 | flags, 0], eperm),
@@ -994,18 +1046,11 @@ mod tests {
         // The container tier adds socket checks, connect and the sendto family.
         let most = if container { 480 } else { 400 };
         assert!(p.len() < most, "{} instructions", p.len());
-        let deny_of = |r: &Rule| {
-            if r.notify {
-                libc::SECCOMP_RET_USER_NOTIF
-            } else {
-                SECCOMP_RET_ERRNO | r.errno as u32
-            }
-        };
         // Arguments that hit or miss each condition: every value a rule compares with,
         // one more and one less, all bits, no bits.
         let mut values: Vec<u64> = vec![0, u64::MAX, 0xffff_ffff, 1 << 40];
         for r in &f.rules {
-            for c in r.when.iter().flatten() {
+            for c in r.when.iter().chain(&r.notify_when).flatten() {
                 let v = match c.cmp {
                     Cmp::HasBits(v)
                     | Cmp::Eq32(v)
@@ -1029,11 +1074,7 @@ mod tests {
                     args[arg] = *v;
                     // Set every argument the rule checks, for the multi-condition rules.
                     let got = run(&p, r.nr as u32, args);
-                    let want = if expected(r, args) {
-                        deny_of(r)
-                    } else {
-                        libc::SECCOMP_RET_ALLOW
-                    };
+                    let want = action(r, args);
                     assert_eq!(got, want, "{} args {args:x?}", r.name);
                     checked += 1;
                 }
