@@ -266,10 +266,37 @@ fn offer_here(plan: &Plan) -> spec::Offer {
     crate::cell::confine::offer(proxy, inject)
 }
 
-/// The spec `run` would execute here (the handles made at start shown by description).
+/// The spec `run` would execute here (the handles made at start shown by description):
+/// with namespaces where this machine gives them, else the spec of the tier left without
+/// them (the container tier's Landlock rules, filter and supervisor-made connects), as
+/// `run` compiles it after its clone failed.
 fn compiled(plan: &Plan, offer: &spec::Offer) -> Spec {
-    let handles = Handles::planned(plan, limits_here(plan).rlimits);
-    spec::compile(plan, offer, &handles)
+    let mut handles = Handles::planned(plan, limits_here(plan).rlimits);
+    let tier = tier_here();
+    if tier.userns || tier.without_userns < plan.security.require {
+        return spec::compile(plan, offer, &handles);
+    }
+    if let (Some(p), true) = (&plan.net.proxy, offer.user_notif) {
+        // The supervisor binds its listeners on ports the kernel picks at start; shown
+        // here as the full tier's fixed ports.
+        handles.proxy_ports = Some(p.listen_ports());
+    }
+    let tmp = std::env::temp_dir().join(format!("{}XXXXXX", crate::state::private_tmp_prefix()));
+    let home = spec::home_is_private(plan).then(|| tmp.join("home"));
+    spec::without_namespaces(
+        plan,
+        offer,
+        &handles,
+        &tmp,
+        home.as_deref(),
+        &crate::cell::confine::list_dir,
+    )
+}
+
+/// The filter the cell of `spec` gets: the container tier's (its connects go to the
+/// supervisor) or the one for a cell with namespaces.
+fn filter_of(plan: &Plan, spec: &Spec) -> seccomp::Filter {
+    spec::seccomp_filter_for(plan, spec.connect.is_some())
 }
 
 /// The layers the cell gets: Landlock, seccomp, what this kernel lacks, what is lost
@@ -295,7 +322,7 @@ fn layers(plan: &Plan, spec: &Spec, s: &mut String) {
         (None, Ok(_)) => {}
     }
     let _ = writeln!(s, "\nseccomp (default allow; refused syscalls):");
-    for l in seccomp::describe(&spec::seccomp_filter(plan)) {
+    for l in seccomp::describe(&filter_of(plan, spec)) {
         let _ = writeln!(s, "  {l}");
     }
     let miss = layers::missing(plan, &k);
@@ -420,7 +447,7 @@ pub fn json(plan: &Plan) -> serde_json::Value {
         "plan_sha256": plan.digest(),
         "mounts": spec.mounts.iter().map(mount_json).collect::<Vec<_>>(),
         "warnings": warnings(plan),
-        "seccomp": seccomp::describe(&spec::seccomp_filter(plan)),
+        "seccomp": seccomp::describe(&filter_of(plan, &spec)),
         "landlock": spec.landlock,
         "no_userns_lost": crate::spec::layers::NO_USERNS_LOST,
         "tier": tier_here(),

@@ -340,3 +340,31 @@ fn strict_refusal_names_the_tier_and_require_container_runs() {
         .expect("session_end");
     assert!(end.contains("\"tier\":\"container\""), "{end}");
 }
+
+#[test]
+#[ignore = "run by .ci/run with user.max_user_namespaces=0"]
+fn explain_shows_the_container_tiers_filter_rules_and_no_mounts() {
+    require_no_userns();
+    let ws = Ws::new();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let o = taskcell(ws.path(), args).output().expect("explain");
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str(&stdout(&o)).expect("explain --json")
+    };
+    let has = |v: &serde_json::Value, what: &str| {
+        v["seccomp"]
+            .as_array()
+            .expect("seccomp lines")
+            .iter()
+            .any(|l| l.as_str().unwrap_or_default().starts_with(what))
+    };
+    // What `run --require container` executes here: no mounts, the supervisor's connect.
+    let c = json(&["explain", "-p", "agent", "--require", "container", "--json"]);
+    assert_eq!(c["mounts"].as_array().map(Vec::len), Some(0), "{c}");
+    assert!(has(&c, "connect -> the supervisor"), "{c}");
+    assert!(has(&c, "sendto if arg3 has MSG_FASTOPEN"), "{c}");
+    // Strict (the full tier, refused here): the spec with namespaces, as on a full host.
+    let f = json(&["explain", "-p", "agent", "--json"]);
+    assert!(!f["mounts"].as_array().expect("mounts").is_empty(), "{f}");
+    assert!(!has(&f, "connect"), "{f}");
+}

@@ -415,11 +415,16 @@ impl fmt::Display for Cond {
         let a = self.arg;
         match self.cmp {
             Cmp::HasBits(m) => {
-                let name = CLONE_NS_FLAGS
-                    .iter()
-                    .find(|(_, v)| *v == m)
-                    .map(|(n, _)| n.to_string())
-                    .unwrap_or_else(|| format!("{m:#x}"));
+                // clone's flags are its arg0; the send calls' flags their arg2/arg3.
+                let name = match (a, m) {
+                    (0, _) => CLONE_NS_FLAGS
+                        .iter()
+                        .find(|(_, v)| *v == m)
+                        .map(|(n, _)| n.to_string()),
+                    (2 | 3, MSG_FASTOPEN) => Some("MSG_FASTOPEN".to_string()),
+                    _ => None,
+                }
+                .unwrap_or_else(|| format!("{m:#x}"));
                 write!(f, "arg{a} has {name}")
             }
             Cmp::Eq32(v) => write!(f, "arg{a} == {}", value_name(a, v)),
