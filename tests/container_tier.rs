@@ -11,33 +11,10 @@ use common::*;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 const EPERM: i32 = 1;
-
-fn probe() -> &'static str {
-    env!("CARGO_BIN_EXE_taskcell-probe")
-}
-
-fn probe_dir() -> String {
-    Path::new(probe())
-        .parent()
-        .expect("probe dir")
-        .display()
-        .to_string()
-}
-
-#[track_caller]
-fn require_no_userns() {
-    let v = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
-    assert_eq!(
-        v.trim(),
-        "0",
-        "these tests need user.max_user_namespaces=0 (run by .ci/run)"
-    );
-}
 
 /// An HTTP server on 127.0.0.1 answering `body`, counting the connections it accepted.
 fn server(body: &'static str) -> (u16, Arc<AtomicUsize>) {

@@ -1038,15 +1038,6 @@ fn best_effort_sigkill(ws: &Ws, run: &std::path::Path, init_too: bool) -> (Vec<i
     (pids, tmp)
 }
 
-fn require_no_userns() {
-    let v = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
-    assert_eq!(
-        v.trim(),
-        "0",
-        "needs user.max_user_namespaces=0 (.ci/run's no-userns step)"
-    );
-}
-
 /// Best effort (no user namespaces, so no PID namespace): a SIGKILLed taskcell leaves no
 /// descendant of the command running and no private TMPDIR: init, the subreaper of all of
 /// them, is told by its parent-death signal and ends them, then removes the TMPDIR.

@@ -13,18 +13,6 @@ const EPERM: i32 = 1;
 const EACCES: i32 = 13;
 const ENOSYS: i32 = 38;
 
-fn probe() -> &'static str {
-    env!("CARGO_BIN_EXE_taskcell-probe")
-}
-
-fn probe_dir() -> String {
-    Path::new(probe())
-        .parent()
-        .expect("probe dir")
-        .display()
-        .to_string()
-}
-
 /// Write a profile file next to the workspace and return its path.
 fn profile(ws: &Ws, name: &str, toml: &str) -> String {
     let p = ws.path().join(format!("{name}.toml"));

@@ -4,32 +4,7 @@
 mod common;
 use common::*;
 
-use std::path::Path;
-
 const EPERM: i32 = 1;
-const IGNORE: &str = "run by .ci/run with user.max_user_namespaces=0";
-
-fn probe() -> &'static str {
-    env!("CARGO_BIN_EXE_taskcell-probe")
-}
-
-fn probe_dir() -> String {
-    Path::new(probe())
-        .parent()
-        .expect("probe dir")
-        .display()
-        .to_string()
-}
-
-#[track_caller]
-fn require_no_userns() {
-    let v = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
-    assert_eq!(
-        v.trim(),
-        "0",
-        "these tests need user.max_user_namespaces=0 ({IGNORE})"
-    );
-}
 
 #[test]
 #[ignore = "run by .ci/run with user.max_user_namespaces=0"]

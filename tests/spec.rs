@@ -16,10 +16,6 @@ const PROFILES: &[&str] = &[
     "base", "build", "review", "agent", "codex", "claude", "aider", "gemini",
 ];
 
-fn probe() -> &'static str {
-    env!("CARGO_BIN_EXE_taskcell-probe")
-}
-
 /// Mount points of a mountinfo text (field 5, octal escapes undone).
 fn mount_points(mountinfo: &str) -> BTreeSet<String> {
     mountinfo

@@ -113,10 +113,6 @@ fn require_in_a_profile_and_a_bad_tier() {
     assert!(stderr(&o).contains("is not a tier"), "{}", stderr(&o));
 }
 
-fn probe() -> &'static str {
-    env!("CARGO_BIN_EXE_taskcell-probe")
-}
-
 /// `taskcell ARGS` under a seccomp filter that refuses what a runtime refuses
 /// (taskcell-probe without-landlock / without-newcgroup: gVisor's answers).
 fn under(what: &str, ws: &Ws, args: &[&str]) -> std::process::Output {

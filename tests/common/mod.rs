@@ -8,6 +8,32 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+/// The test helper binary (`src/bin/taskcell-probe.rs`) run inside cells.
+pub fn probe() -> &'static str {
+    env!("CARGO_BIN_EXE_taskcell-probe")
+}
+
+/// The directory of [`probe`], for profiles that must read it.
+pub fn probe_dir() -> String {
+    Path::new(probe())
+        .parent()
+        .expect("probe dir")
+        .display()
+        .to_string()
+}
+
+/// Tests of a machine without user namespaces: CI runs them (`--ignored`) in a user
+/// namespace where `user.max_user_namespaces` is 0 (.ci/run's no-userns step).
+#[track_caller]
+pub fn require_no_userns() {
+    let v = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
+    assert_eq!(
+        v.trim(),
+        "0",
+        "these tests need user.max_user_namespaces=0 (run by .ci/run's no-userns step)"
+    );
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_taskcell")
 }
