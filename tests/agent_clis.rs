@@ -29,8 +29,17 @@ const CLIS: &[(&str, &str, &str, &str)] = &[
     ("gemini", "@google/gemini-cli", "gemini", ".gemini"),
 ];
 
-/// The CLIs installed (once per user) from the registry npm is configured with.
+/// The CLIs installed (once per user) from the registry npm is configured with: once per
+/// test binary too (the tests run in parallel; two `npm install`s into one prefix hang).
 fn install() -> Result<PathBuf, String> {
+    static ONCE: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    ONCE.get_or_init(install_now).clone()
+}
+
+/// At most this long for the first install (a fresh home downloads every CLI).
+const INSTALL_LIMIT: Duration = Duration::from_secs(900);
+
+fn install_now() -> Result<PathBuf, String> {
     let home = std::env::var("HOME").map_err(|_| "no HOME".to_string())?;
     let dir = PathBuf::from(home).join(".cache/taskcell-test/agent-clis");
     if CLIS
@@ -40,20 +49,25 @@ fn install() -> Result<PathBuf, String> {
         return Ok(dir);
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let mut c = Command::new("npm");
-    c.args(["install", "--no-audit", "--no-fund", "--prefix"])
+    let log = dir.join("npm-install.log");
+    let err =
+        std::fs::File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+    let child = Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--prefix"])
         .arg(&dir)
-        .args(CLIS.iter().map(|(_, p, _, _)| *p));
-    let o = c
-        .output()
+        .args(CLIS.iter().map(|(_, p, _, _)| *p))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
         .map_err(|e| format!("npm is not installed ({e})"))?;
+    let o = wait_limited(child, INSTALL_LIMIT);
     if !o.status.success() {
+        let why = std::fs::read_to_string(&log).unwrap_or_default();
         return Err(format!(
-            "npm install from the configured registry failed (unreachable?): {}",
-            String::from_utf8_lossy(&o.stderr)
-                .lines()
-                .last()
-                .unwrap_or_default()
+            "npm install from the configured registry failed or took over {} s (unreachable?): {}",
+            INSTALL_LIMIT.as_secs(),
+            why.lines().last().unwrap_or_default()
         ));
     }
     Ok(dir)
