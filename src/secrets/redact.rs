@@ -883,12 +883,7 @@ impl Redactor {
             true
         });
         if open {
-            for x in limit..hold_j {
-                if self.may_start(&view[x..]) {
-                    hold_j = x;
-                    break;
-                }
-            }
+            hold_j = self.first_start(view, limit, hold_j);
             if hold_j < j {
                 *hold = (*hold).min(map[hold_j]);
             }
@@ -960,12 +955,7 @@ impl Redactor {
             true
         });
         if open {
-            for x in limit..hold_d {
-                if self.may_start(&view[x..]) {
-                    hold_d = x;
-                    break;
-                }
-            }
+            hold_d = self.first_start(view, limit, hold_d);
             if hold_d < d {
                 // Again from the start of that byte's line, so it is read as a dump line.
                 let at = map[hold_d];
@@ -992,6 +982,14 @@ impl Redactor {
     /// Could `s` (shorter than the longest pattern) be the start of some pattern?
     /// (Ignoring ASCII case, as all matching does.)
     #[inline]
+    /// The first position in `from..to` of `view` where a pattern may start (`to` if none):
+    /// where a held tail begins.
+    fn first_start(&self, view: &[u8], from: usize, to: usize) -> usize {
+        (from..to)
+            .find(|&x| self.may_start(&view[x..]))
+            .unwrap_or(to)
+    }
+
     fn may_start(&self, s: &[u8]) -> bool {
         if !self.first[s[0].to_ascii_lowercase() as usize] {
             return false;
