@@ -1,7 +1,8 @@
 //! Masking throughput: 64 secrets over 1 GiB of output (a 64 MiB buffer pushed 16 times
 //! in 64 KiB reads, as the relay does). `MASK_BENCH_MIB` changes the total (default 1024).
 //! Run with `cargo bench --bench masking` or `scripts/bench.sh masking`. The one-pass
-//! lines also measure `push_split`, the relay's way (no copy of what passes unchanged).
+//! lines also measure `push_split`, the relay's way (no copy of what passes unchanged);
+//! `MASK_BENCH_ONLY=NAME` limits them to one input (`text`, `text_secret_every_kib`, `binary`).
 
 use std::time::Duration;
 
@@ -178,7 +179,10 @@ fn bench(c: &mut Criterion) {
     ];
     // Criterion measures wall time, which other processes on a shared machine inflate;
     // this also prints the throughput per CPU second of one pass.
-    for (name, data) in &inputs {
+    // MASK_BENCH_ONLY=text (an input's name) runs only its one-pass lines, e.g. under
+    // `perf record`.
+    let only = std::env::var("MASK_BENCH_ONLY").unwrap_or_default();
+    for (name, data) in inputs.iter().filter(|(n, _)| only.is_empty() || *n == only) {
         let t0 = thread_cpu();
         let wall = std::time::Instant::now();
         let n = run(&r, data, rounds);

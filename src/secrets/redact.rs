@@ -25,6 +25,8 @@ use std::fmt;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Anchored, Input, MatchKind, StartKind};
 use zeroize::Zeroizing;
 
+use newlines::Newlines;
+
 /// Values shorter than this are refused for masking (too many false positives).
 pub const MIN_LEN: usize = 6;
 
@@ -647,10 +649,7 @@ impl Redactor {
         // The first line (data may start mid-line, e.g. a held tail: a dump is only
         // recognized from its offset column, so that is harmless).
         dump_done = dump_done.max(self.dump_region(data, from, eof, s, out, hold));
-        let mut i = from;
-        while let Some(k) = memchr::memchr(b'\n', &data[i..]) {
-            let nl = i + k;
-            i = nl + 1;
+        for nl in Newlines::new(data, from) {
             if nl >= wrap_done {
                 let brk = if nl > from && data[nl - 1] == b'\r' {
                     nl - 1
@@ -979,9 +978,6 @@ impl Redactor {
         get_bit(&self.prefix4, quad_hash(&head))
     }
 
-    /// Could `s` (shorter than the longest pattern) be the start of some pattern?
-    /// (Ignoring ASCII case, as all matching does.)
-    #[inline]
     /// The first position in `from..to` of `view` where a pattern may start (`to` if none):
     /// where a held tail begins.
     fn first_start(&self, view: &[u8], from: usize, to: usize) -> usize {
@@ -990,23 +986,42 @@ impl Redactor {
             .unwrap_or(to)
     }
 
+    /// Could `s` (shorter than the longest pattern) be the start of some pattern?
+    /// (Ignoring ASCII case, as all matching does.) Runs at each of the last positions
+    /// of every masked piece: the common case (4 bytes or more, not a pattern's head)
+    /// is one inlined bit test.
+    #[inline(always)]
     fn may_start(&self, s: &[u8]) -> bool {
-        if !self.first[s[0].to_ascii_lowercase() as usize] {
+        if let [a, b, c, d, ..] = *s {
+            let mut head = [a, b, c, d];
+            head.make_ascii_lowercase();
+            get_bit(&self.prefix4, quad_hash(&head)) && self.is_prefix(s)
+        } else {
+            self.may_start_short(s)
+        }
+    }
+
+    /// [`Redactor::may_start`] for fewer than 4 bytes.
+    #[cold]
+    fn may_start_short(&self, s: &[u8]) -> bool {
+        let Some(&b0) = s.first() else {
+            return false;
+        };
+        if !self.first[b0.to_ascii_lowercase() as usize] {
             return false;
         }
-        let mut head = [0u8; 4];
-        let k = s.len().min(4);
-        head[..k].copy_from_slice(&s[..k]);
-        head.make_ascii_lowercase();
-        if k >= 2 && !get_bit(&self.prefix2, bigram(&head)) {
-            return false;
-        }
-        if k >= 4 && !get_bit(&self.prefix4, quad_hash(&head)) {
-            return false;
+        if let [a, b, ..] = *s {
+            if !get_bit(
+                &self.prefix2,
+                bigram(&[a.to_ascii_lowercase(), b.to_ascii_lowercase()]),
+            ) {
+                return false;
+            }
         }
         self.is_prefix(s)
     }
 
+    #[inline(never)]
     fn is_prefix(&self, s: &[u8]) -> bool {
         let pat = |i: u32| self.patterns[i as usize].bytes.as_slice();
         let lower = || s.iter().map(u8::to_ascii_lowercase);
@@ -1182,12 +1197,14 @@ fn may_dump(data: &[u8], ls: usize) -> bool {
             return false;
         }
     }
+    // A table, not `is_ascii_hexdigit`: its two ranges make a branch per byte that
+    // mispredicts on every hex line.
     let lim = data.len().min(ls + 17);
-    let mut p = ls;
-    while p < lim && data[p].is_ascii_hexdigit() {
-        p += 1;
-    }
-    let h = p - ls;
+    let h = data[ls..lim]
+        .iter()
+        .take_while(|&&b| HEX[b as usize])
+        .count();
+    let p = ls + h;
     if p == data.len() {
         return true;
     }
@@ -1635,5 +1652,6 @@ fn double_backslashes(value: &[u8]) -> Zeroizing<Vec<u8>> {
     out
 }
 
+mod newlines;
 #[cfg(test)]
 mod tests;
