@@ -650,6 +650,22 @@ impl Redactor {
         // recognized from its offset column, so that is harmless).
         dump_done = dump_done.max(self.dump_region(data, from, eof, s, out, hold));
         for nl in Newlines::new(data, from) {
+            // Most breaks in ordinary output neither join a base64/hex run nor start a
+            // dump line: rule them out with one branch, the tests below combined without
+            // short-circuits.
+            if nl >= from + 2 && nl + 5 <= n {
+                let (p1, p2) = (data[nl - 1], data[nl - 2]);
+                let q = [data[nl + 1], data[nl + 2], data[nl + 3], data[nl + 4]];
+                let joins =
+                    (WRAP[p1 as usize] | (p1 == b'\r') & WRAP[p2 as usize]) & WRAP[q[0] as usize];
+                let dump = HEX[q[0] as usize]
+                    & HEX[q[1] as usize]
+                    & HEX[q[2] as usize]
+                    & HEX[q[3] as usize];
+                if !(joins | dump) {
+                    continue;
+                }
+            }
             if nl >= wrap_done {
                 let brk = if nl > from && data[nl - 1] == b'\r' {
                     nl - 1
@@ -702,6 +718,19 @@ impl Redactor {
             return true;
         }
         let n = data.len();
+        // The common case first, without a loop: 3 run characters on both sides.
+        if brk >= from + 3 && nl + 4 <= n {
+            let (b, a) = (&data[brk - 3..brk], &data[nl + 1..nl + 4]);
+            if WRAP[b[0] as usize]
+                & WRAP[b[1] as usize]
+                & WRAP[b[2] as usize]
+                & WRAP[a[0] as usize]
+                & WRAP[a[1] as usize]
+                & WRAP[a[2] as usize]
+            {
+                return self.windows_present(&[b[0], b[1], b[2], a[0], a[1], a[2]], 3, 3);
+            }
+        }
         // Up to 3 run characters before the break (this line only, not before `from`)
         // and up to 3 after it (across further breaks), joined: w[3 - nb..3 + na].
         let mut w = [0u8; 6];
@@ -745,10 +774,17 @@ impl Redactor {
             }
             p += bl;
         }
-        // A match with 2 or more characters on each side of the break contains the
-        // window w[1..5], which is then one of a pattern's 4-byte windows; one with 1
-        // character before it starts with w[2..6] (a pattern's first 4 bytes); one with
-        // 1 character after it ends with w[0..4] (a pattern's last 4 bytes).
+        self.windows_present(&w, nb, na)
+    }
+
+    /// The test of [`Redactor::may_cross`] on the joined characters `w[3 - nb..3 + na]`
+    /// around a break (between `w[2]` and `w[3]`). A match with 2 or more characters on
+    /// each side of the break contains the window w[1..5], which is then one of a
+    /// pattern's 4-byte windows; one with 1 character before it starts with w[2..6] (a
+    /// pattern's first 4 bytes); one with 1 character after it ends with w[0..4] (a
+    /// pattern's last 4 bytes).
+    #[inline(always)]
+    fn windows_present(&self, w: &[u8; 6], nb: usize, na: usize) -> bool {
         let lower = |k: usize| {
             let mut q = [w[k], w[k + 1], w[k + 2], w[k + 3]];
             q.make_ascii_lowercase();
