@@ -1123,6 +1123,17 @@ impl Masker<'_> {
             self.process(&data, out, false);
             self.scratch = data;
             rest = &rest[k..];
+            // What is held now may lie wholly in this piece of the input (the old tail
+            // was emitted): then it is presented again in place, as the start of the
+            // rest, instead of being copied behind a tail once more. (Output often ends
+            // in a byte that may start a pattern, so otherwise nearly every read was
+            // copied whole, piece by piece.)
+            let held = self.tail.len();
+            if held <= k {
+                let at = input.len() - rest.len() - held;
+                rest = &input[at..];
+                self.tail.clear();
+            }
             step = step.saturating_mul(2);
         }
         rest
