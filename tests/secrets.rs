@@ -779,15 +779,17 @@ fn the_scan_sees_the_last_write_of_a_process_the_command_left_running() {
          </dev/null >/dev/null 2>&1 &); while [ ! -e leak-3 ]; do sleep 0.01; done; exit 0",
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Files that hold the value (the one the writer was killed in may be empty).
     let on_disk = || {
         std::fs::read_dir(ws.path())
             .expect("workspace")
             .filter_map(|e| e.ok())
             .filter(|e| e.file_name().to_string_lossy().starts_with("leak-"))
+            .filter(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(&v)))
             .count()
     };
     let first = on_disk();
-    assert!(first >= 3, "the writer did not run: {first} files");
+    assert!(first >= 2, "the writer did not run: {first} files");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         on_disk(),
