@@ -117,6 +117,13 @@ pub fn first_symlink_at(
     rel: &Path,
     shown: &Path,
 ) -> io::Result<Option<(PathBuf, PathBuf)>> {
+    // One openat2 that follows no symlink answers the common case (none, or the path
+    // missing past its last link-free component); the walk below names a link it meets.
+    match openat2_nofollow(dir, rel) {
+        Ok(fd) if !is_link(fstat_mode(fd.as_raw_fd())?) => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Err(e),
+        _ => {}
+    }
     let mut cur: Option<OwnedFd> = None;
     let mut at = shown.to_path_buf();
     for name in names(rel) {
@@ -141,29 +148,8 @@ pub fn first_symlink(p: &Path) -> io::Result<Option<(PathBuf, PathBuf)>> {
 /// (nor a /proc magic link). A symlink met is an error that names it (as `shown` + the
 /// components up to the link) and its target.
 pub fn open_nofollow(dir: RawFd, rel: &Path, shown: &Path) -> io::Result<OwnedFd> {
-    let rel_s: PathBuf = names(rel).iter().collect();
-    let rel_s = if rel_s.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        rel_s
-    };
-    let c = cstr(rel_s.as_os_str())?;
-    let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64,
-        mode: 0,
-        resolve: RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: openat2 reads the path and a properly sized open_how; the result is checked.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir,
-            c.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    let fd = match owned(ret) {
+    let rel_s = relative(rel);
+    let fd = match openat2_nofollow(dir, &rel_s) {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => walk_nofollow(dir, &rel_s, shown)?,
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
@@ -181,6 +167,39 @@ pub fn open_nofollow(dir: RawFd, rel: &Path, shown: &Path) -> io::Result<OwnedFd
         ));
     }
     Ok(fd)
+}
+
+/// `rel`'s normal components below `dir` ("." for none).
+fn relative(rel: &Path) -> PathBuf {
+    let rel_s: PathBuf = names(rel).iter().collect();
+    if rel_s.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        rel_s
+    }
+}
+
+/// `openat2(dir, rel, O_PATH | O_NOFOLLOW, RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`:
+/// ELOOP for a symlink in any component but the last (which O_NOFOLLOW opens itself),
+/// ENOSYS before Linux 5.6.
+fn openat2_nofollow(dir: RawFd, rel: &Path) -> io::Result<OwnedFd> {
+    let c = cstr(relative(rel).as_os_str())?;
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64,
+        mode: 0,
+        resolve: RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: openat2 reads the path and a properly sized open_how; the result is checked.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir,
+            c.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    owned(ret)
 }
 
 fn walk_nofollow(dir: RawFd, rel: &Path, shown: &Path) -> io::Result<OwnedFd> {
@@ -221,13 +240,48 @@ pub fn open_target(p: &Path, is_dir: bool) -> io::Result<OwnedFd> {
     let parts = names(p);
     let mut cur = open_dir(Path::new("/"))?;
     let mut at = PathBuf::from("/");
+    // Below a directory made here, nothing exists yet: each further one is made and
+    // opened without looking first (init alone works in the cell's new root).
+    let mut made = false;
     for (i, name) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();
         let fd = cur.as_raw_fd();
         let want_dir = !last || is_dir;
         let flags = libc::O_PATH | libc::O_NOFOLLOW;
-        let opened = match openat(fd, name, flags, 0) {
+        let mut missing = false;
+        if want_dir {
+            if made {
+                let c = cstr(name)?;
+                // SAFETY: mkdirat reads a NUL-terminated name.
+                if unsafe { libc::mkdirat(fd, c.as_ptr(), 0o755) } != 0 {
+                    let e = io::Error::last_os_error();
+                    if e.raw_os_error() != Some(libc::EEXIST) {
+                        return Err(e);
+                    }
+                    // Something is there after all: the careful way below.
+                    made = false;
+                }
+            }
+            // O_DIRECTORY with O_NOFOLLOW opens a directory and nothing else (a symlink
+            // or a file fails and takes the checks below, which name it).
+            match openat(fd, name, flags | libc::O_DIRECTORY, 0) {
+                Ok(d) => {
+                    at.push(name);
+                    cur = d;
+                    continue;
+                }
+                Err(e) if made => return Err(e),
+                Err(e) => missing = e.raw_os_error() == Some(libc::ENOENT),
+            }
+        }
+        let first = if missing {
+            Err(io::Error::from_raw_os_error(libc::ENOENT))
+        } else {
+            openat(fd, name, flags, 0)
+        };
+        let opened = match first {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                made = true;
                 let c = cstr(name)?;
                 if want_dir {
                     // SAFETY: mkdirat reads a NUL-terminated name.

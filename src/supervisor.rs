@@ -172,7 +172,7 @@ pub fn run_with(
     let (pty, raw) = take_terminal(plan, net.as_ref(), &mut c);
     let mut relays = Relays::start(pty.as_ref(), secrets.redactor(), relay_fds);
     let master = pty.as_ref().map(|m| m.as_raw_fd());
-    let outcome = wait(
+    let (outcome, ended) = match wait(
         plan,
         &spec.rlimits,
         c,
@@ -180,7 +180,11 @@ pub fn run_with(
         start,
         (enforcement, cgroup),
         master,
-    );
+        spec.namespaces,
+    ) {
+        Ok((o, ended)) => (Ok(o), ended),
+        Err(e) => (Err(e), None),
+    };
     let counts = relays.drain(plan, start, &outcome);
     drop(raw);
     report_held_diagnostics(audit);
@@ -200,7 +204,18 @@ pub fn run_with(
     outcome.tier = ran_in;
     outcome.leak_fail = f.leak_fail;
     outcome.scan_incomplete_fail = f.scan_incomplete_fail;
-    outcome.leftover = check_leftovers(plan, &roots, audit, git_since);
+    // taskcell's own package caches are left out of the walk for git's files: nothing
+    // outside a cell runs git there (the leak scan above still reads them).
+    let git_roots: Vec<std::path::PathBuf> = roots
+        .iter()
+        .filter(|r| !r.starts_with(&plan.cache))
+        .cloned()
+        .collect();
+    outcome.leftover = check_leftovers(plan, &git_roots, audit, git_since);
+    // Init's own exit (the namespaces' teardown) ran meanwhile; its cgroup goes now.
+    if let Some(e) = ended {
+        e.finish(&mut outcome);
+    }
     Ok(outcome)
 }
 
@@ -843,6 +858,40 @@ fn drop_stuck_output(stuck: &[i32]) {
     }
 }
 
+/// What is left of a cell whose command's status came before init's exit: init (being
+/// torn down with the cell's namespaces, everything else in the cell already reaped by
+/// it) and the cell's cgroup. [`Ended::finish`] reaps init and removes the cgroup once the
+/// supervisor's own work after the cell is done, so that the kernel's teardown of the
+/// namespaces runs alongside it instead of before it.
+struct Ended {
+    init: nix::unistd::Pid,
+    cgroup: Option<cell::cgroup::CellCgroup>,
+}
+
+impl Ended {
+    fn finish(mut self, outcome: &mut Outcome) {
+        let _ = nix::sys::wait::waitpid(self.init, None);
+        outcome
+            .limit_hits
+            .splice(0..0, remove_cgroup(self.cgroup.as_mut()));
+    }
+}
+
+/// The cgroup's limit hits, then the cgroup removed (its processes have all exited).
+fn remove_cgroup(cgroup: Option<&mut cell::cgroup::CellCgroup>) -> Vec<crate::plan::limits::Hit> {
+    match cgroup {
+        Some(cg) => {
+            let h = cg.hits();
+            if let Err(e) = cg.remove() {
+                tracing::warn!("{e}");
+            }
+            h
+        }
+        None => Vec::new(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn wait(
     plan: &Plan,
     rlimits: &[crate::plan::Rlimit],
@@ -854,7 +903,8 @@ fn wait(
         Option<cell::cgroup::CellCgroup>,
     ),
     pty_master: Option<std::os::fd::RawFd>,
-) -> Result<Outcome, RunError> {
+    namespaces: bool,
+) -> Result<(Outcome, Option<Ended>), RunError> {
     // The forwarded signals were blocked by spawn, every terminating one at start; read
     // them from a signalfd.
     let mut set = crate::signals::blocked();
@@ -863,10 +913,22 @@ fn wait(
     }
     let sfd = crate::signals::open_fd(&set).map_err(cell::SpawnError::Io)?;
     let mut stop = Stopper::new(plan, start);
+    // With namespaces, init reaps everything in the cell before it writes the command's
+    // status (see init::wait_loop): the status alone says the cell has ended.
+    let status_ends = namespaces && failure.is_none();
+    let mut early = false;
     loop {
         let mut fds = [
             PollFd::new(c.pidfd.as_fd(), PollFlags::POLLIN),
             PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(
+                c.status.as_fd(),
+                if status_ends {
+                    PollFlags::POLLIN
+                } else {
+                    PollFlags::empty()
+                },
+            ),
         ];
         match poll(&mut fds, stop.poll_timeout()) {
             Err(nix::errno::Errno::EINTR) => continue,
@@ -886,22 +948,25 @@ fn wait(
         if exited {
             break;
         }
+        if fds[2]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLIN))
+        {
+            early = true;
+            break;
+        }
         stop.on_clock(c.init);
     }
-    let _ = nix::sys::wait::waitpid(c.init, None);
+    if !early {
+        let _ = nix::sys::wait::waitpid(c.init, None);
+    }
     let duration = start.elapsed();
     let ending = ending_of(&c, failure);
-    let _ = c.status.as_raw_fd();
-    let mut limit_hits = match cgroup.as_mut() {
-        Some(cg) => {
-            let h = cg.hits();
-            if let Err(e) = cg.remove() {
-                tracing::warn!("{e}");
-            }
-            h
-        }
-        None => Vec::new(),
-    };
+    let ended = early.then(|| Ended {
+        init: c.init,
+        cgroup: cgroup.take(),
+    });
+    let mut limit_hits = remove_cgroup(cgroup.as_mut());
     let signal = match ending {
         Ending::Signaled(s) => Some(s),
         _ => None,
@@ -912,18 +977,21 @@ fn wait(
         .filter(|_| stop.timed_out)
         .map(|t| (t, plan.limits.grace));
     limit_hits.extend(crate::plan::limits::signal_hits(rlimits, signal, timeout));
-    Ok(Outcome {
-        ending,
-        timed_out: stop.timed_out,
-        duration,
-        limit_hits,
-        enforcement,
-        leak_fail: false,
-        scan_incomplete_fail: false,
-        stopped_by: stop.stopped_by,
-        leftover: false,
-        tier: crate::plan::tier::Tier::Full,
-    })
+    Ok((
+        Outcome {
+            ending,
+            timed_out: stop.timed_out,
+            duration,
+            limit_hits,
+            enforcement,
+            leak_fail: false,
+            scan_incomplete_fail: false,
+            stopped_by: stop.stopped_by,
+            leftover: false,
+            tier: crate::plan::tier::Tier::Full,
+        },
+        ended,
+    ))
 }
 
 /// How the cell ended: its setup failure, or the worker's wait status init reported.

@@ -756,3 +756,55 @@ fn held_back_prefix_is_shown_while_the_command_waits() {
     assert_eq!(String::from_utf8_lossy(&rest), "\nend\n");
     assert!(child.wait().expect("wait").success());
 }
+
+/// The leak scan runs only when nothing of the cell is left: a process the command left
+/// behind, still writing the secret into new files after the command has exited, is
+/// killed before the scan starts, so every file it wrote is one the scan found (none
+/// appears after the scan, and none after taskcell has returned).
+#[test]
+fn the_scan_sees_the_last_write_of_a_process_the_command_left_running() {
+    let ws = Ws::new();
+    let v = value();
+    let log = ws.outside("audit.jsonl");
+    let o = run(
+        ws.path(),
+        &[
+            "--secret",
+            "T=env:S",
+            "--audit-log",
+            log.to_str().expect("utf8"),
+        ],
+        &[("S", &v)],
+        "(setsid sh -c 'i=0; while [ $i -lt 400 ]; do i=$((i+1)); cat \"$T_FILE\" > leak-$i; sleep 0.005; done' \
+         </dev/null >/dev/null 2>&1 &); while [ ! -e leak-3 ]; do sleep 0.01; done; exit 0",
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Files that hold the value (the one the writer was killed in may be empty).
+    let on_disk = || {
+        std::fs::read_dir(ws.path())
+            .expect("workspace")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("leak-"))
+            .filter(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(&v)))
+            .count()
+    };
+    let first = on_disk();
+    assert!(first >= 2, "the writer did not run: {first} files");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        on_disk(),
+        first,
+        "the cell went on writing after taskcell returned"
+    );
+    let audit = std::fs::read_to_string(&log).expect("audit");
+    let scan: serde_json::Value = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|r| r["event"] == "secret_scan")
+        .expect("secret_scan record");
+    assert_eq!(
+        scan["findings"].as_u64(),
+        Some(first as u64),
+        "files with the secret on disk: {first}, found by the scan: {scan}"
+    );
+}

@@ -183,7 +183,7 @@ fn writable(p: &Path) -> bool {
 }
 
 fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_default()
+    super::read_kernel_file(p).unwrap_or_default()
 }
 
 /// Whether a cell's cgroup with `ctrl` can be created below the cgroup v2 directory `dir`.
@@ -464,7 +464,7 @@ pub fn owner_pid(name: &str) -> Option<(i32, Option<u64>)> {
 /// A process's start time (clock ticks after boot, field 22 of /proc/PID/stat): with the
 /// pid, it names one process for the whole uptime (a reused pid starts later).
 pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = super::read_kernel_file(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
     let after = &stat[stat.rfind(')')? + 1..];
     after.split_whitespace().nth(19)?.parse().ok()

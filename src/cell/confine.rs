@@ -59,14 +59,26 @@ pub fn host_id_range() -> Option<crate::spec::ids::HostIdRange> {
     if !nix::unistd::geteuid().is_root() || !crate::cell::userns::in_initial_userns() {
         return None;
     }
-    let uid = nix::unistd::User::from_name(crate::spec::ids::USER)
-        .ok()
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let (subuid, subgid) = (read("/etc/subuid"), read("/etc/subgid"));
+    // The user database is asked (NSS: a library loaded, a daemon's socket tried) only
+    // when an entry names its user by number.
+    let numeric = [&subuid, &subgid]
+        .into_iter()
+        .flatten()
+        .flat_map(|t| t.lines())
+        .any(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()));
+    let uid = numeric
+        .then(|| {
+            nix::unistd::User::from_name(crate::spec::ids::USER)
+                .ok()
+                .flatten()
+        })
         .flatten()
         .map(|u| u.uid.as_raw());
-    let read = |p: &str| std::fs::read_to_string(p).ok();
     Some(crate::spec::ids::reserved(
-        read("/etc/subuid").as_deref(),
-        read("/etc/subgid").as_deref(),
+        subuid.as_deref(),
+        subgid.as_deref(),
         uid,
     ))
 }
@@ -261,7 +273,7 @@ pub fn user_notif_available() -> Result<(), String> {
     static ONCE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
         let actions =
-            std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
+            super::read_kernel_file("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
         if !actions.contains("user_notif") {
             return Err(format!(
                 "seccomp has no user notification here (actions: {}; needs Linux 5.0+)",
@@ -286,7 +298,7 @@ pub fn seccomp_available() -> Result<(), String> {
         ));
     }
     let actions =
-        std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
+        super::read_kernel_file("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
     if !actions.is_empty() && !actions.contains("errno") {
         return Err(format!(
             "seccomp cannot return errno here (actions: {})",

@@ -1,10 +1,10 @@
-//! The cell's PID 1: builds the cell, forks the worker, then reaps and forwards signals.
+//! The cell's PID 1: builds the cell, starts the worker, then reaps and forwards signals.
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::signal::{SigSet, Signal};
-use nix::unistd::{ForkResult, Pid};
+use nix::unistd::Pid;
 
 use super::{report, rootfs, worker, Spec, FORWARDED};
 use crate::plan::NetMode;
@@ -214,15 +214,10 @@ pub fn main(
         exit(125);
     }
     drop(f);
-    // SAFETY: this process is single-threaded (a clone of the single-threaded launcher).
-    let worker = match unsafe { nix::unistd::fork() } {
-        Ok(ForkResult::Child) => {
-            drop(status);
-            worker::main(spec, err, tty_path.as_deref(), notify_sock)
-        }
-        Ok(ForkResult::Parent { child }) => child,
+    let worker = match spawn_worker(spec, &err, &status, tty_path.as_deref(), notify_sock) {
+        Ok(pid) => pid,
         Err(e) => {
-            report(err.as_raw_fd(), 125, &format!("forking the worker: {e}"));
+            report(err.as_raw_fd(), 125, &format!("starting the worker: {e}"));
             exit(125);
         }
     };
@@ -235,6 +230,93 @@ pub fn main(
         exit(125);
     }
     wait_loop(worker, status, spec, launcher)
+}
+
+/// What the worker's first function gets (through clone's one pointer argument).
+struct WorkerStart<'a> {
+    spec: &'a Spec,
+    err: RawFd,
+    status: RawFd,
+    tty: Option<&'a std::path::Path>,
+    notify: Option<RawFd>,
+}
+
+/// The worker's stack size (it runs Rust code up to the execve: the Landlock ruleset, the
+/// filter, argv and the environment).
+const WORKER_STACK: usize = 1 << 20;
+
+/// Start the worker as posix_spawn does: a child that shares this process's memory
+/// (CLONE_VM) on a stack of its own while this process waits (CLONE_VFORK) until it has
+/// exec'd or exited, so that nothing is copied for it and its execve has no address
+/// space to tear down. Everything else (fd table, signal handlers, credentials, rlimits,
+/// working directory) is its own, as after a fork. Returns the worker's pid.
+fn spawn_worker(
+    spec: &Spec,
+    err: &OwnedFd,
+    status: &OwnedFd,
+    tty: Option<&std::path::Path>,
+    notify: Option<OwnedFd>,
+) -> Result<Pid, String> {
+    extern "C" fn entry(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `arg` points to the WorkerStart on spawn_worker's frame, which lives
+        // until this child has exec'd or exited (CLONE_VFORK keeps the parent waiting).
+        let w = unsafe { &*(arg as *const WorkerStart<'_>) };
+        // The fds are this child's own copies (its own fd table): owning them here
+        // closes nothing of init's. The status pipe is init's alone.
+        // SAFETY: fds open in this child's table, owned by nothing else in it.
+        let (err, notify) = unsafe {
+            libc::close(w.status);
+            (
+                OwnedFd::from_raw_fd(w.err),
+                w.notify.map(|fd| OwnedFd::from_raw_fd(fd)),
+            )
+        };
+        worker::main(w.spec, err, w.tty, notify)
+    }
+    // SAFETY: an anonymous private mapping; the result is checked.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            WORKER_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(format!("its stack: {}", std::io::Error::last_os_error()));
+    }
+    // A guard page at the bottom: an overflow faults instead of writing below the stack.
+    // SAFETY: the first page of the mapping made above.
+    unsafe { libc::mprotect(stack, 4096, libc::PROT_NONE) };
+    let start = WorkerStart {
+        spec,
+        err: err.as_raw_fd(),
+        status: status.as_raw_fd(),
+        tty,
+        notify: notify.as_ref().map(|fd| fd.as_raw_fd()),
+    };
+    // SAFETY: the stack grows down from the end of the mapping (16-byte aligned, as mmap
+    // returns pages); `entry` never returns (worker::main execs or _exits) and touches
+    // this process's memory only while this process waits (CLONE_VFORK); `start` outlives
+    // the call. This process is single-threaded, so no lock is held by another thread.
+    let pid = unsafe {
+        libc::clone(
+            entry,
+            (stack as *mut u8).add(WORKER_STACK) as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &start as *const WorkerStart<'_> as *mut libc::c_void,
+        )
+    };
+    let e = std::io::Error::last_os_error();
+    // SAFETY: the mapping made above; the worker has exec'd or exited and left it.
+    unsafe { libc::munmap(stack, WORKER_STACK) };
+    drop(notify);
+    if pid < 0 {
+        return Err(format!("clone: {e}"));
+    }
+    Ok(Pid::from_raw(pid))
 }
 
 fn setup(spec: &Spec, prepared: &[(usize, OwnedFd)]) -> Result<(), String> {
@@ -264,6 +346,24 @@ fn drop_privileges(keep: i32) -> Result<(), String> {
         libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0u32);
     }
     Ok(())
+}
+
+/// Init of the cell's PID namespace: SIGKILL every other process in it (a fork racing
+/// the signal fails, the kernel guarantees that of kill(-1)) and reap them all, orphans
+/// re-parented here included, until none is left (ECHILD).
+fn kill_namespace() {
+    // SAFETY: kill with pid -1 and a signal number only.
+    unsafe {
+        libc::kill(-1, libc::SIGKILL);
+    }
+    loop {
+        let mut st: libc::c_int = 0;
+        // SAFETY: waitpid writes the status into our local.
+        let pid = unsafe { libc::waitpid(-1, &mut st, 0) };
+        if pid < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
+        }
+    }
 }
 
 /// Without a PID namespace: SIGKILL every remaining child (orphans were re-parented to us
@@ -347,6 +447,12 @@ fn wait_loop(worker: Pid, status: OwnedFd, spec: &Spec, launcher: Pid) -> ! {
             }
             if pid == worker.as_raw() {
                 let bytes = st.to_ne_bytes();
+                // Everything else in the cell ends before the status is written: the
+                // supervisor reads what the cell wrote as soon as it has the status,
+                // while this process's exit tears the namespaces down.
+                if namespaces {
+                    kill_namespace();
+                }
                 let _ = nix::unistd::write(&status, &bytes);
                 // Exiting ends the PID namespace: the kernel kills whatever the command
                 // left behind (daemons included).

@@ -29,6 +29,29 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
 
 use crate::plan::NetMode;
+
+/// A kernel file (/proc, /sys) read whole: files that report size 0 and would otherwise
+/// be read 32 bytes at a time at first (std's probe read), a system call each, on every
+/// launch.
+pub fn read_kernel_file(p: impl AsRef<std::path::Path>) -> io::Result<String> {
+    let mut f = std::fs::File::open(p)?;
+    // Not read_to_end: for a File it asks statx and lseek for a size hint first.
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
 pub use crate::spec::{Spec, TermSize};
 
 /// Signals the supervisor forwards to the cell (and init to the worker).

@@ -21,7 +21,7 @@ pub fn write_maps_self(uid: u32, gid: u32) -> Result<(), String> {
 
 /// Read a sysctl as a trimmed string.
 pub fn sysctl(path: &str) -> Option<String> {
-    std::fs::read_to_string(path)
+    super::read_kernel_file(path)
         .ok()
         .map(|s| s.trim().to_string())
 }
@@ -82,7 +82,7 @@ pub fn probe_for_run() -> Result<(), String> {
     if let Some(why) = userns_restriction() {
         return Err(why);
     }
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let status = super::read_kernel_file("/proc/self/status").unwrap_or_default();
     let filtered = status
         .lines()
         .find_map(|l| l.strip_prefix("Seccomp:"))
@@ -324,7 +324,7 @@ pub fn probe_idmap(path: &std::path::Path, host: u32) -> Result<(), String> {
 /// not host root: it can neither write another id's map nor make idmapped mounts of the
 /// host's filesystems, so a root-started cell's host ids do not apply there.
 pub fn in_initial_userns() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| {
+    super::read_kernel_file("/proc/self/uid_map").is_ok_and(|m| {
         let f: Vec<&str> = m.split_whitespace().collect();
         f == ["0", "0", "4294967295"]
     })

@@ -159,6 +159,8 @@ pub struct Plan {
     /// the git repository the current directory is in.
     pub workspace_from: WorkspaceFrom,
     pub home: PathBuf,
+    /// taskcell's own cache of this profile (what `{cache}` expands to, [`cache_dir`]).
+    pub cache: PathBuf,
     /// Paths, sorted so that a parent comes before anything below it.
     pub paths: Vec<PathRule>,
     pub net: NetPlan,
@@ -403,6 +405,7 @@ pub fn resolve(
         workspace,
         workspace_from,
         home: ctx.home.clone(),
+        cache: cache.clone(),
         paths,
         net,
         limits: Limits {
