@@ -398,10 +398,9 @@ EOF"#;
     );
 }
 
-#[test]
-fn masked_counts_and_exit_code_kept_in_audit() {
-    let ws = Ws::new();
-    let v = value();
+/// `script` in a build cell with secret T (value `v`, from the environment, delivered as
+/// a file) and an audit log outside the workspace: the output and the log's path.
+fn run_audited(ws: &Ws, v: &str, script: &str) -> (Output, std::path::PathBuf) {
     let log = ws.outside("audit.jsonl");
     let o = run(
         ws.path(),
@@ -411,7 +410,19 @@ fn masked_counts_and_exit_code_kept_in_audit() {
             "--audit-log",
             log.to_str().expect("utf8"),
         ],
-        &[("S", &v)],
+        &[("S", v)],
+        script,
+    );
+    (o, log)
+}
+
+#[test]
+fn masked_counts_and_exit_code_kept_in_audit() {
+    let ws = Ws::new();
+    let v = value();
+    let (o, log) = run_audited(
+        &ws,
+        &v,
         "cat $T_FILE; echo; cat $T_FILE; printf 'no newline prompt> '; exit 7",
     );
     assert_eq!(o.status.code(), Some(7));
@@ -765,16 +776,9 @@ fn held_back_prefix_is_shown_while_the_command_waits() {
 fn the_scan_sees_the_last_write_of_a_process_the_command_left_running() {
     let ws = Ws::new();
     let v = value();
-    let log = ws.outside("audit.jsonl");
-    let o = run(
-        ws.path(),
-        &[
-            "--secret",
-            "T=env:S",
-            "--audit-log",
-            log.to_str().expect("utf8"),
-        ],
-        &[("S", &v)],
+    let (o, log) = run_audited(
+        &ws,
+        &v,
         "(setsid sh -c 'i=0; while [ $i -lt 400 ]; do i=$((i+1)); cat \"$T_FILE\" > leak-$i; sleep 0.005; done' \
          </dev/null >/dev/null 2>&1 &); while [ ! -e leak-3 ]; do sleep 0.01; done; exit 0",
     );
