@@ -915,21 +915,16 @@ fn wait(
     let mut stop = Stopper::new(plan, start);
     // With namespaces, init reaps everything in the cell before it writes the command's
     // status (see init::wait_loop): the status alone says the cell has ended.
-    let status_ends = namespaces && failure.is_none();
+    let mut status_ends = namespaces && failure.is_none();
     let mut early = false;
     loop {
-        let mut fds = [
+        let mut fds = vec![
             PollFd::new(c.pidfd.as_fd(), PollFlags::POLLIN),
             PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
-            PollFd::new(
-                c.status.as_fd(),
-                if status_ends {
-                    PollFlags::POLLIN
-                } else {
-                    PollFlags::empty()
-                },
-            ),
         ];
+        if status_ends {
+            fds.push(PollFd::new(c.status.as_fd(), PollFlags::POLLIN));
+        }
         match poll(&mut fds, stop.poll_timeout()) {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => {
@@ -940,6 +935,7 @@ fn wait(
         }
         let exited = fds[0].revents().is_some_and(|r| !r.is_empty());
         let signaled = fds[1].revents().is_some_and(|r| !r.is_empty());
+        let status = fds.get(2).and_then(|f| f.revents());
         if signaled {
             while let Some(signo) = crate::signals::read(sfd.as_raw_fd()) {
                 stop.on_signal(signo, c.init, pty_master);
@@ -948,12 +944,14 @@ fn wait(
         if exited {
             break;
         }
-        if fds[2]
-            .revents()
-            .is_some_and(|r| r.contains(PollFlags::POLLIN))
-        {
-            early = true;
-            break;
+        match status {
+            Some(r) if r.contains(PollFlags::POLLIN) => {
+                early = true;
+                break;
+            }
+            // Closed without a status (init was killed): its exit is what ends the wait.
+            Some(r) if !r.is_empty() => status_ends = false,
+            _ => {}
         }
         stop.on_clock(c.init);
     }
