@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use taskcell::secrets::redact::Redactor;
+use taskcell::secrets::redact::{Masker, Redactor};
 
 /// xorshift64*: deterministic data without a dependency.
 struct Rng(u64);
@@ -98,32 +98,36 @@ fn text(rng: &mut Rng, size: usize, secrets: &[(String, Vec<u8>)], every: usize)
 
 /// Mask `data` `rounds` times in 64 KiB pushes, as the relay does; bytes emitted.
 fn run(r: &Redactor, data: &[u8], rounds: usize) -> usize {
-    let mut out = Vec::with_capacity(128 << 10);
-    let mut m = r.stream();
-    let mut n = 0usize;
-    for _ in 0..rounds {
-        for chunk in data.chunks(64 << 10) {
-            out.clear();
-            m.push(chunk, &mut out);
-            n += out.len();
-        }
-    }
-    out.clear();
-    m.flush(&mut out);
-    n + out.len()
+    passes(r, data, rounds, |m, chunk, out| {
+        m.push(chunk, out);
+        out.len()
+    })
 }
 
 /// The same through [`taskcell::secrets::redact::Masker::push_split`], as the output relay
 /// masks: what passes unchanged is not copied; bytes that would be written.
 fn run_split(r: &Redactor, data: &[u8], rounds: usize) -> usize {
+    passes(r, data, rounds, |m, chunk, out| {
+        let (masked, passed) = m.push_split(chunk, out);
+        masked.len() + passed.len()
+    })
+}
+
+/// `rounds` passes over `data` in 64 KiB pieces, each masked by `push` (which returns
+/// the bytes it emitted), then the flush: bytes emitted in all.
+fn passes(
+    r: &Redactor,
+    data: &[u8],
+    rounds: usize,
+    mut push: impl FnMut(&mut Masker<'_>, &[u8], &mut Vec<u8>) -> usize,
+) -> usize {
     let mut out = Vec::with_capacity(128 << 10);
     let mut m = r.stream();
     let mut n = 0usize;
     for _ in 0..rounds {
         for chunk in data.chunks(64 << 10) {
             out.clear();
-            let (masked, passed) = m.push_split(chunk, &mut out);
-            n += masked.len() + passed.len();
+            n += push(&mut m, chunk, &mut out);
         }
     }
     out.clear();

@@ -44,11 +44,9 @@ fn run(ws: &Ws, extra: &[&str], script: &str) -> std::process::Output {
     run_in(ws, false, extra, script)
 }
 
-/// `taskcell run` in the container tier; `without_getfd`: under a seccomp filter that
-/// refuses pidfd_getfd, as Docker's default profile does without CAP_SYS_PTRACE (the
-/// supervisor's way is the same: it makes the cell's TCP sockets and connects them).
-fn run_in(ws: &Ws, without_getfd: bool, extra: &[&str], script: &str) -> std::process::Output {
-    let pd = probe_dir();
+/// The arguments of `taskcell run` in the container tier (`proxy` network, the probe's
+/// directory readable) with `extra` options, running `script` with /bin/sh.
+fn container_args<'a>(pd: &'a str, extra: &[&'a str], script: &'a str) -> Vec<&'a str> {
     let mut args = vec![
         "run",
         "-p",
@@ -58,10 +56,19 @@ fn run_in(ws: &Ws, without_getfd: bool, extra: &[&str], script: &str) -> std::pr
         "--require",
         "container",
         "--read",
-        &pd,
+        pd,
     ];
     args.extend_from_slice(extra);
     args.extend_from_slice(&["--", "/bin/sh", "-c", script]);
+    args
+}
+
+/// `taskcell run` in the container tier; `without_getfd`: under a seccomp filter that
+/// refuses pidfd_getfd, as Docker's default profile does without CAP_SYS_PTRACE (the
+/// supervisor's way is the same: it makes the cell's TCP sockets and connects them).
+fn run_in(ws: &Ws, without_getfd: bool, extra: &[&str], script: &str) -> std::process::Output {
+    let pd = probe_dir();
+    let args = container_args(&pd, extra, script);
     if !without_getfd {
         return taskcell(ws.path(), &args).output().expect("taskcell");
     }
@@ -404,28 +411,11 @@ for _ in range(2000):
 port = int(os.environ["HTTP_PROXY"].rsplit(":", 1)[1])
 print("done", socket.socket().connect_ex(("127.0.0.1", port)), flush=True)
 sys.stdin.read(1)'"#;
-    let mut child = taskcell(
-        ws.path(),
-        &[
-            "run",
-            "-p",
-            "build",
-            "--net",
-            "proxy",
-            "--require",
-            "container",
-            "--read",
-            &pd,
-            "--",
-            "/bin/sh",
-            "-c",
-            script,
-        ],
-    )
-    .stdin(std::process::Stdio::piped())
-    .stdout(std::process::Stdio::piped())
-    .spawn()
-    .expect("taskcell");
+    let mut child = taskcell(ws.path(), &container_args(&pd, &[], script))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("taskcell");
     let mut line = String::new();
     let out = child.stdout.take().expect("stdout");
     let _ = std::io::BufReader::new(out).read_line(&mut line);

@@ -30,6 +30,8 @@ use nix::unistd::Pid;
 
 use crate::plan::NetMode;
 
+pub use crate::spec::{Spec, TermSize};
+
 /// A kernel file (/proc, /sys) read whole: files that report size 0 and would otherwise
 /// be read 32 bytes at a time at first (std's probe read), a system call each, on every
 /// launch.
@@ -52,7 +54,6 @@ pub fn read_kernel_file(p: impl AsRef<std::path::Path>) -> io::Result<String> {
     buf.truncate(len);
     String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
-pub use crate::spec::{Spec, TermSize};
 
 /// Signals the supervisor forwards to the cell (and init to the worker).
 pub const FORWARDED: &[Signal] = &[
