@@ -87,7 +87,9 @@ struct Skip {
     shift: Box<[u8; SKIP_SIZE]>,
 }
 
-const SKIP_BITS: u32 = 16;
+/// 32 KiB of shifts, which stay in the first-level cache (a 64 KiB table measured 1–3%
+/// slower: more of its loads, each on a lane's critical path, missed).
+const SKIP_BITS: u32 = 15;
 const SKIP_SIZE: usize = 1 << SKIP_BITS;
 
 impl Skip {
@@ -134,6 +136,20 @@ impl Skip {
             u32::from_le_bytes([b[1], b[2], b[3], 0])
         };
         fold(w, BLOCK4)
+    }
+
+    /// [`Skip::word`] without the bounds check, for the scan's hot loop (one unaligned
+    /// 4-byte load).
+    ///
+    /// # Safety
+    /// `3 <= e < data.len()`.
+    #[inline(always)]
+    unsafe fn word_unchecked<const BLOCK4: bool>(data: &[u8], e: usize) -> u32 {
+        debug_assert!(e >= 3 && e < data.len());
+        // SAFETY: the caller guarantees that data[e - 3..=e] is in bounds; the read has
+        // no alignment requirement.
+        let w = u32::from_le(unsafe { data.as_ptr().add(e - 3).cast::<u32>().read_unaligned() });
+        fold(if BLOCK4 { w } else { w >> 8 }, BLOCK4)
     }
 
     #[inline(always)]
@@ -192,23 +208,37 @@ impl Skip {
             end[k] = first + span * (k + 1) / LANES;
             lanes[k].clear();
         }
-        loop {
-            let mut active = false;
+        // While every lane has a step to take, all of them take one: one test for all
+        // lanes, and each step is a load, a hash, a table load and an add.
+        while e
+            .iter()
+            .zip(&end)
+            .fold(true, |all, (at, end)| all & (at < end))
+        {
             for k in 0..LANES {
-                if e[k] < end[k] {
-                    active = true;
-                    let at = e[k];
-                    let sh = table[Self::mix(Self::word::<BLOCK4>(data, at))];
-                    if sh == 0 {
-                        lanes[k].push(at + 1 - m);
-                        e[k] = at + 1;
-                    } else {
-                        e[k] = at + sh as usize;
-                    }
+                let at = e[k];
+                // SAFETY: first <= at < end[k] <= n, and first = from + m - 1 >= 3
+                // (m >= 4: the table exists only then), so data[at - 3..=at] is in bounds.
+                let sh = table[Self::mix(unsafe { Self::word_unchecked::<BLOCK4>(data, at) })];
+                if sh == 0 {
+                    lanes[k].push(at + 1 - m);
+                    e[k] = at + 1;
+                } else {
+                    e[k] = at + sh as usize;
                 }
             }
-            if !active {
-                break;
+        }
+        // The lanes' last steps, one lane at a time.
+        for k in 0..LANES {
+            let mut at = e[k];
+            while at < end[k] {
+                let sh = table[Self::mix(Self::word::<BLOCK4>(data, at))];
+                if sh == 0 {
+                    lanes[k].push(at + 1 - m);
+                    at += 1;
+                } else {
+                    at += sh as usize;
+                }
             }
         }
         for lane in lanes.iter() {
@@ -229,7 +259,9 @@ fn fold(w: u32, block4: bool) -> u32 {
     }
 }
 
-const LANES: usize = 4;
+/// Lanes of [`Skip::candidates`]: 8 measured 5% faster than 4 on text (with the bounds
+/// check out of the hot loop; before, 8 lanes spilled registers), 16 spill again.
+const LANES: usize = 8;
 
 /// Reusable buffers for [`Redactor::for_each_match`] and [`Redactor::hits`].
 #[derive(Default)]
