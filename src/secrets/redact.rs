@@ -894,11 +894,13 @@ impl Redactor {
         let mut p = a;
         let mut open = false;
         loop {
+            // One line's characters, appended at once.
+            let q = p;
             while p < n && WRAP[data[p] as usize] {
-                view.push(data[p]);
-                map.push(p);
                 p += 1;
             }
+            view.extend_from_slice(&data[q..p]);
+            map.extend(q..p);
             if p == n {
                 open = !eof;
                 break;
