@@ -798,3 +798,30 @@ fn push_split_emits_what_push_emits() {
     assert!(count_replacements(&expected) >= 100);
     assert_eq!(got, expected);
 }
+
+#[test]
+fn the_skip_scan_finds_a_value_across_every_lane_edge() {
+    // The shift table's scan cuts a buffer of 1 KiB or more into LANES stretches; a
+    // value that starts just before, on or after a stretch's edge, or that ends there,
+    // must be found all the same.
+    let value: &[u8] = b"tok_3f9a1c77e2b04d5a8cQ";
+    let r = red(&[("T", value)]);
+    let n = 2048;
+    let m = r
+        .skip
+        .as_ref()
+        .map(|s| s.m)
+        .expect("a skip table for a long value");
+    let first = m - 1;
+    let span = n - first;
+    for k in 1..LANES {
+        let edge = first + span * k / LANES;
+        for s in edge - value.len() - m..edge + 3 {
+            let mut data = vec![b'.'; n];
+            data[s..s + value.len()].copy_from_slice(value);
+            let out = r.mask_all(&data);
+            assert_eq!(count_replacements(&out), 1, "lane {k}, value at {s}");
+            assert!(!out.windows(value.len()).any(|w| w == value));
+        }
+    }
+}
