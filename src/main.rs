@@ -377,13 +377,15 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
                 .map(|d| d.join(p))
                 .unwrap_or_else(|_| p.to_path_buf())
         }),
-        // The control socket, where the plan put it (out of the cell's sight).
-        files: vec![plan
+        // The control socket of a `proxy` cell, where the plan put it (out of the cell's
+        // sight); no other cell has one.
+        files: plan
             .net
             .proxy
             .as_ref()
-            .map_or(cdir.as_path(), |p| p.control_dir.as_path())
-            .join(format!("{}.sock", audit.session))],
+            .map(|p| p.control_dir.join(format!("{}.sock", audit.session)))
+            .into_iter()
+            .collect(),
         ..Default::default()
     }
     .revocations(&plan.secrets);
