@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use taskcell::cli::{CellArgs, Cli, Command};
 use taskcell::plan::{self, Context, Overrides};
 use taskcell::profile::Loader;
@@ -13,7 +12,7 @@ fn main() -> ExitCode {
     // fetched and not yet revoked); `run` turns each into an orderly ending.
     let blocked = taskcell::signals::block_at_start();
     ensure_std_fds();
-    let cli = Cli::parse();
+    let cli = Cli::from_args();
     init_tracing(cli.verbose, cli.quiet);
     if !matches!(cli.command, Command::Run(_)) {
         taskcell::signals::unblock();
