@@ -140,8 +140,65 @@ pub fn first_symlink_at(
 
 /// The first symlink of the absolute path `p`, walking from `/`.
 pub fn first_symlink(p: &Path) -> io::Result<Option<(PathBuf, PathBuf)>> {
+    Ok(match path_kind(p)? {
+        PathKind::Link { link, target } => Some((link, target)),
+        PathKind::Dir | PathKind::NotDir => None,
+    })
+}
+
+/// What lies at an absolute path, found without following any symlink.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PathKind {
+    Dir,
+    NotDir,
+    /// The first symlink on the way (the path up to it) and its target.
+    Link {
+        link: PathBuf,
+        target: PathBuf,
+    },
+}
+
+/// [`PathKind`] of the absolute path `p`: one `openat2` from the root that follows no
+/// symlink for the common case, a walk by component when it meets one (to name it).
+/// NotFound when a component is missing before any symlink.
+pub fn path_kind(p: &Path) -> io::Result<PathKind> {
+    let kind = |mode: u32| {
+        if mode & libc::S_IFMT == libc::S_IFDIR {
+            PathKind::Dir
+        } else {
+            PathKind::NotDir
+        }
+    };
+    if p.is_absolute() {
+        match openat2_nofollow_abs(p) {
+            Ok(fd) => {
+                let mode = fstat_mode(fd.as_raw_fd())?;
+                if !is_link(mode) {
+                    return Ok(kind(mode));
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Err(e),
+            _ => {}
+        }
+    }
     let root = open_dir(Path::new("/"))?;
-    first_symlink_at(root.as_raw_fd(), p, Path::new("/"))
+    let mut cur: Option<OwnedFd> = None;
+    let mut at = PathBuf::from("/");
+    let mut mode = libc::S_IFDIR;
+    for name in names(p) {
+        let d = cur.as_ref().map_or(root.as_raw_fd(), |f| f.as_raw_fd());
+        let fd = openat(d, name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+        at.push(name);
+        mode = fstat_mode(fd.as_raw_fd())?;
+        if is_link(mode) {
+            return Ok(PathKind::Link {
+                link: at,
+                target: readlinkat(d, name)?,
+            });
+        }
+        cur = Some(fd);
+    }
+    Ok(kind(mode))
 }
 
 /// Open `rel` below `dir` as an `O_PATH` fd, following no symlink in any component
@@ -194,6 +251,28 @@ fn openat2_nofollow(dir: RawFd, rel: &Path) -> io::Result<OwnedFd> {
         libc::syscall(
             libc::SYS_openat2,
             dir,
+            c.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    owned(ret)
+}
+
+/// [`openat2_nofollow`] of an absolute path from the process's root (no fd of `/` to open
+/// and close first).
+fn openat2_nofollow_abs(p: &Path) -> io::Result<OwnedFd> {
+    let c = cstr(p.as_os_str())?;
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64,
+        mode: 0,
+        resolve: RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: openat2 reads the path and a properly sized open_how; the result is checked.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
             c.as_ptr(),
             &how as *const OpenHow,
             std::mem::size_of::<OpenHow>(),

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use taskcell::cli::{CellArgs, Cli, Command};
 use taskcell::plan::{self, Context, Overrides};
 use taskcell::profile::Loader;
@@ -13,7 +12,7 @@ fn main() -> ExitCode {
     // fetched and not yet revoked); `run` turns each into an orderly ending.
     let blocked = taskcell::signals::block_at_start();
     ensure_std_fds();
-    let cli = Cli::parse();
+    let cli = Cli::from_args();
     init_tracing(cli.verbose, cli.quiet);
     if !matches!(cli.command, Command::Run(_)) {
         taskcell::signals::unblock();
@@ -377,13 +376,15 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
                 .map(|d| d.join(p))
                 .unwrap_or_else(|_| p.to_path_buf())
         }),
-        // The control socket, where the plan put it (out of the cell's sight).
-        files: vec![plan
+        // The control socket of a `proxy` cell, where the plan put it (out of the cell's
+        // sight); no other cell has one.
+        files: plan
             .net
             .proxy
             .as_ref()
-            .map_or(cdir.as_path(), |p| p.control_dir.as_path())
-            .join(format!("{}.sock", audit.session))],
+            .map(|p| p.control_dir.join(format!("{}.sock", audit.session)))
+            .into_iter()
+            .collect(),
         ..Default::default()
     }
     .revocations(&plan.secrets);

@@ -58,6 +58,18 @@ pub struct Pending {
 
 impl State {
     /// What to record about `secrets`' revocations (no values).
+    /// Whether a later start would have anything to finish, were this session's launcher
+    /// killed now: an audit log to close, files to remove, revocations, a private TMPDIR.
+    /// A session with none of these gets no state file (its writing and removal are on the
+    /// launch path of every cell).
+    pub fn worth_keeping(&self) -> bool {
+        self.audit_log.is_some()
+            || !self.files.is_empty()
+            || !self.revoke.is_empty()
+            || !self.revoke_later.is_empty()
+            || self.private_tmp.is_some()
+    }
+
     pub fn revocations(mut self, secrets: &[SecretPlan]) -> State {
         for s in secrets {
             match &s.revoke {
@@ -73,8 +85,36 @@ impl State {
     }
 }
 
-/// The state file of this process's session (None when none was made).
-static CURRENT: Mutex<Option<(PathBuf, State)>> = Mutex::new(None);
+/// This process's session: its state, the file's path and whether it is written yet
+/// (None before [`begin`]).
+static CURRENT: Mutex<Option<Current>> = Mutex::new(None);
+
+struct Current {
+    control_dir: PathBuf,
+    path: PathBuf,
+    st: State,
+    written: bool,
+}
+
+impl Current {
+    /// Write the state file (the directories made and checked the first time).
+    fn store(&mut self) -> std::io::Result<()> {
+        if !self.written {
+            let d = dir(&self.control_dir);
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&d)?;
+            private_dir(&self.control_dir)?;
+            private_dir(&d)?;
+            self.st.pid = std::process::id() as i32;
+            self.st.start = crate::cell::cgroup::start_time(self.st.pid).unwrap_or(0);
+        }
+        write(&self.path, &self.st)?;
+        self.written = true;
+        Ok(())
+    }
+}
 
 fn dir(control_dir: &Path) -> PathBuf {
     control_dir.join("state")
@@ -106,21 +146,23 @@ fn write(path: &Path, st: &State) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Record this session (call once, before any secret is fetched).
-pub fn begin(control_dir: &Path, mut st: State) -> std::io::Result<()> {
-    let d = dir(control_dir);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&d)?;
-    private_dir(control_dir)?;
-    private_dir(&d)?;
-    st.pid = std::process::id() as i32;
-    st.start = crate::cell::cgroup::start_time(st.pid).unwrap_or(0);
-    let path = d.join(format!("{}.json", st.session));
-    write(&path, &st)?;
+/// Record this session (call once, before any secret is fetched). The file is written
+/// now when the session has something a later start would finish
+/// ([`State::worth_keeping`]), else first when [`note_file`] or [`note_private_tmp`]
+/// gives it something.
+pub fn begin(control_dir: &Path, st: State) -> std::io::Result<()> {
+    let path = dir(control_dir).join(format!("{}.json", st.session));
+    let mut cur = Current {
+        control_dir: control_dir.to_path_buf(),
+        path,
+        st,
+        written: false,
+    };
+    if cur.st.worth_keeping() {
+        cur.store()?;
+    }
     if let Ok(mut c) = CURRENT.lock() {
-        *c = Some((path, st));
+        *c = Some(cur);
     }
     Ok(())
 }
@@ -128,9 +170,9 @@ pub fn begin(control_dir: &Path, mut st: State) -> std::io::Result<()> {
 /// Add a file the session made (e.g. the CA bundle) to its state.
 pub fn note_file(p: &Path) {
     if let Ok(mut c) = CURRENT.lock() {
-        if let Some((path, st)) = c.as_mut() {
-            st.files.push(p.to_path_buf());
-            let _ = write(path, st);
+        if let Some(cur) = c.as_mut() {
+            cur.st.files.push(p.to_path_buf());
+            let _ = cur.store();
         }
     }
 }
@@ -147,9 +189,9 @@ pub fn private_tmp_prefix() -> String {
 /// Record the session's private TMPDIR.
 pub fn note_private_tmp(p: &Path) {
     if let Ok(mut c) = CURRENT.lock() {
-        if let Some((path, st)) = c.as_mut() {
-            st.private_tmp = Some(p.to_path_buf());
-            let _ = write(path, st);
+        if let Some(cur) = c.as_mut() {
+            cur.st.private_tmp = Some(p.to_path_buf());
+            let _ = cur.store();
         }
     }
 }
@@ -167,8 +209,8 @@ impl Drop for Guard {
 /// The session ended in order: its state file goes.
 pub fn end() {
     if let Ok(mut c) = CURRENT.lock() {
-        if let Some((path, _)) = c.take() {
-            let _ = std::fs::remove_file(path);
+        if let Some(cur) = c.take().filter(|cur| cur.written) {
+            let _ = std::fs::remove_file(cur.path);
         }
     }
 }
@@ -516,6 +558,49 @@ mod tests {
         assert!(is_session_id(s));
         assert!(!is_session_id("../x"));
         assert!(!is_session_id("0123456789ABCDEF"));
+    }
+
+    /// A session with nothing a later start could finish writes no state file; it gets one
+    /// the moment it has something (here a private TMPDIR), which its end removes.
+    #[test]
+    fn a_state_file_only_for_a_session_a_later_start_could_finish() {
+        use std::os::unix::fs::PermissionsExt;
+        let cdir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(cdir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let session = "0123456789abcdef".to_string();
+        let file = dir(cdir.path()).join(format!("{session}.json"));
+        let plain = State {
+            session: session.clone(),
+            ..Default::default()
+        };
+        assert!(!plain.worth_keeping());
+        begin(cdir.path(), plain).unwrap();
+        assert!(
+            !file.exists(),
+            "no state file for a session with nothing to finish"
+        );
+        note_private_tmp(Path::new("/tmp/taskcell-tmp-1-2-x"));
+        let st: State = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        assert_eq!(st.pid, std::process::id() as i32);
+        assert!(st.private_tmp.is_some());
+        end();
+        assert!(!file.exists());
+        for st in [
+            State {
+                audit_log: Some("/var/log/a.jsonl".into()),
+                ..Default::default()
+            },
+            State {
+                files: vec!["/run/user/1/taskcell/x.sock".into()],
+                ..Default::default()
+            },
+            State {
+                revoke: vec!["TOKEN".into()],
+                ..Default::default()
+            },
+        ] {
+            assert!(st.worth_keeping(), "{st:?}");
+        }
     }
 
     #[test]

@@ -1019,3 +1019,41 @@ fn a_mount_below_a_read_only_path_is_read_only_too() {
         "the submount is visible in the cell: {out}"
     );
 }
+
+/// The host's root leaves the cell's mount namespace before the command runs. It hangs
+/// below the staging root, which a thread of init detaches while the worker sets up its
+/// process (the detach waits for an RCU grace period); the worker waits for it before its
+/// `execve`. The command's very first look at its mount table, many times over, has one
+/// mount on `/` and nothing of the staging or the host's root.
+#[test]
+fn the_host_root_is_gone_when_the_command_starts() {
+    let ws = Ws::new();
+    for _ in 0..20 {
+        let o = taskcell(
+            ws.path(),
+            &[
+                "run",
+                "-p",
+                "build",
+                "--",
+                "/bin/cat",
+                "/proc/self/mountinfo",
+            ],
+        )
+        .output()
+        .expect("running taskcell");
+        let table = ok(&o);
+        let points: Vec<&str> = table.lines().filter_map(|l| l.split(' ').nth(4)).collect();
+        assert_eq!(
+            points.iter().filter(|p| **p == "/").count(),
+            1,
+            "one mount on / (the cell's root), not the staging root stacked on it:\n{table}"
+        );
+        assert!(
+            !points
+                .iter()
+                .any(|p| p.starts_with("/oldroot") || p.starts_with("/newroot")),
+            "nothing of the host's root or the staging root:\n{table}"
+        );
+    }
+}

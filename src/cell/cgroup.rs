@@ -186,15 +186,26 @@ fn read(p: &Path) -> String {
     super::read_kernel_file(p).unwrap_or_default()
 }
 
+/// Files read during one [`probe_now`], each read once (every controller asks for the same
+/// `cgroup.controllers`; a read of a kernel file costs 10–60 µs).
+#[derive(Default)]
+struct Reads(BTreeMap<PathBuf, String>);
+
+impl Reads {
+    fn get(&mut self, p: PathBuf) -> &str {
+        self.0.entry(p).or_insert_with_key(|p| read(p))
+    }
+}
+
 /// Whether a cell's cgroup with `ctrl` can be created below the cgroup v2 directory `dir`.
-fn v2_place(ctrl: &str, dir: &Path, is_root: bool) -> Result<Place, String> {
+fn v2_place(ctrl: &str, dir: &Path, is_root: bool, reads: &mut Reads) -> Result<Place, String> {
     let has = |s: &str| s.split_whitespace().any(|c| c == ctrl);
     let place = |enable| Place {
         version: CgVersion::V2,
         parent: dir.to_path_buf(),
         enable,
     };
-    if !has(&read(&dir.join("cgroup.controllers"))) {
+    if !has(reads.get(dir.join("cgroup.controllers"))) {
         return Err(format!(
             "cgroup v2 at {} does not offer `{ctrl}`",
             dir.display()
@@ -206,7 +217,7 @@ fn v2_place(ctrl: &str, dir: &Path, is_root: bool) -> Result<Place, String> {
             dir.display()
         ));
     }
-    if has(&read(&dir.join("cgroup.subtree_control"))) {
+    if has(reads.get(dir.join("cgroup.subtree_control"))) {
         return Ok(place(false));
     }
     if is_root || read(&dir.join("cgroup.procs")).trim().is_empty() {
@@ -230,12 +241,13 @@ fn probe_now() -> Probe {
     let mounts = parse_mountinfo(&read(Path::new("/proc/self/mountinfo")));
     let (own_v2, own_v1) = parse_proc_cgroup(&read(Path::new("/proc/self/cgroup")));
     let mut p = Probe::default();
+    let mut reads = Reads::default();
     for ctrl in CONTROLLERS {
         // cgroup v2 first.
         let mut why = Vec::new();
         if let (Some((root, mnt)), Some(own)) = (&mounts.v2, &own_v2) {
             let dir = dir_of(mnt, root, own);
-            match v2_place(ctrl, &dir, own == "/") {
+            match v2_place(ctrl, &dir, own == "/", &mut reads) {
                 Ok(pl) => {
                     p.places.insert(ctrl, pl);
                     continue;
@@ -245,7 +257,7 @@ fn probe_now() -> Probe {
             // As root, the top of the hierarchy will do (it is exempt from the
             // no-internal-processes rule).
             if nix::unistd::geteuid().is_root() && own != "/" && root == "/" {
-                match v2_place(ctrl, mnt, true) {
+                match v2_place(ctrl, mnt, true, &mut reads) {
                     Ok(pl) => {
                         p.places.insert(ctrl, pl);
                         continue;
@@ -289,7 +301,11 @@ fn probe_now() -> Probe {
 
 /// Whether the running kernel counts RLIMIT_NPROC per user namespace (Linux 5.14+).
 fn kernel_at_least(major: u32, minor: u32) -> bool {
-    let rel = read(Path::new("/proc/sys/kernel/osrelease"));
+    // uname(2), not /proc/sys/kernel/osrelease: a sysctl read costs ~25 µs.
+    let Ok(uts) = nix::sys::utsname::uname() else {
+        return false;
+    };
+    let rel = uts.release().to_string_lossy();
     let mut it = rel
         .trim()
         .split(|c: char| !c.is_ascii_digit())

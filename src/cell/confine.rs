@@ -272,8 +272,7 @@ pub fn apply_seccomp_with_listener(programs: &[BpfProgram]) -> Result<OwnedFd, S
 pub fn user_notif_available() -> Result<(), String> {
     static ONCE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
-        let actions =
-            super::read_kernel_file("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
+        let actions = seccomp_actions();
         if !actions.contains("user_notif") {
             return Err(format!(
                 "seccomp has no user notification here (actions: {}; needs Linux 5.0+)",
@@ -288,6 +287,14 @@ pub fn user_notif_available() -> Result<(), String> {
     .clone()
 }
 
+/// The kernel's seccomp actions (`/proc/sys/kernel/seccomp/actions_avail`), read once.
+fn seccomp_actions() -> &'static str {
+    static ONCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        super::read_kernel_file("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default()
+    })
+}
+
 /// Whether this kernel can install filters returning errno.
 pub fn seccomp_available() -> Result<(), String> {
     // SAFETY: PR_GET_SECCOMP takes no pointers.
@@ -297,8 +304,7 @@ pub fn seccomp_available() -> Result<(), String> {
             std::io::Error::last_os_error()
         ));
     }
-    let actions =
-        super::read_kernel_file("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
+    let actions = seccomp_actions();
     if !actions.is_empty() && !actions.contains("errno") {
         return Err(format!(
             "seccomp cannot return errno here (actions: {})",

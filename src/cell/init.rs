@@ -159,15 +159,17 @@ pub fn main(
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
         }
     }
-    let setup_result = if spec.namespaces {
-        setup(spec, prepared)
+    let detaching = if spec.namespaces {
+        match setup(spec, prepared) {
+            Ok(d) => Some(d),
+            Err(msg) => {
+                report(err.as_raw_fd(), 125, &msg);
+                exit(125);
+            }
+        }
     } else {
-        Ok(())
+        None
     };
-    if let Err(msg) = setup_result {
-        report(err.as_raw_fd(), 125, &msg);
-        exit(125);
-    }
     if listen_sock.is_some() && !spec.namespaces {
         report(
             err.as_raw_fd(),
@@ -214,7 +216,19 @@ pub fn main(
         exit(125);
     }
     drop(f);
-    let worker = match spawn_worker(spec, &err, &status, tty_path.as_deref(), notify_sock) {
+    let started = spawn_worker(
+        spec,
+        &err,
+        &status,
+        tty_path.as_deref(),
+        notify_sock,
+        detaching.as_ref(),
+    );
+    // The worker has exec'd (after the detach was done) or failed: init is one thread again.
+    if let Some(d) = detaching {
+        d.join();
+    }
+    let worker = match started {
         Ok(pid) => pid,
         Err(e) => {
             report(err.as_raw_fd(), 125, &format!("starting the worker: {e}"));
@@ -239,6 +253,8 @@ struct WorkerStart<'a> {
     status: RawFd,
     tty: Option<&'a std::path::Path>,
     notify: Option<RawFd>,
+    /// The staging root's detach: (the end to wait on, the thread's end to close).
+    detach: Option<(RawFd, RawFd)>,
 }
 
 /// The worker's stack size (it runs Rust code up to the execve: the Landlock ruleset, the
@@ -256,6 +272,7 @@ fn spawn_worker(
     status: &OwnedFd,
     tty: Option<&std::path::Path>,
     notify: Option<OwnedFd>,
+    detaching: Option<&rootfs::Detaching>,
 ) -> Result<Pid, String> {
     extern "C" fn entry(arg: *mut libc::c_void) -> libc::c_int {
         // SAFETY: `arg` points to the WorkerStart on spawn_worker's frame, which lives
@@ -264,14 +281,18 @@ fn spawn_worker(
         // The fds are this child's own copies (its own fd table): owning them here
         // closes nothing of init's. The status pipe is init's alone.
         // SAFETY: fds open in this child's table, owned by nothing else in it.
-        let (err, notify) = unsafe {
+        let (err, notify, detached) = unsafe {
             libc::close(w.status);
+            if let Some((_, thread_end)) = w.detach {
+                libc::close(thread_end);
+            }
             (
                 OwnedFd::from_raw_fd(w.err),
                 w.notify.map(|fd| OwnedFd::from_raw_fd(fd)),
+                w.detach.map(|(done, _)| OwnedFd::from_raw_fd(done)),
             )
         };
-        worker::main(w.spec, err, w.tty, notify)
+        worker::main(w.spec, err, w.tty, notify, detached)
     }
     // SAFETY: an anonymous private mapping; the result is checked.
     let stack = unsafe {
@@ -296,6 +317,7 @@ fn spawn_worker(
         status: status.as_raw_fd(),
         tty,
         notify: notify.as_ref().map(|fd| fd.as_raw_fd()),
+        detach: detaching.map(|d| (d.done.as_raw_fd(), d.write_fd)),
     };
     // SAFETY: the stack grows down from the end of the mapping (16-byte aligned, as mmap
     // returns pages); `entry` never returns (worker::main execs or _exits) and touches
@@ -319,15 +341,16 @@ fn spawn_worker(
     Ok(Pid::from_raw(pid))
 }
 
-fn setup(spec: &Spec, prepared: &[(usize, OwnedFd)]) -> Result<(), String> {
-    rootfs::execute(&spec.mounts, prepared, spec.tmpfs_size).map_err(|e| e.to_string())?;
+fn setup(spec: &Spec, prepared: &[(usize, OwnedFd)]) -> Result<rootfs::Detaching, String> {
+    let detaching =
+        rootfs::execute(&spec.mounts, prepared, spec.tmpfs_size).map_err(|e| e.to_string())?;
     super::secrets::populate(&spec.secrets)?;
     nix::unistd::sethostname(&spec.process.hostname)
         .map_err(|e| format!("setting the hostname {:?}: {e}", spec.process.hostname))?;
     if matches!(spec.net, NetMode::Loopback | NetMode::Proxy) {
         super::net::loopback_up().map_err(|e| format!("bringing up lo: {e}"))?;
     }
-    Ok(())
+    Ok(detaching)
 }
 
 /// After the worker started, init needs no privilege: drop every capability, set

@@ -4,8 +4,11 @@
 //! Execution follows bubblewrap's scheme: a tmpfs is mounted on `/tmp` (private to our
 //! mount namespace) and becomes the root with `pivot_root`, the host's root staying
 //! reachable at `/oldroot`; the new root is a second tmpfs at `/newroot`, populated by
-//! binding `/oldroot/X` onto `/newroot/X`; then `/oldroot` is detached and `/newroot`
-//! becomes `/` through `pivot_root(".", ".")`.
+//! binding `/oldroot/X` onto `/newroot/X`; then `/newroot` becomes `/` through
+//! `pivot_root(".", ".")` and the staging root, with the host's root below it, is detached
+//! in one `umount2` by a thread of init ([`Detaching`]): every unmount waits for an RCU
+//! grace period (≈ 0.2 ms), which bubblewrap pays twice in a row and taskcell once, while
+//! the worker sets up its process (the worker waits for it before its `execve`).
 
 use std::fs;
 use std::io;
@@ -62,7 +65,7 @@ pub fn execute(
     ops: &[MountOp],
     prepared: &[(usize, OwnedFd)],
     tmpfs_size: Option<u64>,
-) -> Result<(), RootfsError> {
+) -> Result<Detaching, RootfsError> {
     // Nothing we do here may propagate back to the host.
     mount(
         None::<&str>,
@@ -110,13 +113,14 @@ pub fn execute(
     }
     drop(oldroot);
 
-    umount2(OLDROOT, MntFlags::MNT_DETACH).map_err(err("detaching the host's root"))?;
+    // The host's root (mounted at /oldroot on the staging root) is detached together with
+    // the staging root below, in one unmount.
     nix::unistd::chdir(NEWROOT).map_err(err("chdir /newroot"))?;
     nix::unistd::pivot_root(".", ".").map_err(err("pivot_root into the cell's root"))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(err("detaching the staging root"))?;
-    nix::unistd::chdir("/").map_err(err("chdir /"))?;
     // The root tmpfs becomes read-only last (see RemountRo for "/" in ops, which is
-    // applied here because it must follow the pivot).
+    // applied here because it must follow the pivot). "/" is the new root even while the
+    // staging root is still stacked on it: a lookup starts at the root without descending
+    // into what is mounted on it (only `umount2(".")` below does, by design).
     if ops
         .iter()
         .any(|o| matches!(o, MountOp::RemountRo { path } if path == Path::new("/")))
@@ -127,7 +131,76 @@ pub fn execute(
         )
         .map_err(err("making the cell's root read-only"))?;
     }
-    Ok(())
+    Detaching::start()
+}
+
+/// The staging root, with the host's root below it, being detached by a thread of init
+/// (the thread shares init's working directory, the new root with the staging root
+/// stacked on it, which is why nothing in init changes directory until it is joined).
+/// The detach waits for an RCU grace period; the worker does its setup meanwhile and
+/// waits on [`Detaching::done`] before its `execve`, so the command never sees the host's
+/// root.
+pub struct Detaching {
+    thread: std::thread::JoinHandle<()>,
+    /// Read end: one `i32`, 0 once the detach is done, else its errno. EOF: it never ran.
+    pub done: OwnedFd,
+    /// The write end's number in init's fd table (the thread's), for a forked child to close.
+    pub write_fd: std::os::fd::RawFd,
+}
+
+impl Detaching {
+    fn start() -> Result<Detaching, RootfsError> {
+        let (done, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(err("a pipe for detaching the staging root"))?;
+        let write_fd = w.as_raw_fd();
+        let thread = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let code = match umount2(".", MntFlags::MNT_DETACH) {
+                    Ok(()) => 0,
+                    Err(e) => e as i32,
+                };
+                let _ = nix::unistd::write(&w, &code.to_ne_bytes());
+            })
+            .map_err(ioerr("starting the thread that detaches the staging root"))?;
+        Ok(Detaching {
+            thread,
+            done,
+            write_fd,
+        })
+    }
+
+    /// Wait for the thread (after the worker has exec'd or failed) and make `/` the
+    /// working directory again.
+    pub fn join(self) {
+        drop(self.done);
+        let _ = self.thread.join();
+        let _ = nix::unistd::chdir("/");
+    }
+}
+
+/// In the worker, before its `execve`: wait until the staging root is detached.
+pub fn wait_detached(done: &OwnedFd) -> Result<(), String> {
+    let mut buf = [0u8; 4];
+    let mut got = 0;
+    while got < buf.len() {
+        match nix::unistd::read(done.as_raw_fd(), &mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(format!("waiting for the staging root's detach: {e}")),
+        }
+    }
+    if got < buf.len() {
+        return Err("detaching the staging root: init's thread ended without a word".into());
+    }
+    match i32::from_ne_bytes(buf) {
+        0 => Ok(()),
+        e => Err(format!(
+            "setting up the cell's filesystem: detaching the staging root: {}",
+            nix::errno::Errno::from_raw(e)
+        )),
+    }
 }
 
 fn apply(op: &MountOp, oldroot: &OwnedFd, tmpfs_size: Option<u64>) -> Result<(), RootfsError> {

@@ -62,6 +62,7 @@ pub fn main(
     mut err: OwnedFd,
     tty: Option<&std::path::Path>,
     notify_sock: Option<OwnedFd>,
+    detached: Option<OwnedFd>,
 ) -> ! {
     // Signals: nothing blocked, SIGPIPE back to default (Rust's runtime ignores it).
     let _ =
@@ -178,6 +179,13 @@ pub fn main(
     // Landlock after no_new_privs; seccomp last, so that nothing but execve runs under it.
     if let Some(rules) = &spec.landlock {
         if let Err(e) = super::confine::apply_landlock(rules) {
+            fail(&err, 125, &e);
+        }
+    }
+    // The host's root leaves the cell's mount namespace while the above runs (see
+    // rootfs::Detaching): nothing of the command runs before it is gone.
+    if let Some(done) = &detached {
+        if let Err(e) = super::rootfs::wait_detached(done) {
             fail(&err, 125, &e);
         }
     }

@@ -229,8 +229,19 @@ pub fn rules(
         };
         let in_writable = |p: &Path| writable.iter().any(|w| p.starts_with(w));
         let strict = matches!(access, Access::Write | Access::Protect) || in_writable(&path);
-        match first_symlink(&path) {
-            Ok(None) => {}
+        match crate::hold::path_kind(&path) {
+            Ok(kind @ (PathKind::Dir | PathKind::NotDir)) => {
+                push_rule(
+                    &mut paths,
+                    PathRule {
+                        path,
+                        access,
+                        symlink: None,
+                        is_dir: kind == PathKind::Dir,
+                        optional,
+                    },
+                );
+            }
             Err(e)
                 if e.kind() == io::ErrorKind::NotFound
                     || e.raw_os_error() == Some(libc::ENOTDIR) =>
@@ -267,7 +278,7 @@ pub fn rules(
                     msg: format!("{origin}: `{key}` path {}: {e}", path.display()),
                 })
             }
-            Ok(Some((link, target))) => {
+            Ok(PathKind::Link { link, target }) => {
                 let last = link == path;
                 if strict || (access == Access::Hide && (last || in_writable(&link))) {
                     return Err(PlanError::Other {
@@ -318,29 +329,13 @@ pub fn rules(
                         },
                     );
                 }
-                continue;
             }
         }
-        let is_dir = match std::fs::symlink_metadata(&path) {
-            Ok(m) => m.is_dir(),
-            Err(_) if optional || make.is_some() => continue,
-            Err(_) => return Err(missing(&path, origin, "")),
-        };
-        push_rule(
-            &mut paths,
-            PathRule {
-                path,
-                access,
-                symlink: None,
-                is_dir,
-                optional,
-            },
-        );
     }
     Ok((paths, create))
 }
 
-pub use crate::hold::first_symlink;
+pub use crate::hold::{first_symlink, PathKind};
 
 /// The message for a path of `key` that goes through the symlink `link` -> `target`.
 pub fn through_symlink(key: &str, path: &Path, link: &Path, target: &Path) -> String {
@@ -429,5 +424,25 @@ mod tests {
             Some((base.join("link"), PathBuf::from("real")))
         );
         assert!(first_symlink(&base.join("missing")).is_err());
+        // The kind comes with the check: a directory, a file, the link met on the way (a
+        // final link too), a component missing before any link.
+        std::fs::write(real.join("f"), "x").unwrap();
+        let kind = crate::hold::path_kind;
+        assert_eq!(kind(&base.join("real/sub")).unwrap(), PathKind::Dir);
+        assert_eq!(kind(&base.join("real/f")).unwrap(), PathKind::NotDir);
+        for p in ["link", "link/f", "link/missing"] {
+            assert_eq!(
+                kind(&base.join(p)).unwrap(),
+                PathKind::Link {
+                    link: base.join("link"),
+                    target: PathBuf::from("real")
+                },
+                "{p}"
+            );
+        }
+        assert_eq!(
+            kind(&base.join("missing/link")).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
     }
 }
