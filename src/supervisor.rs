@@ -438,9 +438,13 @@ fn spawn_cell(
     let v2_dir = cgroup.and_then(|cg| cg.open_v2_dir());
     let placement = || match (cgroup, &v2_dir) {
         (Some(_), Some(d)) => cell::Placement::CloneInto(d.as_fd()),
-        (Some(cg), None) => cg
-            .open_v1_tasks()
-            .map_or(cell::Placement::Outside, cell::Placement::SelfMove),
+        (Some(cg), None) => match (cg.open_v1_tasks(), cg.open_v1_parent_tasks()) {
+            (Some(into), leave) => cell::Placement::SelfMove {
+                into,
+                leave: leave.unwrap_or_default(),
+            },
+            (None, _) => cell::Placement::Outside,
+        },
         (None, _) => cell::Placement::Outside,
     };
     let before_release = |pid, born_inside: bool| {
@@ -870,10 +874,19 @@ struct Ended {
 
 impl Ended {
     fn finish(mut self, outcome: &mut Outcome) {
+        // Init has left its cgroup v1 hierarchies (see init::wait_loop): they go while its
+        // exit tears the namespaces down; the limit hits are read first.
+        let hits = self.cgroup.as_ref().map(|cg| cg.hits()).unwrap_or_default();
+        if let Some(cg) = self.cgroup.as_mut() {
+            cg.remove_emptied();
+        }
         let _ = nix::sys::wait::waitpid(self.init, None);
-        outcome
-            .limit_hits
-            .splice(0..0, remove_cgroup(self.cgroup.as_mut()));
+        outcome.limit_hits.splice(0..0, hits);
+        if let Some(cg) = self.cgroup.as_mut() {
+            if let Err(e) = cg.remove() {
+                tracing::warn!("{e}");
+            }
+        }
     }
 }
 

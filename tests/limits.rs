@@ -380,6 +380,31 @@ fn a_timeout_is_reported_and_audited_and_leaves_no_cgroup() {
     );
 }
 
+/// The cell's cgroup is gone when taskcell returns, also when the command left processes
+/// running: init ends them, moves itself out of the cgroup v1 hierarchies, and the
+/// supervisor removes them while init's exit tears the namespaces down (or after it).
+#[test]
+fn the_cells_cgroup_is_gone_when_taskcell_returns() {
+    let ws = Ws::new();
+    if !cgroup_mode(&ws) {
+        println!("rlimit fallback: no cgroup is created");
+        return;
+    }
+    for script in [
+        "cat /proc/self/cgroup",
+        "cat /proc/self/cgroup; sleep 60 & sleep 60 & exit 3",
+    ] {
+        let o = sh(ws.path(), "build", &[], script);
+        let text = stdout(&o);
+        let name = cell_cgroup_name(&text).unwrap_or_else(|| panic!("no cgroup line: {text}"));
+        assert!(
+            cgroup_dirs(&name).is_empty(),
+            "{name} left after the run: {:?}",
+            cgroup_dirs(&name)
+        );
+    }
+}
+
 #[test]
 fn a_killed_taskcell_leaves_a_cgroup_the_next_run_removes() {
     let ws = Ws::new();

@@ -776,6 +776,38 @@ impl CellCgroup {
             .collect()
     }
 
+    /// The `tasks` files of the cgroup's parent directories, opened for writing like
+    /// [`CellCgroup::open_v1_tasks`]: once the command and everything else in the cell
+    /// have ended, init moves itself out with them, so that the supervisor can remove the
+    /// cgroup while init's exit tears the namespaces down, instead of after it.
+    pub fn open_v1_parent_tasks(&self) -> Option<Vec<std::os::fd::OwnedFd>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if self.dirs.is_empty() || self.dirs.iter().any(|d| d.version != CgVersion::V1) {
+            return None;
+        }
+        self.dirs
+            .iter()
+            .map(|d| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                    .open(d.path.parent()?.join("tasks"))
+                    .map(std::os::fd::OwnedFd::from)
+                    .ok()
+            })
+            .collect()
+    }
+
+    /// Remove the directories that can be removed now, in one attempt each (no wait, no
+    /// kill): those init has left with the rest of the cell. What stays is removed by
+    /// [`CellCgroup::remove`].
+    pub fn remove_emptied(&mut self) {
+        self.dirs.retain(|d| match std::fs::remove_dir(&d.path) {
+            Ok(()) => false,
+            Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+        });
+    }
+
     /// Move a process (the cell's init, before it forks the worker) into the cgroup.
     pub fn add(&self, pid: Pid) -> Result<(), String> {
         for d in &self.dirs {

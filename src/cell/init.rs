@@ -33,7 +33,7 @@ pub struct Socks {
 /// Entry point of the cloned child. Never returns.
 pub fn main(
     spec: &Spec,
-    cgroup_tasks: Vec<OwnedFd>,
+    (cgroup_tasks, leave): (Vec<OwnedFd>, Vec<OwnedFd>),
     prepared: &[(usize, OwnedFd)],
     sync: OwnedFd,
     err: OwnedFd,
@@ -236,14 +236,16 @@ pub fn main(
         }
     };
     drop(err);
-    if let Err(e) = drop_privileges(status.as_raw_fd()) {
+    let mut keep: Vec<RawFd> = leave.iter().map(|f| f.as_raw_fd()).collect();
+    keep.push(status.as_raw_fd());
+    if let Err(e) = drop_privileges(&keep) {
         // Init keeps running to report the worker's status; without the drop it would be
         // a privileged process inside the cell, so end the cell instead.
         let _ = nix::sys::signal::kill(worker, Signal::SIGKILL);
         eprintln!("taskcell: cell init could not drop its privileges: {e}");
         exit(125);
     }
-    wait_loop(worker, status, spec, launcher)
+    wait_loop(worker, status, leave, spec, launcher)
 }
 
 /// What the worker's first function gets (through clone's one pointer argument).
@@ -354,20 +356,26 @@ fn setup(spec: &Spec, prepared: &[(usize, OwnedFd)]) -> Result<rootfs::Detaching
 }
 
 /// After the worker started, init needs no privilege: drop every capability, set
-/// no_new_privs and close every fd but the status pipe.
-fn drop_privileges(keep: i32) -> Result<(), String> {
+/// no_new_privs and close every fd but `keep` (the status pipe, the cgroup `tasks` files
+/// it leaves through at the end).
+fn drop_privileges(keep: &[RawFd]) -> Result<(), String> {
     super::worker::drop_all_caps()?;
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
     }
-    // SAFETY: closing fd ranges this process owns and does not use again.
-    unsafe {
-        if keep > 3 {
-            libc::syscall(libc::SYS_close_range, 3u32, (keep - 1) as u32, 0u32);
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|fd| *fd >= 3).collect();
+    keep.sort_unstable();
+    let mut from = 3;
+    for k in keep {
+        if k > from {
+            // SAFETY: closing a range of fds this process owns and does not use again.
+            unsafe { libc::syscall(libc::SYS_close_range, from as u32, (k - 1) as u32, 0u32) };
         }
-        libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0u32);
+        from = k + 1;
     }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, from as u32, u32::MAX, 0u32) };
     Ok(())
 }
 
@@ -436,7 +444,7 @@ fn private_tmp(spec: &Spec) -> Option<&str> {
         .filter(|v| v.starts_with('/'))
 }
 
-fn wait_loop(worker: Pid, status: OwnedFd, spec: &Spec, launcher: Pid) -> ! {
+fn wait_loop(worker: Pid, status: OwnedFd, leave: Vec<OwnedFd>, spec: &Spec, launcher: Pid) -> ! {
     let namespaces = spec.namespaces;
     let mut set = blocked_in_init();
     if !namespaces {
@@ -475,6 +483,12 @@ fn wait_loop(worker: Pid, status: OwnedFd, spec: &Spec, launcher: Pid) -> ! {
                 // while this process's exit tears the namespaces down.
                 if namespaces {
                     kill_namespace();
+                    // Alone in the cell's cgroup v1 hierarchies now: out of them (one
+                    // thread moving itself), so that the supervisor removes them while
+                    // this process's exit runs. A failure only delays their removal.
+                    for tasks in &leave {
+                        let _ = nix::unistd::write(tasks, b"0");
+                    }
                 }
                 let _ = nix::unistd::write(&status, &bytes);
                 // Exiting ends the PID namespace: the kernel kills whatever the command

@@ -133,8 +133,12 @@ pub enum Placement<'a> {
     /// for reading); a plain clone when that is refused (`before_release` is told).
     CloneInto(std::os::fd::BorrowedFd<'a>),
     /// Init moves itself as its first step, writing "0" to these cgroup v1 `tasks` files
-    /// opened by the supervisor (see `CellCgroup::open_v1_tasks`).
-    SelfMove(Vec<OwnedFd>),
+    /// opened by the supervisor (see `CellCgroup::open_v1_tasks`), and out again through
+    /// the parents' (`leave`) once everything else in the cell has ended.
+    SelfMove {
+        into: Vec<OwnedFd>,
+        leave: Vec<OwnedFd>,
+    },
 }
 
 /// [`spawn`], with `before_release` called with init's pid after the uid maps are written
@@ -149,10 +153,10 @@ pub fn spawn_with(
     placement: Placement<'_>,
     before_release: impl FnOnce(Pid, bool) -> Result<(), String>,
 ) -> Result<(Cell, Option<SetupFailure>), SpawnError> {
-    let (into_cgroup, self_move) = match placement {
-        Placement::Outside => (None, Vec::new()),
-        Placement::CloneInto(fd) => (Some(fd), Vec::new()),
-        Placement::SelfMove(tasks) => (None, tasks),
+    let (into_cgroup, self_move, leave) = match placement {
+        Placement::Outside => (None, Vec::new(), Vec::new()),
+        Placement::CloneInto(fd) => (Some(fd), Vec::new(), Vec::new()),
+        Placement::SelfMove { into, leave } => (None, into, leave),
     };
     let (sync_r, sync_w) = pipe_cloexec()?;
     let (err_r, err_w) = pipe_cloexec()?;
@@ -225,9 +229,18 @@ pub fn spawn_with(
             tty: tsock,
             notify: nsock,
         };
-        init::main(spec, self_move, &prepared.binds, sync_r, err_w, st_w, socks);
+        init::main(
+            spec,
+            (self_move, leave),
+            &prepared.binds,
+            sync_r,
+            err_w,
+            st_w,
+            socks,
+        );
     }
     drop(self_move);
+    drop(leave);
     // The helper children of the idmaps are reaped once the cell is released.
     let userns::Prepared { binds, reapers } = prepared;
     drop(binds);
