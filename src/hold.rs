@@ -316,15 +316,29 @@ fn symlink_error(dir: RawFd, rel: &Path, shown: &Path, e: io::Error) -> io::Erro
 /// Open (creating what is missing, mode 0755 / an empty 0644 file) the mount target `p`
 /// below `/`, following no symlink: the place a mount goes is the place that was meant.
 pub fn open_target(p: &Path, is_dir: bool) -> io::Result<OwnedFd> {
-    let parts = names(p);
-    let mut cur = open_dir(Path::new("/"))?;
-    let mut at = PathBuf::from("/");
+    open_target_in(&open_dir(Path::new("/"))?, Path::new("/"), p, is_dir)
+}
+
+/// [`open_target`] of `rel` below the directory `base` (shown as `shown` in errors): the
+/// cell's new root, opened once for every mount target in it.
+pub fn open_target_in(
+    base: &OwnedFd,
+    shown: &Path,
+    rel: &Path,
+    is_dir: bool,
+) -> io::Result<OwnedFd> {
+    let parts = names(rel);
+    if parts.is_empty() {
+        return openat(base.as_raw_fd(), std::ffi::OsStr::new("."), libc::O_PATH, 0);
+    }
+    let mut cur: Option<OwnedFd> = None;
+    let mut at = shown.to_path_buf();
     // Below a directory made here, nothing exists yet: each further one is made and
     // opened without looking first (init alone works in the cell's new root).
     let mut made = false;
     for (i, name) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();
-        let fd = cur.as_raw_fd();
+        let fd = cur.as_ref().map_or(base.as_raw_fd(), |c| c.as_raw_fd());
         let want_dir = !last || is_dir;
         let flags = libc::O_PATH | libc::O_NOFOLLOW;
         let mut missing = false;
@@ -346,7 +360,7 @@ pub fn open_target(p: &Path, is_dir: bool) -> io::Result<OwnedFd> {
             match openat(fd, name, flags | libc::O_DIRECTORY, 0) {
                 Ok(d) => {
                     at.push(name);
-                    cur = d;
+                    cur = Some(d);
                     continue;
                 }
                 Err(e) if made => return Err(e),
@@ -401,9 +415,9 @@ pub fn open_target(p: &Path, is_dir: bool) -> io::Result<OwnedFd> {
                 at.display()
             )));
         }
-        cur = opened;
+        cur = Some(opened);
     }
-    Ok(cur)
+    cur.ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
 }
 
 /// A detached, recursive copy of the mount tree at `src` (an fd of this mount namespace).

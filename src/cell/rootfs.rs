@@ -13,7 +13,7 @@
 use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -100,17 +100,23 @@ pub fn execute(
     .map_err(err("mounting the root tmpfs"))?;
 
     let oldroot = hold::open_dir(Path::new(OLDROOT)).map_err(ioerr("opening the host's root"))?;
+    // Every mount target is opened below this (no walk from / through /newroot each time).
+    let newroot = hold::open_dir(Path::new(NEWROOT)).map_err(ioerr("opening the new root"))?;
+    let roots = Roots {
+        old: &oldroot,
+        new: &newroot,
+    };
     for (i, op) in ops.iter().enumerate() {
         match (op, prepared.iter().find(|(k, _)| *k == i)) {
             (MountOp::Bind { path, is_dir, .. }, Some((_, tree))) => {
                 let what = || format!("binding {} (idmapped)", path.display());
-                let dst =
-                    hold::open_target(&under(NEWROOT, path), *is_dir).map_err(ioerr(what()))?;
+                let dst = roots.target(path, *is_dir).map_err(ioerr(what()))?;
                 hold::move_onto(tree, &dst).map_err(ioerr(what()))?;
             }
-            _ => apply(op, &oldroot, tmpfs_size)?,
+            _ => apply(op, &roots, tmpfs_size)?,
         }
     }
+    drop(newroot);
     drop(oldroot);
 
     // The host's root (mounted at /oldroot on the staging root) is detached together with
@@ -203,7 +209,20 @@ pub fn wait_detached(done: &OwnedFd) -> Result<(), String> {
     }
 }
 
-fn apply(op: &MountOp, oldroot: &OwnedFd, tmpfs_size: Option<u64>) -> Result<(), RootfsError> {
+/// The host's root and the new root, opened once for the whole sequence.
+struct Roots<'a> {
+    old: &'a OwnedFd,
+    new: &'a OwnedFd,
+}
+
+impl Roots<'_> {
+    /// The mount target `path` of the cell's root (see [`hold::open_target`]).
+    fn target(&self, path: &Path, is_dir: bool) -> io::Result<OwnedFd> {
+        hold::open_target_in(self.new, Path::new(NEWROOT), path, is_dir)
+    }
+}
+
+fn apply(op: &MountOp, roots: &Roots<'_>, tmpfs_size: Option<u64>) -> Result<(), RootfsError> {
     match op {
         MountOp::Proc { path } => {
             let dst = under(NEWROOT, path);
@@ -226,7 +245,8 @@ fn apply(op: &MountOp, oldroot: &OwnedFd, tmpfs_size: Option<u64>) -> Result<(),
         } => {
             // The target may lie in a host directory bound earlier: opened without
             // following symlinks, then mounted on through the cwd.
-            let dst = hold::open_target(&under(NEWROOT, path), true)
+            let dst = roots
+                .target(path, true)
                 .map_err(ioerr(format!("mounting a tmpfs on {}", path.display())))?;
             let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
             if *readonly {
@@ -258,7 +278,7 @@ fn apply(op: &MountOp, oldroot: &OwnedFd, tmpfs_size: Option<u64>) -> Result<(),
             // opened the same way (see `hold`).
             let what = || format!("binding {}", path.display());
             let rel = src.strip_prefix("/").unwrap_or(src);
-            let held = hold::open_nofollow(oldroot.as_raw_fd(), rel, Path::new("/"))
+            let held = hold::open_nofollow(roots.old.as_raw_fd(), rel, Path::new("/"))
                 .map_err(ioerr(what()))?;
             let tree = hold::clone_tree(&held).map_err(ioerr(what()))?;
             let mut attrs = hold::MOUNT_ATTR_NOSUID | hold::MOUNT_ATTR_NODEV;
@@ -275,7 +295,7 @@ fn apply(op: &MountOp, oldroot: &OwnedFd, tmpfs_size: Option<u64>) -> Result<(),
                     "nosuid,nodev"
                 }
             )))?;
-            let dst = hold::open_target(&under(NEWROOT, path), *is_dir).map_err(ioerr(what()))?;
+            let dst = roots.target(path, *is_dir).map_err(ioerr(what()))?;
             hold::move_onto(&tree, &dst).map_err(ioerr(what()))?;
         }
         MountOp::Dev { src, path } => {
@@ -299,11 +319,15 @@ fn apply(op: &MountOp, oldroot: &OwnedFd, tmpfs_size: Option<u64>) -> Result<(),
         }
         MountOp::Symlink { target, path } => {
             let dst = under(NEWROOT, path);
-            if let Some(parent) = dst.parent() {
-                mkdir_p(parent)?;
+            // The parent is made only when it is missing (one call for the usual case).
+            let mut r = std::os::unix::fs::symlink(target, &dst);
+            if let (Err(e), Some(parent)) = (&r, dst.parent()) {
+                if e.kind() == io::ErrorKind::NotFound {
+                    mkdir_p(parent)?;
+                    r = std::os::unix::fs::symlink(target, &dst);
+                }
             }
-            std::os::unix::fs::symlink(target, &dst)
-                .map_err(ioerr(format!("creating symlink {}", path.display())))?;
+            r.map_err(ioerr(format!("creating symlink {}", path.display())))?;
         }
         MountOp::SecretsTmpfs {
             path,
@@ -410,15 +434,28 @@ fn make_target(dst: &Path, is_dir: bool) -> Result<(), RootfsError> {
     if is_dir {
         return mkdir_p(dst);
     }
-    if dst.exists() {
-        return Ok(());
+    // An empty file to mount on (its mode is hidden by the mount): made in one call when
+    // its directory exists, which is the usual case.
+    let create = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(dst)
+    };
+    match create() {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = dst.parent() {
+                mkdir_p(parent)?;
+            }
+            create()
+                .map(drop)
+                .map_err(ioerr(format!("creating {}", dst.display())))
+        }
+        Err(e) => Err(ioerr(format!("creating {}", dst.display()))(e)),
     }
-    if let Some(parent) = dst.parent() {
-        mkdir_p(parent)?;
-    }
-    let f = fs::File::create(dst).map_err(ioerr(format!("creating {}", dst.display())))?;
-    let _ = f.set_permissions(fs::Permissions::from_mode(0o644));
-    Ok(())
 }
 
 /// Flags that a remount in a user namespace must keep (the kernel locks them).
