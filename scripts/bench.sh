@@ -4,7 +4,8 @@
 #   scripts/bench.sh [launch|limits|syscalls|masking|relay|proxy|inject|all]...
 #
 # launch: `taskcell run -p build -- /bin/true` against bubblewrap with the same isolation
-#         and against plain /bin/true, interleaved by hyperfine, as root and as a plain
+#         and against plain /bin/true, interleaved (scripts/interleave.py: every round
+#         runs each command once; hyperfine's blocks drifted apart here), as root and as a plain
 #         user (BENCH_USER, default: taskcell-bench, created if missing). TC=path skips
 #         the release build; LAUNCH_COMPARE="path..." adds other taskcell binaries (e.g.
 #         an older build) to the same interleaved run. Prints `perf stat`'s CPU time of
@@ -28,7 +29,7 @@
 #         through an intercepting tunnel (injected secret; the secret firewall watching
 #         INJECT_WATCHED secrets, default 8) against a plain CONNECT tunnel. INJECT_BODY=N:
 #         the Python client POSTs N-byte JSON bodies instead of GETs.
-# Needs: hyperfine, bubblewrap (apt-get install hyperfine bubblewrap), python3.
+# Needs: hyperfine, bubblewrap (apt-get install hyperfine bubblewrap), python3, perf (optional).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-300}
@@ -90,8 +91,15 @@ bench_launch() {
     echo "== launch, as $who"
     local rt=()
     [ "${BENCH_RT:-0}" = 1 ] && rt=(chrt -f 1)
-    (cd "$ws" && "${rt[@]}" "${runner[@]}" env HOME="$home" hyperfine -N --warmup 20 --runs "$RUNS" \
-      --export-json "$json" "${cmds[@]}" >/dev/null)
+    # Interleaved: each round runs every command once (see scripts/interleave.py).
+    local pairs=() k
+    for ((k = 1; k < ${#cmds[@]}; k += 3)); do
+      pairs+=("${cmds[k]}" "$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1].split()))' "${cmds[k+1]}")")
+    done
+    # A copy the plain user can read, next to the results.
+    install -m 0755 scripts/interleave.py "$(dirname "$json")/interleave.py"
+    (cd "$ws" && "${rt[@]}" "${runner[@]}" env HOME="$home" python3 "$(dirname "$json")/interleave.py" \
+      "$RUNS" "$json" "${pairs[@]}")
     table "$json"
     rm -rf "$(dirname "$json")"
     if command -v perf >/dev/null 2>&1; then
