@@ -34,7 +34,7 @@ pub struct Socks {
 pub fn main(
     spec: &Spec,
     (cgroup_tasks, leave): (Vec<OwnedFd>, Vec<OwnedFd>),
-    prepared: &[(usize, OwnedFd)],
+    prepared: Option<OwnedFd>,
     sync: OwnedFd,
     err: OwnedFd,
     status: OwnedFd,
@@ -160,7 +160,7 @@ pub fn main(
         }
     }
     let detaching = if spec.namespaces {
-        match setup(spec, prepared) {
+        match setup(spec, prepared.as_ref()) {
             Ok(d) => Some(d),
             Err(msg) => {
                 report(err.as_raw_fd(), 125, &msg);
@@ -170,6 +170,7 @@ pub fn main(
     } else {
         None
     };
+    drop(prepared);
     if listen_sock.is_some() && !spec.namespaces {
         report(
             err.as_raw_fd(),
@@ -343,7 +344,7 @@ fn spawn_worker(
     Ok(Pid::from_raw(pid))
 }
 
-fn setup(spec: &Spec, prepared: &[(usize, OwnedFd)]) -> Result<rootfs::Detaching, String> {
+fn setup(spec: &Spec, prepared: Option<&OwnedFd>) -> Result<rootfs::Detaching, String> {
     let detaching =
         rootfs::execute(&spec.mounts, prepared, spec.tmpfs_size).map_err(|e| e.to_string())?;
     super::secrets::populate(&spec.secrets)?;

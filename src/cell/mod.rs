@@ -175,12 +175,13 @@ pub fn spawn_with(
         None => None,
     };
 
-    // Root-started: the binds (idmapped where writable), made before the clone by this
-    // (host root) process; init inherits them and moves them into place.
-    let prepared = if spec.namespaces {
-        userns::prepare_binds(spec).map_err(SpawnError::Idmap)?
+    // Root-started: the binds (idmapped where writable) are made by this (host root)
+    // process after the clone, while init builds the rest of the root, and sent to it on
+    // this socket (see rootfs::execute).
+    let bpair = if spec.namespaces && spec.host_ids.is_some() {
+        Some(crate::cell::fdpass::pair()?)
     } else {
-        userns::Prepared::default()
+        None
     };
     let mut flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
@@ -232,7 +233,7 @@ pub fn spawn_with(
         init::main(
             spec,
             (self_move, leave),
-            &prepared.binds,
+            bpair.map(|(_, child)| child),
             sync_r,
             err_w,
             st_w,
@@ -241,9 +242,7 @@ pub fn spawn_with(
     }
     drop(self_move);
     drop(leave);
-    // The helper children of the idmaps are reaped once the cell is released.
-    let userns::Prepared { binds, reapers } = prepared;
-    drop(binds);
+    let bsock = bpair.map(|(parent, _child)| parent);
     let lsock = lpair.map(|(parent, _child)| parent);
     let tsock = tpair.map(|(parent, _child)| parent);
     let nsock = npair.map(|(parent, _child)| parent);
@@ -286,6 +285,29 @@ pub fn spawn_with(
         kill_child();
         return Err(SpawnError::Io(io::Error::from(e)));
     }
+    // The binds, made while init mounts what comes before them; the helper children of
+    // the idmaps are reaped once the cell is released.
+    let mut reapers = Vec::new();
+    if let Some(sock) = &bsock {
+        match userns::prepare_binds(spec) {
+            Ok(p) => {
+                reapers = p.reapers;
+                let fds: Vec<RawFd> = p.binds.iter().map(|(_, t)| t.as_raw_fd()).collect();
+                for chunk in fds.chunks(crate::cell::fdpass::MAX_FDS) {
+                    // A failed send is init gone (its own report is on the error pipe)
+                    // or init told by the socket's end that the binds did not all come.
+                    if crate::cell::fdpass::send(sock, chunk).is_err() {
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                kill_child();
+                return Err(SpawnError::Idmap(e));
+            }
+        }
+    }
+    drop(bsock);
     if let Err(e) = before_release(pid, inside) {
         kill_child();
         return Err(SpawnError::Cgroup(e));

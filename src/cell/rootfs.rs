@@ -58,12 +58,15 @@ fn under(prefix: &str, p: &Path) -> PathBuf {
 /// Build the root and switch to it. Runs in the cell's init, in its own user and mount
 /// namespace, before anything else of the cell runs.
 ///
-/// `prepared`: binds already made as detached (idmapped) trees by the supervisor, by op
+/// `prepared`: root-started, the socket on which the supervisor sends every bind of `ops`
+/// as a detached (idmapped where writable) tree, in the order of the ops, while this
+/// builds the rest; they are received at the first bind and moved into place as they are.
+/// (Formerly: trees made before the clone, by op
 /// index; they are moved into place as they are.
 /// `tmpfs_size`: the `size=` of every writable tmpfs (bytes), None for the default.
 pub fn execute(
     ops: &[MountOp],
-    prepared: &[(usize, OwnedFd)],
+    prepared: Option<&OwnedFd>,
     tmpfs_size: Option<u64>,
 ) -> Result<Detaching, RootfsError> {
     // Nothing we do here may propagate back to the host.
@@ -106,12 +109,27 @@ pub fn execute(
         old: &oldroot,
         new: &newroot,
     };
-    for (i, op) in ops.iter().enumerate() {
-        match (op, prepared.iter().find(|(k, _)| *k == i)) {
-            (MountOp::Bind { path, is_dir, .. }, Some((_, tree))) => {
+    let mut trees: Option<std::vec::IntoIter<OwnedFd>> = None;
+    for op in ops {
+        match (op, prepared) {
+            (MountOp::Bind { path, is_dir, .. }, Some(sock)) => {
                 let what = || format!("binding {} (idmapped)", path.display());
+                if trees.is_none() {
+                    let want = ops
+                        .iter()
+                        .filter(|o| matches!(o, MountOp::Bind { .. }))
+                        .count();
+                    trees = Some(receive_trees(sock, want)?.into_iter());
+                }
+                let tree = trees
+                    .as_mut()
+                    .and_then(|t| t.next())
+                    .ok_or_else(|| RootfsError {
+                        what: what(),
+                        err: io::Error::other("the supervisor sent fewer trees than binds"),
+                    })?;
                 let dst = roots.target(path, *is_dir).map_err(ioerr(what()))?;
-                hold::move_onto(tree, &dst).map_err(ioerr(what()))?;
+                hold::move_onto(&tree, &dst).map_err(ioerr(what()))?;
             }
             _ => apply(op, &roots, tmpfs_size)?,
         }
@@ -207,6 +225,27 @@ pub fn wait_detached(done: &OwnedFd) -> Result<(), String> {
             nix::errno::Errno::from_raw(e)
         )),
     }
+}
+
+/// The `want` trees the supervisor sends on `sock` (one message per at most
+/// `fdpass::MAX_FDS`), blocking until they are all here.
+fn receive_trees(sock: &OwnedFd, want: usize) -> Result<Vec<OwnedFd>, RootfsError> {
+    let mut trees = Vec::with_capacity(want);
+    while trees.len() < want {
+        let got =
+            super::fdpass::recv(sock).map_err(ioerr("receiving the binds from the supervisor"))?;
+        if got.is_empty() {
+            return Err(RootfsError {
+                what: "receiving the binds from the supervisor".into(),
+                err: io::Error::other(format!(
+                    "{} of {want} arrived before the supervisor stopped",
+                    trees.len()
+                )),
+            });
+        }
+        trees.extend(got);
+    }
+    Ok(trees)
 }
 
 /// The host's root and the new root, opened once for the whole sequence.
