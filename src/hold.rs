@@ -240,7 +240,10 @@ fn relative(rel: &Path) -> PathBuf {
 /// ELOOP for a symlink in any component but the last (which O_NOFOLLOW opens itself),
 /// ENOSYS before Linux 5.6.
 fn openat2_nofollow(dir: RawFd, rel: &Path) -> io::Result<OwnedFd> {
-    let c = cstr(relative(rel).as_os_str())?;
+    openat2_nofollow_c(dir, &cstr(relative(rel).as_os_str())?)
+}
+
+fn openat2_nofollow_c(dir: RawFd, c: &std::ffi::CStr) -> io::Result<OwnedFd> {
     let how = OpenHow {
         flags: (libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64,
         mode: 0,
@@ -262,23 +265,7 @@ fn openat2_nofollow(dir: RawFd, rel: &Path) -> io::Result<OwnedFd> {
 /// [`openat2_nofollow`] of an absolute path from the process's root (no fd of `/` to open
 /// and close first).
 fn openat2_nofollow_abs(p: &Path) -> io::Result<OwnedFd> {
-    let c = cstr(p.as_os_str())?;
-    let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64,
-        mode: 0,
-        resolve: RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: openat2 reads the path and a properly sized open_how; the result is checked.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    owned(ret)
+    openat2_nofollow_c(libc::AT_FDCWD, &cstr(p.as_os_str())?)
 }
 
 fn walk_nofollow(dir: RawFd, rel: &Path, shown: &Path) -> io::Result<OwnedFd> {

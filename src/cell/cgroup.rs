@@ -759,6 +759,15 @@ impl CellCgroup {
     /// milliseconds). The kernel checks the opener's credentials (root), not the
     /// writer's. Close-on-exec; init closes them at once.
     pub fn open_v1_tasks(&self) -> Option<Vec<std::os::fd::OwnedFd>> {
+        self.open_v1_tasks_in(|d| Some(d.to_path_buf()))
+    }
+
+    /// The `tasks` file in `dir(d)` of each directory `d`, opened for writing (None unless
+    /// every directory is cgroup v1 and every file opens).
+    fn open_v1_tasks_in(
+        &self,
+        dir: impl Fn(&Path) -> Option<PathBuf>,
+    ) -> Option<Vec<std::os::fd::OwnedFd>> {
         use std::os::unix::fs::OpenOptionsExt;
         if self.dirs.is_empty() || self.dirs.iter().any(|d| d.version != CgVersion::V1) {
             return None;
@@ -769,7 +778,7 @@ impl CellCgroup {
                 std::fs::OpenOptions::new()
                     .write(true)
                     .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-                    .open(d.path.join("tasks"))
+                    .open(dir(&d.path)?.join("tasks"))
                     .map(std::os::fd::OwnedFd::from)
                     .ok()
             })
@@ -781,21 +790,7 @@ impl CellCgroup {
     /// have ended, init moves itself out with them, so that the supervisor can remove the
     /// cgroup while init's exit tears the namespaces down, instead of after it.
     pub fn open_v1_parent_tasks(&self) -> Option<Vec<std::os::fd::OwnedFd>> {
-        use std::os::unix::fs::OpenOptionsExt;
-        if self.dirs.is_empty() || self.dirs.iter().any(|d| d.version != CgVersion::V1) {
-            return None;
-        }
-        self.dirs
-            .iter()
-            .map(|d| {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-                    .open(d.path.parent()?.join("tasks"))
-                    .map(std::os::fd::OwnedFd::from)
-                    .ok()
-            })
-            .collect()
+        self.open_v1_tasks_in(|d| d.parent().map(Path::to_path_buf))
     }
 
     /// Remove the directories that can be removed now, in one attempt each (no wait, no

@@ -205,16 +205,7 @@ pub fn rules(
             continue;
         }
         if access == Access::Tmpfs {
-            push_rule(
-                &mut paths,
-                PathRule {
-                    path,
-                    access,
-                    symlink: None,
-                    is_dir: true,
-                    optional,
-                },
-            );
+            push_rule(&mut paths, plain(path, access, true, optional));
             continue;
         }
         if access == Access::Hide && !readable(&path) {
@@ -233,13 +224,7 @@ pub fn rules(
             Ok(kind @ (PathKind::Dir | PathKind::NotDir)) => {
                 push_rule(
                     &mut paths,
-                    PathRule {
-                        path,
-                        access,
-                        symlink: None,
-                        is_dir: kind == PathKind::Dir,
-                        optional,
-                    },
+                    plain(path, access, kind == PathKind::Dir, optional),
                 );
             }
             Err(e)
@@ -254,16 +239,8 @@ pub fn rules(
                         kind,
                         origin: origin.to_string(),
                     });
-                    push_rule(
-                        &mut paths,
-                        PathRule {
-                            path,
-                            access,
-                            symlink: None,
-                            is_dir: kind == crate::profile::Create::Dir,
-                            optional,
-                        },
-                    );
+                    let is_dir = kind == crate::profile::Create::Dir;
+                    push_rule(&mut paths, plain(path, access, is_dir, optional));
                     continue;
                 }
                 // A `create` path outside the caller's places is left out like an
@@ -318,16 +295,7 @@ pub fn rules(
                     );
                 }
                 if real != path {
-                    push_rule(
-                        &mut paths,
-                        PathRule {
-                            path: real,
-                            access,
-                            symlink: None,
-                            is_dir,
-                            optional,
-                        },
-                    );
+                    push_rule(&mut paths, plain(real, access, is_dir, optional));
                 }
             }
         }
@@ -336,6 +304,17 @@ pub fn rules(
 }
 
 pub use crate::hold::{first_symlink, PathKind};
+
+/// A rule for a path reached without a symlink.
+fn plain(path: PathBuf, access: Access, is_dir: bool, optional: bool) -> PathRule {
+    PathRule {
+        path,
+        access,
+        symlink: None,
+        is_dir,
+        optional,
+    }
+}
 
 /// The message for a path of `key` that goes through the symlink `link` -> `target`.
 pub fn through_symlink(key: &str, path: &Path, link: &Path, target: &Path) -> String {
