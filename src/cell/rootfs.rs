@@ -61,8 +61,6 @@ fn under(prefix: &str, p: &Path) -> PathBuf {
 /// `prepared`: root-started, the socket on which the supervisor sends every bind of `ops`
 /// as a detached (idmapped where writable) tree, in the order of the ops, while this
 /// builds the rest; they are received at the first bind and moved into place as they are.
-/// (Formerly: trees made before the clone, by op
-/// index; they are moved into place as they are.
 /// `tmpfs_size`: the `size=` of every writable tmpfs (bytes), None for the default.
 pub fn execute(
     ops: &[MountOp],
