@@ -335,12 +335,20 @@ fn leak_scan_never_follows_symlinked_git_object_dirs() {
         .expect("set mtime");
 
     git(ws.path(), &["init", "-q"]);
+    // Two more object-dir names for the /proc links, never the one the object's id takes.
+    let names: Vec<&str> = ["ab", "cd", "ef"]
+        .into_iter()
+        .filter(|n| *n != &id[..2])
+        .take(2)
+        .collect();
     let script = format!(
-        "set -e; cd .git/objects; ln -s {} {}; ln -s /proc/self ab; ln -s /proc/self/root cd; \
+        "set -e; cd .git/objects; ln -s {} {}; ln -s /proc/self {}; ln -s /proc/self/root {}; \
          mkdir -p pack; ln -s {} pack/evil.pack; ln -s /proc/self/pagemap pack/x.idx; \
          cd ../..; ln -s {} linked; echo done",
         objdir.display(),
         &id[..2],
+        names[0],
+        names[1],
         objdir.join(&id[2..]).display(),
         objdir.display()
     );
