@@ -300,14 +300,10 @@ fn symlink_error(dir: RawFd, rel: &Path, shown: &Path, e: io::Error) -> io::Erro
     }
 }
 
-/// Open (creating what is missing, mode 0755 / an empty 0644 file) the mount target `p`
-/// below `/`, following no symlink: the place a mount goes is the place that was meant.
-pub fn open_target(p: &Path, is_dir: bool) -> io::Result<OwnedFd> {
-    open_target_in(&open_dir(Path::new("/"))?, Path::new("/"), p, is_dir)
-}
-
-/// [`open_target`] of `rel` below the directory `base` (shown as `shown` in errors): the
-/// cell's new root, opened once for every mount target in it.
+/// Open (creating what is missing, mode 0755 / an empty 0644 file) the mount target `rel`
+/// below the directory `base` (shown as `shown` in errors; the cell's new root, opened once
+/// for every mount target in it), following no symlink: the place a mount goes is the place
+/// that was meant.
 pub fn open_target_in(
     base: &OwnedFd,
     shown: &Path,
@@ -504,11 +500,23 @@ mod tests {
     fn open_target_creates_dirs_and_files_but_never_through_a_link() {
         let d = tempfile::tempdir().unwrap();
         let base = std::fs::canonicalize(d.path()).unwrap();
-        let f = open_target(&base.join("a/b/file"), false).unwrap();
+        let f = open_target_in(
+            &open_dir(Path::new("/")).unwrap(),
+            Path::new("/"),
+            &base.join("a/b/file"),
+            false,
+        )
+        .unwrap();
         drop(f);
         assert!(base.join("a/b/file").is_file());
         std::os::unix::fs::symlink("/etc", base.join("a/l")).unwrap();
-        let e = open_target(&base.join("a/l/x"), true).unwrap_err();
+        let e = open_target_in(
+            &open_dir(Path::new("/")).unwrap(),
+            Path::new("/"),
+            &base.join("a/l/x"),
+            true,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("symlink"), "{e}");
         assert!(!Path::new("/etc/x").exists());
     }

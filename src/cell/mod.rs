@@ -292,7 +292,7 @@ pub fn spawn_with(
         match userns::prepare_binds(spec) {
             Ok(p) => {
                 reapers = p.reapers;
-                let fds: Vec<RawFd> = p.binds.iter().map(|(_, t)| t.as_raw_fd()).collect();
+                let fds: Vec<RawFd> = p.binds.iter().map(|t| t.as_raw_fd()).collect();
                 for chunk in fds.chunks(crate::cell::fdpass::MAX_FDS) {
                     // A failed send is init gone (its own report is on the error pipe)
                     // or init told by the socket's end that the binds did not all come.

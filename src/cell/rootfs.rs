@@ -253,7 +253,7 @@ struct Roots<'a> {
 }
 
 impl Roots<'_> {
-    /// The mount target `path` of the cell's root (see [`hold::open_target`]).
+    /// The mount target `path` of the cell's root (see [`hold::open_target_in`]).
     fn target(&self, path: &Path, is_dir: bool) -> io::Result<OwnedFd> {
         hold::open_target_in(self.new, Path::new(NEWROOT), path, is_dir)
     }

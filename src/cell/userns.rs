@@ -286,16 +286,16 @@ impl Drop for Reaper {
     }
 }
 
-/// What [`prepare_binds`] made: each bind as a detached tree (index of the op, tree), and
-/// the killed helper children to reap once the cell is released.
+/// What [`prepare_binds`] made: each bind as a detached tree, in the order of the spec's
+/// binds, and the killed helper children to reap once the cell is released.
 #[derive(Debug, Default)]
 pub struct Prepared {
-    pub binds: Vec<(usize, OwnedFd)>,
+    pub binds: Vec<OwnedFd>,
     pub reapers: Vec<Reaper>,
 }
 
 /// Root-started: every bind of the spec, made here in the supervisor as a detached tree
-/// that init moves into the cell's root: (index of the op, tree). The writable ones are
+/// that init moves into the cell's root, in the order of the ops. The writable ones are
 /// idmapped (an idmapped mount needs CAP_SYS_ADMIN over the host filesystem, which the
 /// cell's init lacks); the read-only ones are plain copies, made here because init runs
 /// as the cell's unprivileged host id from its start and so cannot open what only root
@@ -325,7 +325,7 @@ pub fn prepare_binds(spec: &crate::spec::Spec) -> Result<Prepared, String> {
         }
         if !spec.idmapped.contains(&i) {
             hold::set_attr_recursive(&tree, attrs).map_err(|e| what(&e))?;
-            out.binds.push((i, tree));
+            out.binds.push(tree);
             continue;
         }
         // SAFETY: an O_PATH fd we own, borrowed as a File without taking it.
@@ -347,7 +347,7 @@ pub fn prepare_binds(spec: &crate::spec::Spec) -> Result<Prepared, String> {
                 "{e}: an idmapped mount failed (the filesystem may not support them)"
             ))
         })?;
-        out.binds.push((i, tree));
+        out.binds.push(tree);
     }
     Ok(out)
 }
