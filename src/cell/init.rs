@@ -297,23 +297,7 @@ fn spawn_worker(
         };
         worker::main(w.spec, err, w.tty, notify, detached)
     }
-    // SAFETY: an anonymous private mapping; the result is checked.
-    let stack = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            WORKER_STACK,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-            -1,
-            0,
-        )
-    };
-    if stack == libc::MAP_FAILED {
-        return Err(format!("its stack: {}", std::io::Error::last_os_error()));
-    }
-    // A guard page at the bottom: an overflow faults instead of writing below the stack.
-    // SAFETY: the first page of the mapping made above.
-    unsafe { libc::mprotect(stack, 4096, libc::PROT_NONE) };
+    let stack = super::Stack::new(WORKER_STACK).map_err(|e| format!("its stack: {e}"))?;
     let start = WorkerStart {
         spec,
         err: err.as_raw_fd(),
@@ -322,21 +306,22 @@ fn spawn_worker(
         notify: notify.as_ref().map(|fd| fd.as_raw_fd()),
         detach: detaching.map(|d| (d.done.as_raw_fd(), d.write_fd)),
     };
-    // SAFETY: the stack grows down from the end of the mapping (16-byte aligned, as mmap
-    // returns pages); `entry` never returns (worker::main execs or _exits) and touches
-    // this process's memory only while this process waits (CLONE_VFORK); `start` outlives
-    // the call. This process is single-threaded, so no lock is held by another thread.
+    // SAFETY: the stack is the top of its own mapping; `entry` never returns
+    // (worker::main execs or _exits) and touches this thread's memory only while this
+    // thread waits (CLONE_VFORK); `start` outlives the call. The only other thread (the
+    // one detaching the staging root) keeps running and releases any lock it takes, as a
+    // thread does.
     let pid = unsafe {
         libc::clone(
             entry,
-            (stack as *mut u8).add(WORKER_STACK) as *mut libc::c_void,
+            stack.top(),
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             &start as *const WorkerStart<'_> as *mut libc::c_void,
         )
     };
     let e = std::io::Error::last_os_error();
-    // SAFETY: the mapping made above; the worker has exec'd or exited and left it.
-    unsafe { libc::munmap(stack, WORKER_STACK) };
+    // The worker has exec'd or exited and left its stack.
+    drop(stack);
     drop(notify);
     if pid < 0 {
         return Err(format!("clone: {e}"));

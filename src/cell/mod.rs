@@ -55,6 +55,52 @@ pub fn read_kernel_file(p: impl AsRef<std::path::Path>) -> io::Result<String> {
     String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
+/// The stack of a child started with `CLONE_VM` (the worker, the idmap helper): an
+/// anonymous mapping with a guard page at the bottom (an overflow faults instead of
+/// writing below it), unmapped on drop — only once its child has exec'd or exited.
+#[derive(Debug)]
+pub(crate) struct Stack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl Stack {
+    pub(crate) fn new(len: usize) -> io::Result<Stack> {
+        // SAFETY: an anonymous private mapping; the result is checked.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the first page of the mapping made above.
+        unsafe { libc::mprotect(base, 4096, libc::PROT_NONE) };
+        Ok(Stack { base, len })
+    }
+
+    /// Where the child's stack pointer starts: the end of the mapping (stacks grow down;
+    /// 16-byte aligned, as mmap returns pages).
+    pub(crate) fn top(&self) -> *mut libc::c_void {
+        // SAFETY: one past the end of the mapping, which `len` bytes long.
+        unsafe { (self.base as *mut u8).add(self.len) as *mut libc::c_void }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`; its owner drops it only after the child that
+        // ran on it has exec'd or exited.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
 /// Signals the supervisor forwards to the cell (and init to the worker).
 pub const FORWARDED: &[Signal] = &[
     Signal::SIGINT,

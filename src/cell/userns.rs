@@ -206,31 +206,15 @@ pub fn idmap_userns(owner: (u32, u32), host: (u32, u32)) -> Result<(OwnedFd, Rea
             }
         }
     }
-    // SAFETY: an anonymous private mapping; the result is checked.
-    let stack = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            HELPER_STACK,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-            -1,
-            0,
-        )
-    };
-    if stack == libc::MAP_FAILED {
-        return Err(format!(
-            "a stack for the helper of an idmapped mount: {}",
-            io::Error::last_os_error()
-        ));
-    }
-    let stack = Stack(stack);
+    let stack = super::Stack::new(HELPER_STACK)
+        .map_err(|e| format!("a stack for the helper of an idmapped mount: {e}"))?;
     // SAFETY: the child runs `sit` on the top of the mapping above (16-byte aligned, as
     // mmap returns pages), which stays mapped until the child is reaped (Reaper); `sit`
     // touches nothing but its own stack. The caller is single-threaded (spawn).
     let ret = unsafe {
         libc::clone(
             sit,
-            (stack.0 as *mut u8).add(HELPER_STACK) as *mut libc::c_void,
+            stack.top(),
             libc::CLONE_NEWUSER | libc::CLONE_VM | libc::SIGCHLD,
             std::ptr::null_mut(),
         )
@@ -261,21 +245,9 @@ pub fn idmap_userns(owner: (u32, u32), host: (u32, u32)) -> Result<(OwnedFd, Rea
     made.map(|ns| (ns, reaper))
 }
 
-/// A helper child's stack mapping (unmapped on drop).
-#[derive(Debug)]
-struct Stack(*mut libc::c_void);
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in idmap_userns; its child is reaped (or was never
-        // started) when this is dropped.
-        unsafe { libc::munmap(self.0, HELPER_STACK) };
-    }
-}
-
 /// A killed helper child, reaped (`waitpid`) on drop; then its stack is unmapped.
 #[derive(Debug)]
-pub struct Reaper(Option<(nix::unistd::Pid, Stack)>);
+pub struct Reaper(Option<(nix::unistd::Pid, super::Stack)>);
 
 impl Drop for Reaper {
     fn drop(&mut self) {
