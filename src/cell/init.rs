@@ -159,6 +159,18 @@ pub fn main(
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
         }
     }
+    // The network namespace, made beside the root (see net::Making).
+    let netns = if spec.namespaces && spec.net != NetMode::Host {
+        match super::net::start(matches!(spec.net, NetMode::Loopback | NetMode::Proxy)) {
+            Ok(m) => Some(m),
+            Err(msg) => {
+                report(err.as_raw_fd(), 125, &msg);
+                exit(125);
+            }
+        }
+    } else {
+        None
+    };
     let detaching = if spec.namespaces {
         match setup(spec, prepared.as_ref()) {
             Ok(d) => Some(d),
@@ -171,6 +183,12 @@ pub fn main(
         None
     };
     drop(prepared);
+    if let Some(m) = netns {
+        if let Err(msg) = m.enter() {
+            report(err.as_raw_fd(), 125, &msg);
+            exit(125);
+        }
+    }
     if listen_sock.is_some() && !spec.namespaces {
         report(
             err.as_raw_fd(),
@@ -335,9 +353,6 @@ fn setup(spec: &Spec, prepared: Option<&OwnedFd>) -> Result<rootfs::Detaching, S
     super::secrets::populate(&spec.secrets)?;
     nix::unistd::sethostname(&spec.process.hostname)
         .map_err(|e| format!("setting the hostname {:?}: {e}", spec.process.hostname))?;
-    if matches!(spec.net, NetMode::Loopback | NetMode::Proxy) {
-        super::net::loopback_up().map_err(|e| format!("bringing up lo: {e}"))?;
-    }
     Ok(detaching)
 }
 

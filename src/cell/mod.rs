@@ -28,8 +28,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
 
-use crate::plan::NetMode;
-
 pub use crate::spec::{Spec, TermSize};
 
 /// A kernel file (/proc, /sys) read whole: files that report size 0 and would otherwise
@@ -239,9 +237,9 @@ pub fn spawn_with(
         // Best effort without user namespaces: a plain fork, confined by the worker's
         // Landlock, seccomp and no_new_privs only.
         flags = 0;
-    } else if spec.net != NetMode::Host {
-        flags |= libc::CLONE_NEWNET;
     }
+    // No CLONE_NEWNET: init makes the network namespace in a thread beside its root
+    // (net::Making), off this process's path.
     // Block the forwarded signals before the clone so that none is lost between the clone
     // and init's wait loop; the supervisor reads them from a signalfd.
     let mut old = SigSet::empty();
