@@ -22,7 +22,10 @@ pub fn start(loopback: bool) -> Result<Making, String> {
         .name("netns".into())
         .stack_size(64 * 1024)
         .spawn(move || make(loopback))
-        .map(Making)
+        .map(|t| {
+            super::beside_caller(&t);
+            Making(t)
+        })
         .map_err(|e| format!("starting the thread that makes the cell's network namespace: {e}"))
 }
 

@@ -185,6 +185,7 @@ impl Detaching {
                 let _ = nix::unistd::write(&w, &code.to_ne_bytes());
             })
             .map_err(ioerr("starting the thread that detaches the staging root"))?;
+        super::beside_caller(&thread);
         Ok(Detaching {
             thread,
             done,
