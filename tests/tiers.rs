@@ -205,3 +205,53 @@ fn clone_newcgroup_einval_runs_the_full_tier_without_a_cgroup_namespace() {
     assert!(out.contains("all but the cgroup namespace"), "{out}");
     assert!(out.contains("\ntier: full"), "{out}");
 }
+
+/// A policy that allows the cell's clone but refuses the network namespace (made by a
+/// thread of init, after the clone) counts as a refused clone: a strict plan stops
+/// naming it and the tier it could run in; `--require container` runs there instead.
+#[test]
+fn a_refused_network_namespace_is_a_refused_clone() {
+    use seccompiler::{BpfProgram, SeccompAction, SeccompFilter};
+    use std::os::unix::process::CommandExt;
+    // unshare(2) fails with EPERM; everything else is allowed.
+    let filter = SeccompFilter::new(
+        [(libc::SYS_unshare, vec![])].into_iter().collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        std::env::consts::ARCH.try_into().expect("arch"),
+    )
+    .expect("filter");
+    let prog: BpfProgram = filter.try_into().expect("compile");
+    let under_filter = |args: &[&str]| {
+        let ws = Ws::new();
+        let mut c = taskcell(ws.path(), args);
+        let p = prog.clone();
+        // SAFETY: between fork and exec only prctl and seccomp are called (no
+        // allocation: the program was built before the fork).
+        unsafe {
+            c.pre_exec(move || {
+                seccompiler::apply_filter(&p)
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+            });
+        }
+        c.output().expect("taskcell")
+    };
+    let o = under_filter(&["run", "-p", "build", "--", "echo", "ran"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(err.contains("network namespace"), "{err}");
+    assert!(err.contains("without namespaces this machine gives"), "{err}");
+    assert!(!stdout(&o).contains("ran"), "{}", stdout(&o));
+    let o = under_filter(&[
+        "run",
+        "-p",
+        "build",
+        "--require",
+        "container",
+        "--",
+        "echo",
+        "ran",
+    ]);
+    assert_eq!(stdout(&o).trim(), "ran", "{}", stderr(&o));
+    assert!(stderr(&o).contains("container tier"), "{}", stderr(&o));
+}

@@ -163,8 +163,8 @@ pub fn main(
     let netns = if spec.namespaces && spec.net != NetMode::Host {
         match super::net::start(matches!(spec.net, NetMode::Loopback | NetMode::Proxy)) {
             Ok(m) => Some(m),
-            Err(msg) => {
-                report(err.as_raw_fd(), 125, &msg);
+            Err(f) => {
+                report(err.as_raw_fd(), f.code(), &f.message);
                 exit(125);
             }
         }
@@ -184,8 +184,8 @@ pub fn main(
     };
     drop(prepared);
     if let Some(m) = netns {
-        if let Err(msg) = m.enter() {
-            report(err.as_raw_fd(), 125, &msg);
+        if let Err(f) = m.enter() {
+            report(err.as_raw_fd(), f.code(), &f.message);
             exit(125);
         }
     }

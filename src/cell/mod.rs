@@ -160,6 +160,11 @@ pub struct Cell {
     pub notify: Option<OwnedFd>,
 }
 
+/// The report code of init when the kernel refused the cell's network namespace (init's
+/// thread makes it, see net::Making): turned into [`SpawnError::Clone`], as when the
+/// clone itself is refused, so that the plan's fallback without namespaces applies.
+pub(crate) const NETNS_REFUSED: i32 = 1125;
+
 /// A failure reported by the cell before the command ran.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetupFailure {
@@ -390,6 +395,10 @@ pub fn spawn_with(
     let mut f = std::fs::File::from(err_r);
     let _ = f.read_to_end(&mut msg);
     let failure = parse_failure(&msg);
+    if let Some(f) = failure.as_ref().filter(|f| f.code == NETNS_REFUSED) {
+        kill_child();
+        return Err(SpawnError::Clone(f.message.clone()));
+    }
     let mut listeners = Vec::new();
     if let (Some(sock), None) = (&lsock, &failure) {
         listeners = crate::cell::fdpass::recv(sock)?;

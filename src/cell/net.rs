@@ -13,11 +13,28 @@ const SIOCGSKNS: libc::c_ulong = 0x894C;
 /// the other CPU while it builds the root, and joins it ([`Making::enter`]) before anything
 /// of the cell's network is used (the listeners) and before the worker starts. Namespaces
 /// are per thread: the thread's unshare moves only itself.
-pub struct Making(std::thread::JoinHandle<Result<OwnedFd, String>>);
+pub struct Making(std::thread::JoinHandle<Result<OwnedFd, Failed>>);
+
+/// Why the namespace is not there: `refused` when the kernel (or a seccomp policy)
+/// refused to create it, which the supervisor treats like a refused clone.
+#[derive(Debug)]
+pub struct Failed {
+    pub refused: bool,
+    pub message: String,
+}
+
+impl From<String> for Failed {
+    fn from(message: String) -> Failed {
+        Failed {
+            refused: false,
+            message,
+        }
+    }
+}
 
 /// Start the thread; `lo` is brought up in the new namespace when `loopback`. Call it
 /// after init's last change of ids (a thread keeps the credentials it was born with).
-pub fn start(loopback: bool) -> Result<Making, String> {
+pub fn start(loopback: bool) -> Result<Making, Failed> {
     std::thread::Builder::new()
         .name("netns".into())
         .stack_size(64 * 1024)
@@ -26,12 +43,18 @@ pub fn start(loopback: bool) -> Result<Making, String> {
             super::beside_caller(&t);
             Making(t)
         })
-        .map_err(|e| format!("starting the thread that makes the cell's network namespace: {e}"))
+        .map_err(|e| {
+            format!("starting the thread that makes the cell's network namespace: {e}").into()
+        })
 }
 
-fn make(loopback: bool) -> Result<OwnedFd, String> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
-        format!("creating the cell's network namespace: {e}; run `taskcell doctor`")
+fn make(loopback: bool) -> Result<OwnedFd, Failed> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| Failed {
+        refused: true,
+        message: format!(
+            "the cell's network namespace: {}",
+            super::userns::explain_clone_error(&io::Error::from(e))
+        ),
     })?;
     // The namespace's fd from a socket in it: no path (the thread shares init's root,
     // which init is replacing meanwhile).
@@ -45,7 +68,8 @@ fn make(loopback: bool) -> Result<OwnedFd, String> {
         return Err(format!(
             "opening the cell's network namespace: {}",
             io::Error::last_os_error()
-        ));
+        )
+        .into());
     }
     // SAFETY: a fresh fd this thread owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -53,13 +77,23 @@ fn make(loopback: bool) -> Result<OwnedFd, String> {
 
 impl Making {
     /// Wait for the thread and move the calling thread into the namespace it made.
-    pub fn enter(self) -> Result<(), String> {
-        let ns = self
-            .0
-            .join()
-            .map_err(|_| "the thread making the cell's network namespace panicked".to_string())??;
+    pub fn enter(self) -> Result<(), Failed> {
+        let ns = self.0.join().map_err(|_| {
+            Failed::from("the thread making the cell's network namespace panicked".to_string())
+        })??;
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| format!("entering the cell's network namespace: {e}"))
+            .map_err(|e| format!("entering the cell's network namespace: {e}").into())
+    }
+}
+
+impl Failed {
+    /// The code init reports it with (`cell::NETNS_REFUSED` when refused).
+    pub fn code(&self) -> i32 {
+        if self.refused {
+            super::NETNS_REFUSED
+        } else {
+            125
+        }
     }
 }
 
