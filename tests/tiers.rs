@@ -230,8 +230,7 @@ fn a_refused_network_namespace_is_a_refused_clone() {
         // allocation: the program was built before the fork).
         unsafe {
             c.pre_exec(move || {
-                seccompiler::apply_filter(&p)
-                    .map_err(|e| std::io::Error::other(e.to_string()))
+                seccompiler::apply_filter(&p).map_err(|e| std::io::Error::other(e.to_string()))
             });
         }
         c.output().expect("taskcell")
@@ -240,7 +239,10 @@ fn a_refused_network_namespace_is_a_refused_clone() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(125), "{err}");
     assert!(err.contains("network namespace"), "{err}");
-    assert!(err.contains("without namespaces this machine gives"), "{err}");
+    assert!(
+        err.contains("without namespaces this machine gives"),
+        "{err}"
+    );
     assert!(!stdout(&o).contains("ran"), "{}", stdout(&o));
     let o = under_filter(&[
         "run",

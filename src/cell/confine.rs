@@ -173,6 +173,7 @@ pub fn apply_landlock(r: &Rules) -> Result<(), String> {
             .map_err(|x| e("scoping signals and abstract sockets", &x))?;
     }
     let mut c = rs.create().map_err(|x| e("creating the ruleset", &x))?;
+    use std::os::fd::{AsFd, AsRawFd};
     for f in &r.fs {
         let fd = match PathFd::new(&f.path) {
             Ok(fd) => fd,
@@ -190,7 +191,11 @@ pub fn apply_landlock(r: &Rules) -> Result<(), String> {
             Class::Dev => dev,
             Class::Write => all,
         };
-        if !Path::new(&f.path).is_dir() {
+        // The kind of what was opened (not a second lookup of the path).
+        let is_dir = nix::sys::stat::fstat(fd.as_fd().as_raw_fd())
+            .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+            .unwrap_or(false);
+        if !is_dir {
             rights &= AccessFs::from_file(abi);
         }
         if rights.is_empty() {
