@@ -176,6 +176,16 @@ pub fn path_kind(p: &Path) -> io::Result<PathKind> {
                 if !is_link(mode) {
                     return Ok(kind(mode));
                 }
+                // openat2 refused a link before the last component and opened this one
+                // (O_PATH | O_NOFOLLOW): the last component is the link, read from its fd.
+                if p.components()
+                    .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+                {
+                    return Ok(PathKind::Link {
+                        link: p.to_path_buf(),
+                        target: readlinkat(fd.as_raw_fd(), OsStr::new(""))?,
+                    });
+                }
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Err(e),
             _ => {}
@@ -494,6 +504,43 @@ mod tests {
             let e = open_nofollow(dir.as_raw_fd(), Path::new(p), shown).unwrap_err();
             assert!(e.to_string().contains(link), "{p}: {e}");
         }
+    }
+
+    #[test]
+    fn path_kind_names_the_first_link_whether_last_or_on_the_way() {
+        let d = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(d.path()).unwrap();
+        std::fs::create_dir_all(base.join("real/sub")).unwrap();
+        std::fs::write(base.join("real/file"), b"").unwrap();
+        std::os::unix::fs::symlink("real", base.join("link")).unwrap();
+        std::os::unix::fs::symlink("real/file", base.join("last")).unwrap();
+        let link = |p: &str| match path_kind(&base.join(p)).unwrap() {
+            PathKind::Link { link, target } => Some((link, target)),
+            _ => None,
+        };
+        // The last component (one openat2, the target read from its fd).
+        assert_eq!(
+            link("last"),
+            Some((base.join("last"), PathBuf::from("real/file")))
+        );
+        assert_eq!(
+            link("link"),
+            Some((base.join("link"), PathBuf::from("real")))
+        );
+        // On the way (openat2 refuses it; the walk finds it).
+        assert_eq!(
+            link("link/sub"),
+            Some((base.join("link"), PathBuf::from("real")))
+        );
+        assert!(matches!(
+            path_kind(&base.join("real/sub")),
+            Ok(PathKind::Dir)
+        ));
+        assert!(matches!(
+            path_kind(&base.join("real/file")),
+            Ok(PathKind::NotDir)
+        ));
+        assert!(path_kind(&base.join("real/none")).is_err());
     }
 
     #[test]

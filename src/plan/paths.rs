@@ -263,10 +263,13 @@ pub fn rules(
                     });
                 }
                 // A read or hide path through the user's own links: resolved once, here.
-                let real = match std::fs::canonicalize(&path) {
-                    Ok(r) => r,
-                    Err(_) if optional => continue,
-                    Err(_) => return Err(missing(&path, origin, " (a dangling symlink)")),
+                let (real, known_dir) = match resolve_through(&path, &link, &target) {
+                    Some(r) => r,
+                    None => match std::fs::canonicalize(&path) {
+                        Ok(r) => (r, None),
+                        Err(_) if optional => continue,
+                        Err(_) => return Err(missing(&path, origin, " (a dangling symlink)")),
+                    },
                 };
                 if in_writable(&real) {
                     return Err(PlanError::Other {
@@ -280,7 +283,7 @@ pub fn rules(
                         ),
                     });
                 }
-                let is_dir = real.is_dir();
+                let is_dir = known_dir.unwrap_or_else(|| real.is_dir());
                 if last {
                     // Recreate the link inside; bind what it points to (same access).
                     push_rule(
@@ -333,8 +336,60 @@ pub fn through_symlink(key: &str, path: &Path, link: &Path, target: &Path) -> St
     )
 }
 
+/// `path` resolved through its first symlink `link` -> `target` without `realpath`: when
+/// the target has no `.` or `..` and what it leads to has no further link (one `openat2`
+/// says so, and whether it is a directory). None: resolve it the long way.
+fn resolve_through(path: &Path, link: &Path, target: &Path) -> Option<(PathBuf, Option<bool>)> {
+    use std::path::Component;
+    let simple = |p: &Path| {
+        p.components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+    };
+    if !simple(target) {
+        return None;
+    }
+    let rest = path.strip_prefix(link).ok()?;
+    let mut candidate = link.parent()?.join(target);
+    if !rest.as_os_str().is_empty() {
+        candidate.push(rest);
+    }
+    match crate::hold::path_kind(&candidate).ok()? {
+        crate::hold::PathKind::Dir => Some((candidate, Some(true))),
+        crate::hold::PathKind::NotDir => Some((candidate, Some(false))),
+        crate::hold::PathKind::Link { .. } => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn resolve_through_matches_realpath_or_leaves_it_to_realpath() {
+        let d = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(d.path()).unwrap();
+        std::fs::create_dir_all(base.join("usr/bin")).unwrap();
+        std::fs::write(base.join("usr/bin/tool"), b"").unwrap();
+        std::os::unix::fs::symlink("usr/bin", base.join("bin")).unwrap();
+        std::os::unix::fs::symlink(base.join("usr"), base.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../x/usr", base.join("dots")).unwrap();
+        std::os::unix::fs::symlink("bin", base.join("chain")).unwrap();
+        let t = |p: &str, link: &str, target: &str| {
+            resolve_through(&base.join(p), &base.join(link), Path::new(target))
+        };
+        for (p, link, target) in [("bin", "bin", "usr/bin"), ("bin/tool", "bin", "usr/bin")] {
+            let real = std::fs::canonicalize(base.join(p)).unwrap();
+            let is_dir = real.is_dir();
+            assert_eq!(t(p, link, target), Some((real, Some(is_dir))), "{p}");
+        }
+        let abs = base.join("usr");
+        assert_eq!(
+            t("abs", "abs", abs.to_str().unwrap()),
+            Some((abs.clone(), Some(true)))
+        );
+        // `..` in the target, or a link behind the first: realpath's job.
+        assert_eq!(t("dots", "dots", "../x/usr"), None);
+        assert_eq!(t("chain/tool", "chain", "bin"), None);
+    }
+
     use super::*;
 
     fn refused(ws: &str) -> bool {
