@@ -263,10 +263,13 @@ pub fn rules(
                     });
                 }
                 // A read or hide path through the user's own links: resolved once, here.
-                let (real, known_dir) = match resolve_through(&path, &link, &target) {
+                let (real, is_dir) = match resolve_through(&path, &link, &target) {
                     Some(r) => r,
                     None => match std::fs::canonicalize(&path) {
-                        Ok(r) => (r, None),
+                        Ok(r) => {
+                            let is_dir = r.is_dir();
+                            (r, is_dir)
+                        }
                         Err(_) if optional => continue,
                         Err(_) => return Err(missing(&path, origin, " (a dangling symlink)")),
                     },
@@ -283,7 +286,6 @@ pub fn rules(
                         ),
                     });
                 }
-                let is_dir = known_dir.unwrap_or_else(|| real.is_dir());
                 if last {
                     // Recreate the link inside; bind what it points to (same access).
                     push_rule(
@@ -339,7 +341,7 @@ pub fn through_symlink(key: &str, path: &Path, link: &Path, target: &Path) -> St
 /// `path` resolved through its first symlink `link` -> `target` without `realpath`: when
 /// the target has no `.` or `..` and what it leads to has no further link (one `openat2`
 /// says so, and whether it is a directory). None: resolve it the long way.
-fn resolve_through(path: &Path, link: &Path, target: &Path) -> Option<(PathBuf, Option<bool>)> {
+fn resolve_through(path: &Path, link: &Path, target: &Path) -> Option<(PathBuf, bool)> {
     use std::path::Component;
     let simple = |p: &Path| {
         p.components()
@@ -354,8 +356,8 @@ fn resolve_through(path: &Path, link: &Path, target: &Path) -> Option<(PathBuf, 
         candidate.push(rest);
     }
     match crate::hold::path_kind(&candidate).ok()? {
-        crate::hold::PathKind::Dir => Some((candidate, Some(true))),
-        crate::hold::PathKind::NotDir => Some((candidate, Some(false))),
+        crate::hold::PathKind::Dir => Some((candidate, true)),
+        crate::hold::PathKind::NotDir => Some((candidate, false)),
         crate::hold::PathKind::Link { .. } => None,
     }
 }
@@ -378,12 +380,12 @@ mod tests {
         for (p, link, target) in [("bin", "bin", "usr/bin"), ("bin/tool", "bin", "usr/bin")] {
             let real = std::fs::canonicalize(base.join(p)).unwrap();
             let is_dir = real.is_dir();
-            assert_eq!(t(p, link, target), Some((real, Some(is_dir))), "{p}");
+            assert_eq!(t(p, link, target), Some((real, is_dir)), "{p}");
         }
         let abs = base.join("usr");
         assert_eq!(
             t("abs", "abs", abs.to_str().unwrap()),
-            Some((abs.clone(), Some(true)))
+            Some((abs.clone(), true))
         );
         // `..` in the target, or a link behind the first: realpath's job.
         assert_eq!(t("dots", "dots", "../x/usr"), None);
