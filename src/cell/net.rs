@@ -52,8 +52,7 @@ fn make(loopback: bool) -> Result<OwnedFd, Failed> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| Failed {
         refused: true,
         message: format!(
-            "the cell's network namespace: {}",
-            super::userns::explain_clone_error(&io::Error::from(e))
+            "creating the cell's network namespace: {e} (the user namespace was allowed; a seccomp or AppArmor policy that refuses unshare?); run `taskcell doctor`"
         ),
     })?;
     // The namespace's fd from a socket in it: no path (the thread shares init's root,
