@@ -101,6 +101,12 @@ pub fn readlinkat(dir: RawFd, name: &OsStr) -> io::Result<PathBuf> {
     Ok(PathBuf::from(OsStr::from_bytes(&buf)))
 }
 
+/// Only names (and the root): no `.` or `..`, so the path is its own normal form.
+pub fn plain_components(p: &Path) -> bool {
+    p.components()
+        .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+}
+
 fn names(p: &Path) -> Vec<&OsStr> {
     p.components()
         .filter_map(|c| match c {
@@ -178,9 +184,7 @@ pub fn path_kind(p: &Path) -> io::Result<PathKind> {
                 }
                 // openat2 refused a link before the last component and opened this one
                 // (O_PATH | O_NOFOLLOW): the last component is the link, read from its fd.
-                if p.components()
-                    .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
-                {
+                if plain_components(p) {
                     return Ok(PathKind::Link {
                         link: p.to_path_buf(),
                         target: readlinkat(fd.as_raw_fd(), OsStr::new(""))?,

@@ -342,12 +342,7 @@ pub fn through_symlink(key: &str, path: &Path, link: &Path, target: &Path) -> St
 /// the target has no `.` or `..` and what it leads to has no further link (one `openat2`
 /// says so, and whether it is a directory). None: resolve it the long way.
 fn resolve_through(path: &Path, link: &Path, target: &Path) -> Option<(PathBuf, bool)> {
-    use std::path::Component;
-    let simple = |p: &Path| {
-        p.components()
-            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
-    };
-    if !simple(target) {
+    if !crate::hold::plain_components(target) {
         return None;
     }
     let rest = path.strip_prefix(link).ok()?;
