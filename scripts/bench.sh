@@ -37,10 +37,14 @@ BENCH_USER=${BENCH_USER:-taskcell-bench}
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "bench: $1 is missing (apt-get install $2)" >&2; exit 2; }; }
 
+# Where cargo puts release binaries (.cargo/config.toml sets build.target to the host's
+# triple: target/<triple>/release).
+release_dir() { echo "target/$(rustc -vV | sed -n 's/^host: //p')/release"; }
+
 release_bin() {
   cargo build --release --quiet
   # A world-readable copy, so the plain user can run it too.
-  install -D -m 0755 target/release/taskcell /var/tmp/taskcell-bench/taskcell
+  install -D -m 0755 "$(release_dir)/taskcell" /var/tmp/taskcell-bench/taskcell
   echo /var/tmp/taskcell-bench/taskcell
 }
 
@@ -159,9 +163,9 @@ bench_masking() {
   cargo bench --bench masking 2>&1 | grep -E 'masking bench|one pass|^masking/|time:|thrpt:' | grep -v '%'
 }
 
-# bench_syscalls' binaries: BIN_DIR (default target/release, built if missing).
+# bench_syscalls' binaries: BIN_DIR (default target/<triple>/release, built if missing).
 ensure_syscall_bins() {
-    BIN_DIR=${BIN_DIR:-target/release}
+    BIN_DIR=${BIN_DIR:-$(release_dir)}
     if [ ! -x "$BIN_DIR/taskcell" ] || [ ! -x "$BIN_DIR/taskcell-probe" ]; then
         cargo build --release --bin taskcell --bin taskcell-probe >&2
     fi

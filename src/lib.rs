@@ -10,6 +10,7 @@ pub mod explain;
 pub mod hold;
 pub mod hostfile;
 pub mod leftover;
+pub mod names;
 pub mod net;
 pub mod outcome;
 pub mod pins;

@@ -11,6 +11,8 @@ fn main() -> ExitCode {
     // First: no terminating signal may end the supervisor between two steps (a secret
     // fetched and not yet revoked); `run` turns each into an orderly ending.
     let blocked = taskcell::signals::block_at_start();
+    // Before any lookup of a user or a host.
+    taskcell::names::pin();
     ensure_std_fds();
     let cli = Cli::from_args();
     init_tracing(cli.verbose, cli.quiet);

@@ -32,6 +32,8 @@ fn host_port(url: &str) -> Option<(String, u16)> {
 
 /// Whether this machine reaches `host:port` at all (else the test is skipped).
 fn reachable(host: &str, port: u16) -> bool {
+    // As taskcell does (this test binary is linked statically too: see src/names.rs).
+    taskcell::names::pin();
     let Ok(addrs) = (host, port).to_socket_addrs() else {
         return false;
     };
@@ -43,6 +45,7 @@ fn reachable(host: &str, port: u16) -> bool {
 /// `--allow` arguments for each host, plus an address rule for each of its addresses
 /// (a registry mirror on a private or reserved address needs one; a public one does not).
 fn allow_args(hosts: &[(String, u16)]) -> Vec<String> {
+    taskcell::names::pin();
     let mut v = Vec::new();
     for (h, p) in hosts {
         v.push("--allow".to_string());

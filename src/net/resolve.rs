@@ -7,7 +7,8 @@ use std::net::{IpAddr, ToSocketAddrs};
 use crate::plan::allowlist::{host_as_addr, normalize_host};
 
 /// Addresses for `host`: an address literal as is, a fixed answer from the plan
-/// (`[network] resolve`, `--resolve`), else the system resolver (getaddrinfo).
+/// (`[network] resolve`, `--resolve`), else getaddrinfo (/etc/hosts and DNS only: see
+/// `crate::names`).
 pub fn lookup(host: &str, port: u16, fixed: &BTreeMap<String, IpAddr>) -> io::Result<Vec<IpAddr>> {
     if let Some(a) = host_as_addr(host) {
         return Ok(vec![a]);
