@@ -139,13 +139,39 @@ fn to_abi(v: i32) -> landlock::ABI {
     }
 }
 
-/// Apply the rules to the calling process (no_new_privs must be set). Every handled right
-/// must be enforced: anything less is an error (the caller decided earlier, from the
-/// kernel's ABI, what to ask for).
-pub fn apply_landlock(r: &Rules) -> Result<(), String> {
+/// The Landlock ruleset of `r`, its rights handled, no rule added yet. Every handled
+/// right must be enforced: anything less is an error (the caller decided earlier, from
+/// the kernel's ABI, what to ask for).
+fn create_ruleset(r: &Rules) -> Result<landlock::RulesetCreated, String> {
     use landlock::{
-        Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath,
-        PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
+        Access, AccessFs, AccessNet, CompatLevel, Compatible, Ruleset, RulesetAttr, Scope,
+    };
+    let abi = to_abi(r.abi);
+    let e = |what: &str, err: &dyn std::fmt::Display| format!("Landlock: {what}: {err}");
+    let mut rs = Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(AccessFs::from_all(abi))
+        .map_err(|x| e("handling filesystem rights", &x))?;
+    if r.tcp.is_some() {
+        rs = rs
+            .handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)
+            .map_err(|x| e("handling TCP rights", &x))?;
+    }
+    if r.scopes {
+        rs = rs
+            .scope(Scope::AbstractUnixSocket | Scope::Signal)
+            .map_err(|x| e("scoping signals and abstract sockets", &x))?;
+    }
+    rs.create().map_err(|x| e("creating the ruleset", &x))
+}
+
+/// Add the rules of `r` to `c` (each path opened with the caller's credentials).
+fn add_rules(
+    mut c: landlock::RulesetCreated,
+    r: &Rules,
+) -> Result<landlock::RulesetCreated, String> {
+    use landlock::{
+        Access, AccessFs, AccessNet, BitFlags, NetPort, PathBeneath, PathFd, RulesetCreatedAttr,
     };
     let abi = to_abi(r.abi);
     let all = AccessFs::from_all(abi);
@@ -157,22 +183,6 @@ pub fn apply_landlock(r: &Rules) -> Result<(), String> {
         | AccessFs::IoctlDev)
         & all;
     let e = |what: &str, err: &dyn std::fmt::Display| format!("Landlock: {what}: {err}");
-    let mut rs = Ruleset::default()
-        .set_compatibility(CompatLevel::HardRequirement)
-        .handle_access(all)
-        .map_err(|x| e("handling filesystem rights", &x))?;
-    let tcp = AccessNet::BindTcp | AccessNet::ConnectTcp;
-    if r.tcp.is_some() {
-        rs = rs
-            .handle_access(tcp)
-            .map_err(|x| e("handling TCP rights", &x))?;
-    }
-    if r.scopes {
-        rs = rs
-            .scope(Scope::AbstractUnixSocket | Scope::Signal)
-            .map_err(|x| e("scoping signals and abstract sockets", &x))?;
-    }
-    let mut c = rs.create().map_err(|x| e("creating the ruleset", &x))?;
     use std::os::fd::{AsFd, AsRawFd};
     for f in &r.fs {
         let fd = match PathFd::new(&f.path) {
@@ -209,7 +219,7 @@ pub fn apply_landlock(r: &Rules) -> Result<(), String> {
         let granted = if r.tcp_bind_only {
             BitFlags::from(AccessNet::BindTcp)
         } else {
-            tcp
+            AccessNet::BindTcp | AccessNet::ConnectTcp
         };
         for p in ports {
             c = c
@@ -217,16 +227,90 @@ pub fn apply_landlock(r: &Rules) -> Result<(), String> {
                 .map_err(|x| e(&format!("rule for TCP port {p}"), &x))?;
         }
     }
+    Ok(c)
+}
+
+/// Restrict the calling process with `c` (no_new_privs must be set).
+fn restrict(c: landlock::RulesetCreated) -> Result<(), String> {
     let st = c
         .restrict_self()
-        .map_err(|x| e("restricting the process", &x))?;
-    if st.ruleset != RulesetStatus::FullyEnforced {
+        .map_err(|x| format!("Landlock: restricting the process: {x}"))?;
+    if st.ruleset != landlock::RulesetStatus::FullyEnforced {
         return Err(format!(
             "Landlock: the ruleset is only {:?} on this kernel",
             st.ruleset
         ));
     }
     Ok(())
+}
+
+/// A cell's Landlock ruleset, made by init before it starts the worker and filled by a
+/// thread of init (on the other CPU) while the worker starts: its stdio, rlimits and
+/// capabilities. The worker waits for the rules ([`Landlocking::restrict`]) and restricts
+/// itself with its own copy of the ruleset's fd (made before its clone, so its fd table
+/// has one; rules added through any copy are in the one ruleset). The worker shares
+/// init's memory (CLONE_VM), where the thread leaves its result.
+pub struct Landlocking {
+    ruleset: landlock::RulesetCreated,
+    added: std::sync::Arc<std::sync::OnceLock<Result<(), String>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Landlocking {
+    /// Create the ruleset and start the thread that adds the rules. Call it once the
+    /// cell's root is in place (the rules' paths are looked up in it).
+    pub fn start(r: &Rules) -> Result<Landlocking, String> {
+        let ruleset = create_ruleset(r)?;
+        let filling = ruleset
+            .try_clone()
+            .map_err(|e| format!("Landlock: a second fd of the ruleset: {e}"))?;
+        let added = std::sync::Arc::new(std::sync::OnceLock::new());
+        let result = added.clone();
+        let rules = r.clone();
+        let thread = std::thread::Builder::new()
+            .name("landlock".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                // A result even if this thread ends by a panic: the worker waits for one.
+                struct Said(std::sync::Arc<std::sync::OnceLock<Result<(), String>>>);
+                impl Drop for Said {
+                    fn drop(&mut self) {
+                        let _ = self.0.set(Err(
+                            "Landlock: the thread adding the rules ended without a result".into(),
+                        ));
+                    }
+                }
+                let said = Said(result);
+                // The paths are opened as the worker would open them: without
+                // capabilities (this thread's own credentials; init keeps its own).
+                let r = caps::clear(None, caps::CapSet::Effective)
+                    .map_err(|e| format!("Landlock: dropping the capabilities of its thread: {e}"))
+                    .and_then(|()| add_rules(filling, &rules).map(drop));
+                let _ = said.0.set(r);
+            })
+            .map_err(|e| format!("Landlock: starting the thread that adds the rules: {e}"))?;
+        super::beside_caller(&thread);
+        Ok(Landlocking {
+            ruleset,
+            added,
+            thread,
+        })
+    }
+
+    /// In the worker (no_new_privs set): wait for the rules, then restrict this process.
+    pub fn restrict(&self) -> Result<(), String> {
+        self.added.wait().clone()?;
+        let own = self
+            .ruleset
+            .try_clone()
+            .map_err(|e| format!("Landlock: the worker's fd of the ruleset: {e}"))?;
+        restrict(own)
+    }
+
+    /// In init, once the worker has exec'd or failed.
+    pub fn join(self) {
+        let _ = self.thread.join();
+    }
 }
 
 /// Install the programs (no_new_privs must be set). Nothing may run after this but

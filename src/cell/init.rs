@@ -183,6 +183,19 @@ pub fn main(
         None
     };
     drop(prepared);
+    // The Landlock rules are added beside what follows and the worker's start.
+    let landlocking = match spec
+        .landlock
+        .as_ref()
+        .map(super::confine::Landlocking::start)
+    {
+        Some(Ok(l)) => Some(l),
+        Some(Err(msg)) => {
+            report(err.as_raw_fd(), 125, &msg);
+            exit(125);
+        }
+        None => None,
+    };
     if let Some(m) = netns {
         if let Err(f) = m.enter() {
             report(err.as_raw_fd(), f.code(), &f.message);
@@ -242,10 +255,14 @@ pub fn main(
         tty_path.as_deref(),
         notify_sock,
         detaching.as_ref(),
+        landlocking.as_ref(),
     );
     // The worker has exec'd (after the detach was done) or failed: init is one thread again.
     if let Some(d) = detaching {
         d.join();
+    }
+    if let Some(l) = landlocking {
+        l.join();
     }
     let worker = match started {
         Ok(pid) => pid,
@@ -274,8 +291,10 @@ struct WorkerStart<'a> {
     status: RawFd,
     tty: Option<&'a std::path::Path>,
     notify: Option<RawFd>,
-    /// The staging root's detach: (the end to wait on, the thread's end to close).
-    detach: Option<(RawFd, RawFd)>,
+    /// The staging root's detach: the end to wait on.
+    detach: Option<RawFd>,
+    /// The Landlock ruleset a thread of init is filling.
+    landlock: Option<&'a super::confine::Landlocking>,
 }
 
 /// The worker's stack size (it runs Rust code up to the execve: the Landlock ruleset, the
@@ -294,6 +313,7 @@ fn spawn_worker(
     tty: Option<&std::path::Path>,
     notify: Option<OwnedFd>,
     detaching: Option<&rootfs::Detaching>,
+    landlock: Option<&super::confine::Landlocking>,
 ) -> Result<Pid, String> {
     extern "C" fn entry(arg: *mut libc::c_void) -> libc::c_int {
         // SAFETY: `arg` points to the WorkerStart on spawn_worker's frame, which lives
@@ -304,16 +324,13 @@ fn spawn_worker(
         // SAFETY: fds open in this child's table, owned by nothing else in it.
         let (err, notify, detached) = unsafe {
             libc::close(w.status);
-            if let Some((_, thread_end)) = w.detach {
-                libc::close(thread_end);
-            }
             (
                 OwnedFd::from_raw_fd(w.err),
                 w.notify.map(|fd| OwnedFd::from_raw_fd(fd)),
-                w.detach.map(|(done, _)| OwnedFd::from_raw_fd(done)),
+                w.detach.map(|done| OwnedFd::from_raw_fd(done)),
             )
         };
-        worker::main(w.spec, err, w.tty, notify, detached)
+        worker::main(w.spec, err, w.tty, notify, detached, w.landlock)
     }
     let stack = super::Stack::new(WORKER_STACK).map_err(|e| format!("its stack: {e}"))?;
     let start = WorkerStart {
@@ -322,7 +339,8 @@ fn spawn_worker(
         status: status.as_raw_fd(),
         tty,
         notify: notify.as_ref().map(|fd| fd.as_raw_fd()),
-        detach: detaching.map(|d| (d.done.as_raw_fd(), d.write_fd)),
+        detach: detaching.map(|d| d.done.as_raw_fd()),
+        landlock,
     };
     // SAFETY: the stack is the top of its own mapping; `entry` never returns
     // (worker::main execs or _exits) and touches this thread's memory only while this

@@ -164,10 +164,13 @@ pub fn execute(
 /// root.
 pub struct Detaching {
     thread: std::thread::JoinHandle<()>,
-    /// Read end: one `i32`, 0 once the detach is done, else its errno. EOF: it never ran.
+    /// Read end: one `i32`, 0 once the detach is done, else its errno.
     pub done: OwnedFd,
-    /// The write end's number in init's fd table (the thread's), for a forked child to close.
-    pub write_fd: std::os::fd::RawFd,
+    /// The write end, held here (not by the thread) until [`Detaching::join`]: a number
+    /// the thread closed could be reused by init before the worker starts, and the worker
+    /// would then close something else in place of its copy. The thread always writes
+    /// its word, so no reader waits for the end of the pipe.
+    _write: OwnedFd,
 }
 
 impl Detaching {
@@ -182,14 +185,17 @@ impl Detaching {
                     Ok(()) => 0,
                     Err(e) => e as i32,
                 };
-                let _ = nix::unistd::write(&w, &code.to_ne_bytes());
+                // SAFETY: the write end stays open in `Detaching` until this thread is
+                // joined.
+                let w = unsafe { std::os::fd::BorrowedFd::borrow_raw(write_fd) };
+                let _ = nix::unistd::write(w, &code.to_ne_bytes());
             })
             .map_err(ioerr("starting the thread that detaches the staging root"))?;
         super::beside_caller(&thread);
         Ok(Detaching {
             thread,
             done,
-            write_fd,
+            _write: w,
         })
     }
 

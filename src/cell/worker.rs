@@ -63,6 +63,7 @@ pub fn main(
     tty: Option<&std::path::Path>,
     notify_sock: Option<OwnedFd>,
     detached: Option<OwnedFd>,
+    landlock: Option<&super::confine::Landlocking>,
 ) -> ! {
     // Signals: nothing blocked, SIGPIPE back to default (Rust's runtime ignores it).
     let _ =
@@ -176,9 +177,10 @@ pub fn main(
             &format!("no_new_privs: {}", std::io::Error::last_os_error()),
         );
     }
-    // Landlock after no_new_privs; seccomp last, so that nothing but execve runs under it.
-    if let Some(rules) = &spec.landlock {
-        if let Err(e) = super::confine::apply_landlock(rules) {
+    // Landlock after no_new_privs (its rules were added by a thread of init meanwhile);
+    // seccomp last, so that nothing but execve runs under it.
+    if let Some(l) = landlock {
+        if let Err(e) = l.restrict() {
             fail(&err, 125, &e);
         }
     }
