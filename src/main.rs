@@ -324,6 +324,8 @@ fn check_pins(
 }
 
 fn run(args: taskcell::cli::RunArgs) -> i32 {
+    // The machine's facts, probed beside the profile and the plan.
+    let probing = taskcell::cell::confine::Probing::start();
     let plan = match load_plan(&args.cell, &args.command) {
         Ok(p) => p,
         Err(e) => return fail(&e),
@@ -344,15 +346,14 @@ fn run(args: taskcell::cli::RunArgs) -> i32 {
         Ok(a) => a,
         Err(e) => return fail(&e),
     };
+    let probed = probing.finish();
     let enforcement = taskcell::plan::limits::enforcement(
         &plan.limits.resources,
         plan.limits.timeout,
-        &taskcell::cell::cgroup::machine(),
+        &probed.cgroups,
     );
     // The tier this machine gives (a clone probe for user namespaces, Landlock, seccomp).
-    let tier = plan::tier::decide(&taskcell::cell::confine::machine(
-        taskcell::cell::userns::probe_for_run(),
-    ));
+    let tier = plan::tier::decide(&probed.tier);
     audit.session_start(&plan, &enforcement, &tier);
     // The first record is the probe: a log that cannot be written (a full disk) is an
     // error before anything runs, not a session without records.

@@ -35,6 +35,59 @@ pub fn machine(userns: Result<(), String>) -> crate::plan::tier::Machine {
     }
 }
 
+/// The machine's facts `run` decides with (cgroups, user namespaces, Landlock, seccomp),
+/// probed by a thread on another CPU while the main thread reads the profile and plans
+/// (the probes are ~0.3 ms of files and system calls that need nothing from the plan).
+pub struct Probing(Option<std::thread::JoinHandle<Probed>>);
+
+/// What [`Probing`] found.
+pub struct Probed {
+    pub cgroups: crate::plan::limits::Machine,
+    pub tier: crate::plan::tier::Machine,
+}
+
+fn probe_all() -> Probed {
+    // The cached probes (cgroups, the kernel's layers, seccomp's user notification) fill
+    // their caches here for the main thread's later calls.
+    let _ = user_notif_available();
+    Probed {
+        cgroups: crate::cell::cgroup::machine(),
+        tier: machine(crate::cell::userns::probe_for_run()),
+    }
+}
+
+impl Probing {
+    pub fn start() -> Probing {
+        let t = std::thread::Builder::new()
+            .name("probe".into())
+            .stack_size(256 * 1024)
+            .spawn(probe_all)
+            .ok();
+        if let Some(t) = &t {
+            super::beside_caller(t);
+        }
+        Probing(t)
+    }
+
+    /// The facts (probed here when the thread could not start or did not finish).
+    pub fn finish(mut self) -> Probed {
+        match self.0.take().map(|t| t.join()) {
+            Some(Ok(p)) => p,
+            _ => probe_all(),
+        }
+    }
+}
+
+impl Drop for Probing {
+    /// Not finished (`run` ended before the probes were used): wait for the thread, so
+    /// that no probe's child outlives taskcell.
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// What this machine offers the compiler: the kernel's layers, the running binary (for a
 /// `proxy` cell), whether there is a system CA bundle to bind the cell's over (`inject`).
 pub fn offer(proxy: bool, inject: bool) -> Offer {
@@ -61,8 +114,8 @@ pub fn host_id_range() -> Option<crate::spec::ids::HostIdRange> {
     }
     let read = |p: &str| std::fs::read_to_string(p).ok();
     let (subuid, subgid) = (read("/etc/subuid"), read("/etc/subgid"));
-    // The user database is asked (NSS: a library loaded, a daemon's socket tried) only
-    // when an entry names its user by number.
+    // The user database (/etc/passwd: see crate::names) is read only when an entry names
+    // its user by number.
     let numeric = [&subuid, &subgid]
         .into_iter()
         .flatten()
