@@ -431,6 +431,16 @@ pub fn prepare(
     }
 }
 
+/// A new cell cgroup's name: `taskcell-<pid>-<start time>-<random>` (see [`owner_pid`]).
+fn new_name() -> String {
+    let me = std::process::id() as i32;
+    format!(
+        "taskcell-{me}-{}-{}",
+        start_time(me).unwrap_or(0),
+        random_hex()
+    )
+}
+
 /// One directory of a cell's cgroup.
 #[derive(Debug)]
 struct Dir {
@@ -642,12 +652,7 @@ pub fn kill_cells_of(pid: i32, start: u64) -> usize {
 impl CellCgroup {
     /// Create the cell's cgroup in every hierarchy `limits` needs and write the limits.
     pub fn create(limits: &CgroupLimits, p: &Probe) -> Result<CellCgroup, String> {
-        let me = std::process::id() as i32;
-        let name = format!(
-            "taskcell-{me}-{}-{}",
-            start_time(me).unwrap_or(0),
-            random_hex()
-        );
+        let name = new_name();
         let mut cg = CellCgroup {
             name: name.clone(),
             dirs: Vec::new(),
@@ -712,12 +717,7 @@ impl CellCgroup {
             .get("pids")
             .or_else(|| p.places.values().next())
             .ok_or_else(|| "no cgroup this user can create one in".to_string())?;
-        let me = std::process::id() as i32;
-        let name = format!(
-            "taskcell-{me}-{}-{}",
-            start_time(me).unwrap_or(0),
-            random_hex()
-        );
+        let name = new_name();
         let path = place.parent.join(&name);
         std::fs::create_dir(&path)
             .map_err(|e| format!("creating cgroup {}: {e}", path.display()))?;
