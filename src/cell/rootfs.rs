@@ -441,21 +441,16 @@ fn apply(op: &MountOp, roots: &Roots<'_>, tmpfs_size: Option<u64>) -> Result<(),
                     Some("mode=0555,size=4k"),
                 )
                 .map_err(err(format!("masking {}", path.display())))?,
-                Ok(_) => {
-                    mount(
-                        Some(&under(OLDROOT, Path::new("/dev/null"))),
-                        &dst,
-                        None::<&str>,
-                        MsFlags::MS_BIND,
-                        None::<&str>,
-                    )
-                    .map_err(err(format!("masking {}", path.display())))?;
-                    remount(
-                        &dst,
-                        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-                    )
-                    .map_err(err(format!("masking {} read-only", path.display())))?;
-                }
+                // A file reads as empty and swallows writes (/dev/null bound over it, as
+                // runc masks paths): one mount, no read-only remount of each.
+                Ok(_) => mount(
+                    Some(&under(OLDROOT, Path::new("/dev/null"))),
+                    &dst,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(err(format!("masking {}", path.display())))?,
                 Err(_) => {}
             }
         }
