@@ -344,6 +344,8 @@ pub enum PlanError {
         key: &'static str,
         path: String,
     },
+    #[error("{origin}: `{key}` path / would be a tmpfs over the cell's whole root, hiding /dev, /proc and every path below it (is HOME set to /? `{{home}}` expands to it): set HOME to a directory of its own, e.g. HOME=/tmp/home, or remove the entry")]
+    TmpfsOverRoot { origin: Origin, key: &'static str },
     #[error("{origin}: {msg}")]
     Variable { origin: Origin, msg: String },
     #[error("{msg}")]

@@ -205,6 +205,9 @@ pub fn rules(
             continue;
         }
         if access == Access::Tmpfs {
+            if path == Path::new("/") {
+                return Err(PlanError::TmpfsOverRoot { origin, key });
+            }
             push_rule(&mut paths, plain(path, access, true, optional));
             continue;
         }

@@ -429,3 +429,24 @@ fn create_is_dir_or_file_on_read_and_write_paths_only() {
         assert!(e.contains(want) && e.contains("line 2"), "{e}");
     }
 }
+
+/// HOME=/ (a container's user without an entry in /etc/passwd) made the base profile's
+/// `tmpfs = ["{home}"]` a tmpfs over the whole root, mounted after /dev and /proc: the cell
+/// failed at "making /dev read-only: ENOENT". The plan now refuses it and says what to do.
+#[test]
+fn a_home_of_slash_is_refused_before_it_covers_the_root() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = ctx(d.path());
+    c.home = PathBuf::from("/");
+    let base = loader_with(d.path()).load("base").unwrap();
+    let e = plan::resolve(&base, &Overrides::default(), &c, &["true".into()])
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tmpfs over the cell's whole root"), "{e}");
+    assert!(e.contains("base.toml"), "{e}");
+    assert!(e.contains("set HOME"), "{e}");
+    // Any other home is planned as before.
+    c.home = PathBuf::from("/home/someone");
+    assert!(plan::resolve(&base, &Overrides::default(), &c, &["true".into()]).is_ok());
+}
