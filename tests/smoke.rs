@@ -29,3 +29,53 @@ fn a_home_of_slash_is_refused_with_what_to_do() {
         stderr(&o)
     );
 }
+
+/// A user /etc/passwd does not list, with HOME unset: taskcell looks the home up (in the
+/// files only, src/names.rs) and ends with its own message. A statically linked taskcell
+/// that let glibc load nsswitch.conf's modules crashed here (SIGSEGV in the systemd module).
+#[test]
+fn a_user_without_a_passwd_entry_gets_a_message_not_a_crash() {
+    if !is_root() || !taskcell::cell::userns::in_initial_userns() {
+        eprintln!("SKIPPED a_user_without_a_passwd_entry_gets_a_message_not_a_crash: needs root in the initial user namespace to run as an unlisted uid");
+        return;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let Some(uid) = (40_000u32..60_000).find(|u| {
+        !passwd
+            .lines()
+            .any(|l| l.split(':').nth(2) == Some(u.to_string().as_str()))
+    }) else {
+        eprintln!("SKIPPED a_user_without_a_passwd_entry_gets_a_message_not_a_crash: no free uid");
+        return;
+    };
+    let ws = Ws::new();
+    let id = uid.to_string();
+    let o = match std::process::Command::new("setpriv")
+        .args(["--reuid", &id, "--regid", &id, "--clear-groups", bin()])
+        .args(["run", "-p", "base", "--", "/bin/true"])
+        .current_dir(ws.path())
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!(
+                "SKIPPED a_user_without_a_passwd_entry_gets_a_message_not_a_crash: setpriv: {e}"
+            );
+            return;
+        }
+    };
+    assert!(
+        o.status.code().is_some(),
+        "killed by a signal: {:?}\n{}",
+        o.status,
+        stderr(&o)
+    );
+    // No passwd entry and no HOME: the home is /, which the base profile's tmpfs refuses.
+    assert!(
+        stderr(&o).contains("set HOME to a directory"),
+        "{}",
+        stderr(&o)
+    );
+}
