@@ -1,8 +1,9 @@
 //! Generated documentation stays true to the code.
 //!
-//! The man page (`docs/taskcell.1`, from the clap definition) and the profile schema
-//! (`docs/profile.schema.json`, from the raw profile types) are checked in; a test here fails
-//! when either differs from what the code generates now, and says how to regenerate them
+//! The man page (`docs/taskcell.1`, from the clap definition), the profile schema
+//! (`docs/profile.schema.json`, from the raw profile types) and the built-in profiles as
+//! parsed at build time (`profiles/parsed/*.json`) are checked in; a test here fails
+//! when one differs from what the code generates now, and says how to regenerate them
 //! (`scripts/gen-docs.sh`, which runs these tests with `TASKCELL_WRITE_DOCS=1`). Every
 //! built-in profile and every TOML example in the documentation must match the schema, and
 //! the completion scripts must complete real commands and flags in a real shell.
@@ -42,6 +43,38 @@ fn check_generated(rel: &str, want: &str) {
             line + 1,
             have.lines().nth(line).unwrap_or("<end of file>"),
             want.lines().nth(line).unwrap_or("<end of file>"),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The built-in profiles, parsed at build time
+
+/// Each built-in profile, parsed and merged from its TOML now, as `profiles/parsed/` must
+/// hold it; and what taskcell reads back from that JSON is the same profile.
+#[test]
+fn parsed_builtin_profiles_are_current() {
+    let names: Vec<&str> = taskcell::profile::BUILTIN.iter().map(|(n, _)| *n).collect();
+    let parsed: Vec<&str> = taskcell::profile::PARSED.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names, parsed,
+        "PARSED lists the built-in profiles of BUILTIN"
+    );
+    let loader = taskcell::profile::Loader { user_dir: None };
+    for name in names {
+        let profile = loader
+            .parse(name)
+            .unwrap_or_else(|e| panic!("built-in profile {name}: {e}"));
+        let json = serde_json::to_string_pretty(&profile).expect("a profile serializes") + "\n";
+        let back: taskcell::profile::Profile = serde_json::from_str(&json)
+            .unwrap_or_else(|e| panic!("built-in profile {name} does not read back: {e}"));
+        assert_eq!(back, profile, "built-in profile {name} reads back the same");
+        check_generated(&format!("profiles/parsed/{name}.json"), &json);
+        // What `load` gives (the JSON compiled in) is what parsing the TOML gives.
+        assert_eq!(
+            loader.load(name).expect("a built-in profile loads"),
+            profile,
+            "built-in profile {name}"
         );
     }
 }

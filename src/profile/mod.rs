@@ -16,13 +16,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-pub use builtin::BUILTIN;
+pub use builtin::{BUILTIN, PARSED};
 pub use schema::json_schema;
 
 /// Where a value came from: a profile file and line, or the command line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
     pub file: String,
     pub line: usize,
@@ -50,13 +50,13 @@ impl fmt::Display for Origin {
 }
 
 /// A value with the place it was declared.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Val<T> {
     pub value: T,
     pub origin: Origin,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PathEntry {
     /// As written, variables not yet expanded.
     pub path: String,
@@ -64,20 +64,20 @@ pub struct PathEntry {
     /// `create = "dir"` / `"file"`: made on the host (owned by the caller, 0700 / 0600)
     /// before the cell starts when it does not exist yet, so what the command writes
     /// there (an agent's sign-in, a package cache) outlives the cell.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub create: Option<Create>,
     pub origin: Origin,
 }
 
 /// What `create` makes when the path is missing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Create {
     Dir,
     File,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Filesystem {
     pub read: Vec<PathEntry>,
     pub write: Vec<PathEntry>,
@@ -160,7 +160,7 @@ impl NetMode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Network {
     pub mode: NetMode,
     /// `proxy` mode: host rules (see `net::allowlist`), kept as written with their origin.
@@ -184,7 +184,7 @@ pub struct Network {
 }
 
 /// The secret firewall's action on a declared secret in a request to an intercepted host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Firewall {
     /// Replace it by `[secret NAME removed]` (lengths fixed up) and send the request.
@@ -230,14 +230,14 @@ impl Default for Network {
 }
 
 /// `[[network.forward]] listen = PORT, to = "ADDR:PORT" | "/path/to.sock"`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForwardDecl {
     pub listen: u16,
     pub to: String,
     pub origin: Origin,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Env {
     /// Names (or `PREFIX*`) passed from the launcher's environment.
     pub pass: Vec<Val<String>>,
@@ -245,7 +245,7 @@ pub struct Env {
     pub set: BTreeMap<String, Val<String>>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     pub timeout: Option<Duration>,
     pub grace: Option<Duration>,
@@ -255,7 +255,7 @@ pub struct Limits {
 }
 
 /// `[security]`: the layers under the namespaces.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Security {
     /// Apply Landlock (default true).
     pub landlock: bool,
@@ -289,7 +289,7 @@ impl Default for Security {
 }
 
 /// A profile with its `extends` chain merged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Profile {
     pub name: String,
     pub description: String,
@@ -314,13 +314,13 @@ pub struct Profile {
 
 /// `[command]`: arguments inserted after a program's name when it is the cell's command
 /// (a later profile replaces a program's list).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandArgs {
     pub insert_args: BTreeMap<String, Vec<String>>,
 }
 
 /// A profile file read from disk.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceFile {
     /// Absolute, as named (the current directory joined to a relative name; symlinks not
     /// followed).
@@ -348,7 +348,7 @@ impl SourceFile {
 }
 
 /// `[terminal]`: what the cell may do to the user's terminal.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Terminal {
     /// The cell may set the clipboard (OSC 52); filtered out otherwise.
     pub clipboard: bool,
@@ -462,6 +462,31 @@ impl Loader {
 
     /// Load a profile by name or path and merge its `extends` chain.
     pub fn load(&self, name: &str) -> Result<Profile, ProfileError> {
+        match self.parsed_builtin(name) {
+            Some(p) => Ok(p),
+            None => self.parse(name),
+        }
+    }
+
+    /// A built-in profile as it was parsed and merged when taskcell was built
+    /// ([`builtin::PARSED`]), when no user profile shadows a name of its `extends` chain
+    /// (else it is parsed from the files, as [`Loader::parse`] does).
+    fn parsed_builtin(&self, name: &str) -> Option<Profile> {
+        let (_, json) = builtin::PARSED.iter().find(|(n, _)| *n == name)?;
+        let p: Profile = serde_json::from_str(json).ok()?;
+        let shadowed = |file: &String| match file.strip_suffix(".toml (built-in)") {
+            Some(n) => self
+                .user_dir
+                .as_ref()
+                .is_some_and(|d| d.join(format!("{n}.toml")).exists()),
+            None => true,
+        };
+        (!p.sources.iter().any(shadowed)).then_some(p)
+    }
+
+    /// [`Loader::load`] from the profiles' text: every file of the chain is parsed, and
+    /// the chain merged, now.
+    pub fn parse(&self, name: &str) -> Result<Profile, ProfileError> {
         let mut chain: Vec<(String, raw::RawProfile, String)> = Vec::new();
         let mut files: Vec<SourceFile> = Vec::new();
         let mut next = Some(name.to_string());

@@ -14,7 +14,7 @@ use super::spanned::Spanned;
 use super::{parse_duration, Origin, ProfileError};
 
 /// Where a secret's value comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "kind")]
 pub enum Source {
     /// Run this argv (no shell); its stdout is the value.
@@ -39,7 +39,7 @@ impl Source {
 }
 
 /// How the cell receives a secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Deliver {
     File,
@@ -71,7 +71,7 @@ impl Deliver {
 }
 
 /// What happens when the leak scan finds a secret in a file the cell wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnLeak {
     #[default]
@@ -90,7 +90,7 @@ impl OnLeak {
 }
 
 /// One declared secret (no value).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretDecl {
     pub from: Source,
     pub deliver: Deliver,
@@ -141,7 +141,7 @@ impl SecretDecl {
 }
 
 /// The hosts an injected secret is bound to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InjectDecl {
     /// `api.example.com` or `*.example.org` (any subdomain).
     pub hosts: Vec<String>,

@@ -30,8 +30,10 @@ fn err_of(dir: &std::path::Path, name: &str, text: &str) -> String {
 fn every_builtin_profile_parses() {
     let l = Loader { user_dir: None };
     for (name, _) in BUILTIN {
-        let p = l.load(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let p = l.parse(name).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!p.description.is_empty(), "{name} has no description");
+        // What starts use: the profile parsed when taskcell was built.
+        assert_eq!(l.parsed_builtin(name), Some(p), "{name}");
     }
 }
 
@@ -173,6 +175,35 @@ fn user_profile_shadows_builtin() {
     write(d.path(), "build.toml", "description = \"mine\"\n");
     let p = loader_with(d.path()).load("build").unwrap();
     assert_eq!(p.description, "mine");
+}
+
+/// The built-in profiles parsed at build time stand only for a chain no user profile
+/// shadows: a user's `base.toml` is what `build` extends, and `agent` (not shadowed) is
+/// still the built-in one.
+#[test]
+fn user_profile_shadows_a_builtin_parent() {
+    let d = tempfile::tempdir().unwrap();
+    let mine = write(
+        d.path(),
+        "base.toml",
+        "description = \"my base\"\nhostname = \"mine\"\n",
+    );
+    let l = loader_with(d.path());
+    let build = l.load("build").unwrap();
+    assert_eq!(build.hostname, "mine");
+    assert_eq!(
+        build.sources,
+        vec![mine.clone(), "build.toml (built-in)".into()]
+    );
+    assert_eq!(build.files.len(), 1, "{:?}", build.files);
+    assert_eq!(build, l.parse("build").unwrap());
+    // `review` extends `base` too.
+    assert_eq!(l.load("review").unwrap().hostname, "mine");
+    // Without the user's file, the compiled-in profile.
+    std::fs::remove_file(&mine).unwrap();
+    let builtin = l.load("build").unwrap();
+    assert_eq!(builtin.hostname, "taskcell");
+    assert_eq!(builtin, Loader { user_dir: None }.parse("build").unwrap());
 }
 
 #[test]
