@@ -30,10 +30,23 @@ pub struct Socks {
     pub notify: Option<OwnedFd>,
 }
 
+/// Where init runs: the CPUs to put back once released, the cgroup v1 `tasks` files it
+/// moves itself through (into the cell's cgroup first, out through the parents' at the
+/// end).
+pub struct Placing {
+    pub spread: Option<super::Spread>,
+    pub into: Vec<OwnedFd>,
+    pub leave: Vec<OwnedFd>,
+}
+
 /// Entry point of the cloned child. Never returns.
 pub fn main(
     spec: &Spec,
-    (cgroup_tasks, leave): (Vec<OwnedFd>, Vec<OwnedFd>),
+    Placing {
+        spread,
+        into: cgroup_tasks,
+        leave,
+    }: Placing,
     prepared: Option<OwnedFd>,
     sync: OwnedFd,
     err: OwnedFd,
@@ -118,6 +131,11 @@ pub fn main(
             orphaned(spec);
         }
         exit(125);
+    }
+    // Moved to another CPU than the supervisor's by it before this release: the CPUs
+    // this process was born with again, for everything it starts.
+    if let Some(s) = spread {
+        s.restore();
     }
     // Leave the launcher's process group: a Ctrl-C on the terminal reaches the supervisor,
     // which forwards it once; were init still in the foreground group, the command would

@@ -54,6 +54,62 @@ pub(crate) fn beside_caller<T>(t: &std::thread::JoinHandle<T>) {
     }
 }
 
+/// The cell's init started on another CPU than the supervisor's. A new process is queued
+/// on its parent's CPU and waits there until the parent blocks (0.5 ms after the clone on
+/// this 2-vCPU VM, the supervisor's work after the clone) while the other CPU idles. The
+/// supervisor narrows init's CPUs to the others right after the clone ([`Spread::away`]);
+/// init puts back the CPUs it was born with ([`Spread::restore`]) once released, before
+/// anything of the cell exists, so the worker and the command get the supervisor's.
+/// Best effort: on one allowed CPU, or when the kernel refuses, init stays where it is.
+#[derive(Clone, Copy)]
+pub struct Spread {
+    /// The CPUs the supervisor may run on (init's, from its clone).
+    all: libc::cpu_set_t,
+    /// Those without the supervisor's current one.
+    others: libc::cpu_set_t,
+}
+
+impl Spread {
+    /// Before the clone: the CPUs, when there are others than this one.
+    pub(crate) fn before_clone() -> Option<Spread> {
+        // SAFETY: cpu_set_t is plain data; sched_getcpu and sched_getaffinity write only
+        // into it.
+        unsafe {
+            let here = libc::sched_getcpu();
+            let mut all: libc::cpu_set_t = std::mem::zeroed();
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            if here < 0 || libc::sched_getaffinity(0, size, &mut all) != 0 {
+                return None;
+            }
+            let mut others = all;
+            libc::CPU_CLR(here as usize, &mut others);
+            (libc::CPU_COUNT(&others) > 0).then_some(Spread { all, others })
+        }
+    }
+
+    /// In the supervisor, right after the clone: `init` (not released yet) may run on
+    /// the other CPUs only, where it starts at once.
+    pub(crate) fn away(&self, init: Pid) {
+        // SAFETY: sched_setaffinity reads a set we own; a refusal only leaves init queued.
+        unsafe {
+            libc::sched_setaffinity(
+                init.as_raw(),
+                std::mem::size_of::<libc::cpu_set_t>(),
+                &self.others,
+            );
+        }
+    }
+
+    /// In init, once released (the supervisor's [`Spread::away`] came before the
+    /// release): its CPUs as they were at the clone.
+    pub(crate) fn restore(&self) {
+        // SAFETY: as above, for this process.
+        unsafe {
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.all);
+        }
+    }
+}
+
 /// A kernel file (/proc, /sys) read whole: files that report size 0 and would otherwise
 /// be read 32 bytes at a time at first (std's probe read), a system call each, on every
 /// launch.
@@ -279,6 +335,7 @@ pub fn spawn_with(
     )
     .map_err(io::Error::from)?;
 
+    let spread = Spread::before_clone();
     let (ret, born_inside) = clone_cell(flags, into_cgroup);
     let inside = born_inside || !self_move.is_empty();
     if ret < 0 {
@@ -305,7 +362,11 @@ pub fn spawn_with(
         };
         init::main(
             spec,
-            (self_move, leave),
+            init::Placing {
+                spread,
+                into: self_move,
+                leave,
+            },
             bpair.map(|(_, child)| child),
             sync_r,
             err_w,
@@ -320,6 +381,9 @@ pub fn spawn_with(
     let tsock = tpair.map(|(parent, _child)| parent);
     let nsock = npair.map(|(parent, _child)| parent);
     let pid = Pid::from_raw(ret as i32);
+    if let Some(s) = &spread {
+        s.away(pid);
+    }
     drop(sync_r);
     drop(err_w);
     drop(st_w);
