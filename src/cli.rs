@@ -36,6 +36,12 @@ impl Cli {
         Cli::fast_run(&args).unwrap_or_else(|| Cli::parse_from(args))
     }
 
+    /// Whether the process's arguments start with `run` (the launch path, see
+    /// [`Cli::from_args`]): `main` starts the machine's probes before it parses them.
+    pub fn starts_run() -> bool {
+        std::env::args_os().nth(1).is_some_and(|a| a == "run")
+    }
+
     /// `run`'s arguments parsed alone (None: not `run`, or not accepted as they are).
     fn fast_run(args: &[std::ffi::OsString]) -> Option<Cli> {
         use clap::FromArgMatches;

@@ -14,6 +14,10 @@ fn main() -> ExitCode {
     // Before any lookup of a user or a host.
     taskcell::names::pin();
     ensure_std_fds();
+    // `taskcell run`: the machine's facts, probed by a thread beside the parsing of the
+    // arguments, the profile and the plan (after the two steps above: the thread has the
+    // signals blocked and no lookup loads a module).
+    let probing = Cli::starts_run().then(taskcell::cell::confine::Probing::start);
     let cli = Cli::from_args();
     init_tracing(cli.verbose, cli.quiet);
     if !matches!(cli.command, Command::Run(_)) {
@@ -25,7 +29,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(fail(&format!("blocking signals: {e}")) as u8);
             }
             taskcell::signals::harden_supervisor();
-            run(args)
+            run(args, probing)
         }
         Command::Explain { cell, json } => match load_plan(&cell, &[]) {
             Ok(p) => {
@@ -323,9 +327,10 @@ fn check_pins(
     refusal.map_or(Ok(()), Err)
 }
 
-fn run(args: taskcell::cli::RunArgs) -> i32 {
-    // The machine's facts, probed beside the profile and the plan.
-    let probing = taskcell::cell::confine::Probing::start();
+fn run(args: taskcell::cli::RunArgs, probing: Option<taskcell::cell::confine::Probing>) -> i32 {
+    // The machine's facts, probed beside the profile and the plan (started by `main`,
+    // unless a global option came before `run`).
+    let probing = probing.unwrap_or_else(taskcell::cell::confine::Probing::start);
     let plan = match load_plan(&args.cell, &args.command) {
         Ok(p) => p,
         Err(e) => return fail(&e),
