@@ -426,7 +426,12 @@ pub fn spawn_with(
     // the idmaps are reaped once the cell is released.
     let mut reapers = Vec::new();
     if let Some(sock) = &bsock {
-        match userns::prepare_binds(spec) {
+        // The cell's namespace, its maps written above: the idmap of the binds its ids
+        // own (a helper's otherwise, see prepare_binds).
+        let cell_userns = std::fs::File::open(format!("/proc/{}/ns/user", pid.as_raw()))
+            .ok()
+            .map(OwnedFd::from);
+        match userns::prepare_binds(spec, cell_userns) {
             Ok(p) => {
                 reapers = p.reapers;
                 let fds: Vec<RawFd> = p.binds.iter().map(|t| t.as_raw_fd()).collect();

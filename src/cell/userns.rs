@@ -272,7 +272,16 @@ pub struct Prepared {
 /// cell's init lacks); the read-only ones are plain copies, made here because init runs
 /// as the cell's unprivileged host id from its start and so cannot open what only root
 /// may traverse.
-pub fn prepare_binds(spec: &crate::spec::Spec) -> Result<Prepared, String> {
+///
+/// `cell_userns`: the cell's own user namespace, whose maps (written by [`write_maps`]) send
+/// the cell's ids to its host ids and nothing else: the idmap of a writable bind whose
+/// owner is the cell's ids (the usual case: a root-started cell runs as the owner of its
+/// workspace), without a helper namespace (whose child and maps cost 0.2 ms, and up to
+/// 0.9 ms when the CPU is shared with the cell's network namespace being made).
+pub fn prepare_binds(
+    spec: &crate::spec::Spec,
+    cell_userns: Option<OwnedFd>,
+) -> Result<Prepared, String> {
     use crate::hold;
     use crate::spec::mounts::MountOp;
     use std::os::unix::fs::MetadataExt;
@@ -281,6 +290,9 @@ pub fn prepare_binds(spec: &crate::spec::Spec) -> Result<Prepared, String> {
     };
     let root = hold::open_dir(std::path::Path::new("/")).map_err(|e| format!("opening /: {e}"))?;
     let mut nss: Vec<((u32, u32), OwnedFd)> = Vec::new();
+    if let Some(ns) = cell_userns {
+        nss.push(((spec.process.uid, spec.process.gid), ns));
+    }
     let mut out = Prepared::default();
     for (i, op) in spec.mounts.iter().enumerate() {
         let MountOp::Bind { src, readonly, .. } = op else {
