@@ -171,6 +171,9 @@ pub fn run_with(
     };
     let (pty, raw) = take_terminal(plan, net.as_ref(), &mut c);
     let mut relays = Relays::start(pty.as_ref(), secrets.redactor(), relay_fds);
+    // The cgroups killed taskcells left are removed now, while the command runs: off the
+    // start's path, where the supervisor's CPU is the one init's threads use.
+    cell::cgroup::cleanup_stale(&cell::cgroup::probe());
     let master = pty.as_ref().map(|m| m.as_raw_fd());
     let (outcome, ended) = match wait(
         plan,
@@ -451,7 +454,6 @@ fn spawn_cell(
         if let (Some(cg), false) = (cgroup, born_inside) {
             cg.add(pid)?;
         }
-        cell::cgroup::cleanup_stale(&cell::cgroup::probe());
         Ok(())
     };
     let mut spec = crate::spec::compile(plan, offer, handles);
@@ -517,7 +519,6 @@ fn spawn_cell(
                     (None, Some(t)) => drop(t.add(pid)),
                     (None, None) => {}
                 }
-                cell::cgroup::cleanup_stale(&cell::cgroup::probe());
                 Ok(())
             })
         }
