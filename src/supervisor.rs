@@ -100,7 +100,13 @@ pub fn run_with(
         injector,
         resolv,
     } = before_clone(plan, audit, &mut secrets, &mut handles)?;
-    let (enforcement, cgroup) = cell::cgroup::prepare(&plan.limits.resources, plan.limits.timeout);
+    let (mut enforcement, made) =
+        cell::cgroup::prepare(&plan.limits.resources, plan.limits.timeout);
+    let (cgroup, later) = match made {
+        cell::cgroup::Made::None => (None, None),
+        cell::cgroup::Made::Now(cg) => (Some(cg), None),
+        cell::cgroup::Made::Later(l) => (None, Some(l)),
+    };
     handles.limit_rlimits = enforcement.rlimits.clone();
     let (proxy, inject) = crate::spec::Offer::wanted(plan);
     let offer = cell::confine::offer(proxy, inject);
@@ -121,7 +127,7 @@ pub fn run_with(
         tier,
         &offer,
         &mut handles,
-        cgroup.as_ref(),
+        (cgroup.as_ref(), later),
         lease,
         audit,
         degraded,
@@ -150,6 +156,8 @@ pub fn run_with(
         tracking: _tracking,
         lease: _lease,
         ran_in,
+        made,
+        fallback,
     } = match started {
         Ok(x) => x,
         Err(e) => {
@@ -157,6 +165,11 @@ pub fn run_with(
             return Err(e.into());
         }
     };
+    // The cgroup made after the clone, or the rlimits that stood in when it could not be.
+    let cgroup = cgroup.or(made);
+    if let Some(e) = fallback {
+        enforcement = e;
+    }
     if let Err(e) = serve_connects(&spec, &mut c, audit) {
         secrets.finish(audit, &[], &[], since);
         return Err(e);
@@ -419,6 +432,10 @@ struct Started {
     lease: Option<cell::userns::Lease>,
     /// The tier the cell runs in.
     ran_in: crate::plan::tier::Tier,
+    /// The cell's cgroup when it was made after the clone (`cgroup::Made::Later`).
+    made: Option<cell::cgroup::CellCgroup>,
+    /// The enforcement when that cgroup could not be made (rlimits stand in).
+    fallback: Option<crate::plan::limits::Enforcement>,
 }
 
 /// Compile the spec and clone the cell, with the fallbacks the plan allows: the identity
@@ -433,28 +450,54 @@ fn spawn_cell(
     tier: &crate::plan::tier::TierReport,
     offer: &crate::spec::Offer,
     handles: &mut crate::spec::Handles,
-    cgroup: Option<&cell::cgroup::CellCgroup>,
+    (cgroup, later): (
+        Option<&cell::cgroup::CellCgroup>,
+        Option<cell::cgroup::Later>,
+    ),
     mut lease: Option<cell::userns::Lease>,
     audit: &mut Audit,
     degraded: &mut dyn FnMut(&crate::spec::layers::Missing),
 ) -> Result<Started, cell::SpawnError> {
     let v2_dir = cgroup.and_then(|cg| cg.open_v2_dir());
+    // A cgroup v1 cell's cgroup is made after the clone, by `before_release` (while init
+    // builds the root); what was made, or why it could not be, is kept here.
+    let later = std::cell::RefCell::new(later);
+    let made = std::cell::RefCell::new(None::<cell::cgroup::CellCgroup>);
+    let unmade = std::cell::RefCell::new(None::<String>);
     let placement = || match (cgroup, &v2_dir) {
         (Some(_), Some(d)) => cell::Placement::CloneInto(d.as_fd()),
-        (Some(cg), None) => match (cg.open_v1_tasks(), cg.open_v1_parent_tasks()) {
-            (Some(into), leave) => cell::Placement::SelfMove {
-                into,
-                leave: leave.unwrap_or_default(),
-            },
-            (None, _) => cell::Placement::Outside,
-        },
-        (None, _) => cell::Placement::Outside,
+        _ if later.borrow().is_some() => cell::Placement::SelfMove,
+        _ => cell::Placement::Outside,
     };
     let before_release = |pid, born_inside: bool| {
+        if let Some(l) = later.borrow().as_ref() {
+            let cg = l
+                .make()
+                .inspect_err(|why| *unmade.borrow_mut() = Some(why.clone()))?;
+            let into = cg.open_v1_tasks().ok_or_else(|| {
+                let why = format!("opening the tasks files of cgroup {}", cg.name);
+                *unmade.borrow_mut() = Some(why.clone());
+                why
+            })?;
+            let leave = cg.open_v1_parent_tasks().unwrap_or_default();
+            *made.borrow_mut() = Some(cg);
+            return Ok(cell::AtRelease { into, leave });
+        }
         if let (Some(cg), false) = (cgroup, born_inside) {
             cg.add(pid)?;
         }
-        Ok(())
+        Ok(cell::AtRelease::default())
+    };
+    // The cgroup made after the clone could not be: rlimits stand in (as when it cannot
+    // be made before), the spec is compiled again with them and the cell cloned again.
+    let mut fallback = None;
+    let mut stand_in = |handles: &mut crate::spec::Handles| {
+        let why = unmade.borrow_mut().take()?;
+        let l = later.borrow_mut().take()?;
+        let e = l.fallback(&why);
+        handles.limit_rlimits = e.rlimits.clone();
+        fallback = Some(e);
+        Some(())
     };
     let mut spec = crate::spec::compile(plan, offer, handles);
     // The probe found no user namespaces: straight to the cell without them (the
@@ -466,6 +509,10 @@ fn spawn_cell(
             tier.why.first().cloned().unwrap_or_default(),
         ))
     };
+    if let (Err(cell::SpawnError::Cgroup(_)), Some(())) = (&spawned, stand_in(handles)) {
+        spec = crate::spec::compile(plan, offer, handles);
+        spawned = cell::spawn_with(&spec, placement(), before_release);
+    }
     if let (Err(cell::SpawnError::Idmap(msg)), false) = (&spawned, plan.strict) {
         // Best effort: a filesystem that cannot be idmapped gets today's identity map.
         degraded(&crate::spec::layers::no_host_ids(msg));
@@ -477,6 +524,8 @@ fn spawn_cell(
         }
         lease = None;
         handles.host_ids = None;
+        // A cgroup made for the failed clone goes with it; the next one makes its own.
+        drop(made.borrow_mut().take());
         spec = crate::spec::compile(plan, offer, handles);
         spawned = cell::spawn_with(&spec, placement(), before_release);
     }
@@ -496,6 +545,20 @@ fn spawn_cell(
                 handles.proxy_ports = Some(ports);
                 host_listeners = fds;
             }
+            // A cgroup v1 cell's cgroup, not made yet (the clone failed first): made now,
+            // init is moved into it by pid.
+            if let Some(l) = later.borrow_mut().take() {
+                match l.make() {
+                    Ok(cg) => *made.borrow_mut() = Some(cg),
+                    Err(why) => {
+                        let e = l.fallback(&why);
+                        handles.limit_rlimits = e.rlimits.clone();
+                        fallback = Some(e);
+                    }
+                }
+            }
+            let late = made.borrow_mut().take();
+            let holder = cgroup.or(late.as_ref());
             let (tmp, home) = private_dirs(plan)?;
             spec = crate::spec::without_namespaces(
                 plan,
@@ -508,19 +571,21 @@ fn spawn_cell(
             private_tmp = Some(tmp);
             // No PID namespace ends what the command starts: a cgroup holds it (where
             // one can be made), for a later start to kill after a SIGKILL.
-            if cgroup.is_none() {
+            if holder.is_none() {
                 tracking = cell::cgroup::CellCgroup::tracking(&cell::cgroup::probe()).ok();
             }
             let t = tracking.as_ref();
-            cell::spawn_with(&spec, cell::Placement::Outside, |pid, _| {
-                match (cgroup, t) {
+            let spawned = cell::spawn_with(&spec, cell::Placement::Outside, |pid, _| {
+                match (holder, t) {
                     (Some(cg), _) => cg.add(pid)?,
                     // Tracking only: a cell that cannot be moved there still runs.
                     (None, Some(t)) => drop(t.add(pid)),
                     (None, None) => {}
                 }
-                Ok(())
-            })
+                Ok(cell::AtRelease::default())
+            });
+            *made.borrow_mut() = late;
+            spawned
         }
         Err(cell::SpawnError::Clone(msg)) => Err(cell::SpawnError::Clone(format!(
             "{msg}; without namespaces this machine gives the `{}` tier: pass {} to run there, confined by Landlock and seccomp only",
@@ -541,6 +606,8 @@ fn spawn_cell(
         tracking,
         lease,
         ran_in,
+        made: made.into_inner(),
+        fallback,
     })
 }
 

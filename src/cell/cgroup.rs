@@ -400,35 +400,108 @@ pub fn doctor_rows(p: &Probe) -> Vec<(&'static str, bool, String)> {
 
 /// Decide how each limit is enforced here and create the cell's cgroup when a limit needs
 /// one. When the cgroup cannot be created after all, rlimits stand in (and the returned
-/// table says so). Stale cgroups of killed taskcells are removed by [`cleanup_stale`],
-/// which the supervisor calls while the cell builds its root (off the critical path).
+/// table says so). Where every controller the limits need is a cgroup v1 hierarchy, the
+/// cgroup is made after the clone instead ([`Made::Later`]: its `mkdir`s and limits,
+/// 0.27 ms, overlap init's mounts; init moves itself in through `tasks` files it gets with
+/// its second release). Stale cgroups of killed taskcells are removed by
+/// [`cleanup_stale`], which the supervisor calls while the command runs.
 pub fn prepare(
     res: &crate::plan::limits::Resources,
     timeout: Option<std::time::Duration>,
-) -> (crate::plan::limits::Enforcement, Option<CellCgroup>) {
+) -> (crate::plan::limits::Enforcement, Made) {
     let p = probe();
     let m = machine_from(&p);
     let e = crate::plan::limits::enforcement(res, timeout, &m);
     if e.cgroup.is_empty() {
-        return (e, None);
+        return (e, Made::None);
     }
-    match CellCgroup::create(&e.cgroup, &p) {
-        Ok(cg) => (e, Some(cg)),
+    let later = Later {
+        limits: e.cgroup.clone(),
+        probe: p,
+        res: res.clone(),
+        timeout,
+        machine: m,
+    };
+    if later.all_v1() {
+        return (e, Made::Later(later));
+    }
+    match later.make() {
+        Ok(cg) => (e, Made::Now(cg)),
         Err(why) => {
-            tracing::warn!("{why}; rlimits stand in for the cgroup limits");
-            let m = Machine {
-                pids: None,
-                memory: None,
-                cpu: None,
-                cgroup_notes: ["pids", "memory", "cpu"]
-                    .iter()
-                    .map(|c| (c.to_string(), why.clone()))
-                    .collect(),
-                ..m
-            };
-            (crate::plan::limits::enforcement(res, timeout, &m), None)
+            let e = later.fallback(&why);
+            (e, Made::None)
         }
     }
+}
+
+/// The cell's cgroup as [`prepare`] left it.
+#[derive(Debug)]
+pub enum Made {
+    /// No limit needs one.
+    None,
+    /// Made before the clone (cgroup v2: init is cloned into it).
+    Now(CellCgroup),
+    /// To be made after the clone (cgroup v1 only).
+    Later(Later),
+}
+
+/// A cell cgroup to make after the clone: its limits, and what [`Later::fallback`] needs
+/// to let rlimits stand in when it cannot be made.
+#[derive(Debug)]
+pub struct Later {
+    limits: CgroupLimits,
+    probe: Probe,
+    res: crate::plan::limits::Resources,
+    timeout: Option<std::time::Duration>,
+    machine: Machine,
+}
+
+impl Later {
+    /// Whether every controller the limits need is in a cgroup v1 hierarchy (where init
+    /// moves itself in, one thread writing "0" to `tasks`, at no RCU grace period).
+    fn all_v1(&self) -> bool {
+        needed(&self.limits).iter().all(|c| {
+            self.probe
+                .places
+                .get(c)
+                .is_some_and(|pl| pl.version == CgVersion::V1)
+        })
+    }
+
+    /// Make the cgroup (its directories and limits).
+    pub fn make(&self) -> Result<CellCgroup, String> {
+        CellCgroup::create(&self.limits, &self.probe)
+    }
+
+    /// The enforcement when the cgroup could not be made (`why`, warned here): rlimits
+    /// stand in for the cgroup's limits.
+    pub fn fallback(&self, why: &str) -> crate::plan::limits::Enforcement {
+        tracing::warn!("{why}; rlimits stand in for the cgroup limits");
+        let m = Machine {
+            pids: None,
+            memory: None,
+            cpu: None,
+            cgroup_notes: ["pids", "memory", "cpu"]
+                .iter()
+                .map(|c| (c.to_string(), why.to_string()))
+                .collect(),
+            ..self.machine.clone()
+        };
+        crate::plan::limits::enforcement(&self.res, self.timeout, &m)
+    }
+}
+
+/// The controllers `limits` need.
+fn needed(limits: &CgroupLimits) -> Vec<&'static str> {
+    [
+        ("pids", limits.pids_max.is_some()),
+        ("memory", limits.memory_max.is_some()),
+        ("cpu", limits.cpu_milli.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n)
+    .map(|(c, _)| c)
+    .collect()
 }
 
 /// A new cell cgroup's name: `taskcell-<pid>-<start time>-<random>` (see [`owner_pid`]).
@@ -658,16 +731,7 @@ impl CellCgroup {
             dirs: Vec::new(),
             limits: limits.clone(),
         };
-        let needed: Vec<&'static str> = [
-            ("pids", limits.pids_max.is_some()),
-            ("memory", limits.memory_max.is_some()),
-            ("cpu", limits.cpu_milli.is_some()),
-        ]
-        .into_iter()
-        .filter(|(_, n)| *n)
-        .map(|(c, _)| c)
-        .collect();
-        for ctrl in needed {
+        for ctrl in needed(limits) {
             let Some(place) = p.places.get(ctrl) else {
                 return Err(format!("no cgroup with the `{ctrl}` controller"));
             };

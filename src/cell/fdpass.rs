@@ -22,7 +22,12 @@ pub fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// Send `fds` in one message.
 pub fn send(sock: &OwnedFd, fds: &[RawFd]) -> io::Result<()> {
-    let n = (fds.len() as u32).to_ne_bytes();
+    send_with(sock, fds.len() as u32, fds)
+}
+
+/// Send `fds` in one message whose data is `word` ([`recv_with`] returns it).
+pub fn send_with(sock: &OwnedFd, word: u32, fds: &[RawFd]) -> io::Result<()> {
+    let n = word.to_ne_bytes();
     let iov = [IoSlice::new(&n)];
     let cmsg = [ControlMessage::ScmRights(fds)];
     sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
@@ -35,6 +40,17 @@ pub const MAX_FDS: usize = crate::plan::net::MAX_LISTENERS;
 
 /// Receive the fds of one message (at most [`MAX_FDS`]); they arrive close-on-exec.
 pub fn recv(sock: &OwnedFd) -> io::Result<Vec<OwnedFd>> {
+    match recv_with(sock) {
+        Ok((_, fds)) => Ok(fds),
+        // The peer's end: no fds.
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`recv`], with the message's word ([`send_with`]); the end of the peer's socket
+/// (no message) is an error.
+pub fn recv_with(sock: &OwnedFd) -> io::Result<(u32, Vec<OwnedFd>)> {
     let mut n = [0u8; 4];
     let mut iov = [IoSliceMut::new(&mut n)];
     let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
@@ -59,5 +75,8 @@ pub fn recv(sock: &OwnedFd) -> io::Result<Vec<OwnedFd>> {
             "the cell passed more listeners than expected",
         ));
     }
-    Ok(out)
+    if msg.bytes == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok((u32::from_ne_bytes(n), out))
 }

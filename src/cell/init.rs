@@ -30,23 +30,17 @@ pub struct Socks {
     pub notify: Option<OwnedFd>,
 }
 
-/// Where init runs: the CPUs to put back once released, the cgroup v1 `tasks` files it
-/// moves itself through (into the cell's cgroup first, out through the parents' at the
-/// end).
+/// Where init runs: the CPUs to put back once released, and whether it moves itself into
+/// the cell's cgroup v1 directories at its second release (`Placement::SelfMove`).
 pub struct Placing {
     pub spread: Option<super::Spread>,
-    pub into: Vec<OwnedFd>,
-    pub leave: Vec<OwnedFd>,
+    pub self_move: bool,
 }
 
 /// Entry point of the cloned child. Never returns.
 pub fn main(
     spec: &Spec,
-    Placing {
-        spread,
-        into: cgroup_tasks,
-        leave,
-    }: Placing,
+    Placing { spread, self_move }: Placing,
     prepared: Option<OwnedFd>,
     sync: OwnedFd,
     err: OwnedFd,
@@ -83,18 +77,6 @@ pub fn main(
     if !spec.namespaces && nix::unistd::getppid() != launcher {
         // The supervisor died before the death signal was set.
         orphaned(spec);
-    }
-    // Into the cell's cgroup v1 hierarchies, by itself, first: the worker and everything
-    // it starts are born inside. The fds (opened by the supervisor) are closed at once.
-    for tasks in cgroup_tasks {
-        if let Err(e) = nix::unistd::write(&tasks, b"0") {
-            report(
-                err.as_raw_fd(),
-                125,
-                &format!("cannot put the cell into its cgroup: moving init: {e} (run it again; `taskcell doctor` shows the cgroups)"),
-            );
-            exit(125);
-        }
     }
     // The identity map of the caller's ids, written by this process itself (allowed for
     // its own ids once setgroups is denied): no round trip to the supervisor, which would
@@ -171,7 +153,7 @@ pub fn main(
             exit(125);
         }
         // A change of ids clears the parent-death signal: set it again (were the
-        // supervisor gone already, the next read of the sync pipe ends this process).
+        // supervisor gone already, the next read of the release socket ends this process).
         // SAFETY: prctl with integer arguments only.
         unsafe {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
@@ -258,14 +240,25 @@ pub fn main(
         }
     }
 
-    // The second release: the supervisor has put this process in the cell's cgroup.
-    if !matches!(f.read(&mut go), Ok(1)) {
-        if !spec.namespaces {
-            orphaned(spec);
+    // The second release: the supervisor has put this process in the cell's cgroup, or
+    // made it and sent its cgroup v1 `tasks` files (and their parents'), which this
+    // process writes "0" to: one thread moving itself takes no threadgroup lock and
+    // waits for no RCU grace period, as a move by pid does (5-10 ms on the dev VM). The
+    // worker, forked next by this thread, and everything it starts are born inside.
+    let sync = OwnedFd::from(f);
+    let leave = match release(&sync, self_move) {
+        Ok(leave) => leave,
+        Err(msg) => {
+            if let Some(msg) = msg {
+                report(err.as_raw_fd(), 125, &msg);
+            }
+            if !spec.namespaces {
+                orphaned(spec);
+            }
+            exit(125);
         }
-        exit(125);
-    }
-    drop(f);
+    };
+    drop(sync);
     let started = spawn_worker(
         spec,
         &err,
@@ -300,6 +293,30 @@ pub fn main(
         exit(125);
     }
     wait_loop(worker, status, leave, spec, launcher)
+}
+
+/// Wait for the second release; with `self_move`, move into the cell's cgroup v1
+/// directories through the `tasks` files that come with it, and return their parents'
+/// (to leave through at the end). Err(None): the supervisor is gone.
+fn release(sync: &OwnedFd, self_move: bool) -> Result<Vec<OwnedFd>, Option<String>> {
+    if !self_move {
+        let mut go = [0u8; 1];
+        return match nix::unistd::read(sync.as_raw_fd(), &mut go) {
+            Ok(1) => Ok(Vec::new()),
+            _ => Err(None),
+        };
+    }
+    let (n, mut fds) = crate::cell::fdpass::recv_with(sync).map_err(|_| None)?;
+    let leave = fds.split_off((n as usize).min(fds.len()));
+    if fds.is_empty() {
+        return Err(Some("cannot put the cell into its cgroup: no cgroup came with the release (run it again; `taskcell doctor` shows the cgroups)".into()));
+    }
+    for tasks in fds {
+        if let Err(e) = nix::unistd::write(&tasks, b"0") {
+            return Err(Some(format!("cannot put the cell into its cgroup: moving init: {e} (run it again; `taskcell doctor` shows the cgroups)")));
+        }
+    }
+    Ok(leave)
 }
 
 /// What the worker's first function gets (through clone's one pointer argument).

@@ -250,7 +250,7 @@ fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
 ///
 /// Returns the running cell and, when the cell failed before `execve`, what it said.
 pub fn spawn(spec: &Spec) -> Result<(Cell, Option<SetupFailure>), SpawnError> {
-    spawn_with(spec, Placement::Outside, |_, _| Ok(()))
+    spawn_with(spec, Placement::Outside, |_, _| Ok(AtRelease::default()))
 }
 
 /// How the cell's init gets into the cell's cgroup.
@@ -261,33 +261,41 @@ pub enum Placement<'a> {
     /// Born there: clone3 with CLONE_INTO_CGROUP and this cgroup v2 directory (opened
     /// for reading); a plain clone when that is refused (`before_release` is told).
     CloneInto(std::os::fd::BorrowedFd<'a>),
-    /// Init moves itself as its first step, writing "0" to these cgroup v1 `tasks` files
-    /// opened by the supervisor (see `CellCgroup::open_v1_tasks`), and out again through
-    /// the parents' (`leave`) once everything else in the cell has ended.
-    SelfMove {
-        into: Vec<OwnedFd>,
-        leave: Vec<OwnedFd>,
-    },
+    /// Init moves itself before it starts the worker, writing "0" to the cgroup v1 `tasks`
+    /// files `before_release` returns (it makes the cgroup while init builds the root, see
+    /// `CellCgroup::open_v1_tasks`); they come with the second release. Init moves out
+    /// again through the parents' (`leave`) once everything else in the cell has ended.
+    SelfMove,
+}
+
+/// What `before_release` gives init with its second release ([`Placement::SelfMove`]).
+#[derive(Debug, Default)]
+pub struct AtRelease {
+    /// The `tasks` files of the cell's cgroup v1 directories, opened for writing.
+    pub into: Vec<OwnedFd>,
+    /// Those of their parents.
+    pub leave: Vec<OwnedFd>,
 }
 
 /// [`spawn`], with `before_release` called with init's pid after the uid maps are written
 /// and before the worker may start (the supervisor moves init into the cell's cgroup
-/// there, so the worker and everything it starts are born inside it); it runs while init
-/// builds the cell's root. `placement`: how init gets into the cell's cgroup other than
-/// by `before_release`; `before_release` is told whether init is inside already (born
-/// there, or moving itself before anything else; false: a plain `clone` was made after
-/// the kernel or a seccomp filter refused `clone3`).
+/// there, or makes the cgroup init moves itself into, so the worker and everything it
+/// starts are born inside it); it runs while init builds the cell's root. `placement`:
+/// how init gets into the cell's cgroup other than by `before_release`; `before_release`
+/// is told whether init is inside already (born there, or moving itself; false: a plain
+/// `clone` was made after the kernel or a seccomp filter refused `clone3`).
 pub fn spawn_with(
     spec: &Spec,
     placement: Placement<'_>,
-    before_release: impl FnOnce(Pid, bool) -> Result<(), String>,
+    before_release: impl FnOnce(Pid, bool) -> Result<AtRelease, String>,
 ) -> Result<(Cell, Option<SetupFailure>), SpawnError> {
-    let (into_cgroup, self_move, leave) = match placement {
-        Placement::Outside => (None, Vec::new(), Vec::new()),
-        Placement::CloneInto(fd) => (Some(fd), Vec::new(), Vec::new()),
-        Placement::SelfMove { into, leave } => (None, into, leave),
+    let (into_cgroup, self_move) = match placement {
+        Placement::Outside => (None, false),
+        Placement::CloneInto(fd) => (Some(fd), false),
+        Placement::SelfMove => (None, true),
     };
-    let (sync_r, sync_w) = pipe_cloexec()?;
+    // The releases: a byte, then a byte or (SelfMove) the `tasks` files to move through.
+    let (sync_w, sync_r) = crate::cell::fdpass::pair()?;
     let (err_r, err_w) = pipe_cloexec()?;
     let (st_r, st_w) = pipe_cloexec()?;
     let lpair = if spec.listen.is_empty() {
@@ -337,7 +345,7 @@ pub fn spawn_with(
 
     let spread = Spread::before_clone();
     let (ret, born_inside) = clone_cell(flags, into_cgroup);
-    let inside = born_inside || !self_move.is_empty();
+    let inside = born_inside || self_move;
     if ret < 0 {
         let e = io::Error::last_os_error();
         let _ = nix::sys::signal::pthread_sigmask(
@@ -362,11 +370,7 @@ pub fn spawn_with(
         };
         init::main(
             spec,
-            init::Placing {
-                spread,
-                into: self_move,
-                leave,
-            },
+            init::Placing { spread, self_move },
             bpair.map(|(_, child)| child),
             sync_r,
             err_w,
@@ -374,8 +378,6 @@ pub fn spawn_with(
             socks,
         );
     }
-    drop(self_move);
-    drop(leave);
     let bsock = bpair.map(|(parent, _child)| parent);
     let lsock = lpair.map(|(parent, _child)| parent);
     let tsock = tpair.map(|(parent, _child)| parent);
@@ -450,12 +452,23 @@ pub fn spawn_with(
         }
     }
     drop(bsock);
-    if let Err(e) = before_release(pid, inside) {
-        kill_child();
-        return Err(SpawnError::Cgroup(e));
-    }
+    let at_release = match before_release(pid, inside) {
+        Ok(a) => a,
+        Err(e) => {
+            kill_child();
+            return Err(SpawnError::Cgroup(e));
+        }
+    };
     // A child whose setup failed has exited already; its report is on the error pipe.
-    let _ = nix::unistd::write(&sync_w, b"w");
+    if self_move {
+        let fds: Vec<RawFd> = (at_release.into.iter().chain(&at_release.leave))
+            .map(|f| f.as_raw_fd())
+            .collect();
+        let _ = crate::cell::fdpass::send_with(&sync_w, at_release.into.len() as u32, &fds);
+    } else {
+        let _ = nix::unistd::write(&sync_w, b"w");
+    }
+    drop(at_release);
     drop(sync_w);
     drop(reapers);
 
