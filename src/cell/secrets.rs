@@ -105,8 +105,11 @@ pub fn redirect_stdio(stdio: Option<(RawFd, RawFd)>) -> Result<(), String> {
 }
 
 /// In the worker, after `close_range(3.., CLOEXEC)`: put each fd-delivered memfd at its
-/// declared number (without close-on-exec). The error pipe is moved out of the way first.
-pub fn place_fds(secrets: &[CellSecret], err: &mut OwnedFd) -> Result<(), String> {
+/// declared number (without close-on-exec). The worker's own fds it still needs (`keep`:
+/// the error pipe, the detach pipe, its copy of the Landlock ruleset, the seccomp
+/// listener's socket) are moved above every declared number first: a `dup2` onto one of
+/// them would have replaced it with the secret.
+pub fn place_fds(secrets: &[CellSecret], keep: &mut [&mut OwnedFd]) -> Result<(), String> {
     let targets: Vec<(RawFd, RawFd)> = secrets
         .iter()
         .filter_map(|s| match s.how {
@@ -127,10 +130,12 @@ pub fn place_fds(secrets: &[CellSecret], err: &mut OwnedFd) -> Result<(), String
             Ok(n)
         }
     };
-    if err.as_raw_fd() < hi {
-        let n = dup_high(err.as_raw_fd())?;
-        // SAFETY: n is a fresh fd we own; the old OwnedFd closes the old number.
-        *err = unsafe { OwnedFd::from_raw_fd(n) };
+    for fd in keep.iter_mut() {
+        if fd.as_raw_fd() < hi {
+            let n = dup_high(fd.as_raw_fd())?;
+            // SAFETY: n is a fresh fd we own; the old OwnedFd closes the old number.
+            **fd = unsafe { OwnedFd::from_raw_fd(n) };
+        }
     }
     let mut moved = Vec::with_capacity(targets.len());
     for (src, target) in &targets {

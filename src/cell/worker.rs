@@ -158,10 +158,6 @@ pub fn main(
             libc::CLOSE_RANGE_CLOEXEC,
         );
     }
-    // Secrets delivered by fd go to their declared numbers (close-on-exec clear).
-    if let Err(e) = super::secrets::place_fds(&spec.secrets, &mut err) {
-        fail(&err, 125, &e);
-    }
     let secret_env = match super::secrets::env_entries(&spec.secrets) {
         Ok(v) => v,
         Err(e) => fail(&err, 125, &e),
@@ -190,6 +186,20 @@ pub fn main(
         if let Err(e) = super::rootfs::wait_detached(done) {
             fail(&err, 125, &e);
         }
+    }
+    drop(detached);
+    // Secrets delivered by fd go to their declared numbers (close-on-exec clear), last:
+    // a `dup2` onto a number the worker still used (init's Landlock ruleset, the detach
+    // pipe) would have replaced it with the secret. The fds still needed are moved above
+    // every declared number first.
+    let mut notify_sock = notify_sock;
+    let placed = {
+        let mut keep: Vec<&mut OwnedFd> = vec![&mut err];
+        keep.extend(notify_sock.as_mut());
+        super::secrets::place_fds(&spec.secrets, &mut keep)
+    };
+    if let Err(e) = placed {
+        fail(&err, 125, &e);
     }
     if let Some(programs) = &spec.seccomp {
         // The container tier: the main program's listener goes to the supervisor (and
