@@ -8,6 +8,25 @@ fn runs_a_command_in_a_cell() {
     assert_eq!(out, "hello\ntaskcell\n");
 }
 
+/// The command runs on every CPU taskcell may run on: init is moved to the other CPUs for
+/// its start (cell::Spread) and must give them back before the worker exists.
+#[test]
+fn the_command_gets_every_cpu_taskcell_has() {
+    let line = |status: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with("Cpus_allowed_list:"))
+            .map(|l| l.trim().to_string())
+            .expect("a Cpus_allowed_list line")
+    };
+    let ws = Ws::new();
+    let ours = line(&std::fs::read_to_string("/proc/self/status").expect("own status"));
+    for _ in 0..5 {
+        let out = ok(&sh(ws.path(), "build", &[], "cat /proc/self/status"));
+        assert_eq!(line(&out), ours, "{out}");
+    }
+}
+
 /// HOME=/ (a container's user without an entry in /etc/passwd) is refused with what to do,
 /// not a tmpfs over the cell's root that fails later at "making /dev read-only".
 #[test]
