@@ -441,9 +441,10 @@ struct Started {
 /// Compile the spec and clone the cell, with the fallbacks the plan allows: the identity
 /// map when a filesystem cannot be idmapped (best effort), no namespaces when user
 /// namespaces are not available and the tier left is one the plan accepts. Init is born
-/// in the cell's cgroup where the kernel allows (cgroup v2), else moved there before the
-/// worker starts; stale cgroups of killed taskcells are removed while init builds the
-/// cell's root.
+/// in the cell's cgroup where the kernel allows (cgroup v2); on cgroup v1 the cgroup is
+/// made after the clone, while init builds the root, and init moves itself in before the
+/// worker starts (rlimits stand in, and the cell is cloned again, when it cannot be
+/// made); otherwise init is moved there by pid before the worker starts.
 #[allow(clippy::too_many_arguments)]
 fn spawn_cell(
     plan: &Plan,
