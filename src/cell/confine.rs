@@ -58,14 +58,13 @@ fn probe_all() -> Probed {
 
 impl Probing {
     pub fn start() -> Probing {
-        let t = std::thread::Builder::new()
-            .name("probe".into())
-            .stack_size(256 * 1024)
-            .spawn(probe_all)
-            .ok();
-        if let Some(t) = &t {
-            super::beside_caller(t);
-        }
+        let t = super::spawn_beside(
+            std::thread::Builder::new()
+                .name("probe".into())
+                .stack_size(256 * 1024),
+            probe_all,
+        )
+        .ok();
         Probing(t)
     }
 
@@ -320,10 +319,11 @@ impl Landlocking {
         let added = std::sync::Arc::new(std::sync::OnceLock::new());
         let result = added.clone();
         let rules = r.clone();
-        let thread = std::thread::Builder::new()
-            .name("landlock".into())
-            .stack_size(64 * 1024)
-            .spawn(move || {
+        let thread = super::spawn_beside(
+            std::thread::Builder::new()
+                .name("landlock".into())
+                .stack_size(64 * 1024),
+            move || {
                 // A result even if this thread ends by a panic: the worker waits for one.
                 struct Said(std::sync::Arc<std::sync::OnceLock<Result<(), String>>>);
                 impl Drop for Said {
@@ -340,9 +340,9 @@ impl Landlocking {
                     .map_err(|e| format!("Landlock: dropping the capabilities of its thread: {e}"))
                     .and_then(|()| add_rules(filling, &rules).map(drop));
                 let _ = said.0.set(r);
-            })
-            .map_err(|e| format!("Landlock: starting the thread that adds the rules: {e}"))?;
-        super::beside_caller(&thread);
+            },
+        )
+        .map_err(|e| format!("Landlock: starting the thread that adds the rules: {e}"))?;
         Ok(Landlocking {
             ruleset,
             added,

@@ -30,27 +30,83 @@ use nix::unistd::Pid;
 
 pub use crate::spec::{Spec, TermSize};
 
-/// Let a thread init just started run on another CPU than init's. A new thread is
-/// queued on its creator's CPU (on this 2-vCPU VM it waited there 1.3 ms, until init
-/// blocked, while the other CPU idled), and init's threads exist to run beside it. Best
-/// effort: on one allowed CPU, or when the kernel refuses, the thread stays where it is.
-pub(crate) fn beside_caller<T>(t: &std::thread::JoinHandle<T>) {
+/// Start a thread that runs on another CPU than the caller's. A new thread is queued on
+/// its creator's CPU (on this 2-vCPU VM it waited there up to 1.3 ms, until the creator
+/// blocked, while the other CPU idled) or runs there at once and makes the creator wait;
+/// the threads started here exist to run beside their creator (the probes, init's
+/// network namespace, Landlock rules, the staging root's detach). Best effort: on one
+/// allowed CPU, or when the kernel refuses, the thread runs where the kernel puts it.
+///
+/// The thread waits until its CPUs are set: a thread that had already ended would have
+/// no thread id left, and `pthread_setaffinity_np` would then set the *caller's* CPUs
+/// (a tid of 0 is the calling thread), pinning the caller and everything it starts
+/// afterwards (the cell's command) to one CPU.
+pub(crate) fn spawn_beside<F, T>(
+    builder: std::thread::Builder,
+    f: F,
+) -> io::Result<std::thread::JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    spawn_beside_then(builder, f, || ())
+}
+
+/// [`spawn_beside`], with `before_placing` run between the thread's start and the setting
+/// of its CPUs (tests widen that window with it).
+fn spawn_beside_then<F, T>(
+    builder: std::thread::Builder,
+    f: F,
+    before_placing: impl FnOnce(),
+) -> io::Result<std::thread::JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
     use std::os::unix::thread::JoinHandleExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(others) = others_than_here() else {
+        return builder.spawn(f);
+    };
+    let placed = std::sync::Arc::new(AtomicBool::new(false));
+    let placed_in = placed.clone();
+    let t = builder.spawn(move || {
+        while !placed_in.load(Ordering::Acquire) {
+            std::thread::park();
+        }
+        f()
+    })?;
+    before_placing();
+    // SAFETY: pthread_setaffinity_np reads the set for a thread that has not ended (it
+    // waits for `placed`, and its JoinHandle is held, so it is neither joined nor
+    // detached).
+    unsafe {
+        libc::pthread_setaffinity_np(
+            t.as_pthread_t(),
+            std::mem::size_of::<libc::cpu_set_t>(),
+            &others,
+        );
+    }
+    placed.store(true, Ordering::Release);
+    t.thread().unpark();
+    Ok(t)
+}
+
+/// The CPUs this thread may run on without the one it runs on now; None when there are
+/// no others.
+fn others_than_here() -> Option<libc::cpu_set_t> {
     // SAFETY: cpu_set_t is plain data; sched_getcpu and sched_getaffinity write only
-    // into it; pthread_setaffinity_np reads the set for a thread that is alive (its
-    // JoinHandle is held, so it is not joined or detached).
+    // into it.
     unsafe {
         let here = libc::sched_getcpu();
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        let size = std::mem::size_of::<libc::cpu_set_t>();
-        if here < 0 || libc::sched_getaffinity(0, size, &mut set) != 0 {
-            return;
+        if here < 0
+            || libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0
+        {
+            return None;
         }
         libc::CPU_CLR(here as usize, &mut set);
-        if libc::CPU_COUNT(&set) == 0 {
-            return;
-        }
-        libc::pthread_setaffinity_np(t.as_pthread_t(), size, &set);
+        (libc::CPU_COUNT(&set) > 0).then_some(set)
     }
 }
 
@@ -632,4 +688,48 @@ pub fn read_status(cell: &Cell) -> Option<i32> {
     let mut buf = [0u8; 4];
     let n = nix::unistd::read(cell.status.as_raw_fd(), &mut buf).ok()?;
     (n == 4).then(|| i32::from_ne_bytes(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpus_of_this_thread() -> Vec<usize> {
+        // SAFETY: cpu_set_t is plain data that sched_getaffinity fills in.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            assert_eq!(
+                libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+                0
+            );
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect()
+        }
+    }
+
+    /// A thread that ends before its creator sets its CPUs must not leave the creator
+    /// pinned: `pthread_setaffinity_np` on an ended thread (thread id 0) set the
+    /// caller's own CPUs, and a root-started cell's command then ran on one CPU in two
+    /// launches of three. The thread also never runs on its creator's CPU.
+    #[test]
+    fn a_thread_started_beside_never_moves_its_caller() {
+        let mine = cpus_of_this_thread();
+        for i in 0..200 {
+            // Every tenth: time enough for a thread that did not wait to end first.
+            let pause = || std::thread::sleep(std::time::Duration::from_millis(2));
+            let t = if i % 10 == 0 {
+                spawn_beside_then(std::thread::Builder::new(), cpus_of_this_thread, pause)
+            } else {
+                spawn_beside(std::thread::Builder::new(), cpus_of_this_thread)
+            }
+            .expect("spawning a thread");
+            let theirs = t.join().expect("the thread's CPUs");
+            assert_eq!(cpus_of_this_thread(), mine, "the caller's CPUs changed");
+            if mine.len() > 1 {
+                assert_eq!(theirs.len(), mine.len() - 1, "{theirs:?} of {mine:?}");
+                assert!(theirs.iter().all(|c| mine.contains(c)));
+            }
+        }
+    }
 }

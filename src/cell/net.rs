@@ -35,17 +35,14 @@ impl From<String> for Failed {
 /// Start the thread; `lo` is brought up in the new namespace when `loopback`. Call it
 /// after init's last change of ids (a thread keeps the credentials it was born with).
 pub fn start(loopback: bool) -> Result<Making, Failed> {
-    std::thread::Builder::new()
-        .name("netns".into())
-        .stack_size(64 * 1024)
-        .spawn(move || make(loopback))
-        .map(|t| {
-            super::beside_caller(&t);
-            Making(t)
-        })
-        .map_err(|e| {
-            format!("starting the thread that makes the cell's network namespace: {e}").into()
-        })
+    super::spawn_beside(
+        std::thread::Builder::new()
+            .name("netns".into())
+            .stack_size(64 * 1024),
+        move || make(loopback),
+    )
+    .map(Making)
+    .map_err(|e| format!("starting the thread that makes the cell's network namespace: {e}").into())
 }
 
 fn make(loopback: bool) -> Result<OwnedFd, Failed> {

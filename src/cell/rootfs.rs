@@ -185,9 +185,9 @@ impl Detaching {
         let (done, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(err("a pipe for detaching the staging root"))?;
         let write_fd = w.as_raw_fd();
-        let thread = std::thread::Builder::new()
-            .stack_size(64 * 1024)
-            .spawn(move || {
+        let thread = super::spawn_beside(
+            std::thread::Builder::new().stack_size(64 * 1024),
+            move || {
                 let code = match umount2(".", MntFlags::MNT_DETACH) {
                     Ok(()) => 0,
                     Err(e) => e as i32,
@@ -196,9 +196,9 @@ impl Detaching {
                 // joined.
                 let w = unsafe { std::os::fd::BorrowedFd::borrow_raw(write_fd) };
                 let _ = nix::unistd::write(w, &code.to_ne_bytes());
-            })
-            .map_err(ioerr("starting the thread that detaches the staging root"))?;
-        super::beside_caller(&thread);
+            },
+        )
+        .map_err(ioerr("starting the thread that detaches the staging root"))?;
         Ok(Detaching {
             thread,
             done,
