@@ -10,6 +10,10 @@ use taskcell::{audit, doctor, explain, supervisor, EXIT_SETUP};
 fn main() -> ExitCode {
     // First: no terminating signal may end the supervisor between two steps (a secret
     // fetched and not yet revoked); `run` turns each into an orderly ending.
+    // SAFETY: mallopt with an integer parameter, before any thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     let blocked = taskcell::signals::block_at_start();
     // Before any lookup of a user or a host.
     taskcell::names::pin();
