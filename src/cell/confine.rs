@@ -296,22 +296,23 @@ fn restrict(c: landlock::RulesetCreated) -> Result<(), String> {
     Ok(())
 }
 
-/// A cell's Landlock ruleset, made by init before it starts the worker and filled by a
-/// thread of init (on the other CPU) while the worker starts: its stdio, rlimits and
-/// capabilities. The worker waits for the rules ([`Landlocking::restrict`]) and restricts
-/// itself with its own copy of the ruleset's fd (made before its clone, so its fd table
-/// has one; rules added through any copy are in the one ruleset). The worker shares
-/// init's memory (CLONE_VM), where the thread leaves its result.
+/// A cell's Landlock ruleset, made by init before it starts the worker and filled by
+/// init's helper thread (on the other CPU, [`super::Helper`]) while the worker starts:
+/// its stdio, rlimits and capabilities. The worker waits for the rules
+/// ([`Landlocking::restrict`]) and restricts itself with its own copy of the ruleset's fd
+/// (made before its clone, so its fd table has one; rules added through any copy are in
+/// the one ruleset). The worker shares init's memory (CLONE_VM), where the helper leaves
+/// its result.
 pub struct Landlocking {
     ruleset: landlock::RulesetCreated,
     added: std::sync::Arc<std::sync::OnceLock<Result<(), String>>>,
-    thread: std::thread::JoinHandle<()>,
 }
 
 impl Landlocking {
-    /// Create the ruleset and start the thread that adds the rules. Call it once the
-    /// cell's root is in place (the rules' paths are looked up in it).
-    pub fn start(r: &Rules) -> Result<Landlocking, String> {
+    /// Create the ruleset and queue the adding of the rules on `helper`, as its last job
+    /// (it drops the helper's capabilities). Call it once the cell's root is in place (the
+    /// rules' paths are looked up in it).
+    pub fn start(r: &Rules, helper: &super::Helper) -> Result<Landlocking, String> {
         let ruleset = create_ruleset(r)?;
         let filling = ruleset
             .try_clone()
@@ -319,35 +320,28 @@ impl Landlocking {
         let added = std::sync::Arc::new(std::sync::OnceLock::new());
         let result = added.clone();
         let rules = r.clone();
-        let thread = super::spawn_beside(
-            std::thread::Builder::new()
-                .name("landlock".into())
-                .stack_size(64 * 1024),
-            move || {
-                // A result even if this thread ends by a panic: the worker waits for one.
-                struct Said(std::sync::Arc<std::sync::OnceLock<Result<(), String>>>);
-                impl Drop for Said {
-                    fn drop(&mut self) {
-                        let _ = self.0.set(Err(
-                            "Landlock: the thread adding the rules ended without a result".into(),
-                        ));
-                    }
-                }
-                let said = Said(result);
-                // The paths are opened as the worker would open them: without
-                // capabilities (this thread's own credentials; init keeps its own).
-                let r = caps::clear(None, caps::CapSet::Effective)
-                    .map_err(|e| format!("Landlock: dropping the capabilities of its thread: {e}"))
-                    .and_then(|()| add_rules(filling, &rules).map(drop));
-                let _ = said.0.set(r);
-            },
-        )
-        .map_err(|e| format!("Landlock: starting the thread that adds the rules: {e}"))?;
-        Ok(Landlocking {
-            ruleset,
-            added,
-            thread,
-        })
+        // A result even if the job is dropped unrun (the helper ended) or ends by a panic:
+        // the worker waits for one.
+        struct Said(std::sync::Arc<std::sync::OnceLock<Result<(), String>>>);
+        impl Drop for Said {
+            fn drop(&mut self) {
+                let _ = self.0.set(Err(
+                    "Landlock: the thread adding the rules ended without a result".into(),
+                ));
+            }
+        }
+        let said = Said(result);
+        if !helper.run(move || {
+            // The paths are opened as the worker would open them: without capabilities
+            // (the helper's own credentials; init keeps its own).
+            let r = caps::clear(None, caps::CapSet::Effective)
+                .map_err(|e| format!("Landlock: dropping the capabilities of its thread: {e}"))
+                .and_then(|()| add_rules(filling, &rules).map(drop));
+            let _ = said.0.set(r);
+        }) {
+            return Err("Landlock: the thread that adds the rules has ended".into());
+        }
+        Ok(Landlocking { ruleset, added })
     }
 
     /// In the worker (no_new_privs set): wait for the rules, then restrict this process.
@@ -358,11 +352,6 @@ impl Landlocking {
             .try_clone()
             .map_err(|e| format!("Landlock: the worker's fd of the ruleset: {e}"))?;
         restrict(own)
-    }
-
-    /// In init, once the worker has exec'd or failed.
-    pub fn join(self) {
-        let _ = self.thread.join();
     }
 }
 

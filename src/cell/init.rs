@@ -159,17 +159,36 @@ pub fn main(
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
         }
     }
-    // The network namespace, made beside the root (see net::Making).
-    let netns = if spec.namespaces && spec.net != NetMode::Host {
-        match super::net::start(matches!(spec.net, NetMode::Loopback | NetMode::Proxy)) {
-            Ok(m) => Some(m),
-            Err(f) => {
-                report(err.as_raw_fd(), f.code(), &f.message);
+    // The helper thread (after the last change of ids: it keeps init's credentials) for
+    // the network namespace, made beside the root (see net::Making), and the Landlock
+    // rules.
+    let wants_netns = spec.namespaces && spec.net != NetMode::Host;
+    let helper = if wants_netns || spec.landlock.is_some() {
+        match super::Helper::start() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                report(
+                    err.as_raw_fd(),
+                    125,
+                    &format!("starting init's helper thread: {e}"),
+                );
                 exit(125);
             }
         }
     } else {
         None
+    };
+    let netns = match (&helper, wants_netns) {
+        (Some(h), true) => {
+            match super::net::start(matches!(spec.net, NetMode::Loopback | NetMode::Proxy), h) {
+                Ok(m) => Some(m),
+                Err(f) => {
+                    report(err.as_raw_fd(), f.code(), &f.message);
+                    exit(125);
+                }
+            }
+        }
+        _ => None,
     };
     let detaching = if spec.namespaces {
         match setup(spec, prepared.as_ref()) {
@@ -184,11 +203,11 @@ pub fn main(
     };
     drop(prepared);
     // The Landlock rules are added beside what follows and the worker's start.
-    let landlocking = match spec
-        .landlock
-        .as_ref()
-        .map(super::confine::Landlocking::start)
-    {
+    let landlocking = match (spec.landlock.as_ref(), &helper) {
+        (Some(r), Some(h)) => Some(super::confine::Landlocking::start(r, h)),
+        _ => None,
+    };
+    let landlocking = match landlocking {
         Some(Ok(l)) => Some(l),
         Some(Err(msg)) => {
             report(err.as_raw_fd(), 125, &msg);
@@ -272,8 +291,9 @@ pub fn main(
     if let Some(d) = detaching {
         d.join();
     }
-    if let Some(l) = landlocking {
-        l.join();
+    drop(landlocking);
+    if let Some(h) = helper {
+        h.join();
     }
     let worker = match started {
         Ok(pid) => pid,
@@ -379,9 +399,9 @@ fn spawn_worker(
     };
     // SAFETY: the stack is the top of its own mapping; `entry` never returns
     // (worker::main execs or _exits) and touches this thread's memory only while this
-    // thread waits (CLONE_VFORK); `start` outlives the call. The only other thread (the
-    // one detaching the staging root) keeps running and releases any lock it takes, as a
-    // thread does.
+    // thread waits (CLONE_VFORK); `start` outlives the call. The other threads (the
+    // one detaching the staging root, the helper adding the Landlock rules) keep running
+    // and release any lock they take, as threads do.
     let pid = unsafe {
         libc::clone(
             entry,

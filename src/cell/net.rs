@@ -1,4 +1,4 @@
-//! The cell's network namespace: made by a thread of init while init builds the root,
+//! The cell's network namespace: made by init's helper thread while init builds the root,
 //! `lo` brought up for the `loopback` and `proxy` modes.
 
 use std::io;
@@ -7,13 +7,13 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 /// ioctl on a socket: an fd of the socket's network namespace (linux/sockios.h, 4.9+).
 const SIOCGSKNS: libc::c_ulong = 0x894C;
 
-/// The cell's network namespace being made by a thread of init. Creating a network
+/// The cell's network namespace being made by init's helper thread. Creating a network
 /// namespace is the costliest part of the cell's clone (0.55–0.6 ms of the 0.7–0.8 here,
-/// the same for bubblewrap): cloned without CLONE_NEWNET, init has a thread create it on
-/// the other CPU while it builds the root, and joins it ([`Making::enter`]) before anything
-/// of the cell's network is used (the listeners) and before the worker starts. Namespaces
-/// are per thread: the thread's unshare moves only itself.
-pub struct Making(std::thread::JoinHandle<Result<OwnedFd, Failed>>);
+/// the same for bubblewrap): cloned without CLONE_NEWNET, init has its [`super::Helper`]
+/// create it on the other CPU while it builds the root, and joins it ([`Making::enter`])
+/// before anything of the cell's network is used (the listeners) and before the worker
+/// starts. Namespaces are per thread: the helper's unshare moves only itself.
+pub struct Making(std::sync::mpsc::Receiver<Result<OwnedFd, Failed>>);
 
 /// Why the namespace is not there: `refused` when the kernel (or a seccomp policy)
 /// refused to create it, which the supervisor treats like a refused clone.
@@ -32,17 +32,21 @@ impl From<String> for Failed {
     }
 }
 
-/// Start the thread; `lo` is brought up in the new namespace when `loopback`. Call it
-/// after init's last change of ids (a thread keeps the credentials it was born with).
-pub fn start(loopback: bool) -> Result<Making, Failed> {
-    super::spawn_beside(
-        std::thread::Builder::new()
-            .name("netns".into())
-            .stack_size(64 * 1024),
-        move || make(loopback),
-    )
-    .map(Making)
-    .map_err(|e| format!("starting the thread that makes the cell's network namespace: {e}").into())
+/// Queue the namespace's making on `helper`; `lo` is brought up in the new namespace
+/// when `loopback`. The helper must have been started after init's last change of ids (a
+/// thread keeps the credentials it was born with) and this must be its first job.
+pub fn start(loopback: bool, helper: &super::Helper) -> Result<Making, Failed> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    if !helper.run(move || {
+        let _ = tx.send(make(loopback));
+    }) {
+        return Err(
+            "starting the thread that makes the cell's network namespace: it has ended"
+                .to_string()
+                .into(),
+        );
+    }
+    Ok(Making(rx))
 }
 
 fn make(loopback: bool) -> Result<OwnedFd, Failed> {
@@ -74,7 +78,7 @@ fn make(loopback: bool) -> Result<OwnedFd, Failed> {
 impl Making {
     /// Wait for the thread and move the calling thread into the namespace it made.
     pub fn enter(self) -> Result<(), Failed> {
-        let ns = self.0.join().map_err(|_| {
+        let ns = self.0.recv().map_err(|_| {
             Failed::from("the thread making the cell's network namespace panicked".to_string())
         })??;
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
