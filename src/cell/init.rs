@@ -163,7 +163,7 @@ pub fn main(
     // the network namespace, made beside the root (see net::Making), and the Landlock
     // rules.
     let wants_netns = spec.namespaces && spec.net != NetMode::Host;
-    let helper = if wants_netns || spec.landlock.is_some() {
+    let helper = if spec.namespaces || spec.landlock.is_some() {
         match super::Helper::start() {
             Ok(h) => Some(h),
             Err(e) => {
@@ -190,17 +190,12 @@ pub fn main(
         }
         _ => None,
     };
-    let detaching = if spec.namespaces {
-        match setup(spec, prepared.as_ref()) {
-            Ok(d) => Some(d),
-            Err(msg) => {
-                report(err.as_raw_fd(), 125, &msg);
-                exit(125);
-            }
+    if spec.namespaces {
+        if let Err(msg) = setup(spec, prepared.as_ref()) {
+            report(err.as_raw_fd(), 125, &msg);
+            exit(125);
         }
-    } else {
-        None
-    };
+    }
     drop(prepared);
     // The Landlock rules are added beside what follows and the worker's start.
     let landlocking = match (spec.landlock.as_ref(), &helper) {
@@ -214,6 +209,17 @@ pub fn main(
             exit(125);
         }
         None => None,
+    };
+    // The staging root's detach, after the rules (the worker needs those first).
+    let detaching = match (&helper, spec.namespaces) {
+        (Some(h), true) => match rootfs::Detaching::start(h) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                report(err.as_raw_fd(), 125, &e.to_string());
+                exit(125);
+            }
+        },
+        _ => None,
     };
     if let Some(m) = netns {
         if let Err(f) = m.enter() {
@@ -288,12 +294,12 @@ pub fn main(
         landlocking.as_ref(),
     );
     // The worker has exec'd (after the detach was done) or failed: init is one thread again.
-    if let Some(d) = detaching {
-        d.join();
-    }
     drop(landlocking);
     if let Some(h) = helper {
         h.join();
+    }
+    if let Some(d) = detaching {
+        d.join();
     }
     let worker = match started {
         Ok(pid) => pid,
@@ -399,9 +405,9 @@ fn spawn_worker(
     };
     // SAFETY: the stack is the top of its own mapping; `entry` never returns
     // (worker::main execs or _exits) and touches this thread's memory only while this
-    // thread waits (CLONE_VFORK); `start` outlives the call. The other threads (the
-    // one detaching the staging root, the helper adding the Landlock rules) keep running
-    // and release any lock they take, as threads do.
+    // thread waits (CLONE_VFORK); `start` outlives the call. The only other thread (the
+    // helper adding the Landlock rules and detaching the staging root) keeps running and
+    // releases any lock it takes, as a thread does.
     let pid = unsafe {
         libc::clone(
             entry,
@@ -420,13 +426,11 @@ fn spawn_worker(
     Ok(Pid::from_raw(pid))
 }
 
-fn setup(spec: &Spec, prepared: Option<&OwnedFd>) -> Result<rootfs::Detaching, String> {
-    let detaching =
-        rootfs::execute(&spec.mounts, prepared, spec.tmpfs_size).map_err(|e| e.to_string())?;
+fn setup(spec: &Spec, prepared: Option<&OwnedFd>) -> Result<(), String> {
+    rootfs::execute(&spec.mounts, prepared, spec.tmpfs_size).map_err(|e| e.to_string())?;
     super::secrets::populate(&spec.secrets)?;
     nix::unistd::sethostname(&spec.process.hostname)
-        .map_err(|e| format!("setting the hostname {:?}: {e}", spec.process.hostname))?;
-    Ok(detaching)
+        .map_err(|e| format!("setting the hostname {:?}: {e}", spec.process.hostname))
 }
 
 /// After the worker started, init needs no privilege: drop every capability, set

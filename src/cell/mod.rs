@@ -34,7 +34,7 @@ pub use crate::spec::{Spec, TermSize};
 /// its creator's CPU (on this 2-vCPU VM it waited there up to 1.3 ms, until the creator
 /// blocked, while the other CPU idled) or runs there at once and makes the creator wait;
 /// the threads started here exist to run beside their creator (the probes, init's
-/// network namespace, Landlock rules, the staging root's detach). Best effort: on one
+/// helper). Best effort: on one
 /// allowed CPU, or when the kernel refuses, the thread runs where the kernel puts it.
 ///
 /// The thread waits until its CPUs are set: a thread that had already ended would have
@@ -94,11 +94,12 @@ where
 
 /// A thread of init beside it (started by [`spawn_beside`]) that runs, in order, the work
 /// init hands off: the network namespace while init builds the root ([`net::start`]),
-/// then the Landlock rules once the root is built ([`confine::Landlocking::start`]). One
-/// thread for both: a second thread cost init 0.06-0.1 ms to start (a stack to map, its
-/// first page faults) on the path to the worker, and its start on the idle CPU a wake-up.
-/// A job that needs capabilities comes before one that drops them (the thread keeps init's
-/// credentials from its start, after init's last change of ids).
+/// then, once the root is built, the Landlock rules ([`confine::Landlocking::start`]) and
+/// the staging root's detach ([`rootfs::Detaching::start`]). One thread for all three:
+/// each thread more cost init 0.06-0.1 ms to start (a stack to map, its first page
+/// faults) on the path to the worker, and its start on the idle CPU a wake-up. The thread
+/// keeps init's credentials from its start (after init's last change of ids); the
+/// Landlock job drops its effective capabilities, the detach raises the one it needs.
 pub struct Helper {
     jobs: Option<std::sync::mpsc::Sender<Job>>,
     thread: std::thread::JoinHandle<()>,
@@ -114,8 +115,11 @@ impl Helper {
                 .name("helper".into())
                 .stack_size(64 * 1024),
             move || {
+                // A job that panics ends itself only: the thread lives until `jobs` is
+                // dropped (its id stays valid for `run`), the job's captured ends tell
+                // whoever waits on it.
                 for job in queue {
-                    job();
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                 }
             },
         )?;
@@ -125,12 +129,28 @@ impl Helper {
         })
     }
 
-    /// Queue `job`; false when the thread has ended (a job before it panicked), `job`
-    /// then dropped without running.
+    /// Queue `job` and let the thread run on the CPUs other than the caller's current one
+    /// (the caller may have moved since the thread started; on the same CPU the two would
+    /// take turns). False when the thread is gone, `job` then dropped without running.
     pub fn run(&self, job: impl FnOnce() + Send + 'static) -> bool {
-        self.jobs
-            .as_ref()
-            .is_some_and(|j| j.send(Box::new(job)).is_ok())
+        use std::os::unix::thread::JoinHandleExt;
+        let Some(jobs) = &self.jobs else {
+            return false;
+        };
+        if let Some(others) = others_than_here() {
+            // SAFETY: the thread has not ended: it ends only once `jobs` is dropped (a
+            // panicking job is caught), so its thread id is its own (an ended thread's
+            // would be 0, the caller). The set is read for the call; a refusal leaves the
+            // thread where it is.
+            unsafe {
+                libc::pthread_setaffinity_np(
+                    self.thread.as_pthread_t(),
+                    std::mem::size_of::<libc::cpu_set_t>(),
+                    &others,
+                );
+            }
+        }
+        jobs.send(Box::new(job)).is_ok()
     }
 
     /// Wait for the jobs queued so far and end the thread.

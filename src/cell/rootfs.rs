@@ -7,7 +7,7 @@
 //! (the staging tmpfs is the root's filesystem too, as in bubblewrap), populated by
 //! binding `/oldroot/X` onto `/newroot/X`; then `/newroot` becomes `/` through
 //! `pivot_root(".", ".")` and the staging root, with the host's root below it, is detached
-//! in one `umount2` by a thread of init ([`Detaching`]): every unmount waits for an RCU
+//! in one `umount2` by init's helper thread ([`Detaching`]): every unmount waits for an RCU
 //! grace period (≈ 0.2 ms), which bubblewrap pays twice in a row and taskcell once, while
 //! the worker sets up its process (the worker waits for it before its `execve`).
 
@@ -67,7 +67,7 @@ pub fn execute(
     ops: &[MountOp],
     prepared: Option<&OwnedFd>,
     tmpfs_size: Option<u64>,
-) -> Result<Detaching, RootfsError> {
+) -> Result<(), RootfsError> {
     // Nothing we do here may propagate back to the host.
     mount(
         None::<&str>,
@@ -160,57 +160,80 @@ pub fn execute(
         )
         .map_err(err("making the cell's root read-only"))?;
     }
-    Detaching::start()
+    // The staging root is detached by init's helper ([`Detaching::start`]).
+    Ok(())
 }
 
-/// The staging root, with the host's root below it, being detached by a thread of init
-/// (the thread shares init's working directory, the new root with the staging root
-/// stacked on it, which is why nothing in init changes directory until it is joined).
+/// The staging root, with the host's root below it, being detached by init's helper
+/// thread ([`super::Helper`], which shares init's working directory, the new root with the
+/// staging root stacked on it: nothing in init changes directory until [`Detaching::join`]).
 /// The detach waits for an RCU grace period; the worker does its setup meanwhile and
 /// waits on [`Detaching::done`] before its `execve`, so the command never sees the host's
-/// root.
+/// root. Queued after the Landlock rules (the worker needs those first).
 pub struct Detaching {
-    thread: std::thread::JoinHandle<()>,
     /// Read end: one `i32`, 0 once the detach is done, else its errno.
     pub done: OwnedFd,
-    /// The write end, held here (not by the thread) until [`Detaching::join`]: a number
-    /// the thread closed could be reused by init before the worker starts, and the worker
-    /// would then close something else in place of its copy. The thread always writes
-    /// its word, so no reader waits for the end of the pipe.
+    /// The write end, held here (not by the helper) until [`Detaching::join`]: a number
+    /// the helper closed could be reused by init before the worker starts, and the worker
+    /// would then close something else in place of its copy. The job always writes its
+    /// word (a job dropped unrun or ended by a panic writes an error), so no reader waits
+    /// for the end of the pipe.
     _write: OwnedFd,
 }
 
 impl Detaching {
-    fn start() -> Result<Detaching, RootfsError> {
+    /// Queue the detach on `helper`. Call it once the cell's root is in place (after
+    /// [`execute`]).
+    pub fn start(helper: &super::Helper) -> Result<Detaching, RootfsError> {
         let (done, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(err("a pipe for detaching the staging root"))?;
-        let write_fd = w.as_raw_fd();
-        let thread = super::spawn_beside(
-            std::thread::Builder::new().stack_size(64 * 1024),
-            move || {
-                let code = match umount2(".", MntFlags::MNT_DETACH) {
-                    Ok(()) => 0,
-                    Err(e) => e as i32,
-                };
-                // SAFETY: the write end stays open in `Detaching` until this thread is
-                // joined.
-                let w = unsafe { std::os::fd::BorrowedFd::borrow_raw(write_fd) };
-                let _ = nix::unistd::write(w, &code.to_ne_bytes());
-            },
-        )
-        .map_err(ioerr("starting the thread that detaches the staging root"))?;
-        Ok(Detaching {
-            thread,
-            done,
-            _write: w,
-        })
+        /// The job's word, written once: the detach's result, or EIO when the job ends
+        /// without one.
+        struct Word(Option<std::os::fd::RawFd>);
+        impl Word {
+            fn say(&mut self, code: i32) {
+                if let Some(fd) = self.0.take() {
+                    // SAFETY: the write end stays open in `Detaching` until the helper
+                    // is joined (see Detaching::join).
+                    let w = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                    let _ = nix::unistd::write(w, &code.to_ne_bytes());
+                }
+            }
+        }
+        impl Drop for Word {
+            fn drop(&mut self) {
+                self.say(libc::EIO);
+            }
+        }
+        let mut word = Word(Some(w.as_raw_fd()));
+        let queued = helper.run(move || {
+            // The Landlock job before this one dropped the helper's effective
+            // capabilities; unmounting needs CAP_SYS_ADMIN back (it is still permitted).
+            let r = caps::raise(
+                None,
+                caps::CapSet::Effective,
+                caps::Capability::CAP_SYS_ADMIN,
+            )
+            .map_err(|_| nix::errno::Errno::EPERM)
+            .and_then(|()| umount2(".", MntFlags::MNT_DETACH));
+            word.say(match r {
+                Ok(()) => 0,
+                Err(e) => e as i32,
+            });
+        });
+        if !queued {
+            return Err(RootfsError {
+                what: "detaching the staging root".into(),
+                err: io::Error::other("init's helper thread has ended"),
+            });
+        }
+        Ok(Detaching { done, _write: w })
     }
 
-    /// Wait for the thread (after the worker has exec'd or failed) and make `/` the
+    /// Once the helper is joined (after the worker has exec'd or failed): make `/` the
     /// working directory again.
     pub fn join(self) {
         drop(self.done);
-        let _ = self.thread.join();
         let _ = nix::unistd::chdir("/");
     }
 }
