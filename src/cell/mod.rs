@@ -776,6 +776,28 @@ mod tests {
         }
     }
 
+    /// The helper runs its jobs in order, and a job that panics ends only itself: the
+    /// thread stays (its id is set again by every `run`, which must never be the id of an
+    /// ended thread, the caller's own) and the next job runs.
+    #[test]
+    fn the_helper_runs_jobs_in_order_and_outlives_a_panicking_one() {
+        let mine = cpus_of_this_thread();
+        let h = Helper::start().expect("the helper");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t1 = tx.clone();
+        assert!(h.run(move || t1.send(1).expect("send")));
+        assert!(h.run(|| panic!("a job that panics")));
+        let t3 = tx.clone();
+        assert!(h.run(move || t3.send(3).expect("send")));
+        let next = || rx.recv_timeout(std::time::Duration::from_secs(10));
+        assert_eq!(next().expect("the first job"), 1);
+        assert_eq!(next().expect("the job after the panic"), 3);
+        assert!(h.run(move || tx.send(4).expect("send")));
+        assert_eq!(next().expect("a job queued later"), 4);
+        assert_eq!(cpus_of_this_thread(), mine, "the caller's CPUs changed");
+        h.join();
+    }
+
     /// A thread that ends before its creator sets its CPUs must not leave the creator
     /// pinned: `pthread_setaffinity_np` on an ended thread (thread id 0) set the
     /// caller's own CPUs, and a root-started cell's command then ran on one CPU in two
