@@ -197,7 +197,20 @@ pub fn main(
         }
     }
     drop(prepared);
-    // The Landlock rules are added beside what follows and the worker's start.
+    // The staging root's detach, then the Landlock rules, by the helper beside what
+    // follows and the worker's start: the detach needs the helper's capabilities, which
+    // the Landlock job drops; the rules are needed later (the worker's restrict comes
+    // 0.2 ms after its start, the detach was waited for with the rules queued first).
+    let detaching = match (&helper, spec.namespaces) {
+        (Some(h), true) => match rootfs::Detaching::start(h) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                report(err.as_raw_fd(), 125, &e.to_string());
+                exit(125);
+            }
+        },
+        _ => None,
+    };
     let landlocking = match (spec.landlock.as_ref(), &helper) {
         (Some(r), Some(h)) => Some(super::confine::Landlocking::start(r, h)),
         _ => None,
@@ -209,17 +222,6 @@ pub fn main(
             exit(125);
         }
         None => None,
-    };
-    // The staging root's detach, after the rules (the worker needs those first).
-    let detaching = match (&helper, spec.namespaces) {
-        (Some(h), true) => match rootfs::Detaching::start(h) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                report(err.as_raw_fd(), 125, &e.to_string());
-                exit(125);
-            }
-        },
-        _ => None,
     };
     if let Some(m) = netns {
         if let Err(f) = m.enter() {

@@ -94,12 +94,12 @@ where
 
 /// A thread of init beside it (started by [`spawn_beside`]) that runs, in order, the work
 /// init hands off: the network namespace while init builds the root ([`net::start`]),
-/// then, once the root is built, the Landlock rules ([`confine::Landlocking::start`]) and
-/// the staging root's detach ([`rootfs::Detaching::start`]). One thread for all three:
+/// then, once the root is built, the staging root's detach ([`rootfs::Detaching::start`])
+/// and the Landlock rules ([`confine::Landlocking::start`]). One thread for all three:
 /// each thread more cost init 0.06-0.1 ms to start (a stack to map, its first page
 /// faults) on the path to the worker, and its start on the idle CPU a wake-up. The thread
 /// keeps init's credentials from its start (after init's last change of ids); the
-/// Landlock job drops its effective capabilities, the detach raises the one it needs.
+/// Landlock job drops its effective capabilities, so it comes last.
 pub struct Helper {
     jobs: Option<std::sync::mpsc::Sender<Job>>,
     thread: std::thread::JoinHandle<()>,

@@ -169,7 +169,7 @@ pub fn execute(
 /// staging root stacked on it: nothing in init changes directory until [`Detaching::join`]).
 /// The detach waits for an RCU grace period; the worker does its setup meanwhile and
 /// waits on [`Detaching::done`] before its `execve`, so the command never sees the host's
-/// root. Queued after the Landlock rules (the worker needs those first).
+/// root. Queued before the Landlock rules, whose job drops the helper's capabilities.
 pub struct Detaching {
     /// Read end: one `i32`, 0 once the detach is done, else its errno.
     pub done: OwnedFd,
@@ -183,7 +183,7 @@ pub struct Detaching {
 
 impl Detaching {
     /// Queue the detach on `helper`. Call it once the cell's root is in place (after
-    /// [`execute`]).
+    /// [`execute`]) and before any job that drops the helper's capabilities (it unmounts).
     pub fn start(helper: &super::Helper) -> Result<Detaching, RootfsError> {
         let (done, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(err("a pipe for detaching the staging root"))?;
@@ -207,15 +207,7 @@ impl Detaching {
         }
         let mut word = Word(Some(w.as_raw_fd()));
         let queued = helper.run(move || {
-            // The Landlock job before this one dropped the helper's effective
-            // capabilities; unmounting needs CAP_SYS_ADMIN back (it is still permitted).
-            let r = caps::raise(
-                None,
-                caps::CapSet::Effective,
-                caps::Capability::CAP_SYS_ADMIN,
-            )
-            .map_err(|_| nix::errno::Errno::EPERM)
-            .and_then(|()| umount2(".", MntFlags::MNT_DETACH));
+            let r = umount2(".", MntFlags::MNT_DETACH);
             word.say(match r {
                 Ok(()) => 0,
                 Err(e) => e as i32,
