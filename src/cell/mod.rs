@@ -34,8 +34,8 @@ pub use crate::spec::{Spec, TermSize};
 /// its creator's CPU (on this 2-vCPU VM it waited there up to 1.3 ms, until the creator
 /// blocked, while the other CPU idled) or runs there at once and makes the creator wait;
 /// the threads started here exist to run beside their creator (the probes, init's
-/// helper). Best effort: on one
-/// allowed CPU, or when the kernel refuses, the thread runs where the kernel puts it.
+/// helper). Best effort: on one allowed CPU, or when the kernel refuses, the thread runs
+/// where the kernel puts it.
 ///
 /// The thread waits until its CPUs are set: a thread that had already ended would have
 /// no thread id left, and `pthread_setaffinity_np` would then set the *caller's* CPUs
