@@ -163,18 +163,25 @@ impl Helper {
 /// The CPUs this thread may run on without the one it runs on now; None when there are
 /// no others.
 fn others_than_here() -> Option<libc::cpu_set_t> {
+    cpus_here().map(|(_, others)| others)
+}
+
+/// The CPUs this thread may run on, and those without the one it runs on now; None when
+/// there are no others.
+fn cpus_here() -> Option<(libc::cpu_set_t, libc::cpu_set_t)> {
     // SAFETY: cpu_set_t is plain data; sched_getcpu and sched_getaffinity write only
     // into it.
     unsafe {
         let here = libc::sched_getcpu();
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let mut all: libc::cpu_set_t = std::mem::zeroed();
         if here < 0
-            || libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0
+            || libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut all) != 0
         {
             return None;
         }
-        libc::CPU_CLR(here as usize, &mut set);
-        (libc::CPU_COUNT(&set) > 0).then_some(set)
+        let mut others = all;
+        libc::CPU_CLR(here as usize, &mut others);
+        (libc::CPU_COUNT(&others) > 0).then_some((all, others))
     }
 }
 
@@ -196,19 +203,7 @@ pub struct Spread {
 impl Spread {
     /// Before the clone: the CPUs, when there are others than this one.
     pub(crate) fn before_clone() -> Option<Spread> {
-        // SAFETY: cpu_set_t is plain data; sched_getcpu and sched_getaffinity write only
-        // into it.
-        unsafe {
-            let here = libc::sched_getcpu();
-            let mut all: libc::cpu_set_t = std::mem::zeroed();
-            let size = std::mem::size_of::<libc::cpu_set_t>();
-            if here < 0 || libc::sched_getaffinity(0, size, &mut all) != 0 {
-                return None;
-            }
-            let mut others = all;
-            libc::CPU_CLR(here as usize, &mut others);
-            (libc::CPU_COUNT(&others) > 0).then_some(Spread { all, others })
-        }
+        cpus_here().map(|(all, others)| Spread { all, others })
     }
 
     /// In the supervisor, right after the clone: `init` (not released yet) may run on
