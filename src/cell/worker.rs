@@ -202,7 +202,7 @@ pub fn main(
         fail(&err, 125, &e);
     }
     if let Some(programs) = &spec.seccomp {
-        // The container tier: the main program's listener goes to the supervisor (and
+        // The container tier: the program's listener goes to the supervisor (and
         // is closed here: nothing in the cell may answer its own connects).
         let listener = match notify_sock {
             Some(sock) => super::confine::apply_seccomp_with_listener(programs).and_then(|l| {

@@ -5,21 +5,20 @@
 //! Default action: allow. A matching rule returns an errno (EPERM, or ENOSYS for `clone3`
 //! and `openat2` so that callers fall back to calls whose arguments the filter can read).
 //!
-//! Two programs are stacked:
-//! 1. a prelude: a call through another ABI (i386 `int 0x80`, an AArch32 task) kills the
-//!    process; an x32 call (`__X32_SYSCALL_BIT`) gets EPERM; the unconditional ENOSYS
-//!    rules. It only looks at the arch and the syscall number.
-//! 2. the main program: a binary search over the rules' syscall numbers, then the rule's
-//!    argument checks. seccompiler's own compiler emits a linear chain (650+ instructions
-//!    for this list), which the kernel walks for every syscall number when it builds its
-//!    action cache at install time (~300 us per cell start here); the search is ~350
-//!    instructions and ~10 comparisons deep (~110 us). A unit test runs the program in a
-//!    BPF interpreter against the rules' meaning.
+//! One program: a call through another ABI (i386 `int 0x80`, an AArch32 task) kills the
+//! process; an x32 call (`__X32_SYSCALL_BIT`) gets EPERM; then a binary search over the
+//! rules' syscall numbers, and the rule's argument checks. seccompiler's own compiler
+//! emits a linear chain (650+ instructions for this list), which the kernel walks for
+//! every syscall number when it builds its action cache at install time (~300 us per cell
+//! start here); the search is ~350 instructions and ~10 comparisons deep (~110 us). Each
+//! program installed costs a fixed ~35 us besides (its conversion, JIT image and action
+//! cache): the arch and x32 checks were a second program until the tenth session. A unit
+//! test runs the program in a BPF interpreter against the rules' meaning, for every arch.
 //!
 //! Cost: only `clone`, `ioctl`, `personality`, `socket`, the chmod/mkdir/mknod family and
-//! `open`/`openat` (set-uid modes) have argument checks. For every other syscall both
-//! programs return a constant, so the kernel's seccomp action cache (Linux 5.11+) allows
-//! it without running either program: hot syscalls pay only the fixed price of having a
+//! `open`/`openat` (set-uid modes) have argument checks. For every other syscall the
+//! program returns a constant, so the kernel's seccomp action cache (Linux 5.11+) allows
+//! it without running the program: hot syscalls pay only the fixed price of having a
 //! filter at all.
 
 use std::fmt;
@@ -544,14 +543,28 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
     sock_filter { code, jt, jf, k }
 }
 
-/// The prelude program: other ABIs, x32, and the ENOSYS rules (only number checks).
-fn prelude(f: &Filter) -> BpfProgram {
-    let enosys: Vec<u32> = f
-        .rules
-        .iter()
-        .filter(|r| r.errno == libc::ENOSYS && r.when.is_empty())
-        .map(|r| r.nr as u32)
-        .collect();
+/// Does the filter hand calls to the supervisor (its main program must be installed with
+/// a listener)?
+pub fn notifies(f: &Filter) -> bool {
+    f.rules.iter().any(|r| r.notify)
+}
+
+/// Compile the filter into the programs to install, in order (one: see the module's
+/// documentation; the worker installs a list).
+pub fn compile(f: &Filter) -> Result<Vec<BpfProgram>, String> {
+    Ok(vec![program(f)?])
+}
+
+/// The program: another ABI kills, an x32 call gets EPERM, then a binary search over the
+/// rules' syscall numbers, so a call costs a handful of comparisons (and the kernel's
+/// per-syscall action cache is cheap to build), then the rule's argument checks. Numbers
+/// no rule names are allowed.
+fn program(f: &Filter) -> Result<BpfProgram, String> {
+    let mut rules: Vec<&Rule> = f.rules.iter().collect();
+    rules.sort_by_key(|r| r.nr);
+    if let Some(w) = rules.windows(2).find(|w| w[0].nr == w[1].nr) {
+        return Err(format!("seccomp: two rules for {}", w[0].name));
+    }
     let mut p = vec![
         stmt(BPF_LD_W_ABS, 4), // seccomp_data.arch
         jump(BPF_JEQ_K, AUDIT_ARCH, 1, 0),
@@ -559,47 +572,9 @@ fn prelude(f: &Filter) -> BpfProgram {
         stmt(BPF_LD_W_ABS, 0), // seccomp_data.nr
     ];
     if cfg!(target_arch = "x86_64") {
-        // nr >= X32 bit: EPERM (the jump skips to the EPERM return after the ENOSYS list).
-        let to_eperm = (enosys.len() * 2 + 1) as u8;
-        p.push(jump(BPF_JGE_K, X32_SYSCALL_BIT, to_eperm, 0));
-    }
-    for nr in &enosys {
-        p.push(jump(BPF_JEQ_K, *nr, 0, 1));
-        p.push(stmt(BPF_RET_K, SECCOMP_RET_ERRNO | libc::ENOSYS as u32));
-    }
-    p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW));
-    if cfg!(target_arch = "x86_64") {
+        p.push(jump(BPF_JGE_K, X32_SYSCALL_BIT, 0, 1));
         p.push(stmt(BPF_RET_K, SECCOMP_RET_ERRNO | libc::EPERM as u32));
     }
-    p
-}
-
-/// Does the filter hand calls to the supervisor (its main program must be installed with
-/// a listener)?
-pub fn notifies(f: &Filter) -> bool {
-    f.rules.iter().any(|r| r.notify)
-}
-
-/// Compile the filter into the programs to install, in order: the prelude (other ABIs,
-/// x32, unconditional ENOSYS) and the main program (every other rule).
-pub fn compile(f: &Filter) -> Result<Vec<BpfProgram>, String> {
-    Ok(vec![prelude(f), main_program(f)?])
-}
-
-/// The main program: a binary search over the rules' syscall numbers, so a call costs a
-/// handful of comparisons (and the kernel's per-syscall action cache is cheap to build),
-/// then the rule's argument checks. Numbers no rule names are allowed.
-fn main_program(f: &Filter) -> Result<BpfProgram, String> {
-    let mut rules: Vec<&Rule> = f
-        .rules
-        .iter()
-        .filter(|r| !(r.errno == libc::ENOSYS && r.when.is_empty()))
-        .collect();
-    rules.sort_by_key(|r| r.nr);
-    if let Some(w) = rules.windows(2).find(|w| w[0].nr == w[1].nr) {
-        return Err(format!("seccomp: two rules for {}", w[0].name));
-    }
-    let mut p = vec![stmt(BPF_LD_W_ABS, 0)];
     search(&rules, &mut p)?;
     if p.len() > 4096 {
         return Err(format!(
@@ -871,32 +846,58 @@ mod tests {
     }
 
     #[test]
-    fn compiles_and_prelude_shape() {
+    fn one_program_that_checks_the_abi_first() {
         let f = filter(&loopback());
         let progs = compile(&f).expect("compile");
-        assert_eq!(progs.len(), 2);
-        let pre = &progs[0];
-        // arch check first, allow-by-default at the end of the number checks.
-        assert_eq!(pre[0], stmt(BPF_LD_W_ABS, 4));
-        assert_eq!(pre[1].k, AUDIT_ARCH);
-        assert!(pre.contains(&jump(BPF_JEQ_K, libc::SYS_clone3 as u32, 0, 1)));
-        assert!(pre.contains(&stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW)));
-        if cfg!(target_arch = "x86_64") {
-            // The x32 jump lands on the EPERM return.
-            let i = pre
-                .iter()
-                .position(|s| s.code == BPF_JGE_K)
-                .expect("x32 check");
-            let target = i + 1 + pre[i].jt as usize;
-            assert_eq!(pre[target], stmt(BPF_RET_K, SECCOMP_RET_ERRNO | 1));
+        assert_eq!(progs.len(), 1);
+        let p = &progs[0];
+        // The arch is loaded and compared first.
+        assert_eq!(p[0], stmt(BPF_LD_W_ABS, 4));
+        assert_eq!(p[1].k, AUDIT_ARCH);
+        // Another ABI (i386 `int 0x80` on x86_64, AArch32 on aarch64) kills the process,
+        // whatever the number.
+        let other = if cfg!(target_arch = "x86_64") {
+            3 | 0x4000_0000 // AUDIT_ARCH_I386
+        } else {
+            40 | 0x4000_0000 // AUDIT_ARCH_ARM
+        };
+        for nr in [0, libc::SYS_getppid as u32, libc::SYS_clone3 as u32, 600] {
+            assert_eq!(
+                run_arch(p, other, nr, [0; 6]),
+                libc::SECCOMP_RET_KILL_PROCESS,
+                "nr {nr}"
+            );
         }
+        if cfg!(target_arch = "x86_64") {
+            // An x32 call gets EPERM, a call whose x86_64 number is allowed included.
+            for nr in [libc::SYS_getppid as u32, libc::SYS_read as u32] {
+                assert_eq!(
+                    run(p, X32_SYSCALL_BIT | nr, [0; 6]),
+                    SECCOMP_RET_ERRNO | libc::EPERM as u32
+                );
+            }
+        }
+        // The unconditional ENOSYS rules are in the search like every other rule.
+        assert_eq!(
+            run(p, libc::SYS_clone3 as u32, [0; 6]),
+            SECCOMP_RET_ERRNO | libc::ENOSYS as u32
+        );
+        assert_eq!(
+            run(p, libc::SYS_getppid as u32, [0; 6]),
+            libc::SECCOMP_RET_ALLOW
+        );
+    }
+
+    /// [`run_arch`] with the native arch.
+    fn run(p: &[sock_filter], nr: u32, args: [u64; 6]) -> u32 {
+        run_arch(p, AUDIT_ARCH, nr, args)
     }
 
     /// A small classic-BPF interpreter for the instructions the compiler emits.
-    fn run(p: &[sock_filter], nr: u32, args: [u64; 6]) -> u32 {
+    fn run_arch(p: &[sock_filter], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
         let mut data = [0u8; 64];
         data[0..4].copy_from_slice(&nr.to_ne_bytes());
-        data[4..8].copy_from_slice(&AUDIT_ARCH.to_ne_bytes());
+        data[4..8].copy_from_slice(&arch.to_ne_bytes());
         for (i, a) in args.iter().enumerate() {
             data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_le_bytes());
         }
@@ -968,7 +969,7 @@ mod tests {
             ..Policy::default()
         });
         assert!(notifies(&f));
-        let p = main_program(&f).expect("compiles");
+        let p = program(&f).expect("compiles");
         let nr = |n: &str| syscalls::number(n).expect(n) as u32;
         let eperm = SECCOMP_RET_ERRNO | libc::EPERM as u32;
         let allow = libc::SECCOMP_RET_ALLOW;
@@ -1016,7 +1017,7 @@ mod tests {
             ..Policy::default()
         });
         assert!(!notifies(&full));
-        let p = main_program(&full).expect("compiles");
+        let p = program(&full).expect("compiles");
         assert_eq!(
             run(
                 &p,
@@ -1042,7 +1043,7 @@ mod tests {
             container,
             ..loopback()
         });
-        let p = main_program(&f).expect("compiles");
+        let p = program(&f).expect("compiles");
         // The container tier adds socket checks, connect and the sendto family.
         let most = if container { 480 } else { 400 };
         assert!(p.len() < most, "{} instructions", p.len());
@@ -1063,11 +1064,7 @@ mod tests {
             }
         }
         let mut checked = 0;
-        for r in f
-            .rules
-            .iter()
-            .filter(|r| !(r.errno == libc::ENOSYS && r.when.is_empty()))
-        {
+        for r in &f.rules {
             for (i, v) in values.iter().enumerate() {
                 for arg in 0..4 {
                     let mut args = [values[(i + 3) % values.len()]; 6];
