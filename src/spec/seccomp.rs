@@ -12,7 +12,7 @@
 //! every syscall number when it builds its action cache at install time (~300 us per cell
 //! start here); the search is ~350 instructions and ~10 comparisons deep (~110 us). Each
 //! program installed costs a fixed ~35 us besides (its conversion, JIT image and action
-//! cache): the arch and x32 checks were a second program until the tenth session. A unit
+//! cache), which is why the arch and x32 checks are not a program of their own. A unit
 //! test runs the program in a BPF interpreter against the rules' meaning, for every arch.
 //!
 //! Cost: only `clone`, `ioctl`, `personality`, `socket`, the chmod/mkdir/mknod family and
@@ -543,8 +543,8 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
     sock_filter { code, jt, jf, k }
 }
 
-/// Does the filter hand calls to the supervisor (its main program must be installed with
-/// a listener)?
+/// Does the filter hand calls to the supervisor (its program must be installed with a
+/// listener)?
 pub fn notifies(f: &Filter) -> bool {
     f.rules.iter().any(|r| r.notify)
 }
