@@ -8,12 +8,14 @@ use taskcell::profile::Loader;
 use taskcell::{audit, doctor, explain, supervisor, EXIT_SETUP};
 
 fn main() -> ExitCode {
-    // First: no terminating signal may end the supervisor between two steps (a secret
-    // fetched and not yet revoked); `run` turns each into an orderly ending.
+    // One malloc arena: a second thread's arena (the probes') would reserve 64 MB and
+    // fault in pages that the clone then copies into the cell's init.
     // SAFETY: mallopt with an integer parameter, before any thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
+    // First: no terminating signal may end the supervisor between two steps (a secret
+    // fetched and not yet revoked); `run` turns each into an orderly ending.
     let blocked = taskcell::signals::block_at_start();
     // Before any lookup of a user or a host.
     taskcell::names::pin();
