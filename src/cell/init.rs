@@ -301,7 +301,7 @@ pub fn main(
         h.join();
     }
     if let Some(d) = detaching {
-        d.join();
+        d.finish();
     }
     let worker = match started {
         Ok(pid) => pid,

@@ -166,14 +166,14 @@ pub fn execute(
 
 /// The staging root, with the host's root below it, being detached by init's helper
 /// thread ([`super::Helper`], which shares init's working directory, the new root with the
-/// staging root stacked on it: nothing in init changes directory until [`Detaching::join`]).
+/// staging root stacked on it: nothing in init changes directory until [`Detaching::finish`]).
 /// The detach waits for an RCU grace period; the worker does its setup meanwhile and
 /// waits on [`Detaching::done`] before its `execve`, so the command never sees the host's
 /// root. Queued before the Landlock rules, whose job drops the helper's capabilities.
 pub struct Detaching {
     /// Read end: one `i32`, 0 once the detach is done, else its errno.
     pub done: OwnedFd,
-    /// The write end, held here (not by the helper) until [`Detaching::join`]: a number
+    /// The write end, held here (not by the helper) until [`Detaching::finish`]: a number
     /// the helper closed could be reused by init before the worker starts, and the worker
     /// would then close something else in place of its copy. The job always writes its
     /// word (a job dropped unrun or ended by a panic writes an error), so no reader waits
@@ -194,7 +194,7 @@ impl Detaching {
             fn say(&mut self, code: i32) {
                 if let Some(fd) = self.0.take() {
                     // SAFETY: the write end stays open in `Detaching` until the helper
-                    // is joined (see Detaching::join).
+                    // is joined (see Detaching::finish).
                     let w = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
                     let _ = nix::unistd::write(w, &code.to_ne_bytes());
                 }
@@ -224,7 +224,7 @@ impl Detaching {
 
     /// Once the helper is joined (after the worker has exec'd or failed): make `/` the
     /// working directory again.
-    pub fn join(self) {
+    pub fn finish(self) {
         drop(self.done);
         let _ = nix::unistd::chdir("/");
     }
