@@ -272,6 +272,11 @@ fn offer_here(plan: &Plan) -> spec::Offer {
 /// `run` compiles it after its clone failed.
 fn compiled(plan: &Plan, offer: &spec::Offer) -> Spec {
     let mut handles = Handles::planned(plan, limits_here(plan).rlimits);
+    // Root-started: the cell runs as a host id of the offered range, taken at start.
+    handles.host_ids = offer.host_ids.as_ref().map(|r| spec::HostIds {
+        uid: r.range.start,
+        gid: r.range.start,
+    });
     let tier = tier_here();
     if tier.userns || tier.without_userns < plan.security.require {
         return spec::compile(plan, offer, &handles);

@@ -668,35 +668,69 @@ fn root_gains_nothing_inside() {
     assert!(!out.contains("MOUNT"), "{out}");
 }
 
+/// Try a sysctl (written back with the value it has, so nothing changes even if the
+/// boundary were gone) and kernel state a container masks; prints what got through.
+const PROC_PROBE: &str = "v=$(cat /proc/sys/kernel/printk_ratelimit); \
+     echo $v > /proc/sys/kernel/printk_ratelimit && echo SYSCTL-WRITTEN; \
+     cat /proc/sys/kernel/printk_ratelimit >/dev/null && echo sysctl-readable; \
+     [ -n \"$(head -c 1 /proc/timer_list 2>/dev/null)\" ] && echo TIMERS-VISIBLE; \
+     ls /proc/acpi 2>/dev/null | grep -q . && echo ACPI-VISIBLE; echo done";
+
 #[test]
 fn host_kernel_settings_cannot_be_changed_from_proc() {
-    // With ids mapped 1:1, uid 0 inside is the host's root as far as procfs file modes go:
-    // without the read-only /proc/sys, a root-started cell could write kernel.core_pattern
-    // and get code run as root outside. Write back the value a harmless sysctl already
-    // has, so nothing changes even if the boundary were gone.
+    // A root-started cell's uid 0 is an unprivileged host id: procfs refuses its writes to
+    // the host's settings by file mode, and /proc/sys is read-only (the cell's root owns
+    // the sysctls of its own namespaces). A plain user's cell is that user.
     let ws = Ws::new();
-    let out = ok(&sh(
-        ws.path(),
-        "build",
-        &[],
-        "v=$(cat /proc/sys/kernel/printk_ratelimit); \
-         echo $v > /proc/sys/kernel/printk_ratelimit 2>/dev/null && echo SYSCTL-WRITTEN; \
-         cat /proc/sys/kernel/printk_ratelimit >/dev/null && echo sysctl-readable; \
-         [ -n \"$(head -c 1 /proc/timer_list 2>/dev/null)\" ] && echo TIMERS-VISIBLE; \
-         ls /proc/acpi 2>/dev/null | grep -q . && echo ACPI-VISIBLE; echo done",
-    ));
+    let o = sh(ws.path(), "build", &[], PROC_PROBE);
+    let out = ok(&o);
     assert!(!out.contains("SYSCTL-WRITTEN"), "{out}");
     assert!(out.contains("sysctl-readable"), "{out}");
     assert!(out.ends_with("done\n"), "{out}");
-    // Kernel state is masked where uid 0 inside is the host's root; for another uid,
-    // procfs's own checks apply (and the masks are left out to save mounts).
     if is_root() {
-        assert!(!out.contains("VISIBLE"), "{out}");
-        // Sanity: the host shows timer_list content, so the check can see a leak.
-        assert!(!std::fs::read_to_string("/proc/timer_list")
-            .unwrap_or_default()
-            .is_empty());
+        let err = stderr(&o);
+        assert!(err.contains("Read-only file system"), "{err}");
     }
+}
+
+#[test]
+fn kernel_state_is_masked_where_uid_0_is_the_host_root() {
+    // Root in a nested user namespace gets no host id (it cannot map another): the cell's
+    // uid 0 is the host's root, to which procfs's file-mode checks would give
+    // kernel.core_pattern (a way out) and the kernel's state; /proc/sys, /proc/irq,
+    // /proc/bus and /proc/fs are read-only and that state is masked.
+    if !is_root() {
+        println!("kernel_state_is_masked_where_uid_0_is_the_host_root: skipped: needs root");
+        return;
+    }
+    let nested = std::process::Command::new("unshare")
+        .args(["-Ur", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !nested {
+        println!("kernel_state_is_masked_where_uid_0_is_the_host_root: skipped: no `unshare -Ur`");
+        return;
+    }
+    // Sanity: the host shows timer_list content, so the check can see a leak.
+    assert!(!std::fs::read_to_string("/proc/timer_list")
+        .unwrap_or_default()
+        .is_empty());
+    let ws = Ws::new();
+    let mut c = taskcell(ws.path(), &[]);
+    c.args(["run", "-p", "build", "--", "/bin/sh", "-c", PROC_PROBE]);
+    let mut u = std::process::Command::new("unshare");
+    u.arg("-Ur")
+        .arg(c.get_program())
+        .args(c.get_args())
+        .current_dir(ws.path())
+        .env_clear()
+        .envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .stdin(std::process::Stdio::null());
+    let out = ok(&u.output().expect("running taskcell in unshare -Ur"));
+    assert!(out.contains("sysctl-readable"), "{out}");
+    assert!(!out.contains("SYSCTL-WRITTEN"), "{out}");
+    assert!(!out.contains("VISIBLE"), "{out}");
+    assert!(out.ends_with("done\n"), "{out}");
 }
 
 #[test]

@@ -209,9 +209,14 @@ impl How {
 /// Compile the cell's spec (with namespaces).
 pub fn compile(plan: &Plan, offer: &Offer, h: &Handles) -> Spec {
     let resolv = h.resolv_conf.as_deref().filter(|_| offer.resolv_conf);
-    let mounts = mounts(plan, offer, h.ca_bundle.as_deref(), resolv);
     // Host ids only where the machine offers them (root in the initial user namespace).
     let host_ids = h.host_ids.filter(|_| offer.host_ids.is_some());
+    let root = match (plan.process.uid, host_ids) {
+        (0, None) => mounts::Root::Host,
+        (0, Some(_)) => mounts::Root::Cell,
+        _ => mounts::Root::None,
+    };
+    let mounts = mounts(plan, offer, root, h.ca_bundle.as_deref(), resolv);
     // Landlock must let the command read what the mechanisms bound.
     let mut extra = Vec::new();
     if secrets_tmpfs(plan).is_some() {
@@ -296,14 +301,15 @@ pub fn idmapped_binds(mounts: &[MountOp]) -> Vec<usize> {
 
 /// The cell's mount sequence: the plan's paths, then what the mechanisms need bound (the
 /// secrets tmpfs, the `taskcell` binary, the trust bundle), then the root and /dev made
-/// read-only.
+/// read-only. `root`: who the cell's uid 0 is (see [`mounts::tree_ops`]).
 pub fn mounts(
     plan: &Plan,
     offer: &Offer,
+    root: mounts::Root,
     ca_bundle: Option<&Path>,
     resolv_conf: Option<&Path>,
 ) -> Vec<MountOp> {
-    let mut ops = mounts::tree_ops(&plan.paths, plan.process.uid);
+    let mut ops = mounts::tree_ops(&plan.paths, root);
     ops.extend(secrets_tmpfs(plan));
     if let Some(exe) = &offer.exe {
         ops.push(ro_file(exe, BINARY_IN_CELL));
@@ -655,7 +661,10 @@ mod tests {
                 mounts::seal_ops()[1].clone(),
             ]
         );
-        assert_eq!(spec.mounts[..n - 5], mounts::tree_ops(&p.paths, 1000)[..]);
+        assert_eq!(
+            spec.mounts[..n - 5],
+            mounts::tree_ops(&p.paths, mounts::Root::None)[..]
+        );
         let fs = spec.landlock.expect("landlock").fs;
         for path in [SECRETS_DIR, CA_BUNDLE_IN_CELL, SYSTEM_BUNDLE] {
             assert!(

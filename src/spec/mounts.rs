@@ -63,10 +63,13 @@ pub enum MountOp {
     },
 }
 
-/// Parts of /proc through which uid 0 (the caller's uid when root started the cell,
-/// since ids are mapped 1:1) could change the host: the kernel checks many of these by
-/// file mode only. Made read-only, as container runtimes do.
-const PROC_READ_ONLY: &[&str] = &["/proc/sys", "/proc/irq", "/proc/bus", "/proc/fs"];
+/// Parts of /proc through which the host's root (uid 0 inside when root started the cell
+/// without a host id, the ids mapped 1:1) could change the host: the kernel checks many
+/// of these by file mode only. Made read-only, as container runtimes do.
+const PROC_READ_ONLY: &[&str] = &["/proc/irq", "/proc/bus", "/proc/fs"];
+/// The sysctls: read-only wherever uid 0 inside is the cell's root, which owns the
+/// sysctls of the cell's own namespaces (IPC, network, PID), as in a container.
+const PROC_SYS: &str = "/proc/sys";
 /// Kernel state a cell has no business reading or triggering.
 const PROC_MASKED: &[&str] = &[
     "/proc/sysrq-trigger",
@@ -94,23 +97,42 @@ pub fn seal_ops() -> [MountOp; 2] {
     ]
 }
 
-/// The mount operations for a cell whose ids are `caller_uid`'s, up to the seal. The read-only and masked
-/// parts of /proc are there because uid 0 inside is the host's root to procfs's
-/// file-mode checks; for any other uid procfs refuses those writes itself, so they are
-/// left out (a dozen mounts less on every start).
-pub fn tree_ops(paths: &[PathRule], caller_uid: u32) -> Vec<MountOp> {
-    let mut ops = fixed_ops(caller_uid);
+/// Who the cell's uid 0 is, for the parts of /proc it must not change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Root {
+    /// The cell runs as another uid (a plain user's cell: the caller's own ids).
+    None,
+    /// The cell's root, an unprivileged host id on the host (root-started, `spec::ids`).
+    Cell,
+    /// The host's root (root-started with the identity map: no host id).
+    Host,
+}
+
+/// The mount operations for a cell, up to the seal. Where the cell has a uid 0, /proc/sys
+/// is read-only: it owns the sysctls of the cell's own namespaces. The other read-only
+/// and masked parts of /proc are there only where that uid 0 is the host's root
+/// ([`Root::Host`]): procfs checks many of them by file mode, and to those checks it is
+/// the host's root. Any other cell's ids are an unprivileged user's on the host, whose
+/// writes procfs refuses itself: a dozen mounts less to make and to tear down.
+pub fn tree_ops(paths: &[PathRule], root: Root) -> Vec<MountOp> {
+    let mut ops = fixed_ops(root);
     path_ops(paths, &mut ops);
     ops
 }
 
-/// What every cell gets whatever the plan says: /proc, /dev with its nodes, /tmp.
-fn fixed_ops(caller_uid: u32) -> Vec<MountOp> {
+/// What every cell gets whatever the plan says: /proc (parts of it read-only or masked,
+/// see [`tree_ops`]), /dev with its nodes, /tmp.
+fn fixed_ops(root: Root) -> Vec<MountOp> {
     let mut ops = Vec::new();
     ops.push(MountOp::Proc {
         path: "/proc".into(),
     });
-    if caller_uid == 0 {
+    if root != Root::None {
+        ops.push(MountOp::SelfRo {
+            path: PROC_SYS.into(),
+        });
+    }
+    if root == Root::Host {
         for p in PROC_READ_ONLY {
             ops.push(MountOp::SelfRo { path: p.into() });
         }
@@ -250,10 +272,10 @@ fn path_ops(paths: &[PathRule], ops: &mut Vec<MountOp>) {
 mod tests {
     use super::*;
 
-    /// The whole sequence for a cell started by root, without what the mechanisms bind
-    /// (`spec::mounts` adds that before the seal).
+    /// The whole sequence for a cell whose root is the host's, without what the
+    /// mechanisms bind (`spec::mounts` adds that before the seal).
     fn mount_ops(paths: &[PathRule]) -> Vec<MountOp> {
-        let mut ops = tree_ops(paths, 0);
+        let mut ops = tree_ops(paths, Root::Host);
         ops.extend(seal_ops());
         ops
     }
