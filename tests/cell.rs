@@ -668,10 +668,13 @@ fn root_gains_nothing_inside() {
     assert!(!out.contains("MOUNT"), "{out}");
 }
 
-/// Try a sysctl (written back with the value it has, so nothing changes even if the
-/// boundary were gone) and kernel state a container masks; prints what got through.
+/// Try a sysctl and the IRQ affinity (each written back with the value it has, so
+/// nothing changes even if the boundary were gone: root in a plain `unshare -Ur` writes
+/// the second) and kernel state a container masks; prints what got through.
 const PROC_PROBE: &str = "v=$(cat /proc/sys/kernel/printk_ratelimit); \
      echo $v > /proc/sys/kernel/printk_ratelimit && echo SYSCTL-WRITTEN; \
+     v=$(cat /proc/irq/default_smp_affinity 2>/dev/null) && \
+       { echo $v > /proc/irq/default_smp_affinity && echo IRQ-WRITTEN; }; \
      cat /proc/sys/kernel/printk_ratelimit >/dev/null && echo sysctl-readable; \
      [ -n \"$(head -c 1 /proc/timer_list 2>/dev/null)\" ] && echo TIMERS-VISIBLE; \
      ls /proc/acpi 2>/dev/null | grep -q . && echo ACPI-VISIBLE; echo done";
@@ -685,11 +688,17 @@ fn host_kernel_settings_cannot_be_changed_from_proc() {
     let o = sh(ws.path(), "build", &[], PROC_PROBE);
     let out = ok(&o);
     assert!(!out.contains("SYSCTL-WRITTEN"), "{out}");
+    assert!(!out.contains("IRQ-WRITTEN"), "{out}");
     assert!(out.contains("sysctl-readable"), "{out}");
     assert!(out.ends_with("done\n"), "{out}");
+    // Landlock refuses the write too (the cell may only read /proc): the error says which
+    // layer answered first.
     if is_root() {
         let err = stderr(&o);
-        assert!(err.contains("Read-only file system"), "{err}");
+        assert!(
+            err.contains("printk_ratelimit: Read-only file system"),
+            "{err}"
+        );
     }
 }
 
@@ -726,9 +735,23 @@ fn kernel_state_is_masked_where_uid_0_is_the_host_root() {
         .env_clear()
         .envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
         .stdin(std::process::Stdio::null());
-    let out = ok(&u.output().expect("running taskcell in unshare -Ur"));
+    let o = u.output().expect("running taskcell in unshare -Ur");
+    let out = ok(&o);
+    // Landlock refuses these writes too: the error says the mounts answered first.
+    let err = stderr(&o);
+    assert!(
+        err.contains("printk_ratelimit: Read-only file system"),
+        "{err}"
+    );
+    if std::path::Path::new("/proc/irq/default_smp_affinity").exists() {
+        assert!(
+            err.contains("default_smp_affinity: Read-only file system"),
+            "{err}"
+        );
+    }
     assert!(out.contains("sysctl-readable"), "{out}");
     assert!(!out.contains("SYSCTL-WRITTEN"), "{out}");
+    assert!(!out.contains("IRQ-WRITTEN"), "{out}");
     assert!(!out.contains("VISIBLE"), "{out}");
     assert!(out.ends_with("done\n"), "{out}");
 }
